@@ -1,0 +1,144 @@
+/* The durable spool: one immutable message file (envelope header + data) per
+ * message, a small state file per message for recipient progress, a drop
+ * directory for local submission. Crash-safe by write-temp/fsync/rename. */
+#ifndef STSRELAY_QUEUE_H
+#define STSRELAY_QUEUE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Spool layout under spool_dir:
+ *   queue/ID        committed message: header lines, "end\n", then the data
+ *   queue/ID.state  recipient states (absent = all pending, 0 attempts)
+ *   tmp/            files being written; removed by queue_recover()
+ *   maildrop/       local submissions (sendmail), mode 1730, group-writable;
+ *                   ".ID" while being written, "ID" when complete
+ * Message data is stored exactly as it will be sent: CRLF line ends,
+ * dot-unstuffed, without the final ".". */
+
+#define QUEUE_ID_LEN 12            /* upper-case hex characters */
+#define QUEUE_ADDR_MAX 512         /* longest stored address, with NUL */
+#define QUEUE_ERROR_MAX 512
+#define QUEUE_MAX_RCPTS 10000
+
+enum queue_rcpt_status { QUEUE_PENDING, QUEUE_DEFERRED, QUEUE_SENT, QUEUE_BOUNCED };
+
+/* Message flags kept in the header. */
+#define QUEUE_F_NOBOUNCE 0x1       /* failed delivery produces no DSN (bounces, reports) */
+#define QUEUE_F_TLSRPT 0x2         /* a TLS-RPT report: its sessions are not reported */
+
+struct queue_rcpt {
+	char address[QUEUE_ADDR_MAX];      /* without angle brackets */
+	enum queue_rcpt_status status;
+	unsigned attempts;
+	int64_t next_try;                  /* unix seconds; 0 = now */
+	int64_t last_try;
+	char last_error[QUEUE_ERROR_MAX];  /* reply or reason of the last failure */
+};
+
+struct queue_envelope {
+	char id[QUEUE_ID_LEN + 1];
+	int64_t queued_at;
+	char sender[QUEUE_ADDR_MAX];       /* "" = null sender <> */
+	char submitter[64];                /* local user (sendmail) or "" */
+	char client[128];                  /* "host[ip]" of the SMTP client or "" */
+	unsigned flags;
+	struct queue_rcpt *rcpts;          /* owned; nrcpts entries */
+	size_t nrcpts;
+	uint64_t data_offset;              /* where the data starts in the file */
+	uint64_t size;                     /* data bytes */
+};
+
+/* ---- pure encode/decode (no I/O; unit-tested and fuzzed) ---- */
+
+/* Header text for a message file. *out is malloc'd. -1 if a field holds a
+ * CR, LF or NUL or the envelope is otherwise unstorable. */
+int queue_header_encode(const struct queue_envelope *env, char **out, size_t *outlen);
+/* Parses a header from the start of buf; on success fills env (rcpts all
+ * pending), sets env->data_offset to the header length and returns 0; on
+ * error returns -1 with *err a static reason. env must be zeroed or freed. */
+int queue_header_decode(const char *buf, size_t len, struct queue_envelope *env,
+			const char **err);
+/* State file text for the recipients of env. *out is malloc'd. */
+int queue_state_encode(const struct queue_envelope *env, char **out, size_t *outlen);
+/* Applies a state file to env's recipients. -1 with *err on bad input. */
+int queue_state_decode(const char *buf, size_t len, struct queue_envelope *env,
+		       const char **err);
+/* Frees env->rcpts; env itself is the caller's. */
+void queue_envelope_clear(struct queue_envelope *env);
+/* Adds a recipient (status pending). -1 if too many or too long. */
+int queue_envelope_add_rcpt(struct queue_envelope *env, const char *address);
+
+const char *queue_status_name(enum queue_rcpt_status st);  /* "pending", ... */
+
+/* Delay before attempt number `attempts`+1, given the configured schedule
+ * (last step repeats). */
+uint64_t queue_retry_delay(const uint64_t *schedule_s, size_t n, unsigned attempts);
+
+/* ---- the spool ---- */
+
+struct queue;
+
+/* Opens (and with create=true makes, with the right modes) the spool under
+ * spool_dir. drop_gid: group owning maildrop/ (-1: leave as is). */
+int queue_open(const char *spool_dir, bool create, long drop_gid, struct queue **out,
+	       char *err, size_t errlen);
+void queue_close(struct queue *q);
+const char *queue_spool_dir(const struct queue *q);
+
+/* Startup recovery: removes everything in tmp/, state files without a
+ * message, and drop files left half-written for over an hour. Returns the
+ * number of files removed, or -1. */
+int queue_recover(struct queue *q);
+
+/* Sorted list of committed message ids (malloc'd array of QUEUE_ID_LEN+1
+ * strings in one block). */
+int queue_scan(struct queue *q, char (**ids)[QUEUE_ID_LEN + 1], size_t *n);
+
+/* Reads header and state of a committed message. */
+int queue_load(struct queue *q, const char *id, struct queue_envelope *env,
+	       char *err, size_t errlen);
+/* Opens the message file for reading, positioned at the data. Returns fd or -1. */
+int queue_open_data(struct queue *q, const struct queue_envelope *env);
+/* Persists recipient states atomically (temp, fsync, rename, dir fsync). */
+int queue_save_state(struct queue *q, const struct queue_envelope *env);
+/* Removes a message and its state (every recipient final, or deleted). */
+int queue_remove(struct queue *q, const char *id);
+
+/* ---- writing a new message ---- */
+
+struct queue_writer;
+
+/* Starts a message in tmp/ with a fresh unique id (to_drop=false), or in
+ * maildrop/ (to_drop=true, for sendmail, which may run as any user). */
+int queue_writer_new(struct queue *q, bool to_drop, struct queue_writer **out);
+const char *queue_writer_id(const struct queue_writer *w);
+/* Writes the header (env->id is replaced by the writer's id). Once, first. */
+int queue_writer_header(struct queue_writer *w, const struct queue_envelope *env);
+/* Appends data bytes (exactly what will be sent). */
+int queue_writer_append(struct queue_writer *w, const void *buf, size_t len);
+uint64_t queue_writer_size(const struct queue_writer *w);
+/* fsync the file and rename it into queue/ (or maildrop/). Does NOT fsync
+ * the directory: call queue_sync() once for a batch of commits before
+ * telling anyone the message is safe. Thread-safe with respect to the loop
+ * (touches only w's own file). */
+int queue_writer_commit(struct queue_writer *w);
+/* fsync queue/ (or maildrop/ with drop=true). */
+int queue_sync(struct queue *q, bool drop);
+/* Frees w; an uncommitted file is unlinked. */
+void queue_writer_free(struct queue_writer *w);
+
+/* ---- the drop directory (daemon side) ---- */
+
+/* Sorted list of complete drop files (ids). */
+int queue_drop_scan(struct queue *q, char (**ids)[QUEUE_ID_LEN + 1], size_t *n);
+/* Validates drop file `id` (regular file, sane header, size <= max_size,
+ * at least one recipient), copies it into the queue under a new id with the
+ * submitter set from the file owner's user name, fsyncs, and removes the
+ * drop file. new_id receives the queue id. Returns 0, or -1 with err (the
+ * bad drop file is then moved aside to maildrop/.bad-ID, never delivered). */
+int queue_drop_import(struct queue *q, const char *id, uint64_t max_size,
+		      char new_id[QUEUE_ID_LEN + 1], char *err, size_t errlen);
+
+#endif
