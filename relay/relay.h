@@ -1,0 +1,28 @@
+/* The daemon's shared context: one libuv loop, the configuration, the
+ * spool, and the delivery scheduler. Owned by relay/serve.c. */
+#ifndef STSRELAY_RELAY_H
+#define STSRELAY_RELAY_H
+
+#include <uv.h>
+
+#include "queue/queue.h"
+#include "relay/config.h"
+
+struct scheduler;
+
+struct relay {
+	uv_loop_t *loop;
+	struct config cfg;
+	char config_path[CONFIG_PATH_MAX];
+	struct queue *queue;
+	struct scheduler *sched;
+	int stopping;               /* SIGTERM seen: accept nothing new */
+};
+
+/* Control socket (spool_dir/control, mode 0600): one request line, one reply
+ * line. Requests: "flush", "flush ID", "delete ID", "bounce ID", "wake".
+ * Replies: "ok" or "error REASON". The queue commands use it when the daemon
+ * runs and fall back to editing the spool when it does not. */
+#define RELAY_CONTROL_SOCKET "control"
+
+#endif
