@@ -1,5 +1,6 @@
 /* The stsrelay binary: one program, subcommands, and argv[0] dispatch so the
  * installed `sendmail` and `mailq` links behave as their namesakes. */
+#include "relay/cli.h"
 #include "relay/commands.h"
 
 #include <stdio.h>
@@ -32,6 +33,10 @@ int main(int argc, char **argv)
 	base = base ? base + 1 : argv[0];
 	if (strcmp(base, "sendmail") == 0)
 		return cmd_sendmail(argc, argv);
+	/* Only sendmail needs the drop group of a setgid install; everything
+	 * else runs with the caller's own rights. */
+	if (cli_drop_setgid("stsrelay") != 0)
+		return EX_OSERR;
 	if (strcmp(base, "mailq") == 0)
 		return cmd_mailq(argc, argv);
 	if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {

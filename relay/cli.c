@@ -1,0 +1,181 @@
+/* Helpers for the command-line subcommands: config loading with one error
+ * format, and the client side of the daemon's one-line control socket. */
+#include "relay/cli.h"
+#include "queue/queue.h"
+#include "relay/relay.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sysexits.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CONTROL_TIMEOUT_MS 30000
+
+int cli_drop_setgid(const char *prog)
+{
+	gid_t g = getgid();
+
+	if (getegid() == g)
+		return 0;
+	if (setresgid(g, g, g) != 0) {
+		fprintf(stderr, "%s: cannot drop the set-group-ID privilege: %s\n", prog,
+			strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+int cli_load_config(const char *prog, const char *explicit_path, struct config *cfg)
+{
+	char err[1024];
+	const char *path = config_path(explicit_path);
+
+	if (config_load(cfg, path, err, sizeof(err)) != 0) {
+		fprintf(stderr, "%s: %s\n", prog, err);
+		return EX_CONFIG;
+	}
+	return 0;
+}
+
+bool cli_queue_id_parse(const char *s, char *out)
+{
+	size_t i;
+
+	if (s == NULL || strlen(s) != QUEUE_ID_LEN)
+		return false;
+	for (i = 0; i < QUEUE_ID_LEN; i++) {
+		if (!isxdigit((unsigned char)s[i]))
+			return false;
+		out[i] = (char)toupper((unsigned char)s[i]);
+	}
+	out[QUEUE_ID_LEN] = '\0';
+	return true;
+}
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits for fd to become ready for `events` before the deadline. */
+static int wait_fd(int fd, short events, int64_t deadline)
+{
+	struct pollfd p = { .fd = fd, .events = events };
+	int64_t left;
+	int rc;
+
+	for (;;) {
+		left = deadline - mono_ms();
+		if (left <= 0)
+			return -1;
+		rc = poll(&p, 1, (int)left);
+		if (rc > 0)
+			return 0;
+		if (rc < 0 && errno != EINTR)
+			return -1;
+	}
+}
+
+enum cli_control_result cli_control_request(const char *spool_dir, const char *request,
+					    char *reply, size_t replylen)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	enum cli_control_result res = CLI_CONTROL_FAILED;
+	int64_t deadline = mono_ms() + CONTROL_TIMEOUT_MS;
+	char line[1024];
+	size_t len, got = 0, sent = 0;
+	ssize_t n;
+	int fd = -1, rc;
+
+	if (replylen == 0)
+		return CLI_CONTROL_FAILED;
+	reply[0] = '\0';
+	if (strpbrk(request, "\r\n") != NULL || strlen(request) + 2 > sizeof(line)) {
+		snprintf(reply, replylen, "bad request");
+		return CLI_CONTROL_FAILED;
+	}
+	rc = snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/%s", spool_dir,
+		      RELAY_CONTROL_SOCKET);
+	if (rc < 0 || (size_t)rc >= sizeof(sun.sun_path)) {
+		snprintf(reply, replylen, "control socket path too long");
+		return CLI_CONTROL_FAILED;
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(reply, replylen, "socket: %s", strerror(errno));
+		return CLI_CONTROL_FAILED;
+	}
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0) {
+		/* A missing socket or a stale one left by a killed daemon both
+		 * mean nobody is listening. */
+		if (errno == ENOENT || errno == ECONNREFUSED)
+			res = CLI_CONTROL_NO_DAEMON;
+		else
+			snprintf(reply, replylen, "connect %s: %s", sun.sun_path, strerror(errno));
+		goto out;
+	}
+	len = (size_t)snprintf(line, sizeof(line), "%s\n", request);
+	while (sent < len) {
+		if (wait_fd(fd, POLLOUT, deadline) != 0) {
+			snprintf(reply, replylen, "timeout talking to the daemon");
+			goto out;
+		}
+		n = send(fd, line + sent, len - sent, MSG_NOSIGNAL);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			snprintf(reply, replylen, "send: %s", strerror(errno));
+			goto out;
+		}
+		sent += (size_t)n;
+	}
+	for (;;) {
+		char *nl;
+
+		if (got + 1 >= sizeof(line)) {
+			snprintf(reply, replylen, "reply from the daemon too long");
+			goto out;
+		}
+		if (wait_fd(fd, POLLIN, deadline) != 0) {
+			snprintf(reply, replylen, "timeout waiting for the daemon's reply");
+			goto out;
+		}
+		n = recv(fd, line + got, sizeof(line) - 1 - got, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			snprintf(reply, replylen, "recv: %s", strerror(errno));
+			goto out;
+		}
+		line[got + (size_t)n] = '\0';
+		nl = memchr(line + got, '\n', (size_t)n);
+		got += (size_t)n;
+		if (nl != NULL || n == 0) {
+			if (nl != NULL)
+				*nl = '\0';
+			if (nl == NULL && got == 0) {
+				snprintf(reply, replylen, "the daemon closed the connection without a reply");
+				goto out;
+			}
+			len = strlen(line);
+			if (len > 0 && line[len - 1] == '\r')
+				line[len - 1] = '\0';
+			snprintf(reply, replylen, "%s", line);
+			res = CLI_CONTROL_REPLIED;
+			goto out;
+		}
+	}
+out:
+	if (fd >= 0)
+		close(fd);
+	return res;
+}

@@ -1,0 +1,42 @@
+/* Helpers shared by the command-line subcommands (sendmail, queue, mailq):
+ * config loading with a clear message, the control-socket client, listing. */
+#ifndef STSRELAY_CLI_H
+#define STSRELAY_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "relay/config.h"
+
+/* When the binary is installed setgid (to the maildrop group), gives that
+ * group up for good: every subcommand except sendmail calls this first, so
+ * nothing else ever runs with it. Returns -1 (and prints) if it cannot. */
+int cli_drop_setgid(const char *prog);
+
+/* Loads the configuration a subcommand uses (explicit path, else
+ * $STSRELAY_CONF, else the default). On failure prints "PROG: ERROR" to
+ * stderr and returns EX_CONFIG; 0 on success. */
+int cli_load_config(const char *prog, const char *explicit_path, struct config *cfg);
+
+/* Result of a control-socket request. */
+enum cli_control_result {
+	CLI_CONTROL_REPLIED,     /* the daemon answered; reply holds its line */
+	CLI_CONTROL_NO_DAEMON,   /* no socket or connection refused: not running */
+	CLI_CONTROL_FAILED       /* anything else; reply holds the reason */
+};
+
+/* Sends one request line (no CR/LF inside) to spool_dir/control and reads
+ * one reply line (without its line end) into reply. Bounded in time (30 s)
+ * and size (replylen). */
+enum cli_control_result cli_control_request(const char *spool_dir, const char *request,
+					    char *reply, size_t replylen);
+
+/* True when s is a well-formed queue id; copies it upper-cased into out
+ * (QUEUE_ID_LEN + 1 bytes). */
+bool cli_queue_id_parse(const char *s, char *out);
+
+/* The queue listing (relay/queue_cmd.c), shared by `queue list`, `mailq`
+ * and `sendmail -bp`. Returns an exit code. */
+int cli_queue_list(const char *prog, const struct config *cfg, bool json);
+
+#endif

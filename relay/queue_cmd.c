@@ -1,0 +1,596 @@
+/* `stsrelay queue list|show|flush|delete|bounce` and `mailq`: listings read
+ * the spool directly; changes go through the daemon's control socket when it runs. */
+#include "relay/cli.h"
+#include "relay/clock.h"
+#include "relay/commands.h"
+#include "queue/queue.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#define MAX_POSITIONAL 4
+
+struct qopts {
+	const char *config;
+	bool json;
+	const char *pos[MAX_POSITIONAL];
+	size_t npos;
+};
+
+static void queue_usage(FILE *f)
+{
+	fputs("usage: stsrelay queue list [--json] [-c FILE]\n"
+	      "       stsrelay queue show ID [--json] [-c FILE]\n"
+	      "       stsrelay queue flush [ID] [-c FILE]\n"
+	      "       stsrelay queue delete ID [-c FILE]\n"
+	      "       stsrelay queue bounce ID [-c FILE]\n",
+	      f);
+}
+
+/* Options may stand anywhere after the subcommand: -c FILE, -cFILE, --json. */
+static int parse_opts(const char *prog, int argc, char **argv, struct qopts *o)
+{
+	bool only_pos = false;
+	int i;
+
+	memset(o, 0, sizeof(*o));
+	for (i = 1; i < argc; i++) {
+		const char *a = argv[i];
+
+		if (!only_pos && strcmp(a, "--") == 0) {
+			only_pos = true;
+		} else if (!only_pos && (strcmp(a, "-c") == 0 || strcmp(a, "-C") == 0)) {
+			if (i + 1 >= argc) {
+				fprintf(stderr, "%s: %s needs a file name\n", prog, a);
+				return -1;
+			}
+			o->config = argv[++i];
+		} else if (!only_pos && (strncmp(a, "-c", 2) == 0 || strncmp(a, "-C", 2) == 0)) {
+			o->config = a + 2;
+		} else if (!only_pos && strcmp(a, "--json") == 0) {
+			o->json = true;
+		} else if (!only_pos && a[0] == '-' && a[1] != '\0') {
+			fprintf(stderr, "%s: unknown option '%s'\n", prog, a);
+			return -1;
+		} else {
+			if (o->npos == MAX_POSITIONAL) {
+				fprintf(stderr, "%s: too many arguments\n", prog);
+				return -1;
+			}
+			o->pos[o->npos++] = a;
+		}
+	}
+	return 0;
+}
+
+static int open_spool(const char *prog, const struct config *cfg, struct queue **q)
+{
+	char err[512];
+
+	if (queue_open(cfg->spool_dir, false, -1, q, err, sizeof(err)) != 0) {
+		fprintf(stderr, "%s: cannot open the spool %s: %s\n", prog, cfg->spool_dir, err);
+		return EX_UNAVAILABLE;
+	}
+	return 0;
+}
+
+/* ---- JSON ---- */
+
+/* jansson refuses strings that are not UTF-8; addresses from SMTP clients
+ * may hold any 8-bit bytes, so those are shown with '?' in their place. */
+static json_t *jstr(const char *s)
+{
+	json_t *j = json_string(s);
+	char *copy;
+	size_t i;
+
+	if (j != NULL)
+		return j;
+	copy = strdup(s);
+	if (copy == NULL)
+		return NULL;
+	for (i = 0; copy[i] != '\0'; i++)
+		if ((unsigned char)copy[i] >= 0x80)
+			copy[i] = '?';
+	j = json_string(copy);
+	free(copy);
+	return j;
+}
+
+static json_t *jtime(int64_t t)
+{
+	char buf[32];
+
+	return jstr(clock_rfc3339(t, buf, sizeof(buf)));
+}
+
+/* One object per set; returns -1 if any value could not be made or set,
+ * which only happens when memory runs out. */
+static int jset(json_t *obj, const char *key, json_t *val)
+{
+	if (val == NULL)
+		return -1;
+	return json_object_set_new(obj, key, val);
+}
+
+/* next_try is null when it means "now" (0) or when the recipient is final:
+ * a time is only shown when the recipient is really waiting. */
+static json_t *message_json(const struct queue_envelope *env)
+{
+	json_t *m = json_object(), *rcpts = json_array();
+	int bad = 0;
+	size_t i;
+
+	if (m == NULL || rcpts == NULL) {
+		json_decref(m);
+		json_decref(rcpts);
+		return NULL;
+	}
+	bad |= jset(m, "id", jstr(env->id));
+	bad |= jset(m, "sender", jstr(env->sender));
+	bad |= jset(m, "size", json_integer((json_int_t)env->size));
+	bad |= jset(m, "queued_at", jtime(env->queued_at));
+	bad |= jset(m, "submitter", env->submitter[0] ? jstr(env->submitter) : json_null());
+	bad |= jset(m, "client", env->client[0] ? jstr(env->client) : json_null());
+	for (i = 0; i < env->nrcpts; i++) {
+		const struct queue_rcpt *r = &env->rcpts[i];
+		bool waiting = r->status == QUEUE_PENDING || r->status == QUEUE_DEFERRED;
+		json_t *o = json_object();
+
+		if (o == NULL) {
+			bad = -1;
+			break;
+		}
+		bad |= jset(o, "address", jstr(r->address));
+		bad |= jset(o, "status", jstr(queue_status_name(r->status)));
+		bad |= jset(o, "attempts", json_integer(r->attempts));
+		bad |= jset(o, "next_try", waiting && r->next_try > 0 ? jtime(r->next_try) : json_null());
+		bad |= jset(o, "last_error", r->last_error[0] ? jstr(r->last_error) : json_null());
+		bad |= json_array_append_new(rcpts, o);
+	}
+	bad |= jset(m, "recipients", rcpts);
+	if (bad) {
+		json_decref(m);
+		return NULL;
+	}
+	return m;
+}
+
+static int json_print(const char *prog, json_t *doc)
+{
+	if (json_dumpf(doc, stdout, JSON_INDENT(2)) != 0 || fputc('\n', stdout) == EOF ||
+	    fflush(stdout) != 0) {
+		fprintf(stderr, "%s: cannot write the JSON output\n", prog);
+		return EX_IOERR;
+	}
+	return 0;
+}
+
+/* ---- table ---- */
+
+static void rcpt_line(const struct queue_rcpt *r)
+{
+	char t[32];
+
+	printf("%43s %s (%s", "", r->address, queue_status_name(r->status));
+	if (r->attempts > 0)
+		printf(", %u attempt%s", r->attempts, r->attempts == 1 ? "" : "s");
+	if ((r->status == QUEUE_DEFERRED || r->status == QUEUE_PENDING) && r->next_try > 0)
+		printf(", next try %s", clock_rfc3339(r->next_try, t, sizeof(t)));
+	printf(")\n");
+	if (r->last_error[0])
+		printf("%45s%s\n", "", r->last_error);
+}
+
+static void message_table(const struct queue_envelope *env)
+{
+	char t[32];
+	size_t i;
+
+	printf("%-12s %8llu %-20s %s\n", env->id, (unsigned long long)env->size,
+	       clock_rfc3339(env->queued_at, t, sizeof(t)),
+	       env->sender[0] ? env->sender : "<>");
+	for (i = 0; i < env->nrcpts; i++)
+		rcpt_line(&env->rcpts[i]);
+}
+
+int cli_queue_list(const char *prog, const struct config *cfg, bool json)
+{
+	char (*ids)[QUEUE_ID_LEN + 1] = NULL, (*drops)[QUEUE_ID_LEN + 1] = NULL;
+	size_t n = 0, ndrop = 0, i, shown = 0;
+	unsigned long long bytes = 0;
+	json_t *doc = NULL, *arr = NULL;
+	struct queue *q = NULL;
+	int rc, ex = 0;
+
+	rc = open_spool(prog, cfg, &q);
+	if (rc != 0)
+		return rc;
+	if (queue_scan(q, &ids, &n) != 0) {
+		fprintf(stderr, "%s: cannot list %s/queue: %s\n", prog, cfg->spool_dir,
+			strerror(errno));
+		ex = EX_IOERR;
+		goto out;
+	}
+	/* The drop directory is only readable by the daemon's user; a listing
+	 * by anyone else just cannot count it. */
+	if (queue_drop_scan(q, &drops, &ndrop) != 0)
+		ndrop = 0;
+	if (json) {
+		doc = json_object();
+		arr = json_array();
+		if (doc == NULL || arr == NULL || json_object_set(doc, "messages", arr) != 0) {
+			fprintf(stderr, "%s: out of memory\n", prog);
+			ex = EX_SOFTWARE;
+			goto out;
+		}
+	} else if (n > 0) {
+		printf("-Queue ID-   --Size-- ----Arrival Time---- -Sender/Recipient-------\n");
+	}
+	for (i = 0; i < n; i++) {
+		struct queue_envelope env;
+		char err[512];
+
+		memset(&env, 0, sizeof(env));
+		errno = 0;
+		if (queue_load(q, ids[i], &env, err, sizeof(err)) != 0) {
+			/* Delivered or deleted since the scan: not an error. */
+			if (errno != ENOENT) {
+				fprintf(stderr, "%s: %s: %s\n", prog, ids[i], err);
+				ex = EX_IOERR;
+			}
+			queue_envelope_clear(&env);
+			continue;
+		}
+		shown++;
+		bytes += env.size;
+		if (json) {
+			json_t *m = message_json(&env);
+
+			if (m == NULL || json_array_append_new(arr, m) != 0) {
+				queue_envelope_clear(&env);
+				fprintf(stderr, "%s: out of memory\n", prog);
+				ex = EX_SOFTWARE;
+				goto out;
+			}
+		} else {
+			message_table(&env);
+			printf("\n");
+		}
+		queue_envelope_clear(&env);
+	}
+	if (json) {
+		if (json_object_set_new(doc, "maildrop", json_integer((json_int_t)ndrop)) != 0) {
+			ex = EX_SOFTWARE;
+			goto out;
+		}
+		rc = json_print(prog, doc);
+		if (rc != 0)
+			ex = rc;
+		goto out;
+	}
+	if (shown == 0)
+		printf("Mail queue is empty\n");
+	else
+		printf("-- %llu Kbytes in %zu Request%s.\n", (bytes + 1023) / 1024, shown,
+		       shown == 1 ? "" : "s");
+	if (ndrop > 0)
+		printf("-- %zu message%s in maildrop, not yet picked up.\n", ndrop,
+		       ndrop == 1 ? "" : "s");
+	if (fflush(stdout) != 0 && ex == 0)
+		ex = EX_IOERR;
+out:
+	json_decref(arr);
+	json_decref(doc);
+	free(ids);
+	free(drops);
+	queue_close(q);
+	return ex;
+}
+
+/* ---- show ---- */
+
+static bool id_known(struct queue *q, const char *id)
+{
+	char (*ids)[QUEUE_ID_LEN + 1] = NULL;
+	size_t n = 0, i;
+	bool found = false;
+
+	if (queue_scan(q, &ids, &n) != 0)
+		return false;
+	for (i = 0; i < n && !found; i++)
+		found = strcmp(ids[i], id) == 0;
+	free(ids);
+	return found;
+}
+
+static int copy_data(struct queue *q, const struct queue_envelope *env)
+{
+	char buf[65536];
+	ssize_t r;
+	int fd = queue_open_data(q, env), rc = 0;
+
+	if (fd < 0)
+		return -1;
+	fflush(stdout);
+	for (;;) {
+		size_t off = 0;
+
+		r = read(fd, buf, sizeof(buf));
+		if (r == 0)
+			break;
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			rc = -1;
+			break;
+		}
+		while (off < (size_t)r) {
+			ssize_t w = write(STDOUT_FILENO, buf + off, (size_t)r - off);
+
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w < 0) {
+				rc = -1;
+				break;
+			}
+			off += (size_t)w;
+		}
+		if (rc != 0)
+			break;
+	}
+	close(fd);
+	return rc;
+}
+
+static int queue_show(const char *prog, const struct config *cfg, const char *id, bool json)
+{
+	struct queue_envelope env;
+	struct queue *q = NULL;
+	char err[512], t[32];
+	int rc, ex = 0;
+	size_t i;
+
+	memset(&env, 0, sizeof(env));
+	rc = open_spool(prog, cfg, &q);
+	if (rc != 0)
+		return rc;
+	if (!id_known(q, id)) {
+		fprintf(stderr, "%s: no message %s in the queue\n", prog, id);
+		ex = 1;
+		goto out;
+	}
+	if (queue_load(q, id, &env, err, sizeof(err)) != 0) {
+		fprintf(stderr, "%s: %s: %s\n", prog, id, err);
+		ex = errno == ENOENT ? 1 : EX_IOERR;
+		goto out;
+	}
+	if (json) {
+		json_t *m = message_json(&env);
+
+		if (m == NULL) {
+			ex = EX_SOFTWARE;
+			goto out;
+		}
+		ex = json_print(prog, m);
+		json_decref(m);
+		goto out;
+	}
+	printf("id: %s\nqueued_at: %s\nsender: <%s>\n", env.id,
+	       clock_rfc3339(env.queued_at, t, sizeof(t)), env.sender);
+	if (env.submitter[0])
+		printf("submitter: %s\n", env.submitter);
+	if (env.client[0])
+		printf("client: %s\n", env.client);
+	printf("size: %llu\n", (unsigned long long)env.size);
+	for (i = 0; i < env.nrcpts; i++) {
+		const struct queue_rcpt *r = &env.rcpts[i];
+
+		printf("recipient: <%s> status=%s attempts=%u", r->address,
+		       queue_status_name(r->status), r->attempts);
+		if (r->next_try > 0 && (r->status == QUEUE_PENDING || r->status == QUEUE_DEFERRED))
+			printf(" next_try=%s", clock_rfc3339(r->next_try, t, sizeof(t)));
+		if (r->last_error[0])
+			printf(" last_error=\"%s\"", r->last_error);
+		printf("\n");
+	}
+	printf("--- message ---\n");
+	if (copy_data(q, &env) != 0) {
+		fprintf(stderr, "%s: %s: cannot read the message data: %s\n", prog, id,
+			strerror(errno));
+		ex = EX_IOERR;
+	}
+out:
+	queue_envelope_clear(&env);
+	queue_close(q);
+	return ex;
+}
+
+/* ---- flush / delete / bounce ---- */
+
+/* Without a daemon, flush edits the state files: every waiting recipient
+ * becomes due at once, which the daemon honours when it next starts. */
+static int offline_flush(const char *prog, struct queue *q, const char *only)
+{
+	char (*ids)[QUEUE_ID_LEN + 1] = NULL;
+	size_t n = 0, i, j, nmsg = 0, nrcpt = 0;
+	int ex = 0;
+
+	if (queue_scan(q, &ids, &n) != 0) {
+		fprintf(stderr, "%s: cannot list the queue: %s\n", prog, strerror(errno));
+		return EX_IOERR;
+	}
+	for (i = 0; i < n; i++) {
+		struct queue_envelope env;
+		char err[512];
+		size_t changed = 0;
+
+		if (only != NULL && strcmp(only, ids[i]) != 0)
+			continue;
+		memset(&env, 0, sizeof(env));
+		if (queue_load(q, ids[i], &env, err, sizeof(err)) != 0) {
+			fprintf(stderr, "%s: %s: %s\n", prog, ids[i], err);
+			ex = EX_IOERR;
+			queue_envelope_clear(&env);
+			continue;
+		}
+		for (j = 0; j < env.nrcpts; j++) {
+			struct queue_rcpt *r = &env.rcpts[j];
+
+			if ((r->status == QUEUE_DEFERRED || r->status == QUEUE_PENDING) &&
+			    r->next_try != 0) {
+				r->next_try = 0;
+				changed++;
+			}
+		}
+		if (changed > 0 && queue_save_state(q, &env) != 0) {
+			fprintf(stderr, "%s: %s: cannot save the state: %s\n", prog, ids[i],
+				strerror(errno));
+			ex = EX_IOERR;
+		} else if (changed > 0) {
+			nmsg++;
+			nrcpt += changed;
+		}
+		queue_envelope_clear(&env);
+	}
+	free(ids);
+	if (ex == 0)
+		printf("the daemon is not running: %zu recipient%s in %zu message%s will be "
+		       "tried at its next start\n",
+		       nrcpt, nrcpt == 1 ? "" : "s", nmsg, nmsg == 1 ? "" : "s");
+	return ex;
+}
+
+static int queue_change(const char *prog, const struct config *cfg, const char *verb,
+			const char *id)
+{
+	char request[64], reply[512];
+	struct queue *q = NULL;
+	enum cli_control_result cr;
+	int rc, ex = 0;
+
+	snprintf(request, sizeof(request), "%s%s%s", verb, id ? " " : "", id ? id : "");
+	cr = cli_control_request(cfg->spool_dir, request, reply, sizeof(reply));
+	if (cr == CLI_CONTROL_FAILED) {
+		fprintf(stderr, "%s: %s\n", prog, reply);
+		return EX_UNAVAILABLE;
+	}
+	if (cr == CLI_CONTROL_REPLIED) {
+		if (strcmp(reply, "ok") == 0 || strncmp(reply, "ok ", 3) == 0) {
+			if (reply[2] == ' ')
+				printf("%s\n", reply + 3);
+			return 0;
+		}
+		if (strncmp(reply, "error", 5) == 0 && (reply[5] == ' ' || reply[5] == '\0')) {
+			fprintf(stderr, "%s: %s\n", prog, reply[5] ? reply + 6 : "the daemon refused");
+			return 1;
+		}
+		fprintf(stderr, "%s: unexpected reply from the daemon: %s\n", prog, reply);
+		return EX_PROTOCOL;
+	}
+	/* No daemon: work on the spool directly where that is safe. */
+	if (strcmp(verb, "bounce") == 0) {
+		fprintf(stderr, "%s: bounce needs the daemon to be running (it sends the "
+				"notice to the sender)\n", prog);
+		return EX_UNAVAILABLE;
+	}
+	rc = open_spool(prog, cfg, &q);
+	if (rc != 0)
+		return rc;
+	if (id != NULL && !id_known(q, id)) {
+		fprintf(stderr, "%s: no message %s in the queue\n", prog, id);
+		ex = 1;
+		goto out;
+	}
+	if (strcmp(verb, "flush") == 0) {
+		ex = offline_flush(prog, q, id);
+	} else if (queue_remove(q, id) != 0) {
+		fprintf(stderr, "%s: cannot delete %s: %s\n", prog, id, strerror(errno));
+		ex = EX_IOERR;
+	} else {
+		printf("%s: deleted\n", id);
+	}
+out:
+	queue_close(q);
+	return ex;
+}
+
+int cmd_queue(int argc, char **argv)
+{
+	const char *prog = "stsrelay queue";
+	char id[QUEUE_ID_LEN + 1];
+	struct config cfg;
+	struct qopts o;
+	const char *sub;
+	size_t want_max, want_min;
+	int rc;
+
+	if (cli_drop_setgid(prog) != 0)
+		return EX_OSERR;
+	if (parse_opts(prog, argc, argv, &o) != 0) {
+		queue_usage(stderr);
+		return EX_USAGE;
+	}
+	if (o.npos == 0) {
+		queue_usage(stderr);
+		return EX_USAGE;
+	}
+	sub = o.pos[0];
+	if (strcmp(sub, "list") == 0) {
+		want_min = want_max = 1;
+	} else if (strcmp(sub, "flush") == 0) {
+		want_min = 1;
+		want_max = 2;
+	} else if (strcmp(sub, "show") == 0 || strcmp(sub, "delete") == 0 ||
+		   strcmp(sub, "bounce") == 0) {
+		want_min = want_max = 2;
+	} else {
+		fprintf(stderr, "%s: unknown command '%s'\n", prog, sub);
+		queue_usage(stderr);
+		return EX_USAGE;
+	}
+	if (o.npos < want_min || o.npos > want_max) {
+		queue_usage(stderr);
+		return EX_USAGE;
+	}
+	if (o.npos == 2 && !cli_queue_id_parse(o.pos[1], id)) {
+		fprintf(stderr, "%s: '%s' is not a queue id (%d hex digits)\n", prog, o.pos[1],
+			QUEUE_ID_LEN);
+		return 1;
+	}
+	if (o.json && strcmp(sub, "list") != 0 && strcmp(sub, "show") != 0) {
+		fprintf(stderr, "%s: --json applies to list and show only\n", prog);
+		return EX_USAGE;
+	}
+	rc = cli_load_config(prog, o.config, &cfg);
+	if (rc != 0)
+		return rc;
+	if (strcmp(sub, "list") == 0)
+		return cli_queue_list(prog, &cfg, o.json);
+	if (strcmp(sub, "show") == 0)
+		return queue_show(prog, &cfg, id, o.json);
+	return queue_change(prog, &cfg, sub, o.npos == 2 ? id : NULL);
+}
+
+int cmd_mailq(int argc, char **argv)
+{
+	struct config cfg;
+	struct qopts o;
+	int rc;
+
+	if (cli_drop_setgid("mailq") != 0)
+		return EX_OSERR;
+	if (parse_opts("mailq", argc, argv, &o) != 0 || o.npos != 0) {
+		fputs("usage: mailq [--json] [-c FILE]\n", stderr);
+		return EX_USAGE;
+	}
+	rc = cli_load_config("mailq", o.config, &cfg);
+	if (rc != 0)
+		return rc;
+	return cli_queue_list("mailq", &cfg, o.json);
+}
