@@ -21,6 +21,11 @@
 #define QUEUE_ADDR_MAX 512         /* longest stored address, with NUL */
 #define QUEUE_ERROR_MAX 512
 #define QUEUE_MAX_RCPTS 10000
+/* Largest header a reader accepts: 1 MiB for the fixed lines plus one
+ * "rcpt ADDRESS\n" line per possible recipient. Larger files are refused. */
+#define QUEUE_HEADER_MAX (1048576 + QUEUE_MAX_RCPTS * (5 + QUEUE_ADDR_MAX))
+/* Largest state file: per recipient index, status, three numbers, error. */
+#define QUEUE_STATE_MAX (4096 + QUEUE_MAX_RCPTS * (96 + QUEUE_ERROR_MAX))
 
 enum queue_rcpt_status { QUEUE_PENDING, QUEUE_DEFERRED, QUEUE_SENT, QUEUE_BOUNCED };
 
@@ -62,10 +67,15 @@ int queue_header_decode(const char *buf, size_t len, struct queue_envelope *env,
 			const char **err);
 /* State file text for the recipients of env. *out is malloc'd. */
 int queue_state_encode(const struct queue_envelope *env, char **out, size_t *outlen);
-/* Applies a state file to env's recipients. -1 with *err on bad input. */
+/* Applies a state file to env's recipients (only the indexes listed; a bad
+ * file leaves env unchanged). -1 with *err on bad input. The encoder turns
+ * control characters in last_error into spaces and negative times into 0, so
+ * saving progress never fails because of what a remote server replied. */
 int queue_state_decode(const char *buf, size_t len, struct queue_envelope *env,
 		       const char **err);
-/* Frees env->rcpts; env itself is the caller's. */
+/* Frees env->rcpts; env itself is the caller's. env->rcpts must only ever be
+ * grown by queue_envelope_add_rcpt() or the decoder (its capacity is derived
+ * from nrcpts), never malloc'd by the caller. */
 void queue_envelope_clear(struct queue_envelope *env);
 /* Adds a recipient (status pending). -1 if too many or too long. */
 int queue_envelope_add_rcpt(struct queue_envelope *env, const char *address);
@@ -73,7 +83,10 @@ int queue_envelope_add_rcpt(struct queue_envelope *env, const char *address);
 const char *queue_status_name(enum queue_rcpt_status st);  /* "pending", ... */
 
 /* Delay before attempt number `attempts`+1, given the configured schedule
- * (last step repeats). */
+ * (last step repeats). Convention: `attempts` = failed attempts so far. 0 ->
+ * 0 (the first attempt is immediate); k >= 1 -> schedule_s[min(k-1, n-1)],
+ * so after the first failure (attempts=1) the wait is schedule_s[0]. An empty
+ * schedule (n=0) gives 300 s rather than a retry storm. */
 uint64_t queue_retry_delay(const uint64_t *schedule_s, size_t n, unsigned attempts);
 
 /* ---- the spool ---- */
@@ -137,7 +150,12 @@ int queue_drop_scan(struct queue *q, char (**ids)[QUEUE_ID_LEN + 1], size_t *n);
  * at least one recipient), copies it into the queue under a new id with the
  * submitter set from the file owner's user name, fsyncs, and removes the
  * drop file. new_id receives the queue id. Returns 0, or -1 with err (the
- * bad drop file is then moved aside to maildrop/.bad-ID, never delivered). */
+ * bad drop file is then moved aside to maildrop/.bad-ID, never delivered).
+ * errno after -1: EBADMSG = the file was bad and has been moved aside (or
+ * vanished: ENOENT); anything else = a local failure (disk full, I/O), the
+ * drop file is left in place for a later try. A crash between the queue
+ * commit and the unlink of the drop file imports it twice on the next pass
+ * (a duplicate, never a loss). Blocking file I/O: run it off the loop. */
 int queue_drop_import(struct queue *q, const char *id, uint64_t max_size,
 		      char new_id[QUEUE_ID_LEN + 1], char *err, size_t errlen);
 

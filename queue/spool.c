@@ -1,0 +1,1227 @@
+/* The spool on disk: directory setup, unique ids, crash-safe writing of
+ * messages and states (temp, fsync, rename, dir fsync), scans, recovery and
+ * the import of local submissions from the group-writable drop directory. */
+#include "queue/queue.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "relay/clock.h"
+#include "relay/log.h"
+
+#define DIR_QUEUE "queue"
+#define DIR_TMP "tmp"
+#define DIR_DROP "maildrop"
+#define MODE_PRIVATE_DIR 0700
+#define MODE_DROP_DIR 01730       /* Postfix maildrop: group may create, not list */
+#define MODE_QUEUE_FILE 0600
+#define MODE_DROP_FILE 0640       /* the daemon may read it through the group */
+#define STATE_SUFFIX ".state"
+#define BAD_PREFIX ".bad-"
+#define WRITER_BUF 65536
+#define ID_ATTEMPTS 1000          /* a full 16-bit suffix space per second */
+#define DROP_STALE_S 3600         /* half-written drop files older than this go */
+
+struct queue {
+	char *dir;
+	int root_fd;        /* spool_dir itself (O_PATH when not readable) */
+	int queue_fd;       /* queue/, or -1 when not accessible (sendmail as a user) */
+	int tmp_fd;         /* tmp/, or -1 likewise */
+	int drop_fd;        /* maildrop/ (O_PATH when only writable) */
+	bool root_readable;
+	bool drop_readable;
+};
+
+struct queue_writer {
+	struct queue *q;
+	bool drop;
+	bool header_done;
+	bool committed;
+	bool broken;        /* a write failed: the file is incomplete, never commit */
+	int fd;
+	char id[QUEUE_ID_LEN + 1];
+	char name[QUEUE_ID_LEN + 2];  /* temp name: "ID" in tmp/, ".ID" in maildrop/ */
+	uint64_t id_offset;           /* where the id value sits in the header */
+	uint64_t size;                /* data bytes appended */
+	size_t buflen;
+	char buf[WRITER_BUF];
+};
+
+/* ---- small helpers ---- */
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err == NULL || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+static bool valid_id(const char *s)
+{
+	size_t i;
+
+	if (s == NULL)
+		return false;
+	for (i = 0; i < QUEUE_ID_LEN; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'A' && s[i] <= 'F')))
+			return false;
+	return s[QUEUE_ID_LEN] == '\0';
+}
+
+static int write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (n == 0) {
+			errno = EIO;
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Only EINTR is retried: after EIO a second fsync may report success for
+ * pages the kernel already dropped, so that error must reach the caller. */
+static int fsync_fd(int fd)
+{
+	while (fsync(fd) < 0) {
+		if (errno != EINTR)
+			return -1;
+	}
+	return 0;
+}
+
+/* Reads up to len bytes at off; *got < len only at end of file. */
+static int pread_full(int fd, void *buf, size_t len, uint64_t off, size_t *got)
+{
+	char *p = buf;
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pread(fd, p + done, len - done, (off_t)(off + done));
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (n == 0)
+			break;
+		done += (size_t)n;
+	}
+	*got = done;
+	return 0;
+}
+
+static int close_checked(int fd)
+{
+	/* Linux always releases the descriptor, even on EINTR: never retry. */
+	return close(fd) < 0 && errno != EINTR ? -1 : 0;
+}
+
+/* A fresh id: 8 hex digits of seconds (so ids sort by age) and 4 random. */
+static int make_id(char id[QUEUE_ID_LEN + 1])
+{
+	unsigned char r[2];
+	ssize_t n;
+
+	do {
+		n = getrandom(r, sizeof(r), 0);
+	} while (n < 0 && errno == EINTR);
+	if (n != (ssize_t)sizeof(r)) {
+		if (n >= 0)
+			errno = EIO;
+		return -1;
+	}
+	snprintf(id, QUEUE_ID_LEN + 1, "%08" PRIX32 "%02X%02X", (uint32_t)clock_now(), r[0], r[1]);
+	return 0;
+}
+
+/* 1 if name exists in dirfd, 0 if not, -1 on error. */
+static int entry_exists(int dirfd, const char *name)
+{
+	struct stat st;
+
+	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+		return 1;
+	return errno == ENOENT ? 0 : -1;
+}
+
+/* ---- opening ---- */
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+	char buf[4096];
+	size_t len = strlen(path), i;
+
+	if (len == 0 || len >= sizeof(buf)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	memcpy(buf, path, len + 1);
+	for (i = 1; i <= len; i++) {
+		if (buf[i] != '/' && buf[i] != '\0')
+			continue;
+		buf[i] = '\0';
+		if (mkdir(buf, mode) < 0 && errno != EEXIST)
+			return -1;
+		buf[i] = path[i];
+	}
+	return 0;
+}
+
+/* Opens a directory for listing and fsync; when only search/write access is
+ * granted (maildrop/ for a submitting user) falls back to O_PATH, which still
+ * serves as the base of openat/renameat2. */
+static int open_dir(int at, const char *name, bool *readable)
+{
+	int fd = openat(at, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+
+	*readable = fd >= 0;
+	if (fd < 0 && errno == EACCES)
+		fd = openat(at, name, O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	return fd;
+}
+
+/* Creates name under root if missing and enforces mode and group. */
+static int ensure_dir(int root, const char *name, mode_t mode, long gid)
+{
+	struct stat st;
+	int fd, rc = -1;
+
+	if (mkdirat(root, name, mode) < 0 && errno != EEXIST)
+		return -1;
+	fd = openat(root, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -1;
+	if (fstat(fd, &st) < 0)
+		goto out;
+	/* chown first: changing the group may clear mode bits. */
+	if (gid >= 0 && st.st_gid != (gid_t)gid && fchown(fd, (uid_t)-1, (gid_t)gid) < 0)
+		goto out;
+	/* Only what differs: a daemon that no longer owns the directory can
+	 * still open a spool that is already right. Re-read the mode, since
+	 * fchown may have cleared bits. */
+	if (fstat(fd, &st) < 0)
+		goto out;
+	if ((st.st_mode & 07777) != mode && fchmod(fd, mode) < 0)
+		goto out;
+	rc = 0;
+out:
+	if (close_checked(fd) < 0)
+		rc = -1;
+	return rc;
+}
+
+int queue_open(const char *spool_dir, bool create, long drop_gid, struct queue **out,
+	       char *err, size_t errlen)
+{
+	struct queue *q = NULL;
+	bool readable;
+	const char *what = spool_dir;
+
+	if (spool_dir == NULL || out == NULL) {
+		errno = EINVAL;
+		set_err(err, errlen, "bad arguments");
+		return -1;
+	}
+	*out = NULL;
+	q = calloc(1, sizeof(*q));
+	if (q == NULL)
+		goto fail;
+	q->root_fd = q->queue_fd = q->tmp_fd = q->drop_fd = -1;
+	q->dir = strdup(spool_dir);
+	if (q->dir == NULL)
+		goto fail;
+	if (create && mkdir_p(spool_dir, 0755) < 0)
+		goto fail;
+	q->root_fd = open_dir(AT_FDCWD, spool_dir, &q->root_readable);
+	if (q->root_fd < 0)
+		goto fail;
+	if (create) {
+		what = DIR_QUEUE;
+		if (ensure_dir(q->root_fd, DIR_QUEUE, MODE_PRIVATE_DIR, -1) < 0)
+			goto fail;
+		what = DIR_TMP;
+		if (ensure_dir(q->root_fd, DIR_TMP, MODE_PRIVATE_DIR, -1) < 0)
+			goto fail;
+		what = DIR_DROP;
+		if (ensure_dir(q->root_fd, DIR_DROP, MODE_DROP_DIR, drop_gid) < 0)
+			goto fail;
+	}
+	/* A submitting user reaches only maildrop/; queue/ and tmp/ stay -1
+	 * and every call that needs them fails with EACCES. */
+	what = DIR_QUEUE;
+	q->queue_fd = open_dir(q->root_fd, DIR_QUEUE, &readable);
+	if (q->queue_fd >= 0 && !readable) {
+		close(q->queue_fd);
+		q->queue_fd = -1;
+		errno = EACCES;
+	}
+	if (q->queue_fd < 0 && (create || errno != EACCES))
+		goto fail;
+	what = DIR_TMP;
+	q->tmp_fd = open_dir(q->root_fd, DIR_TMP, &readable);
+	if (q->tmp_fd >= 0 && !readable) {
+		close(q->tmp_fd);
+		q->tmp_fd = -1;
+		errno = EACCES;
+	}
+	if (q->tmp_fd < 0 && (create || errno != EACCES))
+		goto fail;
+	what = DIR_DROP;
+	q->drop_fd = open_dir(q->root_fd, DIR_DROP, &q->drop_readable);
+	if (q->drop_fd < 0)
+		goto fail;
+	*out = q;
+	return 0;
+fail:
+	set_err(err, errlen, "spool %s: %s: %s", spool_dir, what, strerror(errno));
+	queue_close(q);
+	return -1;
+}
+
+void queue_close(struct queue *q)
+{
+	if (q == NULL)
+		return;
+	if (q->root_fd >= 0)
+		close(q->root_fd);
+	if (q->queue_fd >= 0)
+		close(q->queue_fd);
+	if (q->tmp_fd >= 0)
+		close(q->tmp_fd);
+	if (q->drop_fd >= 0)
+		close(q->drop_fd);
+	free(q->dir);
+	free(q);
+}
+
+const char *queue_spool_dir(const struct queue *q)
+{
+	return q->dir;
+}
+
+static int need_dirs(const struct queue *q)
+{
+	if (q->queue_fd < 0 || q->tmp_fd < 0) {
+		errno = EACCES;
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- listing ---- */
+
+typedef char qid_t[QUEUE_ID_LEN + 1];
+
+static int cmp_id(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+/* Calls fn for every entry of dirfd but "." and "..". A fresh descriptor
+ * gives the walk its own read position, so walks may run on any thread.
+ * Returns -1 if the directory cannot be read or fn returns -1. */
+static int walk_dir(int dirfd, int (*fn)(void *ctx, const char *name), void *ctx)
+{
+	struct dirent *de;
+	DIR *d;
+	int fd, rc = 0;
+
+	fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	d = fdopendir(fd);
+	if (d == NULL) {
+		close(fd);
+		return -1;
+	}
+	for (;;) {
+		errno = 0;
+		de = readdir(d);
+		if (de == NULL) {
+			if (errno != 0)
+				rc = -1;
+			break;
+		}
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (fn(ctx, de->d_name) < 0) {
+			rc = -1;
+			break;
+		}
+	}
+	closedir(d);
+	return rc;
+}
+
+struct id_list {
+	qid_t *arr;
+	size_t n, cap;
+};
+
+static int collect_id(void *ctx, const char *name)
+{
+	struct id_list *l = ctx;
+
+	if (!valid_id(name))
+		return 0;
+	if (l->n == l->cap) {
+		size_t ncap = l->cap ? l->cap * 2 : 64;
+		qid_t *na = reallocarray(l->arr, ncap, sizeof(*na));
+
+		if (na == NULL)
+			return -1;
+		l->arr = na;
+		l->cap = ncap;
+	}
+	memcpy(l->arr[l->n++], name, QUEUE_ID_LEN + 1);
+	return 0;
+}
+
+/* Sorted ids of the entries of dirfd named exactly like a queue id. */
+static int list_ids(int dirfd, qid_t **ids, size_t *n)
+{
+	struct id_list l = { 0 };
+
+	*ids = NULL;
+	*n = 0;
+	if (walk_dir(dirfd, collect_id, &l) < 0) {
+		free(l.arr);
+		return -1;
+	}
+	if (l.n > 1)
+		qsort(l.arr, l.n, sizeof(*l.arr), cmp_id);
+	*ids = l.arr;
+	*n = l.n;
+	return 0;
+}
+
+int queue_scan(struct queue *q, char (**ids)[QUEUE_ID_LEN + 1], size_t *n)
+{
+	if (q->queue_fd < 0) {
+		errno = EACCES;
+		return -1;
+	}
+	return list_ids(q->queue_fd, ids, n);
+}
+
+int queue_drop_scan(struct queue *q, char (**ids)[QUEUE_ID_LEN + 1], size_t *n)
+{
+	if (!q->drop_readable) {
+		errno = EACCES;
+		return -1;
+	}
+	return list_ids(q->drop_fd, ids, n);
+}
+
+/* ---- reading ---- */
+
+/* Reads the start of a message file until the "end" line (or the header
+ * limit, or end of file); the decoder then judges what was read. */
+static int read_header(int fd, uint64_t fsize, char **out, size_t *outlen)
+{
+	size_t limit = fsize < QUEUE_HEADER_MAX ? (size_t)fsize : QUEUE_HEADER_MAX;
+	size_t cap = 0, len = 0;
+	char *buf = NULL;
+
+	*out = NULL;
+	*outlen = 0;
+	while (len < limit) {
+		size_t want = cap ? cap * 2 : 65536, got, from;
+		char *nb;
+
+		if (want > limit)
+			want = limit;
+		nb = realloc(buf, want);
+		if (nb == NULL)
+			goto fail;
+		buf = nb;
+		cap = want;
+		if (pread_full(fd, buf + len, cap - len, len, &got) < 0)
+			goto fail;
+		from = len > 4 ? len - 4 : 0; /* the marker may straddle reads */
+		len += got;
+		if (len < cap)
+			break; /* end of file (it shrank since fstat) */
+		if (memmem(buf + from, len - from, "\nend\n", 5) != NULL)
+			break;
+	}
+	*out = buf;
+	*outlen = len;
+	return 0;
+fail:
+	free(buf);
+	return -1;
+}
+
+static int read_state(struct queue *q, const char *id, struct queue_envelope *env, char *err,
+		      size_t errlen)
+{
+	char name[QUEUE_ID_LEN + sizeof(STATE_SUFFIX)];
+	struct stat st;
+	const char *why = NULL;
+	char *buf = NULL;
+	size_t got;
+	int fd, rc = -1;
+
+	snprintf(name, sizeof(name), "%s" STATE_SUFFIX, id);
+	fd = openat(q->queue_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return 0; /* no state yet: every recipient pending */
+		set_err(err, errlen, "%s: %s", name, strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st) < 0) {
+		set_err(err, errlen, "%s: %s", name, strerror(errno));
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode) || st.st_size > QUEUE_STATE_MAX) {
+		set_err(err, errlen, "%s: not a regular file or too large", name);
+		errno = EBADMSG;
+		goto out;
+	}
+	buf = malloc((size_t)st.st_size + 1);
+	if (buf == NULL || pread_full(fd, buf, (size_t)st.st_size, 0, &got) < 0) {
+		set_err(err, errlen, "%s: %s", name, strerror(errno));
+		goto out;
+	}
+	if (queue_state_decode(buf, got, env, &why) < 0) {
+		set_err(err, errlen, "%s: %s", name, why);
+		errno = EBADMSG;
+		goto out;
+	}
+	rc = 0;
+out:
+	free(buf);
+	close(fd);
+	return rc;
+}
+
+int queue_load(struct queue *q, const char *id, struct queue_envelope *env, char *err,
+	       size_t errlen)
+{
+	struct stat st;
+	const char *why = NULL;
+	char *hdr = NULL;
+	size_t hlen;
+	int fd = -1, rc = -1;
+
+	memset(env, 0, sizeof(*env));
+	if (!valid_id(id)) {
+		set_err(err, errlen, "bad queue id");
+		errno = EINVAL;
+		return -1;
+	}
+	if (q->queue_fd < 0) {
+		set_err(err, errlen, "queue directory not accessible");
+		errno = EACCES;
+		return -1;
+	}
+	fd = openat(q->queue_fd, id, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		set_err(err, errlen, "%s: %s", id, strerror(errno));
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		set_err(err, errlen, "%s: not a regular file", id);
+		errno = EBADMSG;
+		goto out;
+	}
+	if (read_header(fd, (uint64_t)st.st_size, &hdr, &hlen) < 0) {
+		set_err(err, errlen, "%s: %s", id, strerror(errno));
+		goto out;
+	}
+	if (queue_header_decode(hdr, hlen, env, &why) < 0) {
+		set_err(err, errlen, "%s: %s", id, why);
+		errno = EBADMSG;
+		goto out;
+	}
+	if (strcmp(env->id, id) != 0) {
+		set_err(err, errlen, "%s: header names id %s", id, env->id);
+		errno = EBADMSG;
+		goto out;
+	}
+	env->size = (uint64_t)st.st_size - env->data_offset;
+	if (read_state(q, id, env, err, errlen) < 0)
+		goto out;
+	rc = 0;
+out:
+	if (rc < 0) {
+		queue_envelope_clear(env);
+		memset(env, 0, sizeof(*env));
+	}
+	free(hdr);
+	if (fd >= 0)
+		close(fd);
+	return rc;
+}
+
+int queue_open_data(struct queue *q, const struct queue_envelope *env)
+{
+	int fd;
+
+	if (!valid_id(env->id) || q->queue_fd < 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	fd = openat(q->queue_fd, env->id, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -1;
+	if (lseek(fd, (off_t)env->data_offset, SEEK_SET) < 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* ---- state and removal ---- */
+
+int queue_sync(struct queue *q, bool drop)
+{
+	if (drop && !q->drop_readable) {
+		/* A submitting user cannot open maildrop/ for fsync (no read
+		 * permission, and fsync refuses O_PATH descriptors): flush the
+		 * whole file system instead, which includes that directory. */
+		if (q->root_readable)
+			return syncfs(q->root_fd);
+		sync();
+		return 0;
+	}
+	if (!drop && q->queue_fd < 0) {
+		errno = EACCES;
+		return -1;
+	}
+	return fsync_fd(drop ? q->drop_fd : q->queue_fd);
+}
+
+int queue_save_state(struct queue *q, const struct queue_envelope *env)
+{
+	char name[QUEUE_ID_LEN + sizeof(STATE_SUFFIX)];
+	char *text = NULL;
+	size_t len;
+	int fd = -1, rc = -1, e;
+
+	if (!valid_id(env->id)) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (need_dirs(q) < 0)
+		return -1;
+	/* Never create a state for a message that is gone: it would be an
+	 * orphan waiting to be inherited by a later message with that id. */
+	e = entry_exists(q->queue_fd, env->id);
+	if (e <= 0) {
+		if (e == 0)
+			errno = ENOENT;
+		return -1;
+	}
+	if (queue_state_encode(env, &text, &len) < 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	snprintf(name, sizeof(name), "%s" STATE_SUFFIX, env->id);
+	fd = openat(q->tmp_fd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+		    MODE_QUEUE_FILE);
+	if (fd < 0)
+		goto out;
+	if (write_all(fd, text, len) < 0 || fsync_fd(fd) < 0)
+		goto out;
+	e = close_checked(fd);
+	fd = -1;
+	if (e < 0)
+		goto out;
+	if (renameat(q->tmp_fd, name, q->queue_fd, name) < 0)
+		goto out;
+	if (fsync_fd(q->queue_fd) < 0)
+		goto out;
+	rc = 0;
+out:
+	e = errno;
+	if (fd >= 0)
+		close(fd);
+	if (rc < 0)
+		unlinkat(q->tmp_fd, name, 0);
+	free(text);
+	errno = e;
+	return rc;
+}
+
+int queue_remove(struct queue *q, const char *id)
+{
+	char name[QUEUE_ID_LEN + sizeof(STATE_SUFFIX)];
+	int gone_before = 0;
+
+	if (!valid_id(id)) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (q->queue_fd < 0) {
+		errno = EACCES;
+		return -1;
+	}
+	/* Message first, state second. A crash in between leaves a state
+	 * without a message, which queue_recover() deletes and new ids avoid.
+	 * The other order could leave the message without its state, and the
+	 * restart would then see every recipient pending and deliver again. */
+	if (unlinkat(q->queue_fd, id, 0) < 0) {
+		if (errno != ENOENT)
+			return -1;
+		gone_before = 1;
+	}
+	snprintf(name, sizeof(name), "%s" STATE_SUFFIX, id);
+	if (unlinkat(q->queue_fd, name, 0) < 0 && errno != ENOENT)
+		return -1;
+	if (fsync_fd(q->queue_fd) < 0)
+		return -1;
+	if (gone_before) {
+		errno = ENOENT;
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- recovery ---- */
+
+struct recover_ctx {
+	struct queue *q;
+	time_t now;
+	int count;
+};
+
+/* tmp/ holds only unfinished work (messages, state temps): all of it goes. */
+static int recover_tmp_entry(void *ctx, const char *name)
+{
+	struct recover_ctx *c = ctx;
+
+	if (unlinkat(c->q->tmp_fd, name, 0) < 0) {
+		log_msg(LOG_LVL_WARNING, NULL, "queue recover: cannot remove tmp/%s: %s", name,
+			strerror(errno));
+		return 0;
+	}
+	c->count++;
+	return 0;
+}
+
+static int recover_orphan_entry(void *ctx, const char *name)
+{
+	struct recover_ctx *c = ctx;
+	const size_t slen = strlen(STATE_SUFFIX);
+	char id[QUEUE_ID_LEN + 1];
+
+	if (strlen(name) != QUEUE_ID_LEN + slen || strcmp(name + QUEUE_ID_LEN, STATE_SUFFIX) != 0)
+		return 0;
+	memcpy(id, name, QUEUE_ID_LEN);
+	id[QUEUE_ID_LEN] = '\0';
+	if (!valid_id(id) || entry_exists(c->q->queue_fd, id) != 0)
+		return 0; /* message present (or cannot tell): keep */
+	if (unlinkat(c->q->queue_fd, name, 0) < 0) {
+		log_msg(LOG_LVL_WARNING, id, "queue recover: cannot remove orphan state: %s",
+			strerror(errno));
+		return 0;
+	}
+	log_msg(LOG_LVL_INFO, id, "queue recover: removed state without message");
+	c->count++;
+	return 0;
+}
+
+/* ".ID" files are drops still being written, or abandoned by a killed
+ * sendmail; only old ones are removed. */
+static int recover_drop_entry(void *ctx, const char *name)
+{
+	struct recover_ctx *c = ctx;
+	struct stat st;
+
+	if (name[0] != '.' || !valid_id(name + 1))
+		return 0;
+	if (fstatat(c->q->drop_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return 0;
+	if (st.st_mtime > c->now - DROP_STALE_S)
+		return 0;
+	if (unlinkat(c->q->drop_fd, name, 0) < 0) {
+		log_msg(LOG_LVL_WARNING, NULL, "queue recover: cannot remove maildrop/%s: %s", name,
+			strerror(errno));
+		return 0;
+	}
+	c->count++;
+	return 0;
+}
+
+int queue_recover(struct queue *q)
+{
+	/* mtimes are compared with the real clock, not the test clock */
+	struct recover_ctx t = { .q = q, .now = time(NULL) }, o = t, d = t;
+
+	if (need_dirs(q) < 0 || !q->drop_readable) {
+		errno = EACCES;
+		return -1;
+	}
+	if (walk_dir(q->tmp_fd, recover_tmp_entry, &t) < 0 ||
+	    walk_dir(q->queue_fd, recover_orphan_entry, &o) < 0 ||
+	    walk_dir(q->drop_fd, recover_drop_entry, &d) < 0)
+		return -1;
+	if (o.count > 0 && fsync_fd(q->queue_fd) < 0)
+		return -1;
+	if (t.count + o.count + d.count > 0)
+		log_msg(LOG_LVL_INFO, NULL,
+			"queue recover: removed %d temporary, %d orphan state, %d stale drop files",
+			t.count, o.count, d.count);
+	return t.count + o.count + d.count;
+}
+
+/* ---- writer ---- */
+
+int queue_writer_new(struct queue *q, bool to_drop, struct queue_writer **out)
+{
+	struct queue_writer *w;
+	int cdir = to_drop ? q->drop_fd : q->tmp_fd;
+	int fdir = to_drop ? q->drop_fd : q->queue_fd;
+	mode_t mode = to_drop ? MODE_DROP_FILE : MODE_QUEUE_FILE;
+	int i;
+
+	*out = NULL;
+	if (cdir < 0 || fdir < 0) {
+		errno = EACCES;
+		return -1;
+	}
+	w = calloc(1, sizeof(*w));
+	if (w == NULL)
+		return -1;
+	w->q = q;
+	w->drop = to_drop;
+	w->fd = -1;
+	for (i = 0; i < ID_ATTEMPTS; i++) {
+		char sname[QUEUE_ID_LEN + sizeof(STATE_SUFFIX)];
+		int e;
+
+		if (make_id(w->id) < 0)
+			goto fail;
+		snprintf(w->name, sizeof(w->name), "%s%s", to_drop ? "." : "", w->id);
+		w->fd = openat(cdir, w->name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+			       mode);
+		if (w->fd < 0) {
+			if (errno == EEXIST)
+				continue;
+			goto fail;
+		}
+		/* Holding the temp name exclusively, nobody else can commit this
+		 * id, so one that is free in the final directory now stays free.
+		 * A leftover state file also blocks the id: it must never be
+		 * inherited by a new message. */
+		snprintf(sname, sizeof(sname), "%s" STATE_SUFFIX, w->id);
+		e = entry_exists(fdir, w->id);
+		if (e == 0 && !to_drop)
+			e = entry_exists(fdir, sname);
+		if (e != 0) {
+			int saved = errno;
+
+			unlinkat(cdir, w->name, 0);
+			close(w->fd);
+			w->fd = -1;
+			if (e < 0) {
+				errno = saved;
+				goto fail;
+			}
+			continue;
+		}
+		/* The umask must not decide who may read a queue file. */
+		if (fchmod(w->fd, mode) < 0) {
+			int saved = errno;
+
+			unlinkat(cdir, w->name, 0);
+			close(w->fd);
+			w->fd = -1;
+			errno = saved;
+			goto fail;
+		}
+		*out = w;
+		return 0;
+	}
+	errno = EEXIST;
+fail:
+	free(w);
+	return -1;
+}
+
+const char *queue_writer_id(const struct queue_writer *w)
+{
+	return w->id;
+}
+
+uint64_t queue_writer_size(const struct queue_writer *w)
+{
+	return w->size;
+}
+
+static int writer_flush(struct queue_writer *w)
+{
+	if (w->buflen == 0)
+		return 0;
+	if (write_all(w->fd, w->buf, w->buflen) < 0) {
+		w->broken = true;
+		return -1;
+	}
+	w->buflen = 0;
+	return 0;
+}
+
+static int writer_put(struct queue_writer *w, const void *data, size_t len)
+{
+	if (len > sizeof(w->buf) - w->buflen) {
+		if (writer_flush(w) < 0)
+			return -1;
+		if (len >= sizeof(w->buf)) {
+			if (write_all(w->fd, data, len) < 0) {
+				w->broken = true;
+				return -1;
+			}
+			return 0;
+		}
+	}
+	memcpy(w->buf + w->buflen, data, len);
+	w->buflen += len;
+	return 0;
+}
+
+int queue_writer_header(struct queue_writer *w, const struct queue_envelope *env)
+{
+	struct queue_envelope e;
+	char *text = NULL;
+	const char *at;
+	size_t len;
+	int rc = -1;
+
+	if (w->header_done || w->broken || w->committed || w->fd < 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	e = *env; /* shallow: shares env's recipients, only the id differs */
+	memcpy(e.id, w->id, sizeof(e.id));
+	if (queue_header_encode(&e, &text, &len) < 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	/* Remember where the id is, to rename the message if a commit ever
+	 * finds its id taken. The encoder writes it on the second line. */
+	at = memmem(text, len, "\nid ", 4);
+	if (at == NULL) {
+		errno = EINVAL;
+		goto out;
+	}
+	w->id_offset = (uint64_t)(at - text) + 4;
+	if (writer_put(w, text, len) < 0)
+		goto out;
+	w->header_done = true;
+	rc = 0;
+out:
+	free(text);
+	return rc;
+}
+
+int queue_writer_append(struct queue_writer *w, const void *buf, size_t len)
+{
+	if (!w->header_done || w->broken || w->committed) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (len > UINT64_MAX - w->size) {
+		errno = EFBIG;
+		return -1;
+	}
+	if (writer_put(w, buf, len) < 0)
+		return -1;
+	w->size += len;
+	return 0;
+}
+
+/* Moves the temp file to its final name without ever replacing a file.
+ * RENAME_NOREPLACE where supported, else link + unlink (link fails on an
+ * existing name just as atomically). */
+static int move_noreplace(int from_dir, const char *from, int to_dir, const char *to)
+{
+	if (renameat2(from_dir, from, to_dir, to, RENAME_NOREPLACE) == 0)
+		return 0;
+	if (errno != EINVAL && errno != ENOSYS)
+		return -1;
+	if (linkat(from_dir, from, to_dir, to, 0) < 0)
+		return -1;
+	if (unlinkat(from_dir, from, 0) < 0)
+		log_msg(LOG_LVL_WARNING, NULL, "queue: cannot remove temp link %s: %s", from,
+			strerror(errno));
+	return 0;
+}
+
+int queue_writer_commit(struct queue_writer *w)
+{
+	int cdir = w->drop ? w->q->drop_fd : w->q->tmp_fd;
+	int fdir = w->drop ? w->q->drop_fd : w->q->queue_fd;
+	int i;
+
+	if (!w->header_done || w->broken || w->committed || w->fd < 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (writer_flush(w) < 0)
+		return -1;
+	if (fsync_fd(w->fd) < 0) {
+		w->broken = true;
+		return -1;
+	}
+	for (i = 0; i < ID_ATTEMPTS; i++) {
+		char id[QUEUE_ID_LEN + 1];
+		ssize_t n;
+
+		if (move_noreplace(cdir, w->name, fdir, w->id) == 0) {
+			w->committed = true;
+			break;
+		}
+		if (errno != EEXIST)
+			return -1;
+		/* Only reachable if something bypassed the temp-name lock (a
+		 * restored backup, another tool): take a new id, patch it into the
+		 * header in place, and try again. queue_writer_id() changes. */
+		if (make_id(id) < 0)
+			return -1;
+		do {
+			n = pwrite(w->fd, id, QUEUE_ID_LEN, (off_t)w->id_offset);
+		} while (n < 0 && errno == EINTR);
+		if (n != QUEUE_ID_LEN || fsync_fd(w->fd) < 0) {
+			w->broken = true;
+			if (n >= 0 && n != QUEUE_ID_LEN)
+				errno = EIO;
+			return -1;
+		}
+		log_msg(LOG_LVL_WARNING, w->id, "queue: id already taken at commit, now %s", id);
+		memcpy(w->id, id, sizeof(id));
+	}
+	if (!w->committed) {
+		errno = EEXIST;
+		return -1;
+	}
+	i = close_checked(w->fd);
+	w->fd = -1;
+	return i;
+}
+
+void queue_writer_free(struct queue_writer *w)
+{
+	if (w == NULL)
+		return;
+	if (w->fd >= 0)
+		close(w->fd);
+	if (!w->committed)
+		unlinkat(w->drop ? w->q->drop_fd : w->q->tmp_fd, w->name, 0);
+	free(w);
+}
+
+/* ---- drop import ---- */
+
+/* The owner's user name, or the numeric uid if it has none (or an odd one). */
+static void uid_name(uid_t uid, char *out, size_t outlen)
+{
+	size_t size = 16384;
+	struct passwd pw, *res = NULL;
+	char *buf = NULL;
+	int rc;
+
+	for (;;) {
+		char *nb = realloc(buf, size);
+
+		if (nb == NULL)
+			break;
+		buf = nb;
+		rc = getpwuid_r(uid, &pw, buf, size, &res);
+		if (rc == ERANGE && size < 1048576) {
+			size *= 2;
+			continue;
+		}
+		if (rc == 0 && res != NULL && res->pw_name[0] != '\0' &&
+		    strlen(res->pw_name) < outlen && strpbrk(res->pw_name, " \r\n\t") == NULL) {
+			snprintf(out, outlen, "%s", res->pw_name);
+			free(buf);
+			return;
+		}
+		break;
+	}
+	free(buf);
+	snprintf(out, outlen, "%lu", (unsigned long)uid);
+}
+
+int queue_drop_import(struct queue *q, const char *id, uint64_t max_size,
+		      char new_id[QUEUE_ID_LEN + 1], char *err, size_t errlen)
+{
+	struct queue_envelope env = { 0 };
+	struct queue_writer *w = NULL;
+	const char *bad = NULL;
+	char *hdr = NULL, *chunk = NULL;
+	struct stat st;
+	uint64_t off, left;
+	size_t hlen;
+	int fd = -1, rc = -1, saved;
+
+	new_id[0] = '\0';
+	if (!valid_id(id)) {
+		set_err(err, errlen, "bad drop id");
+		errno = EINVAL;
+		return -1;
+	}
+	if (!q->drop_readable || need_dirs(q) < 0) {
+		set_err(err, errlen, "spool directories not accessible");
+		errno = EACCES;
+		return -1;
+	}
+	/* O_NOFOLLOW: a user could plant a symlink to a file they cannot read;
+	 * O_NONBLOCK: or a FIFO, which would block the import forever. */
+	fd = openat(q->drop_fd, id, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ELOOP) {
+			bad = "symbolic link";
+			goto out;
+		}
+		set_err(err, errlen, "maildrop/%s: %s", id, strerror(errno));
+		goto out;
+	}
+	if (fstat(fd, &st) < 0) {
+		set_err(err, errlen, "maildrop/%s: %s", id, strerror(errno));
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		bad = "not a regular file";
+		goto out;
+	}
+	if (st.st_nlink != 1) {
+		bad = "file has several links";
+		goto out;
+	}
+	if (read_header(fd, (uint64_t)st.st_size, &hdr, &hlen) < 0) {
+		set_err(err, errlen, "maildrop/%s: %s", id, strerror(errno));
+		goto out;
+	}
+	if (queue_header_decode(hdr, hlen, &env, &bad) < 0)
+		goto out;
+	if ((uint64_t)st.st_size - env.data_offset > max_size) {
+		bad = "message too large";
+		goto out;
+	}
+	/* What the submitter may not choose: who they are, where they came
+	 * from, internal flags, a time in the future. */
+	uid_name(st.st_uid, env.submitter, sizeof(env.submitter));
+	env.client[0] = '\0';
+	env.flags &= QUEUE_F_NOBOUNCE;
+	if (env.queued_at > clock_now())
+		env.queued_at = clock_now();
+
+	if (queue_writer_new(q, false, &w) < 0 || queue_writer_header(w, &env) < 0) {
+		set_err(err, errlen, "queue write: %s", strerror(errno));
+		goto out;
+	}
+	chunk = malloc(WRITER_BUF);
+	if (chunk == NULL) {
+		set_err(err, errlen, "out of memory");
+		goto out;
+	}
+	/* Exactly the size seen at fstat: later growth by the owner is ignored. */
+	off = env.data_offset;
+	left = (uint64_t)st.st_size - env.data_offset;
+	while (left > 0) {
+		size_t want = left < WRITER_BUF ? (size_t)left : WRITER_BUF, got;
+
+		if (pread_full(fd, chunk, want, off, &got) < 0) {
+			set_err(err, errlen, "maildrop/%s: %s", id, strerror(errno));
+			goto out;
+		}
+		if (got < want) {
+			bad = "file shrank while being read";
+			goto out;
+		}
+		if (queue_writer_append(w, chunk, got) < 0) {
+			set_err(err, errlen, "queue write: %s", strerror(errno));
+			goto out;
+		}
+		off += got;
+		left -= got;
+	}
+	if (queue_writer_commit(w) < 0) {
+		set_err(err, errlen, "queue commit: %s", strerror(errno));
+		goto out;
+	}
+	if (queue_sync(q, false) < 0) {
+		/* Not durable, and the drop file stays for another try: take the
+		 * copy back out so that try does not make a duplicate. */
+		set_err(err, errlen, "queue sync: %s", strerror(errno));
+		saved = errno;
+		queue_remove(q, w->id);
+		errno = saved;
+		goto out;
+	}
+	memcpy(new_id, w->id, QUEUE_ID_LEN + 1);
+	/* The message is safe in the queue: from here on, success. A drop file
+	 * that cannot be removed would be imported again on every scan, so it
+	 * is at least moved out of the scan's sight. */
+	if (unlinkat(q->drop_fd, id, 0) < 0) {
+		char aside[QUEUE_ID_LEN + sizeof(BAD_PREFIX)];
+
+		log_msg(LOG_LVL_ERROR, new_id, "cannot remove imported maildrop/%s: %s", id,
+			strerror(errno));
+		snprintf(aside, sizeof(aside), BAD_PREFIX "%s", id);
+		if (renameat(q->drop_fd, id, q->drop_fd, aside) < 0)
+			log_msg(LOG_LVL_ERROR, new_id, "cannot move maildrop/%s aside: %s", id,
+				strerror(errno));
+	}
+	if (queue_sync(q, true) < 0)
+		log_msg(LOG_LVL_WARNING, new_id, "maildrop fsync: %s", strerror(errno));
+	rc = 0;
+out:
+	saved = errno;
+	if (rc < 0 && bad != NULL) {
+		char aside[QUEUE_ID_LEN + sizeof(BAD_PREFIX)];
+
+		set_err(err, errlen, "maildrop/%s: %s", id, bad);
+		snprintf(aside, sizeof(aside), BAD_PREFIX "%s", id);
+		if (renameat(q->drop_fd, id, q->drop_fd, aside) < 0)
+			log_msg(LOG_LVL_ERROR, NULL, "cannot move bad maildrop/%s aside: %s", id,
+				strerror(errno));
+		else
+			log_msg(LOG_LVL_WARNING, NULL, "maildrop/%s rejected (%s), kept as %s", id,
+				bad, aside);
+		saved = EBADMSG;
+		new_id[0] = '\0';
+	}
+	queue_writer_free(w);
+	queue_envelope_clear(&env);
+	free(hdr);
+	free(chunk);
+	if (fd >= 0)
+		close(fd);
+	errno = saved;
+	return rc;
+}
