@@ -1,0 +1,213 @@
+/* The outbound SMTP client session as a sans-I/O state machine: server bytes
+ * in, client bytes out, events for the driver (TLS handshake, message data). */
+#ifndef STSRELAY_SMTP_CLIENT_H
+#define STSRELAY_SMTP_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "smtp/reply.h"
+
+/*
+ * How the driver (relay/delivery.c) uses it, after connecting:
+ *
+ *   c = smtp_client_new(&cfg)
+ *   loop:
+ *     socket readable  -> smtp_client_feed(c, bytes, n)     (plaintext; after
+ *                         STARTTLS: what smtp_tls_read decrypted)
+ *     socket EOF/error -> smtp_client_eof(c)
+ *     timer fired      -> smtp_client_timeout(c)
+ *     then: smtp_client_output(c, &p, &n) -> write (or smtp_tls_write) and
+ *           smtp_client_consume(c, written);
+ *           re-arm the timer with smtp_client_timeout_ms(c);
+ *           switch (smtp_client_event(c)):
+ *             SMTP_CLIENT_EV_IO        write pending output, wait for input
+ *             SMTP_CLIENT_EV_NEED_TLS  flush output, run the handshake with
+ *                                      smtp/tls.h on the same stream, then
+ *                                      smtp_client_tls_done(c, ok, reason)
+ *             SMTP_CLIENT_EV_WANT_DATA smtp_client_data(c, ...) with the next
+ *                                      message bytes, smtp_client_data_end(c)
+ *                                      at the end (or set a pull source)
+ *             SMTP_CLIENT_EV_DONE      flush output, close; results are final
+ *   smtp_client_free(c)
+ *
+ * The state machine changes state in one function only (client.c
+ * enter()), which traces "old -> new" at debug level and is also the one
+ * place where required TLS is enforced: with SMTP_TLS_REQUIRE it refuses to
+ * enter MAIL (and so never emits MAIL, RCPT, DATA or message bytes) unless
+ * TLS is up, and ends the session with tls_result "starttls-not-supported"
+ * (STARTTLS not offered, or refused), outcome SMTP_CONN_TLS_FAILED, every
+ * recipient deferred with 4.7.5, then QUIT.
+ *
+ * With PIPELINING offered, MAIL + every RCPT + DATA go out in one write
+ * (RFC 2920) and the replies are matched in order; otherwise one at a time.
+ * STARTTLS is never pipelined; bytes that arrive after its 220 and before the
+ * handshake end the session (STARTTLS injection).
+ *
+ * Outcomes: each recipient ends SENT / DEFER / BOUNCE with the server's reply
+ * and the stage; the session outcome says what went wrong as a whole and
+ * try_next_mx is a hint for the driver (4xx/5xx greeting, 4xx EHLO/MAIL,
+ * lost connection or timeout before end of data, TLS failure). A failed
+ * TLS handshake under SMTP_TLS_MAY ends the session too: like Postfix, the
+ * driver may retry that host with SMTP_TLS_NONE on a new connection.
+ *
+ * Ownership: the client copies every string of the config; the caller owns
+ * the config. Output pointers stay valid until the next call on the client.
+ */
+
+enum smtp_tls_level {
+	SMTP_TLS_NONE,     /* never STARTTLS */
+	SMTP_TLS_MAY,      /* STARTTLS when offered; plaintext if not offered or refused */
+	SMTP_TLS_REQUIRE,  /* STARTTLS or nothing (MTA-STS enforce, tls_default=verify) */
+};
+
+enum smtp_client_state {
+	SMTP_CLIENT_BANNER,        /* waiting for the greeting */
+	SMTP_CLIENT_EHLO,
+	SMTP_CLIENT_HELO,          /* EHLO got 5xx (before TLS only) */
+	SMTP_CLIENT_STARTTLS,
+	SMTP_CLIENT_TLS_HANDSHAKE, /* the driver runs the handshake */
+	SMTP_CLIENT_MAIL,
+	SMTP_CLIENT_RCPT,
+	SMTP_CLIENT_DATA,
+	SMTP_CLIENT_BODY,          /* sending the message */
+	SMTP_CLIENT_EOD,           /* waiting for the reply to the final "." */
+	SMTP_CLIENT_QUIT,
+	SMTP_CLIENT_DONE,
+	SMTP_CLIENT_STATE_COUNT
+};
+
+enum smtp_client_event {
+	SMTP_CLIENT_EV_IO,         /* nothing special: write pending output, read input */
+	SMTP_CLIENT_EV_NEED_TLS,
+	SMTP_CLIENT_EV_WANT_DATA,
+	SMTP_CLIENT_EV_DONE,
+};
+
+/* Per-recipient outcome, with dma's three-way convention. */
+enum smtp_rcpt_status {
+	SMTP_RCPT_PENDING,         /* no verdict yet (only while running) */
+	SMTP_RCPT_SENT,            /* 2xx after end of data */
+	SMTP_RCPT_DEFER,           /* 4xx at any stage, lost connection, timeout, TLS */
+	SMTP_RCPT_BOUNCE,          /* 5xx */
+};
+
+/* Connection-level outcome: what went wrong with the session as a whole. */
+enum smtp_conn_outcome {
+	SMTP_CONN_OK,              /* transaction finished; see each recipient */
+	SMTP_CONN_TEMPFAIL,        /* 4xx before RCPT, lost connection, timeout, protocol error */
+	SMTP_CONN_PERMFAIL,        /* 5xx before RCPT (greeting, HELO, MAIL), local size/UTF-8 refusal */
+	SMTP_CONN_TLS_FAILED,      /* handshake failed, plaintext after STARTTLS, or required TLS unavailable */
+};
+
+/* Timeouts in milliseconds (RFC 5321 §4.5.3.2). */
+struct smtp_client_timeouts {
+	uint32_t banner;           /* 5 min: greeting */
+	uint32_t helo;             /* 5 min: EHLO/HELO/STARTTLS replies, TLS handshake */
+	uint32_t mail;             /* 5 min */
+	uint32_t rcpt;             /* 5 min */
+	uint32_t data_init;        /* 2 min: the 354 */
+	uint32_t data_block;       /* 3 min: each write of message data */
+	uint32_t eod;              /* 10 min: the reply to "." */
+	uint32_t quit;             /* 5 min (Postfix smtp_quit_timeout) */
+};
+extern const struct smtp_client_timeouts smtp_client_default_timeouts;
+
+/* Pull source for message data: copies up to cap bytes into buf. Returns
+ * the number of bytes (0 = end of message) or -1 on a read error. */
+typedef ssize_t (*smtp_client_read_fn)(void *arg, char *buf, size_t cap);
+
+struct smtp_client_config {
+	const char *helo_name;     /* our EHLO name (config `hostname`) */
+	const char *peer;          /* "mx.example.com[192.0.2.1]" for reply texts */
+	const char *queue_id;      /* for trace lines; may be NULL */
+	const char *sender;        /* envelope sender, "" = null sender */
+	const char *const *rcpts;  /* recipient addresses, without <> */
+	size_t nrcpts;             /* 1..SMTP_CLIENT_MAX_RCPTS */
+	uint64_t size;             /* message size in bytes for SIZE=, 0 = unknown */
+	enum smtp_tls_level tls;
+	const struct smtp_client_timeouts *timeouts;  /* NULL = defaults */
+	smtp_client_read_fn read;  /* optional pull source (else push with smtp_client_data) */
+	void *read_arg;
+};
+
+#define SMTP_CLIENT_MAX_RCPTS 1000      /* per transaction; the driver splits larger ones */
+#define SMTP_CLIENT_DIAG_MAX 512        /* == QUEUE_ERROR_MAX */
+
+struct smtp_rcpt_result {
+	const char *address;             /* the client's copy */
+	enum smtp_rcpt_status status;
+	int code;                        /* reply code, 0 if none (lost, timeout, TLS, local) */
+	char esc[SMTP_REPLY_ESC_MAX];    /* "5.1.1": the server's, else one we chose */
+	enum smtp_client_state stage;    /* state whose reply decided */
+	/* "host mx[ip] said: 550 5.1.1 unknown user (in reply to RCPT TO command)" */
+	char diag[SMTP_CLIENT_DIAG_MAX];
+	/* For a DSN Diagnostic-Code: "550 5.1.1 unknown user", "" if no reply. */
+	char reply[SMTP_CLIENT_DIAG_MAX];
+};
+
+struct smtp_client_result {
+	enum smtp_conn_outcome outcome;
+	bool try_next_mx;                /* hint: the failure is the host's, another MX may do */
+	enum smtp_client_state failed_state;  /* meaningful when outcome != OK */
+	char diag[SMTP_CLIENT_DIAG_MAX]; /* the connection-level reason, "" if OK */
+	const char *tls_result;          /* "starttls-not-supported" when the client
+					  * failed closed; NULL otherwise (handshake
+					  * results come from smtp_tls) */
+	bool tls_active;                 /* STARTTLS completed */
+	bool esmtp;                      /* EHLO accepted */
+	struct smtp_ehlo_caps caps;      /* of the last EHLO */
+	size_t accepted;                 /* recipients with 2xx to RCPT */
+	const struct smtp_rcpt_result *rcpts;  /* cfg.nrcpts entries, in cfg order */
+	size_t nrcpts;
+};
+
+struct smtp_client;
+
+/* NULL on bad config (no recipients, CR/LF in a string, too many
+ * recipients) or out of memory; *err (may be NULL) gets a static reason. */
+struct smtp_client *smtp_client_new(const struct smtp_client_config *cfg, const char **err);
+void smtp_client_free(struct smtp_client *c);
+
+/* Server bytes (plaintext, or decrypted after STARTTLS). Returns 0, or -1
+ * when the session has ended (DONE); extra bytes are then ignored. */
+int smtp_client_feed(struct smtp_client *c, const char *buf, size_t len);
+/* The server closed the connection or a read/write failed. */
+void smtp_client_eof(struct smtp_client *c);
+/* The timer armed with smtp_client_timeout_ms() fired. Returns the name of
+ * the state that timed out ("RCPT"). */
+const char *smtp_client_timeout(struct smtp_client *c);
+/* Timeout for the current wait in ms (0 when DONE). Re-arm after each call. */
+uint32_t smtp_client_timeout_ms(const struct smtp_client *c);
+
+/* Pending output (may be empty: *len == 0). Then consume what was written. */
+void smtp_client_output(const struct smtp_client *c, const char **buf, size_t *len);
+void smtp_client_consume(struct smtp_client *c, size_t n);
+
+enum smtp_client_event smtp_client_event(struct smtp_client *c);
+
+/* After EV_NEED_TLS: ok = handshake done (then EHLO is sent again); !ok =
+ * failed, the session ends with SMTP_CONN_TLS_FAILED. reason (may be NULL)
+ * goes into the diagnostics, e.g. "certificate-host-mismatch: ...". */
+void smtp_client_tls_done(struct smtp_client *c, bool ok, const char *reason);
+
+/* After EV_WANT_DATA (push mode): message bytes as stored (CRLF lines, not
+ * dot-stuffed). The client dot-stuffs, turns a bare CR or LF into CRLF (so
+ * nothing it sends can be read as an early end of data), and returns how
+ * many bytes it took (it may take fewer when its buffer is full; offer the
+ * rest at the next EV_WANT_DATA), or -1 if not in BODY. */
+ssize_t smtp_client_data(struct smtp_client *c, const char *buf, size_t len);
+/* End of message: adds a CRLF if the message did not end with one, then ".". */
+int smtp_client_data_end(struct smtp_client *c);
+/* A read error in the driver's data source: session ends, recipients deferred. */
+void smtp_client_data_error(struct smtp_client *c, const char *reason);
+
+enum smtp_client_state smtp_client_state(const struct smtp_client *c);
+const char *smtp_client_state_name(enum smtp_client_state s);  /* "BANNER", ... */
+/* Valid at any time; final once the event is DONE. */
+const struct smtp_client_result *smtp_client_result(const struct smtp_client *c);
+const char *smtp_rcpt_status_name(enum smtp_rcpt_status s);      /* "sent", "deferred", "bounced" */
+
+#endif

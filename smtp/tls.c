@@ -1,0 +1,401 @@
+/* OpenSSL client on a pair of memory BIOs: the driver moves ciphertext, this
+ * file handshakes, verifies against the MX name and names the outcome. */
+#include "smtp/tls.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#define HOST_MAX 255
+#define SESSION_SLOTS 64
+
+struct session_slot {
+	char host[HOST_MAX + 1];
+	SSL_SESSION *sess;        /* owned reference */
+	unsigned long stamp;      /* for least-recently-stored replacement */
+};
+
+struct smtp_tls_ctx {
+	SSL_CTX *ssl_ctx;
+	struct session_slot slots[SESSION_SLOTS];
+	unsigned long clock;
+};
+
+struct smtp_tls {
+	struct smtp_tls_ctx *ctx;
+	SSL *ssl;
+	BIO *rbio, *wbio;         /* owned by ssl */
+	char host[HOST_MAX + 1];
+	bool verify;
+	bool done, failed;
+	long verify_error;
+	const char *result_type;
+	char reason[256];
+};
+
+static int tls_ex_index = -1;
+
+static void set_err(char *err, size_t errlen, const char *what)
+{
+	unsigned long e = ERR_peek_last_error();
+	char buf[200] = "";
+
+	if (e)
+		ERR_error_string_n(e, buf, sizeof(buf));
+	if (err && errlen)
+		snprintf(err, errlen, "%s%s%s", what, buf[0] ? ": " : "", buf);
+	ERR_clear_error();
+}
+
+static struct session_slot *find_slot(struct smtp_tls_ctx *ctx, const char *host)
+{
+	size_t i;
+
+	for (i = 0; i < SESSION_SLOTS; i++)
+		if (ctx->slots[i].sess && strcasecmp(ctx->slots[i].host, host) == 0)
+			return &ctx->slots[i];
+	return NULL;
+}
+
+/* OpenSSL hands us each new session (TLS 1.3: each ticket). Returning 1
+ * keeps the reference. Only verified sessions are kept: a resumed session
+ * inherits the verify result without a new check. */
+static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
+{
+	struct smtp_tls *t = SSL_get_ex_data(ssl, tls_ex_index);
+	struct session_slot *slot;
+	size_t i;
+
+	if (!t || SSL_get_verify_result(ssl) != X509_V_OK ||
+	    SSL_get0_peer_certificate(ssl) == NULL)
+		return 0;
+	slot = find_slot(t->ctx, t->host);
+	if (!slot) {
+		slot = &t->ctx->slots[0];
+		for (i = 0; i < SESSION_SLOTS; i++) {
+			if (!t->ctx->slots[i].sess) {
+				slot = &t->ctx->slots[i];
+				break;
+			}
+			if (t->ctx->slots[i].stamp < slot->stamp)
+				slot = &t->ctx->slots[i];
+		}
+	}
+	if (slot->sess)
+		SSL_SESSION_free(slot->sess);
+	snprintf(slot->host, sizeof(slot->host), "%s", t->host);
+	slot->sess = sess;
+	slot->stamp = ++t->ctx->clock;
+	return 1;
+}
+
+struct smtp_tls_ctx *smtp_tls_ctx_new(const char *ca_file, char *err, size_t errlen)
+{
+	struct smtp_tls_ctx *ctx = calloc(1, sizeof(*ctx));
+
+	if (!ctx) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	if (tls_ex_index < 0)
+		tls_ex_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+	ctx->ssl_ctx = SSL_CTX_new(TLS_client_method());
+	if (!ctx->ssl_ctx || tls_ex_index < 0) {
+		set_err(err, errlen, "SSL_CTX_new");
+		goto fail;
+	}
+	if (SSL_CTX_set_min_proto_version(ctx->ssl_ctx, TLS1_2_VERSION) != 1) {
+		set_err(err, errlen, "cannot require TLS 1.2");
+		goto fail;
+	}
+	/* Idle sessions hold no buffers; writes may be partial and move. */
+	SSL_CTX_set_mode(ctx->ssl_ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
+					       SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	if (ca_file && ca_file[0]) {
+		if (SSL_CTX_load_verify_locations(ctx->ssl_ctx, ca_file, NULL) != 1) {
+			char what[300];
+
+			snprintf(what, sizeof(what), "cannot load ca_file %s", ca_file);
+			set_err(err, errlen, what);
+			goto fail;
+		}
+	} else if (SSL_CTX_set_default_verify_paths(ctx->ssl_ctx) != 1) {
+		set_err(err, errlen, "cannot load the system CA store");
+		goto fail;
+	}
+	SSL_CTX_set_session_cache_mode(ctx->ssl_ctx,
+				       SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+	SSL_CTX_sess_set_new_cb(ctx->ssl_ctx, new_session_cb);
+	return ctx;
+fail:
+	smtp_tls_ctx_free(ctx);
+	return NULL;
+}
+
+void smtp_tls_ctx_free(struct smtp_tls_ctx *ctx)
+{
+	size_t i;
+
+	if (!ctx)
+		return;
+	for (i = 0; i < SESSION_SLOTS; i++)
+		if (ctx->slots[i].sess)
+			SSL_SESSION_free(ctx->slots[i].sess);
+	SSL_CTX_free(ctx->ssl_ctx);
+	free(ctx);
+}
+
+const char *smtp_tls_result_type_for(long e)
+{
+	switch (e) {
+	case X509_V_OK:
+		return NULL;
+	case X509_V_ERR_HOSTNAME_MISMATCH:
+		return "certificate-host-mismatch";
+	case X509_V_ERR_CERT_HAS_EXPIRED:
+	case X509_V_ERR_CERT_NOT_YET_VALID:
+		return "certificate-expired";
+	case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+	case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+	case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+	case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+	case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+	case X509_V_ERR_CERT_UNTRUSTED:
+	case X509_V_ERR_CERT_REJECTED:
+		return "certificate-not-trusted";
+	default:
+		return "validation-failure";
+	}
+}
+
+struct smtp_tls *smtp_tls_new(struct smtp_tls_ctx *ctx, const char *host, bool verify,
+			      char *err, size_t errlen)
+{
+	struct smtp_tls *t = NULL;
+	struct session_slot *slot;
+	X509_VERIFY_PARAM *vp;
+	size_t n = host ? strlen(host) : 0;
+
+	if (n > 0 && host[n - 1] == '.')
+		n--;
+	if (n == 0 || n > HOST_MAX) {
+		snprintf(err, errlen, "bad MX host name");
+		return NULL;
+	}
+	t = calloc(1, sizeof(*t));
+	if (!t) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	memcpy(t->host, host, n);
+	t->host[n] = '\0';
+	t->ctx = ctx;
+	t->verify = verify;
+	t->verify_error = X509_V_OK;
+	ERR_clear_error();
+	t->ssl = SSL_new(ctx->ssl_ctx);
+	if (!t->ssl) {
+		set_err(err, errlen, "SSL_new");
+		goto fail;
+	}
+	t->rbio = BIO_new(BIO_s_mem());
+	t->wbio = BIO_new(BIO_s_mem());
+	if (!t->rbio || !t->wbio) {
+		BIO_free(t->rbio);
+		BIO_free(t->wbio);
+		set_err(err, errlen, "BIO_new");
+		goto fail;
+	}
+	/* An empty memory BIO reads as "retry", not EOF. */
+	BIO_set_mem_eof_return(t->rbio, -1);
+	SSL_set_bio(t->ssl, t->rbio, t->wbio);
+	SSL_set_connect_state(t->ssl);
+	if (SSL_set_ex_data(t->ssl, tls_ex_index, t) != 1 ||
+	    SSL_set_tlsext_host_name(t->ssl, t->host) != 1) {
+		set_err(err, errlen, "cannot set SNI");
+		goto fail;
+	}
+	vp = SSL_get0_param(t->ssl);
+	X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+	if (X509_VERIFY_PARAM_set1_host(vp, t->host, 0) != 1) {
+		set_err(err, errlen, "cannot set the host name to check");
+		goto fail;
+	}
+	SSL_set_verify(t->ssl, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
+	slot = find_slot(ctx, t->host);
+	if (slot && SSL_SESSION_is_resumable(slot->sess))
+		SSL_set_session(t->ssl, slot->sess);  /* failure only means a full handshake */
+	return t;
+fail:
+	smtp_tls_free(t);
+	return NULL;
+}
+
+void smtp_tls_free(struct smtp_tls *t)
+{
+	if (!t)
+		return;
+	SSL_free(t->ssl);  /* frees both BIOs */
+	free(t);
+}
+
+/* Fills result_type/reason from the verify result (also on success). After
+ * a failed handshake OpenSSL keeps no peer certificate, but the verify
+ * result of the chain it rejected is still there. */
+static void record_verify(struct smtp_tls *t, bool handshake_ok)
+{
+	t->verify_error = SSL_get_verify_result(t->ssl);
+	if (handshake_ok && t->verify_error == X509_V_OK &&
+	    SSL_get0_peer_certificate(t->ssl) == NULL)
+		t->verify_error = X509_V_ERR_UNSPECIFIED;  /* no certificate at all */
+	t->result_type = smtp_tls_result_type_for(t->verify_error);
+	if (t->result_type)
+		snprintf(t->reason, sizeof(t->reason), "%s",
+			 X509_verify_cert_error_string(t->verify_error));
+	else
+		t->reason[0] = '\0';
+}
+
+int smtp_tls_handshake(struct smtp_tls *t)
+{
+	int rc, e;
+
+	if (t->done)
+		return SMTP_TLS_DONE;
+	if (t->failed)
+		return SMTP_TLS_ERROR;
+	ERR_clear_error();
+	rc = SSL_do_handshake(t->ssl);
+	if (rc == 1) {
+		t->done = true;
+		record_verify(t, true);
+		return SMTP_TLS_DONE;
+	}
+	e = SSL_get_error(t->ssl, rc);
+	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+		return SMTP_TLS_AGAIN;
+	t->failed = true;
+	record_verify(t, false);
+	if (!t->result_type) {
+		/* Not a certificate verdict: protocol version, alert, garbage. */
+		unsigned long ee = ERR_peek_last_error();
+		char buf[200] = "unexpected end of handshake";
+
+		if (ee)
+			ERR_error_string_n(ee, buf, sizeof(buf));
+		t->result_type = "validation-failure";
+		snprintf(t->reason, sizeof(t->reason), "%s", buf);
+	}
+	ERR_clear_error();
+	return SMTP_TLS_ERROR;
+}
+
+int smtp_tls_feed(struct smtp_tls *t, const void *buf, size_t len)
+{
+	while (len > 0) {
+		int chunk = len > 1 << 30 ? 1 << 30 : (int)len;
+		int n = BIO_write(t->rbio, buf, chunk);
+
+		if (n <= 0)
+			return -1;
+		buf = (const char *)buf + n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+size_t smtp_tls_pending(const struct smtp_tls *t)
+{
+	return BIO_ctrl_pending(t->wbio);
+}
+
+size_t smtp_tls_take(struct smtp_tls *t, void *buf, size_t cap)
+{
+	int n;
+
+	if (cap == 0)
+		return 0;
+	n = BIO_read(t->wbio, buf, cap > 1 << 30 ? 1 << 30 : (int)cap);
+	return n > 0 ? (size_t)n : 0;
+}
+
+ssize_t smtp_tls_write(struct smtp_tls *t, const void *buf, size_t len)
+{
+	size_t written = 0;
+	int rc;
+
+	if (!t->done || len == 0)
+		return t->done ? 0 : -1;
+	ERR_clear_error();
+	rc = SSL_write_ex(t->ssl, buf, len, &written);
+	if (rc == 1)
+		return (ssize_t)written;
+	return -1;
+}
+
+ssize_t smtp_tls_read(struct smtp_tls *t, void *buf, size_t cap)
+{
+	size_t got = 0;
+	int e;
+
+	if (!t->done)
+		return SMTP_TLS_ERROR;
+	ERR_clear_error();
+	if (SSL_read_ex(t->ssl, buf, cap, &got) == 1)
+		return (ssize_t)got;
+	e = SSL_get_error(t->ssl, 0);
+	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+		return 0;
+	if (e == SSL_ERROR_ZERO_RETURN)
+		return SMTP_TLS_EOF;
+	return SMTP_TLS_ERROR;
+}
+
+void smtp_tls_shutdown(struct smtp_tls *t)
+{
+	if (t->done) {
+		ERR_clear_error();
+		SSL_shutdown(t->ssl);
+		ERR_clear_error();
+	}
+}
+
+const char *smtp_tls_version(const struct smtp_tls *t)
+{
+	return t->done ? SSL_get_version(t->ssl) : NULL;
+}
+
+const char *smtp_tls_cipher(const struct smtp_tls *t)
+{
+	return t->done ? SSL_get_cipher_name(t->ssl) : NULL;
+}
+
+bool smtp_tls_verified(const struct smtp_tls *t)
+{
+	return t->done && t->result_type == NULL;
+}
+
+bool smtp_tls_resumed(const struct smtp_tls *t)
+{
+	return t->done && SSL_session_reused(t->ssl) == 1;
+}
+
+const char *smtp_tls_result_type(const struct smtp_tls *t)
+{
+	return t->result_type;
+}
+
+const char *smtp_tls_reason(const struct smtp_tls *t)
+{
+	return t->reason;
+}
+
+long smtp_tls_verify_error(const struct smtp_tls *t)
+{
+	return t->verify_error;
+}

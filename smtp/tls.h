@@ -1,0 +1,91 @@
+/* STARTTLS client side with OpenSSL on memory BIOs: ciphertext in and out as
+ * bytes, certificate verification against the MX name, RFC 8460 result types. */
+#ifndef STSRELAY_SMTP_TLS_H
+#define STSRELAY_SMTP_TLS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+/*
+ * The driver owns the socket. Per connection, after the client state machine
+ * asks for the handshake (SMTP_CLIENT_EV_NEED_TLS):
+ *
+ *   t = smtp_tls_new(ctx, mx_host, verify, ...)
+ *   loop: rc = smtp_tls_handshake(t);
+ *         write out everything smtp_tls_take() gives;
+ *         rc == SMTP_TLS_DONE -> smtp_client_tls_done(c, true, NULL)
+ *         rc == SMTP_TLS_ERROR -> smtp_client_tls_done(c, false, smtp_tls_reason(t))
+ *         rc == SMTP_TLS_AGAIN -> wait for socket bytes, smtp_tls_feed() them
+ *   then:  socket bytes -> smtp_tls_feed(); smtp_tls_read() until 0 -> smtp_client_feed()
+ *          smtp_client_output() -> smtp_tls_write(); smtp_tls_take() -> socket
+ *          (also take() after read(): TLS 1.3 may answer post-handshake messages)
+ *
+ * Verification always runs, also with verify=false (opportunistic): then the
+ * handshake succeeds whatever the certificate, and smtp_tls_verified() /
+ * smtp_tls_result_type() still tell what a check would have said, so the log
+ * can say "tls=TLSv1.3 unverified" and TLS-RPT can record it.
+ *
+ * Ownership: a ctx outlives every smtp_tls made from it; the strings
+ * returned stay valid until smtp_tls_free(). Not thread-safe per object.
+ */
+
+struct smtp_tls_ctx;
+struct smtp_tls;
+
+enum { SMTP_TLS_DONE = 1, SMTP_TLS_AGAIN = 0, SMTP_TLS_ERROR = -1, SMTP_TLS_EOF = -2 };
+
+/* TLS >= 1.2 client context. ca_file: PEM trust anchors, or NULL/"" for the
+ * system default store. Keeps a small session cache keyed by MX host name
+ * (only sessions whose certificate verified are kept, so resumption never
+ * skips a check that a fresh handshake would make). NULL on error, with a
+ * reason in err. */
+struct smtp_tls_ctx *smtp_tls_ctx_new(const char *ca_file, char *err, size_t errlen);
+void smtp_tls_ctx_free(struct smtp_tls_ctx *ctx);
+
+/* One connection to MX host `host` (a trailing dot is ignored): SNI = host,
+ * certificate name check against host (RFC 6125, wildcard only as the whole
+ * left-most label). verify=true: a failed check fails the handshake. */
+struct smtp_tls *smtp_tls_new(struct smtp_tls_ctx *ctx, const char *host, bool verify,
+			      char *err, size_t errlen);
+void smtp_tls_free(struct smtp_tls *t);
+
+/* Drives the handshake: SMTP_TLS_DONE, SMTP_TLS_AGAIN (needs more input
+ * after sending what take() gives), or SMTP_TLS_ERROR (see result_type/reason). */
+int smtp_tls_handshake(struct smtp_tls *t);
+
+/* Ciphertext from the socket. 0, or -1 (out of memory). The memory BIO
+ * grows with what is fed: feed one socket read at a time and drain it with
+ * smtp_tls_handshake()/smtp_tls_read() before the next. */
+int smtp_tls_feed(struct smtp_tls *t, const void *buf, size_t len);
+/* Ciphertext waiting to be written, and taking it (returns bytes copied). */
+size_t smtp_tls_pending(const struct smtp_tls *t);
+size_t smtp_tls_take(struct smtp_tls *t, void *buf, size_t cap);
+
+/* Application data after the handshake. write: bytes accepted (all of them
+ * with memory BIOs) or -1. read: > 0 bytes, 0 = needs more ciphertext,
+ * SMTP_TLS_EOF = peer sent close_notify, SMTP_TLS_ERROR. */
+ssize_t smtp_tls_write(struct smtp_tls *t, const void *buf, size_t len);
+ssize_t smtp_tls_read(struct smtp_tls *t, void *buf, size_t cap);
+/* Queues a close_notify (then take() and close the socket). */
+void smtp_tls_shutdown(struct smtp_tls *t);
+
+/* After the handshake (or its failure): */
+const char *smtp_tls_version(const struct smtp_tls *t);   /* "TLSv1.3", NULL if none */
+const char *smtp_tls_cipher(const struct smtp_tls *t);    /* NULL if none */
+bool smtp_tls_verified(const struct smtp_tls *t);         /* chain + name + dates OK */
+bool smtp_tls_resumed(const struct smtp_tls *t);
+/* RFC 8460 result type when not verified or failed: "certificate-host-mismatch",
+ * "certificate-expired", "certificate-not-trusted", "validation-failure";
+ * NULL when verified. */
+const char *smtp_tls_result_type(const struct smtp_tls *t);
+/* Human reason ("hostname mismatch", "certificate has expired", an OpenSSL
+ * error for a failed handshake); "" when verified. */
+const char *smtp_tls_reason(const struct smtp_tls *t);
+/* The raw X509_V_* verify result (X509_V_OK = 0). */
+long smtp_tls_verify_error(const struct smtp_tls *t);
+
+/* The mapping used above, exposed for tests: X509_V_ERR_* -> result type. */
+const char *smtp_tls_result_type_for(long x509_error);
+
+#endif
