@@ -16,6 +16,7 @@
 #include "relay/commands.h"
 #include "relay/config.h"
 #include "queue/queue.h"
+#include "smtp/addrlist.h"
 #include "smtp/command.h"
 
 #include <errno.h>
@@ -39,6 +40,9 @@
 #define HEADERS_MAX (1024 * 1024)   /* whole header section */
 #define HEADER_FIELDS_MAX 10000
 #define NAME_MAX_BYTES 200          /* full name in an added From: */
+
+/* Every address the parser can return must fit in the envelope. */
+_Static_assert(ADDRLIST_ADDR_MAX == QUEUE_ADDR_MAX, "address buffer sizes differ");
 
 /* ---- privileges ---- */
 
@@ -284,241 +288,40 @@ static int rcpt_add(struct queue_envelope *env, const char *addr)
 	return queue_envelope_add_rcpt(env, addr);
 }
 
-/* Error from address-list parsing: the offending text, for the message. */
-struct addr_err {
-	char text[256];
-	const char *why;
-};
-
-struct alist {
-	char phrase[QUEUE_ADDR_MAX];  /* text outside <>, the addr-spec if there is no <> */
-	size_t plen;
-	bool poverflow;
-	bool pspace;                  /* whitespace between words of the phrase */
-	bool pword;                   /* a word has been seen */
-	bool pending_space;
-	char angle[QUEUE_ADDR_MAX];
-	size_t alen;
-	bool aoverflow;
-	bool has_angle;
-	bool after_angle_junk;
-};
-
-static void alist_reset(struct alist *a)
+/* Sets an error of our own (the address itself is bad, or there are too
+ * many) in the parser's error form, so both are reported alike. */
+static void addr_err_set(struct addrlist_err *e, const char *text, const char *why)
 {
-	memset(a, 0, sizeof(*a));
-}
-
-static void phrase_byte(struct alist *a, char c)
-{
-	if (a->plen + 1 >= sizeof(a->phrase)) {
-		a->poverflow = true;
-		return;
-	}
-	a->phrase[a->plen++] = c;
-	a->phrase[a->plen] = '\0';
-}
-
-/* Whitespace between words is kept (as one space) so that a bare
- * "john smith@example.com" is refused, and named as written. */
-static void phrase_put(struct alist *a, char c)
-{
-	bool space = a->pending_space && a->pword;
-
-	a->pending_space = false;
-	a->pword = true;
-	if (a->has_angle) {
-		a->after_angle_junk = true;
-		return;
-	}
-	if (space) {
-		a->pspace = true;
-		phrase_byte(a, ' ');
-	}
-	phrase_byte(a, c);
-}
-
-static void angle_put(struct alist *a, char c)
-{
-	if (a->alen + 1 >= sizeof(a->angle)) {
-		a->aoverflow = true;
-		return;
-	}
-	a->angle[a->alen++] = c;
-	a->angle[a->alen] = '\0';
-}
-
-static void err_set(struct addr_err *e, const char *text, const char *why)
-{
-	snprintf(e->text, sizeof(e->text), "%.200s", text);
+	snprintf(e->text, sizeof(e->text), "%.*s", ADDRLIST_ERR_EXCERPT, text);
 	e->why = why;
 }
 
-/* For text that is not NUL-terminated (a header value in its buffer). */
-static void err_setn(struct addr_err *e, const char *text, size_t len, const char *why)
-{
-	int n = len > 200 ? 200 : (int)len;
-
-	snprintf(e->text, sizeof(e->text), "%.*s", n, text);
-	e->why = why;
-}
-
-/* Ends one mailbox of the list: adds it to env, skips an empty element. */
-static int alist_finish(struct alist *a, const struct config *cfg, struct queue_envelope *env,
-			struct addr_err *e)
-{
-	char addr[QUEUE_ADDR_MAX];
-	const char *spec;
-
-	if (a->has_angle) {
-		if (a->aoverflow) {
-			err_set(e, a->angle, "address too long");
-			return -1;
-		}
-		if (a->after_angle_junk) {
-			err_set(e, a->angle, "text after the <address>");
-			return -1;
-		}
-		spec = a->angle;
-		/* Obsolete source route "<@a,@b:user@host>": only the mailbox counts. */
-		if (spec[0] == '@' && strchr(spec, ':') != NULL)
-			spec = strchr(spec, ':') + 1;
-		if (*spec == '\0') {
-			err_set(e, "<>", "empty address");
-			return -1;
-		}
-	} else {
-		if (a->plen == 0) {
-			alist_reset(a);
-			return 0;
-		}
-		if (a->poverflow) {
-			err_set(e, a->phrase, "address too long");
-			return -1;
-		}
-		if (a->pspace) {
-			err_set(e, a->phrase, "not an address (spaces; display names need <address>)");
-			return -1;
-		}
-		spec = a->phrase;
-	}
-	if (addr_qualify(spec, cfg, addr, sizeof(addr)) != 0) {
-		err_set(e, spec, "invalid address");
-		return -1;
-	}
-	if (rcpt_add(env, addr) != 0) {
-		err_set(e, addr, "too many recipients");
-		return -1;
-	}
-	alist_reset(a);
-	return 0;
-}
-
-/* Parses an RFC 5322 address-list (To/Cc/Bcc value, or a command-line
- * argument): display names, quoted strings, comments, <angle addresses>,
- * groups "name: a, b;", folded lines. Every address found goes into env. */
+/* Adds every address of an RFC 5322 address-list (To/Cc/Bcc value, or a
+ * command-line argument) to env, qualified and checked. Each address is
+ * checked as the parser yields it, so the first problem in the list is the
+ * one named, whether it is bad syntax or a bad address. */
 static int addr_list_parse(const char *s, size_t len, const struct config *cfg,
-			   struct queue_envelope *env, struct addr_err *e)
+			   struct queue_envelope *env, struct addrlist_err *e)
 {
-	struct alist a;
-	bool in_quote = false, in_angle = false, in_group = false;
-	unsigned comment = 0;
-	size_t i;
+	struct addrlist_iter it;
+	struct addrlist_addr a;
+	char addr[QUEUE_ADDR_MAX];
+	int rc;
 
-	alist_reset(&a);
-	for (i = 0; i < len; i++) {
-		char c = s[i];
-
-		if (c == '\0') {
-			err_set(e, "", "NUL byte in an address header");
+	addrlist_begin(&it, s, len);
+	for (;;) {
+		rc = addrlist_next(&it, &a, e);
+		if (rc <= 0)
+			return rc;
+		if (addr_qualify(a.addr, cfg, addr, sizeof(addr)) != 0) {
+			addr_err_set(e, a.addr, "invalid address");
 			return -1;
 		}
-		if (comment > 0) {
-			if (c == '\\' && i + 1 < len)
-				i++;
-			else if (c == '(')
-				comment++;
-			else if (c == ')')
-				comment--;
-			continue;
-		}
-		if (in_quote) {
-			if (c == '\\' && i + 1 < len) {
-				in_angle ? angle_put(&a, c) : phrase_put(&a, c);
-				c = s[++i];
-			} else if (c == '"') {
-				in_quote = false;
-			}
-			if (c == '\r' || c == '\n')
-				continue;
-			in_angle ? angle_put(&a, c) : phrase_put(&a, c);
-			continue;
-		}
-		if (c == '"') {
-			in_quote = true;
-			in_angle ? angle_put(&a, c) : phrase_put(&a, c);
-			continue;
-		}
-		if (c == '(') {
-			comment = 1;
-			a.pending_space = true;
-			continue;
-		}
-		if (in_angle) {
-			if (c == '>')
-				in_angle = false;
-			else if (c != ' ' && c != '\t' && c != '\r' && c != '\n')
-				angle_put(&a, c);
-			continue;
-		}
-		switch (c) {
-		case '<':
-			if (a.has_angle) {
-				err_setn(e, s + i, len - i, "two <addresses> in one mailbox");
-				return -1;
-			}
-			a.has_angle = true;
-			in_angle = true;
-			break;
-		case ',':
-			if (alist_finish(&a, cfg, env, e) != 0)
-				return -1;
-			break;
-		case ':':
-			if (in_group || a.has_angle) {
-				phrase_put(&a, c);
-				break;
-			}
-			/* The group's display name is not an address. */
-			alist_reset(&a);
-			in_group = true;
-			break;
-		case ';':
-			if (!in_group) {
-				phrase_put(&a, c);
-				break;
-			}
-			if (alist_finish(&a, cfg, env, e) != 0)
-				return -1;
-			in_group = false;
-			break;
-		case ' ':
-		case '\t':
-		case '\r':
-		case '\n':
-			a.pending_space = true;
-			break;
-		default:
-			phrase_put(&a, c);
-			break;
+		if (rcpt_add(env, addr) != 0) {
+			addr_err_set(e, addr, "too many recipients");
+			return -1;
 		}
 	}
-	if (in_quote || in_angle || comment > 0) {
-		err_setn(e, s, len, in_quote ? "unterminated quoted string"
-				    : in_angle ? "unterminated <address>" : "unterminated comment");
-		return -1;
-	}
-	return alist_finish(&a, cfg, env, e);
 }
 
 /* ---- header section ---- */
@@ -841,7 +644,7 @@ too_big:
 static int extract_rcpts(struct sm *sm, const struct headers *h, struct queue_envelope *env,
 			 char *why, size_t whylen)
 {
-	struct addr_err e;
+	struct addrlist_err e;
 	size_t i, vlen;
 	const char *v;
 
@@ -1366,7 +1169,7 @@ static int sendmail_main(int argc, char **argv)
 	}
 	snprintf(env.submitter, sizeof(env.submitter), "%s", u.login);
 	for (i = o.first_rcpt; i < argc; i++) {
-		struct addr_err e;
+		struct addrlist_err e;
 
 		if (addr_list_parse(argv[i], strlen(argv[i]), &cfg, &env, &e) != 0) {
 			fprintf(stderr, PROG ": %s: %s\n", e.why, e.text);
