@@ -1,14 +1,469 @@
-/* The `stsrelay tlsrpt` subcommand. Its engine is not built yet: the command
- * says so plainly instead of printing anything that could be mistaken for a result. */
+/* `stsrelay tlsrpt show|send` (plus `validate` and the test helper `record`):
+ * the day's RFC 8460 aggregate for people and scripts, and sending it now. */
 #include "relay/commands.h"
 
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 #include <sysexits.h>
+#include <unistd.h>
+
+#include "queue/queue.h"
+#include "relay/cli.h"
+#include "relay/clock.h"
+#include "relay/log.h"
+#include "relay/tlsrpt_send.h"
+#include "sts/policy.h"
+#include "sts/tlsrpt.h"
+
+#define PROG "stsrelay tlsrpt"
+#define FILE_MAX (TLSRPT_REPORT_MAX + 1)
+
+struct topts {
+	const char *config;
+	const char *day;
+	bool json, lenient, sts_published;
+	const char *domain, *policy_file, *result, *sending_ip, *mx, *mx_ip, *reason;
+	long long when, count;
+	const char *file;
+};
+
+static void usage(FILE *f)
+{
+	fputs("usage: stsrelay tlsrpt show [--day YYYY-MM-DD] [--json] [-c FILE]\n"
+	      "       stsrelay tlsrpt send [--day YYYY-MM-DD] [-c FILE]\n"
+	      "       stsrelay tlsrpt validate [--lenient] FILE|-   (JSON or gzip'd JSON)\n"
+	      "The day defaults to the previous UTC day (the one the daily run sends);\n"
+	      "with --day it may be today: the report then holds the sessions so far.\n",
+	      f);
+}
+
+static int parse_opts(int argc, char **argv, struct topts *o)
+{
+	int i;
+
+	memset(o, 0, sizeof(*o));
+	o->count = 1;
+	for (i = 2; i < argc; i++) {
+		const char *a = argv[i];
+		const char **val = NULL;
+		long long *num = NULL;
+
+		if (strcmp(a, "-c") == 0)
+			val = &o->config;
+		else if (strncmp(a, "-c", 2) == 0 && a[2] != '\0')
+			o->config = a + 2;
+		else if (strcmp(a, "--day") == 0)
+			val = &o->day;
+		else if (strcmp(a, "--json") == 0)
+			o->json = true;
+		else if (strcmp(a, "--lenient") == 0)
+			o->lenient = true;
+		else if (strcmp(a, "--sts-published") == 0)
+			o->sts_published = true;
+		else if (strcmp(a, "--domain") == 0)
+			val = &o->domain;
+		else if (strcmp(a, "--policy-file") == 0)
+			val = &o->policy_file;
+		else if (strcmp(a, "--result") == 0)
+			val = &o->result;
+		else if (strcmp(a, "--sending-ip") == 0)
+			val = &o->sending_ip;
+		else if (strcmp(a, "--mx") == 0)
+			val = &o->mx;
+		else if (strcmp(a, "--mx-ip") == 0)
+			val = &o->mx_ip;
+		else if (strcmp(a, "--reason") == 0)
+			val = &o->reason;
+		else if (strcmp(a, "--when") == 0)
+			num = &o->when;
+		else if (strcmp(a, "--count") == 0)
+			num = &o->count;
+		else if (a[0] == '-' && a[1] != '\0') {
+			fprintf(stderr, "%s: unknown option '%s'\n", PROG, a);
+			return -1;
+		} else if (o->file == NULL) {
+			o->file = a;
+		} else {
+			fprintf(stderr, "%s: too many arguments\n", PROG);
+			return -1;
+		}
+		if (val != NULL || num != NULL) {
+			char *end;
+
+			if (i + 1 >= argc) {
+				fprintf(stderr, "%s: %s needs a value\n", PROG, a);
+				return -1;
+			}
+			if (val != NULL) {
+				*val = argv[++i];
+			} else {
+				errno = 0;
+				*num = strtoll(argv[++i], &end, 10);
+				if (errno != 0 || *end != '\0' || *num < 0) {
+					fprintf(stderr, "%s: bad number for %s\n", PROG, a);
+					return -1;
+				}
+			}
+		}
+	}
+	return 0;
+}
+
+/* The day to work on: --day, else yesterday (UTC). */
+static int pick_day(const struct topts *o, char day[TLSRPT_DAY_LEN + 1])
+{
+	int64_t start;
+
+	if (o->day == NULL) {
+		tlsrpt_day_of(clock_now() - 86400, day);
+		return 0;
+	}
+	if (tlsrpt_day_parse(o->day, &start) != 0) {
+		fprintf(stderr, "%s: bad day '%s' (want YYYY-MM-DD)\n", PROG, o->day);
+		return -1;
+	}
+	memcpy(day, o->day, TLSRPT_DAY_LEN + 1);
+	return 0;
+}
+
+/* Run as root for a spool owned by the relay's user: become that user, so
+ * files written here (ledger, queue, sessions) stay writable by the daemon. */
+static int become_spool_owner(const char *spool_dir)
+{
+	struct stat sb;
+
+	if (geteuid() != 0 || stat(spool_dir, &sb) != 0 || sb.st_uid == 0)
+		return 0;
+	if (setgid(sb.st_gid) != 0 || setuid(sb.st_uid) != 0) {
+		fprintf(stderr, "%s: cannot switch to the spool owner (uid %u): %s\n", PROG,
+			(unsigned)sb.st_uid, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static int load_day(const struct config *cfg, const char *day, struct tlsrpt_day **d)
+{
+	char err[512];
+
+	if (tlsrpt_day_load(cfg->spool_dir, day, d, err, sizeof(err)) != 0) {
+		fprintf(stderr, "%s: %s\n", PROG, err);
+		return EX_IOERR;
+	}
+	if (tlsrpt_day_bad_lines(*d) > 0)
+		fprintf(stderr, "%s: %zu torn or corrupt session lines skipped\n", PROG,
+			tlsrpt_day_bad_lines(*d));
+	return 0;
+}
+
+static void print_text(const char *domain, const json_t *r)
+{
+	const json_t *e;
+	size_t i;
+
+	json_array_foreach(json_object_get(r, "policies"), i, e) {
+		const json_t *pol = json_object_get(e, "policy");
+		const json_t *sum = json_object_get(e, "summary");
+		const json_t *fd;
+		const char *mode = "";
+		size_t k;
+
+		json_array_foreach(json_object_get(pol, "policy-string"), k, fd)
+			if (strncmp(json_string_value(fd), "mode: ", 6) == 0)
+				mode = json_string_value(fd) + 6;
+		printf("%-30s %-16s %-8s success=%lld failure=%lld\n", domain,
+		       json_string_value(json_object_get(pol, "policy-type")), mode,
+		       (long long)json_integer_value(
+			       json_object_get(sum, "total-successful-session-count")),
+		       (long long)json_integer_value(
+			       json_object_get(sum, "total-failure-session-count")));
+		json_array_foreach(json_object_get(e, "failure-details"), k, fd) {
+			const char *mx = json_string_value(json_object_get(fd, "receiving-mx-hostname"));
+			const char *ip = json_string_value(json_object_get(fd, "receiving-ip"));
+			const char *why = json_string_value(json_object_get(fd, "failure-reason-code"));
+
+			printf("    %-26s %s[%s] count=%lld%s%s\n",
+			       json_string_value(json_object_get(fd, "result-type")), mx ? mx : "-",
+			       ip ? ip : "-",
+			       (long long)json_integer_value(json_object_get(fd, "failed-session-count")),
+			       why ? " reason=" : "", why ? why : "");
+		}
+	}
+}
+
+static int cmd_show(const struct topts *o, const struct config *cfg)
+{
+	struct tlsrpt_meta meta = { cfg->tlsrpt_org_name, cfg->tlsrpt_contact };
+	char day[TLSRPT_DAY_LEN + 1];
+	struct tlsrpt_day *d;
+	json_t *all = json_array();
+	size_t i;
+	int rc;
+
+	if (all == NULL || pick_day(o, day) != 0) {
+		json_decref(all);
+		return EX_USAGE;
+	}
+	rc = load_day(cfg, day, &d);
+	if (rc != 0) {
+		json_decref(all);
+		return rc;
+	}
+	if (!o->json)
+		printf("TLS-RPT day %s (UTC): %zu policy domain%s\n", day, tlsrpt_day_ndomains(d),
+		       tlsrpt_day_ndomains(d) == 1 ? "" : "s");
+	for (i = 0; i < tlsrpt_day_ndomains(d); i++) {
+		json_t *r = tlsrpt_report_build(d, tlsrpt_day_domain(d, i), &meta);
+
+		if (r == NULL) {
+			fprintf(stderr, "%s: out of memory\n", PROG);
+			rc = EX_SOFTWARE;
+			break;
+		}
+		if (!o->json)
+			print_text(tlsrpt_day_domain(d, i), r);
+		json_array_append_new(all, r);
+	}
+	if (rc == 0 && o->json) {
+		if (json_dumpf(all, stdout, JSON_INDENT(2)) != 0) {
+			rc = EX_IOERR;
+		} else {
+			putchar('\n');
+		}
+	}
+	json_decref(all);
+	tlsrpt_day_free(d);
+	return rc;
+}
+
+struct send_state {
+	bool done;
+	struct tlsrpt_job_result res;
+};
+
+static void on_job_done(void *arg, const struct tlsrpt_job_result *res)
+{
+	struct send_state *s = arg;
+
+	s->done = true;
+	s->res = *res;
+}
+
+static int cmd_send(const struct topts *o, const struct config *cfg)
+{
+	char day[TLSRPT_DAY_LEN + 1], err[512];
+	struct send_state st = { 0 };
+	struct tlsrpt_job_env env;
+	struct dkim_key *dkim = NULL;
+	struct queue *q = NULL;
+	struct dns *dns = NULL;
+	struct http_client *http = NULL;
+	uv_loop_t loop;
+	int rc = EX_SOFTWARE;
+
+	if (pick_day(o, day) != 0)
+		return EX_USAGE;
+	if (become_spool_owner(cfg->spool_dir) != 0)
+		return EX_NOPERM;
+	if (cfg->dkim_domain[0] && cfg->dkim_selector[0] && cfg->dkim_key_file[0]) {
+		if (dkim_key_load(cfg->dkim_key_file, cfg->dkim_domain, cfg->dkim_selector, &dkim,
+				  err, sizeof(err)) != 0) {
+			fprintf(stderr, "%s: DKIM key: %s\n", PROG, err);
+			return EX_CONFIG;
+		}
+	} else {
+		log_warn("tlsrpt: dkim_domain/dkim_selector/dkim_key_file not set: report mail "
+			 "is sent unsigned (RFC 8460 §5.3 wants a DKIM signature)");
+	}
+	if (queue_open(cfg->spool_dir, true, -1, &q, err, sizeof(err)) != 0) {
+		fprintf(stderr, "%s: cannot open the spool %s: %s\n", PROG, cfg->spool_dir, err);
+		dkim_key_free(dkim);
+		return EX_UNAVAILABLE;
+	}
+	if (uv_loop_init(&loop) != 0) {
+		queue_close(q);
+		dkim_key_free(dkim);
+		return EX_OSERR;
+	}
+	if (dns_new(&loop, cfg->dns_servers, cfg->ndns_servers, NULL, &dns) != 0 ||
+	    http_client_new(&loop, &http) != 0) {
+		fprintf(stderr, "%s: cannot start the resolver or the HTTPS client\n", PROG);
+		rc = EX_OSERR;
+		goto out;
+	}
+	memset(&env, 0, sizeof(env));
+	env.loop = &loop;
+	env.cfg = cfg;
+	env.queue = q;
+	env.dns = dns;
+	env.http = http;
+	env.dkim = dkim;
+	if (tlsrpt_job_start(&env, day, on_job_done, &st, NULL) != 0) {
+		fprintf(stderr, "%s: cannot start sending %s\n", PROG, day);
+		rc = EX_IOERR;
+		goto out;
+	}
+	uv_run(&loop, UV_RUN_DEFAULT);
+	if (!st.done) {
+		fprintf(stderr, "%s: the send job did not finish\n", PROG);
+		goto out;
+	}
+	printf("tlsrpt %s: %u domain%s, %u sent, %u already sent, %u failed, %u without "
+	       "_smtp._tls\n", day, st.res.domains, st.res.domains == 1 ? "" : "s", st.res.sent,
+	       st.res.already, st.res.failed, st.res.no_record);
+	rc = st.res.failed == 0 ? 0 : EX_TEMPFAIL;
+	/* the daily action also applies the retention (tlsrpt_retention) */
+	if (tlsrpt_prune(cfg->spool_dir, clock_now(), cfg->tlsrpt_retention_s) < 0)
+		fprintf(stderr, "%s: pruning old TLS-RPT data failed\n", PROG);
+out:
+	dns_free(dns);
+	if (http != NULL)
+		http_client_free(http);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	if (uv_loop_close(&loop) != 0)
+		fprintf(stderr, "%s: handles left open at exit\n", PROG);
+	queue_close(q);
+	dkim_key_free(dkim);
+	return rc;
+}
+
+static char *read_all(const char *path, size_t *len)
+{
+	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+	char *buf;
+
+	if (f == NULL)
+		return NULL;
+	buf = malloc(FILE_MAX + 1);
+	if (buf != NULL) {
+		*len = fread(buf, 1, FILE_MAX + 1, f);
+		if (ferror(f) || *len > FILE_MAX) {
+			free(buf);
+			buf = NULL;
+		}
+	}
+	if (f != stdin)
+		fclose(f);
+	return buf;
+}
+
+static int cmd_validate(const struct topts *o)
+{
+	char err[512], *buf;
+	size_t len = 0;
+
+	if (o->file == NULL) {
+		usage(stderr);
+		return EX_USAGE;
+	}
+	buf = read_all(o->file, &len);
+	if (buf == NULL) {
+		fprintf(stderr, "%s: %s: unreadable or too large\n", PROG, o->file);
+		return EX_NOINPUT;
+	}
+	if (tlsrpt_validate_bytes(buf, len, o->lenient ? TLSRPT_VALIDATE_LENIENT
+						       : TLSRPT_VALIDATE_STRICT,
+				  err, sizeof(err)) != 0) {
+		printf("invalid: %s\n", err);
+		free(buf);
+		return EX_DATAERR;
+	}
+	printf("ok\n");
+	free(buf);
+	return 0;
+}
+
+/* Test helper (not in the usage text): records sessions as the delivery
+ * engine would, so the integration tests can build a day of traffic. */
+static int cmd_record(const struct topts *o, const struct config *cfg)
+{
+	struct tlsrpt_session s;
+	struct sts_policy pol;
+	struct tlsrpt_store *st;
+	char err[512];
+	long long i;
+	int rc = 0;
+
+	memset(&s, 0, sizeof(s));
+	if (o->domain == NULL || o->result == NULL ||
+	    tlsrpt_result_parse(o->result, &s.result) != 0) {
+		fprintf(stderr, "%s record: needs --domain and a valid --result\n", PROG);
+		return EX_USAGE;
+	}
+	if (o->policy_file != NULL) {
+		size_t len = 0;
+		char *body = read_all(o->policy_file, &len);
+		struct sts_policy_err perr;
+
+		if (body == NULL || sts_policy_parse(body, len, &pol, &perr) != 0) {
+			fprintf(stderr, "%s record: bad policy file\n", PROG);
+			free(body);
+			return EX_DATAERR;
+		}
+		free(body);
+		s.policy = &pol;
+	}
+	s.domain = o->domain;
+	s.sts_published = o->sts_published;
+	s.sending_mta_ip = o->sending_ip;
+	s.mx_host = o->mx;
+	s.mx_ip = o->mx_ip;
+	s.reason = o->reason;
+	s.when = o->when;
+	if (become_spool_owner(cfg->spool_dir) != 0)
+		return EX_NOPERM;
+	if (tlsrpt_store_open(cfg->spool_dir, NULL, &st, err, sizeof(err)) != 0) {
+		fprintf(stderr, "%s record: %s\n", PROG, err);
+		return EX_CANTCREAT;
+	}
+	for (i = 0; i < o->count && rc == 0; i++)
+		if (tlsrpt_record(st, &s) != 0)
+			rc = EX_IOERR;
+	if (tlsrpt_store_sync(st) != 0)
+		rc = EX_IOERR;
+	tlsrpt_store_close(st);
+	return rc;
+}
 
 int cmd_tlsrpt(int argc, char **argv)
 {
-	(void)argc;
-	(void)argv;
-	fprintf(stderr, "stsrelay: 'tlsrpt' is not available in this build yet\n");
-	return EX_UNAVAILABLE;
+	struct config *cfg;
+	struct topts o;
+	int rc;
+
+	if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+		usage(argc < 2 ? stderr : stdout);
+		return argc < 2 ? EX_USAGE : 0;
+	}
+	if (parse_opts(argc, argv, &o) != 0) {
+		usage(stderr);
+		return EX_USAGE;
+	}
+	if (strcmp(argv[1], "validate") == 0)
+		return cmd_validate(&o);
+	cfg = calloc(1, sizeof(*cfg));
+	if (cfg == NULL)
+		return EX_OSERR;
+	rc = cli_load_config(PROG, o.config, cfg);
+	if (rc != 0) {
+		free(cfg);
+		return rc;
+	}
+	log_setup("stsrelay", cfg->log_format == CONFIG_LOG_JSON ? LOG_FORMAT_JSON : LOG_FORMAT_TEXT, 0);
+	if (strcmp(argv[1], "show") == 0) {
+		rc = cmd_show(&o, cfg);
+	} else if (strcmp(argv[1], "send") == 0) {
+		rc = cmd_send(&o, cfg);
+	} else if (strcmp(argv[1], "record") == 0) {
+		rc = cmd_record(&o, cfg);
+	} else {
+		fprintf(stderr, "%s: unknown subcommand '%s'\n", PROG, argv[1]);
+		usage(stderr);
+		rc = EX_USAGE;
+	}
+	free(cfg);
+	return rc;
 }

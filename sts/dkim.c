@@ -1,0 +1,497 @@
+/* DKIM signing (RFC 6376) of the relay's own report mail: relaxed/relaxed
+ * canonicalization, rsa-sha256 through OpenSSL's EVP interface. */
+#include "sts/dkim.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+
+#define DKIM_KEY_FILE_MAX (64 * 1024)
+#define DKIM_MAX_FIELDS 256          /* header fields looked at when signing */
+#define DKIM_FOLD_B64 64             /* b= characters per folded line */
+
+struct dkim_key {
+	EVP_PKEY *pkey;
+	char domain[256];
+	char selector[64];
+};
+
+/* A domain or selector goes into the tag list verbatim: no separators,
+ * whitespace or controls that would change the tag-list syntax. */
+static bool tag_value_ok(const char *s, size_t max)
+{
+	size_t n = strlen(s), i;
+
+	if (n == 0 || n >= max)
+		return false;
+	for (i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (!(isalnum(c) || c == '.' || c == '-' || c == '_'))
+			return false;
+	}
+	return true;
+}
+
+int dkim_key_from_pem(const void *pem, size_t len, const char *domain, const char *selector,
+		      struct dkim_key **out, char *err, size_t errlen)
+{
+	struct dkim_key *k = NULL;
+	BIO *bio = NULL;
+	int rc = -1;
+
+	*out = NULL;
+	if (domain == NULL || selector == NULL || !tag_value_ok(domain, sizeof(k->domain)) ||
+	    !tag_value_ok(selector, sizeof(k->selector))) {
+		snprintf(err, errlen, "bad DKIM domain or selector");
+		return -1;
+	}
+	if (len > DKIM_KEY_FILE_MAX || len > INT32_MAX) {
+		snprintf(err, errlen, "key file too large");
+		return -1;
+	}
+	k = calloc(1, sizeof(*k));
+	bio = BIO_new_mem_buf(pem, (int)len);
+	if (k == NULL || bio == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	k->pkey = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+	if (k->pkey == NULL) {
+		snprintf(err, errlen, "no PEM private key found");
+		goto out;
+	}
+	if (EVP_PKEY_base_id(k->pkey) != EVP_PKEY_RSA) {
+		snprintf(err, errlen, "not an RSA key (only rsa-sha256 is supported)");
+		goto out;
+	}
+	if (EVP_PKEY_bits(k->pkey) < 1024) {
+		snprintf(err, errlen, "RSA key shorter than 1024 bits (RFC 8301)");
+		goto out;
+	}
+	snprintf(k->domain, sizeof(k->domain), "%s", domain);
+	snprintf(k->selector, sizeof(k->selector), "%s", selector);
+	*out = k;
+	k = NULL;
+	rc = 0;
+out:
+	BIO_free(bio);
+	dkim_key_free(k);
+	return rc;
+}
+
+int dkim_key_load(const char *key_file, const char *domain, const char *selector,
+		  struct dkim_key **out, char *err, size_t errlen)
+{
+	char *buf = NULL;
+	size_t n;
+	FILE *f;
+	int rc;
+
+	*out = NULL;
+	f = fopen(key_file, "rb");
+	if (f == NULL) {
+		snprintf(err, errlen, "%s: %s", key_file, strerror(errno));
+		return -1;
+	}
+	buf = malloc(DKIM_KEY_FILE_MAX + 1);
+	if (buf == NULL) {
+		fclose(f);
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	n = fread(buf, 1, DKIM_KEY_FILE_MAX + 1, f);
+	if (ferror(f) || n > DKIM_KEY_FILE_MAX) {
+		fclose(f);
+		free(buf);
+		snprintf(err, errlen, "%s: unreadable or larger than %d bytes", key_file,
+			 DKIM_KEY_FILE_MAX);
+		return -1;
+	}
+	fclose(f);
+	rc = dkim_key_from_pem(buf, n, domain, selector, out, err, errlen);
+	OPENSSL_cleanse(buf, n);
+	free(buf);
+	return rc;
+}
+
+void dkim_key_free(struct dkim_key *k)
+{
+	if (k == NULL)
+		return;
+	EVP_PKEY_free(k->pkey);
+	free(k);
+}
+
+static bool is_wsp(char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+char *dkim_canon_body_relaxed(const char *body, size_t len, size_t *outlen)
+{
+	/* Output never exceeds input + one CRLF. */
+	char *out = malloc(len + 3);
+	size_t o = 0, i = 0;
+
+	if (out == NULL)
+		return NULL;
+	while (i < len) {
+		size_t line_start = o;
+
+		/* One line: runs of WSP become one SP, WSP at its end goes. */
+		while (i < len) {
+			if (body[i] == '\r' && i + 1 < len && body[i + 1] == '\n') {
+				i += 2;
+				break;
+			}
+			if (is_wsp(body[i])) {
+				while (i < len && is_wsp(body[i]))
+					i++;
+				out[o++] = ' ';
+				continue;
+			}
+			out[o++] = body[i++];
+		}
+		while (o > line_start && out[o - 1] == ' ')
+			o--;
+		/* a last line without CRLF gets one too (RFC 6376 §3.4.4) */
+		out[o++] = '\r';
+		out[o++] = '\n';
+	}
+	/* Empty lines at the end of the body are ignored. */
+	while (o >= 4 && memcmp(out + o - 4, "\r\n\r\n", 4) == 0)
+		o -= 2;
+	if (o == 2)
+		o = 0;
+	out[o] = '\0';
+	*outlen = o;
+	return out;
+}
+
+char *dkim_canon_header_relaxed(const char *field, size_t len, size_t *outlen)
+{
+	char *out = malloc(len + 1);
+	const char *colon = memchr(field, ':', len);
+	size_t o = 0, i, name_end;
+	bool pending_sp = false, started = false;
+
+	if (out == NULL)
+		return NULL;
+	if (colon == NULL) {
+		free(out);
+		return NULL;
+	}
+	name_end = (size_t)(colon - field);
+	while (name_end > 0 && is_wsp(field[name_end - 1]))
+		name_end--;
+	for (i = 0; i < name_end; i++)
+		out[o++] = (char)tolower((unsigned char)field[i]);
+	out[o++] = ':';
+	/* Value: unfold, WSP runs -> one SP, none at the start or the end. */
+	for (i = (size_t)(colon - field) + 1; i < len; i++) {
+		char c = field[i];
+
+		if (c == '\r' || c == '\n')
+			continue;
+		if (is_wsp(c)) {
+			pending_sp = true;
+			continue;
+		}
+		if (pending_sp && started)
+			out[o++] = ' ';
+		pending_sp = false;
+		started = true;
+		out[o++] = c;
+	}
+	out[o] = '\0';
+	*outlen = o;
+	return out;
+}
+
+struct field {
+	const char *p;
+	size_t len;          /* without the CRLF that ends the field */
+	size_t namelen;
+	bool used;
+};
+
+/* Splits the header block into fields (continuation lines start with WSP). */
+static int split_fields(const char *h, size_t len, struct field *f, size_t max, size_t *n)
+{
+	size_t i = 0;
+
+	*n = 0;
+	while (i < len) {
+		size_t start = i;
+		const char *colon;
+
+		for (;;) {
+			const char *eol = NULL;
+			size_t k;
+
+			for (k = i; k + 1 < len; k++)
+				if (h[k] == '\r' && h[k + 1] == '\n') {
+					eol = h + k;
+					break;
+				}
+			if (eol == NULL)
+				return -1;
+			i = (size_t)(eol - h) + 2;
+			if (i >= len || !is_wsp(h[i]))
+				break;
+		}
+		if (*n == max)
+			return -1;
+		f[*n].p = h + start;
+		f[*n].len = i - 2 - start;
+		colon = memchr(f[*n].p, ':', f[*n].len);
+		if (colon == NULL)
+			return -1;
+		f[*n].namelen = (size_t)(colon - f[*n].p);
+		while (f[*n].namelen > 0 && is_wsp(f[*n].p[f[*n].namelen - 1]))
+			f[*n].namelen--;
+		f[*n].used = false;
+		(*n)++;
+	}
+	return 0;
+}
+
+static char *b64(const unsigned char *in, size_t len)
+{
+	char *out = malloc(4 * ((len + 2) / 3) + 1);
+
+	if (out == NULL || len > INT32_MAX) {
+		free(out);
+		return NULL;
+	}
+	EVP_EncodeBlock((unsigned char *)out, in, (int)len);
+	return out;
+}
+
+/* A growable string with a fixed ceiling (the signature header is small). */
+struct sbuf {
+	char *p;
+	size_t len, cap;
+	bool failed;
+};
+
+static void sb_add(struct sbuf *b, const char *s, size_t n)
+{
+	if (b->failed)
+		return;
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 256;
+		char *np;
+
+		while (cap < b->len + n + 1)
+			cap *= 2;
+		if (cap > (1u << 20) || (np = realloc(b->p, cap)) == NULL) {
+			b->failed = true;
+			return;
+		}
+		b->p = np;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+
+static void sb_str(struct sbuf *b, const char *s)
+{
+	sb_add(b, s, strlen(s));
+}
+
+int dkim_sign(const struct dkim_key *k, const char *msg, size_t len, const char *headers,
+	      int64_t t, char **sig, char *err, size_t errlen)
+{
+	struct field *fields = NULL;
+	size_t nfields = 0, hlen, blen, i, bl, siglen = 0;
+	const char *sep = NULL;
+	char *cbody = NULL, *bh = NULL, *bsig = NULL, *hlist = NULL, *canon = NULL;
+	unsigned char digest[EVP_MAX_MD_SIZE], *rawsig = NULL;
+	unsigned int dlen = 0;
+	struct sbuf hdata = { 0 }, out = { 0 }, names = { 0 };
+	EVP_MD_CTX *ctx = NULL;
+	char tbuf[32];
+	int rc = -1;
+
+	*sig = NULL;
+	if (headers == NULL)
+		headers = DKIM_DEFAULT_HEADERS;
+	for (i = 0; i + 3 < len; i++)
+		if (memcmp(msg + i, "\r\n\r\n", 4) == 0) {
+			sep = msg + i;
+			break;
+		}
+	if (sep == NULL) {
+		snprintf(err, errlen, "message has no header/body separator");
+		return -1;
+	}
+	hlen = (size_t)(sep - msg) + 2;           /* header block with its last CRLF */
+	fields = calloc(DKIM_MAX_FIELDS, sizeof(*fields));
+	if (fields == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	if (split_fields(msg, hlen, fields, DKIM_MAX_FIELDS, &nfields) != 0) {
+		snprintf(err, errlen, "malformed or too many header fields");
+		goto out;
+	}
+
+	/* body hash */
+	cbody = dkim_canon_body_relaxed(sep + 4, len - hlen - 2, &blen);
+	if (cbody == NULL ||
+	    EVP_Digest(cbody, blen, digest, &dlen, EVP_sha256(), NULL) != 1 ||
+	    (bh = b64(digest, dlen)) == NULL) {
+		snprintf(err, errlen, "body hash failed");
+		goto out;
+	}
+
+	/* Header fields to sign, each name taking the last unused instance
+	 * (RFC 6376 §5.4.2), canonicalized into the data to be signed. */
+	{
+		const char *p = headers;
+
+		while (*p != '\0') {
+			const char *e = strchr(p, ':');
+			size_t nl = e ? (size_t)(e - p) : strlen(p);
+			size_t j;
+
+			for (j = nfields; nl > 0 && j-- > 0;) {
+				size_t clen;
+
+				if (fields[j].used || fields[j].namelen != nl ||
+				    strncasecmp(fields[j].p, p, nl) != 0)
+					continue;
+				fields[j].used = true;
+				canon = dkim_canon_header_relaxed(fields[j].p, fields[j].len, &clen);
+				if (canon == NULL) {
+					snprintf(err, errlen, "out of memory");
+					goto out;
+				}
+				sb_add(&hdata, canon, clen);
+				sb_add(&hdata, "\r\n", 2);
+				free(canon);
+				canon = NULL;
+				if (names.len > 0)
+					sb_add(&names, ":", 1);
+				for (size_t c = 0; c < nl; c++) {
+					char lc = (char)tolower((unsigned char)p[c]);
+
+					sb_add(&names, &lc, 1);
+				}
+				break;
+			}
+			p = e ? e + 1 : p + nl;
+		}
+	}
+	if (names.len == 0 || names.failed) {
+		snprintf(err, errlen, "none of the headers to sign is present");
+		goto out;
+	}
+	hlist = names.p;
+	names.p = NULL;
+
+	/* The signature field as it will be sent, with an empty b=. Folding
+	 * points are WSP that relaxed canonicalization turns into one SP, so
+	 * the signed text is exactly what verifiers reconstruct. */
+	snprintf(tbuf, sizeof(tbuf), "%" PRId64, t);
+	sb_str(&out, "DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=");
+	sb_str(&out, k->domain);
+	sb_str(&out, "; s=");
+	sb_str(&out, k->selector);
+	sb_str(&out, ";\r\n\tt=");
+	sb_str(&out, tbuf);
+	sb_str(&out, "; h=");
+	{
+		/* h= on lines of at most ~70 characters, split after a colon */
+		size_t col = 12, s = 0;
+
+		for (i = 0; hlist[i] != '\0'; i++) {
+			if (hlist[i] == ':') {
+				size_t n = i + 1 - s;
+
+				if (col + n > 70) {
+					sb_str(&out, "\r\n\t ");
+					col = 2;
+				}
+				sb_add(&out, hlist + s, n);
+				col += n;
+				s = i + 1;
+			}
+		}
+		if (col + (i - s) > 70)
+			sb_str(&out, "\r\n\t ");
+		sb_add(&out, hlist + s, i - s);
+	}
+	sb_str(&out, ";\r\n\tbh=");
+	sb_str(&out, bh);
+	sb_str(&out, ";\r\n\tb=");
+	if (out.failed) {
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	{
+		size_t clen;
+
+		canon = dkim_canon_header_relaxed(out.p, out.len, &clen);
+		if (canon == NULL) {
+			snprintf(err, errlen, "out of memory");
+			goto out;
+		}
+		sb_add(&hdata, canon, clen);     /* last, without a CRLF (§3.7) */
+	}
+	if (hdata.failed) {
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+
+	ctx = EVP_MD_CTX_new();
+	if (ctx == NULL || EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, k->pkey) != 1 ||
+	    EVP_DigestSign(ctx, NULL, &siglen, (const unsigned char *)hdata.p, hdata.len) != 1 ||
+	    (rawsig = malloc(siglen)) == NULL ||
+	    EVP_DigestSign(ctx, rawsig, &siglen, (const unsigned char *)hdata.p, hdata.len) != 1 ||
+	    (bsig = b64(rawsig, siglen)) == NULL) {
+		snprintf(err, errlen, "RSA signing failed");
+		goto out;
+	}
+	/* FWS may go anywhere in b= (§3.5): lines of DKIM_FOLD_B64 characters. */
+	for (i = 0, bl = strlen(bsig); i < bl; i += DKIM_FOLD_B64) {
+		size_t n = bl - i;
+
+		if (i > 0)
+			sb_str(&out, "\r\n\t ");
+		sb_add(&out, bsig + i, n < DKIM_FOLD_B64 ? n : DKIM_FOLD_B64);
+	}
+	sb_str(&out, "\r\n");
+	if (out.failed) {
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	*sig = out.p;
+	out.p = NULL;
+	rc = 0;
+out:
+	EVP_MD_CTX_free(ctx);
+	free(fields);
+	free(cbody);
+	free(bh);
+	free(bsig);
+	free(rawsig);
+	free(hlist);
+	free(canon);
+	free(hdata.p);
+	free(out.p);
+	free(names.p);
+	return rc;
+}
