@@ -1,14 +1,431 @@
-/* The `stsrelay sts` subcommand. Its engine is not built yet: the command
- * says so plainly instead of printing anything that could be mistaken for a result. */
+/* `stsrelay sts check DOMAIN` and `stsrelay sts cache`: what the MTA-STS
+ * engine would decide for a domain now, and the policies it has cached. */
+#include "relay/cli.h"
+#include "relay/clock.h"
 #include "relay/commands.h"
+#include "relay/dns.h"
+#include "relay/log.h"
+#include "relay/sts_dns.h"
+#include "sts/cache.h"
+#include "sts/engine.h"
+#include "sts/mx_match.h"
 
+#include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sysexits.h>
+
+/* `sts check` reads the daemon's on-disk cache but does not write it unless
+ * --update-cache is given: a debugging tool should not change what the
+ * daemon does (and a running daemon reads the directory only at start).
+ * --update-cache lets an operator (and the tests) prime the cache. */
+struct sopts {
+	const char *config;
+	const char *domain;
+	bool json, probe, update_cache;
+};
+
+static void sts_usage(FILE *f)
+{
+	fputs("usage: stsrelay sts check DOMAIN [--json] [--probe] [--update-cache] [-c FILE]\n"
+	      "       stsrelay sts cache [--json] [-c FILE]\n",
+	      f);
+}
+
+static int parse_opts(int argc, char **argv, struct sopts *o, bool is_check)
+{
+	int i;
+
+	memset(o, 0, sizeof(*o));
+	for (i = 2; i < argc; i++) {
+		const char *a = argv[i];
+
+		if (strcmp(a, "-c") == 0) {
+			if (i + 1 >= argc) {
+				fprintf(stderr, "stsrelay: -c needs a file name\n");
+				return -1;
+			}
+			o->config = argv[++i];
+		} else if (strncmp(a, "-c", 2) == 0 && a[2] != '\0') {
+			o->config = a + 2;
+		} else if (strcmp(a, "--json") == 0) {
+			o->json = true;
+		} else if (is_check && strcmp(a, "--probe") == 0) {
+			o->probe = true;
+		} else if (is_check && strcmp(a, "--update-cache") == 0) {
+			o->update_cache = true;
+		} else if (a[0] == '-' && a[1] != '\0') {
+			fprintf(stderr, "stsrelay: sts: unknown option '%s'\n", a);
+			return -1;
+		} else if (is_check && o->domain == NULL) {
+			o->domain = a;
+		} else {
+			fprintf(stderr, "stsrelay: sts: unexpected argument '%s'\n", a);
+			return -1;
+		}
+	}
+	if (is_check && o->domain == NULL) {
+		fprintf(stderr, "stsrelay: sts check needs a DOMAIN\n");
+		return -1;
+	}
+	return 0;
+}
+
+static int cache_dir(const struct config *cfg, char *out, size_t len)
+{
+	int n = snprintf(out, len, "%s/%s", cfg->spool_dir, STS_CACHE_SUBDIR);
+
+	if (n < 0 || (size_t)n >= len) {
+		fprintf(stderr, "stsrelay: spool_dir too long\n");
+		return -1;
+	}
+	return 0;
+}
+
+static char *rfc3339(int64_t t, char *buf, size_t len)
+{
+	return clock_rfc3339(t, buf, len);
+}
+
+static json_t *mx_patterns(const struct sts_policy *p)
+{
+	json_t *a = json_array();
+	size_t i;
+
+	for (i = 0; a != NULL && i < p->mx_count; i++)
+		json_array_append_new(a, json_string(sts_policy_mx(p, i)));
+	return a;
+}
+
+/* ---- sts check ---- */
+
+struct check {
+	struct sts_verdict *v;
+	bool v_done;
+	struct dns_mx_result *mx;
+	bool mx_done;
+};
+
+static void on_verdict(void *arg, struct sts_verdict *v)
+{
+	struct check *c = arg;
+
+	c->v = v;
+	c->v_done = true;
+}
+
+static void on_mx(struct dns_mx_result *res, void *arg)
+{
+	struct check *c = arg;
+
+	c->mx = res;
+	c->mx_done = true;
+}
+
+static const char *txt_status(const struct sts_verdict *v)
+{
+	if (v->txt_dns != STS_DNS_OK)
+		return sts_dns_status_name(v->txt_dns);
+	return sts_txt_result_name(v->txt_result);
+}
+
+static bool has_policy(const struct sts_verdict *v)
+{
+	return v->source != STS_SOURCE_NONE;
+}
+
+static int print_check_json(const struct check *c)
+{
+	const struct sts_verdict *v = c->v;
+	json_t *root = json_object(), *mxs = json_array();
+	char t1[32], t2[32];
+	size_t i;
+	char *s;
+
+	if (root == NULL || mxs == NULL)
+		return EX_SOFTWARE;
+	json_object_set_new(root, "domain", json_string(v->domain));
+	if (v->txt_dns == STS_DNS_OK && v->txt_result == STS_TXT_FOUND)
+		json_object_set_new(root, "txt", json_pack("{s:s, s:s}", "record", v->txt_record,
+							    "id", v->txt_id));
+	else
+		json_object_set_new(root, "txt", json_null());
+	json_object_set_new(root, "txt_status", json_string(txt_status(v)));
+	json_object_set_new(root, "txt_detail", json_string(v->txt_detail));
+	if (has_policy(v)) {
+		json_object_set_new(
+		    root, "policy",
+		    json_pack("{s:s, s:s, s:o, s:I, s:s, s:s, s:s}", "id", v->id, "mode",
+			      sts_policy_mode_name(v->policy.mode), "mx", mx_patterns(&v->policy),
+			      "max_age", (json_int_t)v->policy.max_age, "fetched_at",
+			      rfc3339(v->fetched_at, t1, sizeof(t1)), "expires_at",
+			      rfc3339(v->expires_at, t2, sizeof(t2)), "source",
+			      sts_source_name(v->source)));
+	} else {
+		json_object_set_new(root, "policy", json_null());
+	}
+	if (v->error_type != NULL)
+		json_object_set_new(root, "error", json_pack("{s:s, s:s}", "result_type",
+							      v->error_type, "detail",
+							      v->error_detail));
+	else
+		json_object_set_new(root, "error", json_null());
+	for (i = 0; c->mx != NULL && i < c->mx->nhosts; i++) {
+		const struct dns_mx_host *h = &c->mx->hosts[i];
+		bool match = has_policy(v) && sts_mx_match(&v->policy, h->name, NULL);
+
+		json_array_append_new(mxs, json_pack("{s:s, s:I, s:b}", "host", h->name,
+						     "preference", (json_int_t)h->preference,
+						     "policy_match", match));
+	}
+	json_object_set_new(root, "mx", mxs);
+	json_object_set_new(root, "mx_status",
+			    json_string(c->mx ? dns_status_name(c->mx->status) : "failed"));
+	json_object_set_new(root, "decision", json_string(sts_decision_name(v->decision)));
+	s = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	json_decref(root);
+	if (s == NULL)
+		return EX_SOFTWARE;
+	printf("%s\n", s);
+	free(s);
+	return 0;
+}
+
+static void print_check_text(const struct check *c)
+{
+	const struct sts_verdict *v = c->v;
+	char t1[32], t2[32];
+	size_t i;
+
+	printf("domain:    %s\n", v->domain);
+	if (v->txt_dns == STS_DNS_OK && v->txt_result == STS_TXT_FOUND)
+		printf("txt:       _mta-sts.%s \"%s\" (id %s)\n", v->domain, v->txt_record,
+		       v->txt_id);
+	else
+		printf("txt:       _mta-sts.%s: no usable record (%s%s%s)\n", v->domain,
+		       txt_status(v), v->txt_detail[0] ? ": " : "", v->txt_detail);
+	if (has_policy(v)) {
+		printf("policy:    id %s, mode %s, max_age %u, from %s\n", v->id,
+		       sts_policy_mode_name(v->policy.mode), (unsigned)v->policy.max_age,
+		       sts_source_name(v->source));
+		printf("           fetched %s, expires %s\n", rfc3339(v->fetched_at, t1, sizeof(t1)),
+		       rfc3339(v->expires_at, t2, sizeof(t2)));
+		for (i = 0; i < v->policy.mx_count; i++)
+			printf("           mx: %s\n", sts_policy_mx(&v->policy, i));
+	} else {
+		printf("policy:    none\n");
+	}
+	if (v->error_type != NULL)
+		printf("error:     %s: %s\n", v->error_type, v->error_detail);
+	if (c->mx == NULL || c->mx->nhosts == 0)
+		printf("mx:        none (%s)\n", c->mx ? dns_status_name(c->mx->status) : "lookup failed");
+	for (i = 0; c->mx != NULL && i < c->mx->nhosts; i++) {
+		const struct dns_mx_host *h = &c->mx->hosts[i];
+		bool match = has_policy(v) && sts_mx_match(&v->policy, h->name, NULL);
+		const char *what;
+
+		if (!has_policy(v) || v->decision == STS_DECISION_NONE)
+			what = "no policy to match";
+		else if (match)
+			what = "matches the policy";
+		else if (v->decision == STS_DECISION_ENFORCE)
+			what = "does NOT match the policy: not used";
+		else
+			what = "does NOT match the policy (testing: reported, still used)";
+		printf("%s %3u %s%s: %s\n", i == 0 ? "mx:       " : "          ", h->preference,
+		       h->name, c->mx->implicit ? " (implicit MX)" : "", what);
+	}
+	printf("decision:  %s\n", sts_decision_name(v->decision));
+}
+
+static int cmd_check(const struct sopts *o)
+{
+	struct config cfg;
+	struct check c = { 0 };
+	struct dns *dns = NULL;
+	struct sts_engine *eng = NULL;
+	struct sts_resolver res;
+	struct sts_engine_config ec;
+	char dir[CONFIG_PATH_MAX + 8], norm[STS_DOMAIN_MAX + 1];
+	uv_loop_t loop;
+	int rc = EX_SOFTWARE;
+
+	if (o->probe) {
+		/* The STARTTLS probe needs the SMTP client's I/O driver, which is
+		 * not in this build yet; say so rather than print a guess. */
+		fprintf(stderr, "stsrelay: sts check --probe: probe not available yet\n");
+		return EX_UNAVAILABLE;
+	}
+	if (!sts_domain_normalize(o->domain, strlen(o->domain), norm, sizeof(norm))) {
+		fprintf(stderr, "stsrelay: sts check: '%s' is not a valid domain name\n", o->domain);
+		return EX_DATAERR;
+	}
+	rc = cli_load_config("stsrelay", o->config, &cfg);
+	if (rc != 0)
+		return rc;
+	log_setup("stsrelay", cfg.log_format == CONFIG_LOG_JSON ? LOG_FORMAT_JSON : LOG_FORMAT_TEXT,
+		  0);
+	if (cache_dir(&cfg, dir, sizeof(dir)) != 0)
+		return EX_CONFIG;
+	if (uv_loop_init(&loop) != 0)
+		return EX_OSERR;
+	rc = EX_SOFTWARE;
+	if (dns_new(&loop, cfg.dns_servers, cfg.ndns_servers, NULL, &dns) != 0) {
+		fprintf(stderr, "stsrelay: sts check: cannot start the resolver\n");
+		rc = EX_OSERR;
+		goto out;
+	}
+	sts_dns_resolver(dns, &res);
+	memset(&ec, 0, sizeof(ec));
+	ec.cache_dir = dir;
+	ec.persist = o->update_cache;
+	ec.load = true;
+	ec.refresh = false;
+	ec.ca_file = cfg.ca_file;
+	ec.https_port = cfg.sts_https_port;
+	ec.fetch_timeout_ms = cfg.sts_fetch_timeout_ms;
+	if (sts_engine_new(&loop, &ec, &res, &eng) != 0) {
+		fprintf(stderr, "stsrelay: sts check: cannot start the MTA-STS engine\n");
+		goto out;
+	}
+	if (sts_engine_lookup(eng, norm, on_verdict, &c, NULL) != 0) {
+		fprintf(stderr, "stsrelay: sts check: cannot start the lookup\n");
+		goto out;
+	}
+	if (dns_resolve_mx(dns, norm, on_mx, &c, NULL) != 0)
+		c.mx_done = true;
+	/* Every step is bounded (DNS timeouts, sts_fetch_timeout): the loop
+	 * ends when both answers are in. */
+	while (!(c.v_done && c.mx_done))
+		if (uv_run(&loop, UV_RUN_ONCE) == 0 && !(c.v_done && c.mx_done))
+			break;
+	if (c.v == NULL || c.v->cancelled) {
+		fprintf(stderr, "stsrelay: sts check: the lookup did not finish\n");
+		goto out;
+	}
+	if (o->json) {
+		rc = print_check_json(&c);
+	} else {
+		print_check_text(&c);
+		rc = 0;
+	}
+out:
+	sts_verdict_free(c.v);
+	if (c.mx != NULL)
+		dns_mx_result_free(c.mx);
+	sts_engine_free(eng);
+	dns_free(dns);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	if (uv_loop_close(&loop) != 0)
+		fprintf(stderr, "stsrelay: sts check: loop not closed cleanly\n");
+	fflush(stdout);
+	return rc;
+}
+
+/* ---- sts cache ---- */
+
+static int cmd_cache(const struct sopts *o)
+{
+	struct config cfg;
+	struct sts_cache *cache = NULL;
+	struct sts_cache_entry **list = NULL;
+	struct sts_policy *pol = NULL;
+	size_t n = 0, i, nload = 0, nbad = 0;
+	char dir[CONFIG_PATH_MAX + 8], t1[32], t2[32];
+	int64_t now = clock_now();
+	json_t *root = NULL, *arr = NULL;
+	int rc;
+
+	rc = cli_load_config("stsrelay", o->config, &cfg);
+	if (rc != 0)
+		return rc;
+	if (cache_dir(&cfg, dir, sizeof(dir)) != 0)
+		return EX_CONFIG;
+	rc = EX_SOFTWARE;
+	pol = malloc(sizeof(*pol));
+	if (pol == NULL || sts_cache_new(dir, false, &cache) != 0)
+		goto out;
+	if (sts_cache_load(cache, &nload, &nbad) != 0) {
+		fprintf(stderr, "stsrelay: sts cache: cannot read %s\n", dir);
+		rc = EX_IOERR;
+		goto out;
+	}
+	if (sts_cache_list(cache, &list, &n) != 0)
+		goto out;
+	if (o->json) {
+		root = json_object();
+		arr = json_array();
+		if (root == NULL || arr == NULL)
+			goto out;
+		json_object_set_new(root, "policies", arr);
+	} else if (n == 0) {
+		printf("no cached MTA-STS policies in %s\n", dir);
+	} else {
+		printf("%-32s %-20s %-8s %-21s %-21s %s\n", "DOMAIN", "ID", "MODE", "FETCHED",
+		       "EXPIRES", "MX");
+	}
+	for (i = 0; i < n; i++) {
+		const struct sts_cache_entry *e = list[i];
+		bool expired = now >= e->expires_at;
+		size_t k;
+
+		if (sts_policy_parse(e->text, e->text_len, pol, NULL) != 0)
+			continue;  /* cannot happen: checked at load */
+		rfc3339(e->fetched_at, t1, sizeof(t1));
+		rfc3339(e->expires_at, t2, sizeof(t2));
+		if (o->json) {
+			json_array_append_new(
+			    arr, json_pack("{s:s, s:s, s:s, s:o, s:I, s:s, s:s, s:b}", "domain",
+					   e->domain, "id", e->id, "mode",
+					   sts_policy_mode_name(pol->mode), "mx", mx_patterns(pol),
+					   "max_age", (json_int_t)pol->max_age, "fetched_at", t1,
+					   "expires_at", t2, "expired", expired));
+			continue;
+		}
+		printf("%-32s %-20s %-8s %-21s %-21s", e->domain, e->id,
+		       sts_policy_mode_name(pol->mode), t1, t2);
+		for (k = 0; k < pol->mx_count; k++)
+			printf("%s%s", k ? "," : "", sts_policy_mx(pol, k));
+		printf("%s\n", expired ? " (expired)" : "");
+	}
+	if (o->json) {
+		char *s = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+
+		if (s == NULL)
+			goto out;
+		printf("%s\n", s);
+		free(s);
+	}
+	if (nbad > 0)
+		fprintf(stderr, "stsrelay: sts cache: %zu unreadable cache file(s) ignored\n", nbad);
+	rc = 0;
+out:
+	json_decref(root);
+	free(list);
+	free(pol);
+	sts_cache_free(cache);
+	return rc;
+}
 
 int cmd_sts(int argc, char **argv)
 {
-	(void)argc;
-	(void)argv;
-	fprintf(stderr, "stsrelay: 'sts' is not available in this build yet\n");
-	return EX_UNAVAILABLE;
+	struct sopts o;
+	bool check;
+
+	if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+		sts_usage(argc < 2 ? stderr : stdout);
+		return argc < 2 ? EX_USAGE : 0;
+	}
+	check = strcmp(argv[1], "check") == 0;
+	if (!check && strcmp(argv[1], "cache") != 0) {
+		fprintf(stderr, "stsrelay: sts: unknown command '%s'\n", argv[1]);
+		sts_usage(stderr);
+		return EX_USAGE;
+	}
+	if (parse_opts(argc, argv, &o, check) != 0) {
+		sts_usage(stderr);
+		return EX_USAGE;
+	}
+	return check ? cmd_check(&o) : cmd_cache(&o);
 }
