@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SMTP_LINE_MAX 1000          /* command line incl. CRLF (RFC 5321 §4.5.3.1.4) */
+#define SMTP_LINE_MAX 1000          /* parser buffer; smtpd enforces the 512-octet command line of RFC 5321 §4.5.3.1.4 */
 #define SMTP_TEXT_LINE_MAX 1000     /* text line incl. CRLF (§4.5.3.1.6) */
 #define SMTP_PATH_MAX 256           /* reverse/forward path (§4.5.3.1.3) */
 #define SMTP_DOMAIN_MAX 255

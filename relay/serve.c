@@ -1,0 +1,374 @@
+/* `stsrelay serve`: loads the config, binds the listeners, drops privileges,
+ * opens and recovers the spool, and runs the libuv loop until SIGTERM. */
+#include "relay/commands.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#include "queue/queue.h"
+#include "relay/commit.h"
+#include "relay/control.h"
+#include "relay/log.h"
+#include "relay/pickup.h"
+#include "relay/relay.h"
+#include "relay/scheduler.h"
+#include "relay/smtpd.h"
+
+#define DROP_GROUP "stsrelay-drop"    /* group of maildrop/, see relay/sendmail.c */
+
+struct serve {
+	struct relay r;
+	uv_loop_t loop;
+	struct smtpd *smtpd;
+	struct commit *commit;
+	struct pickup *pickup;
+	struct control *control;
+	uv_signal_t sig[3];
+	int nsig;
+	int exit_code;
+};
+
+static void close_signals(struct serve *sv)
+{
+	int i;
+
+	for (i = 0; i < sv->nsig; i++)
+		if (!uv_is_closing((uv_handle_t *)&sv->sig[i]))
+			uv_close((uv_handle_t *)&sv->sig[i], NULL);
+}
+
+static void on_scheduler_stopped(void *arg)
+{
+	struct serve *sv = arg;
+
+	close_signals(sv);  /* the last handles: uv_run returns */
+}
+
+static void on_smtpd_stopped(void *arg)
+{
+	struct serve *sv = arg;
+
+	/* every session is gone, so no commit is pending */
+	if (sv->commit != NULL) {
+		commit_close(sv->commit);
+		sv->commit = NULL;
+	}
+	scheduler_stop(sv->r.sched, on_scheduler_stopped, sv);
+}
+
+static void begin_stop(struct serve *sv, const char *why)
+{
+	if (sv->r.stopping) {
+		log_info("%s: already stopping", why);
+		return;
+	}
+	sv->r.stopping = 1;
+	log_info("stopping (%s): no new connections, finishing sessions", why);
+	if (sv->pickup != NULL) {
+		pickup_close(sv->pickup);
+		sv->pickup = NULL;
+	}
+	if (sv->control != NULL) {
+		control_close(sv->control);
+		sv->control = NULL;
+	}
+	smtpd_stop(sv->smtpd, on_smtpd_stopped, sv);
+}
+
+static enum log_format log_format_of(const struct config *cfg)
+{
+	return cfg->log_format == CONFIG_LOG_JSON ? LOG_FORMAT_JSON : LOG_FORMAT_TEXT;
+}
+
+/* SIGHUP: a bad new file changes nothing. Keys bound to sockets, the spool
+ * or the process identity need a restart and keep their running values. */
+static void reload(struct serve *sv)
+{
+	struct config *nc = calloc(1, sizeof(*nc));
+	struct config *cur = &sv->r.cfg;
+	char err[1024];
+
+	if (nc == NULL) {
+		log_error("reload: out of memory; keeping the running configuration");
+		return;
+	}
+	if (config_load(nc, sv->r.config_path, err, sizeof(err)) != 0) {
+		log_error("reload failed: %s; keeping the running configuration", err);
+		free(nc);
+		return;
+	}
+	if (nc->nlisten != cur->nlisten ||
+	    memcmp(nc->listen, cur->listen, sizeof(nc->listen[0]) * nc->nlisten) != 0)
+		log_warn("reload: listen changed; takes effect after a restart");
+	if (strcmp(nc->spool_dir, cur->spool_dir) != 0)
+		log_warn("reload: spool_dir changed; takes effect after a restart");
+	if (strcmp(nc->user, cur->user) != 0)
+		log_warn("reload: user changed; takes effect after a restart");
+	memcpy(nc->listen, cur->listen, sizeof(nc->listen));
+	nc->nlisten = cur->nlisten;
+	memcpy(nc->spool_dir, cur->spool_dir, sizeof(nc->spool_dir));
+	memcpy(nc->user, cur->user, sizeof(nc->user));
+	*cur = *nc;
+	free(nc);
+	log_setup("stsrelay", log_format_of(cur), 0);
+	log_info("configuration reloaded from %s", sv->r.config_path);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+	struct serve *sv = h->data;
+
+	if (signum == SIGHUP) {
+		reload(sv);
+		return;
+	}
+	begin_stop(sv, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+/* Setuid after binding (ports < 1024) and before the spool is touched, so
+ * every spool file belongs to that user. The spool directories are handed
+ * to the user first (maildrop/ keeps its group). */
+static int drop_privileges(const char *user, const char *spool, char *err, size_t errlen)
+{
+	static const char *const dirs[] = { "", "/queue", "/tmp", "/maildrop" };
+	struct passwd *pw = getpwnam(user);
+	char path[CONFIG_PATH_MAX + 16];
+	size_t i;
+
+	if (pw == NULL) {
+		snprintf(err, errlen, "user %s: no such user", user);
+		return -1;
+	}
+	if (getuid() != 0) {
+		if (getuid() == pw->pw_uid)
+			return 0;
+		snprintf(err, errlen, "user = %s needs the daemon to start as root", user);
+		return -1;
+	}
+	for (i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+		snprintf(path, sizeof(path), "%s%s", spool, dirs[i]);
+		if (lchown(path, pw->pw_uid, (gid_t)-1) != 0 && errno != ENOENT) {
+			snprintf(err, errlen, "chown %s to %s: %s", path, user, strerror(errno));
+			return -1;
+		}
+	}
+	if (initgroups(user, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
+	    setuid(pw->pw_uid) != 0) {
+		snprintf(err, errlen, "cannot switch to user %s: %s", user, strerror(errno));
+		return -1;
+	}
+	if (setuid(0) == 0) {
+		snprintf(err, errlen, "switched to user %s but root could be regained", user);
+		return -1;
+	}
+	log_info("running as user %s (uid %ld)", user, (long)pw->pw_uid);
+	return 0;
+}
+
+/* A spool we cannot write would accept mail and then fail every message:
+ * refuse to start instead. */
+static int spool_probe(struct queue *q, char *err, size_t errlen)
+{
+	struct queue_writer *w = NULL;
+
+	if (queue_writer_new(q, false, &w) != 0) {
+		snprintf(err, errlen, "spool %s is not writable: %s", queue_spool_dir(q),
+			 strerror(errno));
+		return -1;
+	}
+	queue_writer_free(w);
+	return 0;
+}
+
+static void walk_close(uv_handle_t *h, void *arg)
+{
+	(void)arg;
+	if (!uv_is_closing(h))
+		uv_close(h, NULL);
+}
+
+static void usage(void)
+{
+	fputs("usage: stsrelay serve [-c FILE]\n", stderr);
+}
+
+int cmd_serve(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	static const int signums[3] = { SIGTERM, SIGINT, SIGHUP };
+	struct serve *sv;
+	const char *explicit_path = NULL, *path;
+	char err[1024];
+	struct group *gr;
+	long drop_gid;
+	int opt, rc, i, code = 0;
+
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'c':
+			explicit_path = optarg;
+			break;
+		case 'h':
+			usage();
+			return 0;
+		default:
+			usage();
+			return EX_USAGE;
+		}
+	}
+	if (optind != argc) {
+		usage();
+		return EX_USAGE;
+	}
+	sv = calloc(1, sizeof(*sv));
+	if (sv == NULL) {
+		fputs("stsrelay: out of memory\n", stderr);
+		return EX_OSERR;
+	}
+	path = config_path(explicit_path);
+	if (config_load(&sv->r.cfg, path, err, sizeof(err)) != 0) {
+		fprintf(stderr, "stsrelay: %s\n", err);
+		free(sv);
+		return EX_CONFIG;
+	}
+	snprintf(sv->r.config_path, sizeof(sv->r.config_path), "%s", path);
+	log_setup("stsrelay", log_format_of(&sv->r.cfg), 0);
+	signal(SIGPIPE, SIG_IGN);  /* a client gone mid-write is an error return */
+
+	rc = uv_loop_init(&sv->loop);
+	if (rc != 0) {
+		fprintf(stderr, "stsrelay: event loop: %s\n", uv_strerror(rc));
+		free(sv);
+		return EX_OSERR;
+	}
+	sv->r.loop = &sv->loop;
+
+	if (smtpd_bind(&sv->r, &sv->smtpd, err, sizeof(err)) != 0) {
+		code = EX_OSERR;
+		goto fail;
+	}
+	gr = getgrnam(DROP_GROUP);
+	drop_gid = gr ? (long)gr->gr_gid : -1;
+	if (sv->r.cfg.user[0] != '\0') {
+		/* make the spool (and maildrop's group) as root, then hand it over;
+		 * the open after the switch leaves the group as it is */
+		struct queue *q0 = NULL;
+		if (getuid() == 0) {
+			if (queue_open(sv->r.cfg.spool_dir, true, drop_gid, &q0, err, sizeof(err)) != 0) {
+				code = EX_CANTCREAT;
+				goto fail;
+			}
+			queue_close(q0);
+		}
+		if (drop_privileges(sv->r.cfg.user, sv->r.cfg.spool_dir, err, sizeof(err)) != 0) {
+			code = EX_NOPERM;
+			goto fail;
+		}
+		drop_gid = -1;
+	}
+	if (queue_open(sv->r.cfg.spool_dir, true, drop_gid, &sv->r.queue, err, sizeof(err)) != 0) {
+		code = EX_CANTCREAT;
+		goto fail;
+	}
+	if (spool_probe(sv->r.queue, err, sizeof(err)) != 0) {
+		code = EX_CANTCREAT;
+		goto fail;
+	}
+	rc = queue_recover(sv->r.queue);
+	if (rc < 0) {
+		snprintf(err, sizeof(err), "spool %s: recovery failed: %s", sv->r.cfg.spool_dir,
+			 strerror(errno));
+		code = EX_CANTCREAT;
+		goto fail;
+	}
+	if (rc > 0)
+		log_info("recovery: removed %d unfinished file(s) from the spool", rc);
+	if (scheduler_new(&sv->r, &sv->r.sched) != 0) {
+		snprintf(err, sizeof(err), "cannot load the queue in %s", sv->r.cfg.spool_dir);
+		code = EX_SOFTWARE;
+		goto fail;
+	}
+	if (commit_new(&sv->loop, sv->r.queue, &sv->commit) != 0) {
+		snprintf(err, sizeof(err), "out of memory");
+		code = EX_OSERR;
+		goto fail;
+	}
+	if (pickup_start(&sv->r, &sv->pickup) != 0) {
+		snprintf(err, sizeof(err), "cannot start maildrop pickup");
+		code = EX_OSERR;
+		goto fail;
+	}
+	if (control_start(&sv->r, sv->pickup, &sv->control, err, sizeof(err)) != 0) {
+		/* mail still flows; queue commands fall back to the spool */
+		log_error("%s; running without a control socket", err);
+		sv->control = NULL;
+	}
+	if (smtpd_listen(sv->smtpd, sv->commit, err, sizeof(err)) != 0) {
+		code = EX_OSERR;
+		goto fail;
+	}
+	for (i = 0; i < 3; i++) {
+		rc = uv_signal_init(&sv->loop, &sv->sig[i]);
+		if (rc != 0) {
+			snprintf(err, sizeof(err), "signal handler: %s", uv_strerror(rc));
+			code = EX_OSERR;
+			goto fail;
+		}
+		sv->nsig++;
+		sv->sig[i].data = sv;
+		rc = uv_signal_start(&sv->sig[i], on_signal, signums[i]);
+		if (rc != 0) {
+			snprintf(err, sizeof(err), "signal handler: %s", uv_strerror(rc));
+			code = EX_OSERR;
+			goto fail;
+		}
+	}
+	log_info("started: config %s, spool %s, hostname %s", sv->r.config_path,
+		 sv->r.cfg.spool_dir, sv->r.cfg.hostname);
+
+	uv_run(&sv->loop, UV_RUN_DEFAULT);
+	log_info("stopped");
+	goto out;
+
+fail:
+	fprintf(stderr, "stsrelay: %s\n", err);
+	log_error("cannot start: %s", err);
+	if (sv->pickup != NULL)
+		pickup_close(sv->pickup);
+	if (sv->control != NULL)
+		control_close(sv->control);
+	if (sv->commit != NULL)
+		commit_close(sv->commit);
+	if (sv->smtpd != NULL) {
+		sv->r.stopping = 1;
+		smtpd_stop(sv->smtpd, NULL, NULL);
+	}
+	close_signals(sv);
+	uv_run(&sv->loop, UV_RUN_DEFAULT);
+out:
+	uv_walk(&sv->loop, walk_close, NULL);  /* nothing should be left; be sure */
+	uv_run(&sv->loop, UV_RUN_DEFAULT);
+	if (uv_loop_close(&sv->loop) != 0)
+		log_warn("event loop did not close cleanly");
+	if (sv->r.sched != NULL)
+		scheduler_free(sv->r.sched);
+	if (sv->smtpd != NULL)
+		smtpd_free(sv->smtpd);
+	if (sv->r.queue != NULL)
+		queue_close(sv->r.queue);
+	free(sv);
+	return code;
+}

@@ -1,0 +1,234 @@
+# Helpers for the `stsrelay serve` integration tests: start the daemon from a
+# config dict on a free loopback port, talk raw SMTP, read the spool files.
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+
+BIN = os.environ.get("STSRELAY_BIN", "stsrelay")
+HOSTNAME = "relay.test"
+
+
+def free_port(host="127.0.0.1"):
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    try:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+class Daemon:
+    """One `stsrelay serve` process with its own spool and config file."""
+
+    def __init__(self, tmpdir, env=None, **conf):
+        self.dir = str(tmpdir)
+        self.port = free_port()
+        self.spool = os.path.join(self.dir, "spool")
+        self.conf_path = os.path.join(self.dir, "stsrelay.conf")
+        self.log_path = os.path.join(self.dir, "daemon.log")
+        # DNS goes to a loopback port where nobody answers: a delivery attempt
+        # (if this build has a transport) only defers, so every accepted
+        # message stays in the queue for the checks.
+        self.conf = {"listen": "127.0.0.1:%d" % self.port, "spool_dir": self.spool,
+                     "hostname": HOSTNAME, "dns_servers": "127.0.0.1:%d" % free_port()}
+        self.conf.update(conf)
+        self.spool = self.conf["spool_dir"]
+        self.env = dict(os.environ)
+        self.env.update(env or {})
+        self.proc = None
+        self.write_conf()
+
+    def write_conf(self):
+        with open(self.conf_path, "w") as f:
+            for k, v in self.conf.items():
+                f.write("%s = %s\n" % (k, v))
+
+    def start(self, timeout=20):
+        assert self.proc is None
+        self.logf = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([BIN, "serve", "-c", self.conf_path],
+                                     stdout=self.logf, stderr=self.logf, env=self.env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("daemon exited with %d:\n%s" % (self.proc.returncode, self.log()))
+            # the log line, not a probe connection: a probe would hold a
+            # session slot for a moment (max_sessions tests count them)
+            if self.log().count("stsrelay[%d]: started:" % self.proc.pid) > 0:
+                return self
+            time.sleep(0.02)
+        raise RuntimeError("daemon did not listen within %ds:\n%s" % (timeout, self.log()))
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        """Signal and wait; returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait(timeout=10)
+            raise RuntimeError("daemon did not stop within %ds" % timeout)
+        finally:
+            self.proc = None
+            self.logf.close()
+        return rc
+
+    def kill9(self):
+        return self.stop(signal.SIGKILL)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def wait_log(self, text, timeout=10):
+        """True once text appears in the log (bounded wait)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log():
+                return True
+            time.sleep(0.02)
+        return text in self.log()
+
+    def queue_ids(self):
+        d = os.path.join(self.spool, "queue")
+        return sorted(n for n in os.listdir(d) if re.fullmatch(r"[0-9A-F]{12}", n))
+
+    def queue_file(self, qid):
+        return parse_queue_file(os.path.join(self.spool, "queue", qid))
+
+    def tmp_files(self):
+        return sorted(os.listdir(os.path.join(self.spool, "tmp")))
+
+    def wait_tmp_empty(self, timeout=5):
+        """tmp/ may hold a file for a moment (a state file being saved);
+        a leftover would stay. True once tmp/ is empty."""
+        deadline = time.monotonic() + timeout
+        while self.tmp_files() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.tmp_files() == []
+
+    def connect(self, host="127.0.0.1", timeout=30):
+        return RawSMTP(host, self.port, timeout)
+
+
+def parse_queue_file(path):
+    """(fields, rcpts, data) of a queue file: header lines, 'end', data."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    head, sep, data = raw.partition(b"\nend\n")
+    assert sep, "no end line in %s" % path
+    fields, rcpts = {}, []
+    for line in head.decode().split("\n"):
+        key, _, value = line.partition(" ")
+        if key == "rcpt":
+            rcpts.append(value)
+        else:
+            fields[key] = value
+    return fields, rcpts, data
+
+
+RECEIVED_RE = re.compile(
+    rb"Received: from (?P<helo>\S+) \(unknown \[(?P<ip>[^\]]+)\]\)\r\n"
+    rb"\tby relay\.test \(stsrelay\) with (?P<proto>E?SMTP) id (?P<qid>[0-9A-F]{12})"
+    rb"(?:\r\n\tfor <(?P<rcpt>[^>]+)>)?;\r\n"
+    rb"\t(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d? \w{3} \d{4} \d\d:\d\d:\d\d \+0000\r\n")
+
+
+def split_received(data):
+    """Checks the Received header we prepend; returns (match, rest)."""
+    m = RECEIVED_RE.match(data)
+    assert m, "no valid Received header at start of %r" % data[:300]
+    return m, data[m.end():]
+
+
+def crlf(b):
+    """What the queue must hold for a message given with LF or CRLF ends."""
+    b = b.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    if not b.endswith(b"\r\n"):
+        b += b"\r\n"
+    return b
+
+
+class RawSMTP:
+    """Byte-exact SMTP client: send what we want, read replies as they are."""
+
+    def __init__(self, host, port, timeout=30):
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(fam, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect((host, port))
+        self.buf = b""
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def reply(self):
+        """One (possibly multi-line) reply: (code, text of all lines).
+        Raises ConnectionError when the server closed the connection."""
+        lines = []
+        while True:
+            while b"\n" not in self.buf:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError("closed by server; partial %r" % self.buf)
+                self.buf += chunk
+            line, _, self.buf = self.buf.partition(b"\n")
+            line = line.rstrip(b"\r").decode(errors="replace")
+            lines.append(line)
+            if len(line) < 4 or line[3] != "-":
+                return int(line[:3]), "\n".join(lines)
+
+    def cmd(self, line):
+        self.send(line.encode() + b"\r\n" if isinstance(line, str) else line)
+        return self.reply()
+
+    def closed(self, timeout=10):
+        """True when the server closes the connection (EOF) within timeout."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return True
+                self.buf += chunk
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except socket.timeout:
+            return False
+
+    def close(self):
+        self.sock.close()
+
+
+def submit(daemon, sender, rcpts, data, host="127.0.0.1"):
+    """A complete transaction with RawSMTP; data is sent as given (it must
+    already be dot-stuffed and end with CRLF). Returns the queue id."""
+    c = daemon.connect(host)
+    try:
+        assert c.reply()[0] == 220
+        assert c.cmd("EHLO client.test")[0] == 250
+        assert c.cmd("MAIL FROM:<%s>" % sender)[0] == 250
+        for r in rcpts:
+            assert c.cmd("RCPT TO:<%s>" % r)[0] == 250
+        assert c.cmd("DATA")[0] == 354
+        code, text = c.cmd(data + b".\r\n")
+        assert code == 250, text
+        m = re.search(r"queued as ([0-9A-F]{12})", text)
+        assert m, text
+        assert c.cmd("QUIT")[0] == 221
+        return m.group(1)
+    finally:
+        c.close()
