@@ -13,6 +13,7 @@
 #include "queue/queue.h"
 #include "relay/log.h"
 #include "relay/scheduler.h"
+#include "relay/tlsrpt_daemon.h"
 
 struct control_conn;
 
@@ -67,6 +68,13 @@ void control_execute(struct relay *r, struct pickup *p, const char *req, char *r
 		snprintf(reply, replylen, "error trailing text");
 		return;
 	}
+	if (strcmp(verb, "tlsrpt-send") == 0 && fields == 2) {
+		if (r->tlsrpt != NULL && tlsrpt_daemon_send_now(r->tlsrpt, id) == 0)
+			snprintf(reply, replylen, "ok");
+		else
+			snprintf(reply, replylen, "error cannot start a TLS-RPT run for %s now", id);
+		return;
+	}
 	if (fields == 2 && !valid_id(id)) {
 		snprintf(reply, replylen, "error bad queue id");
 		return;
@@ -85,6 +93,9 @@ void control_execute(struct relay *r, struct pickup *p, const char *req, char *r
 			snprintf(reply, replylen, "ok");
 		else
 			snprintf(reply, replylen, "error cannot delete %s (unknown id or spool error)", id);
+	} else if (strcmp(verb, "queued") == 0 && fields == 2) {
+		scheduler_add(r->sched, id);
+		snprintf(reply, replylen, "ok");
 	} else if (strcmp(verb, "bounce") == 0 && fields == 2) {
 		if (scheduler_bounce(r->sched, id) == 0)
 			snprintf(reply, replylen, "ok");

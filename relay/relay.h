@@ -9,6 +9,7 @@
 #include "relay/config.h"
 
 struct scheduler;
+struct tlsrpt_daemon;
 
 struct relay {
 	uv_loop_t *loop;
@@ -16,11 +17,14 @@ struct relay {
 	char config_path[CONFIG_PATH_MAX];
 	struct queue *queue;
 	struct scheduler *sched;
+	struct tlsrpt_daemon *tlsrpt;   /* daily TLS-RPT run; NULL until started */
 	int stopping;               /* SIGTERM seen: accept nothing new */
 };
 
 /* Control socket (spool_dir/control, mode 0600): one request line, one reply
- * line. Requests: "flush", "flush ID", "delete ID", "bounce ID", "wake".
+ * line. Requests: "flush", "flush ID", "delete ID", "bounce ID", "wake",
+ * "queued ID" (a message put straight into queue/ by a command, e.g.
+ * `tlsrpt send`: schedule it), "tlsrpt-send DAY" (the daily run, now).
  * Replies: "ok" or "error REASON". The queue commands use it when the daemon
  * runs and fall back to editing the spool when it does not. */
 #define RELAY_CONTROL_SOCKET "control"

@@ -21,6 +21,7 @@
 #include "relay/relay.h"
 #include "relay/scheduler.h"
 #include "relay/smtpd.h"
+#include "relay/tlsrpt_daemon.h"
 
 #define DROP_GROUP "stsrelay-drop"    /* group of maildrop/, see relay/sendmail.c */
 
@@ -79,6 +80,10 @@ static void begin_stop(struct serve *sv, const char *why)
 	if (sv->control != NULL) {
 		control_close(sv->control);
 		sv->control = NULL;
+	}
+	if (sv->r.tlsrpt != NULL) {
+		tlsrpt_daemon_stop(sv->r.tlsrpt, NULL, NULL);
+		sv->r.tlsrpt = NULL;
 	}
 	smtpd_stop(sv->smtpd, on_smtpd_stopped, sv);
 }
@@ -306,6 +311,11 @@ int cmd_serve(int argc, char **argv)
 		code = EX_OSERR;
 		goto fail;
 	}
+	if (tlsrpt_daemon_start(&sv->r, &sv->r.tlsrpt) != 0) {
+		snprintf(err, sizeof(err), "cannot start the TLS-RPT schedule (see above)");
+		code = EX_CONFIG;
+		goto fail;
+	}
 	if (pickup_start(&sv->r, &sv->pickup) != 0) {
 		snprintf(err, sizeof(err), "cannot start maildrop pickup");
 		code = EX_OSERR;
@@ -352,6 +362,8 @@ fail:
 		control_close(sv->control);
 	if (sv->commit != NULL)
 		commit_close(sv->commit);
+	if (sv->r.tlsrpt != NULL)
+		tlsrpt_daemon_stop(sv->r.tlsrpt, NULL, NULL);
 	if (sv->smtpd != NULL) {
 		sv->r.stopping = 1;
 		smtpd_stop(sv->smtpd, NULL, NULL);

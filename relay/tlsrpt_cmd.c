@@ -252,6 +252,17 @@ static void on_job_done(void *arg, const struct tlsrpt_job_result *res)
 	s->res = *res;
 }
 
+/* Report mail written straight into queue/: a running daemon schedules it
+ * now; without one it is picked up at the next start. */
+static void tell_daemon(void *arg, const char *queue_id)
+{
+	char req[64], reply[128];
+
+	snprintf(req, sizeof(req), "queued %s", queue_id);
+	if (cli_control_request(arg, req, reply, sizeof(reply)) == CLI_CONTROL_NO_DAEMON)
+		printf("%s: queued; delivered when the daemon next starts\n", queue_id);
+}
+
 static int cmd_send(const struct topts *o, const struct config *cfg)
 {
 	char day[TLSRPT_DAY_LEN + 1], err[512];
@@ -301,6 +312,8 @@ static int cmd_send(const struct topts *o, const struct config *cfg)
 	env.dns = dns;
 	env.http = http;
 	env.dkim = dkim;
+	env.enqueued = tell_daemon;
+	env.enqueued_arg = (void *)cfg->spool_dir;
 	if (tlsrpt_job_start(&env, day, on_job_done, &st, NULL) != 0) {
 		fprintf(stderr, "%s: cannot start sending %s\n", PROG, day);
 		rc = EX_IOERR;
