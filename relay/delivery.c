@@ -1,0 +1,1261 @@
+/* One outbound delivery attempt on the libuv loop: MTA-STS verdict, MX
+ * resolution, then the sans-I/O SMTP client and STARTTLS driven over uv_tcp. */
+#include "relay/delivery.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "relay/clock.h"
+#include "relay/log.h"
+#include "relay/sts_dns.h"
+#include "smtp/client.h"
+#include "smtp/tls.h"
+#include "sts/engine.h"
+#include "sts/mx_match.h"
+#include "sts/tlsrpt.h"
+
+#define DEFAULT_CONNECT_TIMEOUT_MS 30000   /* Postfix smtp_connect_timeout */
+#define READ_BUF 65536
+#define TLS_READ_ROUNDS 64                 /* bounded work per read callback */
+
+struct delivery_ctx {
+	struct relay *r;
+	struct dns *dns;
+	struct smtp_tls_ctx *tls;
+	struct sts_resolver resolver;       /* the engine points at it */
+	struct sts_engine *sts;             /* NULL: every domain is "absent" */
+	struct tlsrpt_store *tlsrpt;        /* NULL: not recording */
+	struct smtp_client_timeouts timeouts;
+	uint32_t connect_timeout_ms;
+	unsigned live;                      /* deliveries not yet finished */
+};
+
+/* Where a delivery is; only used for sanity and logs. */
+enum dstage { D_POLICY, D_MX, D_CONNECT, D_RECHECK, D_FINISH };
+
+struct conn;
+
+struct delivery {
+	struct delivery_ctx *dc;
+	char qid[QUEUE_ID_LEN + 1];
+	char domain[DNS_NAME_MAX + 1];
+	char sender[QUEUE_ADDR_MAX];
+	unsigned flags;
+	int fd;                             /* message file, positioned per connection */
+	uint64_t data_offset, size;
+
+	size_t n;
+	char **addrs;
+	const char **addr_ptrs;
+	struct delivery_rcpt *rcpts;
+	struct delivery_result result;
+
+	delivery_done_cb cb;
+	void *arg;
+	enum dstage stage;
+	bool aborted;
+	uv_timer_t kick;                    /* finishes the delivery from the loop */
+
+	struct dns_query *dq;
+	struct sts_lookup *sl;
+	struct sts_verdict *verdict;        /* NULL = absent */
+	enum sts_decision decision;
+	bool rechecked;
+
+	struct dns_mx_result *mx;
+	size_t host_i, addr_i;
+	struct conn *conn;
+
+	/* TLS demands for this domain */
+	enum smtp_tls_level tls_level;
+	bool tls_verify;
+	bool check_tls;                     /* report result types (verify/testing/enforce) */
+
+	/* the last failure, for "all MX failed -> defer" */
+	bool have_failure;
+	char last_text[QUEUE_ERROR_MAX];
+	char last_dsn[SMTP_REPLY_ESC_MAX];
+	char last_relay[DELIVERY_RELAY_MAX];
+	char last_tls[DELIVERY_TLS_MAX];
+	char last_mta[DNS_NAME_MAX + 1];
+	const char *last_sts_result;
+	unsigned policy_failures;           /* TLS/cert failures under a policy (enforce) */
+	unsigned mx_mismatches;             /* MX hosts skipped by the policy */
+	unsigned mx_used;                   /* MX hosts allowed by the policy */
+};
+
+struct conn {
+	struct delivery *d;
+	uv_tcp_t tcp;
+	uv_timer_t timer;
+	uv_connect_t creq;
+	uv_write_t wreq;
+	int open_handles;
+	bool connected, connect_failed, writing, closing;
+	char connect_err[256];
+
+	struct smtp_client *client;
+	struct smtp_tls *tls;
+	bool tls_up, tls_failed;
+	char tls_version[16];
+	bool tls_verified;
+	const char *tls_result;             /* static RFC 8460 name, or NULL */
+	char tls_reason[256];
+
+	char host[DNS_NAME_MAX + 1];
+	char ip[64];
+	char peer[DNS_NAME_MAX + 70];       /* "host[ip]" */
+	char relay[DELIVERY_RELAY_MAX];     /* "host[ip]:port" */
+	char local_ip[64];
+
+	uint64_t remaining;                 /* message bytes still to read */
+	char *wbuf;
+	size_t wcap;
+	char rbuf[READ_BUF];
+};
+
+static void next_candidate(struct delivery *d);
+static void finish(struct delivery *d);
+
+/* ---- static names: smtp_tls strings live only as long as the smtp_tls ---- */
+
+static const char *const result_types[] = {
+	"starttls-not-supported", "certificate-host-mismatch", "certificate-expired",
+	"certificate-not-trusted", "validation-failure", "sts-policy-fetch-error",
+	"sts-policy-invalid", "sts-webpki-invalid",
+};
+
+static const char *static_result(const char *s)
+{
+	size_t i;
+
+	if (s == NULL)
+		return NULL;
+	for (i = 0; i < sizeof(result_types) / sizeof(result_types[0]); i++)
+		if (strcmp(s, result_types[i]) == 0)
+			return result_types[i];
+	return "validation-failure";
+}
+
+static enum tlsrpt_result tlsrpt_code(const char *rt)
+{
+	enum tlsrpt_result r;
+
+	if (rt == NULL)
+		return TLSRPT_SUCCESS;
+	if (tlsrpt_result_parse(rt, &r) != 0)
+		return TLSRPT_VALIDATION_FAILURE;
+	return r;
+}
+
+/* ---- context ---- */
+
+static uint32_t env_timeout_ms(const char *name, uint32_t dflt)
+{
+	const char *v = getenv(name);
+	char *end;
+	double s;
+
+	if (v == NULL || *v == '\0')
+		return dflt;
+	errno = 0;
+	s = strtod(v, &end);
+	if (errno != 0 || *end != '\0' || !(s > 0) || s > 86400)
+		return dflt;
+	return (uint32_t)(s * 1000);
+}
+
+int delivery_ctx_new(struct relay *r, struct delivery_ctx **out, char *err, size_t errlen)
+{
+	struct delivery_ctx *dc = calloc(1, sizeof(*dc));
+	struct sts_engine_config ec;
+	char path[CONFIG_PATH_MAX + 8];
+	uint32_t t;
+	int rc;
+
+	if (dc == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	dc->r = r;
+	rc = dns_new(r->loop, r->cfg.dns_servers, r->cfg.ndns_servers, NULL, &dc->dns);
+	if (rc != 0) {
+		snprintf(err, errlen, "DNS resolver: %s", strerror(-rc));
+		goto fail;
+	}
+	dc->tls = smtp_tls_ctx_new(r->cfg.ca_file[0] ? r->cfg.ca_file : NULL, err, errlen);
+	if (dc->tls == NULL)
+		goto fail;
+
+	/* Tests shrink every SMTP stage (RFC 5321 §4.5.3.2 minutes) to seconds. */
+	dc->timeouts = smtp_client_default_timeouts;
+	t = env_timeout_ms("STSRELAY_SMTP_TIMEOUT", 0);
+	if (t > 0) {
+		dc->timeouts.banner = dc->timeouts.helo = dc->timeouts.mail = t;
+		dc->timeouts.rcpt = dc->timeouts.data_init = dc->timeouts.data_block = t;
+		dc->timeouts.eod = dc->timeouts.quit = t;
+	}
+	dc->connect_timeout_ms = env_timeout_ms("STSRELAY_CONNECT_TIMEOUT",
+						t > 0 ? t : DEFAULT_CONNECT_TIMEOUT_MS);
+
+	sts_dns_resolver(dc->dns, &dc->resolver);
+	snprintf(path, sizeof(path), "%s/sts", r->cfg.spool_dir);
+	memset(&ec, 0, sizeof(ec));
+	ec.cache_dir = path;
+	ec.persist = true;
+	ec.load = true;
+	ec.refresh = true;
+	ec.ca_file = r->cfg.ca_file;
+	ec.https_port = r->cfg.sts_https_port;
+	ec.fetch_timeout_ms = r->cfg.sts_fetch_timeout_ms;
+	if (sts_engine_new(r->loop, &ec, &dc->resolver, &dc->sts) != 0) {
+		snprintf(err, errlen, "cannot start the MTA-STS engine");
+		goto fail;
+	}
+	if (tlsrpt_store_open(r->cfg.spool_dir, r->loop, &dc->tlsrpt, err, errlen) != 0) {
+		/* Delivery matters more than reporting: go on, say so. */
+		log_error("TLS-RPT recording disabled: %s", err);
+		dc->tlsrpt = NULL;
+	}
+	*out = dc;
+	return 0;
+fail:
+	delivery_ctx_free(dc);
+	return -1;
+}
+
+void delivery_ctx_free(struct delivery_ctx *dc)
+{
+	if (dc == NULL)
+		return;
+	if (dc->live != 0)
+		log_error("delivery: context freed with %u deliveries running", dc->live);
+	if (dc->sts != NULL)
+		sts_engine_free(dc->sts);     /* before the resolver it uses */
+	if (dc->tlsrpt != NULL)
+		tlsrpt_store_close(dc->tlsrpt);
+	if (dc->dns != NULL)
+		dns_free(dc->dns);
+	if (dc->tls != NULL)
+		smtp_tls_ctx_free(dc->tls);
+	free(dc);
+}
+
+/* ---- results ---- */
+
+/* Gives every recipient without a verdict in this attempt the same one. */
+static void settle_all(struct delivery *d, enum delivery_status st, const char *dsn,
+		       const char *text, const char *relay, const char *tls, const char *mta,
+		       const char *sts_result)
+{
+	size_t i;
+
+	for (i = 0; i < d->n; i++) {
+		struct delivery_rcpt *r = &d->rcpts[i];
+
+		r->status = st;
+		snprintf(r->dsn, sizeof(r->dsn), "%s", dsn);
+		snprintf(r->text, sizeof(r->text), "%s", text);
+		r->reply[0] = '\0';
+		snprintf(r->remote_mta, sizeof(r->remote_mta), "%s", mta ? mta : "");
+		snprintf(r->relay, sizeof(r->relay), "%s", relay ? relay : "none");
+		snprintf(r->tls, sizeof(r->tls), "%s", tls ? tls : "none");
+		r->sts_result = sts_result;
+	}
+}
+
+static void note_failure(struct delivery *d, const char *dsn, const char *text,
+			 const char *relay, const char *tls, const char *mta,
+			 const char *sts_result)
+{
+	d->have_failure = true;
+	snprintf(d->last_dsn, sizeof(d->last_dsn), "%s", dsn);
+	snprintf(d->last_text, sizeof(d->last_text), "%s", text);
+	snprintf(d->last_relay, sizeof(d->last_relay), "%s", relay ? relay : "none");
+	snprintf(d->last_tls, sizeof(d->last_tls), "%s", tls ? tls : "none");
+	snprintf(d->last_mta, sizeof(d->last_mta), "%s", mta ? mta : "");
+	d->last_sts_result = sts_result;
+}
+
+static void on_kick_closed(uv_handle_t *h)
+{
+	struct delivery *d = h->data;
+	size_t i;
+
+	/* The callback may free the context (scheduler stop): not used after. */
+	d->dc->live--;
+	d->cb(d->arg, &d->result);
+	if (d->fd >= 0)
+		close(d->fd);
+	if (d->verdict != NULL)
+		sts_verdict_free(d->verdict);
+	if (d->mx != NULL)
+		dns_mx_result_free(d->mx);
+	for (i = 0; i < d->n; i++)
+		free(d->addrs[i]);
+	free(d->addrs);
+	free(d->addr_ptrs);
+	free(d->rcpts);
+	free(d);
+}
+
+/* Ends the attempt: the callback runs from the close callback of the kick
+ * timer, so never inside delivery_start/abort and after every handle of
+ * ours is gone. */
+static void finish(struct delivery *d)
+{
+	if (d->stage == D_FINISH)
+		return;
+	d->stage = D_FINISH;
+	d->result.aborted = d->aborted;
+	uv_close((uv_handle_t *)&d->kick, on_kick_closed);
+}
+
+static void finish_aborted(struct delivery *d)
+{
+	size_t i;
+
+	for (i = 0; i < d->n; i++)
+		if (d->rcpts[i].status != DELIVERY_SENT)
+			d->rcpts[i].status = DELIVERY_ABORTED;
+	finish(d);
+}
+
+/* ---- TLS-RPT ---- */
+
+static void record_session(struct delivery *d, const char *result_type, const char *mx_host,
+			   const char *mx_ip, const char *local_ip, const char *reason)
+{
+	struct tlsrpt_session s;
+
+	if (d->dc->tlsrpt == NULL || (d->flags & QUEUE_F_TLSRPT))
+		return;  /* reports about reports would never end (RFC 8460 §5.3) */
+	memset(&s, 0, sizeof(s));
+	s.domain = d->domain;
+	if (d->verdict != NULL && d->verdict->source != STS_SOURCE_NONE &&
+	    d->decision != STS_DECISION_NONE)
+		s.policy = &d->verdict->policy;
+	else if (d->verdict != NULL && d->verdict->error_type != NULL)
+		s.sts_published = true;
+	s.result = tlsrpt_code(result_type);
+	s.sending_mta_ip = local_ip;
+	s.mx_host = mx_host;
+	s.mx_ip = mx_ip;
+	s.reason = reason;
+	if (tlsrpt_record(d->dc->tlsrpt, &s) != 0)
+		log_msg(LOG_LVL_WARNING, d->qid, "TLS-RPT: cannot record a session for %s",
+			d->domain);
+}
+
+/* ---- the connection ---- */
+
+static void conn_close(struct conn *c);
+static void conn_pump(struct conn *c);
+
+static ssize_t read_message(void *arg, char *buf, size_t cap)
+{
+	struct conn *c = arg;
+	ssize_t n;
+
+	if (c->remaining == 0)
+		return 0;
+	if (cap > c->remaining)
+		cap = (size_t)c->remaining;
+	/* Blocking read of a local file on the loop: cheap next to the network,
+	 * and bounded to one PULL chunk per call (see smtp/client.c). */
+	do
+		n = read(c->d->fd, buf, cap);
+	while (n < 0 && errno == EINTR);
+	if (n <= 0)
+		return -1;  /* 0 before the recorded size: the file was truncated */
+	c->remaining -= (uint64_t)n;
+	return n;
+}
+
+static void arm_timer(struct conn *c, uint32_t ms);
+
+static void on_timer(uv_timer_t *t)
+{
+	struct conn *c = t->data;
+
+	if (c->closing)
+		return;
+	if (!c->connected) {
+		c->connect_failed = true;
+		snprintf(c->connect_err, sizeof(c->connect_err),
+			 "connect to %s: Connection timed out", c->relay);
+		conn_close(c);
+		return;
+	}
+	if (smtp_client_state(c->client) == SMTP_CLIENT_DONE) {
+		conn_close(c);  /* the last write (QUIT, a TLS alert) never completed */
+		return;
+	}
+	smtp_client_timeout(c->client);
+	conn_pump(c);
+}
+
+static void arm_timer(struct conn *c, uint32_t ms)
+{
+	if (ms == 0)
+		ms = 1;
+	uv_timer_start(&c->timer, on_timer, ms, 0);
+}
+
+static int wbuf_reserve(struct conn *c, size_t n)
+{
+	char *p;
+
+	if (n <= c->wcap)
+		return 0;
+	p = realloc(c->wbuf, n);
+	if (p == NULL)
+		return -1;
+	c->wbuf = p;
+	c->wcap = n;
+	return 0;
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+	struct conn *c = req->data;
+
+	c->writing = false;
+	if (c->closing)
+		return;
+	if (status < 0)
+		smtp_client_eof(c->client);  /* the peer is gone */
+	conn_pump(c);
+}
+
+/* Moves pending client output (through TLS once it is up) and pending TLS
+ * records to the socket; one write in flight at a time is the back-pressure. */
+static void flush_out(struct conn *c)
+{
+	const char *p;
+	size_t n, len = 0;
+	uv_buf_t b;
+	int rc;
+
+	if (c->writing || c->closing)
+		return;
+	smtp_client_output(c->client, &p, &n);
+	if (c->tls == NULL) {
+		if (n == 0)
+			return;
+		if (wbuf_reserve(c, n) != 0)
+			goto nomem;
+		memcpy(c->wbuf, p, n);
+		smtp_client_consume(c->client, n);
+		len = n;
+	} else {
+		size_t pend;
+
+		if (c->tls_up && n > 0) {
+			if (smtp_tls_write(c->tls, p, n) < 0)
+				goto nomem;
+			smtp_client_consume(c->client, n);
+		}
+		pend = smtp_tls_pending(c->tls);
+		if (pend == 0)
+			return;
+		if (wbuf_reserve(c, pend) != 0)
+			goto nomem;
+		len = smtp_tls_take(c->tls, c->wbuf, pend);
+		if (len == 0)
+			return;
+	}
+	b = uv_buf_init(c->wbuf, (unsigned)len);
+	c->wreq.data = c;
+	rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+	if (rc < 0) {
+		smtp_client_eof(c->client);
+		return;
+	}
+	c->writing = true;
+	return;
+nomem:
+	smtp_client_eof(c->client);
+}
+
+/* One TLS handshake step; the result goes to the client state machine. */
+static void tls_step(struct conn *c)
+{
+	int rc = smtp_tls_handshake(c->tls);
+	char reason[512];
+
+	if (rc == SMTP_TLS_AGAIN)
+		return;
+	if (rc == SMTP_TLS_DONE) {
+		const char *v = smtp_tls_version(c->tls);
+
+		c->tls_up = true;
+		snprintf(c->tls_version, sizeof(c->tls_version), "%s", v ? v : "TLS");
+		c->tls_verified = smtp_tls_verified(c->tls);
+		c->tls_result = c->tls_verified ? NULL : static_result(smtp_tls_result_type(c->tls));
+		snprintf(c->tls_reason, sizeof(c->tls_reason), "%s", smtp_tls_reason(c->tls));
+		smtp_client_tls_done(c->client, true, NULL);
+		return;
+	}
+	c->tls_failed = true;
+	c->tls_result = static_result(smtp_tls_result_type(c->tls));
+	if (c->tls_result == NULL)
+		c->tls_result = "validation-failure";
+	snprintf(c->tls_reason, sizeof(c->tls_reason), "%s", smtp_tls_reason(c->tls));
+	snprintf(reason, sizeof(reason), "%s: %s", c->tls_result, c->tls_reason);
+	smtp_client_tls_done(c->client, false, reason);
+}
+
+static void start_tls(struct conn *c)
+{
+	char err[256];
+
+	c->tls = smtp_tls_new(c->d->dc->tls, c->host, c->d->tls_verify, err, sizeof(err));
+	if (c->tls == NULL) {
+		c->tls_failed = true;
+		c->tls_result = "validation-failure";
+		snprintf(c->tls_reason, sizeof(c->tls_reason), "%s", err);
+		smtp_client_tls_done(c->client, false, err);
+		return;
+	}
+	tls_step(c);
+}
+
+/* Runs the client until it waits for the network; the single driver. */
+static void conn_pump(struct conn *c)
+{
+	int rounds;
+
+	for (rounds = 0; rounds < 8 && !c->closing; rounds++) {
+		enum smtp_client_event ev = smtp_client_event(c->client);
+
+		if (ev == SMTP_CLIENT_EV_NEED_TLS && c->tls == NULL) {
+			start_tls(c);
+			continue;  /* the client may now be DONE, or wants EHLO sent */
+		}
+		flush_out(c);
+		if (ev == SMTP_CLIENT_EV_DONE) {
+			/* QUIT (or a TLS alert) still on its way: close after it. */
+			if (!c->writing)
+				conn_close(c);
+			return;
+		}
+		arm_timer(c, smtp_client_timeout_ms(c->client));
+		return;
+	}
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	struct conn *c = h->data;
+
+	(void)suggested;
+	*buf = uv_buf_init(c->rbuf, sizeof(c->rbuf));
+}
+
+static void feed_tls(struct conn *c, const char *buf, size_t n)
+{
+	char plain[16384];
+	int round;
+
+	if (smtp_tls_feed(c->tls, buf, n) != 0) {
+		smtp_client_eof(c->client);
+		return;
+	}
+	if (!c->tls_up) {
+		tls_step(c);
+		if (!c->tls_up)
+			return;
+		/* Application data may have come with the last handshake flight. */
+	}
+	for (round = 0; round < TLS_READ_ROUNDS; round++) {
+		ssize_t r = smtp_tls_read(c->tls, plain, sizeof(plain));
+
+		if (r > 0) {
+			if (smtp_client_feed(c->client, plain, (size_t)r) < 0)
+				return;
+			continue;
+		}
+		if (r == 0)
+			return;
+		smtp_client_eof(c->client);  /* close_notify or a TLS error */
+		return;
+	}
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+	struct conn *c = s->data;
+
+	if (c->closing)
+		return;
+	if (nread < 0) {
+		if (c->tls != NULL && !c->tls_up && !c->tls_failed &&
+		    smtp_client_state(c->client) == SMTP_CLIENT_TLS_HANDSHAKE) {
+			c->tls_failed = true;
+			c->tls_result = "validation-failure";
+			snprintf(c->tls_reason, sizeof(c->tls_reason),
+				 "connection closed during the TLS handshake");
+			smtp_client_tls_done(c->client, false, c->tls_reason);
+		} else {
+			smtp_client_eof(c->client);
+		}
+		uv_read_stop(s);
+	} else if (nread > 0) {
+		if (c->tls == NULL)
+			smtp_client_feed(c->client, buf->base, (size_t)nread);
+		else
+			feed_tls(c, buf->base, (size_t)nread);
+	}
+	conn_pump(c);
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+	struct conn *c = req->data;
+	struct sockaddr_storage ss;
+	int len = sizeof(ss);
+
+	if (c->closing)
+		return;  /* aborted: the close is already under way */
+	if (status < 0) {
+		c->connect_failed = true;
+		snprintf(c->connect_err, sizeof(c->connect_err), "connect to %s: %s", c->relay,
+			 uv_strerror(status));
+		conn_close(c);
+		return;
+	}
+	c->connected = true;
+	if (uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+		if (ss.ss_family == AF_INET6)
+			uv_ip6_name((struct sockaddr_in6 *)&ss, c->local_ip, sizeof(c->local_ip));
+		else
+			uv_ip4_name((struct sockaddr_in *)&ss, c->local_ip, sizeof(c->local_ip));
+	}
+	uv_tcp_nodelay(&c->tcp, 1);
+	if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
+		smtp_client_eof(c->client);
+		conn_close(c);
+		return;
+	}
+	conn_pump(c);
+}
+
+static void conn_end(struct conn *c);
+
+static void on_conn_handle_closed(uv_handle_t *h)
+{
+	struct conn *c = h->data;
+
+	if (--c->open_handles == 0)
+		conn_end(c);
+}
+
+static void conn_close(struct conn *c)
+{
+	if (c->closing)
+		return;
+	c->closing = true;
+	uv_timer_stop(&c->timer);
+	uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
+	uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
+}
+
+static void conn_free(struct conn *c)
+{
+	if (c->client != NULL)
+		smtp_client_free(c->client);
+	if (c->tls != NULL)
+		smtp_tls_free(c->tls);
+	free(c->wbuf);
+	free(c);
+}
+
+/* "TLSv1.3 verified" / "TLSv1.2 unverified" / "none". */
+static void tls_field(const struct conn *c, char *buf, size_t len)
+{
+	if (c->tls_up)
+		snprintf(buf, len, "%s %s", c->tls_version,
+			 c->tls_verified ? "verified" : "unverified");
+	else
+		snprintf(buf, len, "none");
+}
+
+static void conn_start(struct delivery *d, const struct dns_mx_host *h,
+		       const struct sockaddr_storage *addr)
+{
+	struct delivery_ctx *dc = d->dc;
+	struct smtp_client_config cc;
+	struct sockaddr_storage sa = *addr;
+	struct conn *c = calloc(1, sizeof(*c));
+	const char *cerr = NULL;
+	uint16_t port = dc->r->cfg.smtp_port;
+	int rc;
+
+	if (c == NULL)
+		goto local_fail;
+	c->d = d;
+	snprintf(c->host, sizeof(c->host), "%s", h->name);
+	if (sa.ss_family == AF_INET6) {
+		((struct sockaddr_in6 *)&sa)->sin6_port = htons(port);
+		uv_ip6_name((struct sockaddr_in6 *)&sa, c->ip, sizeof(c->ip));
+	} else {
+		((struct sockaddr_in *)&sa)->sin_port = htons(port);
+		uv_ip4_name((struct sockaddr_in *)&sa, c->ip, sizeof(c->ip));
+	}
+	snprintf(c->peer, sizeof(c->peer), "%s[%s]", c->host, c->ip);
+	snprintf(c->relay, sizeof(c->relay), "%s:%u", c->peer, (unsigned)port);
+
+	if (lseek(d->fd, (off_t)d->data_offset, SEEK_SET) < 0)
+		goto local_fail_free;
+	c->remaining = d->size;
+
+	memset(&cc, 0, sizeof(cc));
+	cc.helo_name = dc->r->cfg.hostname;
+	cc.peer = c->peer;
+	cc.queue_id = d->qid;
+	cc.sender = d->sender;
+	cc.rcpts = d->addr_ptrs;
+	cc.nrcpts = d->n;
+	cc.size = d->size;
+	cc.tls = d->tls_level;
+	cc.timeouts = &dc->timeouts;
+	cc.read = read_message;
+	cc.read_arg = c;
+	c->client = smtp_client_new(&cc, &cerr);
+	if (c->client == NULL) {
+		log_msg(LOG_LVL_ERROR, d->qid, "cannot start an SMTP session: %s",
+			cerr ? cerr : "out of memory");
+		goto local_fail_free;
+	}
+
+	rc = uv_tcp_init(dc->r->loop, &c->tcp);
+	if (rc != 0)
+		goto local_fail_free;
+	c->tcp.data = c;
+	c->open_handles++;
+	uv_timer_init(dc->r->loop, &c->timer);
+	c->timer.data = c;
+	c->open_handles++;
+	d->conn = c;
+	d->stage = D_CONNECT;
+	c->creq.data = c;
+	rc = uv_tcp_connect(&c->creq, &c->tcp, (const struct sockaddr *)&sa, on_connect);
+	if (rc != 0) {
+		c->connect_failed = true;
+		snprintf(c->connect_err, sizeof(c->connect_err), "connect to %s: %s", c->relay,
+			 uv_strerror(rc));
+		conn_close(c);
+		return;
+	}
+	arm_timer(c, dc->connect_timeout_ms);
+	return;
+
+local_fail_free:
+	conn_free(c);
+local_fail:
+	/* A local problem will not go away by trying other hosts now. */
+	settle_all(d, DELIVERY_DEFER, "4.3.0", "local error: cannot start an SMTP session",
+		   NULL, NULL, NULL, NULL);
+	finish(d);
+}
+
+/* Everything about one finished connection: log, TLS-RPT, and what next. */
+static void conn_end(struct conn *c)
+{
+	struct delivery *d = c->d;
+	const struct smtp_client_result *res;
+	char tls[DELIVERY_TLS_MAX];
+	const char *sts_result = NULL;
+	size_t i;
+
+	d->conn = NULL;
+	if (c->connect_failed || !c->connected) {
+		if (!d->aborted) {
+			const char *text = c->connect_err[0] ? c->connect_err : "connection aborted";
+
+			log_msg(LOG_LVL_INFO, d->qid, "%s", text);
+			note_failure(d, "4.4.1", text, c->relay, NULL, NULL, NULL);
+		}
+		conn_free(c);
+		if (d->aborted)
+			finish_aborted(d);
+		else
+			next_candidate(d);
+		return;
+	}
+
+	res = smtp_client_result(c->client);
+	tls_field(c, tls, sizeof(tls));
+
+	/* The RFC 8460 verdict of this session. A session that never got as
+	 * far as EHLO says nothing about TLS and is not recorded. */
+	if (res->tls_result != NULL)
+		sts_result = static_result(res->tls_result);       /* REQUIRE failed closed */
+	else if (c->tls_failed || (c->tls_up && !c->tls_verified))
+		sts_result = c->tls_result ? c->tls_result : "validation-failure";
+	else if (!c->tls_up && res->esmtp && !res->caps.starttls && d->tls_level != SMTP_TLS_NONE)
+		sts_result = "starttls-not-supported";              /* MAY went plaintext */
+	if (c->tls != NULL || res->tls_result != NULL || res->esmtp) {
+		const char *rt = sts_result;
+		char reason[300];
+
+		if (rt != NULL && res->tls_result != NULL)
+			snprintf(reason, sizeof(reason), "%s", res->diag);
+		else
+			snprintf(reason, sizeof(reason), "%s", c->tls_reason);
+		record_session(d, rt, c->host, c->ip, c->local_ip, rt ? reason : NULL);
+	}
+	if (sts_result != NULL && d->decision == STS_DECISION_TESTING)
+		log_msg(LOG_LVL_INFO, d->qid,
+			"%s: TLS check failed with %s (testing: delivery goes on), sts=%s, "
+			"sts_result=%s%s%s",
+			d->domain, c->relay, d->result.sts, sts_result, c->tls_reason[0] ? ": " : "",
+			c->tls_reason);
+	if (!d->check_tls)
+		sts_result = NULL;  /* opportunistic: nothing was demanded, nothing failed */
+
+	if (d->aborted) {
+		for (i = 0; i < d->n; i++) {
+			if (res->rcpts[i].status != SMTP_RCPT_SENT)
+				continue;
+			d->rcpts[i].status = DELIVERY_SENT;
+			snprintf(d->rcpts[i].dsn, sizeof(d->rcpts[i].dsn), "%s", res->rcpts[i].esc);
+			snprintf(d->rcpts[i].text, sizeof(d->rcpts[i].text), "%s",
+				 res->rcpts[i].diag);
+			snprintf(d->rcpts[i].relay, sizeof(d->rcpts[i].relay), "%s", c->relay);
+			snprintf(d->rcpts[i].tls, sizeof(d->rcpts[i].tls), "%s", tls);
+		}
+		conn_free(c);
+		finish_aborted(d);
+		return;
+	}
+
+	if (res->outcome == SMTP_CONN_OK || !res->try_next_mx) {
+		/* This host took responsibility: its verdicts are the attempt's. */
+		for (i = 0; i < d->n; i++) {
+			const struct smtp_rcpt_result *rr = &res->rcpts[i];
+			struct delivery_rcpt *r = &d->rcpts[i];
+
+			r->status = rr->status == SMTP_RCPT_SENT     ? DELIVERY_SENT
+				    : rr->status == SMTP_RCPT_BOUNCE ? DELIVERY_BOUNCE
+								     : DELIVERY_DEFER;
+			snprintf(r->dsn, sizeof(r->dsn), "%s", rr->esc[0] ? rr->esc : "4.0.0");
+			snprintf(r->text, sizeof(r->text), "%s", rr->diag);
+			snprintf(r->reply, sizeof(r->reply), "%s", rr->reply);
+			snprintf(r->remote_mta, sizeof(r->remote_mta), "%s", c->host);
+			snprintf(r->relay, sizeof(r->relay), "%s", c->relay);
+			snprintf(r->tls, sizeof(r->tls), "%s", tls);
+			r->sts_result = r->status == DELIVERY_SENT && d->decision != STS_DECISION_TESTING
+						? NULL
+						: sts_result;
+		}
+		conn_free(c);
+		finish(d);
+		return;
+	}
+
+	/* The host's fault: remember why and try the next address / host. */
+	{
+		const char *dsn = res->nrcpts > 0 && res->rcpts[0].esc[0] ? res->rcpts[0].esc
+									   : "4.0.0";
+		char dsn4[SMTP_REPLY_ESC_MAX];
+
+		/* Another host may still work, so even a 5xx greeting only defers
+		 * (Postfix smtp_skip_5xx_greeting). */
+		snprintf(dsn4, sizeof(dsn4), "%s", dsn);
+		if (dsn4[0] == '5')
+			dsn4[0] = '4';
+		if (res->outcome == SMTP_CONN_TLS_FAILED && d->decision == STS_DECISION_ENFORCE)
+			d->policy_failures++;
+		if (sts_result != NULL)
+			log_msg(LOG_LVL_INFO, d->qid, "%s, sts=%s, sts_result=%s", res->diag,
+				d->result.sts, sts_result);
+		else
+			log_msg(LOG_LVL_INFO, d->qid, "%s", res->diag);
+		note_failure(d, dsn4, res->diag, c->relay, tls, c->host, sts_result);
+	}
+	conn_free(c);
+	next_candidate(d);
+}
+
+/* ---- MX walk ---- */
+
+/* Under enforce only policy-matching MX hosts are used; under testing the
+ * mismatch is reported and the host used anyway. */
+static bool host_allowed(struct delivery *d, const struct dns_mx_host *h)
+{
+	bool match;
+
+	if (d->decision != STS_DECISION_ENFORCE && d->decision != STS_DECISION_TESTING)
+		return true;
+	match = sts_mx_match(&d->verdict->policy, h->name, NULL);
+	if (match) {
+		d->mx_used++;
+		return true;
+	}
+	{
+		char reason[DNS_NAME_MAX + 64];
+
+		snprintf(reason, sizeof(reason), "mx-mismatch: %s not in the policy", h->name);
+		record_session(d, "validation-failure", h->name, NULL, NULL, reason);
+	}
+	log_msg(LOG_LVL_INFO, d->qid,
+		"%s: MX host %s does not match the MTA-STS policy, sts=%s, "
+		"sts_result=validation-failure%s",
+		d->domain, h->name, d->result.sts,
+		d->decision == STS_DECISION_ENFORCE ? ": skipped" : " (testing: used anyway)");
+	if (d->decision == STS_DECISION_ENFORCE) {
+		d->mx_mismatches++;
+		return false;
+	}
+	return true;
+}
+
+static void on_recheck(void *arg, struct sts_verdict *v);
+static void apply_policy(struct delivery *d);
+
+static void all_failed(struct delivery *d)
+{
+	char text[QUEUE_ERROR_MAX];
+
+	if (d->decision == STS_DECISION_ENFORCE && !d->rechecked && d->dc->sts != NULL &&
+	    (d->policy_failures > 0 || d->mx_mismatches > 0)) {
+		/* RFC 8461 §5.2: a changed policy may list the MX we found. */
+		d->rechecked = true;
+		d->stage = D_RECHECK;
+		if (sts_engine_recheck(d->dc->sts, d->domain, d->verdict->id, on_recheck, d,
+				       &d->sl) == 0)
+			return;
+		d->sl = NULL;
+	}
+	if (d->decision == STS_DECISION_ENFORCE && d->mx_used == 0 && d->mx_mismatches > 0) {
+		snprintf(text, sizeof(text),
+			 "no MX host of %s matches its MTA-STS policy (id %s)", d->domain,
+			 d->verdict->id);
+		settle_all(d, DELIVERY_DEFER, "4.4.8", text, NULL, NULL, NULL,
+			   "validation-failure");
+	} else if (d->have_failure) {
+		const char *dsn = d->last_dsn;
+
+		if (d->decision == STS_DECISION_ENFORCE && d->policy_failures > 0)
+			dsn = "4.7.5";
+		settle_all(d, DELIVERY_DEFER, dsn, d->last_text, d->last_relay, d->last_tls,
+			   d->last_mta[0] ? d->last_mta : NULL, d->last_sts_result);
+	} else {
+		snprintf(text, sizeof(text), "no usable MX host address for %s", d->domain);
+		settle_all(d, DELIVERY_DEFER, "4.4.4", text, NULL, NULL, NULL, NULL);
+	}
+	finish(d);
+}
+
+static void next_candidate(struct delivery *d)
+{
+	if (d->aborted) {
+		finish_aborted(d);
+		return;
+	}
+	while (d->host_i < d->mx->nhosts) {
+		const struct dns_mx_host *h = &d->mx->hosts[d->host_i];
+
+		if (d->addr_i == 0 && (h->naddrs == 0 || !host_allowed(d, h))) {
+			if (h->naddrs == 0 && h->status != DNS_OK) {
+				char text[QUEUE_ERROR_MAX];
+
+				snprintf(text, sizeof(text),
+					 "Host or domain name not found. Name service error for "
+					 "name=%s type=A: %s",
+					 h->name, h->why && h->why[0] ? h->why : dns_status_name(h->status));
+				if (!d->have_failure)
+					note_failure(d, h->status == DNS_TEMPFAIL ? "4.4.3" : "4.4.4",
+						     text, NULL, NULL, NULL, NULL);
+			}
+			d->host_i++;
+			continue;
+		}
+		if (d->addr_i >= h->naddrs) {
+			d->host_i++;
+			d->addr_i = 0;
+			continue;
+		}
+		conn_start(d, h, &h->addrs[d->addr_i++]);
+		return;
+	}
+	all_failed(d);
+}
+
+static void on_recheck(void *arg, struct sts_verdict *v)
+{
+	struct delivery *d = arg;
+
+	d->sl = NULL;
+	if (v->cancelled || d->aborted) {
+		sts_verdict_free(v);
+		if (d->aborted) {
+			finish_aborted(d);
+			return;
+		}
+		all_failed(d);
+		return;
+	}
+	if (!v->changed) {
+		log_msg(LOG_LVL_INFO, d->qid, "%s: MTA-STS policy re-checked: unchanged (id %s)",
+			d->domain, d->verdict->id);
+		sts_verdict_free(v);
+		all_failed(d);
+		return;
+	}
+	log_msg(LOG_LVL_INFO, d->qid, "%s: MTA-STS policy changed (id %s -> %s): trying again",
+		d->domain, d->verdict->id, v->id);
+	sts_verdict_free(d->verdict);
+	d->verdict = v;
+	apply_policy(d);
+	d->host_i = d->addr_i = 0;
+	d->have_failure = false;
+	d->policy_failures = d->mx_mismatches = d->mx_used = 0;
+	d->stage = D_CONNECT;
+	next_candidate(d);
+}
+
+/* ---- policy and MX resolution ---- */
+
+/* The TLS demands of DESIGN.md for the verdict in d->verdict. */
+static void apply_policy(struct delivery *d)
+{
+	enum tls_default td = d->dc->r->cfg.tls_default;
+
+	d->decision = d->verdict ? d->verdict->decision : STS_DECISION_ABSENT;
+	if (d->decision == STS_DECISION_ABSENT || d->verdict == NULL ||
+	    d->verdict->source == STS_SOURCE_NONE) {
+		d->decision = STS_DECISION_ABSENT;
+		snprintf(d->result.sts, sizeof(d->result.sts), "absent");
+	} else {
+		snprintf(d->result.sts, sizeof(d->result.sts), "%s id=%s",
+			 sts_decision_name(d->decision), d->verdict->id);
+	}
+	switch (d->decision) {
+	case STS_DECISION_ENFORCE:
+		d->tls_level = SMTP_TLS_REQUIRE;
+		d->tls_verify = true;
+		d->check_tls = true;
+		break;
+	case STS_DECISION_TESTING:
+		d->tls_level = SMTP_TLS_MAY;
+		d->tls_verify = false;
+		d->check_tls = true;
+		break;
+	default:
+		if (td == TLS_DEFAULT_VERIFY) {
+			d->tls_level = SMTP_TLS_REQUIRE;
+			d->tls_verify = true;
+			d->check_tls = true;
+		} else {
+			/* opportunistic and may-plain: STARTTLS when offered,
+			 * any certificate, plaintext otherwise */
+			d->tls_level = SMTP_TLS_MAY;
+			d->tls_verify = false;
+			d->check_tls = false;
+		}
+		break;
+	}
+}
+
+static void on_mx(struct dns_mx_result *res, void *arg)
+{
+	struct delivery *d = arg;
+	char text[QUEUE_ERROR_MAX];
+	const char *why = res->why && res->why[0] ? res->why : dns_status_name(res->status);
+
+	d->dq = NULL;
+	d->mx = res;
+	if (d->aborted || res->status == DNS_CANCELLED) {
+		finish_aborted(d);
+		return;
+	}
+	switch (res->status) {
+	case DNS_OK:
+		d->stage = D_CONNECT;
+		next_candidate(d);
+		return;
+	case DNS_NULL_MX:
+		snprintf(text, sizeof(text), "Domain %s does not accept mail (nullMX)", d->domain);
+		settle_all(d, DELIVERY_BOUNCE, "5.1.10", text, NULL, NULL, NULL, NULL);
+		break;
+	case DNS_NXDOMAIN:
+		snprintf(text, sizeof(text),
+			 "Host or domain name not found. Name service error for name=%s type=MX: "
+			 "Host not found",
+			 d->domain);
+		settle_all(d, DELIVERY_BOUNCE, "5.1.2", text, NULL, NULL, NULL, NULL);
+		break;
+	case DNS_NO_ADDRESS:
+	case DNS_NODATA:
+		snprintf(text, sizeof(text),
+			 "Host or domain name not found. Name service error for name=%s: "
+			 "no address for any MX host (%s)",
+			 d->domain, why);
+		settle_all(d, DELIVERY_BOUNCE, "5.1.2", text, NULL, NULL, NULL, NULL);
+		break;
+	default:
+		snprintf(text, sizeof(text),
+			 "Host or domain name not found. Name service error for name=%s type=MX: "
+			 "Host not found, try again (%s)",
+			 d->domain, why);
+		settle_all(d, DELIVERY_DEFER, "4.4.3", text, NULL, NULL, NULL, NULL);
+		break;
+	}
+	finish(d);
+}
+
+static void start_mx(struct delivery *d)
+{
+	d->stage = D_MX;
+	if (dns_resolve_mx(d->dc->dns, d->domain, on_mx, d, &d->dq) != 0) {
+		char text[QUEUE_ERROR_MAX];
+
+		d->dq = NULL;
+		snprintf(text, sizeof(text), "cannot look up the MX of %s", d->domain);
+		settle_all(d, DELIVERY_DEFER, "4.4.3", text, NULL, NULL, NULL, NULL);
+		finish(d);
+	}
+}
+
+static void on_policy(void *arg, struct sts_verdict *v)
+{
+	struct delivery *d = arg;
+
+	d->sl = NULL;
+	if (v->cancelled || d->aborted) {
+		sts_verdict_free(v);
+		finish_aborted(d);
+		return;
+	}
+	d->verdict = v;
+	apply_policy(d);
+	if (v->error_type != NULL) {
+		/* Discovery or fetch failed; a cached policy may still apply. */
+		log_msg(LOG_LVL_INFO, d->qid, "%s: MTA-STS policy problem: %s (%s); sts=%s",
+			d->domain, v->error_type, v->error_detail, d->result.sts);
+		if (d->decision == STS_DECISION_ABSENT)
+			record_session(d, v->error_type, NULL, NULL, NULL, v->error_detail);
+	}
+	start_mx(d);
+}
+
+/* ---- public ---- */
+
+int delivery_start(struct delivery_ctx *dc, const struct queue_envelope *env, const char *domain,
+		   const size_t *idx, size_t n, delivery_done_cb cb, void *arg,
+		   struct delivery **out)
+{
+	struct delivery *d;
+	size_t i;
+
+	if (n == 0 || n > SMTP_CLIENT_MAX_RCPTS || strlen(domain) > DNS_NAME_MAX)
+		return -1;
+	d = calloc(1, sizeof(*d));
+	if (d == NULL)
+		return -1;
+	d->dc = dc;
+	d->fd = -1;
+	snprintf(d->qid, sizeof(d->qid), "%s", env->id);
+	snprintf(d->domain, sizeof(d->domain), "%s", domain);
+	snprintf(d->sender, sizeof(d->sender), "%s", env->sender);
+	d->flags = env->flags;
+	d->data_offset = env->data_offset;
+	d->size = env->size;
+	d->cb = cb;
+	d->arg = arg;
+	d->n = n;
+	d->addrs = calloc(n, sizeof(*d->addrs));
+	d->addr_ptrs = calloc(n, sizeof(*d->addr_ptrs));
+	d->rcpts = calloc(n, sizeof(*d->rcpts));
+	if (d->addrs == NULL || d->addr_ptrs == NULL || d->rcpts == NULL)
+		goto fail;
+	for (i = 0; i < n; i++) {
+		if (idx[i] >= env->nrcpts)
+			goto fail;
+		d->addrs[i] = strdup(env->rcpts[idx[i]].address);
+		if (d->addrs[i] == NULL)
+			goto fail;
+		d->addr_ptrs[i] = d->addrs[i];
+		d->rcpts[i].index = idx[i];
+		d->rcpts[i].address = d->addrs[i];
+		d->rcpts[i].status = DELIVERY_DEFER;
+	}
+	d->result.qid = d->qid;
+	d->result.domain = d->domain;
+	d->result.nrcpts = n;
+	d->result.rcpts = d->rcpts;
+	snprintf(d->result.sts, sizeof(d->result.sts), "absent");
+	d->fd = queue_open_data(dc->r->queue, env);
+	if (d->fd < 0) {
+		log_msg(LOG_LVL_ERROR, d->qid, "cannot open the queued message: %s",
+			strerror(errno));
+		goto fail;
+	}
+	if (uv_timer_init(dc->r->loop, &d->kick) != 0)
+		goto fail;
+	d->kick.data = d;
+	dc->live++;
+	if (out != NULL)
+		*out = d;
+
+	apply_policy(d);  /* absent until the engine says otherwise */
+	d->stage = D_POLICY;
+	if (dc->sts != NULL &&
+	    sts_engine_lookup(dc->sts, d->domain, on_policy, d, &d->sl) == 0)
+		return 0;
+	d->sl = NULL;
+	if (dc->sts != NULL)
+		log_msg(LOG_LVL_WARNING, d->qid, "%s: no MTA-STS lookup possible; sts=absent",
+			d->domain);
+	start_mx(d);
+	return 0;
+fail:
+	if (d->fd >= 0)
+		close(d->fd);
+	for (i = 0; i < n && d->addrs != NULL; i++)
+		free(d->addrs[i]);
+	free(d->addrs);
+	free(d->addr_ptrs);
+	free(d->rcpts);
+	free(d);
+	return -1;
+}
+
+void delivery_abort(struct delivery *d)
+{
+	if (d->aborted || d->stage == D_FINISH)
+		return;
+	d->aborted = true;
+	switch (d->stage) {
+	case D_POLICY:
+	case D_RECHECK:
+		if (d->sl != NULL) {
+			sts_engine_cancel(d->sl);
+			d->sl = NULL;
+		}
+		finish_aborted(d);
+		break;
+	case D_MX:
+		if (d->dq != NULL) {
+			dns_cancel(d->dq);
+			d->dq = NULL;
+		}
+		finish_aborted(d);
+		break;
+	case D_CONNECT:
+		if (d->conn != NULL)
+			conn_close(d->conn);  /* conn_end sees d->aborted */
+		else
+			finish_aborted(d);
+		break;
+	case D_FINISH:
+		break;
+	}
+}
