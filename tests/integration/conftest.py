@@ -99,7 +99,7 @@ def pytest_runtest_makereport(item, call):
     if rep.when != "call" or not rep.failed:
         return
     w = item.funcargs.get("world") if hasattr(item, "funcargs") else None
-    if w is None:
+    if getattr(w, "dir", None) is None:  # some modules have a world of their own
         return
     from tests.world.util import read_text
     logs = []

@@ -48,7 +48,10 @@ def world():
     spool = os.path.join(d, "spool")
     port = free_port()
     with open(conf, "w") as f:
-        f.write("spool_dir = %s\nhostname = relay.test\nlisten = 127.0.0.1:%d\n" % (spool, port))
+        # DNS goes to a closed loopback port: deliveries defer (nothing
+        # leaves loopback) and the messages stay listed.
+        f.write("spool_dir = %s\nhostname = relay.test\nlisten = 127.0.0.1:%d\n"
+                "dns_servers = 127.0.0.1:%d\n" % (spool, port, free_port()))
     w = {"dir": d, "conf": conf, "spool": spool, "port": port, "daemon": None}
     yield w
     stop_daemon(w, check=False)

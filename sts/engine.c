@@ -1,0 +1,617 @@
+/* MTA-STS lookups: TXT discovery through the resolver table, the §5.1
+ * decision (sts_engine_plan), cache and negative cache, and a proactive refresh timer. */
+#include "sts/engine.h"
+#include "relay/clock.h"
+#include "relay/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define REFRESH_TICK_MS 60000       /* how often the refresh timer looks */
+#define REFRESH_MAX_INFLIGHT 4      /* background refreshes at once */
+#define REFRESH_DAY 86400
+#define REFRESH_MIN 300
+#define REFRESH_STARTUP_SPREAD 600  /* overdue refreshes after a restart */
+
+struct sts_engine {
+	uv_loop_t *loop;
+	const struct sts_resolver *res;
+	struct sts_cache *cache;
+	struct sts_fetcher *fetcher;
+	uv_timer_t timer;
+	bool refresh;
+	size_t refreshing;
+	uint64_t rng;
+	struct sts_lookup *lookups;
+};
+
+struct sts_lookup {
+	struct sts_engine *e;
+	char domain[STS_DOMAIN_MAX + 1];
+	sts_verdict_cb cb;            /* NULL: a background refresh */
+	void *arg;
+	bool recheck;
+	bool refresh;
+	char prev_id[STS_TXT_ID_MAX + 1];
+	void *dns_handle;
+	struct sts_fetch_waiter *waiter;
+	struct sts_verdict *v;
+	struct sts_lookup *next, **prevp;
+};
+
+const char *sts_decision_name(enum sts_decision d)
+{
+	static const char *names[] = { "absent", "none", "testing", "enforce" };
+
+	return (unsigned)d < sizeof(names) / sizeof(names[0]) ? names[d] : "unknown";
+}
+
+const char *sts_source_name(enum sts_source s)
+{
+	static const char *names[] = { "none", "cache", "fetched" };
+
+	return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "unknown";
+}
+
+void sts_verdict_free(struct sts_verdict *v)
+{
+	if (v == NULL)
+		return;
+	free(v->policy_lines);  /* one block: the pointer array and the strings */
+	free(v->policy_text);
+	free(v);
+}
+
+/* ---- pure decision ---- */
+
+enum sts_plan sts_engine_plan(const struct sts_plan_input *in)
+{
+	bool fresh = in->have_cache && in->now < in->cache_expires_at;
+	bool same = fresh && in->txt_found && in->cache_id != NULL && in->txt_id != NULL &&
+		    strcmp(in->cache_id, in->txt_id) == 0;
+	bool neg = in->txt_found && in->neg_id != NULL && in->neg_id[0] != '\0' &&
+		   in->txt_id != NULL && strcmp(in->neg_id, in->txt_id) == 0 &&
+		   in->now < in->neg_until;
+
+	if (!in->txt_found)
+		return fresh ? STS_PLAN_USE_CACHE : STS_PLAN_NO_POLICY;
+	if (same) {
+		/* A refresh extends a policy before it runs out (RFC 8461 §10.2:
+		 * refresh before expiry); deliveries just use it. */
+		if (in->refresh && (in->cache_expires_at - in->now) * 2 <= (int64_t)in->cache_max_age &&
+		    !neg)
+			return STS_PLAN_FETCH;
+		return STS_PLAN_USE_CACHE;
+	}
+	if (neg)
+		return STS_PLAN_RECENT_FAILURE;
+	return STS_PLAN_FETCH;
+}
+
+int64_t sts_engine_refresh_interval(uint32_t max_age, double jitter)
+{
+	int64_t base = (int64_t)max_age / 2;
+
+	if (base > REFRESH_DAY)
+		base = REFRESH_DAY;
+	if (base < REFRESH_MIN)
+		base = REFRESH_MIN;
+	if (jitter < 0 || jitter >= 1)
+		jitter = 0;
+	return base - (int64_t)((double)base / 4 * jitter);
+}
+
+/* ---- helpers ---- */
+
+static double rnd(struct sts_engine *e)
+{
+	uint64_t x = e->rng;  /* xorshift64: spreading timers needs no crypto */
+
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	e->rng = x;
+	return (double)(x >> 11) / 9007199254740992.0;
+}
+
+static void schedule_refresh(struct sts_engine *e, struct sts_cache_entry *ce, int64_t now,
+			     bool failed)
+{
+	int64_t iv = sts_engine_refresh_interval(ce->max_age, rnd(e));
+
+	if (failed && iv > 1800)
+		iv = 1800 - (int64_t)(rnd(e) * 300);
+	ce->refresh_at = now + iv;
+}
+
+/* Splits the policy text into its non-empty lines (CR removed), for the
+ * TLS-RPT policy-string: one allocation holding pointers and copies. */
+static int split_lines(struct sts_verdict *v)
+{
+	size_t i, n = 0, len = v->policy_text_len;
+	const char *t = v->policy_text;
+	char **arr, *pool;
+
+	for (i = 0; i <= len; i++)
+		if (i == len || t[i] == '\n')
+			n++;
+	arr = malloc(n * sizeof(char *) + len + n + 1);
+	if (arr == NULL)
+		return -1;
+	pool = (char *)(arr + n);
+	n = 0;
+	for (i = 0; i < len;) {
+		size_t j = i, k;
+
+		while (j < len && t[j] != '\n')
+			j++;
+		k = j;
+		if (k > i && t[k - 1] == '\r')
+			k--;
+		if (k > i) {
+			memcpy(pool, t + i, k - i);
+			pool[k - i] = '\0';
+			arr[n++] = pool;
+			pool += k - i + 1;
+		}
+		i = j + 1;
+	}
+	v->policy_lines = arr;
+	v->npolicy_lines = n;
+	return 0;
+}
+
+static enum sts_decision decision_of(enum sts_policy_mode m)
+{
+	return m == STS_MODE_ENFORCE ? STS_DECISION_ENFORCE
+	       : m == STS_MODE_TESTING ? STS_DECISION_TESTING : STS_DECISION_NONE;
+}
+
+static int verdict_set_policy(struct sts_verdict *v, enum sts_source src, const char *id,
+			      const char *text, size_t len, int64_t fetched_at)
+{
+	if (sts_policy_parse(text, len, &v->policy, NULL) != 0)
+		return -1;
+	v->policy_text = malloc(len + 1);
+	if (v->policy_text == NULL)
+		return -1;
+	memcpy(v->policy_text, text, len);
+	v->policy_text[len] = '\0';
+	v->policy_text_len = len;
+	if (split_lines(v) != 0) {
+		free(v->policy_text);
+		v->policy_text = NULL;
+		return -1;
+	}
+	v->source = src;
+	snprintf(v->id, sizeof(v->id), "%s", id);
+	v->fetched_at = fetched_at;
+	v->expires_at = fetched_at + (int64_t)v->policy.max_age;
+	v->decision = decision_of(v->policy.mode);
+	return 0;
+}
+
+static void verdict_set_cache(struct sts_verdict *v, const struct sts_cache_entry *ce)
+{
+	if (verdict_set_policy(v, STS_SOURCE_CACHE, ce->id, ce->text, ce->text_len,
+			       ce->fetched_at) != 0)
+		log_error("sts: %s: cannot use the cached policy (out of memory)", v->domain);
+}
+
+static void lookup_unlink(struct sts_lookup *l)
+{
+	if (l->prevp != NULL) {
+		*l->prevp = l->next;
+		if (l->next != NULL)
+			l->next->prevp = l->prevp;
+		l->prevp = NULL;
+	}
+}
+
+static void refresh_done(struct sts_engine *e, struct sts_lookup *l)
+{
+	struct sts_cache_entry *ce = sts_cache_get(e->cache, l->domain);
+	int64_t now = clock_now();
+
+	e->refreshing--;
+	if (ce == NULL)
+		return;
+	ce->refreshing = false;
+	if (ce->has_policy)
+		schedule_refresh(e, ce, now, l->v->error_type != NULL);
+	if (l->v->error_type != NULL)
+		log_warn("sts: %s: background refresh failed, keeping policy id=%s: %s: %s",
+			 l->domain, ce->has_policy ? ce->id : "-", l->v->error_type,
+			 l->v->error_detail);
+}
+
+/* Ends a lookup: hands the verdict over (or consumes it for refreshes). */
+static void lookup_finish(struct sts_lookup *l)
+{
+	struct sts_engine *e = l->e;
+	struct sts_verdict *v = l->v;
+
+	lookup_unlink(l);
+	if (l->recheck && !v->cancelled)
+		v->changed = strcmp(v->source != STS_SOURCE_NONE ? v->id : "", l->prev_id) != 0;
+	if (l->cb == NULL) {
+		if (!v->cancelled)
+			refresh_done(e, l);
+		sts_verdict_free(v);
+	} else {
+		l->cb(l->arg, v);
+	}
+	free(l);
+}
+
+static void on_fetch(void *arg, const struct sts_fetch_result *res)
+{
+	struct sts_lookup *l = arg;
+	struct sts_engine *e = l->e;
+	struct sts_verdict *v = l->v;
+	struct sts_cache_entry *ce;
+	int64_t now = clock_now();
+
+	l->waiter = NULL;
+	if (res->status == STS_FETCH_CANCELLED) {
+		v->cancelled = true;
+		lookup_finish(l);
+		return;
+	}
+	ce = sts_cache_touch(e->cache, l->domain);
+	if (res->status == STS_FETCH_OK) {
+		if (res->first) {
+			if (ce != NULL && sts_cache_store(e->cache, l->domain, v->txt_id,
+							  res->fetched_at, res->body,
+							  res->body_len) >= 0) {
+				ce->neg_id[0] = '\0';
+				schedule_refresh(e, ce, now, false);
+			}
+			log_info("sts: %s: fetched policy id=%s mode=%s max_age=%u", l->domain,
+				 v->txt_id, sts_policy_mode_name(res->policy->mode),
+				 (unsigned)res->policy->max_age);
+		}
+		if (verdict_set_policy(v, STS_SOURCE_FETCHED, v->txt_id, res->body, res->body_len,
+				       res->fetched_at) != 0)
+			log_error("sts: %s: out of memory", l->domain);
+		lookup_finish(l);
+		return;
+	}
+	v->error_type = res->result_type;
+	snprintf(v->error_detail, sizeof(v->error_detail), "%s", res->detail);
+	if (res->first) {
+		log_warn("sts: %s: policy fetch for id=%s failed: %s: %s", l->domain, v->txt_id,
+			 res->result_type ? res->result_type : "-", res->detail);
+		if (ce != NULL) {
+			snprintf(ce->neg_id, sizeof(ce->neg_id), "%s", v->txt_id);
+			ce->neg_until = now + STS_NEGATIVE_TTL;
+			ce->neg_type = res->result_type;
+			snprintf(ce->neg_detail, sizeof(ce->neg_detail), "%s", res->detail);
+		}
+	}
+	if (ce != NULL && ce->has_policy && now < ce->expires_at)
+		verdict_set_cache(v, ce);
+	lookup_finish(l);
+}
+
+/* The chosen record's strings joined, with unprintable bytes shown as '?'. */
+static void join_record(char *out, size_t outlen, const struct sts_txt_record *r)
+{
+	size_t n = 0, i, j;
+
+	for (i = 0; i < r->nstrings; i++)
+		for (j = 0; j < r->strings[i].len && n + 1 < outlen; j++) {
+			unsigned char c = r->strings[i].data[j];
+
+			out[n++] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
+		}
+	out[n] = '\0';
+}
+
+static void on_txt(void *arg, enum sts_dns_status st, const char *why,
+		   const struct sts_txt_record *records, size_t nrecords)
+{
+	struct sts_lookup *l = arg;
+	struct sts_engine *e = l->e;
+	struct sts_verdict *v = l->v;
+	struct sts_cache_entry *ce;
+	struct sts_plan_input in;
+	struct sts_txt txt;
+	enum sts_plan plan;
+
+	l->dns_handle = NULL;
+	if (st == STS_DNS_CANCELLED) {
+		v->cancelled = true;
+		lookup_finish(l);
+		return;
+	}
+	v->txt_dns = st;
+	v->txt_result = STS_TXT_NONE;
+	if (st == STS_DNS_OK) {
+		sts_txt_parse(records, nrecords, &txt);
+		v->txt_result = txt.result;
+		if (txt.result == STS_TXT_FOUND) {
+			snprintf(v->txt_id, sizeof(v->txt_id), "%s", txt.id);
+		} else {
+			snprintf(v->txt_detail, sizeof(v->txt_detail), "%s",
+				 txt.reason ? txt.reason : sts_txt_result_name(txt.result));
+		}
+		if ((txt.result == STS_TXT_FOUND || txt.result == STS_TXT_INVALID) &&
+		    txt.record_index < nrecords)
+			join_record(v->txt_record, sizeof(v->txt_record), &records[txt.record_index]);
+	} else {
+		snprintf(v->txt_detail, sizeof(v->txt_detail), "%s%s%s", sts_dns_status_name(st),
+			 why && *why ? ": " : "", why ? why : "");
+	}
+
+	ce = sts_cache_get(e->cache, l->domain);
+	memset(&in, 0, sizeof(in));
+	in.now = clock_now();
+	in.txt_found = v->txt_result == STS_TXT_FOUND;
+	in.txt_id = v->txt_id;
+	in.refresh = l->refresh;
+	if (ce != NULL) {
+		in.have_cache = ce->has_policy;
+		in.cache_id = ce->id;
+		in.cache_expires_at = ce->expires_at;
+		in.cache_max_age = ce->max_age;
+		in.neg_id = ce->neg_id;
+		in.neg_until = ce->neg_until;
+	}
+	plan = sts_engine_plan(&in);
+	switch (plan) {
+	case STS_PLAN_USE_CACHE:
+		verdict_set_cache(v, ce);
+		break;
+	case STS_PLAN_RECENT_FAILURE:
+		v->error_type = ce->neg_type;
+		snprintf(v->error_detail, sizeof(v->error_detail), "%s (failed less than %d s ago)",
+			 ce->neg_detail, STS_NEGATIVE_TTL);
+		if (ce->has_policy && in.now < ce->expires_at)
+			verdict_set_cache(v, ce);
+		break;
+	case STS_PLAN_FETCH:
+		if (sts_fetch_start(e->fetcher, l->domain, on_fetch, l, &l->waiter) == 0)
+			return;
+		v->error_type = STS_RT_FETCH_ERROR;
+		snprintf(v->error_detail, sizeof(v->error_detail), "could not start the fetch");
+		if (ce != NULL && ce->has_policy && in.now < ce->expires_at)
+			verdict_set_cache(v, ce);
+		break;
+	case STS_PLAN_NO_POLICY:
+		break;
+	}
+	lookup_finish(l);
+}
+
+static int lookup_start(struct sts_engine *e, const char *domain, bool recheck, bool refresh,
+			const char *prev_id, sts_verdict_cb cb, void *arg, struct sts_lookup **lp)
+{
+	struct sts_lookup *l;
+	char name[STS_DOMAIN_MAX + 16];
+
+	l = calloc(1, sizeof(*l));
+	if (l == NULL)
+		return -1;
+	if (!sts_domain_normalize(domain, strlen(domain), l->domain, sizeof(l->domain)))
+		goto fail;
+	l->v = calloc(1, sizeof(*l->v));
+	if (l->v == NULL)
+		goto fail;
+	l->e = e;
+	l->cb = cb;
+	l->arg = arg;
+	l->recheck = recheck;
+	l->refresh = refresh;
+	snprintf(l->prev_id, sizeof(l->prev_id), "%s", prev_id ? prev_id : "");
+	snprintf(l->v->domain, sizeof(l->v->domain), "%s", l->domain);
+	snprintf(name, sizeof(name), "_mta-sts.%s", l->domain);
+	if (e->res->lookup_txt(e->res->ctx, name, on_txt, l, &l->dns_handle) != 0)
+		goto fail;
+	l->next = e->lookups;
+	if (l->next != NULL)
+		l->next->prevp = &l->next;
+	e->lookups = l;
+	l->prevp = &e->lookups;
+	if (lp != NULL)
+		*lp = l;
+	return 0;
+fail:
+	if (l->v != NULL)
+		free(l->v);
+	free(l);
+	return -1;
+}
+
+int sts_engine_lookup(struct sts_engine *e, const char *domain, sts_verdict_cb cb, void *arg,
+		      struct sts_lookup **lp)
+{
+	if (cb == NULL)
+		return -1;
+	return lookup_start(e, domain, false, false, NULL, cb, arg, lp);
+}
+
+int sts_engine_recheck(struct sts_engine *e, const char *domain, const char *prev_id,
+		       sts_verdict_cb cb, void *arg, struct sts_lookup **lp)
+{
+	if (cb == NULL)
+		return -1;
+	return lookup_start(e, domain, true, false, prev_id, cb, arg, lp);
+}
+
+void sts_engine_cancel(struct sts_lookup *l)
+{
+	if (l == NULL)
+		return;
+	if (l->dns_handle != NULL)
+		l->e->res->cancel(l->e->res->ctx, l->dns_handle);
+	if (l->waiter != NULL)
+		sts_fetch_cancel(l->waiter);
+	lookup_unlink(l);
+	if (l->refresh) {
+		struct sts_cache_entry *ce = sts_cache_get(l->e->cache, l->domain);
+
+		l->e->refreshing--;
+		if (ce != NULL)
+			ce->refreshing = false;
+	}
+	sts_verdict_free(l->v);
+	free(l);
+}
+
+struct sts_cache *sts_engine_cache(struct sts_engine *e)
+{
+	return e->cache;
+}
+
+/* ---- proactive refresh ---- */
+
+#define TICK_DROP_MAX 16
+
+struct tick_ctx {
+	struct sts_engine *e;
+	int64_t now;
+	struct sts_cache_entry *due[REFRESH_MAX_INFLIGHT];
+	size_t ndue;
+	struct sts_cache_entry *expired[TICK_DROP_MAX];
+	size_t nexpired;
+};
+
+static void tick_visit(void *arg, struct sts_cache_entry *ce)
+{
+	struct tick_ctx *t = arg;
+
+	if (!ce->has_policy)
+		return;
+	if (t->now >= ce->expires_at) {
+		/* Past max_age the policy no longer applies (RFC 8461 §3.2) and
+		 * only a new fetch can bring one back: forget it (after the walk). */
+		if (!ce->refreshing && t->nexpired < TICK_DROP_MAX)
+			t->expired[t->nexpired++] = ce;
+		return;
+	}
+	if (ce->refreshing || ce->refresh_at == 0 || t->now < ce->refresh_at)
+		return;
+	if (t->e->refreshing + t->ndue < REFRESH_MAX_INFLIGHT)
+		t->due[t->ndue++] = ce;
+}
+
+static void on_tick(uv_timer_t *timer)
+{
+	struct sts_engine *e = timer->data;
+	struct tick_ctx t = { .e = e, .now = clock_now() };
+	size_t i;
+
+	sts_cache_foreach(e->cache, tick_visit, &t);
+	for (i = 0; i < t.nexpired; i++) {
+		log_info("sts: %s: cached policy id=%s expired", t.expired[i]->domain,
+			 t.expired[i]->id);
+		sts_cache_drop(e->cache, t.expired[i]->domain);
+	}
+	for (i = 0; i < t.ndue; i++) {
+		struct sts_cache_entry *ce = t.due[i];
+
+		if (lookup_start(e, ce->domain, false, true, NULL, NULL, NULL, NULL) == 0) {
+			ce->refreshing = true;
+			e->refreshing++;
+		} else {
+			schedule_refresh(e, ce, t.now, true);
+		}
+	}
+}
+
+static void initial_schedule(void *arg, struct sts_cache_entry *ce)
+{
+	struct sts_engine *e = arg;
+	int64_t now = clock_now();
+
+	if (!ce->has_policy)
+		return;
+	ce->refresh_at = ce->fetched_at + sts_engine_refresh_interval(ce->max_age, rnd(e));
+	/* After a restart many policies may be overdue at once: spread them
+	 * over the next minutes instead of refetching them all in one tick. */
+	if (ce->refresh_at <= now)
+		ce->refresh_at = now + 30 + (int64_t)(rnd(e) * REFRESH_STARTUP_SPREAD);
+}
+
+int sts_engine_new(uv_loop_t *loop, const struct sts_engine_config *cfg,
+		   const struct sts_resolver *resolver, struct sts_engine **out)
+{
+	struct sts_fetch_config fc = { .ca_file = cfg->ca_file, .https_port = cfg->https_port,
+				       .timeout_ms = cfg->fetch_timeout_ms };
+	struct sts_engine *e = calloc(1, sizeof(*e));
+	size_t nload = 0, nbad = 0;
+
+	if (e == NULL)
+		return -1;
+	e->loop = loop;
+	e->res = resolver;
+	e->refresh = cfg->refresh;
+	e->rng = uv_hrtime() ^ ((uint64_t)getpid() << 32) ^ 0x9e3779b97f4a7c15ull;
+	if (sts_cache_new(cfg->cache_dir, cfg->persist, &e->cache) != 0)
+		goto fail;
+	if (cfg->load && cfg->cache_dir != NULL) {
+		if (sts_cache_load(e->cache, &nload, &nbad) != 0)
+			log_warn("sts: cannot read the policy cache %s", cfg->cache_dir);
+		else if (nload > 0 || nbad > 0)
+			log_info("sts: loaded %zu cached policies (%zu ignored) from %s", nload,
+				 nbad, cfg->cache_dir);
+	}
+	if (sts_fetcher_new(loop, resolver, &fc, &e->fetcher) != 0)
+		goto fail;
+	if (uv_timer_init(loop, &e->timer) != 0) {
+		sts_fetcher_free(e->fetcher);
+		goto fail;
+	}
+	e->timer.data = e;
+	if (e->refresh) {
+		uint64_t tick = cfg->refresh_tick_ms ? cfg->refresh_tick_ms : REFRESH_TICK_MS;
+
+		sts_cache_foreach(e->cache, initial_schedule, e);
+		uv_timer_start(&e->timer, on_tick, tick, tick);
+		/* The timer alone must not keep a loop running. */
+		uv_unref((uv_handle_t *)&e->timer);
+	}
+	*out = e;
+	return 0;
+fail:
+	log_error("sts: cannot start the MTA-STS engine");
+	sts_cache_free(e->cache);
+	free(e);
+	return -1;
+}
+
+static void engine_closed(uv_handle_t *h)
+{
+	free(h->data);
+}
+
+void sts_engine_free(struct sts_engine *e)
+{
+	if (e == NULL)
+		return;
+	uv_timer_stop(&e->timer);
+	/* Lookups waiting on DNS: stop them here. Those waiting on a fetch get
+	 * STS_FETCH_CANCELLED from sts_fetcher_free and finish in on_fetch. */
+	for (;;) {
+		struct sts_lookup *l = e->lookups;
+
+		while (l != NULL && l->dns_handle == NULL)
+			l = l->next;
+		if (l == NULL)
+			break;
+		e->res->cancel(e->res->ctx, l->dns_handle);
+		l->dns_handle = NULL;
+		l->v->cancelled = true;
+		if (l->refresh)
+			e->refreshing--;
+		lookup_finish(l);
+	}
+	sts_fetcher_free(e->fetcher);
+	e->fetcher = NULL;
+	sts_cache_free(e->cache);
+	e->cache = NULL;
+	uv_close((uv_handle_t *)&e->timer, engine_closed);
+}
