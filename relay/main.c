@@ -35,7 +35,7 @@ int main(int argc, char **argv)
 		return cmd_sendmail(argc, argv);
 	/* Only sendmail needs the drop group of a setgid install; everything
 	 * else runs with the caller's own rights. */
-	if (cli_drop_setgid("stsrelay") != 0)
+	if (!(argc > 1 && strcmp(argv[1], "sendmail") == 0) && cli_drop_setgid("stsrelay") != 0)
 		return EX_OSERR;
 	if (strcmp(base, "mailq") == 0)
 		return cmd_mailq(argc, argv);
