@@ -7,6 +7,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdbool.h>
 #include <string.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -209,6 +210,25 @@ static int feed(struct tlsrpt_day *d, char *buf, size_t len, size_t *used)
 	}
 	*used = s;
 	return 0;
+}
+
+static size_t count_parts(const char *key)
+{
+	size_t n = 1;
+
+	for (; *key != '\0'; key++)
+		n += *key == SEP;
+	return n;
+}
+
+/* True when two failure keys differ at most in their last part, the reason. */
+static bool same_detail(const char *a, const char *b)
+{
+	const char *ra = strrchr(a, SEP), *rb = strrchr(b, SEP);
+
+	return ra != NULL && rb != NULL && ra - a == rb - b &&
+	       strncmp(a, b, (size_t)(ra - a)) == 0 && count_parts(a) == K_COUNT &&
+	       count_parts(b) == K_COUNT;
 }
 
 static int cmp_group(const void *a, const void *b)
@@ -538,7 +558,7 @@ json_t *tlsrpt_report_build(const struct tlsrpt_day *d, const char *domain,
 		const char *key = d->sorted[i].key;
 		size_t plen, j;
 		uint64_t succ = 0, fail = 0;
-		json_t *entry, *summary, *details;
+		json_t *entry, *summary, *details, *prev_fd;
 		char *copy;
 		const char *parts[K_COUNT];
 
@@ -562,12 +582,30 @@ json_t *tlsrpt_report_build(const struct tlsrpt_day *d, const char *domain,
 		put(entry, "policy", policy_object(parts, &ok), &ok);
 		free(copy);
 		/* every group of this domain with the same policy */
+		prev_fd = NULL;
 		for (j = i; j < d->n && strncmp(d->sorted[j].key, key, plen) == 0 &&
 			    d->sorted[j].key[plen] == SEP;
 		     j++) {
 			const char *q[K_COUNT];
 			json_t *fd;
 			size_t np;
+
+			/* failure-details are grouped by result type, sending IP, MX
+			 * host and IP only (RFC 8460 §4.4): groups that differ just in
+			 * the reason text are adjacent in key order and add up into
+			 * one entry that keeps the first reason. */
+			if (prev_fd != NULL && j > i &&
+			    same_detail(d->sorted[j - 1].key, d->sorted[j].key)) {
+				json_int_t c = json_integer_value(
+					json_object_get(prev_fd, "failed-session-count"));
+
+				c += (json_int_t)d->sorted[j].count;
+				fail += d->sorted[j].count;
+				if (json_object_set_new(prev_fd, "failed-session-count",
+							json_integer(c)) != 0)
+					ok = false;
+				continue;
+			}
 
 			copy = strdup(d->sorted[j].key);
 			if (copy == NULL) {
@@ -600,6 +638,7 @@ json_t *tlsrpt_report_build(const struct tlsrpt_day *d, const char *domain,
 				put(fd, "failure-reason-code", json_string(q[K_REASON]), &ok);
 			if (json_array_append_new(details, fd) != 0)
 				ok = false;
+			prev_fd = fd;
 			free(copy);
 		}
 		put(summary, "total-successful-session-count", json_integer((json_int_t)succ), &ok);
