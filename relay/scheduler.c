@@ -1,8 +1,9 @@
-/* The delivery scheduler: every queued message's recipients in memory, one
- * timer at the earliest due time, per-domain concurrency, retries and bounces. */
+/* The delivery scheduler: every queued message's recipients in memory, a heap
+ * of due times, per-domain queues of waiting work, retries and bounces. */
 #include "relay/scheduler.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,43 +14,98 @@
 #include "relay/clock.h"
 #include "relay/delivery.h"
 #include "relay/log.h"
+#include "relay/statesave.h"
 #include "smtp/client.h"
 
 /*
  * Model: each message is loaded once (envelope + recipient states, not the
  * data) and stays in memory until every recipient is final. A recipient is
- * due when it is pending/deferred, not in flight, and next_try has come. A
- * pass over all messages (the timer callback, also used as "kick") starts
- * one delivery per (message, domain) of due recipients while the domain has
- * a free slot, and re-arms the timer at the earliest future next_try. A
- * finished delivery frees its slot and kicks.
+ * due when it is pending/deferred, not in flight, and next_try has come.
+ * Running a message starts one delivery per (message, domain) of its due
+ * recipients while the domain has a free slot.
  *
- * Durability: after every attempt the recipient states are saved with
- * queue_save_state (fsync, on the loop thread for now — a worker and group
- * fsync would keep the loop free under load). A DSN is committed before the
- * state that says "bounced" is saved: a crash in between gives a duplicate
+ * Index (so a pass costs O(due work), not O(queue)): a min-heap of messages
+ * keyed by their earliest due time; a message whose due recipients found
+ * their domain full waits in that domain's FIFO queue instead, and a
+ * finished delivery puts its domain on the ready list so the next pass gives
+ * the free slot to the first waiter. One timer fires at the heap top (or at
+ * once when a domain is ready); a pass runs at most PASS_BUDGET messages and
+ * then yields to the loop.
+ *
+ * Durability: recipient states are saved (queue_save_state) and finished
+ * messages removed (queue_remove) in the thread pool through
+ * relay/statesave.h, batched per loop turn; at most one such operation per
+ * message is in flight (they share tmp/ID.state) and later changes are
+ * coalesced into the next one. The per-recipient log lines of an attempt
+ * are written when the save covering them has returned, so no line says
+ * sent/bounced before the state file does. In memory the state is ahead of
+ * the disk, which only matters after a crash: the attempt is then repeated
+ * (at-least-once). A DSN is committed (on the loop, rare) before the save
+ * that says "bounced" is submitted: a crash in between gives a duplicate
  * bounce, never a lost one. A recipient is marked sent only after its 250
- * to the end of data arrived; the state file then says so.
- *
- * Cost: a pass is O(messages x recipients); fine for the queues a relay
- * usually holds, an index by next_try would be the next step.
+ * to the end of data arrived.
  */
 
 #define STOP_GRACE_MS 10000            /* in-flight deliveries at shutdown, then abort */
+#define PASS_BUDGET 256                /* messages run per pass before yielding */
+#define MSG_BUCKETS 16384
+#define DOM_BUCKETS 1024
+#define NO_HEAP ((size_t)-1)
+
+/* A per-recipient log line waiting for the state it reports to be durable. */
+struct rlog {
+	struct rlog *next;
+	char to[QUEUE_ADDR_MAX + 2];
+	char relay[DELIVERY_RELAY_MAX];
+	char delay[32];
+	char dsn[SMTP_REPLY_ESC_MAX + 1];
+	char tls[DELIVERY_TLS_MAX];
+	char sts[DELIVERY_STS_MAX];
+	char sts_result[48];
+	char status[QUEUE_ERROR_MAX + 128];
+};
+
+struct sdomain;
+struct scheduler;
+
+/* m waits in dom's queue for a free slot. */
+struct swait {
+	struct smsg *m;
+	struct sdomain *dom;
+	struct swait *dprev, *dnext;   /* dom's FIFO */
+	struct swait *mnext;           /* m's list */
+};
 
 struct smsg {
+	struct scheduler *s;
 	struct queue_envelope env;
 	unsigned char *inflight;       /* per recipient */
 	unsigned busy;                 /* deliveries running */
-	bool deleted;                  /* removed from the spool; free when idle */
+	bool deleted;                  /* unlinked from every index; free when idle */
 	bool admin_bounce;             /* `queue bounce`: finish once idle */
-	struct smsg *prev, *next;
+	struct smsg *prev, *next;      /* every live message */
+	struct smsg *hnext;            /* id hash chain */
+	size_t heap_i;                 /* NO_HEAP when nothing is due */
+	int64_t due_ms;
+	struct swait *waits;
+	/* persistence, see statesave.h */
+	bool io_busy;                  /* a save or removal in flight */
+	bool io_dirty;                 /* changed since that snapshot */
+	bool io_removing;              /* the one in flight is a removal */
+	bool io_force_save;            /* removal failed: save instead */
+	bool remove_after_io;          /* deleted while a save was in flight */
+	struct rlog *logs, **logs_tail;  /* not yet covered by a submitted save */
+	struct rlog *io_logs;            /* covered by the one in flight */
 };
 
 struct sdomain {
 	char name[DNS_NAME_MAX + 1];
 	unsigned active;
-	struct sdomain *next;
+	struct swait *wq_head, *wq_tail;
+	bool ready;                    /* on the ready list */
+	bool pinned;                   /* being served by a pass: do not free */
+	struct sdomain *hnext;
+	struct sdomain *rnext;
 };
 
 struct job {
@@ -63,26 +119,57 @@ struct job {
 struct scheduler {
 	struct relay *r;
 	struct delivery_ctx *dc;
+	struct statesave *ss;
 	uv_timer_t timer;
 	uv_timer_t stop_timer;
 	struct smsg *msgs;
 	size_t nmsgs;
-	struct sdomain *doms;
+	struct smsg **by_id;           /* MSG_BUCKETS */
+	struct sdomain **doms;         /* DOM_BUCKETS */
+	struct smsg **heap;
+	size_t heap_n, heap_cap;
+	struct sdomain *ready_head, *ready_tail;
 	struct job *jobs;
 	unsigned running;
 	bool stopping, stop_done_called;
-	bool in_pass, kicked;          /* a kick during a pass runs another one */
+	bool in_pass;
 	void (*stop_done)(void *arg);
 	void *stop_arg;
 };
 
-static void kick(struct scheduler *s);
+static void arm(struct scheduler *s);
+static void persist(struct scheduler *s, struct smsg *m);
+static void maybe_finish_stop(struct scheduler *s);
 
 /* ---- small helpers ---- */
 
 static bool is_final(enum queue_rcpt_status st)
 {
 	return st == QUEUE_SENT || st == QUEUE_BOUNCED;
+}
+
+static bool all_final(const struct smsg *m)
+{
+	size_t i;
+
+	for (i = 0; i < m->env.nrcpts; i++)
+		if (!is_final(m->env.rcpts[i].status))
+			return false;
+	return true;
+}
+
+static unsigned max_conn(const struct scheduler *s)
+{
+	return s->r->cfg.max_connections_per_domain ? s->r->cfg.max_connections_per_domain : 1;
+}
+
+static size_t hash_str(const char *p, size_t buckets)
+{
+	uint32_t h = 2166136261u;  /* FNV-1a */
+
+	for (; *p; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	return h % buckets;
 }
 
 /* The domain of an address, lower case; false when there is none. */
@@ -105,63 +192,297 @@ static bool domain_of(const char *addr, char *out, size_t len)
 	return out[0] != '\0';
 }
 
+
+/* ---- the due-time heap ---- */
+
+static void heap_swap(struct scheduler *s, size_t a, size_t b)
+{
+	struct smsg *t = s->heap[a];
+
+	s->heap[a] = s->heap[b];
+	s->heap[b] = t;
+	s->heap[a]->heap_i = a;
+	s->heap[b]->heap_i = b;
+}
+
+static void heap_up(struct scheduler *s, size_t i)
+{
+	while (i > 0 && s->heap[(i - 1) / 2]->due_ms > s->heap[i]->due_ms) {
+		heap_swap(s, i, (i - 1) / 2);
+		i = (i - 1) / 2;
+	}
+}
+
+static void heap_down(struct scheduler *s, size_t i)
+{
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, min = i;
+
+		if (l < s->heap_n && s->heap[l]->due_ms < s->heap[min]->due_ms)
+			min = l;
+		if (r < s->heap_n && s->heap[r]->due_ms < s->heap[min]->due_ms)
+			min = r;
+		if (min == i)
+			return;
+		heap_swap(s, i, min);
+		i = min;
+	}
+}
+
+static void heap_del(struct scheduler *s, struct smsg *m)
+{
+	size_t i = m->heap_i;
+
+	if (i == NO_HEAP)
+		return;
+	m->heap_i = NO_HEAP;
+	s->heap_n--;
+	if (i == s->heap_n)
+		return;
+	s->heap[i] = s->heap[s->heap_n];
+	s->heap[i]->heap_i = i;
+	heap_up(s, i);
+	heap_down(s, s->heap[i]->heap_i);
+}
+
+/* m is next due at due_ms (INT64_MAX: nothing to do until something changes). */
+static void heap_set(struct scheduler *s, struct smsg *m, int64_t due_ms)
+{
+	if (due_ms == INT64_MAX) {
+		heap_del(s, m);
+		return;
+	}
+	if (m->heap_i == NO_HEAP) {
+		if (s->heap_n == s->heap_cap) {
+			size_t cap = s->heap_cap ? s->heap_cap * 2 : 256;
+			struct smsg **h = realloc(s->heap, cap * sizeof(*h));
+
+			if (h == NULL) {
+				log_msg(LOG_LVL_ERROR, m->env.id,
+					"scheduler: out of memory (retried at the next flush or restart)");
+				return;
+			}
+			s->heap = h;
+			s->heap_cap = cap;
+		}
+		m->due_ms = due_ms;
+		m->heap_i = s->heap_n;
+		s->heap[s->heap_n++] = m;
+		heap_up(s, m->heap_i);
+		return;
+	}
+	m->due_ms = due_ms;
+	heap_up(s, m->heap_i);
+	heap_down(s, m->heap_i);
+}
+
+/* The earliest next_try (ms) of a recipient that may be started. */
+static int64_t msg_due(const struct smsg *m)
+{
+	int64_t due = INT64_MAX;
+	size_t i;
+
+	for (i = 0; i < m->env.nrcpts; i++) {
+		const struct queue_rcpt *q = &m->env.rcpts[i];
+
+		if (!is_final(q->status) && !m->inflight[i] && q->next_try * 1000 < due)
+			due = q->next_try * 1000;
+	}
+	return due;
+}
+
+/* ---- domains and their waiting messages ---- */
+
+static struct sdomain *dom_find(struct scheduler *s, const char *name, bool create)
+{
+	size_t b = hash_str(name, DOM_BUCKETS);
+	struct sdomain *d;
+
+	for (d = s->doms[b]; d != NULL; d = d->hnext)
+		if (strcmp(d->name, name) == 0)
+			return d;
+	if (!create)
+		return NULL;
+	d = calloc(1, sizeof(*d));
+	if (d == NULL)
+		return NULL;
+	snprintf(d->name, sizeof(d->name), "%s", name);
+	d->hnext = s->doms[b];
+	s->doms[b] = d;
+	return d;
+}
+
+/* Frees an entry nobody uses: no delivery, no waiter, not on the ready list. */
+static void dom_maybe_free(struct scheduler *s, struct sdomain *d)
+{
+	struct sdomain **pp;
+
+	if (d->active > 0 || d->wq_head != NULL || d->ready || d->pinned)
+		return;
+	for (pp = &s->doms[hash_str(d->name, DOM_BUCKETS)]; *pp != NULL; pp = &(*pp)->hnext) {
+		if (*pp == d) {
+			*pp = d->hnext;
+			free(d);
+			return;
+		}
+	}
+}
+
+static void ready_push(struct scheduler *s, struct sdomain *d)
+{
+	if (d->ready)
+		return;
+	d->ready = true;
+	d->rnext = NULL;
+	if (s->ready_tail)
+		s->ready_tail->rnext = d;
+	else
+		s->ready_head = d;
+	s->ready_tail = d;
+}
+
+static struct sdomain *ready_pop(struct scheduler *s)
+{
+	struct sdomain *d = s->ready_head;
+
+	if (d == NULL)
+		return NULL;
+	s->ready_head = d->rnext;
+	if (s->ready_head == NULL)
+		s->ready_tail = NULL;
+	d->ready = false;
+	return d;
+}
+
+/* Unlinks w from its domain and its message and frees it. */
+static void wait_unlink(struct swait *w)
+{
+	struct sdomain *d = w->dom;
+	struct swait **pp;
+
+	if (w->dprev)
+		w->dprev->dnext = w->dnext;
+	else
+		d->wq_head = w->dnext;
+	if (w->dnext)
+		w->dnext->dprev = w->dprev;
+	else
+		d->wq_tail = w->dprev;
+	for (pp = &w->m->waits; *pp != NULL; pp = &(*pp)->mnext) {
+		if (*pp == w) {
+			*pp = w->mnext;
+			break;
+		}
+	}
+	free(w);
+}
+
+static struct swait *wait_of(struct smsg *m, struct sdomain *d)
+{
+	struct swait *w;
+
+	for (w = m->waits; w != NULL; w = w->mnext)
+		if (w->dom == d)
+			return w;
+	return NULL;
+}
+
+/* m has due recipients in full domain d: queue it (once) for a free slot. */
+static int wait_add(struct smsg *m, struct sdomain *d)
+{
+	struct swait *w;
+
+	if (wait_of(m, d) != NULL)
+		return 0;
+	w = calloc(1, sizeof(*w));
+	if (w == NULL)
+		return -1;
+	w->m = m;
+	w->dom = d;
+	w->dprev = d->wq_tail;
+	if (d->wq_tail)
+		d->wq_tail->dnext = w;
+	else
+		d->wq_head = w;
+	d->wq_tail = w;
+	w->mnext = m->waits;
+	m->waits = w;
+	return 0;
+}
+
+static void wait_clear(struct scheduler *s, struct smsg *m)
+{
+	while (m->waits != NULL) {
+		struct sdomain *d = m->waits->dom;
+
+		wait_unlink(m->waits);
+		dom_maybe_free(s, d);
+	}
+}
+
+static void dom_release(struct scheduler *s, struct sdomain *d)
+{
+	d->active--;
+	if (d->wq_head != NULL)
+		ready_push(s, d);
+	else
+		dom_maybe_free(s, d);
+}
+
+/* ---- messages ---- */
+
 static struct smsg *find(struct scheduler *s, const char *id)
 {
 	struct smsg *m;
 
-	for (m = s->msgs; m != NULL; m = m->next)
-		if (!m->deleted && strcmp(m->env.id, id) == 0)
+	for (m = s->by_id[hash_str(id, MSG_BUCKETS)]; m != NULL; m = m->hnext)
+		if (strcmp(m->env.id, id) == 0)
 			return m;
 	return NULL;
 }
 
+static void rlogs_free(struct rlog *l)
+{
+	while (l != NULL) {
+		struct rlog *n = l->next;
+
+		free(l);
+		l = n;
+	}
+}
+
 static void msg_free(struct smsg *m)
 {
+	while (m->waits != NULL)
+		wait_unlink(m->waits);
+	rlogs_free(m->logs);
+	rlogs_free(m->io_logs);
 	queue_envelope_clear(&m->env);
 	free(m->inflight);
 	free(m);
 }
 
+/* Takes m out of every index (list, id hash, heap, domain queues). */
 static void msg_unlink(struct scheduler *s, struct smsg *m)
 {
+	struct smsg **pp;
+
 	if (m->prev)
 		m->prev->next = m->next;
 	else
 		s->msgs = m->next;
 	if (m->next)
 		m->next->prev = m->prev;
-	s->nmsgs--;
-}
-
-static struct sdomain *dom_get(struct scheduler *s, const char *name)
-{
-	struct sdomain *d;
-
-	for (d = s->doms; d != NULL; d = d->next)
-		if (strcmp(d->name, name) == 0)
-			return d;
-	d = calloc(1, sizeof(*d));
-	if (d == NULL)
-		return NULL;
-	snprintf(d->name, sizeof(d->name), "%s", name);
-	d->next = s->doms;
-	s->doms = d;
-	return d;
-}
-
-static void dom_release(struct scheduler *s, struct sdomain *dom)
-{
-	struct sdomain **pp;
-
-	if (--dom->active > 0)
-		return;
-	for (pp = &s->doms; *pp != NULL; pp = &(*pp)->next) {
-		if (*pp == dom) {
-			*pp = dom->next;
-			free(dom);
-			return;
+	m->prev = m->next = NULL;
+	for (pp = &s->by_id[hash_str(m->env.id, MSG_BUCKETS)]; *pp != NULL; pp = &(*pp)->hnext) {
+		if (*pp == m) {
+			*pp = m->hnext;
+			break;
 		}
 	}
+	heap_del(s, m);
+	wait_clear(s, m);
+	s->nmsgs--;
 }
 
 /* "0.8" style seconds since the message arrived (Postfix delay=). */
@@ -174,19 +495,39 @@ static void delay_field(const struct smsg *m, char *buf, size_t len)
 	snprintf(buf, len, "%" PRId64 ".%" PRId64, ms / 1000, (ms % 1000) / 100);
 }
 
-/* The per-recipient line, Postfix order plus tls= and sts=. */
-static void log_rcpt(const struct smsg *m, const char *addr, const char *relay, const char *dsn,
+
+/* The per-recipient line, Postfix order plus tls= and sts=; written once
+ * the state it reports is durable (see flush_logs). */
+static void log_rcpt(struct smsg *m, const char *addr, const char *relay, const char *dsn,
 		     const char *tls, const char *sts, const char *sts_result, const char *status,
 		     const char *text)
 {
-	char to[QUEUE_ADDR_MAX + 2], delay[32], st[QUEUE_ERROR_MAX + 32];
+	struct rlog *l = malloc(sizeof(*l));
 
-	snprintf(to, sizeof(to), "<%s>", addr);
-	delay_field(m, delay, sizeof(delay));
-	snprintf(st, sizeof(st), "%s (%s)", status, text);
-	log_event(LOG_LVL_INFO, m->env.id, "to", to, "relay", relay ? relay : "none", "delay",
-		  delay, "dsn", dsn, "tls", tls, "sts", sts, "sts_result", sts_result, "status", st,
-		  NULL);
+	if (l == NULL) {
+		log_msg(LOG_LVL_ERROR, m->env.id, "out of memory: no log line for <%s> (%s)",
+			addr, status);
+		return;
+	}
+	l->next = NULL;
+	snprintf(l->to, sizeof(l->to), "<%s>", addr);
+	snprintf(l->relay, sizeof(l->relay), "%s", relay ? relay : "none");
+	delay_field(m, l->delay, sizeof(l->delay));
+	snprintf(l->dsn, sizeof(l->dsn), "%s", dsn);
+	snprintf(l->tls, sizeof(l->tls), "%s", tls);
+	snprintf(l->sts, sizeof(l->sts), "%s", sts);
+	snprintf(l->sts_result, sizeof(l->sts_result), "%s", sts_result ? sts_result : "");
+	snprintf(l->status, sizeof(l->status), "%s (%s)", status, text);
+	*m->logs_tail = l;
+	m->logs_tail = &l->next;
+}
+
+static void flush_logs(const struct smsg *m, struct rlog *l)
+{
+	for (; l != NULL; l = l->next)
+		log_event(LOG_LVL_INFO, m->env.id, "to", l->to, "relay", l->relay, "delay",
+			  l->delay, "dsn", l->dsn, "tls", l->tls, "sts", l->sts, "sts_result",
+			  l->sts_result[0] ? l->sts_result : NULL, "status", l->status, NULL);
 }
 
 /* The status code found in a saved last_error ("... 4.7.5 ..."): the first
@@ -223,6 +564,7 @@ static void set_last_error(struct queue_rcpt *q, const char *dsn, const char *te
 	else
 		snprintf(q->last_error, sizeof(q->last_error), "%s %s", dsn, text);
 }
+
 
 /* ---- after an attempt ---- */
 
@@ -295,15 +637,13 @@ static void fix_pointers(struct bounce_list *bl)
 	}
 }
 
+
 static void scheduler_add_loaded(struct scheduler *s, const char *id);
 
-/* Queues the DSN, saves the states, removes the message when all is final.
- * Returns true when m was freed. */
-static bool settle(struct scheduler *s, struct smsg *m, struct bounce_list *bl)
+/* Queues the DSN (durable before we go on), then the state save. May free m:
+ * the caller must not touch m afterwards. */
+static void settle(struct scheduler *s, struct smsg *m, struct bounce_list *bl)
 {
-	size_t i;
-	bool all_final = true;
-
 	if (bl->n > 0) {
 		char new_id[QUEUE_ID_LEN + 1];
 		int rc;
@@ -316,24 +656,7 @@ static bool settle(struct scheduler *s, struct smsg *m, struct bounce_list *bl)
 			log_msg(LOG_LVL_INFO, m->env.id, "no bounce for %s",
 				m->env.sender[0] ? "a message flagged no-bounce" : "a null sender");
 	}
-	for (i = 0; i < m->env.nrcpts; i++)
-		if (!is_final(m->env.rcpts[i].status))
-			all_final = false;
-	if (all_final && m->busy == 0) {
-		if (queue_remove(s->r->queue, m->env.id) != 0) {
-			log_msg(LOG_LVL_ERROR, m->env.id, "cannot remove the finished message");
-			queue_save_state(s->r->queue, &m->env);
-			return false;
-		}
-		log_msg(LOG_LVL_INFO, m->env.id, "removed");
-		msg_unlink(s, m);
-		msg_free(m);
-		return true;
-	}
-	if (queue_save_state(s->r->queue, &m->env) != 0)
-		log_msg(LOG_LVL_ERROR, m->env.id,
-			"cannot save recipient states (a restart repeats this attempt)");
-	return false;
+	persist(s, m);
 }
 
 /* The status a lifetime bounce reports: the MTA-STS reasons keep theirs
@@ -343,6 +666,117 @@ static const char *expiry_status(const char *last)
 	if (strcmp(last, "4.7.5") == 0 || strcmp(last, "4.4.8") == 0)
 		return last;
 	return "4.4.7";
+}
+
+
+/* ---- persistence (relay/statesave.h) ---- */
+
+static void maybe_free_deleted(struct scheduler *s, struct smsg *m)
+{
+	if (!m->deleted || m->busy > 0 || m->io_busy)
+		return;
+	flush_logs(m, m->logs);
+	msg_free(m);
+	maybe_finish_stop(s);
+}
+
+static void start_io(struct scheduler *s, struct smsg *m);
+
+static void on_io_done(void *arg, int status, int err_no)
+{
+	struct smsg *m = arg;
+	struct scheduler *s = m->s;
+	struct rlog *logs = m->io_logs;
+
+	m->io_busy = false;
+	m->io_logs = NULL;
+	if (m->remove_after_io) {
+		/* deleted by the administrator while a save ran: now the files go */
+		m->remove_after_io = false;
+		flush_logs(m, logs);
+		rlogs_free(logs);
+		m->io_removing = true;
+		m->io_busy = true;
+		if (statesave_remove(s->ss, m->env.id, on_io_done, m) != 0) {
+			m->io_busy = false;
+			if (queue_remove(s->r->queue, m->env.id) != 0)
+				log_msg(LOG_LVL_ERROR, m->env.id, "delete failed");
+		}
+		maybe_free_deleted(s, m);
+		return;
+	}
+	if (m->deleted) {
+		if (m->io_removing && status != 0 && err_no != ENOENT)
+			log_msg(LOG_LVL_ERROR, m->env.id, "delete failed: %s", strerror(err_no));
+		flush_logs(m, logs);
+		rlogs_free(logs);
+		maybe_free_deleted(s, m);
+		return;
+	}
+	if (m->io_removing) {
+		flush_logs(m, logs);
+		rlogs_free(logs);
+		if (status != 0) {
+			log_msg(LOG_LVL_ERROR, m->env.id, "cannot remove the finished message: %s",
+				strerror(err_no));
+			m->io_force_save = true;
+			start_io(s, m);
+			return;
+		}
+		log_msg(LOG_LVL_INFO, m->env.id, "removed");
+		msg_unlink(s, m);
+		msg_free(m);
+		maybe_finish_stop(s);
+		return;
+	}
+	if (status != 0)
+		log_msg(LOG_LVL_ERROR, m->env.id,
+			"cannot save recipient states (a restart repeats this attempt): %s",
+			strerror(err_no));
+	flush_logs(m, logs);
+	rlogs_free(logs);
+	if (m->io_dirty)
+		start_io(s, m);  /* may free m */
+	else
+		maybe_finish_stop(s);
+}
+
+/* Submits the save (or, all final and idle, the removal) of m's state. May
+ * free m (only when the thread pool is out of memory and the removal is
+ * done right here). */
+static void start_io(struct scheduler *s, struct smsg *m)
+{
+	int rc;
+
+	m->io_dirty = false;
+	m->io_logs = m->logs;
+	m->logs = NULL;
+	m->logs_tail = &m->logs;
+	m->io_busy = true;
+	m->io_removing = m->busy == 0 && all_final(m) && !m->io_force_save;
+	m->io_force_save = false;
+	if (m->io_removing)
+		rc = statesave_remove(s->ss, m->env.id, on_io_done, m);
+	else
+		rc = statesave_save(s->ss, &m->env, on_io_done, m);
+	if (rc == 0)
+		return;
+	/* Out of memory for the request: do it here, on the loop, as before. */
+	errno = 0;
+	if (m->io_removing)
+		rc = queue_remove(s->r->queue, m->env.id);
+	else
+		rc = queue_save_state(s->r->queue, &m->env);
+	on_io_done(m, rc, rc != 0 ? errno : 0);
+}
+
+static void persist(struct scheduler *s, struct smsg *m)
+{
+	if (m->io_busy) {
+		m->io_dirty = true;  /* the next save after this one covers it */
+		return;
+	}
+	start_io(s, m);
 }
 
 static void bounce_admin(struct smsg *m, struct bounce_list *bl)
@@ -433,6 +867,7 @@ static void apply_result(struct scheduler *s, struct smsg *m, const struct deliv
 	}
 }
 
+
 /* ---- running deliveries ---- */
 
 static void job_unlink(struct scheduler *s, struct job *j)
@@ -452,12 +887,12 @@ static void on_delivery_done(void *arg, const struct delivery_result *res)
 	struct job *j = arg;
 	struct scheduler *s = j->s;
 	struct smsg *m = j->m;
+	struct sdomain *dom = j->dom;
 	struct bounce_list bl = { 0 };
 	size_t i;
 
 	job_unlink(s, j);
 	s->running--;
-	dom_release(s, j->dom);
 	free(j);
 	m->busy--;
 	for (i = 0; i < res->nrcpts; i++)
@@ -465,21 +900,22 @@ static void on_delivery_done(void *arg, const struct delivery_result *res)
 			m->inflight[res->rcpts[i].index] = 0;
 
 	if (m->deleted) {
-		if (m->busy == 0)
-			msg_free(m);  /* already unlinked and removed from the spool */
+		maybe_free_deleted(s, m);  /* already unlinked and removed from the spool */
 	} else {
 		apply_result(s, m, res, &bl);
 		if (m->admin_bounce && m->busy == 0)
 			bounce_admin(m, &bl);
-		settle(s, m, &bl);
+		if (!s->stopping)
+			heap_set(s, m, msg_due(m));
+		settle(s, m, &bl);  /* may free m */
 	}
 	bl_free(&bl);
+	dom_release(s, dom);
 	if (s->stopping) {
-		if (s->running == 0)
-			finish_stop(s);
+		maybe_finish_stop(s);
 		return;
 	}
-	kick(s);
+	arm(s);
 }
 
 static int start_job(struct scheduler *s, struct smsg *m, struct sdomain *dom, const size_t *idx,
@@ -510,8 +946,7 @@ static int start_job(struct scheduler *s, struct smsg *m, struct sdomain *dom, c
 }
 
 /* A recipient we cannot route at all: bounce it without a delivery. */
-static void bounce_unroutable(struct scheduler *s, struct smsg *m, size_t i,
-			      struct bounce_list *bl)
+static void bounce_unroutable(struct smsg *m, size_t i, struct bounce_list *bl)
 {
 	struct queue_rcpt *q = &m->env.rcpts[i];
 	const char *text = "bad address syntax: no domain";
@@ -521,31 +956,32 @@ static void bounce_unroutable(struct scheduler *s, struct smsg *m, size_t i,
 	set_last_error(q, "5.1.3", text);
 	log_rcpt(m, q->address, NULL, "5.1.3", "none", "absent", NULL, "bounced", text);
 	add_bounce(bl, q, "5.1.3", text, NULL, NULL);
-	(void)s;
 }
 
-/* Starts what is due in m; returns the earliest future next_try (ms) or
- * INT64_MAX. Sets *freed when m was removed. */
-static int64_t run_message(struct scheduler *s, struct smsg *m, int64_t now_ms, bool *freed)
+/* Starts what is due in m; recipients whose domain is full make m wait in
+ * that domain's queue. Re-files m in the heap at its earliest future due
+ * time. May free m (through settle). */
+static void run_message(struct scheduler *s, struct smsg *m, int64_t now_ms)
 {
 	size_t *idx = NULL, n, i, k;
 	unsigned char *taken = NULL;
 	int64_t earliest = INT64_MAX;
-	unsigned maxc = s->r->cfg.max_connections_per_domain ? s->r->cfg.max_connections_per_domain : 1;
+	unsigned maxc = max_conn(s);
 	struct bounce_list bl = { 0 };
 	char dom[DNS_NAME_MAX + 1], dom2[DNS_NAME_MAX + 1];
 
-	*freed = false;
 	idx = malloc(m->env.nrcpts * sizeof(*idx));
 	taken = calloc(m->env.nrcpts, 1);
 	if (idx == NULL || taken == NULL) {
 		free(idx);
 		free(taken);
-		return now_ms + 1000;  /* try again in a second */
+		heap_set(s, m, now_ms + 1000);  /* try again in a second */
+		return;
 	}
 	for (i = 0; i < m->env.nrcpts; i++) {
 		struct queue_rcpt *q = &m->env.rcpts[i];
 		struct sdomain *sd;
+		struct swait *w;
 
 		if (taken[i] || is_final(q->status) || m->inflight[i])
 			continue;
@@ -555,7 +991,7 @@ static int64_t run_message(struct scheduler *s, struct smsg *m, int64_t now_ms, 
 			continue;
 		}
 		if (!domain_of(q->address, dom, sizeof(dom))) {
-			bounce_unroutable(s, m, i, &bl);
+			bounce_unroutable(m, i, &bl);
 			continue;
 		}
 		/* every due recipient of this domain goes into one transaction */
@@ -571,73 +1007,89 @@ static int64_t run_message(struct scheduler *s, struct smsg *m, int64_t now_ms, 
 			taken[k] = 1;
 			idx[n++] = k;
 		}
-		sd = dom_get(s, dom);
+		sd = dom_find(s, dom, true);
 		if (sd == NULL) {
 			earliest = now_ms + 1000 < earliest ? now_ms + 1000 : earliest;
 			continue;
 		}
-		if (sd->active >= maxc)
-			continue;  /* a finished delivery frees a slot and kicks */
+		if (sd->active >= maxc) {
+			/* a finished delivery of sd makes it ready: we are then run again */
+			if (wait_add(m, sd) != 0 && now_ms + 1000 < earliest)
+				earliest = now_ms + 1000;
+			continue;
+		}
+		w = wait_of(m, sd);
+		if (w != NULL)
+			wait_unlink(w);
 		if (start_job(s, m, sd, idx, n) != 0) {
 			log_msg(LOG_LVL_ERROR, m->env.id, "cannot start a delivery to %s; retrying", dom);
-			if (sd->active == 0) {
-				sd->active = 1;  /* dom_release drops the unused entry */
-				dom_release(s, sd);
-			}
+			dom_maybe_free(s, sd);
 			if (now_ms + 5000 < earliest)
 				earliest = now_ms + 5000;
 		}
 	}
 	free(idx);
 	free(taken);
+	heap_set(s, m, earliest);
 	if (bl.n > 0)
-		*freed = settle(s, m, &bl);
+		settle(s, m, &bl);  /* may free m */
 	bl_free(&bl);
-	return earliest;
 }
 
 static void on_timer(uv_timer_t *t)
 {
 	struct scheduler *s = t->data;
-	struct smsg *m, *next;
-	int64_t now_ms = clock_now_ms(), earliest = INT64_MAX;
+	int64_t now_ms = clock_now_ms();
+	unsigned budget = PASS_BUDGET;
+	struct sdomain *d;
 
 	if (s->stopping)
 		return;
 	s->in_pass = true;
-	s->kicked = false;
-	for (m = s->msgs; m != NULL; m = next) {
-		bool freed;
-		int64_t e;
+	/* Free slots first: their waiters have been due for a while. */
+	while (budget > 0 && (d = ready_pop(s)) != NULL) {
+		unsigned maxc = max_conn(s);
 
-		next = m->next;
-		if (m->deleted)
-			continue;
-		e = run_message(s, m, now_ms, &freed);
-		if (e < earliest)
-			earliest = e;
+		d->pinned = true;
+		while (budget > 0 && d->active < maxc && d->wq_head != NULL) {
+			struct smsg *m = d->wq_head->m;
+
+			wait_unlink(d->wq_head);
+			budget--;
+			run_message(s, m, now_ms);
+		}
+		d->pinned = false;
+		if (d->wq_head != NULL && d->active < maxc)
+			ready_push(s, d);  /* out of budget: next pass */
+		dom_maybe_free(s, d);
+	}
+	while (budget > 0 && s->heap_n > 0 && s->heap[0]->due_ms <= now_ms) {
+		budget--;
+		run_message(s, s->heap[0], now_ms);
 	}
 	s->in_pass = false;
-	if (s->kicked)
-		earliest = 0;
-	if (earliest != INT64_MAX) {
-		int64_t wait = earliest - clock_now_ms();
-
-		if (wait < 0)
-			wait = 0;
-		uv_timer_start(&s->timer, on_timer, (uint64_t)wait, 0);
-	}
+	arm(s);
 }
 
-/* A pass on the next loop turn (never recursively from a callback). */
-static void kick(struct scheduler *s)
+/* (Re)arms the timer for the next pass: at once when a domain has a free
+ * slot for a waiter, else at the earliest due time. */
+static void arm(struct scheduler *s)
 {
-	if (s->stopping)
+	int64_t wait;
+
+	if (s->stopping || s->in_pass)
 		return;
-	if (s->in_pass)
-		s->kicked = true;
-	else
-		uv_timer_start(&s->timer, on_timer, 0, 0);
+	if (s->ready_head != NULL) {
+		wait = 0;
+	} else if (s->heap_n > 0) {
+		wait = s->heap[0]->due_ms - clock_now_ms();
+		if (wait < 0)
+			wait = 0;
+	} else {
+		uv_timer_stop(&s->timer);
+		return;
+	}
+	uv_timer_start(&s->timer, on_timer, (uint64_t)wait, 0);
 }
 
 /* ---- public ---- */
@@ -646,9 +1098,13 @@ static int load_message(struct scheduler *s, const char *id)
 {
 	struct smsg *m = calloc(1, sizeof(*m));
 	char err[256];
+	size_t b;
 
 	if (m == NULL)
 		return -1;
+	m->s = s;
+	m->heap_i = NO_HEAP;
+	m->logs_tail = &m->logs;
 	if (queue_load(s->r->queue, id, &m->env, err, sizeof(err)) != 0) {
 		/* unreadable: leave it on disk for the operator, do not touch */
 		log_msg(LOG_LVL_ERROR, id, "cannot load queued message: %s", err);
@@ -664,7 +1120,15 @@ static int load_message(struct scheduler *s, const char *id)
 	if (s->msgs)
 		s->msgs->prev = m;
 	s->msgs = m;
+	b = hash_str(m->env.id, MSG_BUCKETS);
+	m->hnext = s->by_id[b];
+	s->by_id[b] = m;
 	s->nmsgs++;
+	heap_set(s, m, msg_due(m));
+	/* Every recipient final but still queued (a crash between the last
+	 * save and the removal): finish the removal. */
+	if (m->env.nrcpts > 0 && all_final(m))
+		persist(s, m);
 	return 0;
 }
 
@@ -674,7 +1138,7 @@ static void scheduler_add_loaded(struct scheduler *s, const char *id)
 		return;
 	if (load_message(s, id) != 0)
 		log_msg(LOG_LVL_ERROR, id, "scheduler: out of memory (message stays queued)");
-	kick(s);
+	arm(s);
 }
 
 int scheduler_new(struct relay *r, struct scheduler **out)
@@ -687,8 +1151,18 @@ int scheduler_new(struct relay *r, struct scheduler **out)
 	if (s == NULL)
 		return -1;
 	s->r = r;
-	if (delivery_ctx_new(r, &s->dc, err, sizeof(err)) != 0) {
-		log_error("scheduler: %s", err);
+	s->by_id = calloc(MSG_BUCKETS, sizeof(*s->by_id));
+	s->doms = calloc(DOM_BUCKETS, sizeof(*s->doms));
+	if (s->by_id == NULL || s->doms == NULL) {
+		free(s->by_id);
+		free(s->doms);
+		free(s);
+		return -1;
+	}
+	if (statesave_new(r->loop, r->queue, &s->ss) != 0) {
+		log_error("scheduler: cannot set up state saving");
+		free(s->by_id);
+		free(s->doms);
 		free(s);
 		return -1;
 	}
@@ -696,6 +1170,10 @@ int scheduler_new(struct relay *r, struct scheduler **out)
 	s->timer.data = s;
 	uv_timer_init(r->loop, &s->stop_timer);
 	s->stop_timer.data = s;
+	if (delivery_ctx_new(r, &s->dc, err, sizeof(err)) != 0) {
+		log_error("scheduler: %s", err);
+		goto fail;
+	}
 	if (queue_scan(r->queue, &ids, &n) != 0) {
 		log_error("scheduler: cannot scan the queue");
 		goto fail;
@@ -708,17 +1186,20 @@ int scheduler_new(struct relay *r, struct scheduler **out)
 	}
 	free(ids);
 	log_info("scheduler: %zu message(s) in queue", s->nmsgs);
-	kick(s);
+	arm(s);
 	*out = s;
 	return 0;
 fail:
 	free(ids);
-	/* Nothing runs yet: close what we opened; the caller runs the loop. */
+	/* Nothing runs yet (queued removals are dropped with the handle);
+	 * close what we opened, the caller runs the loop. */
 	s->stopping = true;
 	uv_close((uv_handle_t *)&s->timer, NULL);
 	uv_close((uv_handle_t *)&s->stop_timer, NULL);
 	delivery_ctx_free(s->dc);
 	s->dc = NULL;
+	statesave_close(s->ss);
+	s->ss = NULL;
 	/* the timers live in s: freed after the loop has closed them */
 	*out = s;
 	return -1;
@@ -731,22 +1212,31 @@ void scheduler_add(struct scheduler *s, const char *id)
 	scheduler_add_loaded(s, id);
 }
 
+static void flush_one(struct scheduler *s, struct smsg *m)
+{
+	size_t i;
+
+	for (i = 0; i < m->env.nrcpts; i++)
+		if (!is_final(m->env.rcpts[i].status))
+			m->env.rcpts[i].next_try = 0;
+	heap_set(s, m, msg_due(m));
+}
+
 int scheduler_flush(struct scheduler *s, const char *id)
 {
 	struct smsg *m;
-	size_t i;
 
-	if (id != NULL && find(s, id) == NULL)
-		return -1;
-	for (m = s->msgs; m != NULL; m = m->next) {
-		if (m->deleted || (id != NULL && strcmp(m->env.id, id) != 0))
-			continue;
-		for (i = 0; i < m->env.nrcpts; i++)
-			if (!is_final(m->env.rcpts[i].status))
-				m->env.rcpts[i].next_try = 0;
+	if (id != NULL) {
+		m = find(s, id);
+		if (m == NULL)
+			return -1;
+		flush_one(s, m);
+	} else {
+		for (m = s->msgs; m != NULL; m = m->next)
+			flush_one(s, m);
 	}
 	log_msg(LOG_LVL_INFO, id, "flush requested");
-	kick(s);
+	arm(s);
 	return 0;
 }
 
@@ -765,21 +1255,24 @@ int scheduler_delete(struct scheduler *s, const char *id)
 
 	if (m == NULL)
 		return -1;
-	if (queue_remove(s->r->queue, id) != 0) {
+	if (m->io_busy) {
+		/* A save of this id is running: the removal follows it (the two
+		 * must not race, see statesave.h). */
+		m->remove_after_io = true;
+	} else if (queue_remove(s->r->queue, id) != 0) {
 		log_msg(LOG_LVL_ERROR, id, "delete failed");
 		return -1;
 	}
 	log_msg(LOG_LVL_INFO, id, "removed (deleted by the administrator)");
 	msg_unlink(s, m);
-	if (m->busy == 0) {
-		msg_free(m);
+	m->deleted = true;
+	if (m->busy > 0) {
+		/* An in-flight delivery still points at m: it is freed when the
+		 * last one reports back (the open file keeps its data readable). */
+		abort_jobs_of(s, m);
 		return 0;
 	}
-	/* An in-flight delivery still points at m: it is freed when the last
-	 * one reports back (the open file keeps its data readable meanwhile). */
-	m->deleted = true;
-	m->prev = m->next = NULL;
-	abort_jobs_of(s, m);
+	maybe_free_deleted(s, m);
 	return 0;
 }
 
@@ -796,8 +1289,10 @@ int scheduler_bounce(struct scheduler *s, const char *id)
 		return 0;
 	}
 	bounce_admin(m, &bl);
-	settle(s, m, &bl);
+	heap_set(s, m, msg_due(m));
+	settle(s, m, &bl);  /* may free m */
 	bl_free(&bl);
+	arm(s);
 	return 0;
 }
 
@@ -808,6 +1303,13 @@ static void on_stop_timer(uv_timer_t *t)
 	log_info("scheduler: %u deliveries still running after %d s: aborting them", s->running,
 		 STOP_GRACE_MS / 1000);
 	abort_jobs_of(s, NULL);
+}
+
+/* Stopping ends once no delivery runs and every state save has returned. */
+static void maybe_finish_stop(struct scheduler *s)
+{
+	if (s->stopping && s->running == 0 && s->ss != NULL && statesave_busy(s->ss) == 0)
+		finish_stop(s);
 }
 
 static void finish_stop(struct scheduler *s)
@@ -822,6 +1324,8 @@ static void finish_stop(struct scheduler *s)
 		uv_close((uv_handle_t *)&s->stop_timer, NULL);
 	delivery_ctx_free(s->dc);
 	s->dc = NULL;
+	statesave_close(s->ss);
+	s->ss = NULL;
 	if (s->stop_done)
 		s->stop_done(s->stop_arg);
 }
@@ -834,19 +1338,19 @@ void scheduler_stop(struct scheduler *s, void (*done)(void *arg), void *arg)
 		return;
 	s->stopping = true;
 	uv_timer_stop(&s->timer);
-	if (s->running == 0) {
+	if (s->running == 0 && statesave_busy(s->ss) == 0) {
 		finish_stop(s);
 		return;
 	}
-	log_info("scheduler: waiting for %u deliveries (at most %d s)", s->running,
-		 STOP_GRACE_MS / 1000);
+	log_info("scheduler: waiting for %u deliveries and %zu state saves (at most %d s)",
+		 s->running, statesave_busy(s->ss), STOP_GRACE_MS / 1000);
 	uv_timer_start(&s->stop_timer, on_stop_timer, STOP_GRACE_MS, 0);
 }
 
 void scheduler_free(struct scheduler *s)
 {
 	struct smsg *m, *next;
-	struct sdomain *d, *dn;
+	size_t b;
 
 	if (s == NULL)
 		return;
@@ -854,9 +1358,16 @@ void scheduler_free(struct scheduler *s)
 		next = m->next;
 		msg_free(m);
 	}
-	for (d = s->doms; d != NULL; d = dn) {
-		dn = d->next;
-		free(d);
+	for (b = 0; s->doms != NULL && b < DOM_BUCKETS; b++) {
+		struct sdomain *d, *dn;
+
+		for (d = s->doms[b]; d != NULL; d = dn) {
+			dn = d->hnext;
+			free(d);
+		}
 	}
+	free(s->doms);
+	free(s->by_id);
+	free(s->heap);
 	free(s);
 }
