@@ -1,5 +1,5 @@
 /* One outbound delivery attempt on the libuv loop: MTA-STS verdict, MX
- * resolution, then the sans-I/O SMTP client and STARTTLS driven over uv_tcp. */
+ * resolution, then the sans-I/O SMTP client driven over relay/smtp_conn (TCP + STARTTLS). */
 #include "relay/delivery.h"
 
 #include <errno.h>
@@ -11,6 +11,7 @@
 
 #include "relay/clock.h"
 #include "relay/log.h"
+#include "relay/smtp_conn.h"
 #include "relay/sts_dns.h"
 #include "smtp/client.h"
 #include "smtp/tls.h"
@@ -19,8 +20,6 @@
 #include "sts/tlsrpt.h"
 
 #define DEFAULT_CONNECT_TIMEOUT_MS 30000   /* Postfix smtp_connect_timeout */
-#define READ_BUF 65536
-#define TLS_READ_ROUNDS 64                 /* bounded work per read callback */
 
 struct delivery_ctx {
 	struct relay *r;
@@ -90,56 +89,15 @@ struct delivery {
 
 struct conn {
 	struct delivery *d;
-	uv_tcp_t tcp;
-	uv_timer_t timer;
-	uv_connect_t creq;
-	uv_write_t wreq;
-	int open_handles;
-	bool connected, connect_failed, writing, closing;
-	char connect_err[256];
-
+	struct smtp_conn *sc;               /* the transport: TCP + STARTTLS */
+	const struct smtp_conn_info *in;    /* smtp_conn_info(sc) */
+	bool closing;
 	struct smtp_client *client;
-	struct smtp_tls *tls;
-	bool tls_up, tls_failed;
-	char tls_version[16];
-	bool tls_verified;
-	const char *tls_result;             /* static RFC 8460 name, or NULL */
-	char tls_reason[256];
-
-	char host[DNS_NAME_MAX + 1];
-	char ip[64];
-	char peer[DNS_NAME_MAX + 70];       /* "host[ip]" */
-	char relay[DELIVERY_RELAY_MAX];     /* "host[ip]:port" */
-	char local_ip[64];
-
 	uint64_t remaining;                 /* message bytes still to read */
-	char *wbuf;
-	size_t wcap;
-	char rbuf[READ_BUF];
 };
 
 static void next_candidate(struct delivery *d);
 static void finish(struct delivery *d);
-
-/* ---- static names: smtp_tls strings live only as long as the smtp_tls ---- */
-
-static const char *const result_types[] = {
-	"starttls-not-supported", "certificate-host-mismatch", "certificate-expired",
-	"certificate-not-trusted", "validation-failure", "sts-policy-fetch-error",
-	"sts-policy-invalid", "sts-webpki-invalid",
-};
-
-static const char *static_result(const char *s)
-{
-	size_t i;
-
-	if (s == NULL)
-		return NULL;
-	for (i = 0; i < sizeof(result_types) / sizeof(result_types[0]); i++)
-		if (strcmp(s, result_types[i]) == 0)
-			return result_types[i];
-	return "validation-failure";
-}
 
 static enum tlsrpt_result tlsrpt_code(const char *rt)
 {
@@ -153,21 +111,6 @@ static enum tlsrpt_result tlsrpt_code(const char *rt)
 }
 
 /* ---- context ---- */
-
-static uint32_t env_timeout_ms(const char *name, uint32_t dflt)
-{
-	const char *v = getenv(name);
-	char *end;
-	double s;
-
-	if (v == NULL || *v == '\0')
-		return dflt;
-	errno = 0;
-	s = strtod(v, &end);
-	if (errno != 0 || *end != '\0' || !(s > 0) || s > 86400)
-		return dflt;
-	return (uint32_t)(s * 1000);
-}
 
 int delivery_ctx_new(struct relay *r, struct delivery_ctx **out, char *err, size_t errlen)
 {
@@ -193,13 +136,13 @@ int delivery_ctx_new(struct relay *r, struct delivery_ctx **out, char *err, size
 
 	/* Tests shrink every SMTP stage (RFC 5321 §4.5.3.2 minutes) to seconds. */
 	dc->timeouts = smtp_client_default_timeouts;
-	t = env_timeout_ms("STSRELAY_SMTP_TIMEOUT", 0);
+	t = smtp_conn_env_timeout_ms("STSRELAY_SMTP_TIMEOUT", 0);
 	if (t > 0) {
 		dc->timeouts.banner = dc->timeouts.helo = dc->timeouts.mail = t;
 		dc->timeouts.rcpt = dc->timeouts.data_init = dc->timeouts.data_block = t;
 		dc->timeouts.eod = dc->timeouts.quit = t;
 	}
-	dc->connect_timeout_ms = env_timeout_ms("STSRELAY_CONNECT_TIMEOUT",
+	dc->connect_timeout_ms = smtp_conn_env_timeout_ms("STSRELAY_CONNECT_TIMEOUT",
 						t > 0 ? t : DEFAULT_CONNECT_TIMEOUT_MS);
 
 	sts_dns_resolver(dc->dns, &dc->resolver);
@@ -353,8 +296,14 @@ static void record_session(struct delivery *d, const char *result_type, const ch
 
 /* ---- the connection ---- */
 
-static void conn_close(struct conn *c);
 static void conn_pump(struct conn *c);
+static void conn_end(struct conn *c);
+
+static void conn_close(struct conn *c)
+{
+	c->closing = true;
+	smtp_conn_close(c->sc);
+}
 
 static ssize_t read_message(void *arg, char *buf, size_t cap)
 {
@@ -376,153 +325,45 @@ static ssize_t read_message(void *arg, char *buf, size_t cap)
 	return n;
 }
 
-static void arm_timer(struct conn *c, uint32_t ms);
-
-static void on_timer(uv_timer_t *t)
-{
-	struct conn *c = t->data;
-
-	if (c->closing)
-		return;
-	if (!c->connected) {
-		c->connect_failed = true;
-		snprintf(c->connect_err, sizeof(c->connect_err),
-			 "connect to %s: Connection timed out", c->relay);
-		conn_close(c);
-		return;
-	}
-	if (smtp_client_state(c->client) == SMTP_CLIENT_DONE) {
-		conn_close(c);  /* the last write (QUIT, a TLS alert) never completed */
-		return;
-	}
-	smtp_client_timeout(c->client);
-	conn_pump(c);
-}
-
-static void arm_timer(struct conn *c, uint32_t ms)
-{
-	if (ms == 0)
-		ms = 1;
-	uv_timer_start(&c->timer, on_timer, ms, 0);
-}
-
-static int wbuf_reserve(struct conn *c, size_t n)
-{
-	char *p;
-
-	if (n <= c->wcap)
-		return 0;
-	p = realloc(c->wbuf, n);
-	if (p == NULL)
-		return -1;
-	c->wbuf = p;
-	c->wcap = n;
-	return 0;
-}
-
-static void on_write(uv_write_t *req, int status)
-{
-	struct conn *c = req->data;
-
-	c->writing = false;
-	if (c->closing)
-		return;
-	if (status < 0)
-		smtp_client_eof(c->client);  /* the peer is gone */
-	conn_pump(c);
-}
-
-/* Moves pending client output (through TLS once it is up) and pending TLS
- * records to the socket; one write in flight at a time is the back-pressure. */
+/* Moves pending client output to the connection (through TLS once it is
+ * up); one write in flight at a time is the back-pressure. */
 static void flush_out(struct conn *c)
 {
 	const char *p;
-	size_t n, len = 0;
-	uv_buf_t b;
-	int rc;
+	size_t n;
 
-	if (c->writing || c->closing)
+	if (c->closing || smtp_conn_writing(c->sc))
 		return;
 	smtp_client_output(c->client, &p, &n);
-	if (c->tls == NULL) {
-		if (n == 0)
-			return;
-		if (wbuf_reserve(c, n) != 0)
-			goto nomem;
-		memcpy(c->wbuf, p, n);
-		smtp_client_consume(c->client, n);
-		len = n;
-	} else {
-		size_t pend;
-
-		if (c->tls_up && n > 0) {
-			if (smtp_tls_write(c->tls, p, n) < 0)
-				goto nomem;
-			smtp_client_consume(c->client, n);
-		}
-		pend = smtp_tls_pending(c->tls);
-		if (pend == 0)
-			return;
-		if (wbuf_reserve(c, pend) != 0)
-			goto nomem;
-		len = smtp_tls_take(c->tls, c->wbuf, pend);
-		if (len == 0)
-			return;
-	}
-	b = uv_buf_init(c->wbuf, (unsigned)len);
-	c->wreq.data = c;
-	rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
-	if (rc < 0) {
+	if (n == 0)
+		return;
+	if (smtp_conn_write(c->sc, p, n) != 0) {
 		smtp_client_eof(c->client);
 		return;
 	}
-	c->writing = true;
-	return;
-nomem:
-	smtp_client_eof(c->client);
+	smtp_client_consume(c->client, n);
 }
 
-/* One TLS handshake step; the result goes to the client state machine. */
-static void tls_step(struct conn *c)
+/* The handshake's outcome goes to the client state machine. */
+static void tls_to_client(struct conn *c, bool ok)
 {
-	int rc = smtp_tls_handshake(c->tls);
 	char reason[512];
 
-	if (rc == SMTP_TLS_AGAIN)
-		return;
-	if (rc == SMTP_TLS_DONE) {
-		const char *v = smtp_tls_version(c->tls);
-
-		c->tls_up = true;
-		snprintf(c->tls_version, sizeof(c->tls_version), "%s", v ? v : "TLS");
-		c->tls_verified = smtp_tls_verified(c->tls);
-		c->tls_result = c->tls_verified ? NULL : static_result(smtp_tls_result_type(c->tls));
-		snprintf(c->tls_reason, sizeof(c->tls_reason), "%s", smtp_tls_reason(c->tls));
+	if (ok) {
 		smtp_client_tls_done(c->client, true, NULL);
 		return;
 	}
-	c->tls_failed = true;
-	c->tls_result = static_result(smtp_tls_result_type(c->tls));
-	if (c->tls_result == NULL)
-		c->tls_result = "validation-failure";
-	snprintf(c->tls_reason, sizeof(c->tls_reason), "%s", smtp_tls_reason(c->tls));
-	snprintf(reason, sizeof(reason), "%s: %s", c->tls_result, c->tls_reason);
+	if (c->in->tls_handshake_error)
+		snprintf(reason, sizeof(reason), "%s: %s", c->in->tls_result, c->in->tls_reason);
+	else
+		snprintf(reason, sizeof(reason), "%s", c->in->tls_reason);
 	smtp_client_tls_done(c->client, false, reason);
 }
 
 static void start_tls(struct conn *c)
 {
-	char err[256];
-
-	c->tls = smtp_tls_new(c->d->dc->tls, c->host, c->d->tls_verify, err, sizeof(err));
-	if (c->tls == NULL) {
-		c->tls_failed = true;
-		c->tls_result = "validation-failure";
-		snprintf(c->tls_reason, sizeof(c->tls_reason), "%s", err);
-		smtp_client_tls_done(c->client, false, err);
-		return;
-	}
-	tls_step(c);
+	if (smtp_conn_start_tls(c->sc, c->d->dc->tls, c->d->tls_verify) != 0)
+		tls_to_client(c, false);
 }
 
 /* Runs the client until it waits for the network; the single driver. */
@@ -533,154 +374,104 @@ static void conn_pump(struct conn *c)
 	for (rounds = 0; rounds < 8 && !c->closing; rounds++) {
 		enum smtp_client_event ev = smtp_client_event(c->client);
 
-		if (ev == SMTP_CLIENT_EV_NEED_TLS && c->tls == NULL) {
+		if (ev == SMTP_CLIENT_EV_NEED_TLS && smtp_conn_tls(c->sc) == NULL) {
 			start_tls(c);
 			continue;  /* the client may now be DONE, or wants EHLO sent */
 		}
 		flush_out(c);
 		if (ev == SMTP_CLIENT_EV_DONE) {
 			/* QUIT (or a TLS alert) still on its way: close after it. */
-			if (!c->writing)
+			if (!smtp_conn_writing(c->sc))
 				conn_close(c);
 			return;
 		}
-		arm_timer(c, smtp_client_timeout_ms(c->client));
+		smtp_conn_timer(c->sc, smtp_client_timeout_ms(c->client));
 		return;
 	}
 }
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+static void on_sc_connected(struct smtp_conn *sc, void *arg)
 {
-	struct conn *c = h->data;
-
-	(void)suggested;
-	*buf = uv_buf_init(c->rbuf, sizeof(c->rbuf));
+	(void)sc;
+	conn_pump(arg);
 }
 
-static void feed_tls(struct conn *c, const char *buf, size_t n)
+static void on_sc_data(struct smtp_conn *sc, void *arg, const char *buf, size_t len)
 {
-	char plain[16384];
-	int round;
+	struct conn *c = arg;
 
-	if (smtp_tls_feed(c->tls, buf, n) != 0) {
-		smtp_client_eof(c->client);
-		return;
-	}
-	if (!c->tls_up) {
-		tls_step(c);
-		if (!c->tls_up)
-			return;
-		/* Application data may have come with the last handshake flight. */
-	}
-	for (round = 0; round < TLS_READ_ROUNDS; round++) {
-		ssize_t r = smtp_tls_read(c->tls, plain, sizeof(plain));
-
-		if (r > 0) {
-			if (smtp_client_feed(c->client, plain, (size_t)r) < 0)
-				return;
-			continue;
-		}
-		if (r == 0)
-			return;
-		smtp_client_eof(c->client);  /* close_notify or a TLS error */
-		return;
-	}
-}
-
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
-{
-	struct conn *c = s->data;
-
-	if (c->closing)
-		return;
-	if (nread < 0) {
-		if (c->tls != NULL && !c->tls_up && !c->tls_failed &&
-		    smtp_client_state(c->client) == SMTP_CLIENT_TLS_HANDSHAKE) {
-			c->tls_failed = true;
-			c->tls_result = "validation-failure";
-			snprintf(c->tls_reason, sizeof(c->tls_reason),
-				 "connection closed during the TLS handshake");
-			smtp_client_tls_done(c->client, false, c->tls_reason);
-		} else {
-			smtp_client_eof(c->client);
-		}
-		uv_read_stop(s);
-	} else if (nread > 0) {
-		if (c->tls == NULL)
-			smtp_client_feed(c->client, buf->base, (size_t)nread);
-		else
-			feed_tls(c, buf->base, (size_t)nread);
-	}
+	(void)sc;
+	smtp_client_feed(c->client, buf, len);
 	conn_pump(c);
 }
 
-static void on_connect(uv_connect_t *req, int status)
+static void on_sc_eof(struct smtp_conn *sc, void *arg)
 {
-	struct conn *c = req->data;
-	struct sockaddr_storage ss;
-	int len = sizeof(ss);
+	struct conn *c = arg;
 
-	if (c->closing)
-		return;  /* aborted: the close is already under way */
-	if (status < 0) {
-		c->connect_failed = true;
-		snprintf(c->connect_err, sizeof(c->connect_err), "connect to %s: %s", c->relay,
-			 uv_strerror(status));
-		conn_close(c);
-		return;
-	}
-	c->connected = true;
-	if (uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
-		if (ss.ss_family == AF_INET6)
-			uv_ip6_name((struct sockaddr_in6 *)&ss, c->local_ip, sizeof(c->local_ip));
-		else
-			uv_ip4_name((struct sockaddr_in *)&ss, c->local_ip, sizeof(c->local_ip));
-	}
-	uv_tcp_nodelay(&c->tcp, 1);
-	if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
-		smtp_client_eof(c->client);
-		conn_close(c);
-		return;
-	}
+	(void)sc;
+	smtp_client_eof(c->client);
 	conn_pump(c);
 }
 
-static void conn_end(struct conn *c);
-
-static void on_conn_handle_closed(uv_handle_t *h)
+static void on_sc_timeout(struct smtp_conn *sc, void *arg)
 {
-	struct conn *c = h->data;
+	struct conn *c = arg;
 
-	if (--c->open_handles == 0)
-		conn_end(c);
-}
-
-static void conn_close(struct conn *c)
-{
-	if (c->closing)
+	(void)sc;
+	if (smtp_client_state(c->client) == SMTP_CLIENT_DONE) {
+		conn_close(c);  /* the last write (QUIT, a TLS alert) never completed */
 		return;
-	c->closing = true;
-	uv_timer_stop(&c->timer);
-	uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
-	uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
+	}
+	smtp_client_timeout(c->client);
+	conn_pump(c);
 }
+
+static void on_sc_tls_done(struct smtp_conn *sc, void *arg, bool ok)
+{
+	struct conn *c = arg;
+
+	(void)sc;
+	tls_to_client(c, ok);
+	conn_pump(c);
+}
+
+static void on_sc_drained(struct smtp_conn *sc, void *arg)
+{
+	(void)sc;
+	conn_pump(arg);
+}
+
+static void on_sc_closed(struct smtp_conn *sc, void *arg)
+{
+	(void)sc;
+	conn_end(arg);
+}
+
+static const struct smtp_conn_ops conn_ops = {
+	.connected = on_sc_connected,
+	.data = on_sc_data,
+	.eof = on_sc_eof,
+	.timeout = on_sc_timeout,
+	.tls_done = on_sc_tls_done,
+	.drained = on_sc_drained,
+	.closed = on_sc_closed,
+};
 
 static void conn_free(struct conn *c)
 {
 	if (c->client != NULL)
 		smtp_client_free(c->client);
-	if (c->tls != NULL)
-		smtp_tls_free(c->tls);
-	free(c->wbuf);
+	smtp_conn_free(c->sc);
 	free(c);
 }
 
 /* "TLSv1.3 verified" / "TLSv1.2 unverified" / "none". */
 static void tls_field(const struct conn *c, char *buf, size_t len)
 {
-	if (c->tls_up)
-		snprintf(buf, len, "%s %s", c->tls_version,
-			 c->tls_verified ? "verified" : "unverified");
+	if (c->in->tls_up)
+		snprintf(buf, len, "%s %s", c->in->tls_version,
+			 c->in->tls_verified ? "verified" : "unverified");
 	else
 		snprintf(buf, len, "none");
 }
@@ -690,25 +481,23 @@ static void conn_start(struct delivery *d, const struct dns_mx_host *h,
 {
 	struct delivery_ctx *dc = d->dc;
 	struct smtp_client_config cc;
-	struct sockaddr_storage sa = *addr;
 	struct conn *c = calloc(1, sizeof(*c));
 	const char *cerr = NULL;
 	uint16_t port = dc->r->cfg.smtp_port;
-	int rc;
+	char ip[SMTP_CONN_IP_MAX] = "", peer[DNS_NAME_MAX + SMTP_CONN_IP_MAX + 4];
 
 	if (c == NULL)
 		goto local_fail;
 	c->d = d;
-	snprintf(c->host, sizeof(c->host), "%s", h->name);
-	if (sa.ss_family == AF_INET6) {
-		((struct sockaddr_in6 *)&sa)->sin6_port = htons(port);
-		uv_ip6_name((struct sockaddr_in6 *)&sa, c->ip, sizeof(c->ip));
-	} else {
-		((struct sockaddr_in *)&sa)->sin_port = htons(port);
-		uv_ip4_name((struct sockaddr_in *)&sa, c->ip, sizeof(c->ip));
-	}
-	snprintf(c->peer, sizeof(c->peer), "%s[%s]", c->host, c->ip);
-	snprintf(c->relay, sizeof(c->relay), "%s:%u", c->peer, (unsigned)port);
+	c->sc = smtp_conn_new(dc->r->loop, &conn_ops, c);
+	if (c->sc == NULL)
+		goto local_fail_free;
+	c->in = smtp_conn_info(c->sc);
+	if (addr->ss_family == AF_INET6)
+		uv_ip6_name((const struct sockaddr_in6 *)addr, ip, sizeof(ip));
+	else
+		uv_ip4_name((const struct sockaddr_in *)addr, ip, sizeof(ip));
+	snprintf(peer, sizeof(peer), "%s[%s]", h->name, ip);
 
 	if (lseek(d->fd, (off_t)d->data_offset, SEEK_SET) < 0)
 		goto local_fail_free;
@@ -716,7 +505,7 @@ static void conn_start(struct delivery *d, const struct dns_mx_host *h,
 
 	memset(&cc, 0, sizeof(cc));
 	cc.helo_name = dc->r->cfg.hostname;
-	cc.peer = c->peer;
+	cc.peer = peer;
 	cc.queue_id = d->qid;
 	cc.sender = d->sender;
 	cc.rcpts = d->addr_ptrs;
@@ -732,27 +521,12 @@ static void conn_start(struct delivery *d, const struct dns_mx_host *h,
 			cerr ? cerr : "out of memory");
 		goto local_fail_free;
 	}
-
-	rc = uv_tcp_init(dc->r->loop, &c->tcp);
-	if (rc != 0)
+	if (smtp_conn_connect(c->sc, h->name, addr, port, dc->connect_timeout_ms) != 0)
 		goto local_fail_free;
-	c->tcp.data = c;
-	c->open_handles++;
-	uv_timer_init(dc->r->loop, &c->timer);
-	c->timer.data = c;
-	c->open_handles++;
+	/* From here on conn_end runs once the connection is closed, also
+	 * after a refused or timed-out connect. */
 	d->conn = c;
 	d->stage = D_CONNECT;
-	c->creq.data = c;
-	rc = uv_tcp_connect(&c->creq, &c->tcp, (const struct sockaddr *)&sa, on_connect);
-	if (rc != 0) {
-		c->connect_failed = true;
-		snprintf(c->connect_err, sizeof(c->connect_err), "connect to %s: %s", c->relay,
-			 uv_strerror(rc));
-		conn_close(c);
-		return;
-	}
-	arm_timer(c, dc->connect_timeout_ms);
 	return;
 
 local_fail_free:
@@ -774,12 +548,12 @@ static void conn_end(struct conn *c)
 	size_t i;
 
 	d->conn = NULL;
-	if (c->connect_failed || !c->connected) {
+	if (c->in->connect_failed || !c->in->connected) {
 		if (!d->aborted) {
-			const char *text = c->connect_err[0] ? c->connect_err : "connection aborted";
+			const char *text = c->in->connect_err[0] ? c->in->connect_err : "connection aborted";
 
 			log_msg(LOG_LVL_INFO, d->qid, "%s", text);
-			note_failure(d, "4.4.1", text, c->relay, NULL, NULL, NULL);
+			note_failure(d, "4.4.1", text, c->in->relay, NULL, NULL, NULL);
 		}
 		conn_free(c);
 		if (d->aborted)
@@ -795,27 +569,27 @@ static void conn_end(struct conn *c)
 	/* The RFC 8460 verdict of this session. A session that never got as
 	 * far as EHLO says nothing about TLS and is not recorded. */
 	if (res->tls_result != NULL)
-		sts_result = static_result(res->tls_result);       /* REQUIRE failed closed */
-	else if (c->tls_failed || (c->tls_up && !c->tls_verified))
-		sts_result = c->tls_result ? c->tls_result : "validation-failure";
-	else if (!c->tls_up && res->esmtp && !res->caps.starttls && d->tls_level != SMTP_TLS_NONE)
+		sts_result = smtp_conn_static_result(res->tls_result);       /* REQUIRE failed closed */
+	else if (c->in->tls_failed || (c->in->tls_up && !c->in->tls_verified))
+		sts_result = c->in->tls_result ? c->in->tls_result : "validation-failure";
+	else if (!c->in->tls_up && res->esmtp && !res->caps.starttls && d->tls_level != SMTP_TLS_NONE)
 		sts_result = "starttls-not-supported";              /* MAY went plaintext */
-	if (c->tls != NULL || res->tls_result != NULL || res->esmtp) {
+	if (smtp_conn_tls(c->sc) != NULL || res->tls_result != NULL || res->esmtp) {
 		const char *rt = sts_result;
 		char reason[300];
 
 		if (rt != NULL && res->tls_result != NULL)
 			snprintf(reason, sizeof(reason), "%s", res->diag);
 		else
-			snprintf(reason, sizeof(reason), "%s", c->tls_reason);
-		record_session(d, rt, c->host, c->ip, c->local_ip, rt ? reason : NULL);
+			snprintf(reason, sizeof(reason), "%s", c->in->tls_reason);
+		record_session(d, rt, c->in->host, c->in->ip, c->in->local_ip, rt ? reason : NULL);
 	}
 	if (sts_result != NULL && d->decision == STS_DECISION_TESTING)
 		log_msg(LOG_LVL_INFO, d->qid,
 			"%s: TLS check failed with %s (testing: delivery goes on), sts=%s, "
 			"sts_result=%s%s%s",
-			d->domain, c->relay, d->result.sts, sts_result, c->tls_reason[0] ? ": " : "",
-			c->tls_reason);
+			d->domain, c->in->relay, d->result.sts, sts_result, c->in->tls_reason[0] ? ": " : "",
+			c->in->tls_reason);
 	if (!d->check_tls)
 		sts_result = NULL;  /* opportunistic: nothing was demanded, nothing failed */
 
@@ -827,7 +601,7 @@ static void conn_end(struct conn *c)
 			snprintf(d->rcpts[i].dsn, sizeof(d->rcpts[i].dsn), "%s", res->rcpts[i].esc);
 			snprintf(d->rcpts[i].text, sizeof(d->rcpts[i].text), "%s",
 				 res->rcpts[i].diag);
-			snprintf(d->rcpts[i].relay, sizeof(d->rcpts[i].relay), "%s", c->relay);
+			snprintf(d->rcpts[i].relay, sizeof(d->rcpts[i].relay), "%s", c->in->relay);
 			snprintf(d->rcpts[i].tls, sizeof(d->rcpts[i].tls), "%s", tls);
 		}
 		conn_free(c);
@@ -847,8 +621,8 @@ static void conn_end(struct conn *c)
 			snprintf(r->dsn, sizeof(r->dsn), "%s", rr->esc[0] ? rr->esc : "4.0.0");
 			snprintf(r->text, sizeof(r->text), "%s", rr->diag);
 			snprintf(r->reply, sizeof(r->reply), "%s", rr->reply);
-			snprintf(r->remote_mta, sizeof(r->remote_mta), "%s", c->host);
-			snprintf(r->relay, sizeof(r->relay), "%s", c->relay);
+			snprintf(r->remote_mta, sizeof(r->remote_mta), "%s", c->in->host);
+			snprintf(r->relay, sizeof(r->relay), "%s", c->in->relay);
 			snprintf(r->tls, sizeof(r->tls), "%s", tls);
 			r->sts_result = r->status == DELIVERY_SENT && d->decision != STS_DECISION_TESTING
 						? NULL
@@ -877,7 +651,7 @@ static void conn_end(struct conn *c)
 				d->result.sts, sts_result);
 		else
 			log_msg(LOG_LVL_INFO, d->qid, "%s", res->diag);
-		note_failure(d, dsn4, res->diag, c->relay, tls, c->host, sts_result);
+		note_failure(d, dsn4, res->diag, c->in->relay, tls, c->in->host, sts_result);
 	}
 	conn_free(c);
 	next_candidate(d);

@@ -5,6 +5,7 @@
 #include "relay/commands.h"
 #include "relay/dns.h"
 #include "relay/log.h"
+#include "relay/mx_probe.h"
 #include "relay/sts_dns.h"
 #include "sts/cache.h"
 #include "sts/engine.h"
@@ -29,7 +30,20 @@ struct sopts {
 static void sts_usage(FILE *f)
 {
 	fputs("usage: stsrelay sts check DOMAIN [--json] [--probe] [--update-cache] [-c FILE]\n"
-	      "       stsrelay sts cache [--json] [-c FILE]\n",
+	      "       stsrelay sts cache [--json] [-c FILE]\n"
+	      "\n"
+	      "sts check: the _mta-sts TXT record, the policy (from the cache or fetched\n"
+	      "now), the MX hosts and whether each matches the policy, and the decision.\n"
+	      "  --json          one JSON document instead of text\n"
+	      "  --probe         also connect to each MX host on smtp_port: greeting, EHLO,\n"
+	      "                  STARTTLS, TLS handshake (SNI = MX name) and the certificate\n"
+	      "                  check against ca_file or the system store, then QUIT (no mail\n"
+	      "                  is sent); each stage waits at most 10 s\n"
+	      "                  (STSRELAY_SMTP_TIMEOUT=SECONDS overrides)\n"
+	      "  --update-cache  write a newly fetched policy into the daemon's cache under\n"
+	      "                  spool_dir/sts (without it the cache is only read); a running\n"
+	      "                  daemon reads that directory at start only\n"
+	      "sts cache: the cached policies with id, mode, fetch and expiry times.\n",
 	      f);
 }
 
@@ -100,12 +114,143 @@ static json_t *mx_patterns(const struct sts_policy *p)
 
 /* ---- sts check ---- */
 
+struct probe_slot {
+	bool started, done;
+	size_t *pending;
+	struct mx_probe_result res;
+};
+
 struct check {
 	struct sts_verdict *v;
 	bool v_done;
 	struct dns_mx_result *mx;
 	bool mx_done;
+	bool probe;
+	struct probe_slot *probes;          /* one per MX host when probing */
+	size_t probes_pending;
+	uint16_t smtp_port;
 };
+
+static void on_probe(void *arg, const struct mx_probe_result *res);
+
+#define PROBE_DEFAULT_TIMEOUT_MS 10000  /* per stage: a debugging tool must not hang */
+
+/* Probes every MX host at once (in parallel: each is bounded by its stage
+ * timeouts) and runs the loop until all have answered. -1: local error. */
+static int run_probes(struct check *c, const struct config *cfg, uv_loop_t *loop)
+{
+	struct mx_probe_config pc;
+	struct smtp_tls_ctx *tls;
+	char err[256];
+	size_t i;
+
+	if (c->mx == NULL || c->mx->nhosts == 0)
+		return 0;
+	c->probes = calloc(c->mx->nhosts, sizeof(*c->probes));
+	if (c->probes == NULL)
+		return -1;
+	tls = smtp_tls_ctx_new(cfg->ca_file[0] ? cfg->ca_file : NULL, err, sizeof(err));
+	if (tls == NULL) {
+		fprintf(stderr, "stsrelay: sts check: TLS: %s\n", err);
+		return -1;
+	}
+	memset(&pc, 0, sizeof(pc));
+	pc.loop = loop;
+	pc.tls = tls;
+	pc.helo_name = cfg->hostname;
+	pc.port = cfg->smtp_port;
+	pc.stage_timeout_ms = smtp_conn_env_timeout_ms("STSRELAY_SMTP_TIMEOUT",
+						       PROBE_DEFAULT_TIMEOUT_MS);
+	pc.connect_timeout_ms = smtp_conn_env_timeout_ms("STSRELAY_CONNECT_TIMEOUT",
+							 pc.stage_timeout_ms);
+	for (i = 0; i < c->mx->nhosts; i++) {
+		const struct dns_mx_host *h = &c->mx->hosts[i];
+		struct probe_slot *s = &c->probes[i];
+
+		s->pending = &c->probes_pending;
+		if (h->naddrs == 0)
+			continue;
+		c->probes_pending++;
+		if (mx_probe_start(&pc, h->name, h->addrs, h->naddrs, on_probe, s) != 0) {
+			c->probes_pending--;
+			continue;  /* printed as not probed */
+		}
+		s->started = true;
+	}
+	while (c->probes_pending > 0)
+		if (uv_run(loop, UV_RUN_ONCE) == 0 && c->probes_pending > 0)
+			break;
+	smtp_tls_ctx_free(tls);
+	return c->probes_pending == 0 ? 0 : -1;
+}
+
+static void on_probe(void *arg, const struct mx_probe_result *res)
+{
+	struct probe_slot *s = arg;
+
+	s->res = *res;
+	s->done = true;
+	(*s->pending)--;
+}
+
+/* "certificate: verified", "certificate: certificate-host-mismatch (hostname
+ * mismatch)": one line that answers "why was this MX not used?". */
+static void print_probe_text(const struct dns_mx_host *h, const struct probe_slot *s,
+			     const char *match)
+{
+	const struct mx_probe_result *r = &s->res;
+
+	printf("           %s  pref %u  policy match: %s  ", h->name, h->preference, match);
+	if (!s->started) {
+		printf("not probed: no address (%s)\n",
+		       h->status == DNS_OK ? "no A/AAAA record" : dns_status_name(h->status));
+		return;
+	}
+	if (!r->connected) {
+		printf("connection failed: %s\n", r->detail);
+		return;
+	}
+	printf("[%s]  ", r->address);
+	if (!r->esmtp && !r->starttls) {
+		printf("STARTTLS: %s  (%s)\n", r->result_type ? "no" : "unknown", r->detail);
+		return;
+	}
+	if (!r->starttls) {
+		printf("STARTTLS: no  (%s: %s)\n", r->result_type ? r->result_type : "error",
+		       r->detail);
+		return;
+	}
+	if (!r->tls) {
+		printf("STARTTLS: yes  TLS: failed  (%s: %s)\n",
+		       r->result_type ? r->result_type : "error", r->detail);
+		return;
+	}
+	printf("STARTTLS: yes  %s  certificate: ", r->tls_version);
+	if (r->verified)
+		printf("verified");
+	else
+		printf("%s (%s)", r->result_type ? r->result_type : "not verified", r->detail);
+	if (r->verified && r->detail[0])
+		printf("  (then: %s)", r->detail);
+	printf("\n");
+}
+
+static json_t *probe_json(const struct dns_mx_host *h, const struct probe_slot *s)
+{
+	const struct mx_probe_result *r = &s->res;
+	json_t *o;
+
+	if (!s->started)
+		return json_pack("{s:b, s:b, s:n, s:b, s:n, s:n, s:s}", "connected", 0, "starttls", 0,
+				 "tls_version", "verified", 0, "result_type", "address", "detail",
+				 h->status == DNS_OK ? "no address" : dns_status_name(h->status));
+	o = json_pack("{s:b, s:s, s:b, s:o, s:b, s:o, s:s}", "connected", r->connected,
+		      "address", r->address, "starttls", r->starttls, "tls_version",
+		      r->tls ? json_string(r->tls_version) : json_null(), "verified", r->verified,
+		      "result_type", r->result_type ? json_string(r->result_type) : json_null(),
+		      "detail", r->detail);
+	return o;
+}
 
 static void on_verdict(void *arg, struct sts_verdict *v)
 {
@@ -175,9 +320,12 @@ static int print_check_json(const struct check *c)
 		const struct dns_mx_host *h = &c->mx->hosts[i];
 		bool match = has_policy(v) && sts_mx_match(&v->policy, h->name, NULL);
 
-		json_array_append_new(mxs, json_pack("{s:s, s:I, s:b}", "host", h->name,
-						     "preference", (json_int_t)h->preference,
-						     "policy_match", match));
+		json_t *m = json_pack("{s:s, s:I, s:b}", "host", h->name, "preference",
+				      (json_int_t)h->preference, "policy_match", match);
+
+		if (m != NULL && c->probes != NULL)
+			json_object_set_new(m, "probe", probe_json(h, &c->probes[i]));
+		json_array_append_new(mxs, m);
 	}
 	json_object_set_new(root, "mx", mxs);
 	json_object_set_new(root, "mx_status",
@@ -236,6 +384,24 @@ static void print_check_text(const struct check *c)
 		printf("%s %3u %s%s: %s\n", i == 0 ? "mx:       " : "          ", h->preference,
 		       h->name, c->mx->implicit ? " (implicit MX)" : "", what);
 	}
+	if (c->probes != NULL && c->mx != NULL && c->mx->nhosts > 0) {
+		printf("probe:     port %u, STARTTLS and certificate check per MX host\n",
+		       (unsigned)c->smtp_port);
+		for (i = 0; i < c->mx->nhosts; i++) {
+			const struct dns_mx_host *h = &c->mx->hosts[i];
+			const char *match;
+
+			if (!has_policy(v) || v->decision == STS_DECISION_NONE)
+				match = "no policy";
+			else if (sts_mx_match(&v->policy, h->name, NULL))
+				match = "yes";
+			else if (v->decision == STS_DECISION_ENFORCE)
+				match = "no (not used under enforce)";
+			else
+				match = "no";
+			print_probe_text(h, &c->probes[i], match);
+		}
+	}
 	printf("decision:  %s\n", sts_decision_name(v->decision));
 }
 
@@ -251,12 +417,6 @@ static int cmd_check(const struct sopts *o)
 	uv_loop_t loop;
 	int rc = EX_SOFTWARE;
 
-	if (o->probe) {
-		/* The STARTTLS probe needs the SMTP client's I/O driver, which is
-		 * not in this build yet; say so rather than print a guess. */
-		fprintf(stderr, "stsrelay: sts check --probe: probe not available yet\n");
-		return EX_UNAVAILABLE;
-	}
 	if (!sts_domain_normalize(o->domain, strlen(o->domain), norm, sizeof(norm))) {
 		fprintf(stderr, "stsrelay: sts check: '%s' is not a valid domain name\n", o->domain);
 		return EX_DATAERR;
@@ -304,6 +464,11 @@ static int cmd_check(const struct sopts *o)
 		fprintf(stderr, "stsrelay: sts check: the lookup did not finish\n");
 		goto out;
 	}
+	c.smtp_port = cfg.smtp_port;
+	if (o->probe && run_probes(&c, &cfg, &loop) != 0) {
+		fprintf(stderr, "stsrelay: sts check: the MX probe could not run\n");
+		goto out;
+	}
 	if (o->json) {
 		rc = print_check_json(&c);
 	} else {
@@ -312,6 +477,7 @@ static int cmd_check(const struct sopts *o)
 	}
 out:
 	sts_verdict_free(c.v);
+	free(c.probes);
 	if (c.mx != NULL)
 		dns_mx_result_free(c.mx);
 	sts_engine_free(eng);

@@ -364,9 +364,3 @@ def test_human_output(world):
     assert "error:     sts-webpki-invalid" in p.stdout
     assert "decision:  absent" in p.stdout
 
-
-def test_probe_not_faked(world):
-    p = sts_check(world, "good.test", "--probe")
-    assert p.returncode != 0
-    assert "probe not available yet" in p.stderr
-    assert p.stdout == ""
