@@ -4,12 +4,14 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <ftw.h>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sysexits.h>
 #include <unistd.h>
 
@@ -141,8 +143,36 @@ static void on_signal(uv_signal_t *h, int signum)
 /* Setuid after binding (ports < 1024) and before the spool is touched, so
  * every spool file belongs to that user. The spool directories are handed
  * to the user first (maildrop/ keeps its group). */
+/* Everything the daemon reads later must belong to the user it becomes: a
+ * spool used before as root keeps root-owned 0600 messages, policies and
+ * TLS-RPT data that the user could not read (the mail would be stranded). */
+static uid_t walk_uid;
+
+static int walk_chown(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)flag;
+	(void)ftw;
+	if (st->st_uid != walk_uid && lchown(path, walk_uid, (gid_t)-1) != 0)
+		return errno;
+	return 0;
+}
+
+static int chown_tree(const char *dir, uid_t uid, char *err, size_t errlen)
+{
+	int rc;
+
+	walk_uid = uid;
+	rc = nftw(dir, walk_chown, 16, FTW_PHYS | FTW_MOUNT);
+	if (rc != 0 && errno != ENOENT) {
+		snprintf(err, errlen, "chown of %s: %s", dir, strerror(rc > 0 ? rc : errno));
+		return -1;
+	}
+	return 0;
+}
+
 static int drop_privileges(const char *user, const char *spool, char *err, size_t errlen)
 {
+	static const char *const trees[] = { "/queue", "/tmp", "/sts", "/tlsrpt" };
 	static const char *const dirs[] = { "", "/queue", "/tmp", "/maildrop" };
 	struct passwd *pw = getpwnam(user);
 	char path[CONFIG_PATH_MAX + 16];
@@ -164,6 +194,11 @@ static int drop_privileges(const char *user, const char *spool, char *err, size_
 			snprintf(err, errlen, "chown %s to %s: %s", path, user, strerror(errno));
 			return -1;
 		}
+	}
+	for (i = 0; i < sizeof(trees) / sizeof(trees[0]); i++) {
+		snprintf(path, sizeof(path), "%s%s", spool, trees[i]);
+		if (chown_tree(path, pw->pw_uid, err, errlen) != 0)
+			return -1;
 	}
 	if (initgroups(user, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
 	    setuid(pw->pw_uid) != 0) {

@@ -50,8 +50,12 @@ enum smtpd_state {
 
 static const char *const state_names[] = { "CMD", "DATA", "COMMIT", "CLOSING", "CLOSED" };
 
-/* DATA decoding: position within the current line. */
-enum data_pos { D_BOL, D_MID, D_MID_CR, D_DOT, D_DOT_CR };
+/* DATA decoding: position within the current line. Only CRLF "." CRLF ends
+ * the data (RFC 5321 §4.1.1.4): a line begun after a bare LF (D_BOL_LF) never
+ * starts a terminator or dot-unstuffing, so LF.LF, LF.CRLF and CRLF.LF cannot
+ * smuggle a second transaction past an application that dot-stuffs only
+ * after CRLF (Postfix's smtpd_forbid_bare_newline = normalize). */
+enum data_pos { D_BOL, D_BOL_LF, D_MID, D_MID_CR, D_DOT, D_DOT_CR };
 
 struct listener {
 	uv_tcp_t tcp;
@@ -398,10 +402,14 @@ static size_t data_feed(struct smtpd_session *s, const char *buf, size_t len)
 				break;
 			}
 			goto mid;
+		case D_BOL_LF:
+			goto mid;       /* a dot here is plain data */
 		case D_DOT:
 			if (c == '\n') {
-				data_end(s);
-				return i + 1;
+				/* "." ended by a bare LF: not a terminator, kept as data */
+				emit(s, ".\r\n", 3);
+				s->dpos = D_BOL_LF;
+				break;
 			}
 			if (c == '\r') {
 				s->dpos = D_DOT_CR;
@@ -431,7 +439,7 @@ static size_t data_feed(struct smtpd_session *s, const char *buf, size_t len)
 		mid:
 			if (c == '\n') {
 				emit(s, "\r\n", 2);
-				s->dpos = D_BOL;
+				s->dpos = D_BOL_LF;
 			} else if (c == '\r') {
 				s->dpos = D_MID_CR;
 			} else {

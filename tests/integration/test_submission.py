@@ -117,9 +117,10 @@ def test_raw_unstuffing_and_line_ends(daemon):
     check_stored(daemon, qid, "s@a.example", ["r@b.example"], stored, helo="client.test")
 
 
-def test_bare_lf_terminator_and_pipelined_next_transaction(daemon):
-    """A client using bare LF everywhere; two transactions in one write after
-    the first DATA's 354 (the end of data and the next commands pipelined)."""
+def test_bare_lf_never_ends_data_and_pipelined_next_transaction(daemon):
+    """A client using bare LF: commands work, its line ends are stored as
+    CRLF, but only CRLF.CRLF ends DATA (RFC 5321 4.1.1.4), so LF.LF cannot
+    smuggle a second transaction; then two transactions pipelined."""
     c = daemon.connect()
     assert c.reply()[0] == 220
     c.send(b"EHLO lf.test\nMAIL FROM:<a@x.example>\nRCPT TO:<b@y.example>\nDATA\n")
@@ -127,7 +128,10 @@ def test_bare_lf_terminator_and_pipelined_next_transaction(daemon):
     assert c.reply()[0] == 250
     assert c.reply()[0] == 250
     assert c.reply()[0] == 354
-    c.send(b"Subject: one\n\nfirst\n.\nMAIL FROM:<>\nRCPT TO:<c@z.example>\nDATA\n")
+    # LF.LF and LF.CRLF are message text, not the end of DATA
+    c.send(b"Subject: one\n\nfirst\n.\nMAIL FROM:<>\nRCPT TO:<c@z.example>\nDATA\n"
+           b"smuggled\n.\r\n")
+    c.send(b".\r\nMAIL FROM:<>\r\nRCPT TO:<c@z.example>\r\nDATA\r\n")
     code, text = c.reply()
     assert code == 250 and "queued as" in text
     qid1 = text.split()[-1]
@@ -141,7 +145,8 @@ def test_bare_lf_terminator_and_pipelined_next_transaction(daemon):
     assert c.reply()[0] == 221
     c.close()
     check_stored(daemon, qid1, "a@x.example", ["b@y.example"],
-                 b"Subject: one\r\n\r\nfirst\r\n", helo="lf.test")
+                 b"Subject: one\r\n\r\nfirst\r\n.\r\nMAIL FROM:<>\r\n"
+                 b"RCPT TO:<c@z.example>\r\nDATA\r\nsmuggled\r\n.\r\n", helo="lf.test")
     check_stored(daemon, qid2, "", ["c@z.example"], b"Subject: two\r\n\r\nsecond\r\n")
 
 
@@ -368,6 +373,10 @@ def test_control_socket(daemon):
     assert control(daemon, "launch missiles").startswith("error")
     assert daemon.queue_ids() == [qid]
     assert control(daemon, "delete %s" % qid) == "ok"
+    # the removal runs in the thread pool right after the reply
+    deadline = time.time() + 5
+    while daemon.queue_ids() and time.time() < deadline:
+        time.sleep(0.05)
     assert daemon.queue_ids() == []
 
 
