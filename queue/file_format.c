@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "relay/core_buf.h"
+
 /*
  * Message header:
  *   STSRELAY-QUEUE 1
@@ -153,65 +155,30 @@ static int is_queue_id(const char *s, size_t len)
 	return 1;
 }
 
-/* Growable output with a hard cap (encoders never exceed the decoders'
- * limits, so what we write we can read back). */
-struct outbuf {
-	char *p;
-	size_t len, cap, max;
-	int failed;
-};
-
-static void out_add(struct outbuf *o, const char *s, size_t len)
+/* "key value\n", or "key\n" for an empty value. Output buffers are capped
+ * at the decoders' limits, so what we write we can read back. */
+static void out_kv(struct core_buf *o, const char *key, const char *val, size_t vlen)
 {
-	if (o->failed)
-		return;
-	if (len > o->max - o->len) {
-		o->failed = 1;
-		return;
-	}
-	if (o->len + len + 1 > o->cap) {
-		size_t cap = o->cap ? o->cap : 1024;
-		char *n;
-
-		while (cap < o->len + len + 1)
-			cap *= 2;
-		n = realloc(o->p, cap);
-		if (n == NULL) {
-			o->failed = 1;
-			return;
-		}
-		o->p = n;
-		o->cap = cap;
-	}
-	memcpy(o->p + o->len, s, len);
-	o->len += len;
-	o->p[o->len] = '\0';
-}
-
-static void out_str(struct outbuf *o, const char *s)
-{
-	out_add(o, s, strlen(s));
-}
-
-/* "key value\n", or "key\n" for an empty value. */
-static void out_kv(struct outbuf *o, const char *key, const char *val, size_t vlen)
-{
-	out_str(o, key);
+	core_buf_adds(o, key);
 	if (vlen > 0) {
-		out_add(o, " ", 1);
-		out_add(o, val, vlen);
+		core_buf_add(o, " ", 1);
+		core_buf_add(o, val, vlen);
 	}
-	out_add(o, "\n", 1);
+	core_buf_add(o, "\n", 1);
 }
 
-static int out_finish(struct outbuf *o, char **out, size_t *outlen)
+/* Hands the text over, or -1 (outputs untouched) if any append failed. */
+static int out_finish(struct core_buf *o, char **out, size_t *outlen)
 {
-	if (o->failed || o->p == NULL) {
-		free(o->p);
+	size_t len;
+	char *p = core_buf_take(o, &len);
+
+	if (p == NULL) {
+		core_buf_free(o);
 		return -1;
 	}
-	*out = o->p;
-	*outlen = o->len;
+	*out = p;
+	*outlen = len;
 	return 0;
 }
 
@@ -230,7 +197,7 @@ static long field_len(const char *s, size_t size)
 
 int queue_header_encode(const struct queue_envelope *env, char **out, size_t *outlen)
 {
-	struct outbuf o = { .max = QUEUE_HEADER_MAX };
+	struct core_buf o = CORE_BUF_INIT(QUEUE_HEADER_MAX);
 	char num[32];
 	long idl, sl, subl, cl;
 	size_t i;
@@ -249,7 +216,7 @@ int queue_header_encode(const struct queue_envelope *env, char **out, size_t *ou
 	if (env->nrcpts == 0 || env->nrcpts > QUEUE_MAX_RCPTS || env->rcpts == NULL)
 		return -1;
 
-	out_str(&o, HDR_MAGIC "\n");
+	core_buf_adds(&o, HDR_MAGIC "\n");
 	out_kv(&o, "id", env->id, (size_t)idl);
 	n = snprintf(num, sizeof(num), "%" PRId64, env->queued_at);
 	out_kv(&o, "time", num, (size_t)n);
@@ -262,12 +229,12 @@ int queue_header_encode(const struct queue_envelope *env, char **out, size_t *ou
 		long al = field_len(env->rcpts[i].address, sizeof(env->rcpts[i].address));
 
 		if (al <= 0) {
-			o.failed = 1;
-			break;
+			core_buf_free(&o);
+			return -1;
 		}
 		out_kv(&o, "rcpt", env->rcpts[i].address, (size_t)al);
 	}
-	out_str(&o, "end\n");
+	core_buf_adds(&o, "end\n");
 	return out_finish(&o, out, outlen);
 }
 
@@ -443,15 +410,15 @@ int queue_header_decode(const char *buf, size_t len, struct queue_envelope *env,
 
 int queue_state_encode(const struct queue_envelope *env, char **out, size_t *outlen)
 {
-	struct outbuf o = { .max = QUEUE_STATE_MAX };
+	struct core_buf o = CORE_BUF_INIT(QUEUE_STATE_MAX);
 	char line[128];
 	size_t i;
 
 	if (env == NULL || out == NULL || outlen == NULL || env->nrcpts > QUEUE_MAX_RCPTS ||
 	    (env->nrcpts > 0 && env->rcpts == NULL))
 		return -1;
-	out_str(&o, STATE_MAGIC "\n");
-	for (i = 0; i < env->nrcpts && !o.failed; i++) {
+	core_buf_adds(&o, STATE_MAGIC "\n");
+	for (i = 0; i < env->nrcpts && core_buf_error(&o) == 0; i++) {
 		const struct queue_rcpt *r = &env->rcpts[i];
 		size_t elen = strnlen(r->last_error, sizeof(r->last_error) - 1);
 		char errbuf[QUEUE_ERROR_MAX];
@@ -459,8 +426,8 @@ int queue_state_encode(const struct queue_envelope *env, char **out, size_t *out
 		int n;
 
 		if ((unsigned)r->status >= N_STATUS) {
-			o.failed = 1;
-			break;
+			core_buf_free(&o);
+			return -1;
 		}
 		/* Negative times are meaningless here; store them as 0 ("now")
 		 * rather than failing to save progress. */
@@ -468,10 +435,10 @@ int queue_state_encode(const struct queue_envelope *env, char **out, size_t *out
 			     status_names[r->status], r->attempts,
 			     r->next_try > 0 ? r->next_try : 0, r->last_try > 0 ? r->last_try : 0);
 		if (n < 0 || (size_t)n >= sizeof(line)) {
-			o.failed = 1;
-			break;
+			core_buf_free(&o);
+			return -1;
 		}
-		out_add(&o, line, (size_t)n);
+		core_buf_add(&o, line, (size_t)n);
 		/* The error text comes from remote servers (multi-line replies):
 		 * control characters become spaces, so saving progress never
 		 * fails because of what a peer said. */
@@ -483,12 +450,12 @@ int queue_state_encode(const struct queue_envelope *env, char **out, size_t *out
 				errbuf[j] = ' ';
 		}
 		if (elen > 0) {
-			out_add(&o, " ", 1);
-			out_add(&o, errbuf, elen);
+			core_buf_add(&o, " ", 1);
+			core_buf_add(&o, errbuf, elen);
 		}
-		out_add(&o, "\n", 1);
+		core_buf_add(&o, "\n", 1);
 	}
-	out_str(&o, "end\n");
+	core_buf_adds(&o, "end\n");
 	return out_finish(&o, out, outlen);
 }
 

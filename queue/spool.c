@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "relay/clock.h"
+#include "relay/core_fs.h"
 #include "relay/log.h"
 
 #define DIR_QUEUE "queue"
@@ -85,39 +86,6 @@ static bool valid_id(const char *s)
 	return s[QUEUE_ID_LEN] == '\0';
 }
 
-static int write_all(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		if (n == 0) {
-			errno = EIO;
-			return -1;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-/* Only EINTR is retried: after EIO a second fsync may report success for
- * pages the kernel already dropped, so that error must reach the caller. */
-static int fsync_fd(int fd)
-{
-	while (fsync(fd) < 0) {
-		if (errno != EINTR)
-			return -1;
-	}
-	return 0;
-}
-
 /* Reads up to len bytes at off; *got < len only at end of file. */
 static int pread_full(int fd, void *buf, size_t len, uint64_t off, size_t *got)
 {
@@ -138,12 +106,6 @@ static int pread_full(int fd, void *buf, size_t len, uint64_t off, size_t *got)
 	}
 	*got = done;
 	return 0;
-}
-
-static int close_checked(int fd)
-{
-	/* Linux always releases the descriptor, even on EINTR: never retry. */
-	return close(fd) < 0 && errno != EINTR ? -1 : 0;
 }
 
 /* A fresh id: 8 hex digits of seconds (so ids sort by age) and 4 random. */
@@ -235,7 +197,7 @@ static int ensure_dir(int root, const char *name, mode_t mode, long gid)
 		goto out;
 	rc = 0;
 out:
-	if (close_checked(fd) < 0)
+	if (core_fs_close(fd) < 0)
 		rc = -1;
 	return rc;
 }
@@ -621,7 +583,7 @@ int queue_sync(struct queue *q, bool drop)
 		errno = EACCES;
 		return -1;
 	}
-	return fsync_fd(drop ? q->drop_fd : q->queue_fd);
+	return core_fs_fsync(drop ? q->drop_fd : q->queue_fd);
 }
 
 int queue_save_state(struct queue *q, const struct queue_envelope *env)
@@ -629,7 +591,7 @@ int queue_save_state(struct queue *q, const struct queue_envelope *env)
 	char name[QUEUE_ID_LEN + sizeof(STATE_SUFFIX)];
 	char *text = NULL;
 	size_t len;
-	int fd = -1, rc = -1, e;
+	int rc, e;
 
 	if (!valid_id(env->id)) {
 		errno = EINVAL;
@@ -650,27 +612,9 @@ int queue_save_state(struct queue *q, const struct queue_envelope *env)
 		return -1;
 	}
 	snprintf(name, sizeof(name), "%s" STATE_SUFFIX, env->id);
-	fd = openat(q->tmp_fd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
-		    MODE_QUEUE_FILE);
-	if (fd < 0)
-		goto out;
-	if (write_all(fd, text, len) < 0 || fsync_fd(fd) < 0)
-		goto out;
-	e = close_checked(fd);
-	fd = -1;
-	if (e < 0)
-		goto out;
-	if (renameat(q->tmp_fd, name, q->queue_fd, name) < 0)
-		goto out;
-	if (fsync_fd(q->queue_fd) < 0)
-		goto out;
-	rc = 0;
-out:
+	/* tmp/ID.state, renamed into queue/ (same file system), queue/ fsynced */
+	rc = core_fs_write_atomic_at(q->tmp_fd, name, q->queue_fd, name, text, len, MODE_QUEUE_FILE);
 	e = errno;
-	if (fd >= 0)
-		close(fd);
-	if (rc < 0)
-		unlinkat(q->tmp_fd, name, 0);
 	free(text);
 	errno = e;
 	return rc;
@@ -701,7 +645,7 @@ int queue_remove(struct queue *q, const char *id)
 	snprintf(name, sizeof(name), "%s" STATE_SUFFIX, id);
 	if (unlinkat(q->queue_fd, name, 0) < 0 && errno != ENOENT)
 		return -1;
-	if (fsync_fd(q->queue_fd) < 0)
+	if (core_fs_fsync(q->queue_fd) < 0)
 		return -1;
 	if (gone_before) {
 		errno = ENOENT;
@@ -789,7 +733,7 @@ int queue_recover(struct queue *q)
 	    walk_dir(q->queue_fd, recover_orphan_entry, &o) < 0 ||
 	    walk_dir(q->drop_fd, recover_drop_entry, &d) < 0)
 		return -1;
-	if (o.count > 0 && fsync_fd(q->queue_fd) < 0)
+	if (o.count > 0 && core_fs_fsync(q->queue_fd) < 0)
 		return -1;
 	if (t.count + o.count + d.count > 0)
 		log_msg(LOG_LVL_INFO, NULL,
@@ -886,7 +830,7 @@ static int writer_flush(struct queue_writer *w)
 {
 	if (w->buflen == 0)
 		return 0;
-	if (write_all(w->fd, w->buf, w->buflen) < 0) {
+	if (core_fs_write_all(w->fd, w->buf, w->buflen, NULL) < 0) {
 		w->broken = true;
 		return -1;
 	}
@@ -900,7 +844,7 @@ static int writer_put(struct queue_writer *w, const void *data, size_t len)
 		if (writer_flush(w) < 0)
 			return -1;
 		if (len >= sizeof(w->buf)) {
-			if (write_all(w->fd, data, len) < 0) {
+			if (core_fs_write_all(w->fd, data, len, NULL) < 0) {
 				w->broken = true;
 				return -1;
 			}
@@ -992,7 +936,7 @@ int queue_writer_commit(struct queue_writer *w)
 	}
 	if (writer_flush(w) < 0)
 		return -1;
-	if (fsync_fd(w->fd) < 0) {
+	if (core_fs_fsync(w->fd) < 0) {
 		w->broken = true;
 		return -1;
 	}
@@ -1014,7 +958,7 @@ int queue_writer_commit(struct queue_writer *w)
 		do {
 			n = pwrite(w->fd, id, QUEUE_ID_LEN, (off_t)w->id_offset);
 		} while (n < 0 && errno == EINTR);
-		if (n != QUEUE_ID_LEN || fsync_fd(w->fd) < 0) {
+		if (n != QUEUE_ID_LEN || core_fs_fsync(w->fd) < 0) {
 			w->broken = true;
 			if (n >= 0 && n != QUEUE_ID_LEN)
 				errno = EIO;
@@ -1027,7 +971,7 @@ int queue_writer_commit(struct queue_writer *w)
 		errno = EEXIST;
 		return -1;
 	}
-	i = close_checked(w->fd);
+	i = core_fs_close(w->fd);
 	w->fd = -1;
 	return i;
 }

@@ -3,6 +3,7 @@
 #include "relay/cli.h"
 #include "relay/clock.h"
 #include "relay/commands.h"
+#include "relay/core_fs.h"
 #include "queue/queue.h"
 
 #include <errno.h>
@@ -319,30 +320,15 @@ static int copy_data(struct queue *q, const struct queue_envelope *env)
 		return -1;
 	fflush(stdout);
 	for (;;) {
-		size_t off = 0;
-
 		r = read(fd, buf, sizeof(buf));
 		if (r == 0)
 			break;
 		if (r < 0 && errno == EINTR)
 			continue;
-		if (r < 0) {
+		if (r < 0 || core_fs_write_all(STDOUT_FILENO, buf, (size_t)r, NULL) != 0) {
 			rc = -1;
 			break;
 		}
-		while (off < (size_t)r) {
-			ssize_t w = write(STDOUT_FILENO, buf + off, (size_t)r - off);
-
-			if (w < 0 && errno == EINTR)
-				continue;
-			if (w < 0) {
-				rc = -1;
-				break;
-			}
-			off += (size_t)w;
-		}
-		if (rc != 0)
-			break;
 	}
 	close(fd);
 	return rc;

@@ -15,6 +15,8 @@
 #include "relay/clock.h"
 #include "relay/commands.h"
 #include "relay/config.h"
+#include "relay/core_b64.h"
+#include "relay/core_buf.h"
 #include "queue/queue.h"
 #include "smtp/addrlist.h"
 #include "smtp/command.h"
@@ -332,40 +334,20 @@ struct hfield {
 };
 
 struct headers {
-	char *buf;
-	size_t len, cap;
+	struct core_buf buf; /* at most HEADERS_MAX bytes */
 	struct hfield *f;
 	size_t n, fcap;
 };
 
+#define HEADERS_INIT { CORE_BUF_INIT(HEADERS_MAX), NULL, 0, 0 }
+
 static void headers_free(struct headers *h)
 {
-	free(h->buf);
+	core_buf_free(&h->buf);
 	free(h->f);
-	memset(h, 0, sizeof(*h));
-}
-
-static int headers_put(struct headers *h, const char *p, size_t n)
-{
-	if (h->len + n > HEADERS_MAX)
-		return -1;
-	if (h->len + n > h->cap) {
-		size_t cap = h->cap ? h->cap : 8192;
-		char *nb;
-
-		while (cap < h->len + n)
-			cap *= 2;
-		if (cap > HEADERS_MAX)
-			cap = HEADERS_MAX;
-		nb = realloc(h->buf, cap);
-		if (nb == NULL)
-			return -1;
-		h->buf = nb;
-		h->cap = cap;
-	}
-	memcpy(h->buf + h->len, p, n);
-	h->len += n;
-	return 0;
+	h->f = NULL;
+	h->n = 0;
+	h->fcap = 0;
 }
 
 /* Length of the field name if the line starts a header field ("Name:"),
@@ -388,7 +370,8 @@ static bool field_is(const struct headers *h, size_t i, const char *name)
 {
 	size_t n = strlen(name);
 
-	return h->f[i].namelen == n && strncasecmp(h->buf + h->f[i].off, name, n) == 0;
+	return h->f[i].namelen == n &&
+	       strncasecmp(core_buf_str(&h->buf) + h->f[i].off, name, n) == 0;
 }
 
 static bool headers_have(const struct headers *h, const char *name)
@@ -404,7 +387,7 @@ static bool headers_have(const struct headers *h, const char *name)
 /* Value of field i: after the colon, up to the end of the field. */
 static const char *field_value(const struct headers *h, size_t i, size_t *len)
 {
-	const char *start = h->buf + h->f[i].off, *end = start + h->f[i].len;
+	const char *start = core_buf_str(&h->buf) + h->f[i].off, *end = start + h->f[i].len;
 	const char *colon = memchr(start, ':', h->f[i].len);
 
 	*len = (size_t)(end - colon - 1);
@@ -458,8 +441,6 @@ static int out_str(struct out *o, const char *s)
  * dropped, so -F can never add header lines. */
 static void phrase_encode(const char *name, char *out, size_t outlen)
 {
-	static const char b64[] =
-	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 	static const char specials[] = "()<>[]:;@\\,.\"";
 	char clean[NAME_MAX_BYTES + 1];
 	size_t n = 0, i, o = 0;
@@ -500,7 +481,8 @@ static void phrase_encode(const char *name, char *out, size_t outlen)
 	/* Encoded words of at most 45 input bytes (72 characters), split on
 	 * UTF-8 character boundaries. */
 	for (i = 0; i < n;) {
-		size_t take = n - i, j;
+		size_t take = n - i, start = o;
+		ssize_t enc;
 
 		if (take > 45) {
 			take = 45;
@@ -512,18 +494,12 @@ static void phrase_encode(const char *name, char *out, size_t outlen)
 		if (o + 12 + 4 * ((take + 2) / 3) + 2 >= outlen)
 			break;
 		o += (size_t)snprintf(out + o, outlen - o, "%s=?UTF-8?B?", i ? " " : "");
-		for (j = 0; j < take; j += 3) {
-			unsigned v = (unsigned char)clean[i + j] << 16;
-
-			if (j + 1 < take)
-				v |= (unsigned char)clean[i + j + 1] << 8;
-			if (j + 2 < take)
-				v |= (unsigned char)clean[i + j + 2];
-			out[o++] = b64[(v >> 18) & 63];
-			out[o++] = b64[(v >> 12) & 63];
-			out[o++] = j + 1 < take ? b64[(v >> 6) & 63] : '=';
-			out[o++] = j + 2 < take ? b64[v & 63] : '=';
+		enc = core_b64_encode(clean + i, take, out + o, outlen - o);
+		if (enc < 0) {
+			out[start] = '\0';   /* cannot happen: the room was checked above */
+			break;
 		}
+		o += (size_t)enc;
 		out[o++] = '?';
 		out[o++] = '=';
 		out[o] = '\0';
@@ -601,10 +577,10 @@ static int read_headers(struct sm *sm, struct line_src *src, struct headers *h,
 		if (len == 0 && !cont)
 			return 0;
 		if (h->n > 0 && (cont || buf[0] == ' ' || buf[0] == '\t')) {
-			if ((cont && headers_put(h, " ", 1) != 0) || headers_put(h, buf, len) != 0 ||
-			    headers_put(h, "\r\n", 2) != 0)
+			if ((cont && core_buf_add(&h->buf, " ", 1) != 0) ||
+			    core_buf_add(&h->buf, buf, len) != 0 || core_buf_add(&h->buf, "\r\n", 2) != 0)
 				goto too_big;
-			h->f[h->n - 1].len = h->len - h->f[h->n - 1].off;
+			h->f[h->n - 1].len = core_buf_len(&h->buf) - h->f[h->n - 1].off;
 			continue;
 		}
 		if (!cont && header_name_len(buf, len) > 0) {
@@ -620,11 +596,11 @@ static int read_headers(struct sm *sm, struct line_src *src, struct headers *h,
 				h->f = nf;
 				h->fcap = fcap;
 			}
-			h->f[h->n].off = h->len;
+			h->f[h->n].off = core_buf_len(&h->buf);
 			h->f[h->n].namelen = header_name_len(buf, len);
-			if (headers_put(h, buf, len) != 0 || headers_put(h, "\r\n", 2) != 0)
+			if (core_buf_add(&h->buf, buf, len) != 0 || core_buf_add(&h->buf, "\r\n", 2) != 0)
 				goto too_big;
-			h->f[h->n].len = h->len - h->f[h->n].off;
+			h->f[h->n].len = core_buf_len(&h->buf) - h->f[h->n].off;
 			h->n++;
 			continue;
 		}
@@ -678,7 +654,7 @@ static int write_headers(struct sm *sm, struct out *o, const struct headers *h,
 		/* Blind copies stay blind: Bcc never goes out. */
 		if (field_is(h, i, "bcc") || field_is(h, i, "resent-bcc"))
 			continue;
-		rc |= out_put(o, h->buf + h->f[i].off, h->f[i].len);
+		rc |= out_put(o, core_buf_str(&h->buf) + h->f[i].off, h->f[i].len);
 	}
 	if (!headers_have(h, "from")) {
 		char addr[QUEUE_ADDR_MAX + 80];
@@ -724,7 +700,7 @@ static int write_headers(struct sm *sm, struct out *o, const struct headers *h,
 static int submit(struct sm *sm, struct line_src *src, struct queue_envelope *env,
 		  char qid[QUEUE_ID_LEN + 1], char *why, size_t whylen)
 {
-	struct headers h = { 0 };
+	struct headers h = HEADERS_INIT;
 	struct out *o = NULL;
 	struct queue_writer *w = NULL;
 	char pending[CHUNK_MAX], buf[CHUNK_MAX];

@@ -2,7 +2,6 @@
  * delivery-status fields and the original headers, CRLF only, bounded. */
 #include "smtp/dsn.h"
 
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,56 +10,7 @@
 #include <openssl/rand.h>
 
 #include "relay/clock.h"
-
-struct buf {
-	char *p;
-	size_t len, cap;
-	bool overflow;
-};
-
-static void put(struct buf *b, const char *s, size_t n)
-{
-	if (b->overflow)
-		return;
-	if (b->len + n + 1 > SMTP_DSN_MAX) {
-		b->overflow = true;
-		return;
-	}
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 8192;
-		char *p;
-
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		p = realloc(b->p, cap);
-		if (!p) {
-			b->overflow = true;
-			return;
-		}
-		b->p = p;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-}
-
-static void puts_(struct buf *b, const char *s) { put(b, s, strlen(s)); }
-
-static void putf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void putf(struct buf *b, const char *fmt, ...)
-{
-	char tmp[2048];
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		return;
-	put(b, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
-}
+#include "relay/core_buf.h"
 
 /* A field value for a header-like line: control characters become spaces,
  * length capped; never CR or LF. */
@@ -77,13 +27,13 @@ static void clean(char *dst, size_t dlen, const char *src)
 }
 
 /* "Name: value" folded at spaces so lines stay short (RFC 5322 §2.2.3). */
-static void field(struct buf *b, const char *name, const char *value)
+static void field(struct core_buf *b, const char *name, const char *value)
 {
 	size_t col = strlen(name) + 2, n = strlen(value);
 	const char *v = value;
 
-	puts_(b, name);
-	puts_(b, ": ");
+	core_buf_adds(b, name);
+	core_buf_adds(b, ": ");
 	while (n > 0) {
 		size_t take = n, i;
 
@@ -98,17 +48,17 @@ static void field(struct buf *b, const char *name, const char *value)
 			if (brk > 0)
 				take = brk;
 		}
-		put(b, v, take);
+		core_buf_add(b, v, take);
 		v += take;
 		n -= take;
 		if (n > 0) {
-			puts_(b, "\r\n");  /* the space stays and starts the continuation */
+			core_buf_adds(b, "\r\n");  /* the space stays and starts the continuation */
 			col = 0;
 		} else {
 			col += take;
 		}
 	}
-	puts_(b, "\r\n");
+	core_buf_adds(b, "\r\n");
 }
 
 static bool has_crlf(const char *s)
@@ -163,7 +113,7 @@ size_t smtp_dsn_header_len(const char *data, size_t len)
 }
 
 /* The original headers, CRLF-normalised, cut at a line end within bounds. */
-static void put_headers(struct buf *b, const char *h, size_t n)
+static void put_headers(struct core_buf *b, const char *h, size_t n)
 {
 	size_t i, start = 0, end = 0;
 
@@ -190,9 +140,9 @@ static void put_headers(struct buf *b, const char *h, size_t n)
 			char c = h[start + i];
 
 			/* A stray CR or NUL would break the CRLF-only promise. */
-			put(b, (c == '\r' || c == '\0') ? " " : &h[start + i], 1);
+			core_buf_add(b, (c == '\r' || c == '\0') ? " " : &h[start + i], 1);
 		}
-		puts_(b, "\r\n");
+		core_buf_adds(b, "\r\n");
 		start += ll + (nl ? 1 : 0);
 	}
 }
@@ -229,7 +179,7 @@ static int make_token(char *out, size_t len)
 
 int smtp_dsn_compose(const struct smtp_dsn *d, char **out, size_t *outlen, const char **err)
 {
-	struct buf b = {0};
+	struct core_buf b = CORE_BUF_INIT(SMTP_DSN_MAX - 1);
 	char date[40], adate[40], tok[17], boundary[96], v[SMTP_DSN_FIELD_MAX + 1];
 	char status[16];
 	bool failure = d->kind == SMTP_DSN_FAILURE;
@@ -279,74 +229,77 @@ int smtp_dsn_compose(const struct smtp_dsn *d, char **out, size_t *outlen, const
 	clock_rfc5322(d->arrival, adate, sizeof(adate));
 
 	/* ---- message header ---- */
-	putf(&b, "From: MAILER-DAEMON@%s (Mail Delivery System)\r\n", d->reporting_mta);
-	putf(&b, "To: <%s>\r\n", d->sender);
-	putf(&b, "Subject: %s\r\n",
-	     failure ? "Undelivered Mail Returned to Sender" : "Delayed Mail (still being retried)");
-	putf(&b, "Date: %s\r\n", date);
+	core_buf_printf(&b, "From: MAILER-DAEMON@%s (Mail Delivery System)\r\n", d->reporting_mta);
+	core_buf_printf(&b, "To: <%s>\r\n", d->sender);
+	core_buf_printf(&b, "Subject: %s\r\n",
+			failure ? "Undelivered Mail Returned to Sender"
+				: "Delayed Mail (still being retried)");
+	core_buf_printf(&b, "Date: %s\r\n", date);
 	if (make_token(tok, sizeof(tok)) < 0) {
 		*err = "random failed";
 		goto fail;
 	}
-	putf(&b, "Message-ID: <%lld.%s.%s@%s>\r\n", (long long)d->now,
-	     d->queue_id ? d->queue_id : "dsn", tok, d->reporting_mta);
-	puts_(&b, "Auto-Submitted: auto-replied\r\n");
-	puts_(&b, "MIME-Version: 1.0\r\n");
-	putf(&b, "Content-Type: multipart/report; report-type=delivery-status;\r\n"
-		 "\tboundary=\"%s\"\r\n", boundary);
-	putf(&b, "Content-Transfer-Encoding: %s\r\n", eight ? "8bit" : "7bit");
-	puts_(&b, "\r\nThis is a MIME-encapsulated message.\r\n\r\n");
+	core_buf_printf(&b, "Message-ID: <%lld.%s.%s@%s>\r\n", (long long)d->now,
+			d->queue_id ? d->queue_id : "dsn", tok, d->reporting_mta);
+	core_buf_adds(&b, "Auto-Submitted: auto-replied\r\n");
+	core_buf_adds(&b, "MIME-Version: 1.0\r\n");
+	core_buf_printf(&b, "Content-Type: multipart/report; report-type=delivery-status;\r\n"
+			"\tboundary=\"%s\"\r\n", boundary);
+	core_buf_printf(&b, "Content-Transfer-Encoding: %s\r\n", eight ? "8bit" : "7bit");
+	core_buf_adds(&b, "\r\nThis is a MIME-encapsulated message.\r\n\r\n");
 
 	/* ---- 1: for people ---- */
-	putf(&b, "--%s\r\n", boundary);
-	putf(&b, "Content-Description: Notification\r\n"
-		 "Content-Type: text/plain; charset=%s\r\n"
-		 "Content-Transfer-Encoding: %s\r\n\r\n",
-	     eight ? "utf-8" : "us-ascii", eight ? "8bit" : "7bit");
-	putf(&b, "This is the mail system at host %s.\r\n\r\n", d->reporting_mta);
+	core_buf_printf(&b, "--%s\r\n", boundary);
+	core_buf_printf(&b, "Content-Description: Notification\r\n"
+			"Content-Type: text/plain; charset=%s\r\n"
+			"Content-Transfer-Encoding: %s\r\n\r\n",
+			eight ? "utf-8" : "us-ascii", eight ? "8bit" : "7bit");
+	core_buf_printf(&b, "This is the mail system at host %s.\r\n\r\n", d->reporting_mta);
 	if (failure) {
-		puts_(&b, "Your message could not be delivered to one or more recipients.\r\n"
-			  "The reasons are given below; the message headers are attached.\r\n");
+		core_buf_adds(&b,
+			      "Your message could not be delivered to one or more recipients.\r\n"
+			      "The reasons are given below; the message headers are attached.\r\n");
 	} else {
 		char until[40];
 
-		puts_(&b, "Your message has not yet been delivered to one or more recipients.\r\n"
-			  "This is only a warning: no action is required on your part.\r\n");
+		core_buf_adds(&b,
+			      "Your message has not yet been delivered to one or more recipients.\r\n"
+			      "This is only a warning: no action is required on your part.\r\n");
 		if (d->retry_until)
-			putf(&b, "Delivery will be retried until %s.\r\n",
-			     clock_rfc5322(d->retry_until, until, sizeof(until)));
+			core_buf_printf(&b, "Delivery will be retried until %s.\r\n",
+					clock_rfc5322(d->retry_until, until, sizeof(until)));
 	}
-	puts_(&b, "\r\nFor help, please send mail to postmaster.\r\n\r\n");
+	core_buf_adds(&b, "\r\nFor help, please send mail to postmaster.\r\n\r\n");
 	for (i = 0; i < d->nrcpts; i++) {
 		const struct smtp_dsn_rcpt *r = &d->rcpts[i];
 
 		clean(v, sizeof(v), r->reason ? r->reason : r->diagnostic ? r->diagnostic : "no reason");
-		putf(&b, "<%s>: %s\r\n", r->address, v);
+		core_buf_printf(&b, "<%s>: %s\r\n", r->address, v);
 	}
-	puts_(&b, "\r\n");
+	core_buf_adds(&b, "\r\n");
 
 	/* ---- 2: for programs (RFC 3464 §2.2, §2.3) ---- */
-	putf(&b, "--%s\r\n", boundary);
-	puts_(&b, "Content-Description: Delivery report\r\n"
-		  "Content-Type: message/delivery-status\r\n\r\n");
-	putf(&b, "Reporting-MTA: dns; %s\r\n", d->reporting_mta);
+	core_buf_printf(&b, "--%s\r\n", boundary);
+	core_buf_adds(&b, "Content-Description: Delivery report\r\n"
+		      "Content-Type: message/delivery-status\r\n\r\n");
+	core_buf_printf(&b, "Reporting-MTA: dns; %s\r\n", d->reporting_mta);
 	if (d->queue_id)
-		putf(&b, "X-Stsrelay-Queue-ID: %s\r\n", d->queue_id);
+		core_buf_printf(&b, "X-Stsrelay-Queue-ID: %s\r\n", d->queue_id);
 	clean(v, sizeof(v), d->sender);
-	putf(&b, "X-Stsrelay-Sender: rfc822; %s\r\n", v);
+	core_buf_printf(&b, "X-Stsrelay-Sender: rfc822; %s\r\n", v);
 	if (d->arrival)
-		putf(&b, "Arrival-Date: %s\r\n", adate);
+		core_buf_printf(&b, "Arrival-Date: %s\r\n", adate);
 	for (i = 0; i < d->nrcpts; i++) {
 		const struct smtp_dsn_rcpt *r = &d->rcpts[i];
 		char when[40];
 
-		puts_(&b, "\r\n");
-		putf(&b, "Final-Recipient: rfc822; %s\r\n", r->address);
-		putf(&b, "Action: %s\r\n", failure ? "failed" : "delayed");
+		core_buf_adds(&b, "\r\n");
+		core_buf_printf(&b, "Final-Recipient: rfc822; %s\r\n", r->address);
+		core_buf_printf(&b, "Action: %s\r\n", failure ? "failed" : "delayed");
 		status_for(status, sizeof(status), r->status, failure ? '5' : '4');
-		putf(&b, "Status: %s\r\n", status);
+		core_buf_printf(&b, "Status: %s\r\n", status);
 		if (r->remote_mta && r->remote_mta[0])
-			putf(&b, "Remote-MTA: dns; %s\r\n", r->remote_mta);
+			core_buf_printf(&b, "Remote-MTA: dns; %s\r\n", r->remote_mta);
 		if (r->diagnostic && r->diagnostic[0]) {
 			char dv[SMTP_DSN_FIELD_MAX + 8];
 
@@ -355,32 +308,31 @@ int smtp_dsn_compose(const struct smtp_dsn *d, char **out, size_t *outlen, const
 			field(&b, "Diagnostic-Code", dv);
 		}
 		if (r->last_attempt)
-			putf(&b, "Last-Attempt-Date: %s\r\n",
-			     clock_rfc5322(r->last_attempt, when, sizeof(when)));
+			core_buf_printf(&b, "Last-Attempt-Date: %s\r\n",
+					clock_rfc5322(r->last_attempt, when, sizeof(when)));
 		if (!failure && d->retry_until)
-			putf(&b, "Will-Retry-Until: %s\r\n",
-			     clock_rfc5322(d->retry_until, when, sizeof(when)));
+			core_buf_printf(&b, "Will-Retry-Until: %s\r\n",
+					clock_rfc5322(d->retry_until, when, sizeof(when)));
 	}
-	puts_(&b, "\r\n");
+	core_buf_adds(&b, "\r\n");
 
 	/* ---- 3: the original headers ---- */
-	putf(&b, "--%s\r\n", boundary);
-	puts_(&b, "Content-Description: Undelivered Message Headers\r\n"
-		  "Content-Type: text/rfc822-headers\r\n");
+	core_buf_printf(&b, "--%s\r\n", boundary);
+	core_buf_adds(&b, "Content-Description: Undelivered Message Headers\r\n"
+		      "Content-Type: text/rfc822-headers\r\n");
 	if (eight_bit(d->headers, hlen))
-		puts_(&b, "Content-Transfer-Encoding: 8bit\r\n");
-	puts_(&b, "\r\n");
+		core_buf_adds(&b, "Content-Transfer-Encoding: 8bit\r\n");
+	core_buf_adds(&b, "\r\n");
 	put_headers(&b, d->headers, hlen);
-	putf(&b, "\r\n--%s--\r\n", boundary);
+	core_buf_printf(&b, "\r\n--%s--\r\n", boundary);
 
-	if (b.overflow) {
+	*out = core_buf_take(&b, outlen);   /* NULL if any append above failed */
+	if (*out == NULL) {
 		*err = "DSN too large or out of memory";
 		goto fail;
 	}
-	*out = b.p;
-	*outlen = b.len;
 	return 0;
 fail:
-	free(b.p);
+	core_buf_free(&b);
 	return -1;
 }

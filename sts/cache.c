@@ -1,6 +1,7 @@
 /* MTA-STS policy cache: a chained hash of per-domain entries in memory and
  * one small file per policy on disk, written temp + fsync + rename + dir fsync. */
 #include "sts/cache.h"
+#include "relay/core_fs.h"
 #include "relay/log.h"
 
 #include <dirent.h>
@@ -291,70 +292,25 @@ static int file_path(const struct sts_cache *c, const char *name, const char *su
 	return (n < 0 || (size_t)n >= outlen) ? -1 : 0;
 }
 
-static int write_all(int fd, const char *b, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, b, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		b += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-static int fsync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int rc;
-
-	if (fd < 0)
-		return -1;
-	rc = fsync(fd);
-	close(fd);
-	return rc;
-}
-
-/* Temp name in the same directory (rename is atomic only within one file
- * system); a leading dot keeps it out of the *.policy scan. */
+/* Through core_fs: the temporary file .NAME.tmp.PID sits in the same
+ * directory (rename is atomic only within one file system), and its
+ * leading dot keeps it out of the *.policy scan. */
 static int write_file(const struct sts_cache *c, const struct sts_cache_entry *e)
 {
-	char path[CACHE_PATH_MAX], tmp[CACHE_PATH_MAX], suffix[48];
+	char path[CACHE_PATH_MAX], name[STS_DOMAIN_MAX + sizeof(STS_CACHE_SUFFIX) + 1];
 	char *buf = NULL;
 	size_t len;
-	int fd = -1, rc = -1;
+	int n, rc;
 
-	snprintf(suffix, sizeof(suffix), ".tmp.%ld", (long)getpid());
-	if (file_path(c, e->domain, STS_CACHE_SUFFIX, path, sizeof(path)) != 0 ||
-	    snprintf(tmp, sizeof(tmp), "%s/.%s%s", c->dir, e->domain, suffix) >= (int)sizeof(tmp))
+	n = snprintf(name, sizeof(name), "%s%s", e->domain, STS_CACHE_SUFFIX);
+	if (n < 0 || (size_t)n >= sizeof(name) ||
+	    file_path(c, e->domain, STS_CACHE_SUFFIX, path, sizeof(path)) != 0)
 		return -1;
 	if (sts_cache_format(e, &buf, &len) != 0)
 		return -1;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0)
-		goto out;
-	if (write_all(fd, buf, len) != 0 || fsync(fd) != 0)
-		goto out;
-	if (close(fd) != 0) {
-		fd = -1;
-		goto out;
-	}
-	fd = -1;
-	if (rename(tmp, path) != 0)
-		goto out;
-	if (fsync_dir(c->dir) != 0)
-		goto out;
-	rc = 0;
-out:
-	if (rc != 0) {
+	rc = core_fs_write_atomic(c->dir, name, buf, len, 0600);
+	if (rc != 0)
 		log_error("sts cache: cannot write %s: %s", path, strerror(errno));
-		unlink(tmp);
-	}
-	if (fd >= 0)
-		close(fd);
 	free(buf);
 	return rc;
 }
@@ -417,7 +373,7 @@ void sts_cache_drop(struct sts_cache *c, const char *domain)
 		if (unlink(path) != 0 && errno != ENOENT)
 			log_warn("sts cache: cannot remove %s: %s", path, strerror(errno));
 		else
-			fsync_dir(c->dir);
+			core_fs_fsync_dir(c->dir);
 	}
 }
 

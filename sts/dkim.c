@@ -14,9 +14,12 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
+#include "relay/core_buf.h"
+
 #define DKIM_KEY_FILE_MAX (64 * 1024)
 #define DKIM_MAX_FIELDS 256          /* header fields looked at when signing */
 #define DKIM_FOLD_B64 64             /* b= characters per folded line */
+#define DKIM_BUF_MAX ((1u << 20) - 1) /* ceiling of each buffer used in signing */
 
 struct dkim_key {
 	EVP_PKEY *pkey;
@@ -265,62 +268,18 @@ static int split_fields(const char *h, size_t len, struct field *f, size_t max, 
 	return 0;
 }
 
-static char *b64(const unsigned char *in, size_t len)
-{
-	char *out = malloc(4 * ((len + 2) / 3) + 1);
-
-	if (out == NULL || len > INT32_MAX) {
-		free(out);
-		return NULL;
-	}
-	EVP_EncodeBlock((unsigned char *)out, in, (int)len);
-	return out;
-}
-
-/* A growable string with a fixed ceiling (the signature header is small). */
-struct sbuf {
-	char *p;
-	size_t len, cap;
-	bool failed;
-};
-
-static void sb_add(struct sbuf *b, const char *s, size_t n)
-{
-	if (b->failed)
-		return;
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 256;
-		char *np;
-
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		if (cap > (1u << 20) || (np = realloc(b->p, cap)) == NULL) {
-			b->failed = true;
-			return;
-		}
-		b->p = np;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-}
-
-static void sb_str(struct sbuf *b, const char *s)
-{
-	sb_add(b, s, strlen(s));
-}
-
 int dkim_sign(const struct dkim_key *k, const char *msg, size_t len, const char *headers,
 	      int64_t t, char **sig, char *err, size_t errlen)
 {
 	struct field *fields = NULL;
-	size_t nfields = 0, hlen, blen, i, bl, siglen = 0;
+	size_t nfields = 0, hlen, blen, i, siglen = 0;
 	const char *sep = NULL;
-	char *cbody = NULL, *bh = NULL, *bsig = NULL, *hlist = NULL, *canon = NULL;
+	char *cbody = NULL, *hlist = NULL, *canon = NULL;
 	unsigned char digest[EVP_MAX_MD_SIZE], *rawsig = NULL;
 	unsigned int dlen = 0;
-	struct sbuf hdata = { 0 }, out = { 0 }, names = { 0 };
+	/* the signature header is small: a MiB is far more than it needs */
+	struct core_buf hdata = CORE_BUF_INIT(DKIM_BUF_MAX), out = CORE_BUF_INIT(DKIM_BUF_MAX),
+			names = CORE_BUF_INIT(DKIM_BUF_MAX), bh = CORE_BUF_INIT(DKIM_BUF_MAX);
 	EVP_MD_CTX *ctx = NULL;
 	char tbuf[32];
 	int rc = -1;
@@ -352,7 +311,7 @@ int dkim_sign(const struct dkim_key *k, const char *msg, size_t len, const char 
 	cbody = dkim_canon_body_relaxed(sep + 4, len - hlen - 2, &blen);
 	if (cbody == NULL ||
 	    EVP_Digest(cbody, blen, digest, &dlen, EVP_sha256(), NULL) != 1 ||
-	    (bh = b64(digest, dlen)) == NULL) {
+	    core_buf_add_b64(&bh, digest, dlen, 0, NULL) != 0) {
 		snprintf(err, errlen, "body hash failed");
 		goto out;
 	}
@@ -379,40 +338,43 @@ int dkim_sign(const struct dkim_key *k, const char *msg, size_t len, const char 
 					snprintf(err, errlen, "out of memory");
 					goto out;
 				}
-				sb_add(&hdata, canon, clen);
-				sb_add(&hdata, "\r\n", 2);
+				core_buf_add(&hdata, canon, clen);
+				core_buf_add(&hdata, "\r\n", 2);
 				free(canon);
 				canon = NULL;
-				if (names.len > 0)
-					sb_add(&names, ":", 1);
+				if (core_buf_len(&names) > 0)
+					core_buf_add(&names, ":", 1);
 				for (size_t c = 0; c < nl; c++) {
 					char lc = (char)tolower((unsigned char)p[c]);
 
-					sb_add(&names, &lc, 1);
+					core_buf_add(&names, &lc, 1);
 				}
 				break;
 			}
 			p = e ? e + 1 : p + nl;
 		}
 	}
-	if (names.len == 0 || names.failed) {
+	if (core_buf_len(&names) == 0 || core_buf_error(&names) != 0) {
 		snprintf(err, errlen, "none of the headers to sign is present");
 		goto out;
 	}
-	hlist = names.p;
-	names.p = NULL;
+	hlist = core_buf_take(&names, NULL);
+	if (hlist == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
 
 	/* The signature field as it will be sent, with an empty b=. Folding
 	 * points are WSP that relaxed canonicalization turns into one SP, so
 	 * the signed text is exactly what verifiers reconstruct. */
 	snprintf(tbuf, sizeof(tbuf), "%" PRId64, t);
-	sb_str(&out, "DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=");
-	sb_str(&out, k->domain);
-	sb_str(&out, "; s=");
-	sb_str(&out, k->selector);
-	sb_str(&out, ";\r\n\tt=");
-	sb_str(&out, tbuf);
-	sb_str(&out, "; h=");
+	core_buf_adds(&out, "DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=");
+	core_buf_adds(&out, k->domain);
+	core_buf_adds(&out, "; s=");
+	core_buf_adds(&out, k->selector);
+	core_buf_adds(&out, ";\r\n\tt=");
+	core_buf_adds(&out, tbuf);
+	core_buf_adds(&out, "; h=");
 	{
 		/* h= on lines of at most ~70 characters, split after a colon */
 		size_t col = 12, s = 0;
@@ -422,76 +384,69 @@ int dkim_sign(const struct dkim_key *k, const char *msg, size_t len, const char 
 				size_t n = i + 1 - s;
 
 				if (col + n > 70) {
-					sb_str(&out, "\r\n\t ");
+					core_buf_adds(&out, "\r\n\t ");
 					col = 2;
 				}
-				sb_add(&out, hlist + s, n);
+				core_buf_add(&out, hlist + s, n);
 				col += n;
 				s = i + 1;
 			}
 		}
 		if (col + (i - s) > 70)
-			sb_str(&out, "\r\n\t ");
-		sb_add(&out, hlist + s, i - s);
+			core_buf_adds(&out, "\r\n\t ");
+		core_buf_add(&out, hlist + s, i - s);
 	}
-	sb_str(&out, ";\r\n\tbh=");
-	sb_str(&out, bh);
-	sb_str(&out, ";\r\n\tb=");
-	if (out.failed) {
+	core_buf_adds(&out, ";\r\n\tbh=");
+	core_buf_adds(&out, core_buf_str(&bh));
+	core_buf_adds(&out, ";\r\n\tb=");
+	if (core_buf_error(&out) != 0) {
 		snprintf(err, errlen, "out of memory");
 		goto out;
 	}
 	{
 		size_t clen;
 
-		canon = dkim_canon_header_relaxed(out.p, out.len, &clen);
+		canon = dkim_canon_header_relaxed(core_buf_str(&out), core_buf_len(&out), &clen);
 		if (canon == NULL) {
 			snprintf(err, errlen, "out of memory");
 			goto out;
 		}
-		sb_add(&hdata, canon, clen);     /* last, without a CRLF (§3.7) */
+		core_buf_add(&hdata, canon, clen);     /* last, without a CRLF (§3.7) */
 	}
-	if (hdata.failed) {
+	if (core_buf_error(&hdata) != 0) {
 		snprintf(err, errlen, "out of memory");
 		goto out;
 	}
 
 	ctx = EVP_MD_CTX_new();
 	if (ctx == NULL || EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, k->pkey) != 1 ||
-	    EVP_DigestSign(ctx, NULL, &siglen, (const unsigned char *)hdata.p, hdata.len) != 1 ||
+	    EVP_DigestSign(ctx, NULL, &siglen, (const unsigned char *)core_buf_str(&hdata),
+			   core_buf_len(&hdata)) != 1 ||
 	    (rawsig = malloc(siglen)) == NULL ||
-	    EVP_DigestSign(ctx, rawsig, &siglen, (const unsigned char *)hdata.p, hdata.len) != 1 ||
-	    (bsig = b64(rawsig, siglen)) == NULL) {
+	    EVP_DigestSign(ctx, rawsig, &siglen, (const unsigned char *)core_buf_str(&hdata),
+			   core_buf_len(&hdata)) != 1) {
 		snprintf(err, errlen, "RSA signing failed");
 		goto out;
 	}
 	/* FWS may go anywhere in b= (§3.5): lines of DKIM_FOLD_B64 characters. */
-	for (i = 0, bl = strlen(bsig); i < bl; i += DKIM_FOLD_B64) {
-		size_t n = bl - i;
-
-		if (i > 0)
-			sb_str(&out, "\r\n\t ");
-		sb_add(&out, bsig + i, n < DKIM_FOLD_B64 ? n : DKIM_FOLD_B64);
-	}
-	sb_str(&out, "\r\n");
-	if (out.failed) {
+	core_buf_add_b64(&out, rawsig, siglen, DKIM_FOLD_B64, "\r\n\t ");
+	core_buf_adds(&out, "\r\n");
+	*sig = core_buf_take(&out, NULL);   /* NULL if any append above failed */
+	if (*sig == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto out;
 	}
-	*sig = out.p;
-	out.p = NULL;
 	rc = 0;
 out:
 	EVP_MD_CTX_free(ctx);
 	free(fields);
 	free(cbody);
-	free(bh);
-	free(bsig);
 	free(rawsig);
 	free(hlist);
 	free(canon);
-	free(hdata.p);
-	free(out.p);
-	free(names.p);
+	core_buf_free(&hdata);
+	core_buf_free(&out);
+	core_buf_free(&names);
+	core_buf_free(&bh);
 	return rc;
 }

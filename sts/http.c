@@ -4,10 +4,13 @@
 #include "sts/http.h"
 
 #include <curl/curl.h>
+#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "relay/core_buf.h"
 
 #define HTTP_URL_MAX 2048
 
@@ -24,9 +27,7 @@ struct http_req {
 	CURL *easy;
 	struct curl_slist *resolve;
 	struct curl_slist *headers;
-	char *body;
-	size_t body_len, max_body;
-	bool too_big;
+	struct core_buf body;        /* capped at the request's max_body */
 	http_cb cb;
 	void *arg;
 	char errbuf[CURL_ERROR_SIZE];
@@ -123,20 +124,10 @@ static size_t write_fn(char *data, size_t size, size_t nmemb, void *userp)
 {
 	struct http_req *r = userp;
 	size_t n = size * nmemb;
-	char *nb;
 
-	if (n > r->max_body - r->body_len) {
-		r->too_big = true;
-		return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
-	}
-	nb = realloc(r->body, r->body_len + n + 1);
-	if (nb == NULL)
-		return 0;
-	r->body = nb;
-	memcpy(r->body + r->body_len, data, n);
-	r->body_len += n;
-	r->body[r->body_len] = '\0';
-	return n;
+	/* Returning less than n aborts the transfer with CURLE_WRITE_ERROR;
+	 * finish() tells "too big" (-E2BIG) from "out of memory". */
+	return core_buf_add(&r->body, data, n) == 0 ? n : 0;
 }
 
 static void req_free(struct http_req *r)
@@ -152,7 +143,7 @@ static void req_free(struct http_req *r)
 	}
 	curl_slist_free_all(r->resolve);
 	curl_slist_free_all(r->headers);
-	free(r->body);
+	core_buf_free(&r->body);
 	free(r);
 }
 
@@ -165,10 +156,10 @@ static void finish(struct http_req *r, CURLcode rc)
 	curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &res.code);
 	curl_easy_getinfo(r->easy, CURLINFO_CONTENT_TYPE, &ct);
 	res.content_type = ct;
-	res.body = r->body ? r->body : "";
-	res.body_len = r->body_len;
+	res.body = core_buf_str(&r->body);
+	res.body_len = core_buf_len(&r->body);
 	res.error = r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc);
-	if (r->too_big || rc == CURLE_FILESIZE_EXCEEDED) {
+	if (core_buf_error(&r->body) == -E2BIG || rc == CURLE_FILESIZE_EXCEEDED) {
 		res.status = HTTP_TOO_BIG;
 		res.error = "response body too large";
 	} else if (rc == CURLE_OK) {
@@ -304,7 +295,7 @@ int http_request_start(struct http_client *hc, const struct http_request *req,
 	r->hc = hc;
 	r->cb = cb;
 	r->arg = arg;
-	r->max_body = req->max_body;
+	core_buf_init(&r->body, req->max_body);
 	if (build_resolve(r, req->url, req) != 0)
 		goto fail;
 	e = r->easy = curl_easy_init();

@@ -3,7 +3,6 @@
 #include "sts/tlsrpt.h"
 
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +12,7 @@
 #include <openssl/rand.h>
 
 #include "relay/clock.h"
+#include "relay/core_buf.h"
 
 #define MAIL_MAX (TLSRPT_REPORT_MAX * 2)   /* base64 + headers stay well below */
 #define B64_LINE 76                       /* RFC 2045 §6.8 */
@@ -134,51 +134,6 @@ static bool header_safe(const char *s, size_t max)
 	return true;
 }
 
-struct mbuf {
-	char *p;
-	size_t len, cap;
-	bool failed;
-};
-
-static void mb_add(struct mbuf *b, const char *s, size_t n)
-{
-	if (b->failed)
-		return;
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 4096;
-		char *np;
-
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		if (cap > MAIL_MAX || (np = realloc(b->p, cap)) == NULL) {
-			b->failed = true;
-			return;
-		}
-		b->p = np;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-}
-
-static void mb_fmt(struct mbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void mb_fmt(struct mbuf *b, const char *fmt, ...)
-{
-	char line[2048];
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
-	if (n < 0 || (size_t)n >= sizeof(line)) {
-		b->failed = true;
-		return;
-	}
-	mb_add(b, line, (size_t)n);
-}
-
 static void random_hex(char *out, size_t nbytes)
 {
 	unsigned char r[32];
@@ -200,10 +155,9 @@ static void random_hex(char *out, size_t nbytes)
 int tlsrpt_mail_compose(const struct tlsrpt_mail *m, char **out, size_t *outlen, char *err,
 			size_t errlen)
 {
-	struct mbuf b = { 0 };
-	char date[40], fname[800], boundary[48], mid[40], dstart[32], dend[32], *b64 = NULL;
+	struct core_buf b = CORE_BUF_INIT(MAIL_MAX - 1), s = CORE_BUF_INIT(MAIL_MAX - 1);
+	char date[40], fname[800], boundary[48], mid[40], dstart[32], dend[32];
 	char *sig = NULL;
-	size_t i, b64len;
 
 	*out = NULL;
 	if (!header_safe(m->from, 320) || !header_safe(m->to, 512) || !header_safe(m->domain, 253) ||
@@ -228,73 +182,67 @@ int tlsrpt_mail_compose(const struct tlsrpt_mail *m, char **out, size_t *outlen,
 	random_hex(boundary + 9, 12);
 	random_hex(mid, 12);
 
-	mb_fmt(&b, "From: %s\r\n", m->from);
-	mb_fmt(&b, "To: %s\r\n", m->to);
-	mb_fmt(&b, "Date: %s\r\n", date);
-	mb_fmt(&b, "Message-ID: <tlsrpt.%s@%s>\r\n", mid, m->hostname);
+	core_buf_printf(&b, "From: %s\r\n", m->from);
+	core_buf_printf(&b, "To: %s\r\n", m->to);
+	core_buf_printf(&b, "Date: %s\r\n", date);
+	core_buf_printf(&b, "Message-ID: <tlsrpt.%s@%s>\r\n", mid, m->hostname);
 	/* RFC 8460 §5.3 subject, folded at its FWS like the RFC's example */
-	mb_fmt(&b, "Subject: Report Domain: %s\r\n Submitter: %s\r\n Report-ID: <%s>\r\n",
-	       m->domain, m->submitter, m->report_id);
-	mb_fmt(&b, "TLS-Report-Domain: %s\r\n", m->domain);
-	mb_fmt(&b, "TLS-Report-Submitter: %s\r\n", m->submitter);
-	mb_add(&b, "TLS-Required: No\r\n", 18);
-	mb_add(&b, "Auto-Submitted: auto-generated\r\n", 32);
-	mb_add(&b, "MIME-Version: 1.0\r\n", 19);
-	mb_fmt(&b, "Content-Type: multipart/report; report-type=\"tlsrpt\";\r\n\tboundary=\"%s\"\r\n",
-	       boundary);
-	mb_add(&b, "\r\n", 2);
-	mb_add(&b, "This is a multipart message in MIME format.\r\n\r\n", 47);
-	mb_fmt(&b, "--%s\r\n", boundary);
-	mb_add(&b, "Content-Type: text/plain; charset=\"us-ascii\"\r\n", 46);
-	mb_add(&b, "Content-Transfer-Encoding: 7bit\r\n\r\n", 35);
-	mb_fmt(&b, "This is an aggregate TLS report from %s\r\n", m->submitter);
-	mb_fmt(&b, "for the policy domain %s,\r\n", m->domain);
-	mb_fmt(&b, "covering %s to %s (SMTP TLS Reporting, RFC 8460).\r\n", dstart, dend);
-	mb_fmt(&b, "Report-ID: %s\r\n\r\n", m->report_id);
-	mb_fmt(&b, "--%s\r\n", boundary);
-	mb_add(&b, "Content-Type: application/tlsrpt+gzip\r\n", 39);
-	mb_add(&b, "Content-Transfer-Encoding: base64\r\n", 35);
-	mb_fmt(&b, "Content-Disposition: attachment;\r\n\tfilename=\"%s\"\r\n\r\n", fname);
-	b64 = malloc(4 * ((m->gzlen + 2) / 3) + 1);
-	if (b64 == NULL) {
-		snprintf(err, errlen, "out of memory");
-		goto fail;
-	}
-	EVP_EncodeBlock((unsigned char *)b64, m->gz, (int)m->gzlen);
-	for (i = 0, b64len = strlen(b64); i < b64len; i += B64_LINE) {
-		size_t n = b64len - i;
-
-		mb_add(&b, b64 + i, n < B64_LINE ? n : B64_LINE);
-		mb_add(&b, "\r\n", 2);
-	}
-	mb_fmt(&b, "\r\n--%s--\r\n", boundary);
-	if (b.failed) {
+	core_buf_printf(&b, "Subject: Report Domain: %s\r\n Submitter: %s\r\n Report-ID: <%s>\r\n",
+			m->domain, m->submitter, m->report_id);
+	core_buf_printf(&b, "TLS-Report-Domain: %s\r\n", m->domain);
+	core_buf_printf(&b, "TLS-Report-Submitter: %s\r\n", m->submitter);
+	core_buf_adds(&b, "TLS-Required: No\r\n");
+	core_buf_adds(&b, "Auto-Submitted: auto-generated\r\n");
+	core_buf_adds(&b, "MIME-Version: 1.0\r\n");
+	core_buf_printf(&b, "Content-Type: multipart/report; report-type=\"tlsrpt\";\r\n"
+			"\tboundary=\"%s\"\r\n", boundary);
+	core_buf_adds(&b, "\r\n");
+	core_buf_adds(&b, "This is a multipart message in MIME format.\r\n\r\n");
+	core_buf_printf(&b, "--%s\r\n", boundary);
+	core_buf_adds(&b, "Content-Type: text/plain; charset=\"us-ascii\"\r\n");
+	core_buf_adds(&b, "Content-Transfer-Encoding: 7bit\r\n\r\n");
+	core_buf_printf(&b, "This is an aggregate TLS report from %s\r\n", m->submitter);
+	core_buf_printf(&b, "for the policy domain %s,\r\n", m->domain);
+	core_buf_printf(&b, "covering %s to %s (SMTP TLS Reporting, RFC 8460).\r\n", dstart, dend);
+	core_buf_printf(&b, "Report-ID: %s\r\n\r\n", m->report_id);
+	core_buf_printf(&b, "--%s\r\n", boundary);
+	core_buf_adds(&b, "Content-Type: application/tlsrpt+gzip\r\n");
+	core_buf_adds(&b, "Content-Transfer-Encoding: base64\r\n");
+	core_buf_printf(&b, "Content-Disposition: attachment;\r\n\tfilename=\"%s\"\r\n\r\n", fname);
+	/* lines of B64_LINE characters, each ended by CRLF */
+	core_buf_add_b64(&b, m->gz, m->gzlen, B64_LINE, "\r\n");
+	if (m->gzlen > 0)
+		core_buf_adds(&b, "\r\n");
+	core_buf_printf(&b, "\r\n--%s--\r\n", boundary);
+	if (core_buf_error(&b) != 0) {
 		snprintf(err, errlen, "out of memory or message too large");
 		goto fail;
 	}
 	if (m->dkim != NULL) {
-		struct mbuf s = { 0 };
-
-		if (dkim_sign(m->dkim, b.p, b.len, NULL, m->now, &sig, err, errlen) != 0)
+		if (dkim_sign(m->dkim, core_buf_str(&b), core_buf_len(&b), NULL, m->now, &sig, err,
+			      errlen) != 0)
 			goto fail;
-		mb_add(&s, sig, strlen(sig));
-		mb_add(&s, b.p, b.len);
-		if (s.failed) {
-			free(s.p);
+		core_buf_adds(&s, sig);
+		core_buf_add(&s, core_buf_str(&b), core_buf_len(&b));
+		if (core_buf_error(&s) != 0) {
 			snprintf(err, errlen, "out of memory");
 			goto fail;
 		}
-		free(b.p);
+		core_buf_free(&b);
 		b = s;
+		core_buf_init(&s, MAIL_MAX - 1);
 	}
-	free(b64);
 	free(sig);
-	*out = b.p;
-	*outlen = b.len;
+	sig = NULL;
+	*out = core_buf_take(&b, outlen);
+	if (*out == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
 	return 0;
 fail:
-	free(b64);
 	free(sig);
-	free(b.p);
+	core_buf_free(&b);
+	core_buf_free(&s);
 	return -1;
 }

@@ -14,6 +14,7 @@
 #include <zlib.h>
 
 #include "relay/clock.h"
+#include "relay/core_fs.h"
 #include "relay/log.h"
 
 /* Crash behaviour (also in the README): a session line reaches the kernel
@@ -213,24 +214,12 @@ int tlsrpt_line_format(const struct tlsrpt_session *s, int64_t when, char *buf, 
 
 /* ---- files ---- */
 
-static int fsync_dir(const char *path)
-{
-	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int rc;
-
-	if (fd < 0)
-		return -1;
-	rc = fsync(fd);
-	close(fd);
-	return rc;
-}
-
 /* mkdir that tolerates an existing directory; a new one is made durable
  * by syncing its parent. */
 static int mkdir_durable(const char *path, const char *parent)
 {
 	if (mkdir(path, 0750) == 0)
-		return fsync_dir(parent);
+		return core_fs_fsync_dir(parent);
 	return errno == EEXIST ? 0 : -1;
 }
 
@@ -389,30 +378,12 @@ static int open_day(struct tlsrpt_store *st, const char *day)
 	st->fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
 	if (st->fd < 0)
 		return -1;
-	if (created && fsync_dir(dir) != 0)
+	if (created && core_fs_fsync_dir(dir) != 0)
 		log_warn("tlsrpt: fsync %s: %s", dir, strerror(errno));
 	memcpy(st->day, day, sizeof(st->day));
 	/* A torn last line (crash mid-write) must not swallow the next one. */
 	st->need_nl = fstat(st->fd, &sb) == 0 && sb.st_size > 0 &&
 		      pread(st->fd, &last, 1, sb.st_size - 1) == 1 && last != '\n';
-	return 0;
-}
-
-static int write_all(int fd, const char *p, size_t n, bool *partial)
-{
-	size_t done = 0;
-
-	while (done < n) {
-		ssize_t w = write(fd, p + done, n - done);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0) {
-			*partial = done > 0;
-			return -1;
-		}
-		done += (size_t)w;
-	}
 	return 0;
 }
 
@@ -422,7 +393,7 @@ int tlsrpt_record(struct tlsrpt_store *st, const struct tlsrpt_session *s)
 	char day[TLSRPT_DAY_LEN + 1];
 	int64_t when = s->when > 0 ? s->when : clock_now();
 	int n = tlsrpt_line_format(s, when, line, sizeof(line));
-	bool partial = false;
+	size_t done;
 
 	if (n < 0) {
 		log_warn("tlsrpt: session for %s not recordable (bad or too long fields)",
@@ -439,14 +410,14 @@ int tlsrpt_record(struct tlsrpt_store *st, const struct tlsrpt_session *s)
 		return -1;
 	}
 	if (st->need_nl) {
-		if (write_all(st->fd, "\n", 1, &partial) != 0) {
+		if (core_fs_write_all(st->fd, "\n", 1, NULL) != 0) {
 			log_error("tlsrpt: write: %s", strerror(errno));
 			return -1;
 		}
 		st->need_nl = false;
 	}
-	if (write_all(st->fd, line, (size_t)n, &partial) != 0) {
-		st->need_nl = partial;
+	if (core_fs_write_all(st->fd, line, (size_t)n, &done) != 0) {
+		st->need_nl = done > 0;   /* a torn line: end it before the next */
 		log_error("tlsrpt: write: %s", strerror(errno));
 		return -1;
 	}
@@ -509,7 +480,7 @@ bool tlsrpt_sent_contains(const char *spool_dir, const char *day, const char *do
 int tlsrpt_sent_add(const char *spool_dir, const char *day, const char *domain, const char *rua)
 {
 	char dir[TLSRPT_PATH_MAX], path[TLSRPT_PATH_MAX + 8], line[2100];
-	bool created, partial = false;
+	bool created;
 	int fd, n, rc = -1;
 
 	if (!ledger_field_ok(domain) || !ledger_field_ok(rua) ||
@@ -525,11 +496,11 @@ int tlsrpt_sent_add(const char *spool_dir, const char *day, const char *domain, 
 		return -1;
 	/* A torn line from a crash only makes that one entry unreadable (so
 	 * it is sent again): lines are matched whole, with their newline. */
-	if (write_all(fd, "\n", 1, &partial) == 0 && write_all(fd, line, (size_t)n, &partial) == 0 &&
-	    fdatasync(fd) == 0)
+	if (core_fs_write_all(fd, "\n", 1, NULL) == 0 &&
+	    core_fs_write_all(fd, line, (size_t)n, NULL) == 0 && fdatasync(fd) == 0)
 		rc = 0;
 	close(fd);
-	if (rc == 0 && created && fsync_dir(dir) != 0)
+	if (rc == 0 && created && core_fs_fsync_dir(dir) != 0)
 		rc = -1;
 	return rc;
 }
@@ -584,6 +555,6 @@ int tlsrpt_prune(const char *spool_dir, int64_t now, uint64_t retention_s)
 	}
 	closedir(d);
 	if (removed > 0)
-		fsync_dir(base);
+		core_fs_fsync_dir(base);
 	return removed;
 }

@@ -1,0 +1,90 @@
+/* Unit tests of base64 into a fixed buffer (relay/core_b64.h): RFC 4648
+ * vectors, all byte values, exact output sizes and refusal when too small. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "relay/core_b64.h"
+
+static void test_vectors(void **state)
+{
+	static const char *const in[] = { "", "f", "fo", "foo", "foob", "fooba", "foobar" };
+	static const char *const out[] = { "",         "Zg==",     "Zm8=",    "Zm9v",
+					   "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy" };
+	char buf[16];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < 7; i++) {
+		assert_int_equal(core_b64_len(strlen(in[i])), strlen(out[i]));
+		assert_int_equal(core_b64_encode(in[i], strlen(in[i]), buf, sizeof(buf)),
+				 (ssize_t)strlen(out[i]));
+		assert_string_equal(buf, out[i]);
+	}
+}
+
+/* Every byte value, against a bit-by-bit reference encoder. */
+static void test_all_bytes(void **state)
+{
+	static const char alpha[] =
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	unsigned char in[256];
+	char got[400], want[400];
+	size_t i, bit, o = 0;
+
+	(void)state;
+	for (i = 0; i < 256; i++)
+		in[i] = (unsigned char)(255 - i);
+	for (bit = 0; bit < 256 * 8; bit += 6) {
+		unsigned v = 0, k;
+
+		for (k = 0; k < 6; k++) {
+			size_t b = bit + k;
+			unsigned set = b < 256 * 8 ? (in[b / 8] >> (7 - b % 8)) & 1 : 0;
+
+			v = v << 1 | set;
+		}
+		want[o++] = alpha[v];
+	}
+	while (o % 4 != 0)
+		want[o++] = '=';
+	want[o] = '\0';
+	assert_int_equal(core_b64_encode(in, sizeof(in), got, sizeof(got)), (ssize_t)o);
+	assert_string_equal(got, want);
+}
+
+static void test_output_size(void **state)
+{
+	char buf[9];
+
+	(void)state;
+	memset(buf, 'x', sizeof(buf));
+	/* "foobar" needs 8 characters and the NUL: 8 bytes are one too few */
+	assert_int_equal(core_b64_encode("foobar", 6, buf, 8), -1);
+	assert_int_equal(buf[0], 'x');                 /* nothing written */
+	assert_int_equal(core_b64_encode("foobar", 6, buf, 9), 8);
+	assert_string_equal(buf, "Zm9vYmFy");
+	assert_int_equal(core_b64_encode("", 0, buf, 0), -1);
+	assert_int_equal(core_b64_encode("", 0, buf, 1), 0);
+	assert_string_equal(buf, "");
+	/* a length whose encoding does not fit in size_t */
+	assert_int_equal(core_b64_len(SIZE_MAX), SIZE_MAX);
+	assert_int_equal(core_b64_encode(buf, SIZE_MAX, buf, sizeof(buf)), -1);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_vectors),
+		cmocka_unit_test(test_all_bytes),
+		cmocka_unit_test(test_output_size),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
