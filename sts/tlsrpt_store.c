@@ -218,7 +218,7 @@ int tlsrpt_line_format(const struct tlsrpt_session *s, int64_t when, char *buf, 
  * by syncing its parent. */
 static int mkdir_durable(const char *path, const char *parent)
 {
-	if (mkdir(path, 0750) == 0)
+	if (mkdir(path, 0700) == 0)
 		return core_fs_fsync_dir(parent);
 	return errno == EEXIST ? 0 : -1;
 }
@@ -375,7 +375,7 @@ static int open_day(struct tlsrpt_store *st, const char *day)
 		return -1;
 	snprintf(path, sizeof(path), "%s/sessions", dir);
 	created = access(path, F_OK) != 0;
-	st->fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	st->fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
 	if (st->fd < 0)
 		return -1;
 	if (created && core_fs_fsync_dir(dir) != 0)
@@ -491,7 +491,7 @@ int tlsrpt_sent_add(const char *spool_dir, const char *day, const char *domain, 
 	if (n < 0 || (size_t)n >= sizeof(line))
 		return -1;
 	created = access(path, F_OK) != 0;
-	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -1;
 	/* A torn line from a crash only makes that one entry unreadable (so
