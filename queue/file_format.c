@@ -143,16 +143,16 @@ static int parse_u64(const char *s, size_t len, uint64_t max, uint64_t *out)
 	return 0;
 }
 
-static int is_queue_id(const char *s, size_t len)
+bool queue_id_valid(const char *s, size_t len)
 {
 	size_t i;
 
 	if (len != QUEUE_ID_LEN)
-		return 0;
+		return false;
 	for (i = 0; i < len; i++)
 		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'A' && s[i] <= 'F')))
-			return 0;
-	return 1;
+			return false;
+	return true;
 }
 
 /* "key value\n", or "key\n" for an empty value. Output buffers are capped
@@ -209,7 +209,7 @@ int queue_header_encode(const struct queue_envelope *env, char **out, size_t *ou
 	sl = field_len(env->sender, sizeof(env->sender));
 	subl = field_len(env->submitter, sizeof(env->submitter));
 	cl = field_len(env->client, sizeof(env->client));
-	if (idl < 0 || !is_queue_id(env->id, (size_t)idl) || sl < 0 || subl < 0 || cl < 0)
+	if (idl < 0 || !queue_id_valid(env->id, (size_t)idl) || sl < 0 || subl < 0 || cl < 0)
 		return -1;
 	if (env->queued_at < 0 || (env->flags & ~FLAGS_KNOWN) != 0)
 		return -1;
@@ -330,7 +330,7 @@ static int decode_header(const char *buf, size_t len, struct queue_envelope *env
 		seen |= 1u << k;
 		switch (k) {
 		case K_ID:
-			if (!is_queue_id(val, vlen)) {
+			if (!queue_id_valid(val, vlen)) {
 				*err = "bad queue id";
 				return -1;
 			}

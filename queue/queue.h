@@ -82,6 +82,10 @@ int queue_envelope_add_rcpt(struct queue_envelope *env, const char *address);
 
 const char *queue_status_name(enum queue_rcpt_status st);  /* "pending", ... */
 
+/* True for exactly QUEUE_ID_LEN upper-case hex digits (the first len bytes
+ * of s; len is usually strlen(s)). */
+bool queue_id_valid(const char *s, size_t len);
+
 /* Delay before attempt number `attempts`+1, given the configured schedule
  * (last step repeats). Convention: `attempts` = failed attempts so far. 0 ->
  * 0 (the first attempt is immediate); k >= 1 -> schedule_s[min(k-1, n-1)],

@@ -76,14 +76,7 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
 
 static bool valid_id(const char *s)
 {
-	size_t i;
-
-	if (s == NULL)
-		return false;
-	for (i = 0; i < QUEUE_ID_LEN; i++)
-		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'A' && s[i] <= 'F')))
-			return false;
-	return s[QUEUE_ID_LEN] == '\0';
+	return s != NULL && queue_id_valid(s, strlen(s));
 }
 
 /* Reads up to len bytes at off; *got < len only at end of file. */

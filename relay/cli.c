@@ -49,13 +49,11 @@ bool cli_queue_id_parse(const char *s, char *out)
 
 	if (s == NULL || strlen(s) != QUEUE_ID_LEN)
 		return false;
-	for (i = 0; i < QUEUE_ID_LEN; i++) {
-		if (!isxdigit((unsigned char)s[i]))
-			return false;
+	/* operators may type ids in lower case */
+	for (i = 0; i < QUEUE_ID_LEN; i++)
 		out[i] = (char)toupper((unsigned char)s[i]);
-	}
 	out[QUEUE_ID_LEN] = '\0';
-	return true;
+	return queue_id_valid(out, QUEUE_ID_LEN);
 }
 
 static int64_t mono_ms(void)

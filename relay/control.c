@@ -2,7 +2,6 @@
  * connection; bounded in size and time so a stuck client cannot pile up. */
 #include "relay/control.h"
 
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,17 +40,6 @@ struct control_conn {
 	char reply[320];
 };
 
-static int valid_id(const char *s)
-{
-	size_t i;
-
-	if (strlen(s) != QUEUE_ID_LEN)
-		return 0;
-	for (i = 0; i < QUEUE_ID_LEN; i++)
-		if (!isxdigit((unsigned char)s[i]) || islower((unsigned char)s[i]))
-			return 0;
-	return 1;
-}
 
 void control_execute(struct relay *r, struct pickup *p, const char *req, char *reply,
 		     size_t replylen)
@@ -75,7 +63,7 @@ void control_execute(struct relay *r, struct pickup *p, const char *req, char *r
 			snprintf(reply, replylen, "error cannot start a TLS-RPT run for %s now", id);
 		return;
 	}
-	if (fields == 2 && !valid_id(id)) {
+	if (fields == 2 && !queue_id_valid(id, strlen(id))) {
 		snprintf(reply, replylen, "error bad queue id");
 		return;
 	}
