@@ -1,5 +1,6 @@
 /* One outbound delivery attempt on the libuv loop: MTA-STS verdict, MX
- * resolution, then the sans-I/O SMTP client driven over relay/smtp_conn (TCP + STARTTLS). */
+ * resolution, then the sans-I/O SMTP client driven over relay/smtp_conn (TCP + STARTTLS),
+ * with idle connections kept per recipient domain for reuse. */
 #include "relay/delivery.h"
 
 #include <errno.h>
@@ -31,6 +32,9 @@ struct delivery_ctx {
 	struct smtp_client_timeouts timeouts;
 	uint32_t connect_timeout_ms;
 	unsigned live;                      /* deliveries not yet finished */
+	struct conn *idle;                  /* the pool: idle connections (and ones saying QUIT) */
+	size_t nidle;
+	bool no_reuse;                      /* stopping: pool nothing more */
 };
 
 /* Where a delivery is; only used for sanity and logs. */
@@ -68,6 +72,8 @@ struct delivery {
 	struct dns_mx_result *mx;
 	size_t host_i, addr_i;
 	struct conn *conn;
+	const struct dns_mx_host *cur_host;       /* the candidate being tried (in mx) */
+	const struct sockaddr_storage *cur_addr;
 
 	/* TLS demands for this domain */
 	enum smtp_tls_level tls_level;
@@ -87,8 +93,19 @@ struct delivery {
 	unsigned mx_used;                   /* MX hosts allowed by the policy */
 };
 
+/* One connection. It belongs to its delivery while a transaction runs
+ * (d != NULL), else to the pool (pooled) until it closes; a pooled one
+ * whose context went away is orphaned (dc == NULL) and just closes. */
 struct conn {
-	struct delivery *d;
+	struct delivery_ctx *dc;
+	struct delivery *d;                 /* NULL while idle */
+	struct conn *prev, *next;           /* pool links */
+	bool pooled;
+	char domain[DNS_NAME_MAX + 1];      /* the recipient domain it serves */
+	enum smtp_tls_level tls_level;      /* demanded when it was opened */
+	unsigned uses;                      /* transactions so far */
+	bool reused;                        /* the current transaction is not its first */
+	bool tls_recorded;                  /* its TLS-RPT session result is recorded */
 	struct smtp_conn *sc;               /* the transport: TCP + STARTTLS */
 	const struct smtp_conn_info *in;    /* smtp_conn_info(sc) */
 	bool closing;
@@ -98,6 +115,9 @@ struct conn {
 
 static void next_candidate(struct delivery *d);
 static void finish(struct delivery *d);
+static void pool_unlink(struct conn *c);
+static void conn_close(struct conn *c);
+static bool conn_ready(struct conn *c);
 
 static enum tlsrpt_result tlsrpt_code(const char *rt)
 {
@@ -177,6 +197,13 @@ void delivery_ctx_free(struct delivery_ctx *dc)
 		return;
 	if (dc->live != 0)
 		log_error("delivery: context freed with %u deliveries running", dc->live);
+	while (dc->idle != NULL) {
+		struct conn *c = dc->idle;
+
+		pool_unlink(c);
+		c->dc = NULL;  /* orphaned: conn_end just frees it */
+		conn_close(c);
+	}
 	if (dc->sts != NULL)
 		sts_engine_free(dc->sts);     /* before the resolver it uses */
 	if (dc->tlsrpt != NULL)
@@ -208,6 +235,7 @@ static void settle_all(struct delivery *d, enum delivery_status st, const char *
 		snprintf(r->relay, sizeof(r->relay), "%s", relay ? relay : "none");
 		snprintf(r->tls, sizeof(r->tls), "%s", tls ? tls : "none");
 		r->sts_result = sts_result;
+		r->conn_use = 0;
 	}
 }
 
@@ -379,6 +407,11 @@ static void conn_pump(struct conn *c)
 			continue;  /* the client may now be DONE, or wants EHLO sent */
 		}
 		flush_out(c);
+		if (ev == SMTP_CLIENT_EV_READY) {
+			if (conn_ready(c))
+				return;
+			continue;  /* QUIT instead: send it */
+		}
 		if (ev == SMTP_CLIENT_EV_DONE) {
 			/* QUIT (or a TLS alert) still on its way: close after it. */
 			if (!smtp_conn_writing(c->sc))
@@ -476,45 +509,279 @@ static void tls_field(const struct conn *c, char *buf, size_t len)
 		snprintf(buf, len, "none");
 }
 
+/* ---- the pool of idle connections ---- */
+
+static void pool_put(struct delivery_ctx *dc, struct conn *c)
+{
+	c->pooled = true;
+	c->prev = NULL;
+	c->next = dc->idle;
+	if (dc->idle != NULL)
+		dc->idle->prev = c;
+	dc->idle = c;
+	dc->nidle++;
+}
+
+static void pool_unlink(struct conn *c)
+{
+	struct delivery_ctx *dc = c->dc;
+
+	if (!c->pooled || dc == NULL)
+		return;
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		dc->idle = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	c->prev = c->next = NULL;
+	c->pooled = false;
+	dc->nidle--;
+}
+
+/* Would a new connection of d to host[ip]:port be this one? Same recipient
+ * domain (never another's: each domain is judged by its own policy, and a
+ * connection carries what that domain's verdict demanded), same host,
+ * address and port, and a TLS state that meets d's demands as re-evaluated
+ * now. */
+static bool pool_fits(const struct conn *c, const struct delivery *d, const char *host,
+		      const char *ip, uint16_t port)
+{
+	if (c->closing || smtp_client_state(c->client) != SMTP_CLIENT_READY)
+		return false;
+	if (strcasecmp(c->domain, d->domain) != 0 || strcasecmp(c->in->host, host) != 0 ||
+	    strcmp(c->in->ip, ip) != 0 || c->in->port != port)
+		return false;
+	if (d->tls_verify)
+		/* TLS >= 1.2 (smtp/tls.c), chain, dates and the name of this MX
+		 * host checked out; the walk checked the host against the policy. */
+		return c->in->tls_up && c->in->tls_verified;
+	if (d->tls_level == SMTP_TLS_REQUIRE)
+		return c->in->tls_up;
+	/* Opportunistic: it tried STARTTLS as a new connection would. */
+	return c->tls_level >= d->tls_level;
+}
+
+static struct conn *pool_take(struct delivery *d, const char *host, const char *ip, uint16_t port)
+{
+	struct conn *c;
+
+	if (d->dc->no_reuse)
+		return NULL;
+	for (c = d->dc->idle; c != NULL; c = c->next) {
+		if (pool_fits(c, d, host, ip, port)) {
+			pool_unlink(c);
+			return c;
+		}
+	}
+	return NULL;
+}
+
+void delivery_ctx_close_idle(struct delivery_ctx *dc)
+{
+	struct conn *c;
+
+	if (dc == NULL)
+		return;
+	dc->no_reuse = true;
+	/* They stay listed until closed, so delivery_ctx_free finds them. */
+	for (c = dc->idle; c != NULL; c = c->next) {
+		if (smtp_client_quit(c->client) == 0)
+			conn_pump(c);
+	}
+}
+
+/* ---- one transaction's outcome ---- */
+
+/* The RFC 8460 verdict of the session for this transaction. The TLS-RPT
+ * session result is recorded once per connection: RFC 8460 §4.4 defines
+ * successful-session-count as "the aggregate count of successfully
+ * negotiated TLS-enabled connections", so a reused connection adds no
+ * session (and it can fail no TLS check: its TLS is already up). Returns
+ * the result type to report with the recipients, NULL when nothing was
+ * demanded or nothing failed. */
+static const char *conn_tls_verdict(struct conn *c, const struct smtp_client_result *res)
+{
+	struct delivery *d = c->d;
+	const char *sts_result = NULL;
+
+	/* A session that never got as far as EHLO says nothing about TLS and
+	 * is not recorded. */
+	if (res->tls_result != NULL)
+		sts_result = smtp_conn_static_result(res->tls_result);       /* REQUIRE failed closed */
+	else if (c->in->tls_failed || (c->in->tls_up && !c->in->tls_verified))
+		sts_result = c->in->tls_result ? c->in->tls_result : "validation-failure";
+	else if (!c->in->tls_up && res->esmtp && !res->caps.starttls && d->tls_level != SMTP_TLS_NONE)
+		sts_result = "starttls-not-supported";              /* MAY went plaintext */
+	if (!c->tls_recorded &&
+	    (smtp_conn_tls(c->sc) != NULL || res->tls_result != NULL || res->esmtp)) {
+		const char *rt = sts_result;
+		char reason[300];
+
+		c->tls_recorded = true;
+		if (rt != NULL && res->tls_result != NULL)
+			snprintf(reason, sizeof(reason), "%s", res->diag);
+		else
+			snprintf(reason, sizeof(reason), "%s", c->in->tls_reason);
+		record_session(d, rt, c->in->host, c->in->ip, c->in->local_ip, rt ? reason : NULL);
+	}
+	if (sts_result != NULL && d->decision == STS_DECISION_TESTING)
+		log_msg(LOG_LVL_INFO, d->qid,
+			"%s: TLS check failed with %s (testing: delivery goes on), sts=%s, "
+			"sts_result=%s%s%s",
+			d->domain, c->in->relay, d->result.sts, sts_result, c->in->tls_reason[0] ? ": " : "",
+			c->in->tls_reason);
+	if (!d->check_tls)
+		sts_result = NULL;  /* opportunistic: nothing was demanded, nothing failed */
+	return sts_result;
+}
+
+/* This host took responsibility: its verdicts are the attempt's. */
+static void conn_take_verdicts(struct conn *c, const struct smtp_client_result *res,
+			       const char *sts_result)
+{
+	struct delivery *d = c->d;
+	char tls[DELIVERY_TLS_MAX];
+	size_t i;
+
+	tls_field(c, tls, sizeof(tls));
+	for (i = 0; i < d->n; i++) {
+		const struct smtp_rcpt_result *rr = &res->rcpts[i];
+		struct delivery_rcpt *r = &d->rcpts[i];
+
+		r->status = rr->status == SMTP_RCPT_SENT     ? DELIVERY_SENT
+			    : rr->status == SMTP_RCPT_BOUNCE ? DELIVERY_BOUNCE
+							     : DELIVERY_DEFER;
+		snprintf(r->dsn, sizeof(r->dsn), "%s", rr->esc[0] ? rr->esc : "4.0.0");
+		snprintf(r->text, sizeof(r->text), "%s", rr->diag);
+		snprintf(r->reply, sizeof(r->reply), "%s", rr->reply);
+		snprintf(r->remote_mta, sizeof(r->remote_mta), "%s", c->in->host);
+		snprintf(r->relay, sizeof(r->relay), "%s", c->in->relay);
+		snprintf(r->tls, sizeof(r->tls), "%s", tls);
+		r->conn_use = c->uses;
+		r->sts_result = r->status == DELIVERY_SENT && d->decision != STS_DECISION_TESTING
+					? NULL
+					: sts_result;
+	}
+}
+
+/* The server answered the end of data and the session is idle: hand the
+ * verdicts to the delivery and keep the connection for the next one, or
+ * say QUIT (false: the caller pumps the QUIT out). */
+static bool conn_ready(struct conn *c)
+{
+	struct delivery *d = c->d;
+	const struct smtp_client_result *res;
+
+	if (d == NULL)
+		return true;  /* idle in the pool already */
+	if (d->aborted || c->dc->no_reuse || c->uses >= DELIVERY_MAX_USES ||
+	    c->dc->nidle >= DELIVERY_MAX_IDLE) {
+		smtp_client_quit(c->client);  /* conn_end takes the verdicts at close */
+		return false;
+	}
+	res = smtp_client_result(c->client);
+	conn_take_verdicts(c, res, conn_tls_verdict(c, res));
+	d->conn = NULL;
+	c->d = NULL;
+	c->reused = false;
+	pool_put(c->dc, c);
+	smtp_conn_timer(c->sc, DELIVERY_IDLE_MS);
+	finish(d);
+	return true;
+}
+
+/* The client settings for one transaction of d on c. */
+static void client_config(struct delivery *d, struct conn *c, const char *peer,
+			  struct smtp_client_config *cc)
+{
+	memset(cc, 0, sizeof(*cc));
+	cc->helo_name = d->dc->r->cfg.hostname;
+	cc->peer = peer;
+	cc->queue_id = d->qid;
+	cc->sender = d->sender;
+	cc->rcpts = d->addr_ptrs;
+	cc->nrcpts = d->n;
+	cc->size = d->size;
+	cc->tls = d->tls_level;
+	cc->timeouts = &d->dc->timeouts;
+	cc->read = read_message;
+	cc->read_arg = c;
+	cc->keep_open = true;
+}
+
+/* Takes an idle connection for d's current candidate, if one fits. 0: the
+ * transaction runs on it (conn_end follows as for a new one). */
+static int conn_reuse(struct delivery *d, const char *ip)
+{
+	struct smtp_client_config cc;
+	const char *cerr = NULL;
+	struct conn *c = pool_take(d, d->cur_host->name, ip, d->dc->r->cfg.smtp_port);
+
+	if (c == NULL)
+		return -1;
+	if (lseek(d->fd, (off_t)d->data_offset, SEEK_SET) < 0)
+		goto drop;
+	c->remaining = d->size;
+	c->d = d;
+	client_config(d, c, c->in->peer, &cc);
+	if (smtp_client_next(c->client, &cc, &cerr) != 0) {
+		log_msg(LOG_LVL_ERROR, d->qid, "cannot reuse the connection to %s: %s",
+			c->in->relay, cerr ? cerr : "unknown error");
+		c->d = NULL;
+		goto drop;
+	}
+	c->uses++;
+	c->reused = true;
+	d->conn = c;
+	d->stage = D_CONNECT;
+	log_msg(LOG_LVL_DEBUG, d->qid, "reusing the connection to %s (conn_use=%u)",
+		c->in->relay, c->uses);
+	conn_pump(c);
+	return 0;
+drop:
+	conn_close(c);  /* not pooled, no delivery: conn_end frees it */
+	return -1;
+}
+
 static void conn_start(struct delivery *d, const struct dns_mx_host *h,
-		       const struct sockaddr_storage *addr)
+		       const struct sockaddr_storage *addr, bool may_reuse)
 {
 	struct delivery_ctx *dc = d->dc;
 	struct smtp_client_config cc;
-	struct conn *c = calloc(1, sizeof(*c));
+	struct conn *c;
 	const char *cerr = NULL;
 	uint16_t port = dc->r->cfg.smtp_port;
 	char ip[SMTP_CONN_IP_MAX] = "", peer[DNS_NAME_MAX + SMTP_CONN_IP_MAX + 4];
 
-	if (c == NULL)
-		goto local_fail;
-	c->d = d;
-	c->sc = smtp_conn_new(dc->r->loop, &conn_ops, c);
-	if (c->sc == NULL)
-		goto local_fail_free;
-	c->in = smtp_conn_info(c->sc);
+	d->cur_host = h;
+	d->cur_addr = addr;
 	if (addr->ss_family == AF_INET6)
 		uv_ip6_name((const struct sockaddr_in6 *)addr, ip, sizeof(ip));
 	else
 		uv_ip4_name((const struct sockaddr_in *)addr, ip, sizeof(ip));
+	if (may_reuse && conn_reuse(d, ip) == 0)
+		return;
+
+	c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		goto local_fail;
+	c->dc = dc;
+	c->d = d;
+	snprintf(c->domain, sizeof(c->domain), "%s", d->domain);
+	c->tls_level = d->tls_level;
+	c->uses = 1;
+	c->sc = smtp_conn_new(dc->r->loop, &conn_ops, c);
+	if (c->sc == NULL)
+		goto local_fail_free;
+	c->in = smtp_conn_info(c->sc);
 	snprintf(peer, sizeof(peer), "%s[%s]", h->name, ip);
 
 	if (lseek(d->fd, (off_t)d->data_offset, SEEK_SET) < 0)
 		goto local_fail_free;
 	c->remaining = d->size;
 
-	memset(&cc, 0, sizeof(cc));
-	cc.helo_name = dc->r->cfg.hostname;
-	cc.peer = peer;
-	cc.queue_id = d->qid;
-	cc.sender = d->sender;
-	cc.rcpts = d->addr_ptrs;
-	cc.nrcpts = d->n;
-	cc.size = d->size;
-	cc.tls = d->tls_level;
-	cc.timeouts = &dc->timeouts;
-	cc.read = read_message;
-	cc.read_arg = c;
+	client_config(d, c, peer, &cc);
 	c->client = smtp_client_new(&cc, &cerr);
 	if (c->client == NULL) {
 		log_msg(LOG_LVL_ERROR, d->qid, "cannot start an SMTP session: %s",
@@ -538,6 +805,18 @@ local_fail:
 	finish(d);
 }
 
+/* A reused connection that was dead before the server said anything to
+ * our MAIL (EOF, a 421 of its idle timeout, silence): no byte of the
+ * message went out, so a new connection to the same address may take the
+ * transaction within this attempt. */
+static bool reuse_failed_early(const struct conn *c, const struct smtp_client_result *res)
+{
+	if (!c->reused || res->outcome != SMTP_CONN_TEMPFAIL ||
+	    res->failed_state != SMTP_CLIENT_MAIL || res->nrcpts == 0)
+		return false;
+	return res->rcpts[0].code == 0 || res->rcpts[0].code == 421;
+}
+
 /* Everything about one finished connection: log, TLS-RPT, and what next. */
 static void conn_end(struct conn *c)
 {
@@ -547,6 +826,13 @@ static void conn_end(struct conn *c)
 	const char *sts_result = NULL;
 	size_t i;
 
+	if (d == NULL) {
+		/* Idle (closed by the server, the idle timer or a stop) or
+		 * orphaned: its transactions were settled long ago. */
+		pool_unlink(c);
+		conn_free(c);
+		return;
+	}
 	d->conn = NULL;
 	if (c->in->connect_failed || !c->in->connected) {
 		if (!d->aborted) {
@@ -565,33 +851,7 @@ static void conn_end(struct conn *c)
 
 	res = smtp_client_result(c->client);
 	tls_field(c, tls, sizeof(tls));
-
-	/* The RFC 8460 verdict of this session. A session that never got as
-	 * far as EHLO says nothing about TLS and is not recorded. */
-	if (res->tls_result != NULL)
-		sts_result = smtp_conn_static_result(res->tls_result);       /* REQUIRE failed closed */
-	else if (c->in->tls_failed || (c->in->tls_up && !c->in->tls_verified))
-		sts_result = c->in->tls_result ? c->in->tls_result : "validation-failure";
-	else if (!c->in->tls_up && res->esmtp && !res->caps.starttls && d->tls_level != SMTP_TLS_NONE)
-		sts_result = "starttls-not-supported";              /* MAY went plaintext */
-	if (smtp_conn_tls(c->sc) != NULL || res->tls_result != NULL || res->esmtp) {
-		const char *rt = sts_result;
-		char reason[300];
-
-		if (rt != NULL && res->tls_result != NULL)
-			snprintf(reason, sizeof(reason), "%s", res->diag);
-		else
-			snprintf(reason, sizeof(reason), "%s", c->in->tls_reason);
-		record_session(d, rt, c->in->host, c->in->ip, c->in->local_ip, rt ? reason : NULL);
-	}
-	if (sts_result != NULL && d->decision == STS_DECISION_TESTING)
-		log_msg(LOG_LVL_INFO, d->qid,
-			"%s: TLS check failed with %s (testing: delivery goes on), sts=%s, "
-			"sts_result=%s%s%s",
-			d->domain, c->in->relay, d->result.sts, sts_result, c->in->tls_reason[0] ? ": " : "",
-			c->in->tls_reason);
-	if (!d->check_tls)
-		sts_result = NULL;  /* opportunistic: nothing was demanded, nothing failed */
+	sts_result = conn_tls_verdict(c, res);
 
 	if (d->aborted) {
 		for (i = 0; i < d->n; i++) {
@@ -603,31 +863,25 @@ static void conn_end(struct conn *c)
 				 res->rcpts[i].diag);
 			snprintf(d->rcpts[i].relay, sizeof(d->rcpts[i].relay), "%s", c->in->relay);
 			snprintf(d->rcpts[i].tls, sizeof(d->rcpts[i].tls), "%s", tls);
+			d->rcpts[i].conn_use = c->uses;
 		}
 		conn_free(c);
 		finish_aborted(d);
 		return;
 	}
 
-	if (res->outcome == SMTP_CONN_OK || !res->try_next_mx) {
-		/* This host took responsibility: its verdicts are the attempt's. */
-		for (i = 0; i < d->n; i++) {
-			const struct smtp_rcpt_result *rr = &res->rcpts[i];
-			struct delivery_rcpt *r = &d->rcpts[i];
+	if (reuse_failed_early(c, res)) {
+		log_msg(LOG_LVL_INFO, d->qid,
+			"reused connection to %s failed before MAIL was answered (%s): "
+			"trying a new connection",
+			c->in->relay, res->diag);
+		conn_free(c);
+		conn_start(d, d->cur_host, d->cur_addr, false);
+		return;
+	}
 
-			r->status = rr->status == SMTP_RCPT_SENT     ? DELIVERY_SENT
-				    : rr->status == SMTP_RCPT_BOUNCE ? DELIVERY_BOUNCE
-								     : DELIVERY_DEFER;
-			snprintf(r->dsn, sizeof(r->dsn), "%s", rr->esc[0] ? rr->esc : "4.0.0");
-			snprintf(r->text, sizeof(r->text), "%s", rr->diag);
-			snprintf(r->reply, sizeof(r->reply), "%s", rr->reply);
-			snprintf(r->remote_mta, sizeof(r->remote_mta), "%s", c->in->host);
-			snprintf(r->relay, sizeof(r->relay), "%s", c->in->relay);
-			snprintf(r->tls, sizeof(r->tls), "%s", tls);
-			r->sts_result = r->status == DELIVERY_SENT && d->decision != STS_DECISION_TESTING
-						? NULL
-						: sts_result;
-		}
+	if (res->outcome == SMTP_CONN_OK || !res->try_next_mx) {
+		conn_take_verdicts(c, res, sts_result);
 		conn_free(c);
 		finish(d);
 		return;
@@ -756,7 +1010,7 @@ static void next_candidate(struct delivery *d)
 			d->addr_i = 0;
 			continue;
 		}
-		conn_start(d, h, &h->addrs[d->addr_i++]);
+		conn_start(d, h, &h->addrs[d->addr_i++], true);
 		return;
 	}
 	all_failed(d);

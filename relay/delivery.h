@@ -27,6 +27,22 @@
  * policy -> `tls_default`. The only fail-closed point for "required TLS" is
  * the smtp_client state machine (SMTP_TLS_REQUIRE).
  *
+ * Connection reuse (Postfix's connection cache, RFC 5321 §3.3): after a
+ * transaction the server answered at the end of data, the connection waits
+ * idle (at most DELIVERY_IDLE_MS, DELIVERY_MAX_USES transactions) in a pool
+ * keyed by (recipient domain, MX host, address, port). A later delivery to
+ * the SAME recipient domain takes it instead of connecting when the MX walk
+ * reaches that very host and address, and only when its TLS state meets the
+ * new delivery's demands, re-evaluated from the current MTA-STS verdict:
+ * verified TLS for enforce / tls_default=verify (the MX walk has already
+ * checked the host against the policy), a session that tried STARTTLS for
+ * the opportunistic levels. A reused connection that turns out dead before
+ * the server answered MAIL (EOF, 421, timeout) is replaced once by a new
+ * connection to the same address within the same attempt: no byte of the
+ * message was sent, so nothing can be duplicated, and the attempt is not
+ * counted as failed. TLS-RPT records one session per connection (RFC 8460
+ * §4.4 counts "TLS-enabled connections"), not per transaction.
+ *
  * Timeouts: the RFC 5321 §4.5.3.2 stage timeouts of smtp/client.h and a 30 s
  * connect timeout; for tests the environment may shorten them:
  * STSRELAY_SMTP_TIMEOUT=SECONDS sets every stage (and the connect timeout),
@@ -43,6 +59,9 @@
 #define DELIVERY_RELAY_MAX (DNS_NAME_MAX + 64)   /* "host[ip]:port" */
 #define DELIVERY_TLS_MAX 64                      /* "TLSv1.3 verified" */
 #define DELIVERY_STS_MAX 64                      /* "enforce id=20260618001" */
+#define DELIVERY_IDLE_MS 5000                    /* an idle connection waits this long */
+#define DELIVERY_MAX_USES 100                    /* transactions per connection */
+#define DELIVERY_MAX_IDLE 256                    /* idle connections in all (memory bound) */
 
 enum delivery_status {
 	DELIVERY_SENT,      /* 2xx after end of data */
@@ -62,6 +81,8 @@ struct delivery_rcpt {
 	char relay[DELIVERY_RELAY_MAX];     /* "mx.example.com[192.0.2.1]:25" or "none" */
 	char tls[DELIVERY_TLS_MAX];         /* "TLSv1.3 verified", "TLSv1.2 unverified", "none" */
 	const char *sts_result;             /* RFC 8460 result type of a failed check, or NULL */
+	unsigned conn_use;                  /* transactions on that connection so far (Postfix
+					     * conn_use=), 0 when no connection decided */
 };
 
 struct delivery_result {
@@ -83,7 +104,10 @@ typedef void (*delivery_done_cb)(void *arg, const struct delivery_result *res);
  * every delivery start, so a reload applies to later deliveries (except
  * dns_servers and ca_file, fixed here). -1 with err. */
 int delivery_ctx_new(struct relay *r, struct delivery_ctx **out, char *err, size_t errlen);
-/* No delivery may be running. Closes handles through the loop: run it once
+/* Stopping: closes the idle connections (QUIT) and keeps no more. */
+void delivery_ctx_close_idle(struct delivery_ctx *dc);
+/* No delivery may be running. Closes the idle connections at once and the
+ * other handles through the loop: run it once
  * more afterwards. NULL is fine. */
 void delivery_ctx_free(struct delivery_ctx *dc);
 

@@ -57,6 +57,7 @@ struct rlog {
 	struct rlog *next;
 	char to[QUEUE_ADDR_MAX + 2];
 	char relay[DELIVERY_RELAY_MAX];
+	char conn_use[16];              /* "" unless the connection was reused */
 	char delay[32];
 	char dsn[SMTP_REPLY_ESC_MAX + 1];
 	char tls[DELIVERY_TLS_MAX];
@@ -498,8 +499,8 @@ static void delay_field(const struct smsg *m, char *buf, size_t len)
 
 /* The per-recipient line, Postfix order plus tls= and sts=; written once
  * the state it reports is durable (see flush_logs). */
-static void log_rcpt(struct smsg *m, const char *addr, const char *relay, const char *dsn,
-		     const char *tls, const char *sts, const char *sts_result, const char *status,
+static void log_rcpt(struct smsg *m, const char *addr, const char *relay, unsigned conn_use,
+		     const char *dsn, const char *tls, const char *sts, const char *sts_result, const char *status,
 		     const char *text)
 {
 	struct rlog *l = malloc(sizeof(*l));
@@ -512,6 +513,10 @@ static void log_rcpt(struct smsg *m, const char *addr, const char *relay, const 
 	l->next = NULL;
 	snprintf(l->to, sizeof(l->to), "<%s>", addr);
 	snprintf(l->relay, sizeof(l->relay), "%s", relay ? relay : "none");
+	/* Postfix writes conn_use= only for a reused connection. */
+	l->conn_use[0] = '\0';
+	if (conn_use > 1)
+		snprintf(l->conn_use, sizeof(l->conn_use), "%u", conn_use);
 	delay_field(m, l->delay, sizeof(l->delay));
 	snprintf(l->dsn, sizeof(l->dsn), "%s", dsn);
 	snprintf(l->tls, sizeof(l->tls), "%s", tls);
@@ -525,8 +530,9 @@ static void log_rcpt(struct smsg *m, const char *addr, const char *relay, const 
 static void flush_logs(const struct smsg *m, struct rlog *l)
 {
 	for (; l != NULL; l = l->next)
-		log_event(LOG_LVL_INFO, m->env.id, "to", l->to, "relay", l->relay, "delay",
-			  l->delay, "dsn", l->dsn, "tls", l->tls, "sts", l->sts, "sts_result",
+		log_event(LOG_LVL_INFO, m->env.id, "to", l->to, "relay", l->relay, "conn_use",
+			  l->conn_use[0] ? l->conn_use : NULL, "delay", l->delay, "dsn", l->dsn,
+			  "tls", l->tls, "sts", l->sts, "sts_result",
 			  l->sts_result[0] ? l->sts_result : NULL, "status", l->status, NULL);
 }
 
@@ -792,7 +798,7 @@ static void bounce_admin(struct smsg *m, struct bounce_list *bl)
 		q->status = QUEUE_BOUNCED;
 		q->last_try = now;
 		set_last_error(q, "5.0.0", "bounced by the administrator");
-		log_rcpt(m, q->address, NULL, "5.0.0", "none", "absent", NULL, "bounced",
+		log_rcpt(m, q->address, NULL, 0, "5.0.0", "none", "absent", NULL, "bounced",
 			 "bounced by the administrator");
 		add_bounce(bl, q, "5.0.0", "bounced by the administrator", NULL, NULL);
 	}
@@ -822,7 +828,7 @@ static void apply_result(struct scheduler *s, struct smsg *m, const struct deliv
 			q->status = QUEUE_SENT;
 			q->last_try = now;
 			q->last_error[0] = '\0';
-			log_rcpt(m, q->address, dr->relay, dr->dsn, dr->tls, res->sts, dr->sts_result,
+			log_rcpt(m, q->address, dr->relay, dr->conn_use, dr->dsn, dr->tls, res->sts, dr->sts_result,
 				 "sent", dr->text);
 			break;
 		case DELIVERY_BOUNCE:
@@ -830,7 +836,7 @@ static void apply_result(struct scheduler *s, struct smsg *m, const struct deliv
 			q->last_try = now;
 			q->attempts++;
 			set_last_error(q, dr->dsn, dr->text);
-			log_rcpt(m, q->address, dr->relay, dr->dsn, dr->tls, res->sts, dr->sts_result,
+			log_rcpt(m, q->address, dr->relay, dr->conn_use, dr->dsn, dr->tls, res->sts, dr->sts_result,
 				 "bounced", dr->text);
 			add_bounce(bl, q, dr->dsn, dr->text, dr->remote_mta, dr->reply);
 			break;
@@ -846,7 +852,7 @@ static void apply_result(struct scheduler *s, struct smsg *m, const struct deliv
 				snprintf(reason, sizeof(reason),
 					 "delivery time expired; last error: %s", dr->text);
 				q->status = QUEUE_BOUNCED;
-				log_rcpt(m, q->address, dr->relay, dsn5, dr->tls, res->sts,
+				log_rcpt(m, q->address, dr->relay, dr->conn_use, dsn5, dr->tls, res->sts,
 					 dr->sts_result, "bounced", reason);
 				add_bounce(bl, q, st, reason, dr->remote_mta, dr->reply);
 			} else {
@@ -859,7 +865,7 @@ static void apply_result(struct scheduler *s, struct smsg *m, const struct deliv
 					next = expires > now ? expires : now + 1;
 				q->status = QUEUE_DEFERRED;
 				q->next_try = next;
-				log_rcpt(m, q->address, dr->relay, dr->dsn, dr->tls, res->sts,
+				log_rcpt(m, q->address, dr->relay, dr->conn_use, dr->dsn, dr->tls, res->sts,
 					 dr->sts_result, "deferred", dr->text);
 			}
 			break;
@@ -954,7 +960,7 @@ static void bounce_unroutable(struct smsg *m, size_t i, struct bounce_list *bl)
 	q->status = QUEUE_BOUNCED;
 	q->last_try = clock_now();
 	set_last_error(q, "5.1.3", text);
-	log_rcpt(m, q->address, NULL, "5.1.3", "none", "absent", NULL, "bounced", text);
+	log_rcpt(m, q->address, NULL, 0, "5.1.3", "none", "absent", NULL, "bounced", text);
 	add_bounce(bl, q, "5.1.3", text, NULL, NULL);
 }
 
@@ -1338,6 +1344,7 @@ void scheduler_stop(struct scheduler *s, void (*done)(void *arg), void *arg)
 		return;
 	s->stopping = true;
 	uv_timer_stop(&s->timer);
+	delivery_ctx_close_idle(s->dc);  /* idle SMTP connections say QUIT now */
 	if (s->running == 0 && statesave_busy(s->ss) == 0) {
 		finish_stop(s);
 		return;

@@ -27,7 +27,7 @@ static const char *const state_names[SMTP_CLIENT_STATE_COUNT] = {
 	[SMTP_CLIENT_TLS_HANDSHAKE] = "TLS_HANDSHAKE", [SMTP_CLIENT_MAIL] = "MAIL",
 	[SMTP_CLIENT_RCPT] = "RCPT", [SMTP_CLIENT_DATA] = "DATA",
 	[SMTP_CLIENT_BODY] = "BODY", [SMTP_CLIENT_EOD] = "EOD",
-	[SMTP_CLIENT_QUIT] = "QUIT", [SMTP_CLIENT_DONE] = "DONE",
+	[SMTP_CLIENT_READY] = "READY", [SMTP_CLIENT_QUIT] = "QUIT", [SMTP_CLIENT_DONE] = "DONE",
 };
 
 /* Postfix wording: "... (in reply to RCPT TO command)". */
@@ -37,7 +37,8 @@ static const char *const in_reply_to[SMTP_CLIENT_STATE_COUNT] = {
 	[SMTP_CLIENT_TLS_HANDSHAKE] = "STARTTLS command",
 	[SMTP_CLIENT_MAIL] = "MAIL FROM command", [SMTP_CLIENT_RCPT] = "RCPT TO command",
 	[SMTP_CLIENT_DATA] = "DATA command", [SMTP_CLIENT_BODY] = "message body",
-	[SMTP_CLIENT_EOD] = "end of DATA command", [SMTP_CLIENT_QUIT] = "QUIT command",
+	[SMTP_CLIENT_EOD] = "end of DATA command", [SMTP_CLIENT_READY] = "end of DATA command",
+	[SMTP_CLIENT_QUIT] = "QUIT command",
 	[SMTP_CLIENT_DONE] = "QUIT command",
 };
 
@@ -52,6 +53,7 @@ static const char *const while_doing[SMTP_CLIENT_STATE_COUNT] = {
 	[SMTP_CLIENT_DATA] = "sending DATA command",
 	[SMTP_CLIENT_BODY] = "sending message body",
 	[SMTP_CLIENT_EOD] = "sending end of data -- message may be sent more than once",
+	[SMTP_CLIENT_READY] = "idle between transactions",
 	[SMTP_CLIENT_QUIT] = "sending QUIT", [SMTP_CLIENT_DONE] = "closing",
 };
 
@@ -71,6 +73,8 @@ struct smtp_client {
 	struct smtp_client_timeouts to;
 	smtp_client_read_fn read;
 	void *read_arg;
+	bool keep_open;           /* READY instead of QUIT after the end-of-data reply */
+	unsigned transactions;    /* MAIL transactions started on this session */
 
 	struct smtp_client_result res;
 	bool failed;              /* res.outcome/diag set; first failure wins */
@@ -356,6 +360,7 @@ static void enter(struct smtp_client *c, enum smtp_client_state next)
 		rc = out_cmd(c, "STARTTLS");
 		break;
 	case SMTP_CLIENT_MAIL:
+		c->transactions++;
 		rc = send_mail(c);
 		break;
 	case SMTP_CLIENT_RCPT:
@@ -534,8 +539,16 @@ static void on_reply(struct smtp_client *c, const struct smtp_reply *r)
 	case SMTP_CLIENT_EOD:
 		if (!c->discard_eod)
 			eod_reply(c, r);
-		enter(c, SMTP_CLIENT_QUIT);
+		/* 421 announces the close (RFC 5321 §3.8); anything else
+		 * leaves a session that can carry another transaction. */
+		if (c->keep_open && !c->discard_eod && r->code != 421)
+			enter(c, SMTP_CLIENT_READY);
+		else
+			enter(c, SMTP_CLIENT_QUIT);
 		break;
+	case SMTP_CLIENT_READY:
+		/* Unsolicited while idle: a 421 before the server's own close.
+		 * Every recipient already has its verdict: end without failing. */
 	case SMTP_CLIENT_QUIT:
 		enter(c, SMTP_CLIENT_DONE);
 		break;
@@ -563,60 +576,116 @@ static bool clean_string(const char *s, size_t max)
 	return true;
 }
 
+/* The envelope checks shared by smtp_client_new() and smtp_client_next():
+ * nothing that could break a command line gets into one. */
+static const char *check_envelope(const struct smtp_client_config *cfg)
+{
+	size_t i;
+
+	if (cfg->nrcpts == 0 || cfg->nrcpts > SMTP_CLIENT_MAX_RCPTS)
+		return "bad number of recipients";
+	if (!clean_string(cfg->sender, ADDR_MAX) ||
+	    (cfg->queue_id && !clean_string(cfg->queue_id, 64)))
+		return "bad sender or queue id";
+	for (i = 0; i < cfg->nrcpts; i++)
+		if (!clean_string(cfg->rcpts[i], ADDR_MAX) || !cfg->rcpts[i][0])
+			return "bad recipient address";
+	return NULL;
+}
+
+static void free_envelope(char *qid, char *sender, struct rcpt *rcpts, struct smtp_rcpt_result *rr,
+			  size_t n)
+{
+	size_t i;
+
+	if (rcpts)
+		for (i = 0; i < n; i++)
+			free(rcpts[i].address);
+	free(rcpts);
+	free(rr);
+	free(qid);
+	free(sender);
+}
+
+/* Copies cfg's envelope and transaction settings into c, replacing what
+ * was there only once every copy succeeded; resets the per-transaction
+ * results. -1: out of memory, c unchanged. */
+static int set_envelope(struct smtp_client *c, const struct smtp_client_config *cfg)
+{
+	char *qid = cfg->queue_id ? strdup(cfg->queue_id) : NULL;
+	char *sender = strdup(cfg->sender);
+	struct rcpt *rcpts = calloc(cfg->nrcpts, sizeof(*rcpts));
+	struct smtp_rcpt_result *rr = calloc(cfg->nrcpts, sizeof(*rr));
+	bool utf8;
+	size_t i;
+
+	if ((cfg->queue_id && !qid) || !sender || !rcpts || !rr)
+		goto nomem;
+	utf8 = needs_utf8(cfg->sender);
+	for (i = 0; i < cfg->nrcpts; i++) {
+		rcpts[i].address = strdup(cfg->rcpts[i]);
+		if (!rcpts[i].address)
+			goto nomem;
+		rr[i].address = rcpts[i].address;
+		rr[i].status = SMTP_RCPT_PENDING;
+		utf8 |= needs_utf8(cfg->rcpts[i]);
+	}
+	free_envelope(c->qid, c->sender, c->rcpts, c->rr, c->nrcpts);
+	c->qid = qid;
+	c->sender = sender;
+	c->rcpts = rcpts;
+	c->rr = rr;
+	c->nrcpts = cfg->nrcpts;
+	c->smtputf8 = utf8;
+	c->size = cfg->size;
+	c->tls = cfg->tls;
+	c->read = cfg->read;
+	c->read_arg = cfg->read_arg;
+	c->keep_open = cfg->keep_open;
+
+	/* per-transaction state; the session's TLS, EHLO and caps stay */
+	c->failed = false;
+	c->res.outcome = SMTP_CONN_OK;
+	c->res.try_next_mx = false;
+	c->res.failed_state = SMTP_CLIENT_BANNER;
+	c->res.diag[0] = '\0';
+	c->res.tls_result = NULL;
+	c->res.accepted = 0;
+	c->res.rcpts = c->rr;
+	c->res.nrcpts = c->nrcpts;
+	c->pipelined = c->mail_failed = c->discard_eod = false;
+	c->rcpt_idx = 0;
+	c->bol = true;
+	c->pending_cr = c->data_ended = false;
+	return 0;
+nomem:
+	free_envelope(qid, sender, rcpts, rr, rcpts ? cfg->nrcpts : 0);
+	return -1;
+}
+
 struct smtp_client *smtp_client_new(const struct smtp_client_config *cfg, const char **err)
 {
 	struct smtp_client *c = NULL;
 	const char *dummy;
-	size_t i;
 
 	if (!err)
 		err = &dummy;
-	if (cfg->nrcpts == 0 || cfg->nrcpts > SMTP_CLIENT_MAX_RCPTS) {
-		*err = "bad number of recipients";
+	*err = check_envelope(cfg);
+	if (*err)
 		return NULL;
-	}
 	if (!clean_string(cfg->helo_name, 255) || !cfg->helo_name[0] ||
-	    !clean_string(cfg->sender, ADDR_MAX) ||
-	    (cfg->peer && !clean_string(cfg->peer, 300)) ||
-	    (cfg->queue_id && !clean_string(cfg->queue_id, 64))) {
-		*err = "bad helo name, sender, peer or queue id";
+	    (cfg->peer && !clean_string(cfg->peer, 300))) {
+		*err = "bad helo name or peer";
 		return NULL;
-	}
-	for (i = 0; i < cfg->nrcpts; i++) {
-		if (!clean_string(cfg->rcpts[i], ADDR_MAX) || !cfg->rcpts[i][0]) {
-			*err = "bad recipient address";
-			return NULL;
-		}
 	}
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		goto nomem;
 	c->helo = strdup(cfg->helo_name);
 	c->peer = strdup(cfg->peer ? cfg->peer : "unknown");
-	c->qid = cfg->queue_id ? strdup(cfg->queue_id) : NULL;
-	c->sender = strdup(cfg->sender);
-	c->rcpts = calloc(cfg->nrcpts, sizeof(*c->rcpts));
-	c->rr = calloc(cfg->nrcpts, sizeof(*c->rr));
-	if (!c->helo || !c->peer || (cfg->queue_id && !c->qid) || !c->sender || !c->rcpts || !c->rr)
+	if (!c->helo || !c->peer || set_envelope(c, cfg) < 0)
 		goto nomem;
-	c->nrcpts = cfg->nrcpts;
-	c->smtputf8 = needs_utf8(cfg->sender);
-	for (i = 0; i < cfg->nrcpts; i++) {
-		c->rcpts[i].address = strdup(cfg->rcpts[i]);
-		if (!c->rcpts[i].address)
-			goto nomem;
-		c->rr[i].address = c->rcpts[i].address;
-		c->rr[i].status = SMTP_RCPT_PENDING;
-		c->smtputf8 |= needs_utf8(cfg->rcpts[i]);
-	}
-	c->size = cfg->size;
-	c->tls = cfg->tls;
 	c->to = cfg->timeouts ? *cfg->timeouts : smtp_client_default_timeouts;
-	c->read = cfg->read;
-	c->read_arg = cfg->read_arg;
-	c->res.rcpts = c->rr;
-	c->res.nrcpts = c->nrcpts;
-	c->res.outcome = SMTP_CONN_OK;
 	c->state = SMTP_CLIENT_BANNER;
 	smtp_reply_parser_init(&c->parser);
 	return c;
@@ -626,21 +695,50 @@ nomem:
 	return NULL;
 }
 
+int smtp_client_next(struct smtp_client *c, const struct smtp_client_config *cfg,
+		     const char **err)
+{
+	const char *dummy;
+
+	if (!err)
+		err = &dummy;
+	if (c->state != SMTP_CLIENT_READY) {
+		*err = "session not ready for a transaction";
+		return -1;
+	}
+	*err = check_envelope(cfg);
+	if (*err)
+		return -1;
+	if (set_envelope(c, cfg) < 0) {
+		*err = "out of memory";
+		return -1;
+	}
+	if (cfg->timeouts)
+		c->to = *cfg->timeouts;
+	enter(c, SMTP_CLIENT_MAIL);
+	return 0;
+}
+
+int smtp_client_quit(struct smtp_client *c)
+{
+	if (c->state != SMTP_CLIENT_READY)
+		return -1;
+	enter(c, SMTP_CLIENT_QUIT);
+	return 0;
+}
+
+unsigned smtp_client_transactions(const struct smtp_client *c)
+{
+	return c->transactions;
+}
+
 void smtp_client_free(struct smtp_client *c)
 {
-	size_t i;
-
 	if (!c)
 		return;
-	if (c->rcpts)
-		for (i = 0; i < c->nrcpts; i++)
-			free(c->rcpts[i].address);
-	free(c->rcpts);
-	free(c->rr);
+	free_envelope(c->qid, c->sender, c->rcpts, c->rr, c->nrcpts);
 	free(c->helo);
 	free(c->peer);
-	free(c->qid);
-	free(c->sender);
 	free(c->out);
 	free(c);
 }
@@ -688,7 +786,7 @@ void smtp_client_eof(struct smtp_client *c)
 {
 	if (c->state == SMTP_CLIENT_DONE)
 		return;
-	if (c->state != SMTP_CLIENT_QUIT)
+	if (c->state != SMTP_CLIENT_QUIT && c->state != SMTP_CLIENT_READY)
 		fail_session(c, SMTP_CONN_TEMPFAIL, next_mx_after_break(c), 0, "4.4.2", NULL,
 			     "lost connection with %s while %s", c->peer,
 			     while_doing[c->state]);
@@ -701,6 +799,10 @@ const char *smtp_client_timeout(struct smtp_client *c)
 
 	if (c->state == SMTP_CLIENT_DONE)
 		return name;
+	if (c->state == SMTP_CLIENT_READY) {
+		smtp_client_quit(c);  /* the driver's idle time is over */
+		return name;
+	}
 	if (c->state == SMTP_CLIENT_TLS_HANDSHAKE)
 		fail_session(c, SMTP_CONN_TLS_FAILED, true, 0, "4.4.2", NULL,
 			     "conversation with %s timed out while %s", c->peer,
@@ -865,6 +967,8 @@ enum smtp_client_event smtp_client_event(struct smtp_client *c)
 	switch (c->state) {
 	case SMTP_CLIENT_DONE:
 		return SMTP_CLIENT_EV_DONE;
+	case SMTP_CLIENT_READY:
+		return SMTP_CLIENT_EV_READY;
 	case SMTP_CLIENT_TLS_HANDSHAKE:
 		return SMTP_CLIENT_EV_NEED_TLS;
 	case SMTP_CLIENT_BODY:

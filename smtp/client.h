@@ -30,8 +30,22 @@
  *             SMTP_CLIENT_EV_WANT_DATA smtp_client_data(c, ...) with the next
  *                                      message bytes, smtp_client_data_end(c)
  *                                      at the end (or set a pull source)
+ *             SMTP_CLIENT_EV_READY     (only with cfg.keep_open) the transaction
+ *                                      is over, results are final, the session
+ *                                      is idle: smtp_client_next(c, &cfg2) for
+ *                                      another transaction, or smtp_client_quit(c)
  *             SMTP_CLIENT_EV_DONE      flush output, close; results are final
  *   smtp_client_free(c)
+ *
+ * Connection reuse (cfg.keep_open): after the server has answered the end
+ * of data (any code but 421, RFC 5321 §3.8) the client enters READY instead
+ * of QUIT. A new transaction starts with MAIL directly (RFC 5321 §3.3: the
+ * reply to "." ends the transaction; Postfix sends RSET only when it reuses
+ * a session after a failed one, and we never keep those). What the session
+ * learnt (TLS, EHLO capabilities) stays; the envelope, the data source and
+ * every per-transaction result are replaced. A reply or EOF while READY
+ * (a 421 on the server's idle timeout) ends the session silently: nothing
+ * was pending, so nothing is failed.
  *
  * The state machine changes state in one function only (client.c
  * enter()), which traces "old -> new" at debug level and is also the one
@@ -74,6 +88,7 @@ enum smtp_client_state {
 	SMTP_CLIENT_DATA,
 	SMTP_CLIENT_BODY,          /* sending the message */
 	SMTP_CLIENT_EOD,           /* waiting for the reply to the final "." */
+	SMTP_CLIENT_READY,         /* keep_open: transaction over, session idle */
 	SMTP_CLIENT_QUIT,
 	SMTP_CLIENT_DONE,
 	SMTP_CLIENT_STATE_COUNT
@@ -84,6 +99,7 @@ enum smtp_client_event {
 	SMTP_CLIENT_EV_NEED_TLS,
 	SMTP_CLIENT_EV_WANT_DATA,
 	SMTP_CLIENT_EV_DONE,
+	SMTP_CLIENT_EV_READY,      /* keep_open: idle between transactions */
 };
 
 /* Per-recipient outcome, with dma's three-way convention. */
@@ -131,6 +147,7 @@ struct smtp_client_config {
 	const struct smtp_client_timeouts *timeouts;  /* NULL = defaults */
 	smtp_client_read_fn read;  /* optional pull source (else push with smtp_client_data) */
 	void *read_arg;
+	bool keep_open;            /* READY instead of QUIT after the end-of-data reply */
 };
 
 #define SMTP_CLIENT_MAX_RCPTS 1000      /* per transaction; the driver splits larger ones */
@@ -171,15 +188,31 @@ struct smtp_client;
 struct smtp_client *smtp_client_new(const struct smtp_client_config *cfg, const char **err);
 void smtp_client_free(struct smtp_client *c);
 
+/* Starts another transaction on a READY session: cfg gives the new
+ * envelope, data source, queue id, TLS demand and keep_open (helo_name
+ * and peer are ignored: the session keeps its own). The per-transaction
+ * results are reset; tls_active, esmtp and caps stay. MAIL goes out through
+ * the same single transition function, so SMTP_TLS_REQUIRE on a session
+ * without TLS still fails closed. 0, or -1 (not READY, bad config, out of
+ * memory; *err gets a static reason, the session is unchanged). */
+int smtp_client_next(struct smtp_client *c, const struct smtp_client_config *cfg,
+		     const char **err);
+/* Ends a READY session politely: QUIT, then DONE on the reply. -1 if not READY. */
+int smtp_client_quit(struct smtp_client *c);
+/* Transactions started on this session (1 for the first). */
+unsigned smtp_client_transactions(const struct smtp_client *c);
+
 /* Server bytes (plaintext, or decrypted after STARTTLS). Returns 0, or -1
  * when the session has ended (DONE); extra bytes are then ignored. */
 int smtp_client_feed(struct smtp_client *c, const char *buf, size_t len);
 /* The server closed the connection or a read/write failed. */
 void smtp_client_eof(struct smtp_client *c);
 /* The timer armed with smtp_client_timeout_ms() fired. Returns the name of
- * the state that timed out ("RCPT"). */
+ * the state that timed out ("RCPT"). In READY (the driver's idle timer) it
+ * is smtp_client_quit(). */
 const char *smtp_client_timeout(struct smtp_client *c);
-/* Timeout for the current wait in ms (0 when DONE). Re-arm after each call. */
+/* Timeout for the current wait in ms (0 when DONE or READY: nothing is
+ * awaited; the driver keeps its own idle timer). Re-arm after each call. */
 uint32_t smtp_client_timeout_ms(const struct smtp_client *c);
 
 /* Pending output (may be empty: *len == 0). Then consume what was written. */

@@ -20,16 +20,20 @@
  *                                 | tls none|may|require | size N | source push|pull
  *                                 | chunk N | M text (message line + CRLF)
  *                                 | MRAW text (message bytes, \r \n \\ \. escapes)
+ *                                 | keep-open (READY instead of QUIT after ".")
  *   dialogue:  S text / SRAW text   server bytes (S adds CRLF)
  *              C text / CRAW text   exact client bytes expected (C adds CRLF)
  *              tls-done ok|fail, eof, timeout STATE
+ *              next ADDR... (READY: a new transaction to these recipients;
+ *                the M lines that follow are its message), quit (READY)
  *   checks:    expect-event io|need-tls|want-data|done, expect-state NAME,
  *              expect-rcpt ADDR sent|deferred|bounced|pending [CODE [ESC]],
  *              expect-diag ADDR TEXT, expect-reply ADDR TEXT,
  *              expect-outcome ok|tempfail|permfail|tls-failed,
  *              expect-next-mx yes|no, expect-tls-result TYPE|none,
  *              expect-conn-diag TEXT, expect-timeout-ms N, expect-accepted N,
- *              expect-tls-active yes|no
+ *              expect-tls-active yes|no, expect-transactions N,
+ *              expect-next-fails (smtp_client_next refused in this state)
  * Consecutive S lines are fed at once; the C lines after them must equal
  * everything the client wrote in response (message data is pushed in
  * `chunk`-byte pieces, or pulled through the read callback).
@@ -77,7 +81,7 @@ struct scn {
 	size_t nto;
 	enum smtp_tls_level tls;
 	uint64_t size;
-	bool pull;
+	bool pull, keep_open;
 	size_t chunk;
 	struct buf msg;
 	size_t msg_off;
@@ -122,6 +126,7 @@ static void make_client(struct scn *s)
 	cfg.size = s->size;
 	cfg.tls = s->tls;
 	cfg.timeouts = &to;
+	cfg.keep_open = s->keep_open;
 	if (s->pull) {
 		cfg.read = pull_read;
 		cfg.read_arg = s;
@@ -207,6 +212,7 @@ static const char *event_name(enum smtp_client_event e)
 	case SMTP_CLIENT_EV_NEED_TLS: return "need-tls";
 	case SMTP_CLIENT_EV_WANT_DATA: return "want-data";
 	case SMTP_CLIENT_EV_DONE: return "done";
+	case SMTP_CLIENT_EV_READY: return "ready";
 	}
 	return "?";
 }
@@ -240,6 +246,44 @@ static void directive(struct scn *s, const char *cmd, char *arg)
 		smtp_client_tls_done(s->c, s->tls_ok, s->tls_ok ? NULL : "certificate-expired: test");
 	} else if (strcmp(cmd, "eof") == 0) {
 		smtp_client_eof(s->c);
+	} else if (strcmp(cmd, "next") == 0 || strcmp(cmd, "expect-next-fails") == 0) {
+		struct smtp_client_config cfg = {0};
+		const char *err = NULL;
+		char *save = NULL, *a;
+		size_t i;
+		int rc;
+
+		for (i = 0; i < s->nto; i++)
+			free(s->to[i]);
+		s->nto = 0;
+		for (a = strtok_r(arg, " ", &save); a; a = strtok_r(NULL, " ", &save)) {
+			assert_true(s->nto < MAXR);
+			s->to[s->nto++] = strdup(a);
+		}
+		if (s->nto == 0)
+			s->to[s->nto++] = strdup("next@example.com");
+		s->msg.len = 0;
+		s->msg_off = 0;
+		cfg.sender = s->from;
+		cfg.queue_id = "TESTQID2";
+		cfg.rcpts = (const char *const *)s->to;
+		cfg.nrcpts = s->nto;
+		cfg.size = s->size;
+		cfg.tls = s->tls;
+		cfg.keep_open = s->keep_open;
+		if (s->pull) {
+			cfg.read = pull_read;
+			cfg.read_arg = s;
+		}
+		rc = smtp_client_next(s->c, &cfg, &err);
+		if (strcmp(cmd, "next") == 0 && rc != 0)
+			fail_msg("%s:%d: smtp_client_next: %s", s->file, s->lineno, err);
+		if (strcmp(cmd, "next") != 0 && rc == 0)
+			fail_msg("%s:%d: smtp_client_next accepted", s->file, s->lineno);
+	} else if (strcmp(cmd, "quit") == 0) {
+		assert_int_equal(smtp_client_quit(s->c), 0);
+	} else if (strcmp(cmd, "expect-transactions") == 0) {
+		assert_int_equal(smtp_client_transactions(s->c), strtoul(arg, NULL, 10));
 	} else if (strcmp(cmd, "timeout") == 0) {
 		CHECK_STR(smtp_client_timeout(s->c), arg);
 	} else if (strcmp(cmd, "expect-event") == 0) {
@@ -341,6 +385,8 @@ static void run_file(const char *path)
 			s.size = strtoull(arg, NULL, 10);
 		} else if (strcmp(cmd, "source") == 0) {
 			s.pull = strcmp(arg, "pull") == 0;
+		} else if (strcmp(cmd, "keep-open") == 0) {
+			s.keep_open = true;
 		} else if (strcmp(cmd, "chunk") == 0) {
 			s.chunk = strtoul(arg, NULL, 10);
 		} else if (strcmp(cmd, "M") == 0) {
