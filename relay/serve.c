@@ -119,6 +119,17 @@ static void reload(struct serve *sv)
 		log_warn("reload: spool_dir changed; takes effect after a restart");
 	if (strcmp(nc->user, cur->user) != 0)
 		log_warn("reload: user changed; takes effect after a restart");
+	/* The resolver, the TLS trust store and the MTA-STS engine are built once
+	 * at start (c-ares cannot swap servers under queries in flight). */
+	if (nc->ndns_servers != cur->ndns_servers ||
+	    memcmp(nc->dns_servers, cur->dns_servers,
+		   sizeof(nc->dns_servers[0]) * nc->ndns_servers) != 0)
+		log_warn("reload: dns_servers changed; takes effect after a restart");
+	if (strcmp(nc->ca_file, cur->ca_file) != 0)
+		log_warn("reload: ca_file changed; takes effect after a restart");
+	if (nc->sts_https_port != cur->sts_https_port ||
+	    nc->sts_fetch_timeout_ms != cur->sts_fetch_timeout_ms)
+		log_warn("reload: sts_https_port/sts_fetch_timeout changed; take effect after a restart");
 	memcpy(nc->listen, cur->listen, sizeof(nc->listen));
 	nc->nlisten = cur->nlisten;
 	memcpy(nc->spool_dir, cur->spool_dir, sizeof(nc->spool_dir));
