@@ -122,6 +122,16 @@ int queue_open_data(struct queue *q, const struct queue_envelope *env);
 int queue_save_state(struct queue *q, const struct queue_envelope *env);
 /* Removes a message and its state (every recipient final, or deleted). */
 int queue_remove(struct queue *q, const char *id);
+/* The same two without the final fsync of queue/, for batches (thread
+ * pool, relay/statesave.c): do any number of them, then ONE
+ * queue_sync(q, false), and only after it succeeded report any of them as
+ * durable. A failed queue_sync leaves each change in place but in doubt
+ * after a crash. queue_remove_nodirsync gives -1/ENOENT like queue_remove
+ * when the message was already gone (its state file is still unlinked, so
+ * the batch's queue_sync is needed then too). Callers must not run two of
+ * these for the same id at once (fixed temp name tmp/ID.state). */
+int queue_save_state_nodirsync(struct queue *q, const struct queue_envelope *env);
+int queue_remove_nodirsync(struct queue *q, const char *id);
 
 /* ---- writing a new message ---- */
 

@@ -579,7 +579,8 @@ int queue_sync(struct queue *q, bool drop)
 	return core_fs_fsync(drop ? q->drop_fd : q->queue_fd);
 }
 
-int queue_save_state(struct queue *q, const struct queue_envelope *env)
+
+int queue_save_state_nodirsync(struct queue *q, const struct queue_envelope *env)
 {
 	char name[QUEUE_ID_LEN + sizeof(STATE_SUFFIX)];
 	char *text = NULL;
@@ -605,15 +606,23 @@ int queue_save_state(struct queue *q, const struct queue_envelope *env)
 		return -1;
 	}
 	snprintf(name, sizeof(name), "%s" STATE_SUFFIX, env->id);
-	/* tmp/ID.state, renamed into queue/ (same file system), queue/ fsynced */
-	rc = core_fs_write_atomic_at(q->tmp_fd, name, q->queue_fd, name, text, len, MODE_QUEUE_FILE);
+	/* tmp/ID.state, renamed into queue/ (same file system) */
+	rc = core_fs_write_atomic_nodirsync_at(q->tmp_fd, name, q->queue_fd, name, text, len,
+					       MODE_QUEUE_FILE);
 	e = errno;
 	free(text);
 	errno = e;
 	return rc;
 }
 
-int queue_remove(struct queue *q, const char *id)
+int queue_save_state(struct queue *q, const struct queue_envelope *env)
+{
+	if (queue_save_state_nodirsync(q, env) != 0)
+		return -1;
+	return queue_sync(q, false);
+}
+
+int queue_remove_nodirsync(struct queue *q, const char *id)
 {
 	char name[QUEUE_ID_LEN + sizeof(STATE_SUFFIX)];
 	int gone_before = 0;
@@ -638,13 +647,26 @@ int queue_remove(struct queue *q, const char *id)
 	snprintf(name, sizeof(name), "%s" STATE_SUFFIX, id);
 	if (unlinkat(q->queue_fd, name, 0) < 0 && errno != ENOENT)
 		return -1;
-	if (core_fs_fsync(q->queue_fd) < 0)
-		return -1;
 	if (gone_before) {
 		errno = ENOENT;
 		return -1;
 	}
 	return 0;
+}
+
+int queue_remove(struct queue *q, const char *id)
+{
+	int rc = queue_remove_nodirsync(q, id);
+	int e = errno;
+
+	/* ENOENT: the message was gone, but its state may just have been
+	 * unlinked; that too must be durable before we return. */
+	if (rc != 0 && e != ENOENT)
+		return -1;
+	if (queue_sync(q, false) != 0)
+		return -1;
+	errno = e;
+	return rc;
 }
 
 /* ---- recovery ---- */

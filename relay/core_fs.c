@@ -59,8 +59,8 @@ int core_fs_fsync_dir(const char *path)
 	return rc;
 }
 
-int core_fs_write_atomic_at(int tmp_dirfd, const char *tmp_name, int dirfd, const char *name,
-			    const void *buf, size_t len, mode_t mode)
+int core_fs_write_atomic_nodirsync_at(int tmp_dirfd, const char *tmp_name, int dirfd,
+				     const char *name, const void *buf, size_t len, mode_t mode)
 {
 	/* O_EXCL: never write through a file (or a hard link to one) that
 	 * someone else put under our temporary name. */
@@ -84,8 +84,7 @@ int core_fs_write_atomic_at(int tmp_dirfd, const char *tmp_name, int dirfd, cons
 		goto fail;
 	if (renameat(tmp_dirfd, tmp_name, dirfd, name) != 0)
 		goto fail;
-	/* The new name exists now; only its durability is in doubt. */
-	return core_fs_fsync(dirfd);
+	return 0;
 fail:
 	e = errno;
 	if (fd >= 0)
@@ -93,6 +92,16 @@ fail:
 	unlinkat(tmp_dirfd, tmp_name, 0);
 	errno = e;
 	return -1;
+}
+
+int core_fs_write_atomic_at(int tmp_dirfd, const char *tmp_name, int dirfd, const char *name,
+			    const void *buf, size_t len, mode_t mode)
+{
+	if (core_fs_write_atomic_nodirsync_at(tmp_dirfd, tmp_name, dirfd, name, buf, len,
+					      mode) != 0)
+		return -1;
+	/* The new name exists now; only its durability is in doubt. */
+	return core_fs_fsync(dirfd);
 }
 
 int core_fs_write_atomic(const char *dir, const char *name, const void *buf, size_t len,

@@ -38,6 +38,10 @@ int core_fs_fsync_dir(const char *path);
  */
 int core_fs_write_atomic_at(int tmp_dirfd, const char *tmp_name, int dirfd, const char *name,
 			    const void *buf, size_t len, mode_t mode);
+/* The same without the final fsync of dirfd, for callers that write several
+ * files and then fsync the directory once (group commit). */
+int core_fs_write_atomic_nodirsync_at(int tmp_dirfd, const char *tmp_name, int dirfd,
+				     const char *name, const void *buf, size_t len, mode_t mode);
 
 /* The same by path: dir/name is replaced through the temporary file
  * dir/.NAME.tmp.PID (the leading dot keeps it out of scans for NAME's

@@ -1,5 +1,6 @@
 /* Recipient-state persistence off the loop: a uv_prepare_t collects the saves
- * and removals of one loop turn and hands them to one thread-pool job. */
+ * and removals of one loop turn and hands them to one thread-pool job, which
+ * ends with one fsync of queue/ for all of them. */
 #include "relay/statesave.h"
 
 #include <errno.h>
@@ -57,20 +58,40 @@ static void item_free(struct ss_item *it)
 	free(it);
 }
 
-/* Worker thread: queue_save_state and queue_remove touch only the files of
- * their id and fsync queue/; the scheduler never gives us one id twice. */
+/* Worker thread: each save or removal touches only the files of its id (the
+ * scheduler never gives us one id twice); then ONE fsync of queue/ covers
+ * every rename and unlink of the batch, before after_work_cb reports any of
+ * them. Same durability as queue_save_state/queue_remove, one directory
+ * fsync per batch instead of one per request. */
 static void work_cb(uv_work_t *req)
 {
 	struct statesave *ss = req->data;
 	struct ss_item *it;
+	int e;
 
 	for (it = ss->batch; it != NULL; it = it->next) {
 		errno = 0;
 		if (it->kind == SS_SAVE)
-			it->status = queue_save_state(ss->q, &it->env);
+			it->status = queue_save_state_nodirsync(ss->q, &it->env);
 		else
-			it->status = queue_remove(ss->q, it->env.id);
+			it->status = queue_remove_nodirsync(ss->q, it->env.id);
 		it->err_no = it->status != 0 ? errno : 0;
+	}
+	if (ss->batch == NULL)
+		return;
+	/* Unconditional: even a failed request may have changed queue/ (a
+	 * removal that found the message gone still unlinks its state). */
+	errno = 0;
+	if (queue_sync(ss->q, false) == 0)
+		return;
+	e = errno != 0 ? errno : EIO;
+	/* Renamed or unlinked, but not durable: report failure, as
+	 * queue_save_state and queue_remove do when their fsync fails. */
+	for (it = ss->batch; it != NULL; it = it->next) {
+		if (it->status != 0)
+			continue;
+		it->status = -1;
+		it->err_no = e;
 	}
 }
 

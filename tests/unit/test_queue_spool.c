@@ -332,6 +332,83 @@ static void test_state_save_load_remove(void **state)
 	queue_envelope_clear(&env);
 }
 
+/* The batch variants: same files as queue_save_state/queue_remove, no
+ * directory fsync of their own (the caller's queue_sync covers them). */
+static void test_nodirsync_batch(void **state)
+{
+	struct fixture *f = *state;
+	struct queue_envelope env, got;
+	char id[3][QUEUE_ID_LEN + 1], p[256], err[256];
+	struct stat st;
+	int fd, i;
+
+	make_env(&env, 2);
+	for (i = 0; i < 3; i++)
+		put_message(f->q, &env, "hi\r\n", 4, id[i]);
+	/* a leftover temp state of a crashed save is replaced, not an error */
+	snprintf(p, sizeof(p), "%s/tmp/%s.state", f->spool, id[0]);
+	fd = open(p, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "junk", 4), 4);
+	close(fd);
+
+	for (i = 0; i < 2; i++) {
+		assert_int_equal(queue_load(f->q, id[i], &got, err, sizeof(err)), 0);
+		got.rcpts[1].status = QUEUE_DEFERRED;
+		got.rcpts[1].attempts = (unsigned)i + 1;
+		got.rcpts[1].next_try = 1700003600 + i;
+		assert_int_equal(queue_save_state_nodirsync(f->q, &got), 0);
+		queue_envelope_clear(&got);
+	}
+	assert_int_equal(queue_remove_nodirsync(f->q, id[2]), 0);
+	assert_int_equal(queue_sync(f->q, false), 0);
+
+	assert_int_equal(count_entries(f, "tmp"), 0);
+	assert_int_equal(count_entries(f, "queue"), 4);  /* 2 messages + 2 states */
+	for (i = 0; i < 2; i++) {
+		snprintf(p, sizeof(p), "%s/queue/%s.state", f->spool, id[i]);
+		assert_int_equal(stat(p, &st), 0);
+		assert_int_equal(st.st_mode & 07777, 0600);
+		assert_int_equal(queue_load(f->q, id[i], &got, err, sizeof(err)), 0);
+		assert_int_equal(got.rcpts[0].status, QUEUE_PENDING);
+		assert_int_equal(got.rcpts[1].status, QUEUE_DEFERRED);
+		assert_int_equal(got.rcpts[1].attempts, (unsigned)i + 1);
+		assert_int_equal(got.rcpts[1].next_try, 1700003600 + i);
+		queue_envelope_clear(&got);
+	}
+	assert_int_equal(queue_load(f->q, id[2], &got, err, sizeof(err)), -1);
+	queue_envelope_clear(&got);
+
+	/* a message gone behind our back: ENOENT, and its stale state goes too */
+	snprintf(p, sizeof(p), "%s/queue/%s", f->spool, id[1]);
+	assert_int_equal(unlink(p), 0);
+	errno = 0;
+	assert_int_equal(queue_remove_nodirsync(f->q, id[1]), -1);
+	assert_int_equal(errno, ENOENT);
+	snprintf(p, sizeof(p), "%s/queue/%s.state", f->spool, id[1]);
+	assert_int_equal(stat(p, &st), -1);
+	/* no state is created for a message that is gone */
+	assert_int_equal(queue_load(f->q, id[0], &got, err, sizeof(err)), 0);
+	memcpy(got.id, id[1], sizeof(got.id));
+	errno = 0;
+	assert_int_equal(queue_save_state_nodirsync(f->q, &got), -1);
+	assert_int_equal(errno, ENOENT);
+	assert_int_equal(stat(p, &st), -1);
+	/* bad ids are refused before touching anything */
+	snprintf(got.id, sizeof(got.id), "../x");
+	errno = 0;
+	assert_int_equal(queue_save_state_nodirsync(f->q, &got), -1);
+	assert_int_equal(errno, EINVAL);
+	errno = 0;
+	assert_int_equal(queue_remove_nodirsync(f->q, "nothex"), -1);
+	assert_int_equal(errno, EINVAL);
+	queue_envelope_clear(&got);
+	assert_int_equal(queue_sync(f->q, false), 0);
+	assert_int_equal(count_entries(f, "queue"), 2);  /* id[0] and its state */
+	assert_int_equal(count_entries(f, "tmp"), 0);
+	queue_envelope_clear(&env);
+}
+
 static void write_file(const char *path, const char *text, size_t len)
 {
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -559,6 +636,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_write_load_round_trip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_writer_free_uncommitted, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_state_save_load_remove, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_nodirsync_batch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_load_rejects, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recover, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_commit_id_taken, setup, teardown),
