@@ -4,9 +4,10 @@ import contextlib
 import json
 import os
 import re
-import socket
 import subprocess
-import time
+
+from smtp_util import RawSMTP  # noqa: F401  (re-exported for the tests)
+from tests.world.util import wait_until
 
 # The daemon runs with these whatever the caller's environment says: a
 # sanitizer report must end the process (and so fail the test).
@@ -34,58 +35,6 @@ def msgid_message(tag, to="rcpt@example.test", size=0, sender="sender@client.wor
     return ("From: <%s>\r\nTo: <%s>\r\nSubject: fault test %s\r\n"
             "Message-ID: <%s@client.world.test>\r\n\r\n%s" % (
                 sender, to, tag, tag, body)).encode()
-
-
-class RawSMTP:
-    """Byte-exact SMTP client: sends what it is given, reads replies as
-    they come. `source` binds the client side (another loopback address)."""
-
-    def __init__(self, host, port, timeout=30, source=None):
-        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
-                                  socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        if source:
-            self.sock.bind((source, 0))
-        self.sock.connect((host, port))
-        self.buf = b""
-
-    def send(self, data):
-        self.sock.sendall(data.encode() if isinstance(data, str) else data)
-
-    def reply(self):
-        """(code, text of all lines); ConnectionError when closed."""
-        lines = []
-        while True:
-            while b"\n" not in self.buf:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    raise ConnectionError("closed by server; partial %r" % self.buf)
-                self.buf += chunk
-            line, _, self.buf = self.buf.partition(b"\n")
-            line = line.rstrip(b"\r").decode(errors="replace")
-            lines.append(line)
-            if len(line) < 4 or line[3] != "-":
-                return int(line[:3]), "\n".join(lines)
-
-    def cmd(self, line):
-        if isinstance(line, str):
-            line = line.encode()
-        if not line.endswith(b"\n"):
-            line += b"\r\n"
-        self.send(line)
-        return self.reply()
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def smtp_submit(host, port, sender, rcpts, data, source=None, timeout=30, trace=None):
@@ -141,14 +90,9 @@ def spool_queue_files(spool):
 
 
 def wait_for(pred, timeout, interval=0.1, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() >= deadline:
-            raise AssertionError("timed out after %.0fs waiting for %s" % (timeout, what))
-        time.sleep(interval)
+    """wait_until with a slower default poll; a timeout fails the test
+    with AssertionError."""
+    return wait_until(pred, timeout, interval, what, error=AssertionError)
 
 
 def log_lines(relay, pattern):

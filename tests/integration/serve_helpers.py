@@ -3,22 +3,14 @@
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 
+from smtp_util import RawSMTP
+from tests.world.util import free_port
+
 BIN = os.environ.get("STSRELAY_BIN", "stsrelay")
 HOSTNAME = "relay.test"
-
-
-def free_port(host="127.0.0.1"):
-    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    s = socket.socket(fam, socket.SOCK_STREAM)
-    try:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
 
 
 class Daemon:
@@ -125,7 +117,8 @@ class Daemon:
 
 
 def parse_queue_file(path):
-    """(fields, rcpts, data) of a queue file: header lines, 'end', data."""
+    """(fields, rcpts, data) of a queue or maildrop file: header lines,
+    'end', data."""
     with open(path, "rb") as f:
         raw = f.read()
     head, sep, data = raw.partition(b"\nend\n")
@@ -138,6 +131,18 @@ def parse_queue_file(path):
         else:
             fields[key] = value
     return fields, rcpts, data
+
+
+def sendmail_from_file(world, data, args, timeout=60):
+    """`stsrelay sendmail -C CONF ARGS` reading a real file holding data
+    (written to DIR/message.eml) on stdin; world is a dict with "dir" and
+    "conf". Returns the CompletedProcess."""
+    msgfile = os.path.join(world["dir"], "message.eml")
+    with open(msgfile, "wb") as f:
+        f.write(data)
+    with open(msgfile, "rb") as f:
+        return subprocess.run([BIN, "sendmail", "-C", world["conf"]] + args, stdin=f,
+                              capture_output=True, timeout=timeout)
 
 
 RECEIVED_RE = re.compile(
@@ -162,68 +167,12 @@ def crlf(b):
     return b
 
 
-class RawSMTP:
-    """Byte-exact SMTP client: send what we want, read replies as they are."""
-
-    def __init__(self, host, port, timeout=30):
-        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(fam, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect((host, port))
-        self.buf = b""
-
-    def send(self, data):
-        self.sock.sendall(data)
-
-    def reply(self):
-        """One (possibly multi-line) reply: (code, text of all lines).
-        Raises ConnectionError when the server closed the connection."""
-        lines = []
-        while True:
-            while b"\n" not in self.buf:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    raise ConnectionError("closed by server; partial %r" % self.buf)
-                self.buf += chunk
-            line, _, self.buf = self.buf.partition(b"\n")
-            line = line.rstrip(b"\r").decode(errors="replace")
-            lines.append(line)
-            if len(line) < 4 or line[3] != "-":
-                return int(line[:3]), "\n".join(lines)
-
-    def cmd(self, line):
-        self.send(line.encode() + b"\r\n" if isinstance(line, str) else line)
-        return self.reply()
-
-    def closed(self, timeout=10):
-        """True when the server closes the connection (EOF) within timeout."""
-        self.sock.settimeout(timeout)
-        try:
-            while True:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    return True
-                self.buf += chunk
-        except (ConnectionResetError, BrokenPipeError):
-            return True
-        except socket.timeout:
-            return False
-
-    def close(self):
-        self.sock.close()
-
-
 def submit(daemon, sender, rcpts, data, host="127.0.0.1"):
     """A complete transaction with RawSMTP; data is sent as given (it must
     already be dot-stuffed and end with CRLF). Returns the queue id."""
     c = daemon.connect(host)
     try:
-        assert c.reply()[0] == 220
-        assert c.cmd("EHLO client.test")[0] == 250
-        assert c.cmd("MAIL FROM:<%s>" % sender)[0] == 250
-        for r in rcpts:
-            assert c.cmd("RCPT TO:<%s>" % r)[0] == 250
-        assert c.cmd("DATA")[0] == 354
+        c.open_data("client.test", sender, rcpts)
         code, text = c.cmd(data + b".\r\n")
         assert code == 250, text
         m = re.search(r"queued as ([0-9A-F]{12})", text)

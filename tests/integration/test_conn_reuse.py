@@ -3,7 +3,6 @@
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -15,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_delivery import (BIN, log_lines, make_world, rcpt_line, send,  # noqa: E402
                            wait_log)
 from world.https import PolicyHost, policy_text  # noqa: E402
-from world.util import wait_until  # noqa: E402
+from world.util import close_quietly, serve_tcp, wait_until  # noqa: E402
 
 N = 20
 
@@ -128,19 +127,7 @@ class ScriptMX:
         self.ip = ip
         self.sessions = []
         self.lock = threading.Lock()
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((ip, port))
-        self.sock.listen(16)
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
+        self.sock = serve_tcp(ip, port, self._session)
 
     def _session(self, conn):
         rec = {"mails": 0, "ended": "", "open": True}
@@ -192,16 +179,10 @@ class ScriptMX:
             rec["ended"] = rec["ended"] or "error"
         finally:
             rec["open"] = False
-            try:
-                conn.close()
-            except OSError:
-                pass
+            close_quietly(conn)
 
     def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        close_quietly(self.sock)
 
 
 def script_mx(w, domain, **kw):

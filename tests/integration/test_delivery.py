@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import pytest
@@ -27,7 +26,7 @@ from serve_helpers import Daemon, submit  # noqa: E402
 from world.ca import TestCA  # noqa: E402
 from world.dns import UnboundDNS  # noqa: E402
 from world.postfix import PostfixMX  # noqa: E402
-from world.util import free_ip, free_port, wait_until  # noqa: E402
+from world.util import close_quietly, free_ip, free_port, serve_tcp, wait_until  # noqa: E402
 
 SENDER = "alice@sender.test"
 
@@ -119,21 +118,7 @@ class FakeMX:
                        "hang_eod": 0}
         self.script.update(script)
         self.sessions = []
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((ip, port))
-        self.sock.listen(16)
-        self.stopping = False
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self):
-        while not self.stopping:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
+        self.sock = serve_tcp(ip, port, self._session)
 
     def _session(self, conn):
         rec = {"cmds": [], "data": b"", "ended": "", "start": time.monotonic(), "end": None}
@@ -209,17 +194,10 @@ class FakeMX:
             rec["ended"] = rec["ended"] or "error"
         finally:
             rec["end"] = time.monotonic()
-            try:
-                conn.close()
-            except OSError:
-                pass
+            close_quietly(conn)
 
     def close(self):
-        self.stopping = True
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        close_quietly(self.sock)
 
 
 # ---------------------------------------------------------------- helpers
@@ -271,6 +249,16 @@ def log_time(line):
     m = re.match(r"\d{4}-\d\d-\d\dT(\d\d):(\d\d):(\d\d\.\d+)Z", line)
     assert m, line
     return int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
+
+
+def max_overlap(sessions):
+    """Most FakeMX sessions open at the same time."""
+    ev = sorted([(s["start"], 1) for s in sessions] + [(s["end"], -1) for s in sessions])
+    cur = best = 0
+    for _, k in ev:
+        cur += k
+        best = max(best, cur)
+    return best
 
 
 def dsn_for(dworld, qid, timeout=20):

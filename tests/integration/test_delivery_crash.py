@@ -20,7 +20,8 @@ import time
 
 import pytest
 
-from test_delivery import BIN, make_world, send, message, log_lines, log_time, wait_log
+from test_delivery import (BIN, make_world, send, message, log_lines, log_time, max_overlap,
+                           wait_log)
 from world.util import wait_until
 
 N = 40
@@ -146,15 +147,7 @@ def test_full_domain_queues_fifo_and_holds_up_nobody(cworld, tmp_path):
         assert log_time(fast_line) < times[-1], (fast_line, order)
         # an idle connection stays open for reuse a few seconds (issue 6)
         wait_until(lambda: all(s["end"] for s in fake.sessions), 15, what="sessions closed")
-        assert max_overlap_sessions(fake.sessions) == 1
+        assert max_overlap(fake.sessions) == 1
     finally:
         assert d.stop() == 0
 
-
-def max_overlap_sessions(sessions):
-    ev = sorted([(s["start"], 1) for s in sessions] + [(s["end"], -1) for s in sessions])
-    cur = best = 0
-    for _, k in ev:
-        cur += k
-        best = max(best, cur)
-    return best

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_delivery import (BIN, SENDER, dsn_for, log_lines, log_time, make_world,  # noqa: E402
-                           queue_json, rcpt_line, send, wait_log)
+                           max_overlap, queue_json, rcpt_line, send, wait_log)
 from world.util import wait_until  # noqa: E402
 
 
@@ -230,16 +230,6 @@ def test_admin_bounce_sends_dsn(dworld, tmp_path):
         wait_log(d, r"%s: removed$" % qid)
     finally:
         d.stop()
-
-
-def max_overlap(sessions):
-    """Most sessions open at the same time."""
-    ev = sorted([(s["start"], 1) for s in sessions] + [(s["end"], -1) for s in sessions])
-    cur = best = 0
-    for _, k in ev:
-        cur += k
-        best = max(best, cur)
-    return best
 
 
 @pytest.mark.parametrize("limit", [1, 3])

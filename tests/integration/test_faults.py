@@ -23,7 +23,7 @@ from faults_util import (SAN_ENV, RawSMTP, assert_no_sanitizer_report, fill_fs, 
                          spool_queue_files, tmpfs, wait_for)
 from tests.world import free_port  # noqa: E402
 from tests.world.https import policy_text  # noqa: E402
-from tests.world.util import port_accepts  # noqa: E402
+from tests.world.util import listen_tcp, port_accepts  # noqa: E402
 
 DOMAIN = "example.test"
 RCPT = "rcpt@example.test"
@@ -239,11 +239,7 @@ class HangingTCP:
     each connection was opened and when the client closed it."""
 
     def __init__(self, ip, port, limit=60):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((ip, port))
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
+        self.sock = listen_tcp(ip, port, timeout=0.2)
         self.limit = limit
         self.conns = []   # [opened, closed or None, bytes received]
         self.stop = threading.Event()

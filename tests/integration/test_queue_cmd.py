@@ -14,6 +14,9 @@ import time
 
 import pytest
 
+from serve_helpers import parse_queue_file, sendmail_from_file
+from tests.world import free_port
+
 BIN = os.environ.get("STSRELAY_BIN", "stsrelay")
 TIMEOUT = 60
 
@@ -30,14 +33,6 @@ MESSAGE = (
     b"bye\n"
 )
 RCPTS = {"bob@example.com", "carol@example.net", "dave@example.com", "secret@example.com"}
-
-
-def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 @pytest.fixture
@@ -130,22 +125,14 @@ def wait_for_messages(world, n):
 
 
 def queued_data(world, qid):
-    raw = open(os.path.join(world["spool"], "queue", qid), "rb").read()
-    _, sep, data = raw.partition(b"\nend\n")
-    assert sep
-    return data
+    return parse_queue_file(os.path.join(world["spool"], "queue", qid))[2]
 
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 
 def test_sendmail_while_stopped_then_daemon_lists_it(world):
-    msgfile = os.path.join(world["dir"], "message.eml")
-    with open(msgfile, "wb") as f:
-        f.write(MESSAGE)
-    with open(msgfile, "rb") as f:
-        r = subprocess.run([BIN, "sendmail", "-C", world["conf"], "-t", "-i"], stdin=f,
-                           capture_output=True, timeout=TIMEOUT)
+    r = sendmail_from_file(world, MESSAGE, ["-t", "-i"], TIMEOUT)
     assert r.returncode == 0, r.stderr
 
     # The daemon is not running: the message waits in maildrop/.

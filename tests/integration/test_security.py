@@ -72,15 +72,7 @@ def _outside_attempts(c):
     # a whole pipelined transaction, body lines included
     c.send(b"RSET\r\nMAIL FROM:<a@outside.test>\r\nRCPT TO:<victim@example.test>\r\n"
            b"DATA\r\nSubject: relay me\r\n\r\nspam\r\n.\r\nQUIT\r\n")
-    codes = []
-    for _ in range(20):
-        try:
-            code, text = c.reply()
-        except (ConnectionError, OSError):
-            break
-        codes.append(code)
-        if code == 221:
-            break
+    codes = [code for code, _ in c.replies_until_quit()]
     assert codes[:2] == [250, 250] and codes[-1] == 221, codes
     assert 250 not in codes[2:] and 354 not in codes, codes
 
@@ -240,21 +232,9 @@ def test_no_smtp_smuggling_inbound(world, relay, eod):
             b"MAIL FROM:<ceo@victim.test>\r\nRCPT TO:<target@elsewhere.test>\r\n"
             b"DATA\r\nFrom: ceo@victim.test\r\nSubject: smuggled\r\n\r\nsmuggled\r\n")
     with RawSMTP(r.host, r.port) as c:
-        assert c.reply()[0] == 220
-        assert c.cmd("EHLO c.test")[0] == 250
-        assert c.cmd("MAIL FROM:<a@b.test>")[0] == 250
-        assert c.cmd("RCPT TO:<user@smuggle.test>")[0] == 250
-        assert c.cmd("DATA")[0] == 354
+        c.open_data("c.test", "a@b.test", ["user@smuggle.test"])
         c.send(body + b".\r\nQUIT\r\n")
-        codes = []
-        for _ in range(20):
-            try:
-                code, text = c.reply()
-            except (ConnectionError, OSError):
-                break
-            codes.append((code, text))
-            if code == 221:
-                break
+        codes = c.replies_until_quit()
     msgs = queue_list(r)["messages"]
     rcpts = sorted(x["address"] for m in msgs for x in m["recipients"])
     assert "target@elsewhere.test" not in rcpts, ("smuggled transaction queued", codes)
@@ -283,11 +263,7 @@ def test_no_smtp_smuggling_to_the_mx(world, relay):
             b"cr variant\r.\rMAIL FROM:<evil2@smuggle.test>\r\n"
             b"end\r\n")
     with RawSMTP(r.host, r.port) as c:
-        assert c.reply()[0] == 220
-        assert c.cmd("EHLO c.test")[0] == 250
-        assert c.cmd("MAIL FROM:<a@b.test>")[0] == 250
-        assert c.cmd("RCPT TO:<user@smuggle.test>")[0] == 250
-        assert c.cmd("DATA")[0] == 354
+        c.open_data("c.test", "a@b.test", ["user@smuggle.test"])
         code, text = c.cmd(body + b".\r\n")
         assert code == 250, text
         c.cmd("QUIT")

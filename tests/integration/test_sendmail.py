@@ -10,6 +10,8 @@ import tempfile
 
 import pytest
 
+from serve_helpers import parse_queue_file, sendmail_from_file
+
 BIN = os.environ.get("STSRELAY_BIN", "stsrelay")
 SRC = os.environ.get("STSRELAY_SRC", os.path.join(os.path.dirname(__file__), "..", ".."))
 TEST_USER = "stsrelay-test"
@@ -74,26 +76,10 @@ def drop_files(spool, complete=True):
     return [n for n in names if not n.startswith(".")] if complete else names
 
 
-def parse_spool_file(path):
-    """Header fields and data of a queue or drop file ('end' line between)."""
-    raw = open(path, "rb").read()
-    head, sep, data = raw.partition(b"\nend\n")
-    assert sep, "no end line in %s" % path
-    fields = {}
-    rcpts = []
-    for line in head.decode().split("\n"):
-        key, _, value = line.partition(" ")
-        if key == "rcpt":
-            rcpts.append(value)
-        else:
-            fields[key] = value
-    return fields, rcpts, data
-
-
 def only_drop(world):
     files = drop_files(world["spool"])
     assert len(files) == 1, files
-    return parse_spool_file(os.path.join(world["spool"], "maildrop", files[0]))
+    return parse_queue_file(os.path.join(world["spool"], "maildrop", files[0]))
 
 
 def header_block(data):
@@ -103,12 +89,7 @@ def header_block(data):
 
 
 def test_t_i_real_message_without_daemon(world):
-    msgfile = os.path.join(world["dir"], "message.eml")
-    with open(msgfile, "wb") as f:
-        f.write(MESSAGE)
-    with open(msgfile, "rb") as f:
-        r = subprocess.run([BIN, "sendmail", "-C", world["conf"], "-t", "-i"], stdin=f,
-                           capture_output=True, timeout=TIMEOUT)
+    r = sendmail_from_file(world, MESSAGE, ["-t", "-i"], TIMEOUT)
     assert r.returncode == 0, r.stderr
     assert r.stderr == b""
     fields, rcpts, data = only_drop(world)
@@ -310,7 +291,7 @@ def test_non_root_user_submits_through_setgid_binary(world):
     assert len(new) == 1
     path = os.path.join(world["spool"], "maildrop", new.pop())
     assert os.stat(path).st_uid == user.pw_uid
-    fields, rcpts, data = parse_spool_file(path)
+    fields, rcpts, data = parse_queue_file(path)
     assert fields["sender"] == TEST_USER + "@relay.test"
     assert fields["submitter"] == TEST_USER
     assert set(rcpts) == EXPECTED_RCPTS

@@ -24,29 +24,6 @@ from world.https import PolicyHost, policy_text  # noqa: E402
 from world.util import wait_until  # noqa: E402
 
 
-def nginx_settled(host, timeout=10):
-    """After a reload nginx's old worker keeps accepting until it has shut
-    down, and may answer with the previous configuration (seen: the old
-    certificate). PolicyHost waits only for the new generation to answer;
-    also wait until the master has a single worker left."""
-    master = host.proc.pid
-
-    def one_worker():
-        kids = 0
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit():
-                continue
-            try:
-                with open("/proc/%s/stat" % pid) as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == master and fields[0] != "Z":
-                kids += 1
-        return kids == 1
-    wait_until(one_worker, timeout, what="nginx old workers to exit")
-
-
 @pytest.fixture(scope="module")
 def shared():
     base = tempfile.mkdtemp(prefix="sts-cache-")
@@ -95,7 +72,7 @@ class StsWorld:
 
     def serve(self, mode="enforce", max_age=86400, mx=None, **kw):
         self.host.serve(self.domain, policy_text(mode=mode, mx=mx or self.mx, max_age=max_age), **kw)
-        nginx_settled(self.host)
+        self.host.wait_settled()
 
     def fetches(self):
         return self.host.fetch_count(self.domain)
@@ -265,7 +242,7 @@ def test_failed_refetch_keeps_cached_policy(shared, how, result_type):
         w.host.serve(w.domain, good, cert_kind="expired")
     elif how == "no-host":
         w.dns.remove("mta-sts." + w.domain, "A")
-    nginx_settled(w.host)
+    w.host.wait_settled()
     w.set_id("id2")
     r = w.check(update=True)
     assert r["error"] is not None, r
@@ -292,12 +269,12 @@ def test_oversize_limit_exact(shared):
     text += "x: " + "b" * (65536 - len(text) - 5) + "\r\n"
     assert len(text) == 65536
     w.host.serve(w.domain, text)
-    nginx_settled(w.host)
+    w.host.wait_settled()
     r = w.check()
     assert r["error"] is None, r
     assert r["decision"] == "enforce"
     w.host.serve(w.domain, text + "\n")
-    nginx_settled(w.host)
+    w.host.wait_settled()
     w.set_id("id2")
     r = w.check()
     assert r["error"]["result_type"] == "sts-policy-fetch-error"

@@ -27,29 +27,6 @@ from world.dns import UnboundDNS  # noqa: E402
 from world.https import PolicyHost  # noqa: E402
 from world.util import wait_until  # noqa: E402
 
-
-def nginx_settled(host, timeout=10):
-    """After a reload nginx's old worker keeps accepting until it has shut
-    down, and may answer with the previous configuration (seen: the old
-    certificate). PolicyHost waits only for the new generation to answer;
-    also wait until the master has a single worker left."""
-    master = host.proc.pid
-
-    def one_worker():
-        kids = 0
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit():
-                continue
-            try:
-                with open("/proc/%s/stat" % pid) as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == master and fields[0] != "Z":
-                kids += 1
-        return kids == 1
-    wait_until(one_worker, timeout, what="nginx old workers to exit")
-
 FIX = os.path.join(SRC, "..", "shared", "vectors", "postfix-mta-sts-resolver-fixtures")
 EX_DATAERR = 65
 
@@ -189,7 +166,7 @@ def world():
         if pol["oversize"]:
             kw["oversize"] = pol["oversize"]
         host.serve(domain, pol["body"], **kw)
-    nginx_settled(host)
+    host.wait_settled()
     spool = os.path.join(base, "spool")
     os.makedirs(spool)
     conf = os.path.join(base, "stsrelay.conf")

@@ -7,7 +7,7 @@ import threading
 
 import dnslib
 
-from .util import (WorldError, free_port, make_dir, port_free, run, spawn,
+from .util import (WorldError, free_port, listen_tcp, make_dir, port_free, run, spawn,
                    stop_process, wait_until, read_text)
 
 ZONE = "test."
@@ -47,11 +47,7 @@ class FailUpstream:
         self._udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._udp.bind(("127.0.0.1", self.port))
         self._udp.settimeout(0.2)
-        self._tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._tcp.bind(("127.0.0.1", self.port))
-        self._tcp.listen(16)
-        self._tcp.settimeout(0.2)
+        self._tcp = listen_tcp("127.0.0.1", self.port, timeout=0.2)
         self._threads = [threading.Thread(target=f, daemon=True)
                          for f in (self._serve_udp, self._serve_tcp)]
         for t in self._threads:

@@ -5,7 +5,7 @@ import ssl
 import threading
 import time
 
-from .util import wait_until
+from .util import listen_tcp, wait_until
 
 STAGES = ("banner", "ehlo", "starttls", "tls", "mail", "rcpt", "data", "eod", "quit")
 
@@ -104,12 +104,7 @@ class FakeMX:
 
     # --- lifecycle -----------------------------------------------------
     def start(self):
-        s = socket.socket(socket.AF_INET6 if ":" in self.ip else socket.AF_INET)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((self.ip, self.port))
-        s.listen(64)
-        s.settimeout(0.2)
-        self._sock = s
+        self._sock = listen_tcp(self.ip, self.port, backlog=64, timeout=0.2)
         t = threading.Thread(target=self._accept_loop, daemon=True,
                              name="fakemx-%s" % self.hostname)
         t.start()

@@ -204,6 +204,12 @@ http {
             return self._live_generation() == self.generation and self._workers() == 1
         wait_until(ready, timeout, what="nginx config generation %d" % self.generation)
 
+    def wait_settled(self, timeout=10):
+        """Until the master has a single worker left: after a reload the
+        old worker keeps accepting until it has shut down, and may answer
+        with the previous configuration (seen: the old certificate)."""
+        wait_until(lambda: self._workers() == 1, timeout, what="nginx old workers to exit")
+
     @contextlib.contextmanager
     def batch(self):
         """Several serve()/unserve() calls with one reload at the end."""

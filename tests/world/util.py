@@ -6,6 +6,7 @@ import random
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 # Every process the world starts is listed here so that an interpreter exit
@@ -63,6 +64,46 @@ def port_free(host, port, kind=socket.SOCK_STREAM):
         s.close()
 
 
+def listen_tcp(host, port, backlog=16, timeout=None):
+    """A TCP socket listening on host:port (SO_REUSEADDR); a timeout lets
+    an accept loop look at its stop flag now and then."""
+    s = socket.socket(_family(host), socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+        s.listen(backlog)
+    except OSError:
+        s.close()
+        raise
+    if timeout is not None:
+        s.settimeout(timeout)
+    return s
+
+
+def close_quietly(sock):
+    """Close a socket that may already be gone (peer reset, closed twice)."""
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
+def serve_tcp(host, port, handle, backlog=16):
+    """listen_tcp, then handle(conn) in a thread of its own for each
+    accepted connection until the returned socket is closed."""
+    sock = listen_tcp(host, port, backlog)
+
+    def accept_loop():
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+    threading.Thread(target=accept_loop, daemon=True).start()
+    return sock
+
+
 def free_port(host="127.0.0.1", udp_too=False):
     """A port nobody listens on now (kernel-chosen, so parallel test
     processes do not pick the same one); udp_too also checks UDP."""
@@ -91,15 +132,16 @@ def free_ip(port, used=()):
     raise WorldError("no free loopback address for port %d" % port)
 
 
-def wait_until(pred, timeout, interval=0.05, what="condition"):
-    """Poll pred() until it returns a true value or the deadline passes."""
+def wait_until(pred, timeout, interval=0.05, what="condition", error=WorldError):
+    """Poll pred() until it returns a true value or the deadline passes;
+    then raise `error` (tests pass AssertionError to fail, not error)."""
     deadline = time.monotonic() + timeout
     while True:
         v = pred()
         if v:
             return v
         if time.monotonic() >= deadline:
-            raise WorldError("timed out after %.1fs waiting for %s" % (timeout, what))
+            raise error("timed out after %.1fs waiting for %s" % (timeout, what))
         time.sleep(interval)
 
 
