@@ -237,7 +237,13 @@ static void on_write(uv_write_t *req, int status)
 	if (c->closing)
 		return;
 	if (status < 0 || flush(c) != 0) {
-		report_eof(c);
+		/* The peer is gone. If its EOF was already reported, the owner is
+		 * waiting only for this write to end before it closes: tell it,
+		 * or it would sit until its stage timer (minutes) fires. */
+		if (!c->eof_sent)
+			report_eof(c);
+		else if (c->ops->drained != NULL)
+			c->ops->drained(c, c->arg);
 		return;
 	}
 	if (!c->writing && c->ops->drained != NULL)
