@@ -23,19 +23,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "test_util.h"
 #include "relay/core_fs.h"
 
 struct fixture {
 	char dir[64];
 };
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
 
 static int setup(void **state)
 {
@@ -61,7 +55,7 @@ static int teardown(void **state)
 	snprintf(mnt, sizeof(mnt), "%s/mnt", f->dir);
 	umount2(mnt, MNT_DETACH);
 	chmod(f->dir, 0700);
-	nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	test_rmtree(f->dir);
 	free(f);
 	return 0;
 }

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "test_util.h"
 #include "queue/queue.h"
 
 struct fixture {
@@ -28,13 +29,6 @@ struct fixture {
 	struct queue *q;
 };
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
 
 static int setup(void **state)
 {
@@ -61,7 +55,7 @@ static int teardown(void **state)
 	struct fixture *f = *state;
 
 	queue_close(f->q);
-	nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	test_rmtree(f->dir);
 	free(f);
 	return 0;
 }

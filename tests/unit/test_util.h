@@ -1,0 +1,23 @@
+/* Helpers shared by the unit tests: scratch directories under /tmp that are
+ * made fresh for a test and removed with everything in them afterwards. */
+#ifndef STSRELAY_TEST_UTIL_H
+#define STSRELAY_TEST_UTIL_H
+
+#include <ftw.h>
+#include <stdio.h>
+
+static int test_rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+/* Removes dir and everything below it (links are not followed). */
+static inline void test_rmtree(const char *dir)
+{
+	nftw(dir, test_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+#endif
