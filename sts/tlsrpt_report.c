@@ -560,7 +560,7 @@ json_t *tlsrpt_report_build(const struct tlsrpt_day *d, const char *domain,
 		uint64_t succ = 0, fail = 0;
 		json_t *entry, *summary, *details, *prev_fd;
 		char *copy;
-		const char *parts[K_COUNT];
+		const char *parts[K_COUNT] = { NULL };
 
 		if (strncmp(key, domain, dl) != 0 || key[dl] != SEP) {
 			i++;
@@ -586,7 +586,7 @@ json_t *tlsrpt_report_build(const struct tlsrpt_day *d, const char *domain,
 		for (j = i; j < d->n && strncmp(d->sorted[j].key, key, plen) == 0 &&
 			    d->sorted[j].key[plen] == SEP;
 		     j++) {
-			const char *q[K_COUNT];
+			const char *q[K_COUNT] = { NULL };
 			json_t *fd;
 			size_t np;
 
