@@ -5,34 +5,18 @@
 #include <string.h>
 
 #include "sts/txt.h"
+#include "fuzz_txt_split.h"
 
-#define MAX_PARTS 64
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct sts_txt_string strs[MAX_PARTS];
-	struct sts_txt_record recs[MAX_PARTS];
-	size_t ns = 0, nr = 1, start = 0;
+	struct sts_txt_string strs[FUZZ_TXT_MAX_PARTS];
+	struct sts_txt_record recs[FUZZ_TXT_MAX_PARTS];
+	size_t nr = fuzz_txt_split(data, size, strs, recs);
 	static struct sts_tlsrpt_txt out;
 
-	recs[0].strings = &strs[0];
-	recs[0].nstrings = 0;
-	for (size_t i = 0; i <= size && ns < MAX_PARTS; i++) {
-		if (i < size && data[i] != 0x1E && data[i] != 0x1F)
-			continue;
-		strs[ns].data = data + start;
-		strs[ns].len = i - start;
-		recs[nr - 1].nstrings++;
-		ns++;
-		start = i + 1;
-		if (i < size && data[i] == 0x1E && nr < MAX_PARTS && ns < MAX_PARTS) {
-			recs[nr].strings = &strs[ns];
-			recs[nr].nstrings = 0;
-			nr++;
-		}
-	}
 	enum sts_txt_result r = sts_tlsrpt_txt_parse(recs, nr, &out);
 	if (out.nrua > STS_TLSRPT_MAX_RUA)
 		__builtin_trap();
