@@ -209,6 +209,14 @@ int addrlist_next(struct addrlist_iter *it, struct addrlist_addr *out, struct ad
 			m.has_angle = true;
 			in_angle = true;
 			break;
+		case ';':
+			if (!it->in_group) {
+				phrase_put(&m, c);
+				break;
+			}
+			/* the group's end closes its last mailbox as a comma would */
+			it->in_group = false;
+			/* fall through */
 		case ',':
 			rc = mbox_finish(&m, out, err);
 			if (rc < 0)
@@ -227,21 +235,6 @@ int addrlist_next(struct addrlist_iter *it, struct addrlist_addr *out, struct ad
 			/* The group's display name is not an address. */
 			mbox_reset(&m);
 			it->in_group = true;
-			break;
-		case ';':
-			if (!it->in_group) {
-				phrase_put(&m, c);
-				break;
-			}
-			it->in_group = false;
-			rc = mbox_finish(&m, out, err);
-			if (rc < 0)
-				return iter_fail(it, err);
-			if (rc > 0) {
-				it->pos = i + 1;
-				return 1;
-			}
-			mbox_reset(&m);
 			break;
 		case ' ':
 		case '\t':
