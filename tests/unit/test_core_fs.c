@@ -30,7 +30,6 @@ struct fixture {
 	char dir[64];
 };
 
-
 static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));

@@ -31,7 +31,6 @@ struct fixture {
 	struct queue *q;
 };
 
-
 static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));

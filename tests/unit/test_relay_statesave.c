@@ -62,7 +62,6 @@ struct done_rec {
 	struct done_rec *chain_rec;
 };
 
-
 static void on_done(void *arg, int status, int err_no)
 {
 	struct done_rec *r = arg;
