@@ -354,22 +354,26 @@ static ssize_t read_message(void *arg, char *buf, size_t cap)
 }
 
 /* Moves pending client output to the connection (through TLS once it is
- * up); one write in flight at a time is the back-pressure. */
+ * up); one write in flight at a time is the back-pressure. The client
+ * consumes exactly what the connection took: the rest stays in its buffer
+ * until the `drained` callback pumps again. */
 static void flush_out(struct conn *c)
 {
 	const char *p;
 	size_t n;
+	ssize_t took;
 
 	if (c->closing || smtp_conn_writing(c->sc))
 		return;
 	smtp_client_output(c->client, &p, &n);
 	if (n == 0)
 		return;
-	if (smtp_conn_write(c->sc, p, n) != 0) {
+	took = smtp_conn_write(c->sc, p, n);
+	if (took < 0) {
 		smtp_client_eof(c->client);
 		return;
 	}
-	smtp_client_consume(c->client, n);
+	smtp_client_consume(c->client, (size_t)took);
 }
 
 /* The handshake's outcome goes to the client state machine. */

@@ -83,7 +83,9 @@ static void enter(struct mx_probe *p, enum pstate next);
 
 static void send_line(struct mx_probe *p, const char *line)
 {
-	if (smtp_conn_write(p->conn, line, strlen(line)) != 0) {
+	size_t n = strlen(line);
+
+	if (smtp_conn_write(p->conn, line, n) != (ssize_t)n) {
 		note(p, NULL, "cannot write to %s", smtp_conn_info(p->conn)->relay);
 		enter(p, P_DONE);
 	}

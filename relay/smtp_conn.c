@@ -250,8 +250,15 @@ static void on_write(uv_write_t *req, int status)
 		c->ops->drained(c, c->arg);
 }
 
-int smtp_conn_write(struct smtp_conn *c, const void *buf, size_t len)
+/* Plaintext per TLS record, and what one record may add to it (header,
+ * tag, padding, MAC: 5 + 256 + 64 with room to spare). */
+#define TLS_RECORD_PLAIN 16384
+#define TLS_RECORD_EXTRA 1024
+
+ssize_t smtp_conn_write(struct smtp_conn *c, const void *buf, size_t len)
 {
+	size_t done = 0;
+
 	if (c->closing || !c->info.connected || c->eof_sent)
 		return -1;
 	if (len == 0)
@@ -259,15 +266,35 @@ int smtp_conn_write(struct smtp_conn *c, const void *buf, size_t len)
 	if (c->tls != NULL) {
 		if (!c->info.tls_up)
 			return -1;  /* no plaintext into a handshake */
-		if (smtp_tls_write(c->tls, buf, len) < 0 || take_tls(c) != 0)
-			return -1;
+		/* Record by record while the ciphertext still fits the bound: a
+		 * piece that became ciphertext is sent, and counted; nothing else
+		 * is. */
+		while (done < len) {
+			size_t n = len - done;
+
+			if (n > TLS_RECORD_PLAIN)
+				n = TLS_RECORD_PLAIN;
+			if (c->plen + n + TLS_RECORD_EXTRA > SMTP_CONN_OUT_MAX)
+				break;
+			if (smtp_tls_write(c->tls, (const char *)buf + done, n) != (ssize_t)n ||
+			    take_tls(c) != 0)
+				return -1;
+			done += n;
+		}
 	} else {
-		if (pending_reserve(c, len) != 0)
-			return -1;
-		memcpy(c->pbuf + c->plen, buf, len);
-		c->plen += len;
+		done = len;
+		if (c->plen + done > SMTP_CONN_OUT_MAX)
+			done = SMTP_CONN_OUT_MAX - c->plen;
+		if (done > 0) {
+			if (pending_reserve(c, done) != 0)
+				return -1;
+			memcpy(c->pbuf + c->plen, buf, done);
+			c->plen += done;
+		}
 	}
-	return flush(c);
+	if (flush(c) != 0)
+		return -1;
+	return (ssize_t)done;
 }
 
 /* ---- TLS ---- */
@@ -335,7 +362,6 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 static void feed_tls(struct smtp_conn *c, const char *buf, size_t n)
 {
 	char plain[16384];
-	int round;
 
 	if (smtp_tls_feed(c->tls, buf, n) != 0) {
 		report_eof(c);
@@ -354,7 +380,12 @@ static void feed_tls(struct smtp_conn *c, const char *buf, size_t n)
 			return;
 		/* Application data may have come with the last handshake flight. */
 	}
-	for (round = 0; round < SMTP_CONN_TLS_ROUNDS && !c->closing; round++) {
+	/* Until OpenSSL wants more ciphertext: a record left in the BIO would
+	 * wait for the next socket read, which may never come (an MX that sends
+	 * each pipelined reply as its own record answers 200 RCPTs in one read).
+	 * Each record consumes at least 22 bytes of what was fed, so the rounds
+	 * are bounded by READ_BUF. */
+	while (!c->closing && !c->eof_sent) {
 		ssize_t r = smtp_tls_read(c->tls, plain, sizeof(plain));
 
 		/* TLS 1.3 may answer post-handshake messages */

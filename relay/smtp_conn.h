@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 #include <uv.h>
 
 #include "relay/dns.h"
@@ -40,9 +41,11 @@
  * module never mixes plaintext into the TLS stream.
  *
  * Bounds: the output buffer holds at most SMTP_CONN_OUT_MAX bytes not yet
- * written (writes beyond fail with -1: the session's own back-pressure is
- * the `drained` callback); reads are one buffer per callback, and at most
- * SMTP_CONN_TLS_ROUNDS decrypt rounds per read.
+ * handed to the socket (ciphertext once TLS is up); smtp_conn_write() takes
+ * what fits and says how much, the `drained` callback asks for the rest.
+ * Reads are one buffer per callback; every TLS record that buffer completes
+ * is decrypted and handed on before the callback returns (the records that
+ * one socket read can complete are bounded by the read buffer).
  *
  * Ownership: the conn owns its handles, its TLS object and its buffers;
  * the session owns the conn and frees it after `closed` (or before
@@ -50,7 +53,6 @@
  */
 
 #define SMTP_CONN_OUT_MAX (1024 * 1024)
-#define SMTP_CONN_TLS_ROUNDS 64
 #define SMTP_CONN_IP_MAX 64
 #define SMTP_CONN_REASON_MAX 256
 #define SMTP_CONN_RELAY_MAX (DNS_NAME_MAX + SMTP_CONN_IP_MAX + 16)
@@ -103,9 +105,14 @@ int smtp_conn_connect(struct smtp_conn *c, const char *host, const struct sockad
 
 /* (Re)arms the one timer: ops.timeout after ms (0 is taken as 1). */
 void smtp_conn_timer(struct smtp_conn *c, uint32_t ms);
-/* Queues plaintext (through TLS once up). 0, or -1 when closing, over
- * SMTP_CONN_OUT_MAX or out of memory (the session should then close). */
-int smtp_conn_write(struct smtp_conn *c, const void *buf, size_t len);
+/* Queues plaintext (through TLS once up) and starts writing it. Returns
+ * how many of the len bytes were taken: all of them, or fewer when the
+ * output buffer reached SMTP_CONN_OUT_MAX (then offer the rest after
+ * ops.drained; 0 is possible while a write is in flight). -1 when closing,
+ * after EOF, on a TLS error or out of memory (the session should then
+ * close). Bytes not counted in the result were not sent, in part or whole. */
+ssize_t smtp_conn_write(struct smtp_conn *c, const void *buf, size_t len)
+	__attribute__((warn_unused_result));
 /* A write is on its way to the socket. */
 bool smtp_conn_writing(const struct smtp_conn *c);
 

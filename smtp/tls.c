@@ -113,9 +113,10 @@ struct smtp_tls_ctx *smtp_tls_ctx_new(const char *ca_file, char *err, size_t err
 		set_err(err, errlen, "cannot require TLS 1.2");
 		goto fail;
 	}
-	/* Idle sessions hold no buffers; writes may be partial and move. */
-	SSL_CTX_set_mode(ctx->ssl_ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
-					       SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	/* Idle sessions hold no buffers. No SSL_MODE_ENABLE_PARTIAL_WRITE: with
+	 * it SSL_write_ex() stops after one record (16 KiB), and a caller that
+	 * took "success" for "all of it" lost the rest of the message. */
+	SSL_CTX_set_mode(ctx->ssl_ctx, SSL_MODE_RELEASE_BUFFERS);
 	if (ca_file && ca_file[0]) {
 		if (SSL_CTX_load_verify_locations(ctx->ssl_ctx, ca_file, NULL) != 1) {
 			char what[300];
@@ -326,16 +327,25 @@ size_t smtp_tls_take(struct smtp_tls *t, void *buf, size_t cap)
 
 ssize_t smtp_tls_write(struct smtp_tls *t, const void *buf, size_t len)
 {
-	size_t written = 0;
-	int rc;
+	size_t done = 0;
 
-	if (!t->done || len == 0)
-		return t->done ? 0 : -1;
-	ERR_clear_error();
-	rc = SSL_write_ex(t->ssl, buf, len, &written);
-	if (rc == 1)
-		return (ssize_t)written;
-	return -1;
+	if (!t->done)
+		return -1;
+	/* Without partial writes and with a memory BIO that never refuses,
+	 * one SSL_write_ex() takes everything; the loop only guards the count
+	 * so that what is returned is what really became ciphertext. */
+	while (done < len) {
+		size_t written = 0;
+
+		ERR_clear_error();
+		if (SSL_write_ex(t->ssl, (const char *)buf + done, len - done, &written) != 1 ||
+		    written == 0) {
+			ERR_clear_error();
+			return -1;
+		}
+		done += written;
+	}
+	return (ssize_t)done;
 }
 
 ssize_t smtp_tls_read(struct smtp_tls *t, void *buf, size_t cap)

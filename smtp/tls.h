@@ -62,11 +62,17 @@ int smtp_tls_feed(struct smtp_tls *t, const void *buf, size_t len);
 size_t smtp_tls_pending(const struct smtp_tls *t);
 size_t smtp_tls_take(struct smtp_tls *t, void *buf, size_t cap);
 
-/* Application data after the handshake. write: bytes accepted (all of them
- * with memory BIOs) or -1. read: > 0 bytes, 0 = needs more ciphertext,
- * SMTP_TLS_EOF = peer sent close_notify, SMTP_TLS_ERROR. */
-ssize_t smtp_tls_write(struct smtp_tls *t, const void *buf, size_t len);
-ssize_t smtp_tls_read(struct smtp_tls *t, void *buf, size_t cap);
+/* Application data after the handshake.
+ * write: encrypts all len bytes into records waiting for take() and returns
+ * len, or -1 (nothing usable was written: close the connection). The
+ * ciphertext is about len + 1.5% long; a caller with a bounded output
+ * buffer writes in pieces that fit (see relay/smtp_conn.c).
+ * read: > 0 bytes, 0 = needs more ciphertext, SMTP_TLS_EOF = peer sent
+ * close_notify, SMTP_TLS_ERROR. */
+ssize_t smtp_tls_write(struct smtp_tls *t, const void *buf, size_t len)
+	__attribute__((warn_unused_result));
+ssize_t smtp_tls_read(struct smtp_tls *t, void *buf, size_t cap)
+	__attribute__((warn_unused_result));
 /* Queues a close_notify (then take() and close the socket). */
 void smtp_tls_shutdown(struct smtp_tls *t);
 

@@ -105,13 +105,15 @@ def test_kill9_during_concurrent_submissions(tmp_path):
         return seen
 
     check_queue_intact()                     # right after the crash, before recovery
-    # A file is a leftover only if it is the same file (name and inode): the
-    # restarted daemon may already be saving a state under the same name.
+    # A file is a leftover only if it is the same file (name, inode and
+    # change time): the restarted daemon may already be saving a state under
+    # the same name, and the file system may give it the freed inode.
     def tmp_entries():
         out = set()
         for name in d.tmp_files():
             try:
-                out.add((name, os.stat(os.path.join(d.spool, "tmp", name)).st_ino))
+                st = os.stat(os.path.join(d.spool, "tmp", name))
+                out.add((name, st.st_ino, st.st_ctime_ns))
             except FileNotFoundError:
                 pass
         return out
