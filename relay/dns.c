@@ -1040,10 +1040,26 @@ int dns_new(uv_loop_t *loop, const struct config_addr *servers, size_t n,
 	free(nodes);
 	nodes = NULL;
 
-	/* Nothing below can fail, so a failed dns_new never has handles to close. */
-	uv_timer_init(loop, &d->timer);
+	/* libuv's handle inits only fill in the struct, but a result is a
+	 * result: a timer that was made must go through uv_close before d may
+	 * be freed, so a failed idle init frees d from the close callback. */
+	rc = uv_timer_init(loop, &d->timer);
+	if (rc != 0) {
+		log_error("dns: uv_timer_init: %s", uv_strerror(rc));
+		err = rc;
+		goto fail;
+	}
 	d->timer.data = d;
-	uv_idle_init(loop, &d->idle);
+	d->open_handles = 1;
+	rc = uv_idle_init(loop, &d->idle);
+	if (rc != 0) {
+		log_error("dns: uv_idle_init: %s", uv_strerror(rc));
+		ares_destroy(d->ch);
+		d->ch = NULL;
+		d->closing = true;
+		uv_close((uv_handle_t *)&d->timer, on_handle_closed);
+		return rc;
+	}
 	d->idle.data = d;
 	d->open_handles = 2;
 	*out = d;

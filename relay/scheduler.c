@@ -1153,6 +1153,7 @@ int scheduler_new(struct relay *r, struct scheduler **out)
 	char(*ids)[QUEUE_ID_LEN + 1] = NULL;
 	char err[512];
 	size_t n = 0, i;
+	int ntimers = 0;            /* handles made: they must go through uv_close */
 
 	if (s == NULL)
 		return -1;
@@ -1172,10 +1173,18 @@ int scheduler_new(struct relay *r, struct scheduler **out)
 		free(s);
 		return -1;
 	}
-	uv_timer_init(r->loop, &s->timer);
 	s->timer.data = s;
-	uv_timer_init(r->loop, &s->stop_timer);
 	s->stop_timer.data = s;
+	if (uv_timer_init(r->loop, &s->timer) != 0) {
+		log_error("scheduler: cannot make a timer");
+		goto fail;
+	}
+	ntimers++;
+	if (uv_timer_init(r->loop, &s->stop_timer) != 0) {
+		log_error("scheduler: cannot make a timer");
+		goto fail;
+	}
+	ntimers++;
 	if (delivery_ctx_new(r, &s->dc, err, sizeof(err)) != 0) {
 		log_error("scheduler: %s", err);
 		goto fail;
@@ -1200,8 +1209,10 @@ fail:
 	/* Nothing runs yet (queued removals are dropped with the handle);
 	 * close what we opened, the caller runs the loop. */
 	s->stopping = true;
-	uv_close((uv_handle_t *)&s->timer, NULL);
-	uv_close((uv_handle_t *)&s->stop_timer, NULL);
+	if (ntimers > 0)
+		uv_close((uv_handle_t *)&s->timer, NULL);
+	if (ntimers > 1)
+		uv_close((uv_handle_t *)&s->stop_timer, NULL);
 	delivery_ctx_free(s->dc);
 	s->dc = NULL;
 	statesave_close(s->ss);
