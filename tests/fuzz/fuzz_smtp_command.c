@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "smtp/address.h"
 #include "smtp/command.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

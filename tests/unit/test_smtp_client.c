@@ -21,6 +21,8 @@
  *                                 | chunk N | M text (message line + CRLF)
  *                                 | MRAW text (message bytes, \r \n \\ \. escapes)
  *                                 | keep-open (READY instead of QUIT after ".")
+ *                                 | eight-bit (the message has 8-bit data; also
+ *                                   for the transactions of `next`)
  *   dialogue:  S text / SRAW text   server bytes (S adds CRLF)
  *              C text / CRAW text   exact client bytes expected (C adds CRLF)
  *              tls-done ok|fail, eof, timeout STATE
@@ -81,7 +83,7 @@ struct scn {
 	size_t nto;
 	enum smtp_tls_level tls;
 	uint64_t size;
-	bool pull, keep_open;
+	bool pull, keep_open, eight_bit;
 	size_t chunk;
 	struct buf msg;
 	size_t msg_off;
@@ -127,6 +129,7 @@ static void make_client(struct scn *s)
 	cfg.tls = s->tls;
 	cfg.timeouts = &to;
 	cfg.keep_open = s->keep_open;
+	cfg.eight_bit = s->eight_bit;
 	if (s->pull) {
 		cfg.read = pull_read;
 		cfg.read_arg = s;
@@ -271,6 +274,7 @@ static void directive(struct scn *s, const char *cmd, char *arg)
 		cfg.size = s->size;
 		cfg.tls = s->tls;
 		cfg.keep_open = s->keep_open;
+		cfg.eight_bit = s->eight_bit;
 		if (s->pull) {
 			cfg.read = pull_read;
 			cfg.read_arg = s;
@@ -387,6 +391,8 @@ static void run_file(const char *path)
 			s.pull = strcmp(arg, "pull") == 0;
 		} else if (strcmp(cmd, "keep-open") == 0) {
 			s.keep_open = true;
+		} else if (strcmp(cmd, "eight-bit") == 0) {
+			s.eight_bit = true;
 		} else if (strcmp(cmd, "chunk") == 0) {
 			s.chunk = strtoul(arg, NULL, 10);
 		} else if (strcmp(cmd, "M") == 0) {
