@@ -712,6 +712,8 @@ static void client_config(struct delivery *d, struct conn *c, const char *peer,
 	cc->read = read_message;
 	cc->read_arg = c;
 	cc->keep_open = true;
+	/* BODY=8BITMIME, or no MAIL to an MX without 8BITMIME (smtp/client.h) */
+	cc->eight_bit = (d->flags & QUEUE_F_8BITMIME) != 0;
 }
 
 /* Takes an idle connection for d's current candidate, if one fits. 0: the
