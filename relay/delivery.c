@@ -818,9 +818,9 @@ local_fail:
 static bool reuse_failed_early(const struct conn *c, const struct smtp_client_result *res)
 {
 	if (!c->reused || res->outcome != SMTP_CONN_TEMPFAIL ||
-	    res->failed_state != SMTP_CLIENT_MAIL || res->nrcpts == 0)
+	    res->failed_state != SMTP_CLIENT_MAIL)
 		return false;
-	return res->rcpts[0].code == 0 || res->rcpts[0].code == 421;
+	return res->code == 0 || res->code == 421;
 }
 
 /* Everything about one finished connection: log, TLS-RPT, and what next. */
@@ -895,8 +895,7 @@ static void conn_end(struct conn *c)
 
 	/* The host's fault: remember why and try the next address / host. */
 	{
-		const char *dsn = res->nrcpts > 0 && res->rcpts[0].esc[0] ? res->rcpts[0].esc
-									   : "4.0.0";
+		const char *dsn = res->esc[0] ? res->esc : "4.0.0";
 		char dsn4[SMTP_REPLY_ESC_MAX];
 
 		/* Another host may still work, so even a 5xx greeting only defers

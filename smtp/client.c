@@ -231,6 +231,8 @@ static void fail_session(struct smtp_client *c, enum smtp_conn_outcome outcome, 
 		c->res.try_next_mx = next_mx;
 		c->res.failed_state = c->state;
 		snprintf(c->res.diag, sizeof(c->res.diag), "%s", diag);
+		c->res.code = code;
+		snprintf(c->res.esc, sizeof(c->res.esc), "%s", esc);
 	}
 	settle_pending(c, esc[0] == '5' ? SMTP_RCPT_BOUNCE : SMTP_RCPT_DEFER, code, esc, diag,
 		       reply ? reply : "");
@@ -725,6 +727,8 @@ static int set_envelope(struct smtp_client *c, const struct smtp_client_config *
 	c->res.try_next_mx = false;
 	c->res.failed_state = SMTP_CLIENT_BANNER;
 	c->res.diag[0] = '\0';
+	c->res.code = 0;
+	c->res.esc[0] = '\0';
 	c->res.tls_result = NULL;
 	c->res.accepted = 0;
 	c->res.rcpts = c->rr;

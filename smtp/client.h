@@ -189,6 +189,12 @@ struct smtp_client_result {
 	bool try_next_mx;                /* hint: the failure is the host's, another MX may do */
 	enum smtp_client_state failed_state;  /* meaningful when outcome != OK */
 	char diag[SMTP_CLIENT_DIAG_MAX]; /* the connection-level reason, "" if OK */
+	/* The connection-level failure's reply code (0: none, e.g. lost, timed
+	 * out, refused by the client itself) and status ("4.4.2"), "" if OK.
+	 * Use these, not a recipient's: a recipient the client refused alone
+	 * (SMTPUTF8) carries its own verdict. */
+	int code;
+	char esc[SMTP_REPLY_ESC_MAX];
 	const char *tls_result;          /* "starttls-not-supported" when the client
 					  * failed closed; NULL otherwise (handshake
 					  * results come from smtp_tls) */

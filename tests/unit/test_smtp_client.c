@@ -33,7 +33,9 @@
  *              expect-diag ADDR TEXT, expect-reply ADDR TEXT,
  *              expect-outcome ok|tempfail|permfail|tls-failed,
  *              expect-next-mx yes|no, expect-tls-result TYPE|none,
- *              expect-conn-diag TEXT, expect-timeout-ms N, expect-accepted N,
+ *              expect-conn-diag TEXT, expect-conn-status CODE ESC (of the
+ *              connection-level failure; "0 " when none),
+ *              expect-timeout-ms N, expect-accepted N,
  *              expect-tls-active yes|no, expect-transactions N,
  *              expect-next-fails (smtp_client_next refused in this state)
  * Consecutive S lines are fed at once; the C lines after them must equal
@@ -302,6 +304,11 @@ static void directive(struct scn *s, const char *cmd, char *arg)
 		CHECK_STR(res->tls_active ? "yes" : "no", arg);
 	} else if (strcmp(cmd, "expect-tls-result") == 0) {
 		CHECK_STR(res->tls_result ? res->tls_result : "none", arg);
+	} else if (strcmp(cmd, "expect-conn-status") == 0) {
+		char st[64];
+
+		snprintf(st, sizeof(st), "%d %s", res->code, res->esc);
+		CHECK_STR(st, arg);
 	} else if (strcmp(cmd, "expect-conn-diag") == 0) {
 		if (!strstr(res->diag, arg))
 			fail_msg("%s:%d: diag '%s' lacks '%s'", s->file, s->lineno, res->diag, arg);
