@@ -19,7 +19,7 @@
  *   sender a@example.com    "sender" alone = null sender
  *   submitter alice         "submitter" alone = none
  *   client host[192.0.2.1]  "client" alone = none
- *   flags 0
+ *   flags 0                 QUEUE_F_* bits, one digit (8BITMIME is set in place)
  *   rcpt b@example.org      one per recipient, in order
  *   end
  * State file:
@@ -32,7 +32,8 @@
 
 #define HDR_MAGIC "STSRELAY-QUEUE 1"
 #define STATE_MAGIC "STSRELAY-STATE 1"
-#define FLAGS_KNOWN ((unsigned)(QUEUE_F_NOBOUNCE | QUEUE_F_TLSRPT))
+#define FLAGS_KNOWN ((unsigned)QUEUE_F_ALL)
+_Static_assert(QUEUE_F_ALL <= 9, "the flags value must stay one digit (patched in place)");
 
 static const char *const status_names[] = {
 	[QUEUE_PENDING] = "pending",

@@ -29,9 +29,13 @@
 
 enum queue_rcpt_status { QUEUE_PENDING, QUEUE_DEFERRED, QUEUE_SENT, QUEUE_BOUNCED };
 
-/* Message flags kept in the header. */
+/* Message flags kept in the header ("flags N", one decimal digit: all of
+ * them together stay <= 9 so the writer can set QUEUE_F_8BITMIME in place).
+ * A file written before a flag existed reads as that flag clear. */
 #define QUEUE_F_NOBOUNCE 0x1       /* failed delivery produces no DSN (bounces, reports) */
 #define QUEUE_F_TLSRPT 0x2         /* a TLS-RPT report: its sessions are not reported */
+#define QUEUE_F_8BITMIME 0x4       /* the data holds bytes >= 0x80 (set by the writer) */
+#define QUEUE_F_ALL (QUEUE_F_NOBOUNCE | QUEUE_F_TLSRPT | QUEUE_F_8BITMIME)
 
 struct queue_rcpt {
 	char address[QUEUE_ADDR_MAX];      /* without angle brackets */
@@ -143,7 +147,10 @@ int queue_writer_new(struct queue *q, bool to_drop, struct queue_writer **out);
 const char *queue_writer_id(const struct queue_writer *w);
 /* Writes the header (env->id is replaced by the writer's id). Once, first. */
 int queue_writer_header(struct queue_writer *w, const struct queue_envelope *env);
-/* Appends data bytes (exactly what will be sent). */
+/* Appends data bytes (exactly what will be sent). The first byte >= 0x80
+ * sets QUEUE_F_8BITMIME in the header already written (in place, one
+ * digit), whatever the submitter declared: the flag says what the bytes
+ * are, so delivery sends BODY=8BITMIME exactly for 8-bit data (RFC 6152). */
 int queue_writer_append(struct queue_writer *w, const void *buf, size_t len);
 uint64_t queue_writer_size(const struct queue_writer *w);
 /* fsync the file and rename it into queue/ (or maildrop/). Does NOT fsync

@@ -54,6 +54,8 @@ struct queue_writer {
 	char id[QUEUE_ID_LEN + 1];
 	char name[QUEUE_ID_LEN + 2];  /* temp name: "ID" in tmp/, ".ID" in maildrop/ */
 	uint64_t id_offset;           /* where the id value sits in the header */
+	uint64_t flags_offset;        /* where the one-digit flags value sits */
+	unsigned flags;               /* as written there */
 	uint64_t size;                /* data bytes appended */
 	size_t buflen;
 	char buf[WRITER_BUF];
@@ -885,6 +887,7 @@ int queue_writer_header(struct queue_writer *w, const struct queue_envelope *env
 	}
 	e = *env; /* shallow: shares env's recipients, only the id differs */
 	memcpy(e.id, w->id, sizeof(e.id));
+	e.flags &= ~(unsigned)QUEUE_F_8BITMIME;  /* the bytes decide (queue_writer_append) */
 	if (queue_header_encode(&e, &text, &len) < 0) {
 		errno = EINVAL;
 		return -1;
@@ -897,6 +900,13 @@ int queue_writer_header(struct queue_writer *w, const struct queue_envelope *env
 		goto out;
 	}
 	w->id_offset = (uint64_t)(at - text) + 4;
+	at = memmem(text, len, "\nflags ", 7);
+	if (at == NULL || (size_t)(at - text) + 8 >= len || at[8] != '\n') {
+		errno = EINVAL;  /* not the one-digit value mark_8bit() patches */
+		goto out;
+	}
+	w->flags_offset = (uint64_t)(at - text) + 7;
+	w->flags = e.flags;
 	if (writer_put(w, text, len) < 0)
 		goto out;
 	w->header_done = true;
@@ -904,6 +914,40 @@ int queue_writer_header(struct queue_writer *w, const struct queue_envelope *env
 out:
 	free(text);
 	return rc;
+}
+
+static bool has_8bit(const unsigned char *p, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		if (p[i] & 0x80)
+			return true;
+	return false;
+}
+
+/* The data turned out 8-bit: set QUEUE_F_8BITMIME in the header already
+ * written. The header is flushed first (it is the first thing in the
+ * buffer), so no later flush writes the old digit over the new one; the
+ * commit's fsync covers this write like the rest. */
+static int mark_8bit(struct queue_writer *w)
+{
+	char digit = (char)('0' + (w->flags | QUEUE_F_8BITMIME));
+	ssize_t n;
+
+	if (writer_flush(w) < 0)
+		return -1;
+	do {
+		n = pwrite(w->fd, &digit, 1, (off_t)w->flags_offset);
+	} while (n < 0 && errno == EINTR);
+	if (n != 1) {
+		w->broken = true;
+		if (n == 0)
+			errno = EIO;
+		return -1;
+	}
+	w->flags |= QUEUE_F_8BITMIME;
+	return 0;
 }
 
 int queue_writer_append(struct queue_writer *w, const void *buf, size_t len)
@@ -916,6 +960,8 @@ int queue_writer_append(struct queue_writer *w, const void *buf, size_t len)
 		errno = EFBIG;
 		return -1;
 	}
+	if (!(w->flags & QUEUE_F_8BITMIME) && has_8bit(buf, len) && mark_8bit(w) < 0)
+		return -1;
 	if (writer_put(w, buf, len) < 0)
 		return -1;
 	w->size += len;

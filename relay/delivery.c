@@ -712,6 +712,8 @@ static void client_config(struct delivery *d, struct conn *c, const char *peer,
 	cc->read = read_message;
 	cc->read_arg = c;
 	cc->keep_open = true;
+	/* BODY=8BITMIME, or no MAIL to an MX without 8BITMIME (smtp/client.h) */
+	cc->eight_bit = (d->flags & QUEUE_F_8BITMIME) != 0;
 }
 
 /* Takes an idle connection for d's current candidate, if one fits. 0: the
@@ -816,9 +818,9 @@ local_fail:
 static bool reuse_failed_early(const struct conn *c, const struct smtp_client_result *res)
 {
 	if (!c->reused || res->outcome != SMTP_CONN_TEMPFAIL ||
-	    res->failed_state != SMTP_CLIENT_MAIL || res->nrcpts == 0)
+	    res->failed_state != SMTP_CLIENT_MAIL)
 		return false;
-	return res->rcpts[0].code == 0 || res->rcpts[0].code == 421;
+	return res->code == 0 || res->code == 421;
 }
 
 /* Everything about one finished connection: log, TLS-RPT, and what next. */
@@ -893,8 +895,7 @@ static void conn_end(struct conn *c)
 
 	/* The host's fault: remember why and try the next address / host. */
 	{
-		const char *dsn = res->nrcpts > 0 && res->rcpts[0].esc[0] ? res->rcpts[0].esc
-									   : "4.0.0";
+		const char *dsn = res->esc[0] ? res->esc : "4.0.0";
 		char dsn4[SMTP_REPLY_ESC_MAX];
 
 		/* Another host may still work, so even a 5xx greeting only defers

@@ -15,6 +15,7 @@
 #include "relay/delivery.h"
 #include "relay/log.h"
 #include "relay/statesave.h"
+#include "smtp/address.h"
 #include "smtp/client.h"
 
 /*
@@ -665,11 +666,14 @@ static void settle(struct scheduler *s, struct smsg *m, struct bounce_list *bl)
 	persist(s, m);
 }
 
-/* The status a lifetime bounce reports: the MTA-STS reasons keep theirs
- * (5.7.5 / 5.4.8 once the DSN makes them permanent), else 4.4.7 -> 5.4.7. */
+/* The status a lifetime bounce reports: the MTA-STS reasons and the 8BITMIME
+ * one keep theirs (5.7.5 / 5.4.8 / 5.6.3 once the DSN makes them
+ * permanent), else 4.4.7 -> 5.4.7. */
 static const char *expiry_status(const char *last)
 {
-	if (strcmp(last, "4.7.5") == 0 || strcmp(last, "4.4.8") == 0)
+	/* 4.6.3: no MX offered 8BITMIME for an 8-bit message (RFC 3463
+	 * "conversion required but not supported"), 5.6.3 in the DSN. */
+	if (strcmp(last, "4.7.5") == 0 || strcmp(last, "4.4.8") == 0 || strcmp(last, "4.6.3") == 0)
 		return last;
 	return "4.4.7";
 }
@@ -951,17 +955,41 @@ static int start_job(struct scheduler *s, struct smsg *m, struct sdomain *dom, c
 	return 0;
 }
 
-/* A recipient we cannot route at all: bounce it without a delivery. */
-static void bounce_unroutable(struct smsg *m, size_t i, struct bounce_list *bl)
+/* A recipient no delivery can take: bounce it alone, without a delivery,
+ * before it joins its domain's batch (so it never fails the others). */
+static void bounce_undeliverable(struct smsg *m, size_t i, const char *dsn, const char *text,
+				 struct bounce_list *bl)
 {
 	struct queue_rcpt *q = &m->env.rcpts[i];
-	const char *text = "bad address syntax: no domain";
 
 	q->status = QUEUE_BOUNCED;
 	q->last_try = clock_now();
-	set_last_error(q, "5.1.3", text);
-	log_rcpt(m, q->address, NULL, 0, "5.1.3", "none", "absent", NULL, "bounced", text);
-	add_bounce(bl, q, "5.1.3", text, NULL, NULL);
+	set_last_error(q, dsn, text);
+	log_rcpt(m, q->address, NULL, 0, dsn, "none", "absent", NULL, "bounced", text);
+	add_bounce(bl, q, dsn, text, NULL, NULL);
+}
+
+/* Why recipient q can never go out because of its address or the
+ * sender's, as a bounce reason and status in text/dsn; false when it can.
+ * The client refuses what smtp_address_sendable() refuses (the listener and
+ * sendmail refuse it at submission; an older queue file may still hold
+ * one). */
+static bool unsendable(const struct smsg *m, const struct queue_rcpt *q, char *text, size_t len,
+		       const char **dsn)
+{
+	const char *why;
+
+	if (!smtp_address_sendable(m->env.sender, true, &why)) {
+		*dsn = "5.1.7";
+		snprintf(text, len, "bad sender address syntax: %s", why);
+		return true;
+	}
+	if (!smtp_address_sendable(q->address, false, &why)) {
+		*dsn = "5.1.3";
+		snprintf(text, len, "bad address syntax: %s", why);
+		return true;
+	}
+	return false;
 }
 
 /* Starts what is due in m; recipients whose domain is full make m wait in
@@ -974,7 +1002,8 @@ static void run_message(struct scheduler *s, struct smsg *m, int64_t now_ms)
 	int64_t earliest = INT64_MAX;
 	unsigned maxc = max_conn(s);
 	struct bounce_list bl = { 0 };
-	char dom[DNS_NAME_MAX + 1], dom2[DNS_NAME_MAX + 1];
+	char dom[DNS_NAME_MAX + 1], dom2[DNS_NAME_MAX + 1], why[QUEUE_ERROR_MAX];
+	const char *dsn;
 
 	idx = malloc(m->env.nrcpts * sizeof(*idx));
 	taken = calloc(m->env.nrcpts, 1);
@@ -996,11 +1025,16 @@ static void run_message(struct scheduler *s, struct smsg *m, int64_t now_ms)
 				earliest = q->next_try * 1000;
 			continue;
 		}
-		if (!domain_of(q->address, dom, sizeof(dom))) {
-			bounce_unroutable(m, i, &bl);
+		if (unsendable(m, q, why, sizeof(why), &dsn)) {
+			bounce_undeliverable(m, i, dsn, why, &bl);
 			continue;
 		}
-		/* every due recipient of this domain goes into one transaction */
+		if (!domain_of(q->address, dom, sizeof(dom))) {
+			bounce_undeliverable(m, i, "5.1.3", "bad address syntax: no domain", &bl);
+			continue;
+		}
+		/* every due recipient of this domain goes into one transaction;
+		 * one that cannot go out waits for its own bounce above */
 		n = 0;
 		for (k = i; k < m->env.nrcpts && n < SMTP_CLIENT_MAX_RCPTS; k++) {
 			struct queue_rcpt *q2 = &m->env.rcpts[k];
@@ -1008,7 +1042,8 @@ static void run_message(struct scheduler *s, struct smsg *m, int64_t now_ms)
 			if (taken[k] || is_final(q2->status) || m->inflight[k] ||
 			    q2->next_try * 1000 > now_ms)
 				continue;
-			if (!domain_of(q2->address, dom2, sizeof(dom2)) || strcmp(dom, dom2) != 0)
+			if (!domain_of(q2->address, dom2, sizeof(dom2)) || strcmp(dom, dom2) != 0 ||
+			    !smtp_address_sendable(q2->address, false, NULL))
 				continue;
 			taken[k] = 1;
 			idx[n++] = k;

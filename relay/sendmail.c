@@ -19,6 +19,7 @@
 #include "relay/core_buf.h"
 #include "queue/queue.h"
 #include "smtp/addrlist.h"
+#include "smtp/address.h"
 #include "smtp/command.h"
 
 #include <errno.h>

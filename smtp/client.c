@@ -8,11 +8,25 @@
 #include <string.h>
 
 #include "relay/log.h"
+#include "smtp/address.h"
 
 #define OUT_MAX (1024 * 1024)     /* commands for 1000 recipients fit */
 #define BODY_LOW (16 * 1024)      /* ask for more data below this much pending */
 #define BODY_HIGH (64 * 1024)     /* take data only up to this much pending */
-#define ADDR_MAX 511
+#define CMD_LINE_MAX 1100         /* one command line with its CRLF */
+/* The longest MAIL: every parameter we send, with a 20-digit SIZE. */
+#define MAIL_PARAMS_MAX (sizeof(" SIZE=18446744073709551615 BODY=8BITMIME SMTPUTF8") - 1)
+
+/* A sendable address (smtp/address.h) always fits its command, and a
+ * pipelined group for the most recipients fits the output buffer: an
+ * address that passed the shared check can never fail the session here. */
+_Static_assert(sizeof("MAIL FROM:<>\r\n") - 1 + SMTP_ADDRESS_SEND_MAX + MAIL_PARAMS_MAX <
+		       CMD_LINE_MAX,
+	       "MAIL FROM with a sendable address must fit one command line");
+_Static_assert(SMTP_CLIENT_MAX_RCPTS * (sizeof("RCPT TO:<>\r\n") - 1 + SMTP_ADDRESS_SEND_MAX) +
+			       2 * CMD_LINE_MAX <
+		       OUT_MAX,
+	       "a pipelined envelope must fit the output buffer");
 #define PULL_CHUNK 8192
 #define PULL_ROUNDS 16            /* bounded work per smtp_client_event() */
 
@@ -60,6 +74,7 @@ static const char *const while_doing[SMTP_CLIENT_STATE_COUNT] = {
 struct rcpt {
 	char *address;
 	bool accepted;   /* 2xx to RCPT TO */
+	bool refused;    /* settled by the client before MAIL: no RCPT for it */
 };
 
 struct smtp_client {
@@ -74,6 +89,7 @@ struct smtp_client {
 	smtp_client_read_fn read;
 	void *read_arg;
 	bool keep_open;           /* READY instead of QUIT after the end-of-data reply */
+	bool eight_bit;           /* the message has 8-bit data: BODY=8BITMIME or no MAIL */
 	unsigned transactions;    /* MAIL transactions started on this session */
 
 	struct smtp_client_result res;
@@ -139,7 +155,7 @@ static int out_put(struct smtp_client *c, const char *s, size_t n)
 static int out_cmd(struct smtp_client *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int out_cmd(struct smtp_client *c, const char *fmt, ...)
 {
-	char line[1100];
+	char line[CMD_LINE_MAX];
 	va_list ap;
 	int n;
 
@@ -215,6 +231,8 @@ static void fail_session(struct smtp_client *c, enum smtp_conn_outcome outcome, 
 		c->res.try_next_mx = next_mx;
 		c->res.failed_state = c->state;
 		snprintf(c->res.diag, sizeof(c->res.diag), "%s", diag);
+		c->res.code = code;
+		snprintf(c->res.esc, sizeof(c->res.esc), "%s", esc);
 	}
 	settle_pending(c, esc[0] == '5' ? SMTP_RCPT_BOUNCE : SMTP_RCPT_DEFER, code, esc, diag,
 		       reply ? reply : "");
@@ -282,6 +300,16 @@ static int send_rcpt(struct smtp_client *c, size_t i)
 	return out_cmd(c, "RCPT TO:<%s>", c->rcpts[i].address);
 }
 
+/* The first recipient from i on that gets a RCPT (nrcpts if none): the
+ * ones the client refused itself are skipped when sending and when
+ * matching replies alike. */
+static size_t next_open(const struct smtp_client *c, size_t i)
+{
+	while (i < c->nrcpts && c->rcpts[i].refused)
+		i++;
+	return i;
+}
+
 /* MAIL FROM (and with PIPELINING every RCPT and DATA): RFC 2920 §3.1 lets
  * DATA go in the same group; the replies are matched in order. */
 static int send_mail(struct smtp_client *c)
@@ -291,16 +319,57 @@ static int send_mail(struct smtp_client *c)
 
 	if (c->res.caps.size && c->size > 0)
 		snprintf(size, sizeof(size), " SIZE=%llu", (unsigned long long)c->size);
-	if (out_cmd(c, "MAIL FROM:<%s>%s%s", c->sender, size, c->smtputf8 ? " SMTPUTF8" : "") < 0)
+	/* local_refusal() let an 8-bit message through only with 8BITMIME offered. */
+	if (out_cmd(c, "MAIL FROM:<%s>%s%s%s", c->sender, size,
+		    c->eight_bit ? " BODY=8BITMIME" : "", c->smtputf8 ? " SMTPUTF8" : "") < 0)
 		return -1;
 	c->pipelined = c->res.caps.pipelining;
-	c->rcpt_idx = 0;
+	c->rcpt_idx = next_open(c, 0);
 	if (!c->pipelined)
 		return 0;
-	for (i = 0; i < c->nrcpts; i++)
+	for (i = next_open(c, 0); i < c->nrcpts; i = next_open(c, i + 1))
 		if (send_rcpt(c, i) < 0)
 			return -1;
 	return out_cmd(c, "DATA");
+}
+
+/* Settles recipient i before MAIL: no RCPT goes out for it. */
+static void refuse_rcpt(struct smtp_client *c, size_t i, const char *esc, const char *diag)
+{
+	struct smtp_rcpt_result *r = &c->rr[i];
+
+	c->rcpts[i].refused = true;
+	r->status = esc[0] == '5' ? SMTP_RCPT_BOUNCE : SMTP_RCPT_DEFER;
+	r->code = 0;
+	snprintf(r->esc, sizeof(r->esc), "%s", esc);
+	r->stage = c->state;
+	snprintf(r->diag, sizeof(r->diag), "%s", diag);
+	r->reply[0] = '\0';
+}
+
+/* RFC 6531 §3.4: without SMTPUTF8 an address with 8-bit bytes cannot be
+ * given to this server. A recipient's problem stays that recipient's: it
+ * alone bounces and the others go out in a plain transaction. Returns true
+ * when nothing is left to send (the sender needs it, or every recipient). */
+static bool refuse_utf8(struct smtp_client *c)
+{
+	char diag[SMTP_CLIENT_DIAG_MAX];
+	size_t i, left = 0;
+
+	snprintf(diag, sizeof(diag), "SMTPUTF8 is required, but was not offered by host %s",
+		 c->peer);
+	for (i = 0; i < c->nrcpts; i++)
+		if (!needs_utf8(c->rcpts[i].address))
+			left++;
+	if (needs_utf8(c->sender) || left == 0) {
+		fail_session(c, SMTP_CONN_PERMFAIL, false, 0, "5.6.7", NULL, "%s", diag);
+		return true;
+	}
+	for (i = 0; i < c->nrcpts; i++)
+		if (needs_utf8(c->rcpts[i].address))
+			refuse_rcpt(c, i, "5.6.7", diag);
+	c->smtputf8 = false;  /* what is left is ASCII */
+	return false;
 }
 
 /* Refusals we make ourselves before MAIL: nothing is sent. */
@@ -313,11 +382,17 @@ static bool local_refusal(struct smtp_client *c)
 			     (unsigned long long)c->res.caps.size_max, c->peer);
 		return true;
 	}
-	if (c->smtputf8 && !c->res.caps.smtputf8) {
-		fail_session(c, SMTP_CONN_PERMFAIL, false, 0, "5.6.7", NULL,
-			     "SMTPUTF8 is required, but was not offered by host %s", c->peer);
+	if (c->eight_bit && !c->res.caps.eightbitmime) {
+		/* No conversion to 7 bit (README): nothing is sent to this host,
+		 * another MX may take 8-bit data. */
+		fail_session(c, SMTP_CONN_TEMPFAIL, true, 0, "4.6.3", NULL,
+			     "host %s does not offer 8BITMIME and the message has 8-bit data "
+			     "(not converted)",
+			     c->peer);
 		return true;
 	}
+	if (c->smtputf8 && !c->res.caps.smtputf8)
+		return refuse_utf8(c);
 	return false;
 }
 
@@ -494,7 +569,7 @@ static void on_reply(struct smtp_client *c, const struct smtp_reply *r)
 		break;
 	case SMTP_CLIENT_RCPT:
 		rcpt_reply(c, r);
-		c->rcpt_idx++;
+		c->rcpt_idx = next_open(c, c->rcpt_idx + 1);
 		if (c->rcpt_idx < c->nrcpts) {
 			if (!c->pipelined && send_rcpt(c, c->rcpt_idx) < 0) {
 				fail_session(c, SMTP_CONN_TEMPFAIL, false, 0, "4.3.0", NULL,
@@ -577,18 +652,20 @@ static bool clean_string(const char *s, size_t max)
 }
 
 /* The envelope checks shared by smtp_client_new() and smtp_client_next():
- * nothing that could break a command line gets into one. */
+ * nothing that could break a command line gets into one. The addresses
+ * are judged by the rule the listener, sendmail and the scheduler use. */
 static const char *check_envelope(const struct smtp_client_config *cfg)
 {
 	size_t i;
 
 	if (cfg->nrcpts == 0 || cfg->nrcpts > SMTP_CLIENT_MAX_RCPTS)
 		return "bad number of recipients";
-	if (!clean_string(cfg->sender, ADDR_MAX) ||
-	    (cfg->queue_id && !clean_string(cfg->queue_id, 64)))
-		return "bad sender or queue id";
+	if (!smtp_address_sendable(cfg->sender, true, NULL))
+		return "bad sender address";
+	if (cfg->queue_id && !clean_string(cfg->queue_id, 64))
+		return "bad queue id";
 	for (i = 0; i < cfg->nrcpts; i++)
-		if (!clean_string(cfg->rcpts[i], ADDR_MAX) || !cfg->rcpts[i][0])
+		if (!smtp_address_sendable(cfg->rcpts[i], false, NULL))
 			return "bad recipient address";
 	return NULL;
 }
@@ -642,6 +719,7 @@ static int set_envelope(struct smtp_client *c, const struct smtp_client_config *
 	c->read = cfg->read;
 	c->read_arg = cfg->read_arg;
 	c->keep_open = cfg->keep_open;
+	c->eight_bit = cfg->eight_bit;
 
 	/* per-transaction state; the session's TLS, EHLO and caps stay */
 	c->failed = false;
@@ -649,6 +727,8 @@ static int set_envelope(struct smtp_client *c, const struct smtp_client_config *
 	c->res.try_next_mx = false;
 	c->res.failed_state = SMTP_CLIENT_BANNER;
 	c->res.diag[0] = '\0';
+	c->res.code = 0;
+	c->res.esc[0] = '\0';
 	c->res.tls_result = NULL;
 	c->res.accepted = 0;
 	c->res.rcpts = c->rr;

@@ -60,6 +60,24 @@
  * STARTTLS is never pipelined; bytes that arrive after its 220 and before the
  * handshake end the session (STARTTLS injection).
  *
+ * Refusals the client makes itself when it would enter MAIL, before any
+ * byte of the transaction is written (the failure then belongs to the
+ * state before MAIL, so the driver never takes it for a dead reused
+ * connection):
+ *   - SIZE: the message is larger than the server's SIZE limit -> every
+ *     recipient bounced (5.3.4), outcome PERMFAIL;
+ *   - 8BITMIME (RFC 6152): cfg.eight_bit and the server did not offer
+ *     8BITMIME -> no conversion, no MAIL: every recipient deferred (4.6.3),
+ *     outcome TEMPFAIL with try_next_mx (another MX may offer it; the
+ *     driver defers when none does, and the lifetime bounce says 5.6.3).
+ *     With 8BITMIME offered, MAIL carries BODY=8BITMIME; a 7-bit message
+ *     (!cfg.eight_bit) never does;
+ *   - SMTPUTF8 (RFC 6531): a sender or recipient with bytes >= 0x80 needs
+ *     it. Without it offered, each such recipient alone is bounced (5.6.7)
+ *     and the transaction goes on with the others, without SMTPUTF8; only a
+ *     sender that needs it (or no recipient left) fails the whole session,
+ *     outcome PERMFAIL.
+ *
  * Outcomes: each recipient ends SENT / DEFER / BOUNCE with the server's reply
  * and the stage; the session outcome says what went wrong as a whole and
  * try_next_mx is a hint for the driver (4xx/5xx greeting, 4xx EHLO/MAIL,
@@ -148,6 +166,7 @@ struct smtp_client_config {
 	smtp_client_read_fn read;  /* optional pull source (else push with smtp_client_data) */
 	void *read_arg;
 	bool keep_open;            /* READY instead of QUIT after the end-of-data reply */
+	bool eight_bit;            /* the message holds bytes >= 0x80 (QUEUE_F_8BITMIME) */
 };
 
 #define SMTP_CLIENT_MAX_RCPTS 1000      /* per transaction; the driver splits larger ones */
@@ -170,6 +189,12 @@ struct smtp_client_result {
 	bool try_next_mx;                /* hint: the failure is the host's, another MX may do */
 	enum smtp_client_state failed_state;  /* meaningful when outcome != OK */
 	char diag[SMTP_CLIENT_DIAG_MAX]; /* the connection-level reason, "" if OK */
+	/* The connection-level failure's reply code (0: none, e.g. lost, timed
+	 * out, refused by the client itself) and status ("4.4.2"), "" if OK.
+	 * Use these, not a recipient's: a recipient the client refused alone
+	 * (SMTPUTF8) carries its own verdict. */
+	int code;
+	char esc[SMTP_REPLY_ESC_MAX];
 	const char *tls_result;          /* "starttls-not-supported" when the client
 					  * failed closed; NULL otherwise (handshake
 					  * results come from smtp_tls) */
@@ -183,8 +208,11 @@ struct smtp_client_result {
 
 struct smtp_client;
 
-/* NULL on bad config (no recipients, CR/LF in a string, too many
- * recipients) or out of memory; *err (may be NULL) gets a static reason. */
+/* NULL on bad config (no recipients, too many recipients, a sender or
+ * recipient that fails smtp_address_sendable() of smtp/address.h, CR/LF in
+ * the helo name, peer or queue id) or out of memory; *err (may be NULL)
+ * gets a static reason. The driver checks addresses with the same function
+ * first, so one bad recipient never makes a whole batch fail here. */
 struct smtp_client *smtp_client_new(const struct smtp_client_config *cfg, const char **err);
 void smtp_client_free(struct smtp_client *c);
 

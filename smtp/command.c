@@ -2,14 +2,10 @@
  * out or a reply code with a reason. Pure: no I/O, no allocation. */
 #include "smtp/command.h"
 
-#include <arpa/inet.h>
 #include <ctype.h>
 #include <stdbool.h>
 #include <string.h>
 #include <strings.h>
-
-#define LOCAL_PART_MAX 64
-#define LABEL_MAX 63
 
 static const struct {
 	const char *name;
@@ -22,111 +18,10 @@ static const struct {
 	{ "AUTH", SMTP_CMD_AUTH }, { "BDAT", SMTP_CMD_BDAT },
 };
 
-static bool is_atext(unsigned char c)
-{
-	return isalnum(c) || (c != '\0' && strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL);
-}
-
 static bool ieq_prefix(const char *s, size_t len, const char *prefix)
 {
 	size_t n = strlen(prefix);
 	return len >= n && strncasecmp(s, prefix, n) == 0;
-}
-
-/* Domain: LDH labels separated by dots, or an address literal. */
-static bool domain_valid(const char *d, size_t len)
-{
-	size_t i, label = 0;
-
-	if (len == 0 || len > SMTP_DOMAIN_MAX)
-		return false;
-	if (d[0] == '[') {
-		char lit[SMTP_DOMAIN_MAX + 1];
-		unsigned char bin[16];
-
-		if (d[len - 1] != ']' || len < 3)
-			return false;
-		memcpy(lit, d + 1, len - 2);
-		lit[len - 2] = '\0';
-		if (strncasecmp(lit, "IPv6:", 5) == 0)
-			return inet_pton(AF_INET6, lit + 5, bin) == 1;
-		return inet_pton(AF_INET, lit, bin) == 1;
-	}
-	for (i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)d[i];
-		if (c == '.') {
-			if (label == 0 || d[i - 1] == '-')
-				return false;
-			label = 0;
-			continue;
-		}
-		if (!isalnum(c) && c != '-')
-			return false;
-		if (label == 0 && c == '-')
-			return false;
-		if (++label > LABEL_MAX)
-			return false;
-	}
-	return label > 0 && d[len - 1] != '-';
-}
-
-static bool local_valid(const char *l, size_t len)
-{
-	size_t i;
-
-	if (len == 0 || len > LOCAL_PART_MAX + 2)
-		return false;
-	if (l[0] == '"') {
-		/* quoted-string: printable ASCII, backslash escapes one char */
-		if (len < 2 || l[len - 1] != '"')
-			return false;
-		for (i = 1; i < len - 1; i++) {
-			unsigned char c = (unsigned char)l[i];
-			if (c < 0x20 || c > 0x7e)
-				return false;
-			if (c == '"')
-				return false;
-			if (c == '\\') {
-				if (++i >= len - 1)
-					return false;
-				if ((unsigned char)l[i] < 0x20 || (unsigned char)l[i] > 0x7e)
-					return false;
-			}
-		}
-		return true;
-	}
-	if (len > LOCAL_PART_MAX || l[0] == '.' || l[len - 1] == '.')
-		return false;
-	for (i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)l[i];
-		if (c == '.') {
-			if (l[i - 1] == '.')
-				return false;
-		} else if (!is_atext(c)) {
-			return false;
-		}
-	}
-	return true;
-}
-
-int smtp_address_valid(const char *addr)
-{
-	const char *at = strrchr(addr, '@');
-	size_t len = strlen(addr);
-
-	if (at == NULL || len > SMTP_PATH_MAX)
-		return -1;
-	if (!local_valid(addr, (size_t)(at - addr)))
-		return -1;
-	if (!domain_valid(at + 1, len - (size_t)(at - addr) - 1))
-		return -1;
-	return 0;
-}
-
-const char *smtp_address_domain(const char *addr)
-{
-	const char *at = addr ? strrchr(addr, '@') : NULL;
-	return at ? at + 1 : NULL;
 }
 
 /* Reads "<path>" at *pp (up to end). Quoted local parts may hold '>' and

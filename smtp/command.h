@@ -6,10 +6,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "smtp/address.h"   /* SMTP_PATH_MAX; paths are checked with smtp_address_valid() */
+
 #define SMTP_LINE_MAX 1000          /* parser buffer; smtpd enforces the 512-octet command line of RFC 5321 §4.5.3.1.4 */
 #define SMTP_TEXT_LINE_MAX 1000     /* text line incl. CRLF (§4.5.3.1.6) */
-#define SMTP_PATH_MAX 256           /* reverse/forward path (§4.5.3.1.3) */
-#define SMTP_DOMAIN_MAX 255
 
 enum smtp_verb {
 	SMTP_CMD_UNKNOWN, SMTP_CMD_HELO, SMTP_CMD_EHLO, SMTP_CMD_MAIL, SMTP_CMD_RCPT,
@@ -34,15 +34,11 @@ struct smtp_command {
  * text including the enhanced status code ("5.5.2 Syntax error"). Verbs are
  * case-insensitive; MAIL FROM:/RCPT TO: accept no space after the colon and
  * (leniently, like Postfix) one space before the '<'. Source routes are
- * stripped; unknown MAIL parameters give 555. */
+ * stripped; unknown MAIL parameters give 555. A path that fails
+ * smtp_address_valid() (smtp/address.h: syntax, and what the outbound
+ * client can send) gives 501 5.1.7 Bad sender / 5.1.3 Bad recipient
+ * address syntax, as Postfix words it. */
 int smtp_command_parse(const char *line, size_t len, struct smtp_command *cmd,
 		       const char **reason);
-
-/* Address syntax check for a mailbox "local@domain" (dot-atom or quoted
- * local part, domain or address literal). 0 = valid. */
-int smtp_address_valid(const char *addr);
-
-/* The domain part of an address (after the last '@'), or NULL. */
-const char *smtp_address_domain(const char *addr);
 
 #endif

@@ -1,9 +1,11 @@
 /* Fuzz target for the SMTP server command parser: any bytes as one command
- * line; the parser must not crash, overrun, or return an unknown code. */
+ * line; the parser must not crash, overrun, or return an unknown code, and
+ * every path it accepts must be one the outbound client can send. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "smtp/address.h"
 #include "smtp/command.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -32,6 +34,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if ((cmd.verb == SMTP_CMD_MAIL && cmd.path[0]) || cmd.verb == SMTP_CMD_RCPT)
 			if (smtp_address_valid(cmd.path) != 0)
 				abort();
+		/* what the listener accepts the outbound client can send */
+		if ((cmd.verb == SMTP_CMD_MAIL || cmd.verb == SMTP_CMD_RCPT) &&
+		    !smtp_address_sendable(cmd.path, cmd.verb == SMTP_CMD_MAIL, NULL))
+			abort();
 	}
 	free(copy);
 	return 0;

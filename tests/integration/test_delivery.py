@@ -36,9 +36,10 @@ class DeliveryWorld:
     """Unbound + a Postfix instance with several MX host names (each its own
     127.x address and certificate) on one smtp_port, the test CA, and
     scripted fake MX servers on the same port. `hosts` maps MX host name to
-    certificate kind ("good", "wrongname", ...) or to "notls" (no STARTTLS)."""
+    certificate kind ("good", "wrongname", ...) or to "notls" (no STARTTLS);
+    `host_options` adds smtpd -o settings per host name."""
 
-    def __init__(self, base, domains, hosts):
+    def __init__(self, base, domains, hosts, host_options=None):
         self.base = base
         self.ca = TestCA(os.path.join(base, "ca"))
         self.port = free_port()
@@ -52,6 +53,7 @@ class DeliveryWorld:
                 opts[name] = {"smtpd_tls_security_level": "none"}
             else:
                 tls[name] = self.ca.leaf([name], kind)
+            opts.setdefault(name, {}).update((host_options or {}).get(name, {}))
             self.dns.add(name, "A", self.ips[name], ttl=1, live=False)
         self.dns.start()
         self.postfix = PostfixMX(os.path.join(base, "postfix"), self.ca, self.ips, self.port,
@@ -94,10 +96,10 @@ class DeliveryWorld:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-def make_world(domains, hosts):
+def make_world(domains, hosts, host_options=None):
     base = tempfile.mkdtemp(prefix="stsrelay-delivery-")
     os.chmod(base, 0o755)  # Postfix's own users must reach their directories
-    return DeliveryWorld(base, domains, hosts)
+    return DeliveryWorld(base, domains, hosts, host_options)
 
 
 # ---------------------------------------------------------------- fake MX

@@ -345,3 +345,43 @@ def test_hostile_address_headers_never_crash(world):
 def test_two_angle_addresses_are_refused(world):
     r = sendmail(world, ["-t"], b"To: A <a@example.com> <b@example.com>\n\nb\n")
     assert r.returncode == 65 and b"two <addresses>" in r.stderr
+
+
+@pytest.mark.parametrize("args,to", [
+    (["-t"], b'"a>b"@example.com'),
+    (["-t"], b'Someone <"a<b"@example.com>'),
+    (['"x>y"@example.com'], None),
+])
+def test_address_the_client_cannot_send_is_refused(world, args, to):
+    """The same rule as the listener and the outbound client
+    (smtp_address_sendable): refused at submission, not failed later with
+    every other recipient of its domain."""
+    data = (b"To: " + to + b"\n" if to else b"") + b"Subject: s\n\nb\n"
+    r = sendmail(world, args + ["ok@example.com"] if to else args, data)
+    assert r.returncode == 65, r.stderr
+    assert b"@example.com" in r.stderr and (b"<" in r.stderr or b">" in r.stderr), r.stderr
+    assert drop_files(world["spool"], complete=False) == []
+    r = sendmail(world, ["-f", '"x<y"@example.org', "ok@example.com"], b"\nb\n")
+    assert r.returncode == 65 and b"invalid sender address" in r.stderr, r.stderr
+    assert drop_files(world["spool"], complete=False) == []
+
+
+def test_bs_refuses_unsendable_rcpt(world):
+    r = sendmail(world, ["-bs"], b"EHLO c.test\r\nMAIL FROM:<s@example.org>\r\n"
+                                  b"RCPT TO:<\"a>b\"@example.com>\r\nQUIT\r\n")
+    assert b"\r\n501 5.1.3 Bad recipient address syntax\r\n" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("body,flags", [
+    (b"plain ascii only\n", "0"),
+    (b"caf\xc3\xa9 in UTF-8\n", "4"),
+    (b"latin-1 \xe9\n", "4"),
+])
+def test_8bit_stdin_marks_the_message(world, body, flags):
+    """Raw stdin with a byte >= 0x80 is an 8-bit message (QUEUE_F_8BITMIME
+    in the drop file's header): delivery sends BODY=8BITMIME for it."""
+    r = sendmail(world, ["a@example.com"], b"Subject: s\n\n" + body)
+    assert r.returncode == 0, r.stderr
+    fields, _, data = only_drop(world)
+    assert fields["flags"] == flags
+    assert data.endswith(body.replace(b"\n", b"\r\n"))

@@ -234,7 +234,8 @@ static void test_header_bad_inputs(void **state)
 			       "client\nflags 0\nrcpt a@b\nend\n", 0 },
 		{ "time empty", "STSRELAY-QUEUE 1\nid 0123456789AB\ntime\nsender\nsubmitter\n"
 				"client\nflags 0\nrcpt a@b\nend\n", 0 },
-		{ "unknown flag", HDR_HEAD "flags 4\nrcpt x@y\nend\n", 0 },
+		{ "unknown flag", HDR_HEAD "flags 8\nrcpt x@y\nend\n", 0 },
+		{ "unknown flag with known ones", HDR_HEAD "flags 12\nrcpt x@y\nend\n", 0 },
 		{ "flags overflow", HDR_HEAD "flags 4294967297\nrcpt x@y\nend\n", 0 },
 		{ "space then nothing", "STSRELAY-QUEUE 1\nid 0123456789AB\ntime 1\nsender \n"
 					"submitter\nclient\nflags 0\nrcpt a@b\nend\n", 0 },
@@ -293,6 +294,47 @@ static void test_header_bad_inputs(void **state)
 		expect_header_bad("too many rcpts", big, off);
 		free(big);
 	}
+}
+
+/* Every flag combination is one digit on disk (the writer patches
+ * QUEUE_F_8BITMIME in place); files from before the flag existed (flags
+ * 0..3) read with it clear; the flag alone reads back as 8-bit. */
+static void test_header_flags(void **state)
+{
+	struct queue_envelope env, back;
+	const char *err = NULL;
+	char *text = NULL, want[16];
+	unsigned f;
+	size_t len;
+
+	(void)state;
+	for (f = 0; f <= QUEUE_F_ALL; f++) {
+		make_env(&env, 1);
+		env.flags = f;
+		assert_int_equal(queue_header_encode(&env, &text, &len), 0);
+		snprintf(want, sizeof(want), "\nflags %u\n", f);
+		assert_non_null(strstr(text, want));
+		assert_int_equal(strlen(want), 9); /* "\nflags D\n" */
+		assert_int_equal(queue_header_decode(text, len, &back, &err), 0);
+		assert_int_equal(back.flags, f);
+		queue_envelope_clear(&back);
+		free(text);
+		queue_envelope_clear(&env);
+	}
+	for (f = 0; f <= 3; f++) {
+		char old[sizeof(HDR_HEAD) + 64];
+
+		snprintf(old, sizeof(old), HDR_HEAD "flags %u\nrcpt x@y.example\nend\n", f);
+		assert_int_equal(queue_header_decode(old, strlen(old), &back, &err), 0);
+		assert_int_equal(back.flags & QUEUE_F_8BITMIME, 0);
+		queue_envelope_clear(&back);
+	}
+	assert_int_equal(queue_header_decode(HDR_HEAD "flags 4\nrcpt x@y.example\nend\n",
+					     strlen(HDR_HEAD "flags 4\nrcpt x@y.example\nend\n"),
+					     &back, &err),
+			 0);
+	assert_int_equal(back.flags, QUEUE_F_8BITMIME);
+	queue_envelope_clear(&back);
 }
 
 /* ---- state ---- */
@@ -475,6 +517,7 @@ int main(void)
 		cmocka_unit_test(test_header_max_rcpts),
 		cmocka_unit_test(test_header_encode_refuses),
 		cmocka_unit_test(test_header_bad_inputs),
+		cmocka_unit_test(test_header_flags),
 		cmocka_unit_test(test_state_round_trip),
 		cmocka_unit_test(test_state_encode_sanitizes),
 		cmocka_unit_test(test_state_bad_inputs),

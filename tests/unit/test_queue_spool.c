@@ -524,6 +524,88 @@ static void test_commit_id_taken(void **state)
 	queue_envelope_clear(&env);
 }
 
+/* Writes env with the data in the given pieces, commits, loads it back:
+ * the flags as loaded, the data compared byte for byte. */
+static unsigned flags_after_write(struct fixture *f, unsigned flags, const char *const *pieces,
+				  const size_t *lens, size_t npieces)
+{
+	struct queue_envelope env, got;
+	struct queue_writer *w = NULL;
+	char id[QUEUE_ID_LEN + 1], err[256], *back = NULL, *all = NULL;
+	size_t i, total = 0, backlen;
+	unsigned out;
+
+	make_env(&env, 1);
+	env.flags = flags;
+	assert_int_equal(queue_writer_new(f->q, false, &w), 0);
+	assert_int_equal(queue_writer_header(w, &env), 0);
+	for (i = 0; i < npieces; i++) {
+		assert_int_equal(queue_writer_append(w, pieces[i], lens[i]), 0);
+		all = realloc(all, total + lens[i] + 1);
+		assert_non_null(all);
+		memcpy(all + total, pieces[i], lens[i]);
+		total += lens[i];
+	}
+	assert_int_equal(queue_writer_commit(w), 0);
+	memcpy(id, queue_writer_id(w), sizeof(id));
+	queue_writer_free(w);
+	assert_int_equal(queue_load(f->q, id, &got, err, sizeof(err)), 0);
+	out = got.flags;
+	read_data(f->q, &got, &back, &backlen);
+	assert_int_equal(backlen, total);
+	if (total > 0)
+		assert_memory_equal(back, all, total);
+	free(back);
+	free(all);
+	queue_envelope_clear(&got);
+	queue_envelope_clear(&env);
+	return out;
+}
+
+/* QUEUE_F_8BITMIME says what the bytes are: set by the first byte >= 0x80
+ * wherever it comes (also after the header went to disk), never for 7-bit
+ * data, never just because the caller asked. */
+static void test_8bit_flag(void **state)
+{
+	struct fixture *f = *state;
+	static const char seven[] = "Subject: x\r\n\r\nplain\r\n\0\x01\x7f\r\n";
+	static const char eight[] = "Subject: caf\xc3\xa9\r\n\r\n";
+	const size_t big_len = 200000;
+	char *big = malloc(big_len);
+	const char *p[3];
+	size_t l[3];
+
+	assert_non_null(big);
+	memset(big, 'a', big_len);
+	p[0] = seven;
+	l[0] = sizeof(seven) - 1;
+	assert_int_equal(flags_after_write(f, 0, p, l, 1), 0);
+	/* asked for, but the data is 7-bit: not set */
+	assert_int_equal(flags_after_write(f, QUEUE_F_8BITMIME, p, l, 1), 0);
+	assert_int_equal(flags_after_write(f, QUEUE_F_NOBOUNCE, p, l, 1), QUEUE_F_NOBOUNCE);
+	p[0] = eight;
+	l[0] = sizeof(eight) - 1;
+	assert_int_equal(flags_after_write(f, 0, p, l, 1), QUEUE_F_8BITMIME);
+	assert_int_equal(flags_after_write(f, QUEUE_F_NOBOUNCE | QUEUE_F_TLSRPT, p, l, 1),
+			 QUEUE_F_ALL);
+	/* 200 KB of 7-bit data first (the header is on disk by then), then the
+	 * one 8-bit byte, then more: the digit on disk is patched, no byte moves */
+	p[0] = big;
+	l[0] = big_len;
+	p[1] = "\xff";
+	l[1] = 1;
+	p[2] = big;
+	l[2] = big_len;
+	assert_int_equal(flags_after_write(f, QUEUE_F_NOBOUNCE, p, l, 3),
+			 QUEUE_F_NOBOUNCE | QUEUE_F_8BITMIME);
+	/* the last byte of a large piece */
+	big[big_len - 1] = (char)0x80;
+	assert_int_equal(flags_after_write(f, 0, p, l, 1), QUEUE_F_8BITMIME);
+	/* an empty message */
+	assert_int_equal(flags_after_write(f, 0, p, l, 0), 0);
+	free(big);
+}
+
 #define UNIQ_PROCS 2
 #define UNIQ_PER_PROC 5000
 
@@ -633,6 +715,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_load_rejects, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recover, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_commit_id_taken, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_8bit_flag, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unique_ids_across_processes, setup, teardown),
 	};
 

@@ -21,6 +21,8 @@
  *                                 | chunk N | M text (message line + CRLF)
  *                                 | MRAW text (message bytes, \r \n \\ \. escapes)
  *                                 | keep-open (READY instead of QUIT after ".")
+ *                                 | eight-bit (the message has 8-bit data; also
+ *                                   for the transactions of `next`)
  *   dialogue:  S text / SRAW text   server bytes (S adds CRLF)
  *              C text / CRAW text   exact client bytes expected (C adds CRLF)
  *              tls-done ok|fail, eof, timeout STATE
@@ -31,7 +33,9 @@
  *              expect-diag ADDR TEXT, expect-reply ADDR TEXT,
  *              expect-outcome ok|tempfail|permfail|tls-failed,
  *              expect-next-mx yes|no, expect-tls-result TYPE|none,
- *              expect-conn-diag TEXT, expect-timeout-ms N, expect-accepted N,
+ *              expect-conn-diag TEXT, expect-conn-status CODE ESC (of the
+ *              connection-level failure; "0 " when none),
+ *              expect-timeout-ms N, expect-accepted N,
  *              expect-tls-active yes|no, expect-transactions N,
  *              expect-next-fails (smtp_client_next refused in this state)
  * Consecutive S lines are fed at once; the C lines after them must equal
@@ -81,7 +85,7 @@ struct scn {
 	size_t nto;
 	enum smtp_tls_level tls;
 	uint64_t size;
-	bool pull, keep_open;
+	bool pull, keep_open, eight_bit;
 	size_t chunk;
 	struct buf msg;
 	size_t msg_off;
@@ -127,6 +131,7 @@ static void make_client(struct scn *s)
 	cfg.tls = s->tls;
 	cfg.timeouts = &to;
 	cfg.keep_open = s->keep_open;
+	cfg.eight_bit = s->eight_bit;
 	if (s->pull) {
 		cfg.read = pull_read;
 		cfg.read_arg = s;
@@ -271,6 +276,7 @@ static void directive(struct scn *s, const char *cmd, char *arg)
 		cfg.size = s->size;
 		cfg.tls = s->tls;
 		cfg.keep_open = s->keep_open;
+		cfg.eight_bit = s->eight_bit;
 		if (s->pull) {
 			cfg.read = pull_read;
 			cfg.read_arg = s;
@@ -298,6 +304,11 @@ static void directive(struct scn *s, const char *cmd, char *arg)
 		CHECK_STR(res->tls_active ? "yes" : "no", arg);
 	} else if (strcmp(cmd, "expect-tls-result") == 0) {
 		CHECK_STR(res->tls_result ? res->tls_result : "none", arg);
+	} else if (strcmp(cmd, "expect-conn-status") == 0) {
+		char st[64];
+
+		snprintf(st, sizeof(st), "%d %s", res->code, res->esc);
+		CHECK_STR(st, arg);
 	} else if (strcmp(cmd, "expect-conn-diag") == 0) {
 		if (!strstr(res->diag, arg))
 			fail_msg("%s:%d: diag '%s' lacks '%s'", s->file, s->lineno, res->diag, arg);
@@ -387,6 +398,8 @@ static void run_file(const char *path)
 			s.pull = strcmp(arg, "pull") == 0;
 		} else if (strcmp(cmd, "keep-open") == 0) {
 			s.keep_open = true;
+		} else if (strcmp(cmd, "eight-bit") == 0) {
+			s.eight_bit = true;
 		} else if (strcmp(cmd, "chunk") == 0) {
 			s.chunk = strtoul(arg, NULL, 10);
 		} else if (strcmp(cmd, "M") == 0) {
