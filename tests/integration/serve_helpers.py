@@ -31,6 +31,7 @@ class Daemon:
         self.spool = self.conf["spool_dir"]
         self.env = dict(os.environ)
         self.env.update(env or {})
+        self.preexec_fn = None   # run in the child before exec (e.g. join a cgroup)
         self.proc = None
         self.write_conf()
 
@@ -43,7 +44,8 @@ class Daemon:
         assert self.proc is None
         self.logf = open(self.log_path, "ab")
         self.proc = subprocess.Popen([BIN, "serve", "-c", self.conf_path],
-                                     stdout=self.logf, stderr=self.logf, env=self.env)
+                                     stdout=self.logf, stderr=self.logf, env=self.env,
+                                     preexec_fn=self.preexec_fn)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
