@@ -259,7 +259,9 @@ int queue_open(const char *spool_dir, bool create, long drop_gid, struct queue *
 	*out = q;
 	return 0;
 fail:
-	set_err(err, errlen, "spool %s: %s: %s", spool_dir, what, strerror(errno));
+	set_err(err, errlen, "spool %s: %s: %s%s", spool_dir, what, strerror(errno),
+		what != spool_dir && (errno == ELOOP || errno == ENOTDIR) ?
+		" (must be a directory, not a symbolic link or file)" : "");
 	queue_close(q);
 	return -1;
 }

@@ -2,7 +2,6 @@
 # header handling, exit codes, -bs, and submission by a non-root user.
 import grp
 import os
-import pwd
 import re
 import shutil
 import subprocess
@@ -10,11 +9,10 @@ import tempfile
 
 import pytest
 
-from serve_helpers import parse_queue_file, sendmail_from_file
+from serve_helpers import TEST_USER, ensure_test_user, parse_queue_file, sendmail_from_file
 
 BIN = os.environ.get("STSRELAY_BIN", "stsrelay")
 SRC = os.environ.get("STSRELAY_SRC", os.path.join(os.path.dirname(__file__), "..", ".."))
-TEST_USER = "stsrelay-test"
 TIMEOUT = 60
 
 MESSAGE = (
@@ -255,15 +253,6 @@ def test_bs_input_cut_short_queues_nothing(world):
                                   b"RCPT TO:<b@example.com>\r\nDATA\r\nSubject: x\r\n\r\npartial")
     assert r.returncode != 0
     assert drop_files(world["spool"], complete=False) == []
-
-
-def ensure_test_user():
-    try:
-        pwd.getpwnam(TEST_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                        TEST_USER], check=True, timeout=TIMEOUT)
-    return pwd.getpwnam(TEST_USER)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create a user and a setgid binary")
