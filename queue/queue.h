@@ -210,9 +210,11 @@ int queue_drop_scan(struct queue *q, char (**ids)[QUEUE_ID_LEN + 1], size_t *n)
  * bad drop file is then moved aside to maildrop/.bad-ID, never delivered).
  * errno after -1: EBADMSG = the file was bad and has been moved aside (or
  * vanished: ENOENT); anything else = a local failure (disk full, I/O), the
- * drop file is left in place for a later try. A crash between the queue
- * commit and the unlink of the drop file imports it twice on the next pass
- * (a duplicate, never a loss). Blocking file I/O: run it off the loop. */
+ * drop file is left in place for a later try (the copy is then not in
+ * queue/: the commit rule above). A crash between the queue commit and the
+ * unlink of the drop file imports it twice on the next pass (a duplicate,
+ * never a loss). Blocking file I/O: run it off the loop (relay/pickup.c
+ * runs it in the thread pool). */
 int queue_drop_import(struct queue *q, const char *id, uint64_t max_size,
 		      char new_id[QUEUE_ID_LEN + 1], char *err, size_t errlen)
 	__attribute__((warn_unused_result));
