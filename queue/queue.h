@@ -63,39 +63,43 @@ struct queue_envelope {
 
 /* Header text for a message file. *out is malloc'd. -1 if a field holds a
  * CR, LF or NUL or the envelope is otherwise unstorable. */
-int queue_header_encode(const struct queue_envelope *env, char **out, size_t *outlen);
+int queue_header_encode(const struct queue_envelope *env, char **out, size_t *outlen)
+	__attribute__((warn_unused_result));
 /* Parses a header from the start of buf; on success fills env (rcpts all
  * pending), sets env->data_offset to the header length and returns 0; on
  * error returns -1 with *err a static reason. env must be zeroed or freed. */
 int queue_header_decode(const char *buf, size_t len, struct queue_envelope *env,
-			const char **err);
+			const char **err) __attribute__((warn_unused_result));
 /* State file text for the recipients of env. *out is malloc'd. */
-int queue_state_encode(const struct queue_envelope *env, char **out, size_t *outlen);
+int queue_state_encode(const struct queue_envelope *env, char **out, size_t *outlen)
+	__attribute__((warn_unused_result));
 /* Applies a state file to env's recipients (only the indexes listed; a bad
  * file leaves env unchanged). -1 with *err on bad input. The encoder turns
  * control characters in last_error into spaces and negative times into 0, so
  * saving progress never fails because of what a remote server replied. */
 int queue_state_decode(const char *buf, size_t len, struct queue_envelope *env,
-		       const char **err);
+		       const char **err) __attribute__((warn_unused_result));
 /* Frees env->rcpts; env itself is the caller's. env->rcpts must only ever be
  * grown by queue_envelope_add_rcpt() or the decoder (its capacity is derived
  * from nrcpts), never malloc'd by the caller. */
 void queue_envelope_clear(struct queue_envelope *env);
 /* Adds a recipient (status pending). -1 if too many or too long. */
-int queue_envelope_add_rcpt(struct queue_envelope *env, const char *address);
+int queue_envelope_add_rcpt(struct queue_envelope *env, const char *address)
+	__attribute__((warn_unused_result));
 
 const char *queue_status_name(enum queue_rcpt_status st);  /* "pending", ... */
 
 /* True for exactly QUEUE_ID_LEN upper-case hex digits (the first len bytes
  * of s; len is usually strlen(s)). */
-bool queue_id_valid(const char *s, size_t len);
+bool queue_id_valid(const char *s, size_t len) __attribute__((warn_unused_result));
 
 /* Delay before attempt number `attempts`+1, given the configured schedule
  * (last step repeats). Convention: `attempts` = failed attempts so far. 0 ->
  * 0 (the first attempt is immediate); k >= 1 -> schedule_s[min(k-1, n-1)],
  * so after the first failure (attempts=1) the wait is schedule_s[0]. An empty
  * schedule (n=0) gives 300 s rather than a retry storm. */
-uint64_t queue_retry_delay(const uint64_t *schedule_s, size_t n, unsigned attempts);
+uint64_t queue_retry_delay(const uint64_t *schedule_s, size_t n, unsigned attempts)
+	__attribute__((warn_unused_result));
 
 /* ---- the spool ---- */
 
@@ -104,28 +108,31 @@ struct queue;
 /* Opens (and with create=true makes, with the right modes) the spool under
  * spool_dir. drop_gid: group owning maildrop/ (-1: leave as is). */
 int queue_open(const char *spool_dir, bool create, long drop_gid, struct queue **out,
-	       char *err, size_t errlen);
+	       char *err, size_t errlen) __attribute__((warn_unused_result));
 void queue_close(struct queue *q);
 const char *queue_spool_dir(const struct queue *q);
 
 /* Startup recovery: removes everything in tmp/, state files without a
  * message, and drop files left half-written for over an hour. Returns the
  * number of files removed, or -1. */
-int queue_recover(struct queue *q);
+int queue_recover(struct queue *q) __attribute__((warn_unused_result));
 
 /* Sorted list of committed message ids (malloc'd array of QUEUE_ID_LEN+1
  * strings in one block). */
-int queue_scan(struct queue *q, char (**ids)[QUEUE_ID_LEN + 1], size_t *n);
+int queue_scan(struct queue *q, char (**ids)[QUEUE_ID_LEN + 1], size_t *n)
+	__attribute__((warn_unused_result));
 
 /* Reads header and state of a committed message. */
 int queue_load(struct queue *q, const char *id, struct queue_envelope *env,
-	       char *err, size_t errlen);
+	       char *err, size_t errlen) __attribute__((warn_unused_result));
 /* Opens the message file for reading, positioned at the data. Returns fd or -1. */
-int queue_open_data(struct queue *q, const struct queue_envelope *env);
+int queue_open_data(struct queue *q, const struct queue_envelope *env)
+	__attribute__((warn_unused_result));
 /* Persists recipient states atomically (temp, fsync, rename, dir fsync). */
-int queue_save_state(struct queue *q, const struct queue_envelope *env);
+int queue_save_state(struct queue *q, const struct queue_envelope *env)
+	__attribute__((warn_unused_result));
 /* Removes a message and its state (every recipient final, or deleted). */
-int queue_remove(struct queue *q, const char *id);
+int queue_remove(struct queue *q, const char *id) __attribute__((warn_unused_result));
 /* The same two without the final fsync of queue/, for batches (thread
  * pool, relay/statesave.c): do any number of them, then ONE
  * queue_sync(q, false), and only after it succeeded report any of them as
@@ -134,39 +141,75 @@ int queue_remove(struct queue *q, const char *id);
  * when the message was already gone (its state file is still unlinked, so
  * the batch's queue_sync is needed then too). Callers must not run two of
  * these for the same id at once (fixed temp name tmp/ID.state). */
-int queue_save_state_nodirsync(struct queue *q, const struct queue_envelope *env);
-int queue_remove_nodirsync(struct queue *q, const char *id);
+int queue_save_state_nodirsync(struct queue *q, const struct queue_envelope *env)
+	__attribute__((warn_unused_result));
+int queue_remove_nodirsync(struct queue *q, const char *id) __attribute__((warn_unused_result));
 
-/* ---- writing a new message ---- */
+/* ---- writing a new message ----
+ *
+ * THE COMMIT POINT IS THE RENAME. A message is in the queue (and will be
+ * delivered) exactly when its file has its final name in queue/ (maildrop/
+ * for drops), and every caller tells its submitter "accepted" if and only
+ * if that holds when it answers. Hence:
+ *  - queue_writer_commit() returns 0 once the rename has happened, and only
+ *    then. A close error after the rename is logged, not returned: the data
+ *    was fsynced before the rename, so the close cannot lose a byte, and a
+ *    -1 there would make callers refuse a message that is delivered anyway.
+ *  - When the directory fsync that follows fails, the caller takes the file
+ *    back out with queue_writer_withdraw() before it reports failure. If
+ *    even that fails the file stays, and the message is reported accepted
+ *    (with a logged error): "refused" for a message that will be delivered
+ *    would make the client's retry a duplicate.
+ * queue_writer_commit_sync() applies the rule to a single message; the
+ * group commit (relay/commit.c) applies it to a batch. */
 
 struct queue_writer;
 
 /* Starts a message in tmp/ with a fresh unique id (to_drop=false), or in
  * maildrop/ (to_drop=true, for sendmail, which may run as any user). */
-int queue_writer_new(struct queue *q, bool to_drop, struct queue_writer **out);
+int queue_writer_new(struct queue *q, bool to_drop, struct queue_writer **out)
+	__attribute__((warn_unused_result));
 const char *queue_writer_id(const struct queue_writer *w);
 /* Writes the header (env->id is replaced by the writer's id). Once, first. */
-int queue_writer_header(struct queue_writer *w, const struct queue_envelope *env);
+int queue_writer_header(struct queue_writer *w, const struct queue_envelope *env)
+	__attribute__((warn_unused_result));
 /* Appends data bytes (exactly what will be sent). The first byte >= 0x80
  * sets QUEUE_F_8BITMIME in the header already written (in place, one
  * digit), whatever the submitter declared: the flag says what the bytes
  * are, so delivery sends BODY=8BITMIME exactly for 8-bit data (RFC 6152). */
-int queue_writer_append(struct queue_writer *w, const void *buf, size_t len);
+int queue_writer_append(struct queue_writer *w, const void *buf, size_t len)
+	__attribute__((warn_unused_result));
 uint64_t queue_writer_size(const struct queue_writer *w);
-/* fsync the file and rename it into queue/ (or maildrop/). Does NOT fsync
- * the directory: call queue_sync() once for a batch of commits before
- * telling anyone the message is safe. Thread-safe with respect to the loop
- * (touches only w's own file). */
-int queue_writer_commit(struct queue_writer *w);
-/* fsync queue/ (or maildrop/ with drop=true). */
-int queue_sync(struct queue *q, bool drop);
+/* fsync the file and rename it into queue/ (or maildrop/): 0 = renamed
+ * (committed, see above), -1 = not renamed (nothing in the final
+ * directory). Does NOT fsync the directory: call queue_sync() once for a
+ * batch of commits before telling anyone the message is safe, and
+ * queue_writer_withdraw() each of them if that fails. Thread-safe with
+ * respect to the loop (touches only w's own file). */
+int queue_writer_commit(struct queue_writer *w) __attribute__((warn_unused_result));
+/* Takes a committed message back out of queue/ (or maildrop/) after its
+ * directory fsync failed: 0 = gone (report failure), -1 = still there (it
+ * will be delivered: report success). The unlink is not fsynced (the
+ * directory just failed to); only a crash on top of that I/O error can
+ * bring the file back. */
+int queue_writer_withdraw(struct queue_writer *w) __attribute__((warn_unused_result));
+/* Commit, make durable, and apply the rule above, for one message: 0 = in
+ * the queue (durable, or in doubt after an fsync error that could not be
+ * undone, which is logged), -1 = not in the queue. The durable step is
+ * queue_sync(), or for a drop by a caller who cannot read maildrop/ an
+ * fsync of the file after its rename (see spool.c: never a global sync). */
+int queue_writer_commit_sync(struct queue_writer *w) __attribute__((warn_unused_result));
+/* fsync queue/ (or maildrop/ with drop=true). EACCES for a maildrop/ the
+ * caller cannot read (a submitting user: use queue_writer_commit_sync). */
+int queue_sync(struct queue *q, bool drop) __attribute__((warn_unused_result));
 /* Frees w; an uncommitted file is unlinked. */
 void queue_writer_free(struct queue_writer *w);
 
 /* ---- the drop directory (daemon side) ---- */
 
 /* Sorted list of complete drop files (ids). */
-int queue_drop_scan(struct queue *q, char (**ids)[QUEUE_ID_LEN + 1], size_t *n);
+int queue_drop_scan(struct queue *q, char (**ids)[QUEUE_ID_LEN + 1], size_t *n)
+	__attribute__((warn_unused_result));
 /* Validates drop file `id` (regular file, sane header, size <= max_size,
  * at least one recipient), copies it into the queue under a new id with the
  * submitter set from the file owner's user name, fsyncs, and removes the
@@ -174,10 +217,13 @@ int queue_drop_scan(struct queue *q, char (**ids)[QUEUE_ID_LEN + 1], size_t *n);
  * bad drop file is then moved aside to maildrop/.bad-ID, never delivered).
  * errno after -1: EBADMSG = the file was bad and has been moved aside (or
  * vanished: ENOENT); anything else = a local failure (disk full, I/O), the
- * drop file is left in place for a later try. A crash between the queue
- * commit and the unlink of the drop file imports it twice on the next pass
- * (a duplicate, never a loss). Blocking file I/O: run it off the loop. */
+ * drop file is left in place for a later try (the copy is then not in
+ * queue/: the commit rule above). A crash between the queue commit and the
+ * unlink of the drop file imports it twice on the next pass (a duplicate,
+ * never a loss). Blocking file I/O: run it off the loop (relay/pickup.c
+ * runs it in the thread pool). */
 int queue_drop_import(struct queue *q, const char *id, uint64_t max_size,
-		      char new_id[QUEUE_ID_LEN + 1], char *err, size_t errlen);
+		      char new_id[QUEUE_ID_LEN + 1], char *err, size_t errlen)
+	__attribute__((warn_unused_result));
 
 #endif

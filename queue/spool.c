@@ -48,7 +48,8 @@ struct queue_writer {
 	struct queue *q;
 	bool drop;
 	bool header_done;
-	bool committed;
+	bool committed;     /* renamed into its final directory */
+	bool withdrawn;     /* and taken out again (queue_writer_withdraw) */
 	bool broken;        /* a write failed: the file is incomplete, never commit */
 	int fd;
 	char id[QUEUE_ID_LEN + 1];
@@ -260,7 +261,9 @@ int queue_open(const char *spool_dir, bool create, long drop_gid, struct queue *
 	*out = q;
 	return 0;
 fail:
-	set_err(err, errlen, "spool %s: %s: %s", spool_dir, what, strerror(errno));
+	set_err(err, errlen, "spool %s: %s: %s%s", spool_dir, what, strerror(errno),
+		what != spool_dir && (errno == ELOOP || errno == ENOTDIR) ?
+		" (must be a directory, not a symbolic link or file)" : "");
 	queue_close(q);
 	return -1;
 }
@@ -565,22 +568,15 @@ int queue_open_data(struct queue *q, const struct queue_envelope *env)
 
 int queue_sync(struct queue *q, bool drop)
 {
-	if (drop && !q->drop_readable) {
-		/* A submitting user cannot open maildrop/ for fsync (no read
-		 * permission, and fsync refuses O_PATH descriptors): flush the
-		 * whole file system instead, which includes that directory. */
-		if (q->root_readable)
-			return syncfs(q->root_fd);
-		sync();
-		return 0;
-	}
-	if (!drop && q->queue_fd < 0) {
+	/* A submitting user cannot open maildrop/ for fsync (no read
+	 * permission, and fsync refuses O_PATH descriptors); its drops are made
+	 * durable through the file, by queue_writer_commit_sync(). */
+	if ((drop && !q->drop_readable) || (!drop && q->queue_fd < 0)) {
 		errno = EACCES;
 		return -1;
 	}
 	return core_fs_fsync(drop ? q->drop_fd : q->queue_fd);
 }
-
 
 int queue_save_state_nodirsync(struct queue *q, const struct queue_envelope *env)
 {
@@ -985,7 +981,9 @@ static int move_noreplace(int from_dir, const char *from, int to_dir, const char
 	return 0;
 }
 
-int queue_writer_commit(struct queue_writer *w)
+/* The part of a commit that decides it: flush, fsync, rename. The file
+ * stays open (w->fd) for writer_close(). 0 = renamed. */
+static int writer_rename(struct queue_writer *w)
 {
 	int cdir = w->drop ? w->q->drop_fd : w->q->tmp_fd;
 	int fdir = w->drop ? w->q->drop_fd : w->q->queue_fd;
@@ -1007,7 +1005,7 @@ int queue_writer_commit(struct queue_writer *w)
 
 		if (move_noreplace(cdir, w->name, fdir, w->id) == 0) {
 			w->committed = true;
-			break;
+			return 0;
 		}
 		if (errno != EEXIST)
 			return -1;
@@ -1028,13 +1026,85 @@ int queue_writer_commit(struct queue_writer *w)
 		log_msg(LOG_LVL_WARNING, w->id, "queue: id already taken at commit, now %s", id);
 		memcpy(w->id, id, sizeof(id));
 	}
-	if (!w->committed) {
-		errno = EEXIST;
+	errno = EEXIST;
+	return -1;
+}
+
+/* After the rename a close error changes nothing (see queue.h): the data
+ * was fsynced before the rename. It is logged, not returned. */
+static void writer_close(struct queue_writer *w)
+{
+	if (core_fs_close(w->fd) < 0)
+		log_msg(LOG_LVL_WARNING, w->id, "queue: close after commit: %s (the message "
+			"was fsynced before its rename and stays committed)", strerror(errno));
+	w->fd = -1;
+}
+
+int queue_writer_commit(struct queue_writer *w)
+{
+	if (writer_rename(w) < 0)
+		return -1;
+	writer_close(w);
+	return 0;
+}
+
+int queue_writer_withdraw(struct queue_writer *w)
+{
+	if (!w->committed || w->withdrawn) {
+		errno = EINVAL;
 		return -1;
 	}
-	i = core_fs_close(w->fd);
-	w->fd = -1;
-	return i;
+	if (unlinkat(w->drop ? w->q->drop_fd : w->q->queue_fd, w->id, 0) < 0)
+		return -1;
+	w->withdrawn = true;
+	return 0;
+}
+
+/*
+ * Makes a renamed file's directory entry durable.
+ *
+ * The daemon and root can read queue/ and maildrop/: they fsync the
+ * directory. A user submitting through the setgid sendmail can only create
+ * files in maildrop/ (mode 1730, Postfix's maildrop): open(O_RDONLY) of the
+ * directory fails, an O_PATH descriptor cannot be fsynced, and a
+ * directory cannot be opened for writing. Such a drop is made durable
+ * through its own file instead: a second fsync after the rename. The rename
+ * changes the file's inode (its ctime), so on the journalling file systems
+ * a spool lives on (ext4, XFS, btrfs) that fsync commits the journal
+ * transaction that holds the rename, directory entry included. This is what
+ * Postfix's postdrop relies on too (it fsyncs the file and never the
+ * maildrop directory). The alternatives were worse: sync() flushes every
+ * file system of the machine, and syncfs() every dirty page of the spool's
+ * file system, so any local user could make each other's sendmail wait for
+ * gigabytes of unrelated writes.
+ */
+static int writer_sync(struct queue_writer *w)
+{
+	if (w->drop && !w->q->drop_readable)
+		return core_fs_fsync(w->fd);
+	return queue_sync(w->q, w->drop);
+}
+
+int queue_writer_commit_sync(struct queue_writer *w)
+{
+	int e;
+
+	if (writer_rename(w) < 0)
+		return -1;
+	if (writer_sync(w) == 0) {
+		writer_close(w);
+		return 0;
+	}
+	e = errno;
+	writer_close(w);
+	if (queue_writer_withdraw(w) == 0) {
+		errno = e;
+		return -1;
+	}
+	log_msg(LOG_LVL_ERROR, w->id, "queue: fsync after commit failed (%s) and the message "
+		"cannot be taken back (%s): it stays queued, durability in doubt", strerror(e),
+		strerror(errno));
+	return 0;
 }
 
 void queue_writer_free(struct queue_writer *w)
@@ -1175,17 +1245,10 @@ int queue_drop_import(struct queue *q, const char *id, uint64_t max_size,
 		off += got;
 		left -= got;
 	}
-	if (queue_writer_commit(w) < 0) {
+	/* On failure the copy is not in queue/ (a copy whose fsync failed is
+	 * taken back out), and the drop file stays for another try. */
+	if (queue_writer_commit_sync(w) < 0) {
 		set_err(err, errlen, "queue commit: %s", strerror(errno));
-		goto out;
-	}
-	if (queue_sync(q, false) < 0) {
-		/* Not durable, and the drop file stays for another try: take the
-		 * copy back out so that try does not make a duplicate. */
-		set_err(err, errlen, "queue sync: %s", strerror(errno));
-		saved = errno;
-		queue_remove(q, w->id);
-		errno = saved;
 		goto out;
 	}
 	memcpy(new_id, w->id, QUEUE_ID_LEN + 1);

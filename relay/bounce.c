@@ -88,8 +88,7 @@ int bounce_enqueue(struct queue *q, const char *hostname, const struct queue_env
 		goto out;
 	}
 	if (queue_writer_new(q, false, &w) != 0 || queue_writer_header(w, &benv) != 0 ||
-	    queue_writer_append(w, msg, mlen) != 0 || queue_writer_commit(w) != 0 ||
-	    queue_sync(q, false) != 0) {
+	    queue_writer_append(w, msg, mlen) != 0 || queue_writer_commit_sync(w) != 0) {
 		log_msg(LOG_LVL_ERROR, env->id, "cannot queue a bounce: %s", strerror(errno));
 		goto out;
 	}

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 struct commit_item {
 	struct commit_item *next;
@@ -49,12 +50,14 @@ int commit_new(uv_loop_t *loop, struct queue *q, struct commit **out)
 }
 
 /* Worker thread: touches only the writers of this batch and the queue
- * directory fsync, both documented as safe off the loop thread. */
+ * directory fsync, both documented as safe off the loop thread. Applies the
+ * commit rule of queue/queue.h to the batch: status 0 exactly for the
+ * messages that are in queue/ when the 250 or 4xx is decided. */
 static void work_cb(uv_work_t *req)
 {
 	struct commit *c = req->data;
 	struct commit_item *it;
-	int any = 0;
+	int any = 0, e;
 
 	for (it = c->batch; it != NULL; it = it->next) {
 		errno = 0;
@@ -66,17 +69,24 @@ static void work_cb(uv_work_t *req)
 	if (!any)
 		return;
 	errno = 0;
-	if (queue_sync(c->q, false) != 0) {
-		int e = errno;
-		/* Renamed but not durable: nobody gets a 250, so the file must not
-		 * stay either (it would be delivered after a 4xx: a duplicate). */
-		for (it = c->batch; it != NULL; it = it->next) {
-			if (it->status != 0)
-				continue;
-			(void)queue_remove(c->q, queue_writer_id(it->w));
-			it->status = -1;
-			it->err_no = e;
+	if (queue_sync(c->q, false) == 0)
+		return;
+	e = errno != 0 ? errno : EIO;
+	/* Renamed but not durable: nobody gets a 250, so the file must not
+	 * stay either (it would be delivered after a 4xx: a duplicate). One
+	 * that cannot be taken out will be delivered, so it gets its 250. */
+	for (it = c->batch; it != NULL; it = it->next) {
+		if (it->status != 0)
+			continue;
+		if (queue_writer_withdraw(it->w) != 0) {
+			log_msg(LOG_LVL_ERROR, queue_writer_id(it->w),
+				"commit: queue fsync failed (%s) and the message cannot be taken "
+				"back (%s): accepted, durability in doubt", strerror(e),
+				strerror(errno));
+			continue;
 		}
+		it->status = -1;
+		it->err_no = e;
 	}
 }
 

@@ -13,19 +13,20 @@
  * writes. A write that makes no progress fails with EIO. When written is
  * not NULL it receives the bytes that did reach the file, also on failure
  * (a caller appending records can tell a torn record from none). */
-int core_fs_write_all(int fd, const void *buf, size_t len, size_t *written);
+int core_fs_write_all(int fd, const void *buf, size_t len, size_t *written)
+	__attribute__((warn_unused_result));
 
 /* fsync(2), retrying only EINTR: after EIO a second fsync may report
  * success for pages the kernel already dropped, so that error is final. */
-int core_fs_fsync(int fd);
+int core_fs_fsync(int fd) __attribute__((warn_unused_result));
 
 /* close(2) that reports real errors; EINTR is success, since Linux
  * releases the descriptor anyway and a retry could close another file. */
-int core_fs_close(int fd);
+int core_fs_close(int fd) __attribute__((warn_unused_result));
 
 /* fsync of the directory at path, so that a create, rename or unlink in it
  * survives a crash. */
-int core_fs_fsync_dir(const char *path);
+int core_fs_fsync_dir(const char *path) __attribute__((warn_unused_result));
 
 /*
  * Replaces name in the directory dirfd with exactly len bytes of buf, or
@@ -37,16 +38,17 @@ int core_fs_fsync_dir(const char *path);
  * failure the temporary file is removed. tmp_dirfd may equal dirfd.
  */
 int core_fs_write_atomic_at(int tmp_dirfd, const char *tmp_name, int dirfd, const char *name,
-			    const void *buf, size_t len, mode_t mode);
+			    const void *buf, size_t len, mode_t mode) __attribute__((warn_unused_result));
 /* The same without the final fsync of dirfd, for callers that write several
  * files and then fsync the directory once (group commit). */
 int core_fs_write_atomic_nodirsync_at(int tmp_dirfd, const char *tmp_name, int dirfd,
-				     const char *name, const void *buf, size_t len, mode_t mode);
+				     const char *name, const void *buf, size_t len, mode_t mode)
+	__attribute__((warn_unused_result));
 
 /* The same by path: dir/name is replaced through the temporary file
  * dir/.NAME.tmp.PID (the leading dot keeps it out of scans for NAME's
  * suffix). ENAMETOOLONG if that name does not fit. */
 int core_fs_write_atomic(const char *dir, const char *name, const void *buf, size_t len,
-			 mode_t mode);
+			 mode_t mode) __attribute__((warn_unused_result));
 
 #endif

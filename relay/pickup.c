@@ -1,8 +1,10 @@
 /* Pickup of local submissions: maildrop/ is watched with uv_fs_event and
  * rescanned every few seconds (inotify can miss events, e.g. on overflow);
- * each complete drop file is validated and moved into the queue. */
+ * scans and imports run in the thread pool, one job at a time, and their
+ * results (log line, scheduling) are handled back on the loop. */
 #include "relay/pickup.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +12,19 @@
 #include "queue/queue.h"
 #include "relay/log.h"
 #include "relay/scheduler.h"
+
+typedef char pickup_qid[QUEUE_ID_LEN + 1];
+
+enum pickup_job { JOB_SCAN, JOB_IMPORT };
+
+/* What one import job found, for the loop to report. */
+struct pickup_result {
+	int status;                        /* queue_drop_import's */
+	pickup_qid new_id;
+	char err[QUEUE_ERROR_MAX];
+	bool loaded;                       /* the fields below are set */
+	char from[QUEUE_ADDR_MAX + 2], uid[64], size[24], nrcpt[40];
+};
 
 struct pickup {
 	struct relay *r;
@@ -19,56 +34,160 @@ struct pickup {
 	int watch_open;
 	int nopen;                /* handles not yet closed */
 	int closing;
+	/* The one job: while busy, the worker owns the fields below (the loop
+	 * reads them only in after_work, once the worker is done). */
+	uv_work_t work;
+	int busy;                 /* a job is queued or running */
+	int again;                /* woken while busy: scan again afterwards */
+	enum pickup_job job;
+	uint64_t max_size;        /* copied for the worker: a reload may change cfg */
+	pickup_qid *ids;          /* the last scan, sorted */
+	size_t n, next;           /* its length; the entry the import job takes */
+	int scan_status, scan_errno;
+	struct pickup_result res;
 };
 
-static void scan(struct pickup *p)
+static void maybe_free(struct pickup *p)
 {
-	char(*ids)[QUEUE_ID_LEN + 1] = NULL;
-	size_t n = 0, i;
-	struct relay *r = p->r;
+	if (p->nopen > 0 || p->busy)
+		return;
+	free(p->ids);
+	free(p);
+}
 
-	if (queue_drop_scan(r->queue, &ids, &n) != 0) {
-		log_error("pickup: cannot scan maildrop");
+/* ---- worker thread: touches only p's job fields and the spool ---- */
+
+static void import_one(struct pickup *p)
+{
+	struct pickup_result *res = &p->res;
+	struct queue_envelope env;
+	char lerr[QUEUE_ERROR_MAX];
+
+	memset(res, 0, sizeof(*res));
+	res->status = queue_drop_import(p->r->queue, p->ids[p->next], p->max_size, res->new_id,
+					res->err, sizeof(res->err));
+	if (res->status != 0)
+		return;
+	/* the fields of the "from=" line, read here since it is disk I/O too */
+	if (queue_load(p->r->queue, res->new_id, &env, lerr, sizeof(lerr)) != 0) {
+		snprintf(res->err, sizeof(res->err), "%s", lerr);
 		return;
 	}
-	/* Imports fsync on the loop thread; drop files are rare, so a bounded
-	 * batch per turn keeps the loop responsive without a worker. */
-	for (i = 0; i < n && i < PICKUP_BATCH; i++) {
-		char newid[QUEUE_ID_LEN + 1], err[512];
-		struct queue_envelope env;
-		char from[QUEUE_ADDR_MAX + 2], size[24], nrcpt[40];
+	res->loaded = true;
+	snprintf(res->from, sizeof(res->from), "<%s>", env.sender);
+	snprintf(res->uid, sizeof(res->uid), "%s", env.submitter);
+	snprintf(res->size, sizeof(res->size), "%llu", (unsigned long long)env.size);
+	snprintf(res->nrcpt, sizeof(res->nrcpt), "%zu (queue active)", env.nrcpts);
+	queue_envelope_clear(&env);
+}
 
-		if (queue_drop_import(r->queue, ids[i], r->cfg.max_message_size, newid, err,
-				      sizeof(err)) != 0) {
-			log_msg(LOG_LVL_WARNING, ids[i], "pickup: rejected drop file: %s", err);
-			continue;
-		}
-		memset(&env, 0, sizeof(env));
-		if (queue_load(r->queue, newid, &env, err, sizeof(err)) == 0) {
-			snprintf(from, sizeof(from), "<%s>", env.sender);
-			snprintf(size, sizeof(size), "%llu", (unsigned long long)env.size);
-			snprintf(nrcpt, sizeof(nrcpt), "%zu (queue active)", env.nrcpts);
-			log_event(LOG_LVL_INFO, newid, "uid", env.submitter[0] ? env.submitter : NULL,
-				  "from", from, "size", size, "nrcpt", nrcpt, NULL);
-			queue_envelope_clear(&env);
-		} else {
-			log_msg(LOG_LVL_INFO, newid, "picked up from maildrop (%s)", err);
-		}
-		scheduler_add(r->sched, newid);
+static void work_cb(uv_work_t *req)
+{
+	struct pickup *p = req->data;
+
+	if (p->job == JOB_IMPORT) {
+		import_one(p);
+		return;
 	}
-	if (n > PICKUP_BATCH)
+	free(p->ids);
+	p->ids = NULL;
+	p->n = 0;
+	p->next = 0;
+	p->scan_status = queue_drop_scan(p->r->queue, &p->ids, &p->n);
+	p->scan_errno = p->scan_status != 0 ? errno : 0;
+}
+
+/* ---- loop thread ---- */
+
+static void after_work_cb(uv_work_t *req, int status);
+
+static void start_job(struct pickup *p, enum pickup_job job)
+{
+	int rc;
+
+	p->job = job;
+	p->max_size = p->r->cfg.max_message_size;
+	p->work.data = p;
+	p->busy = 1;
+	rc = uv_queue_work(p->r->loop, &p->work, work_cb, after_work_cb);
+	if (rc != 0) {
+		/* cannot happen for a valid loop; the rescan timer tries again */
+		log_error("pickup: uv_queue_work: %s", uv_strerror(rc));
+		p->busy = 0;
+	}
+}
+
+static void start_scan(struct pickup *p)
+{
+	if (p->closing)
+		return;
+	if (p->busy) {
+		p->again = 1;  /* the running job may have missed the new file */
+		return;
+	}
+	p->again = 0;
+	start_job(p, JOB_SCAN);
+}
+
+static void report_import(struct pickup *p)
+{
+	const struct pickup_result *res = &p->res;
+	const char *drop_id = p->ids[p->next];
+
+	if (res->status != 0) {
+		log_msg(LOG_LVL_WARNING, drop_id, "pickup: rejected drop file: %s", res->err);
+		return;
+	}
+	if (res->loaded)
+		log_event(LOG_LVL_INFO, res->new_id, "uid", res->uid[0] ? res->uid : NULL, "from",
+			  res->from, "size", res->size, "nrcpt", res->nrcpt, NULL);
+	else
+		log_msg(LOG_LVL_INFO, res->new_id, "picked up from maildrop (%s)", res->err);
+	/* Stopping: the scheduler takes no more; the message is in queue/
+	 * and the next start delivers it. */
+	if (!p->closing)
+		scheduler_add(p->r->sched, res->new_id);
+}
+
+static void after_work_cb(uv_work_t *req, int status)
+{
+	struct pickup *p = req->data;
+
+	p->busy = 0;
+	if (status == UV_ECANCELED) {
+		/* never ran (only pickup_close cancels): the drop file, if any,
+		 * stays for the next start */
+		maybe_free(p);
+		return;
+	}
+	if (p->job == JOB_SCAN && p->scan_status != 0)
+		log_error("pickup: cannot scan maildrop: %s", strerror(p->scan_errno));
+	if (p->job == JOB_IMPORT) {
+		report_import(p);
+		p->next++;
+	}
+	if (p->closing) {
+		maybe_free(p);
+		return;
+	}
+	/* One import per job, so each message is reported (and scheduled) as
+	 * soon as it is safe; at most PICKUP_BATCH per scan, then a new scan. */
+	if (p->scan_status == 0 && p->next < p->n && p->next < PICKUP_BATCH) {
+		start_job(p, JOB_IMPORT);
+		return;
+	}
+	if (p->again || (p->scan_status == 0 && p->n > PICKUP_BATCH))
 		pickup_wake(p);
-	free(ids);
 }
 
 static void on_soon(uv_timer_t *t)
 {
-	scan(t->data);
+	start_scan(t->data);
 }
 
 static void on_rescan(uv_timer_t *t)
 {
-	scan(t->data);
+	start_scan(t->data);
 }
 
 static void on_event(uv_fs_event_t *h, const char *name, int events, int status)
@@ -82,10 +201,14 @@ static void on_event(uv_fs_event_t *h, const char *name, int events, int status)
 
 void pickup_wake(struct pickup *p)
 {
+	int rc;
+
 	if (p->closing)
 		return;
 	/* a short delay lets a burst of rename events become one scan */
-	uv_timer_start(&p->soon, on_soon, 20, 0);
+	rc = uv_timer_start(&p->soon, on_soon, 20, 0);
+	if (rc != 0)
+		log_warn("pickup: timer: %s (the periodic rescan still runs)", uv_strerror(rc));
 }
 
 int pickup_start(struct relay *r, struct pickup **out)
@@ -119,7 +242,10 @@ int pickup_start(struct relay *r, struct pickup **out)
 			log_warn("pickup: cannot watch %s: %s; rescanning every %d s", dir,
 				 uv_strerror(rc), PICKUP_RESCAN_MS / 1000);
 	}
-	uv_timer_start(&p->rescan, on_rescan, PICKUP_RESCAN_MS, PICKUP_RESCAN_MS);
+	if (uv_timer_start(&p->rescan, on_rescan, PICKUP_RESCAN_MS, PICKUP_RESCAN_MS) != 0) {
+		pickup_close(p);
+		return -1;
+	}
 	pickup_wake(p);
 	*out = p;
 	return 0;
@@ -129,15 +255,23 @@ static void on_closed(uv_handle_t *h)
 {
 	struct pickup *p = h->data;
 
-	if (--p->nopen == 0)
-		free(p);
+	p->nopen--;
+	maybe_free(p);
 }
 
 void pickup_close(struct pickup *p)
 {
-	int n = p->nopen;
+	int n = p->nopen, rc;
 
 	p->closing = 1;
+	/* A job not yet started is cancelled; a running one (an import may copy
+	 * a large file) is waited for: its after_work frees p if it is the last
+	 * thing left, and the loop does not end before it. */
+	if (p->busy) {
+		rc = uv_cancel((uv_req_t *)&p->work);
+		if (rc != 0 && rc != UV_EBUSY)
+			log_warn("pickup: cannot cancel the pending job: %s", uv_strerror(rc));
+	}
 	/* count first: on_closed may free p once the last handle closes */
 	if (n >= 1)
 		uv_close((uv_handle_t *)&p->rescan, on_closed);

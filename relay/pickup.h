@@ -1,12 +1,13 @@
 /* Pickup of local submissions: watches spool maildrop/ (uv_fs_event plus a
- * periodic rescan as a safety net) and imports complete drop files. */
+ * periodic rescan as a safety net) and imports complete drop files in the
+ * thread pool, so a large drop file never stalls the loop. */
 #ifndef STSRELAY_PICKUP_H
 #define STSRELAY_PICKUP_H
 
 #include "relay/relay.h"
 
 #define PICKUP_RESCAN_MS 5000
-#define PICKUP_BATCH 100          /* imports per loop turn; the rest follow */
+#define PICKUP_BATCH 100          /* imports per scan; a new scan takes the rest */
 
 struct pickup;
 
@@ -15,7 +16,10 @@ struct pickup;
 int pickup_start(struct relay *r, struct pickup **out);
 /* Asks for a scan soon (the control socket's "wake"). */
 void pickup_wake(struct pickup *p);
-/* Closes the handles; p is freed from the last close callback. */
+/* Closes the handles and cancels a job not yet started; a running import
+ * is waited for (the loop keeps running until it ends; its message is
+ * logged, and scheduled at the next start). p is freed by whichever
+ * callback comes last. */
 void pickup_close(struct pickup *p);
 
 #endif

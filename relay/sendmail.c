@@ -784,11 +784,11 @@ static int submit(struct sm *sm, struct line_src *src, struct queue_envelope *en
 		ex = EX_OSERR;
 		goto out;
 	}
-	/* queue_sync() makes the rename durable; for a caller who cannot read
-	 * maildrop/ it falls back to syncfs() of the spool's file system. */
-	rc = queue_writer_commit(w);
-	if (rc == 0)
-		rc = queue_sync(sm->q, true);
+	/* Durable before exit 0: the directory fsync, or for a caller who
+	 * cannot read maildrop/ a second fsync of the file after its rename
+	 * (queue/spool.c explains; never a global sync). A failure leaves no
+	 * drop file behind, so the caller's retry is no duplicate. */
+	rc = queue_writer_commit_sync(w);
 	priv_lower();
 	if (rc != 0) {
 		snprintf(why, whylen, "cannot commit the message to %.400s/maildrop: %s",

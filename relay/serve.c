@@ -2,12 +2,14 @@
  * opens and recovers the spool, and runs the libuv loop until SIGTERM. */
 #include "relay/commands.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
-#include <ftw.h>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -151,43 +153,193 @@ static void on_signal(uv_signal_t *h, int signum)
 	begin_stop(sv, signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
-/* Setuid after binding (ports < 1024) and before the spool is touched, so
- * every spool file belongs to that user. The spool directories are handed
- * to the user first (maildrop/ keeps its group). */
-/* Everything the daemon reads later must belong to the user it becomes: a
- * spool used before as root keeps root-owned 0600 messages, policies and
- * TLS-RPT data that the user could not read (the mail would be stranded). */
-static uid_t walk_uid;
+/*
+ * Handing the spool to `user` (root, before the switch). Everything the
+ * daemon reads later must belong to the user it becomes: a spool used
+ * before as root keeps root-owned 0600 messages, policies and TLS-RPT data
+ * that the user could not read (the mail would be stranded).
+ *
+ * The user controls the spool, so root must not be turned against files
+ * outside it: every entry is reached through the descriptor of its parent
+ * (openat with O_NOFOLLOW) and changed through its own descriptor (fchownat
+ * with AT_EMPTY_PATH on what was fstat'ed), so a directory swapped for a
+ * symbolic link, between any two steps, never redirects the walk. Only
+ * directories and singly-linked regular files are handed over (a hard link
+ * could name a file elsewhere on the file system); symbolic links, other
+ * file systems and anything deeper than stsrelay ever writes are left
+ * alone with a warning. The configured spool_dir itself is opened by path:
+ * it is the operator's choice, like the directories above it.
+ */
+#define HANDOVER_DEPTH 2   /* spool/tlsrpt/DAY: the deepest directory stsrelay makes */
 
-static int walk_chown(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+struct handover {
+	uid_t uid;
+	dev_t dev;               /* the spool's file system, never left */
+	const char *spool;
+	char *err;
+	size_t errlen;
+};
+
+/* Gives fd (described by st) to the user unless it is theirs already. */
+static int give(struct handover *h, int fd, const struct stat *st, const char *rel)
 {
-	(void)flag;
-	(void)ftw;
-	if (st->st_uid != walk_uid && lchown(path, walk_uid, (gid_t)-1) != 0)
-		return errno;
-	return 0;
+	if (st->st_uid == h->uid ||
+	    fchownat(fd, "", h->uid, (gid_t)-1, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0)
+		return 0;
+	snprintf(h->err, h->errlen, "chown %s/%s: %s", h->spool, rel, strerror(errno));
+	return -1;
 }
 
-static int chown_tree(const char *dir, uid_t uid, char *err, size_t errlen)
+static void left_alone(const struct handover *h, const char *rel, const char *why)
 {
-	int rc;
+	log_warn("spool: %s/%s %s: left as it is", h->spool, rel, why);
+}
 
-	walk_uid = uid;
-	rc = nftw(dir, walk_chown, 16, FTW_PHYS | FTW_MOUNT);
-	if (rc != 0 && errno != ENOENT) {
-		snprintf(err, errlen, "chown of %s: %s", dir, strerror(rc > 0 ? rc : errno));
+static int handover_dir(struct handover *h, int dirfd, const char *rel, int depth);
+
+/* One entry of the directory dirfd (rel names it for messages). */
+static int handover_entry(struct handover *h, int dirfd, const char *name, const char *rel,
+			  int depth)
+{
+	struct stat st;
+	int fd, rc = 0;
+
+	/* A real directory opens with these flags, anything else fails. */
+	fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0 && (errno == ENOTDIR || errno == ELOOP))
+		fd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return 0;  /* gone meanwhile: nothing to hand over */
+		snprintf(h->err, h->errlen, "open %s/%s: %s", h->spool, rel, strerror(errno));
 		return -1;
 	}
-	return 0;
+	if (fstat(fd, &st) != 0) {
+		snprintf(h->err, h->errlen, "stat %s/%s: %s", h->spool, rel, strerror(errno));
+		rc = -1;
+	} else if (st.st_dev != h->dev) {
+		left_alone(h, rel, "is on another file system");
+	} else if (S_ISDIR(st.st_mode)) {
+		if (depth > HANDOVER_DEPTH)
+			left_alone(h, rel, "is deeper than stsrelay writes");
+		else
+			rc = give(h, fd, &st, rel) == 0 ? handover_dir(h, fd, rel, depth) : -1;
+	} else if (S_ISREG(st.st_mode) && st.st_nlink == 1) {
+		rc = give(h, fd, &st, rel);
+	} else if (S_ISREG(st.st_mode)) {
+		left_alone(h, rel, "has several hard links");
+	} else if (S_ISLNK(st.st_mode)) {
+		left_alone(h, rel, "is a symbolic link");
+	} else {
+		left_alone(h, rel, "is neither a file nor a directory");
+	}
+	close(fd);
+	return rc;
 }
 
+/* Every entry of the directory open as dirfd, which is at depth `depth`. */
+static int handover_dir(struct handover *h, int dirfd, const char *rel, int depth)
+{
+	struct dirent *de;
+	DIR *d;
+	int fd, rc = 0;
+
+	/* a fresh descriptor of the same directory: closedir() closes it */
+	fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || (d = fdopendir(fd)) == NULL) {
+		snprintf(h->err, h->errlen, "read %s/%s: %s", h->spool, rel, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	for (;;) {
+		char sub[CONFIG_PATH_MAX];
+
+		errno = 0;
+		de = readdir(d);
+		if (de == NULL) {
+			if (errno != 0) {
+				snprintf(h->err, h->errlen, "read %s/%s: %s", h->spool, rel,
+					 strerror(errno));
+				rc = -1;
+			}
+			break;
+		}
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		snprintf(sub, sizeof(sub), "%s/%s", rel, de->d_name);
+		if (handover_entry(h, dirfd, de->d_name, sub, depth + 1) != 0) {
+			rc = -1;
+			break;
+		}
+	}
+	closedir(d);
+	return rc;
+}
+
+/* The spool directory, the three queue directories (maildrop/ alone, its
+ * files are the submitters'), and the trees under queue/, tmp/, sts/ and
+ * tlsrpt/. One of those that is not a directory stops the start: the
+ * daemon would otherwise follow it later. */
+static int handover_spool(const char *spool, uid_t uid, char *err, size_t errlen)
+{
+	static const struct {
+		const char *name;
+		bool tree;
+	} subs[] = { { "queue", true }, { "tmp", true }, { "maildrop", false },
+		     { "sts", true }, { "tlsrpt", true } };
+	struct handover h = { .uid = uid, .spool = spool, .err = err, .errlen = errlen };
+	struct stat st;
+	size_t i;
+	int root, fd, rc = -1;
+
+	root = open(spool, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (root < 0 || fstat(root, &st) != 0) {
+		snprintf(err, errlen, "spool %s: %s", spool, strerror(errno));
+		goto out;
+	}
+	h.dev = st.st_dev;
+	if (give(&h, root, &st, ".") != 0)
+		goto out;
+	for (i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
+		fd = openat(root, subs[i].name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0 && errno == ENOENT)
+			continue;
+		if (fd < 0) {
+			snprintf(err, errlen, "spool %s/%s: %s%s", spool, subs[i].name,
+				 strerror(errno), errno == ELOOP || errno == ENOTDIR ?
+				 " (must be a directory, not a symbolic link or file)" : "");
+			goto out;
+		}
+		if (fstat(fd, &st) != 0) {
+			snprintf(err, errlen, "spool %s/%s: %s", spool, subs[i].name, strerror(errno));
+			close(fd);
+			goto out;
+		}
+		if (st.st_dev != h.dev) {
+			left_alone(&h, subs[i].name, "is on another file system");
+			close(fd);
+			continue;
+		}
+		if (give(&h, fd, &st, subs[i].name) != 0 ||
+		    (subs[i].tree && handover_dir(&h, fd, subs[i].name, 1) != 0)) {
+			close(fd);
+			goto out;
+		}
+		close(fd);
+	}
+	rc = 0;
+out:
+	if (root >= 0)
+		close(root);
+	return rc;
+}
+
+/* Setuid after binding (ports < 1024) and before the spool is touched, so
+ * every spool file belongs to that user (maildrop/ keeps its group). */
 static int drop_privileges(const char *user, const char *spool, char *err, size_t errlen)
 {
-	static const char *const trees[] = { "/queue", "/tmp", "/sts", "/tlsrpt" };
-	static const char *const dirs[] = { "", "/queue", "/tmp", "/maildrop" };
 	struct passwd *pw = getpwnam(user);
-	char path[CONFIG_PATH_MAX + 16];
-	size_t i;
 
 	if (pw == NULL) {
 		snprintf(err, errlen, "user %s: no such user", user);
@@ -199,18 +351,8 @@ static int drop_privileges(const char *user, const char *spool, char *err, size_
 		snprintf(err, errlen, "user = %s needs the daemon to start as root", user);
 		return -1;
 	}
-	for (i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
-		snprintf(path, sizeof(path), "%s%s", spool, dirs[i]);
-		if (lchown(path, pw->pw_uid, (gid_t)-1) != 0 && errno != ENOENT) {
-			snprintf(err, errlen, "chown %s to %s: %s", path, user, strerror(errno));
-			return -1;
-		}
-	}
-	for (i = 0; i < sizeof(trees) / sizeof(trees[0]); i++) {
-		snprintf(path, sizeof(path), "%s%s", spool, trees[i]);
-		if (chown_tree(path, pw->pw_uid, err, errlen) != 0)
-			return -1;
-	}
+	if (handover_spool(spool, pw->pw_uid, err, errlen) != 0)
+		return -1;
 	if (initgroups(user, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
 	    setuid(pw->pw_uid) != 0) {
 		snprintf(err, errlen, "cannot switch to user %s: %s", user, strerror(errno));

@@ -534,6 +534,8 @@ static void on_commit(void *arg, int status, int err_no)
 	char size[24], nrcpt[40];
 
 	if (status == 0) {
+		/* the commit takes a new id in the rare case its own was taken */
+		snprintf(s->qid, sizeof(s->qid), "%s", queue_writer_id(s->w));
 		snprintf(size, sizeof(size), "%llu", (unsigned long long)queue_writer_size(s->w));
 		snprintf(nrcpt, sizeof(nrcpt), "%zu (queue active)", s->nrcpts);
 		{

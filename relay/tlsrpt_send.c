@@ -185,7 +185,7 @@ static int enqueue_mail(struct tlsrpt_job *j, const char *to, char qid[QUEUE_ID_
 	env.flags = QUEUE_F_NOBOUNCE | QUEUE_F_TLSRPT;
 	if (queue_envelope_add_rcpt(&env, to) != 0 || queue_writer_new(j->env.queue, false, &w) != 0 ||
 	    queue_writer_header(w, &env) != 0 || queue_writer_append(w, msg, len) != 0 ||
-	    queue_writer_commit(w) != 0 || queue_sync(j->env.queue, false) != 0) {
+	    queue_writer_commit_sync(w) != 0) {
 		log_error("tlsrpt %s %s: cannot queue the report mail: %s", j->day, j->domain,
 			  strerror(errno));
 		goto out;

@@ -372,8 +372,10 @@ void sts_cache_drop(struct sts_cache *c, const char *domain)
 	    file_path(c, domain, STS_CACHE_SUFFIX, path, sizeof(path)) == 0) {
 		if (unlink(path) != 0 && errno != ENOENT)
 			log_warn("sts cache: cannot remove %s: %s", path, strerror(errno));
-		else
-			core_fs_fsync_dir(c->dir);
+		else if (core_fs_fsync_dir(c->dir) != 0)
+			/* the removal holds until a crash; after one the dropped
+			 * policy may be back, as if this call had not happened */
+			log_warn("sts cache: removal of %s not durable: %s", path, strerror(errno));
 	}
 }
 

@@ -554,7 +554,8 @@ int tlsrpt_prune(const char *spool_dir, int64_t now, uint64_t retention_s)
 			log_warn("tlsrpt: cannot remove %s: %s", path, strerror(errno));
 	}
 	closedir(d);
-	if (removed > 0)
-		core_fs_fsync_dir(base);
+	/* A crash may bring a pruned day back; the next prune removes it. */
+	if (removed > 0 && core_fs_fsync_dir(base) != 0)
+		log_warn("tlsrpt: removals in %s not durable: %s", base, strerror(errno));
 	return removed;
 }

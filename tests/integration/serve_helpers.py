@@ -1,6 +1,7 @@
 # Helpers for the `stsrelay serve` integration tests: start the daemon from a
 # config dict on a free loopback port, talk raw SMTP, read the spool files.
 import os
+import pwd
 import re
 import signal
 import subprocess
@@ -11,6 +12,17 @@ from tests.world.util import free_port
 
 BIN = os.environ.get("STSRELAY_BIN", "stsrelay")
 HOSTNAME = "relay.test"
+TEST_USER = "stsrelay-test"   # an unprivileged system user the tests may create
+
+
+def ensure_test_user():
+    """TEST_USER's passwd entry, creating the user first if needed."""
+    try:
+        pwd.getpwnam(TEST_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                        TEST_USER], check=True, timeout=60)
+    return pwd.getpwnam(TEST_USER)
 
 
 class Daemon:
@@ -31,6 +43,7 @@ class Daemon:
         self.spool = self.conf["spool_dir"]
         self.env = dict(os.environ)
         self.env.update(env or {})
+        self.preexec_fn = None   # run in the child before exec (e.g. join a cgroup)
         self.proc = None
         self.write_conf()
 
@@ -43,7 +56,8 @@ class Daemon:
         assert self.proc is None
         self.logf = open(self.log_path, "ab")
         self.proc = subprocess.Popen([BIN, "serve", "-c", self.conf_path],
-                                     stdout=self.logf, stderr=self.logf, env=self.env)
+                                     stdout=self.logf, stderr=self.logf, env=self.env,
+                                     preexec_fn=self.preexec_fn)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -2,7 +2,6 @@
 # header handling, exit codes, -bs, and submission by a non-root user.
 import grp
 import os
-import pwd
 import re
 import shutil
 import subprocess
@@ -10,11 +9,10 @@ import tempfile
 
 import pytest
 
-from serve_helpers import parse_queue_file, sendmail_from_file
+from serve_helpers import TEST_USER, ensure_test_user, parse_queue_file, sendmail_from_file
 
 BIN = os.environ.get("STSRELAY_BIN", "stsrelay")
 SRC = os.environ.get("STSRELAY_SRC", os.path.join(os.path.dirname(__file__), "..", ".."))
-TEST_USER = "stsrelay-test"
 TIMEOUT = 60
 
 MESSAGE = (
@@ -257,15 +255,6 @@ def test_bs_input_cut_short_queues_nothing(world):
     assert drop_files(world["spool"], complete=False) == []
 
 
-def ensure_test_user():
-    try:
-        pwd.getpwnam(TEST_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                        TEST_USER], check=True, timeout=TIMEOUT)
-    return pwd.getpwnam(TEST_USER)
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create a user and a setgid binary")
 def test_non_root_user_submits_through_setgid_binary(world):
     user = ensure_test_user()
@@ -324,6 +313,76 @@ def test_non_root_user_submits_through_setgid_binary(world):
                         world["conf"]], capture_output=True, timeout=TIMEOUT)
     assert r.returncode == 74 and b"Permission denied" in r.stderr, r.stderr
     assert b"Sanitizer" not in r.stderr
+
+
+STRACE_CALLS = "sync,syncfs,fsync,fdatasync,rename,renameat,renameat2"
+
+
+def strace_sendmail(world, data, user=None, group=None):
+    """Runs sendmail under strace, as root or as user with group as its only
+    supplementary group. (Not through the setgid copy: a set-id process
+    cannot read its own environment, so the sanitizer build could not be
+    told that LeakSanitizer cannot run under ptrace. The group gives the
+    same rights in maildrop/: create, not read.) Returns (CompletedProcess,
+    traced lines without pids)."""
+    out = os.path.join(world["dir"], "strace.out")
+    cmd = ["strace", "-f", "-qq", "-y", "-s", "4096", "-o", out, "-e", "trace=" + STRACE_CALLS]
+    if user is not None:
+        cmd += ["setpriv", "--reuid", user, "--regid", user, "--groups", str(group), "--"]
+    cmd += [BIN, "sendmail", "-C", world["conf"], "-i", "a@example.com"]
+    env = dict(os.environ)
+    env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "") + ":detect_leaks=0"
+    r = subprocess.run(cmd, input=data, capture_output=True, timeout=TIMEOUT, env=env)
+    with open(out) as f:
+        lines = [l.split(None, 1)[1] if l[:1].isdigit() else l for l in f.read().splitlines()]
+    os.unlink(out)
+    return r, lines
+
+
+def drop_durability(lines, maildrop, qid):
+    """Checks the durable-drop syscalls of one sendmail run: never sync()
+    or syncfs(), the file fsynced before its rename to maildrop/QID, and
+    something fsynced after it. Returns the fds' paths fsynced after."""
+    assert not [l for l in lines if re.match(r"(sync|syncfs)\(", l)], lines
+    renames = [i for i, l in enumerate(lines)
+               if l.startswith("renameat2(") and ('<%s>, ".%s", ' % (maildrop, qid)) in l
+               and ('<%s>, "%s", ' % (maildrop, qid)) in l]
+    assert len(renames) == 1, lines
+    before = [l for l in lines[:renames[0]] if l.startswith("fsync(")]
+    assert any(("%s/.%s>" % (maildrop, qid)) in l for l in before), lines
+    after = re.findall(r"^fsync\(\d+<([^>]*)>\) = 0$", "\n".join(lines[renames[0] + 1:]), re.M)
+    assert after, lines
+    return after
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for strace and setpriv")
+def test_drop_is_durable_without_global_sync(world):
+    """sendmail never calls sync() or syncfs(): root fsyncs maildrop/ after
+    the rename; a user who cannot read maildrop/ (mode 1730) fsyncs the
+    file again after its rename (queue/spool.c explains why that commits
+    the rename), and exits 0 only after that."""
+    user = ensure_test_user()
+    r, lines = strace_sendmail(world, b"Subject: root\n\nx\n")
+    assert r.returncode == 0, r.stderr
+    maildrop = os.path.realpath(os.path.join(world["spool"], "maildrop"))
+    qid = drop_files(world["spool"])[0]
+    assert drop_durability(lines, maildrop, qid) == [maildrop]
+
+    # the spool as installed: maildrop/ 1730 root:stsrelay-drop (the
+    # script also makes the binary it is given setgid: a throwaway copy)
+    scratch = os.path.join(world["dir"], "stsrelay-perms")
+    shutil.copy(BIN, scratch)
+    subprocess.run([os.path.join(SRC, "scripts", "install-perms"), scratch, world["spool"]],
+                   check=True, timeout=TIMEOUT)
+    drop_gid = grp.getgrnam("stsrelay-drop").gr_gid
+    before = set(drop_files(world["spool"]))
+    r, lines = strace_sendmail(world, b"Subject: user\n\ny\n", TEST_USER, drop_gid)
+    assert r.returncode == 0, r.stderr
+    new = set(drop_files(world["spool"])) - before
+    assert len(new) == 1
+    qid = new.pop()
+    assert os.stat(os.path.join(maildrop, qid)).st_uid == user.pw_uid
+    assert drop_durability(lines, maildrop, qid) == ["%s/%s" % (maildrop, qid)]
 
 
 def test_hostile_address_headers_never_crash(world):
