@@ -1,5 +1,6 @@
 /* Bounces: reads the original header section, composes the RFC 3464 report
  * and commits it to the spool as a new null-sender message. */
+#define LOG_COMPONENT LOG_C_QMGR  /* program name in logs, see relay/log.h */
 #include "relay/bounce.h"
 
 #include <errno.h>

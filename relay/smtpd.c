@@ -15,7 +15,9 @@
  * 32 reads per callback, so one fast client gets at most 512 KiB per loop
  * turn; a session that cannot consume (waiting for commit, or for its
  * replies to drain) stops reading altogether. */
+#define LOG_COMPONENT LOG_C_SMTPD  /* program name in logs, see relay/log.h */
 #include "relay/smtpd.h"
+#include "smtp/address.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -510,7 +512,6 @@ static int data_start(struct smtpd_session *s)
 		e = errno;
 		goto fail;
 	}
-	log_msg(LOG_LVL_INFO, s->qid, "client=%s", s->client);
 	return 0;
 fail:
 	queue_envelope_clear(&env);
@@ -531,19 +532,17 @@ static void on_commit(void *arg, int status, int err_no)
 {
 	struct smtpd_session *s = arg;
 	struct smtpd *sd = s->sd;
-	char size[24], nrcpt[40];
 
 	if (status == 0) {
 		/* the commit takes a new id in the rare case its own was taken */
 		snprintf(s->qid, sizeof(s->qid), "%s", queue_writer_id(s->w));
-		snprintf(size, sizeof(size), "%llu", (unsigned long long)queue_writer_size(s->w));
-		snprintf(nrcpt, sizeof(nrcpt), "%zu (queue active)", s->nrcpts);
-		{
-			char from[SMTP_PATH_MAX + 3];
-			snprintf(from, sizeof(from), "<%s>", s->sender);
-			log_event(LOG_LVL_INFO, s->qid, "from", from, "size", size, "nrcpt", nrcpt,
-				  NULL);
-		}
+		/* Postfix's pair: smtpd names the client, qmgr the queued
+		 * message; only for a committed message, so pflogsumm's
+		 * "received" counts exactly what was queued. */
+		log_msg(LOG_LVL_INFO, s->qid, "client=%s", s->client);
+		log_fields_c(LOG_C_QMGR, LOG_LVL_INFO, s->qid, LF_ADDR("from", s->sender),
+			     LF_INT("size", queue_writer_size(s->w)), LF_INT("nrcpt", s->nrcpts),
+			     LF_NOTE("queue active"), LF_END);
 		if (!s->dead)
 			reply(s, "250 2.0.0 Ok: queued as %s", s->qid);
 		if (sd->r->sched != NULL)
@@ -601,7 +600,7 @@ static void handle_command(struct smtpd_session *s, const char *line, size_t len
 	struct smtpd *sd = s->sd;
 	struct smtp_command cmd;
 	const char *reason;
-	char text[SMTP_PATH_MAX + 128];
+	char text[SMTP_PATH_MAX + 128], alias[SMTP_PATH_MAX + 1] = "";
 	int rc;
 
 	s->ncommands++;
@@ -659,7 +658,16 @@ static void handle_command(struct smtpd_session *s, const char *line, size_t len
 			reply(s, "%s", text);
 		} else if (s->nrcpts >= QUEUE_MAX_RCPTS) {
 			reply(s, "452 4.5.3 Error: too many recipients");
-		} else if (add_rcpt(s, cmd.path) != 0) {
+		} else if (smtp_address_local(cmd.path, sd->r->cfg.hostname, sd->r->cfg.alias_root,
+					      alias, sizeof(alias)) == SMTP_LOCAL_REFUSED) {
+			/* A local mailbox that nobody reads here would defer for days
+			 * and then bounce: refuse it now, saying how to fix it. */
+			snprintf(text, sizeof(text),
+				 "550 5.1.1 <%s>: Recipient address rejected: local recipient and no "
+				 "alias_root configured", cmd.path);
+			log_reject(s, "RCPT", text, cmd.path);
+			reply(s, "%s", text);
+		} else if (add_rcpt(s, alias[0] ? alias : cmd.path) != 0) {
 			reply(s, "452 4.3.1 Insufficient system resources");
 		} else {
 			reply(s, "250 2.1.5 Ok");
