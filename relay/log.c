@@ -284,6 +284,15 @@ static void emit_stderr(const struct line *body, const char *proc)
 	write_stderr(out, (size_t)n);
 }
 
+static void emit_json_line(const struct line *body)
+{
+	char out[LOG_LINE_MAX + 2];
+	int n = snprintf(out, sizeof(out), "%s\n", body->buf);
+
+	if (n > 0)
+		write_stderr(out, (size_t)n < sizeof(out) ? (size_t)n : sizeof(out) - 1);
+}
+
 /* "<N>body": stderr that systemd reads into the journal (sd-daemon(3)). */
 static void emit_prefixed(const struct line *body, enum log_level lvl)
 {
@@ -379,12 +388,17 @@ static void emit(struct line *body, enum log_level lvl, enum log_component comp,
 		puts_(body, "}");
 	proc_name(comp, proc, sizeof(proc));
 	if (lg.target == LOG_TARGET_STDERR) {
-		emit_stderr(body, proc);
+		if (lg.format == LOG_FORMAT_JSON)
+			emit_json_line(body);  /* it names its time and program itself */
+		else
+			emit_stderr(body, proc);
 		return;
 	}
 	if (!emit_socket(body, lvl, proc, qid)) {
 		if (lg.target == LOG_TARGET_JOURNAL)
 			emit_prefixed(body, lvl);
+		else if (lg.format == LOG_FORMAT_JSON)
+			emit_json_line(body);
 		else
 			emit_stderr(body, proc);
 		return;
