@@ -841,6 +841,22 @@ int queue_recover(struct queue *q)
 
 /* ---- writer ---- */
 
+/* Gives the drop file fd maildrop/'s group when it has another one. */
+static int drop_group(struct queue *q, int fd)
+{
+	struct stat dst, fst;
+
+	if (fstat(q->drop_fd, &dst) < 0 || fstat(fd, &fst) < 0)
+		return -1;
+	if (fst.st_gid == dst.st_gid)
+		return 0;
+	if (fchown(fd, (uid_t)-1, dst.st_gid) == 0)
+		return 0;
+	/* not allowed (a user outside the group without the setgid binary):
+	 * the daemon will say so when it sets the file aside */
+	return errno == EPERM ? 0 : -1;
+}
+
 int queue_writer_new(struct queue *q, bool to_drop, struct queue_writer **out)
 {
 	struct queue_writer *w;
@@ -894,8 +910,12 @@ int queue_writer_new(struct queue *q, bool to_drop, struct queue_writer **out)
 			}
 			continue;
 		}
-		/* The umask must not decide who may read a queue file. */
-		if (fchmod(w->fd, mode) < 0) {
+		/* The umask must not decide who may read a queue file; and a
+		 * drop file carries maildrop/'s group, through which the daemon
+		 * reads it, also when root submits with a binary that is not
+		 * setgid (root may give a file any group; a user who can write
+		 * into maildrop/ creates it in that group already). */
+		if ((to_drop && drop_group(q, w->fd) < 0) || fchmod(w->fd, mode) < 0) {
 			int saved = errno;
 
 			unlinkat(cdir, w->name, 0);
