@@ -568,9 +568,16 @@ static void on_commit(void *arg, int status, int err_no)
 
 /* ---- commands ---- */
 
+/* A recipient named twice (or twice after alias_root) is kept once, as
+ * Postfix's cleanup does: one copy per address. */
 static int add_rcpt(struct smtpd_session *s, const char *addr)
 {
 	char *copy;
+	size_t i;
+
+	for (i = 0; i < s->nrcpts; i++)
+		if (strcmp(s->rcpts[i], addr) == 0)
+			return 0;
 
 	if (s->nrcpts == s->rcpt_cap) {
 		size_t cap = s->rcpt_cap ? s->rcpt_cap * 2 : 8;
