@@ -299,6 +299,12 @@ static void finish_aborted(struct delivery *d)
 
 /* ---- TLS-RPT ---- */
 
+/* "[192.0.2.1]": a recipient domain that is an address (RFC 5321 §4.1.3). */
+static bool is_literal(const char *domain)
+{
+	return domain[0] == '[';
+}
+
 static void record_session(struct delivery *d, const char *result_type, const char *mx_host,
 			   const char *mx_ip, const char *local_ip, const char *reason)
 {
@@ -306,6 +312,8 @@ static void record_session(struct delivery *d, const char *result_type, const ch
 
 	if (d->dc->tlsrpt == NULL || (d->flags & QUEUE_F_TLSRPT))
 		return;  /* reports about reports would never end (RFC 8460 §5.3) */
+	if (is_literal(d->domain))
+		return;  /* no domain to report to */
 	memset(&s, 0, sizeof(s));
 	s.domain = d->domain;
 	if (d->verdict != NULL && d->verdict->source != STS_SOURCE_NONE &&
@@ -1241,11 +1249,12 @@ int delivery_start(struct delivery_ctx *dc, const struct queue_envelope *env, co
 
 	apply_policy(d);  /* absent until the engine says otherwise */
 	d->stage = D_POLICY;
-	if (dc->sts != NULL &&
+	/* An address literal has no MTA-STS policy (nor TLS-RPT): tls_default. */
+	if (dc->sts != NULL && !is_literal(d->domain) &&
 	    sts_engine_lookup(dc->sts, d->domain, on_policy, d, &d->sl) == 0)
 		return 0;
 	d->sl = NULL;
-	if (dc->sts != NULL)
+	if (dc->sts != NULL && !is_literal(d->domain))
 		log_msg(LOG_LVL_WARNING, d->qid, "%s: no MTA-STS lookup possible; sts=absent",
 			d->domain);
 	start_mx(d);
