@@ -10,10 +10,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "queue/queue.h"
 #include "relay/log.h"
 #include "relay/scheduler.h"
+#include "smtp/msgid.h"
+
+#define PICKUP_MSGID_SCAN 1048576   /* header bytes read for the Message-ID at most */
 
 typedef char pickup_qid[QUEUE_ID_LEN + 1];
 
@@ -26,6 +30,7 @@ struct pickup_result {
 	pickup_qid new_id;
 	char err[QUEUE_ERROR_MAX];
 	bool loaded;                       /* the fields below are set */
+	char msgid[SMTP_MSGID_MAX + 1];    /* "" if none */
 	char from[QUEUE_ADDR_MAX];
 	long long uid;                     /* the submitter's, -1 if unknown */
 	uint64_t size;
@@ -80,6 +85,35 @@ static long long submitter_uid(const char *name)
 	return errno == 0 && *end == '\0' && v >= 0 ? v : -1;
 }
 
+/* The Message-ID of a queued message, from the start of its data (the
+ * header section; sendmail adds one when the submitter gave none). */
+static void find_msgid(struct pickup *p, const struct queue_envelope *env, char *out,
+		       size_t outlen)
+{
+	struct smtp_msgid_scan scan;
+	char buf[8192];
+	size_t total = 0;
+	ssize_t n;
+	int fd = queue_open_data(p->r->queue, env);
+
+	out[0] = '\0';
+	if (fd < 0)
+		return;
+	smtp_msgid_init(&scan);
+	while (!scan.done && total < PICKUP_MSGID_SCAN) {
+		n = read(fd, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		smtp_msgid_feed(&scan, buf, (size_t)n);
+		total += (size_t)n;
+	}
+	close(fd);
+	if (smtp_msgid_value(&scan) != NULL)
+		snprintf(out, outlen, "%s", smtp_msgid_value(&scan));
+}
+
 static void import_one(struct pickup *p)
 {
 	struct pickup_result *res = &p->res;
@@ -99,6 +133,7 @@ static void import_one(struct pickup *p)
 		return;
 	}
 	res->loaded = true;
+	find_msgid(p, &env, res->msgid, sizeof(res->msgid));
 	snprintf(res->from, sizeof(res->from), "%s", env.sender);
 	res->uid = submitter_uid(env.submitter);
 	res->size = env.size;
@@ -164,9 +199,12 @@ static void report_import(struct pickup *p)
 		return;
 	}
 	if (res->loaded) {
-		/* Postfix's pair: pickup names the submitter, qmgr the message */
+		/* Postfix's lines: pickup names the submitter, (cleanup) the
+		 * Message-ID, qmgr the message */
 		log_fields(LOG_LVL_INFO, res->new_id, LF_INT("uid", res->uid),
 			   LF_ADDR("from", res->from), LF_END);
+		if (res->msgid[0] != '\0')
+			log_fields(LOG_LVL_INFO, res->new_id, LF_STR("message-id", res->msgid), LF_END);
 		log_fields_c(LOG_C_QMGR, LOG_LVL_INFO, res->new_id, LF_ADDR("from", res->from),
 			     LF_INT("size", res->size), LF_INT("nrcpt", res->nrcpt),
 			     LF_NOTE("queue active"), LF_END);

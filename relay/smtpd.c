@@ -32,6 +32,7 @@
 #include "relay/log.h"
 #include "relay/scheduler.h"
 #include "smtp/command.h"
+#include "smtp/msgid.h"
 
 #define SMTPD_INBUF 16384          /* unprocessed input per session */
 #define SMTPD_OUTBUF 8192          /* replies waiting to be written */
@@ -86,6 +87,7 @@ struct smtpd {
 
 struct smtpd_session {
 	struct smtpd *sd;
+	struct smtp_msgid_scan msgid;   /* the DATA's Message-ID, for the log */
 	struct smtpd_session *prev, *next;
 	uv_tcp_t tcp;
 	uv_timer_t timer;
@@ -329,6 +331,8 @@ static void emit(struct smtpd_session *s, const char *p, size_t n)
 	uint64_t max = s->sd->r->cfg.max_message_size;
 
 	s->data_bytes += n;
+	if (!s->msgid.done)
+		smtp_msgid_feed(&s->msgid, p, n);  /* the header section only */
 	if (s->too_big || s->write_err != 0)
 		return;                 /* keep reading to the end, store nothing */
 	if (s->data_bytes > max) {
@@ -504,6 +508,7 @@ static int data_start(struct smtpd_session *s)
 	}
 	s->stage_len = 0;
 	s->data_bytes = 0;
+	smtp_msgid_init(&s->msgid);
 	s->dpos = D_BOL;
 	s->too_big = 0;
 	s->write_err = 0;
@@ -540,6 +545,9 @@ static void on_commit(void *arg, int status, int err_no)
 		 * message; only for a committed message, so pflogsumm's
 		 * "received" counts exactly what was queued. */
 		log_msg(LOG_LVL_INFO, s->qid, "client=%s", s->client);
+		if (smtp_msgid_value(&s->msgid) != NULL)
+			log_fields(LOG_LVL_INFO, s->qid, LF_STR("message-id", smtp_msgid_value(&s->msgid)),
+				   LF_END);
 		log_fields_c(LOG_C_QMGR, LOG_LVL_INFO, s->qid, LF_ADDR("from", s->sender),
 			     LF_INT("size", queue_writer_size(s->w)), LF_INT("nrcpt", s->nrcpts),
 			     LF_NOTE("queue active"), LF_END);

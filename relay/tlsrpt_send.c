@@ -198,7 +198,7 @@ static int enqueue_mail(struct tlsrpt_job *j, const char *to, char qid[QUEUE_ID_
 		goto out;
 	}
 	snprintf(qid, QUEUE_ID_LEN + 1, "%s", queue_writer_id(w));
-	/* the qmgr line every queued message gets (pflogsumm reads its size) */
+	/* the qmgr line of every queued message (pflogsumm reads its size) */
 	log_fields_c(LOG_C_QMGR, LOG_LVL_INFO, qid, LF_ADDR("from", ""),
 		     LF_INT("size", queue_writer_size(w)), LF_INT("nrcpt", 1),
 		     LF_NOTE("queue active"), LF_END);

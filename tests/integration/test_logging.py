@@ -134,6 +134,11 @@ def test_pflogsumm_counts_a_day_exactly(world, relay, target):
     progs = set(re.findall(r" (stsrelay/[a-z]+)\[\d+\]: ", text))
     assert progs <= PROGRAMS and {"stsrelay/smtpd", "stsrelay/qmgr", "stsrelay/smtp",
                                   "stsrelay/pickup", "stsrelay/master"} <= progs, progs
+    # every received message: client= or uid=, its message-id=, the qmgr line
+    assert len(re.findall(r"stsrelay/(?:smtpd|pickup)\[\d+\]: [0-9A-F]{12}: message-id=<[^>]+>$",
+                          text, re.M)) == truth["received"], text
+    assert len(re.findall(r"stsrelay/qmgr\[\d+\]: [0-9A-F]{12}: from=<[^>]*>, size=\d+, "
+                          r"nrcpt=\d \(queue active\)$", text, re.M)) == truth["received"] + 2
     delivery = re.findall(r"stsrelay/smtp\[\d+\]: [0-9A-F]{12}: (to=<.*)$", text, re.M)
     assert len(delivery) == 9 + 4 + 2
     for line in delivery:
