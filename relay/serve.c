@@ -570,6 +570,11 @@ fail:
 		sv->r.stopping = 1;
 		smtpd_stop(sv->smtpd, NULL, NULL);
 	}
+	/* A start that fails after the queue was loaded (a listen address in
+	 * use) closes the scheduler's resolver, TLS context and timers too;
+	 * nothing is delivering yet, so this finishes at once. */
+	if (sv->r.sched != NULL)
+		scheduler_stop(sv->r.sched, NULL, NULL);
 	close_signals(sv);
 	uv_run(&sv->loop, UV_RUN_DEFAULT);
 out:
