@@ -42,11 +42,12 @@ def smtplib_data(message):
 
 def listener_stored(data):
     """What the listener stores for DATA text (relay/smtpd.c data_feed(),
-    its header comment): the leading dot of a line begun by CRLF (or the
-    first line) is removed unless a bare LF follows it; a line begun by a
-    bare LF never loses a dot (it cannot start a terminator either); every
-    bare LF is stored as CRLF; a CR not followed by LF is kept as data."""
-    s = re.sub(rb"(?:^|(?<=\r\n))\.(?!\n)", b"", data)
+    its comment on enum data_pos): the leading dot of a line begun by CRLF
+    (or the first line) is removed unless a bare LF follows it; a line begun
+    by a bare LF loses its leading dot too, unless the dot is the whole line
+    (it never starts a terminator); every bare LF is stored as CRLF; a CR
+    not followed by LF is kept as data."""
+    s = re.sub(rb"(?:^|(?<=\r\n))\.(?!\n)|(?<=\n)(?<!\r\n)\.(?!\r?\n)", b"", data)
     return re.sub(rb"(?<!\r)\n", b"\r\n", s)
 
 
@@ -165,8 +166,9 @@ def make_body(rng, size, via, prefix, eight_bit):
         parts.append(c + end)
         st["sub"] += len(c) + len(end)
         if via == "smtp":
-            st["stored"] += len(c) + (c[:1] == b"." and st["prev"] == b"\n") + \
-                (1 if end == b"\r" else 2)
+            # smtplib stuffs after every LF and the listener unstuffs after
+            # CRLF and bare LF alike: the text keeps its length
+            st["stored"] += len(c) + (1 if end == b"\r" else 2)
         else:
             st["seg"].append(c + end)
             if end != b"\r":  # the input line ends: its stored length is known
