@@ -17,7 +17,7 @@
 #include "smtp/client.h"
 #include "smtp/tls.h"
 #include "sts/engine.h"
-#include "sts/mx_match.h"
+#include "sts/policy.h"
 #include "sts/tlsrpt.h"
 
 #define DEFAULT_CONNECT_TIMEOUT_MS 30000   /* Postfix smtp_connect_timeout */
