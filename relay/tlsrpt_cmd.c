@@ -396,7 +396,7 @@ static int cmd_record(const struct topts *o, const struct config *cfg)
 	struct tlsrpt_session s;
 	struct sts_policy pol;
 	struct tlsrpt_store *st;
-	char err[512];
+	char err[512], *body = NULL;
 	long long i;
 	int rc = 0;
 
@@ -408,16 +408,17 @@ static int cmd_record(const struct topts *o, const struct config *cfg)
 	}
 	if (o->policy_file != NULL) {
 		size_t len = 0;
-		char *body = read_all(o->policy_file, &len);
 		struct sts_policy_err perr;
 
+		body = read_all(o->policy_file, &len);
 		if (body == NULL || sts_policy_parse(body, len, &pol, &perr) != 0) {
 			fprintf(stderr, "%s record: bad policy file\n", PROG);
 			free(body);
 			return EX_DATAERR;
 		}
-		free(body);
 		s.policy = &pol;
+		s.policy_text = body;       /* reported as published, like a fetch */
+		s.policy_text_len = len;
 	}
 	s.domain = o->domain;
 	s.sts_published = o->sts_published;
@@ -426,10 +427,13 @@ static int cmd_record(const struct topts *o, const struct config *cfg)
 	s.mx_ip = o->mx_ip;
 	s.reason = o->reason;
 	s.when = o->when;
-	if (become_spool_owner(cfg->spool_dir) != 0)
+	if (become_spool_owner(cfg->spool_dir) != 0) {
+		free(body);
 		return EX_NOPERM;
+	}
 	if (tlsrpt_store_open(cfg->spool_dir, NULL, &st, err, sizeof(err)) != 0) {
 		fprintf(stderr, "%s record: %s\n", PROG, err);
+		free(body);
 		return EX_CANTCREAT;
 	}
 	for (i = 0; i < o->count && rc == 0; i++)
@@ -438,6 +442,7 @@ static int cmd_record(const struct topts *o, const struct config *cfg)
 	if (tlsrpt_store_sync(st) != 0)
 		rc = EX_IOERR;
 	tlsrpt_store_close(st);
+	free(body);
 	return rc;
 }
 
