@@ -208,6 +208,16 @@ bool tlsrpt_sent_contains(const char *spool_dir, const char *day, const char *do
 int tlsrpt_sent_add(const char *spool_dir, const char *day, const char *domain,
 		    const char *rua);
 
+/* mailto: copies skipped because report mail cannot be DKIM-signed (RFC
+ * 8460 §3: no key configured), kept per day so `tlsrpt show` can name
+ * them. Adds (domain, rua) unless already listed (fdatasync'd). 0 or -1. */
+int tlsrpt_skipped_add(const char *spool_dir, const char *day, const char *domain,
+		       const char *rua);
+/* Calls fn(arg, rua) for each rua of domain skipped on day and not sent
+ * since (blocking file reads: commands, not the daemon's loop). */
+void tlsrpt_skipped_foreach(const char *spool_dir, const char *day, const char *domain,
+			    void (*fn)(void *arg, const char *rua), void *arg);
+
 /* Removes day directories (sessions and ledger) whose day ended more than
  * retention_s before now. Returns how many were removed, or -1. */
 int tlsrpt_prune(const char *spool_dir, int64_t now, uint64_t retention_s);

@@ -520,17 +520,19 @@ static bool ledger_field_ok(const char *s)
 	return true;
 }
 
-bool tlsrpt_sent_contains(const char *spool_dir, const char *day, const char *domain,
-			  const char *rua)
+/* Ledgers: one "domain TAB rua" line per entry, in DAY/sent (copies sent)
+ * and DAY/skipped (mailto: copies skipped for want of a DKIM key). */
+static bool ledger_contains(const char *spool_dir, const char *day, const char *file,
+			    const char *domain, const char *rua)
 {
-	char dir[TLSRPT_PATH_MAX], path[TLSRPT_PATH_MAX + 8], want[2100], line[2100];
+	char dir[TLSRPT_PATH_MAX], path[TLSRPT_PATH_MAX + 16], want[2100], line[2100];
 	bool found = false;
 	FILE *f;
 
 	if (!ledger_field_ok(domain) || !ledger_field_ok(rua) ||
 	    day_dir(spool_dir, day, false, dir, sizeof(dir)) != 0)
 		return false;
-	snprintf(path, sizeof(path), "%s/sent", dir);
+	snprintf(path, sizeof(path), "%s/%s", dir, file);
 	snprintf(want, sizeof(want), "%s\t%s\n", domain, rua);
 	f = fopen(path, "re");
 	if (f == NULL)
@@ -541,16 +543,17 @@ bool tlsrpt_sent_contains(const char *spool_dir, const char *day, const char *do
 	return found;
 }
 
-int tlsrpt_sent_add(const char *spool_dir, const char *day, const char *domain, const char *rua)
+static int ledger_add(const char *spool_dir, const char *day, const char *file,
+		      const char *domain, const char *rua)
 {
-	char dir[TLSRPT_PATH_MAX], path[TLSRPT_PATH_MAX + 8], line[2100];
+	char dir[TLSRPT_PATH_MAX], path[TLSRPT_PATH_MAX + 16], line[2100];
 	bool created;
 	int fd, n, rc = -1;
 
 	if (!ledger_field_ok(domain) || !ledger_field_ok(rua) ||
 	    day_dir(spool_dir, day, true, dir, sizeof(dir)) != 0)
 		return -1;
-	snprintf(path, sizeof(path), "%s/sent", dir);
+	snprintf(path, sizeof(path), "%s/%s", dir, file);
 	n = snprintf(line, sizeof(line), "%s\t%s\n", domain, rua);
 	if (n < 0 || (size_t)n >= sizeof(line))
 		return -1;
@@ -567,6 +570,51 @@ int tlsrpt_sent_add(const char *spool_dir, const char *day, const char *domain, 
 	if (rc == 0 && created && core_fs_fsync_dir(dir) != 0)
 		rc = -1;
 	return rc;
+}
+
+bool tlsrpt_sent_contains(const char *spool_dir, const char *day, const char *domain,
+			  const char *rua)
+{
+	return ledger_contains(spool_dir, day, "sent", domain, rua);
+}
+
+int tlsrpt_sent_add(const char *spool_dir, const char *day, const char *domain, const char *rua)
+{
+	return ledger_add(spool_dir, day, "sent", domain, rua);
+}
+
+int tlsrpt_skipped_add(const char *spool_dir, const char *day, const char *domain,
+		       const char *rua)
+{
+	if (ledger_contains(spool_dir, day, "skipped", domain, rua))
+		return 0;
+	return ledger_add(spool_dir, day, "skipped", domain, rua);
+}
+
+void tlsrpt_skipped_foreach(const char *spool_dir, const char *day, const char *domain,
+			    void (*fn)(void *arg, const char *rua), void *arg)
+{
+	char dir[TLSRPT_PATH_MAX], path[TLSRPT_PATH_MAX + 16], line[2100];
+	size_t dl = strlen(domain);
+	FILE *f;
+
+	if (day_dir(spool_dir, day, false, dir, sizeof(dir)) != 0)
+		return;
+	snprintf(path, sizeof(path), "%s/skipped", dir);
+	f = fopen(path, "re");
+	if (f == NULL)
+		return;
+	while (fgets(line, sizeof(line), f) != NULL) {
+		size_t n = strlen(line);
+
+		if (n < dl + 3 || line[n - 1] != '\n' || strncmp(line, domain, dl) != 0 ||
+		    line[dl] != '\t')
+			continue;   /* another domain, or a torn line */
+		line[n - 1] = '\0';
+		if (!tlsrpt_sent_contains(spool_dir, day, domain, line + dl + 1))
+			fn(arg, line + dl + 1);
+	}
+	fclose(f);
 }
 
 /* ---- retention ---- */
