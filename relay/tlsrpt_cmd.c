@@ -320,9 +320,9 @@ static int cmd_send(const struct topts *o, const struct config *cfg)
 			return EX_CONFIG;
 		}
 	} else {
-		log_error("tlsrpt: dkim_domain/dkim_selector/dkim_key_file not set: no report "
-			  "mail can be sent (RFC 8460 §3 requires a DKIM signature); mailto: ruas "
-			  "are skipped, https: ruas still get reports");
+		log_warn("tlsrpt: dkim_domain/dkim_selector/dkim_key_file not set: no report "
+			 "mail can be sent (RFC 8460 §3 requires a DKIM signature); mailto: ruas "
+			 "are skipped, https: ruas still get reports");
 	}
 	if (config_check_dkim_domain(cfg, err, sizeof(err)) != 0)
 		log_warn("tlsrpt: %s", err);

@@ -238,10 +238,10 @@ int tlsrpt_daemon_start(struct relay *r, struct tlsrpt_daemon **out)
 			return -1;
 		}
 	} else {
-		log_error("tlsrpt: dkim_domain/dkim_selector/dkim_key_file not set: no report "
-			  "mail can be sent (RFC 8460 §3 requires a DKIM signature); mailto: ruas "
-			  "are skipped, https: ruas still get reports. `stsrelay tlsrpt "
-			  "dkim-keygen` makes a key");
+		log_warn("tlsrpt: dkim_domain/dkim_selector/dkim_key_file not set: no report "
+			 "mail can be sent (RFC 8460 §3 requires a DKIM signature); mailto: ruas "
+			 "are skipped, https: ruas still get reports. `stsrelay tlsrpt "
+			 "dkim-keygen` makes a key");
 	}
 	if (config_check_dkim_domain(cfg, err, sizeof(err)) != 0)
 		log_warn("tlsrpt: %s", err);
