@@ -14,6 +14,7 @@ static void usage(FILE *f)
 	      "       stsrelay queue list [--json] | show ID | flush [ID] | delete ID | bounce ID\n"
 	      "       stsrelay sts check DOMAIN [--json] [--probe] | sts cache [--json]\n"
 	      "       stsrelay tlsrpt show [--day YYYY-MM-DD] [--json] | tlsrpt send [--day YYYY-MM-DD]\n"
+	      "       stsrelay tlsrpt dkim-keygen [--selector S] [--out PATH] [--force]\n"
 	      "Every subcommand takes -c FILE (else $STSRELAY_CONF, else /etc/stsrelay/stsrelay.conf).\n",
 	      f);
 }

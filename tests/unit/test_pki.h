@@ -31,7 +31,8 @@ static void add_ext(X509 *c, X509 *issuer, int nid, const char *value)
 }
 
 /* A certificate for key, signed by issuer_key (issuer NULL = self-signed),
- * valid from now+from to now+to seconds. san NULL = a CA. */
+ * valid from now+from to now+to seconds. san NULL = a CA; san "" = a server
+ * leaf without any subjectAltName (only its CN names a host). */
 static X509 *make_cert(const char *cn, const char *san, EVP_PKEY *key, X509 *issuer,
 		       EVP_PKEY *issuer_key, long from, long to)
 {
@@ -52,7 +53,8 @@ static X509 *make_cert(const char *cn, const char *san, EVP_PKEY *key, X509 *iss
 		char buf[256];
 
 		snprintf(buf, sizeof(buf), "DNS:%s", san);
-		add_ext(c, issuer ? issuer : c, NID_subject_alt_name, buf);
+		if (san[0] != '\0')
+			add_ext(c, issuer ? issuer : c, NID_subject_alt_name, buf);
 		add_ext(c, issuer ? issuer : c, NID_basic_constraints, "critical,CA:FALSE");
 		add_ext(c, issuer ? issuer : c, NID_ext_key_usage, "serverAuth");
 	} else {

@@ -27,6 +27,7 @@ struct pki {
 	EVP_PKEY *ca_key, *other_ca_key, *key;
 	X509 *ca, *other_ca;
 	X509 *good, *expired, *not_yet, *self, *untrusted, *wildcard, *partial;
+	X509 *cn_only, *cn_other_san;
 };
 
 static struct pki P;
@@ -53,6 +54,9 @@ static int setup(void **state)
 	P.untrusted = make_cert(HOST, HOST, P.key, P.other_ca, P.other_ca_key, -DAY, 365 * DAY);
 	P.wildcard = make_cert("*.example.test", "*.example.test", P.key, P.ca, P.ca_key, -DAY,
 			       365 * DAY);
+	P.cn_only = make_cert(HOST, "", P.key, P.ca, P.ca_key, -DAY, 365 * DAY);
+	P.cn_other_san = make_cert(HOST, "other.example.test", P.key, P.ca, P.ca_key, -DAY,
+				   365 * DAY);
 	P.partial = make_cert("m*.example.test", "m*.example.test", P.key, P.ca, P.ca_key, -DAY,
 			      365 * DAY);
 	f = fopen(P.ca_file, "w");
@@ -77,6 +81,8 @@ static int teardown(void **state)
 	X509_free(P.untrusted);
 	X509_free(P.wildcard);
 	X509_free(P.partial);
+	X509_free(P.cn_only);
+	X509_free(P.cn_other_san);
 	EVP_PKEY_free(P.ca_key);
 	EVP_PKEY_free(P.other_ca_key);
 	EVP_PKEY_free(P.key);
@@ -313,6 +319,17 @@ static void test_untrusted_ca(void **state)
 	check_bad(P.untrusted, P.other_ca, HOST, "certificate-not-trusted", "self-signed");
 }
 
+/* RFC 8461 §4.2: only a SAN DNS-ID names the MX. A certificate without
+ * DNS SANs whose subject CN is exactly the host (OpenSSL's default would
+ * accept it) and one whose CN matches while its SAN does not are both a
+ * host mismatch, with and without verification demanded. */
+static void test_cn_never_used(void **state)
+{
+	(void)state;
+	check_bad(P.cn_only, NULL, HOST, "certificate-host-mismatch", "hostname mismatch");
+	check_bad(P.cn_other_san, NULL, HOST, "certificate-host-mismatch", "hostname mismatch");
+}
+
 static void test_wildcards(void **state)
 {
 	struct smtp_tls_ctx *cc = client_ctx();
@@ -500,6 +517,7 @@ int main(void)
 		cmocka_unit_test(test_not_yet_valid),
 		cmocka_unit_test(test_self_signed),
 		cmocka_unit_test(test_untrusted_ca),
+		cmocka_unit_test(test_cn_never_used),
 		cmocka_unit_test(test_wildcards),
 		cmocka_unit_test(test_old_tls_refused),
 		cmocka_unit_test(test_tls12_ok),
