@@ -215,7 +215,8 @@ static void check_dkim_key(struct checker *c)
 
 	if (c->cfg->dkim_key_file[0] == '\0') {
 		report(c, false, NULL, "dkim_domain, dkim_selector and dkim_key_file are not set: "
-		       "TLS-RPT report mail goes out unsigned");
+		       "no TLS-RPT report mail (mailto: ruas are skipped; `stsrelay tlsrpt "
+		       "dkim-keygen` makes a key)");
 		return;
 	}
 	if (dkim_key_load(c->cfg->dkim_key_file, c->cfg->dkim_domain, c->cfg->dkim_selector, &k,
@@ -230,12 +231,14 @@ static void check_dkim_key(struct checker *c)
 		       (unsigned)(st.st_mode & 07777));
 }
 
-/* RFC 8460 §3: the signing domain must be the report submitter's domain or
- * a parent of it. config_check_dkim_domain() (branch i11-rfc) is called
- * here once it is in; until then this check has nothing to do. */
+/* RFC 8460 §3: receivers ignore reports not signed by the reporting
+ * domain. The daemon only warns at start; here it is an error. */
 static void check_dkim_domain(struct checker *c)
 {
-	(void)c;
+	char why[600];
+
+	if (config_check_dkim_domain(c->cfg, why, sizeof(why)) != 0)
+		report(c, true, "dkim_domain", "%s", why);
 }
 
 /* serve reads ca_file and dkim_key_file after it has become `user`: try

@@ -84,6 +84,13 @@ int config_load(struct config *cfg, const char *path, char *err, size_t errlen);
  * FILE:LINE like the parser does. */
 unsigned config_key_line(const struct config *cfg, const char *key);
 
+/* RFC 8460 §3: report mail is signed by the reporting domain. 0 when
+ * dkim_domain is empty, the domain of tlsrpt_contact (the submitter) or a
+ * parent of it; else -1 with the reason in why. Not part of config_parse
+ * (a mismatch is a warning at start and in `tlsrpt send`); for `stsrelay
+ * check` to report as an error. */
+int config_check_dkim_domain(const struct config *cfg, char *why, size_t whylen);
+
 /* Which file a subcommand uses: explicit -c path, else $STSRELAY_CONF, else
  * CONFIG_DEFAULT_PATH. */
 const char *config_path(const char *explicit_path);

@@ -15,6 +15,7 @@ static void usage(FILE *f)
 	      "       stsrelay queue list [--json] | show ID [--json] | flush [ID] | delete ID | bounce ID\n"
 	      "       stsrelay sts check DOMAIN [--json] [--probe] [--update-cache] | sts cache [--json]\n"
 	      "       stsrelay tlsrpt show [--day YYYY-MM-DD] [--json] | tlsrpt send [--day YYYY-MM-DD]\n"
+	      "       stsrelay tlsrpt dkim-keygen [--selector S] [--out PATH] [--force]\n"
 	      "       stsrelay --version | -V\n"
 	      "Every subcommand takes -c FILE (else $STSRELAY_CONF, else /etc/stsrelay/stsrelay.conf)\n"
 	      "and --help. Exit codes follow sysexits.h; see stsrelay(8).\n",

@@ -9,7 +9,7 @@
 #include "relay/sts_dns.h"
 #include "sts/cache.h"
 #include "sts/engine.h"
-#include "sts/mx_match.h"
+#include "sts/policy.h"
 
 #include <jansson.h>
 #include <stdio.h>

@@ -370,6 +370,11 @@ def test_tlsrpt_codes(w):
     assert run(["sendmail", "-C", w["conf"], "a@example.com"],
                input=b"x\n").returncode == 0  # root makes queue/ (0700)
     expect("tlsrpt", 77, run(["tlsrpt", "send"] + c, user=TEST_USER), r"Permission denied")
+    key = os.path.join(w["dir"], "exists.key")
+    write(key, "mine\n", 0o600)
+    expect("tlsrpt", 73, run(["tlsrpt", "dkim-keygen", "--selector", "s1", "--out", key] + c),
+           r"exists; not replaced")
+    assert open(key).read() == "mine\n"
     write(os.path.join(w["spool"], "tlsrpt"), "not a directory\n")
     expect("tlsrpt", 74, run(["tlsrpt", "show", "--day", "2026-01-01"] + c),
            r"tlsrpt/2026-01-01/sessions: Not a directory")

@@ -135,11 +135,11 @@ HELP = {
     ("mailq",): ["--json", "-c FILE", "Exit:"],
     ("sts",): ["check DOMAIN", "--json", "--probe", "--update-cache", "cache", "-c FILE",
                "Exit:"],
-    ("tlsrpt",): ["show", "send", "validate", "--day YYYY-MM-DD", "--json", "--lenient",
-                  "-c FILE", "Exit:"],
+    ("tlsrpt",): ["show", "send", "dkim-keygen", "--selector S", "--out PATH", "--force",
+                  "validate", "--day YYYY-MM-DD", "--json", "--lenient", "-c FILE", "Exit:"],
 }
 SUBS = {"queue": ["list", "show", "flush", "delete", "bounce"], "sts": ["check", "cache"],
-        "tlsrpt": ["show", "send", "validate"]}
+        "tlsrpt": ["show", "send", "dkim-keygen", "validate"]}
 
 
 def help_cases():
