@@ -149,7 +149,7 @@ def test_check_codes(w):
     # Several problems at once, each with the line of its key.
     garbage = os.path.join(w["dir"], "key.pem")
     write(garbage, "no key here\n")
-    conf = conf_with(w, "user = no-such-user-x\nca_file = %s\ndkim_domain = example.org\n"
+    conf = conf_with(w, "user = no-such-user-x\nca_file = %s\ndkim_domain = relay.test\n"
                         "dkim_selector = s1\ndkim_key_file = %s\n" % (garbage, garbage),
                      "many.conf")
     p = expect("check", 78, run(["check", "-c", conf]))
@@ -160,6 +160,17 @@ def test_check_codes(w):
     assert errors[1].startswith("%s:6: cannot load ca_file %s: " % (conf, garbage)), lines
     assert errors[2] == "%s:9: dkim_key_file: no PEM private key found" % conf
     assert p.stdout == b""
+    # RFC 8460 §3: signed by the submitter's domain or a parent of it
+    key = os.path.join(w["dir"], "dkim.key")
+    subprocess.run(["openssl", "genrsa", "-out", key, "2048"], check=True, capture_output=True,
+                   timeout=120)
+    conf = conf_with(w, "tlsrpt_contact = tls@mail.example.org\ndkim_domain = example.com\n"
+                        "dkim_selector = s1\ndkim_key_file = %s\n" % key, "dkim.conf")
+    expect("check", 78, run(["check", "-c", conf]),
+           r"^%s:6: dkim_domain 'example.com' is neither the report submitter's domain "
+           r"'mail.example.org'" % re.escape(conf))
+    write(conf, open(conf).read().replace("example.com", "example.org"))
+    expect("check", 0, run(["check", "-c", conf]))
     # a spool that cannot be created
     under_file = os.path.join(w["dir"], "file")
     write(under_file, "x")

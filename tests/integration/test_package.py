@@ -79,7 +79,9 @@ class Overlay:
         inner = ["env", "-i"] + e + list(argv)
         if user:
             inner = ["runuser", "-u", user, "--"] + inner
-        return ["nsenter", "-t", str(self.holder.pid), "-m", "--",
+        # -r: the holder's root directory, not the namespace's: when the
+        # suite itself runs in a chroot (CI), they differ.
+        return ["nsenter", "-t", str(self.holder.pid), "-m", "-r", "--",
                 "chroot", self.merged] + inner
 
     def run(self, argv, user=None, env=None, input=None, timeout=120):
