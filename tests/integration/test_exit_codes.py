@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from mountns import release, unshare_argv
 from serve_helpers import TEST_USER, Daemon, ensure_test_user, submit
 from tests.world import free_port
 
@@ -238,17 +239,20 @@ def test_sendmail_codes(w):
     drop = os.path.join(w["spool"], "maildrop")
     gid = grp.getgrnam(DROP_GROUP).gr_gid
     # maildrop/ on a read-only mount: the file cannot be created
-    ro = "mount --bind {d} {d} && mount -o remount,bind,ro {d} && exec \"$@\"".format(d=drop)
-    expect("sendmail", 73, sendmail(w, ["a@example.com"], prefix=[
-        "unshare", "-m", "--propagation", "private", "sh", "-c", ro, "sh"]),
-        r"cannot create a file in .*/maildrop: Read-only file system")
+    try:
+        p = sendmail(w, ["a@example.com"], prefix=unshare_argv(
+            drop, "mount -o remount,bind,ro %s" % drop))
+    finally:
+        release(drop)
+    expect("sendmail", 73, p, r"cannot create a file in .*/maildrop: Read-only file system")
     # maildrop/ on a full file system: the write fails
-    full = ("mount -t tmpfs -o size=64k,mode=1730,gid={g} tmpfs {d} && exec \"$@\""
-            .format(d=drop, g=gid))
     big = b"Subject: big\n\n" + (b"x" * 76 + b"\n") * 4000
-    expect("sendmail", 74, sendmail(w, ["a@example.com"], input=big, prefix=[
-        "unshare", "-m", "--propagation", "private", "sh", "-c", full, "sh"]),
-        r"No space left on device")
+    try:
+        p = sendmail(w, ["a@example.com"], input=big, prefix=unshare_argv(
+            drop, "mount -t tmpfs -o size=64k,mode=1730,gid=%d tmpfs %s" % (gid, drop)))
+    finally:
+        release(drop)
+    expect("sendmail", 74, p, r"No space left on device")
 
 
 # ---------------------------------------------------------- mailq, queue

@@ -22,6 +22,7 @@ import time
 import pytest
 
 from conftest import free_port
+from mountns import anchor, propagation, release
 
 SRC = os.environ.get("STSRELAY_SRC",
                      os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
@@ -45,8 +46,10 @@ class Overlay:
     def __init__(self):
         self.base = tempfile.mkdtemp(prefix="stsrelay-overlay-")
         self.merged = os.path.join(self.base, "m")
+        self.procs = []
         b = self.base
         setup = " && ".join([
+            anchor(b), "echo anchored", "read go",
             "mount -t tmpfs tmpfs %s" % b,
             "mkdir %s/u %s/w %s/m" % (b, b, b),
             "mount -t overlay overlay -o lowerdir=/,upperdir=%s/u,workdir=%s/w %s/m" % (b, b, b),
@@ -58,16 +61,22 @@ class Overlay:
             "mount -t tmpfs tmpfs %s/m/run" % b,
             "mount -t tmpfs -o mode=1777 tmpfs %s/m/tmp" % b,
             "echo ready", "exec sleep 3600"])
-        self.holder = subprocess.Popen(["unshare", "-m", "--propagation", "private",
-                                        "/bin/sh", "-c", setup],
+        self.holder = subprocess.Popen(["unshare", "-m", "--propagation", propagation(),
+                                        "/bin/sh", "-c", setup], stdin=subprocess.PIPE,
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         line = self.holder.stdout.readline()
+        try:
+            release(b)
+        finally:
+            if line.strip() == b"anchored":
+                self.holder.stdin.write(b"go\n")
+                self.holder.stdin.flush()
+                line = self.holder.stdout.readline()
         if line.strip() != b"ready":
             err = self.holder.stderr.read().decode(errors="replace") if self.holder.poll() \
                 is not None else ""
             self.close()
             raise RuntimeError("overlay setup failed: %r %s" % (line, err))
-        self.procs = []
 
     def path(self, p):
         """Path of p (inside the overlay) as seen from this process."""
