@@ -31,6 +31,32 @@ int cli_drop_setgid(const char *prog)
 	return 0;
 }
 
+int cli_print_version(void)
+{
+	if (printf("stsrelay %s\n", STSRELAY_VERSION) < 0 || fflush(stdout) != 0)
+		return EX_IOERR;
+	return 0;
+}
+
+bool cli_is_help(const char *arg)
+{
+	return arg != NULL && (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0);
+}
+
+int cli_usage(const char *text, bool asked)
+{
+	FILE *f = asked ? stdout : stderr;
+
+	if (fputs(text, f) == EOF || fflush(f) != 0)
+		return asked ? EX_IOERR : EX_USAGE;
+	return asked ? 0 : EX_USAGE;
+}
+
+int cli_exit_for_errno(int e, int otherwise)
+{
+	return e == EACCES || e == EPERM ? EX_NOPERM : otherwise;
+}
+
 int cli_load_config(const char *prog, const char *explicit_path, struct config *cfg)
 {
 	char err[1024];
@@ -113,12 +139,16 @@ enum cli_control_result cli_control_request(const char *spool_dir, const char *r
 		return CLI_CONTROL_FAILED;
 	}
 	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0) {
+		int e = errno;
+
 		/* A missing socket or a stale one left by a killed daemon both
-		 * mean nobody is listening. */
-		if (errno == ENOENT || errno == ECONNREFUSED)
+		 * mean nobody is listening; a socket we may not open is the
+		 * daemon's user's (or root's) only. */
+		if (e == ENOENT || e == ECONNREFUSED)
 			res = CLI_CONTROL_NO_DAEMON;
-		else
-			snprintf(reply, replylen, "connect %s: %s", sun.sun_path, strerror(errno));
+		else if (e == EACCES || e == EPERM)
+			res = CLI_CONTROL_DENIED;
+		snprintf(reply, replylen, "connect %s: %s", sun.sun_path, strerror(e));
 		goto out;
 	}
 	len = (size_t)snprintf(line, sizeof(line), "%s\n", request);

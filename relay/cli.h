@@ -13,6 +13,22 @@
  * nothing else ever runs with it. Returns -1 (and prints) if it cannot. */
 int cli_drop_setgid(const char *prog);
 
+/* `stsrelay --version`: prints "stsrelay X.Y.Z" (the CMake project version)
+ * on stdout. Returns 0, or EX_IOERR when stdout cannot be written. */
+int cli_print_version(void);
+
+/* True for "-h" and "--help", the help flags of every subcommand. */
+bool cli_is_help(const char *arg);
+
+/* Prints a subcommand's usage text: asked for (--help) on stdout with exit
+ * code 0, after a usage error on stderr with EX_USAGE. Returns that code. */
+int cli_usage(const char *text, bool asked);
+
+/* The exit code for a failed file or socket operation: a permission problem
+ * (EACCES, EPERM) is EX_NOPERM, 77 (run it as root or the daemon's user),
+ * anything else `otherwise`. */
+int cli_exit_for_errno(int e, int otherwise);
+
 /* Loads the configuration a subcommand uses (explicit path, else
  * $STSRELAY_CONF, else the default). On failure prints "PROG: ERROR" to
  * stderr and returns EX_CONFIG; 0 on success. */
@@ -22,6 +38,7 @@ int cli_load_config(const char *prog, const char *explicit_path, struct config *
 enum cli_control_result {
 	CLI_CONTROL_REPLIED,     /* the daemon answered; reply holds its line */
 	CLI_CONTROL_NO_DAEMON,   /* no socket or connection refused: not running */
+	CLI_CONTROL_DENIED,      /* the socket exists but this user may not use it */
 	CLI_CONTROL_FAILED       /* anything else; reply holds the reason */
 };
 

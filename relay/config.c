@@ -783,6 +783,7 @@ static const struct key_def keys[] = {
 	{ "log_format", set_log_format, KEY_NO_BLANKS },
 };
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
+_Static_assert(NKEYS <= CONFIG_MAX_KEYS, "raise CONFIG_MAX_KEYS in config.h");
 
 static size_t key_index(const char *name)
 {
@@ -1039,8 +1040,16 @@ int config_parse(struct config *cfg, const char *buf, size_t len, const char *fn
 			return -1;
 		}
 	}
+	memcpy(c.key_line, seen_line, sizeof(seen_line));
 	*cfg = c;
 	return 0;
+}
+
+unsigned config_key_line(const struct config *cfg, const char *key)
+{
+	size_t k = key_index(key);
+
+	return k < NKEYS ? cfg->key_line[k] : 0;
 }
 
 int config_check_dkim_domain(const struct config *cfg, char *why, size_t whylen)

@@ -14,6 +14,7 @@
 #define CONFIG_MAX_RETRY 32
 #define CONFIG_PATH_MAX 1024
 #define CONFIG_DEFAULT_PATH "/etc/stsrelay/stsrelay.conf"
+#define CONFIG_MAX_KEYS 64              /* room for every key of the table in config.c */
 
 enum tls_default { TLS_DEFAULT_OPPORTUNISTIC, TLS_DEFAULT_MAY_PLAIN, TLS_DEFAULT_VERIFY };
 enum config_log_format { CONFIG_LOG_TEXT, CONFIG_LOG_JSON };
@@ -60,6 +61,9 @@ struct config {
 	char dkim_selector[64];
 	char dkim_key_file[CONFIG_PATH_MAX];
 	enum config_log_format log_format;
+	/* Line of each key in the file last parsed (0: not set there, the
+	 * default applies), indexed like the key table; see config_key_line(). */
+	unsigned key_line[CONFIG_MAX_KEYS];
 };
 
 /* Fills every field with its default (hostname from gethostname()). */
@@ -74,6 +78,11 @@ int config_parse(struct config *cfg, const char *buf, size_t len,
 /* config_defaults + read + config_parse. Returns -1 with err set on failure
  * (unreadable file included). */
 int config_load(struct config *cfg, const char *path, char *err, size_t errlen);
+
+/* The line of the parsed file that set key, 0 when the file did not set
+ * it (or key is unknown), so later checks (`stsrelay check`) can name
+ * FILE:LINE like the parser does. */
+unsigned config_key_line(const struct config *cfg, const char *key);
 
 /* RFC 8460 §3: report mail is signed by the reporting domain. 0 when
  * dkim_domain is empty, the domain of tlsrpt_contact (the submitter) or a

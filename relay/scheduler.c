@@ -1287,6 +1287,11 @@ static void flush_one(struct scheduler *s, struct smsg *m)
 	heap_set(s, m, msg_due(m));
 }
 
+bool scheduler_knows(struct scheduler *s, const char *id)
+{
+	return find(s, id) != NULL;
+}
+
 int scheduler_flush(struct scheduler *s, const char *id)
 {
 	struct smsg *m;

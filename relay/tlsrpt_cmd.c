@@ -45,8 +45,28 @@ static void usage(FILE *f)
 	      "       stsrelay tlsrpt send [--day YYYY-MM-DD] [-c FILE]\n"
 	      "       stsrelay tlsrpt dkim-keygen [--selector S] [--out PATH] [--force] [-c FILE]\n"
 	      "       stsrelay tlsrpt validate [--lenient] FILE|-   (JSON or gzip'd JSON)\n"
-	      "The day defaults to the previous UTC day (the one the daily run sends);\n"
-	      "with --day it may be today: the report then holds the sessions so far.\n",
+	      "\n"
+	      "  show          the aggregate reports that would be sent for the day\n"
+	      "  send          send the day's reports now (mailto: through the queue,\n"
+	      "                https: as a POST); each (domain, day, rua) goes out once\n"
+	      "  dkim-keygen   a new 2048-bit RSA key for report mail, written to\n"
+	      "                --out PATH or dkim_key_file (mode 0600; --force replaces\n"
+	      "                an existing one), and on stdout the DNS TXT record of\n"
+	      "                --selector S or dkim_selector\n"
+	      "  validate      check a report file against RFC 8460 (--lenient: allow\n"
+	      "                what other senders get wrong)\n"
+	      "  --day YYYY-MM-DD  the UTC day; default the previous one (the one the\n"
+	      "                daily run sends); it may be today: the sessions so far\n"
+	      "  --json        (show) the RFC 8460 JSON reports instead of text\n"
+	      "  -c FILE       configuration file (else $STSRELAY_CONF, else\n"
+	      "                " CONFIG_DEFAULT_PATH ")\n"
+	      "  -h, --help    this text\n"
+	      "Exit: 0 done, 64 usage, 65 (validate) invalid report, 66 (validate)\n"
+	      "unreadable file, 69 the spool cannot be opened, 70 internal error,\n"
+	      "71 system error, 73 (dkim-keygen) the key file cannot be created or\n"
+	      "exists, 74 I/O error, 75 (send) a report could not be sent\n"
+	      "yet (retried by the daemon), 77 permission denied (run it as root),\n"
+	      "78 configuration error (e.g. the DKIM key).\n",
 	      f);
 }
 
@@ -327,9 +347,11 @@ static int cmd_send(const struct topts *o, const struct config *cfg)
 	if (config_check_dkim_domain(cfg, err, sizeof(err)) != 0)
 		log_warn("tlsrpt: %s", err);
 	if (queue_open(cfg->spool_dir, true, -1, &q, err, sizeof(err)) != 0) {
+		int e = errno;
+
 		fprintf(stderr, "%s: cannot open the spool %s: %s\n", PROG, cfg->spool_dir, err);
 		dkim_key_free(dkim);
-		return EX_UNAVAILABLE;
+		return cli_exit_for_errno(e, EX_UNAVAILABLE);
 	}
 	if (uv_loop_init(&loop) != 0) {
 		queue_close(q);
@@ -651,6 +673,12 @@ int cmd_tlsrpt(int argc, char **argv)
 	if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
 		usage(argc < 2 ? stderr : stdout);
 		return argc < 2 ? EX_USAGE : 0;
+	}
+	for (int i = 2; i < argc; i++) {
+		if (cli_is_help(argv[i])) {
+			usage(stdout);
+			return 0;
+		}
 	}
 	if (parse_opts(argc, argv, &o) != 0) {
 		usage(stderr);

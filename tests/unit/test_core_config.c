@@ -614,6 +614,29 @@ static void test_error_keeps_config(void **state)
 	assert_string_equal(err, "(con");
 }
 
+/* `stsrelay check` names FILE:LINE of a key it finds fault with. */
+static void test_key_lines(void **state)
+{
+	static const char text[] = "# comment\n\nmax_sessions = 7\r\n  user = mail\n";
+	static const char other[] = "hostname = a.example\n";
+	struct config c;
+	char err[256];
+
+	(void)state;
+	config_defaults(&c);
+	assert_int_equal(config_key_line(&c, "max_sessions"), 0);
+	assert_int_equal(config_parse(&c, text, strlen(text), "l.conf", err, sizeof(err)), 0);
+	assert_int_equal(config_key_line(&c, "max_sessions"), 3);
+	assert_int_equal(config_key_line(&c, "user"), 4);
+	assert_int_equal(config_key_line(&c, "listen"), 0);        /* the default */
+	assert_int_equal(config_key_line(&c, "no_such_key"), 0);
+	/* the lines are those of the last file parsed */
+	assert_int_equal(config_parse(&c, other, strlen(other), "o.conf", err, sizeof(err)), 0);
+	assert_int_equal(config_key_line(&c, "hostname"), 1);
+	assert_int_equal(config_key_line(&c, "max_sessions"), 0);
+	assert_int_equal(c.max_sessions, 7);
+}
+
 static void test_nul_and_line_length(void **state)
 {
 	static const char nul[] = "max_sessions = 1\nuser = a\0b\n";
@@ -1089,6 +1112,7 @@ int main(void)
 		cmocka_unit_test(test_ok_table),
 		cmocka_unit_test(test_err_table),
 		cmocka_unit_test(test_error_keeps_config),
+		cmocka_unit_test(test_key_lines),
 		cmocka_unit_test(test_nul_and_line_length),
 		cmocka_unit_test(test_file_size_limit),
 		cmocka_unit_test(test_report_identity),
