@@ -33,6 +33,32 @@ int cli_drop_setgid(const char *prog)
 	return 0;
 }
 
+int cli_print_version(void)
+{
+	if (printf("stsrelay %s\n", STSRELAY_VERSION) < 0 || fflush(stdout) != 0)
+		return EX_IOERR;
+	return 0;
+}
+
+bool cli_is_help(const char *arg)
+{
+	return arg != NULL && (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0);
+}
+
+int cli_usage(const char *text, bool asked)
+{
+	FILE *f = asked ? stdout : stderr;
+
+	if (fputs(text, f) == EOF || fflush(f) != 0)
+		return asked ? EX_IOERR : EX_USAGE;
+	return asked ? 0 : EX_USAGE;
+}
+
+int cli_exit_for_errno(int e, int otherwise)
+{
+	return e == EACCES || e == EPERM ? EX_NOPERM : otherwise;
+}
+
 int cli_load_config(const char *prog, const char *explicit_path, struct config *cfg)
 {
 	char err[1024];
@@ -219,7 +245,7 @@ enum cli_control_result cli_showq(const char *spool_dir, json_t **doc, char *err
 	*doc = NULL;
 	res = ctl_connect(spool_dir, RELAY_SHOWQ_SOCKET, &fd, err, errlen);
 	if (res != CLI_CONTROL_REPLIED)
-		return res == CLI_CONTROL_DENIED ? CLI_CONTROL_FAILED : res;
+		return res;
 	res = CLI_CONTROL_FAILED;
 	if (send_line(fd, "list", deadline, err, errlen) != 0)
 		goto out;

@@ -14,6 +14,22 @@
  * nothing else ever runs with it. Returns -1 (and prints) if it cannot. */
 int cli_drop_setgid(const char *prog);
 
+/* `stsrelay --version`: prints "stsrelay X.Y.Z" (the CMake project version)
+ * on stdout. Returns 0, or EX_IOERR when stdout cannot be written. */
+int cli_print_version(void);
+
+/* True for "-h" and "--help", the help flags of every subcommand. */
+bool cli_is_help(const char *arg);
+
+/* Prints a subcommand's usage text: asked for (--help) on stdout with exit
+ * code 0, after a usage error on stderr with EX_USAGE. Returns that code. */
+int cli_usage(const char *text, bool asked);
+
+/* The exit code for a failed file or socket operation: a permission problem
+ * (EACCES, EPERM) is EX_NOPERM, 77 (run it as root or the daemon's user),
+ * anything else `otherwise`. */
+int cli_exit_for_errno(int e, int otherwise);
+
 /* Loads the configuration a subcommand uses (explicit path, else
  * $STSRELAY_CONF, else the default). On failure prints "PROG: ERROR" to
  * stderr and returns EX_CONFIG; 0 on success. */
@@ -23,7 +39,7 @@ int cli_load_config(const char *prog, const char *explicit_path, struct config *
 enum cli_control_result {
 	CLI_CONTROL_REPLIED,     /* the daemon answered; reply holds its line */
 	CLI_CONTROL_NO_DAEMON,   /* no socket or connection refused: not running */
-	CLI_CONTROL_DENIED,      /* the caller may not use the socket (not root/owner) */
+	CLI_CONTROL_DENIED,      /* the socket exists but this user may not use it */
 	CLI_CONTROL_FAILED       /* anything else; reply holds the reason */
 };
 
@@ -36,8 +52,8 @@ enum cli_control_result cli_control_request(const char *spool_dir, const char *r
 /* The queue listing from the running daemon's public endpoint
  * (spool_dir/public/showq, open to every local user): *doc gets the
  * document relay/listing.h describes, without submitter and client.
- * REPLIED or NO_DAEMON, else FAILED with err. Bounded in time (30 s) and
- * size (LISTING_MAX). */
+ * REPLIED, NO_DAEMON, DENIED (the spool cannot even be entered), else
+ * FAILED; err says why. Bounded in time (30 s) and size (LISTING_MAX). */
 enum cli_control_result cli_showq(const char *spool_dir, json_t **doc, char *err,
 				  size_t errlen);
 

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #define CONFIG_LINE_MAX 4096            /* bytes per line, terminator excluded */
@@ -693,8 +694,42 @@ static int set_tlsrpt_org_name(struct config *c, const char *v, char *why, size_
 	return set_text(c->tlsrpt_org_name, sizeof(c->tlsrpt_org_name), v, why, whylen);
 }
 
+/* RFC 5322 atext, the characters of a dot-atom local part. */
+static int is_atext(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       (c != '\0' && strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL);
+}
+
+/* The report contact: a plain local@domain (dot-atom local part, a DNS
+ * name). Stricter than an SMTP path on purpose: it is the report's
+ * contact-info, the From: and envelope sender of report mail, and its
+ * domain is the submitter in the TLS-Report-Submitter header and the
+ * report file name (RFC 8460 §5.1, §5.3), so quoted local parts and
+ * address literals have no place in it. */
+static int valid_contact(const char *v)
+{
+	const char *at = strrchr(v, '@');
+	size_t local, i;
+
+	if (at == NULL || !valid_dns_name(at + 1))
+		return 0;
+	local = (size_t)(at - v);
+	if (local == 0 || local > 64 || v[0] == '.' || v[local - 1] == '.')
+		return 0;
+	for (i = 0; i < local; i++) {
+		if (v[i] == '.' ? v[i + 1] == '.' : !is_atext((unsigned char)v[i]))
+			return 0;
+	}
+	return 1;
+}
+
 static int set_tlsrpt_contact(struct config *c, const char *v, char *why, size_t whylen)
 {
+	if (!valid_contact(v)) {
+		snprintf(why, whylen, "not an e-mail address (local@domain)");
+		return -1;
+	}
 	return set_text(c->tlsrpt_contact, sizeof(c->tlsrpt_contact), v, why, whylen);
 }
 
@@ -786,6 +821,7 @@ static const struct key_def keys[] = {
 	{ "alias_root", set_alias_root, KEY_EMPTY_OK | KEY_NO_BLANKS },
 };
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
+_Static_assert(NKEYS <= CONFIG_MAX_KEYS, "raise CONFIG_MAX_KEYS in config.h");
 
 static size_t key_index(const char *name)
 {
@@ -1011,8 +1047,6 @@ int config_parse(struct config *cfg, const char *buf, size_t len, const char *fn
 		}
 	}
 
-	c.spool_dir_line = seen_line[key_index("spool_dir")];
-
 	/* Report identity follows a hostname set in this file, unless the
 	 * file names it itself; an empty one (zeroed struct) is filled too. */
 	{
@@ -1045,8 +1079,44 @@ int config_parse(struct config *cfg, const char *buf, size_t len, const char *fn
 			return -1;
 		}
 	}
+	memcpy(c.key_line, seen_line, sizeof(seen_line));
 	*cfg = c;
 	return 0;
+}
+
+unsigned config_key_line(const struct config *cfg, const char *key)
+{
+	size_t k = key_index(key);
+
+	return k < NKEYS ? cfg->key_line[k] : 0;
+}
+
+int config_check_dkim_domain(const struct config *cfg, char *why, size_t whylen)
+{
+	const char *at = strrchr(cfg->tlsrpt_contact, '@');
+	const char *sub = at != NULL ? at + 1 : cfg->tlsrpt_contact;
+	const char *dk = cfg->dkim_domain;
+	size_t sl = strlen(sub), dl = strlen(dk);
+
+	if (why != NULL && whylen > 0)
+		why[0] = '\0';
+	if (dl > 0 && dk[dl - 1] == '.')
+		dl--;
+	if (sl > 0 && sub[sl - 1] == '.')
+		sl--;
+	if (dl == 0)
+		return 0;
+	/* equal, or a parent: sub ends in "." + dk (DNS names compare caselessly) */
+	if ((sl == dl && strncasecmp(sub, dk, dl) == 0) ||
+	    (sl > dl && sub[sl - dl - 1] == '.' && strncasecmp(sub + sl - dl, dk, dl) == 0))
+		return 0;
+	if (why != NULL)
+		snprintf(why, whylen,
+			 "dkim_domain '%.*s' is neither the report submitter's domain '%.*s' "
+			 "(from tlsrpt_contact) nor a parent of it: receivers ignore reports not "
+			 "signed by the reporting domain (RFC 8460 §3)",
+			 (int)dl, dk, (int)sl, sub);
+	return -1;
 }
 
 int config_load(struct config *cfg, const char *path, char *err, size_t errlen)
@@ -1172,7 +1242,7 @@ int config_resolve_spool(struct config *cfg, const char *path, char *err, size_t
 	rc = 0;
 out:
 	if (rc != 0)
-		set_err(err, errlen, path, cfg->spool_dir_line, reason);
+		set_err(err, errlen, path, config_key_line(cfg, "spool_dir"), reason);
 	free(real_file);
 	return rc;
 }

@@ -14,6 +14,7 @@
 #define CONFIG_MAX_RETRY 32
 #define CONFIG_PATH_MAX 1024
 #define CONFIG_DEFAULT_PATH "/etc/stsrelay/stsrelay.conf"
+#define CONFIG_MAX_KEYS 64              /* room for every key of the table in config.c */
 
 enum tls_default { TLS_DEFAULT_OPPORTUNISTIC, TLS_DEFAULT_MAY_PLAIN, TLS_DEFAULT_VERIFY };
 enum config_log_format { CONFIG_LOG_TEXT, CONFIG_LOG_JSON };
@@ -67,7 +68,9 @@ struct config {
 	enum config_log_format log_format;
 	enum config_log_target log_target;
 	char alias_root[256];               /* "": local recipients are refused */
-	unsigned spool_dir_line;            /* line that set spool_dir, 0: default */
+	/* Line of each key in the file last parsed (0: not set there, the
+	 * default applies), indexed like the key table; see config_key_line(). */
+	unsigned key_line[CONFIG_MAX_KEYS];
 };
 
 /* Fills every field with its default (hostname from gethostname()). */
@@ -95,6 +98,18 @@ int config_load(struct config *cfg, const char *path, char *err, size_t errlen);
  * becomes the absolute path ("." and ".." segments removed). -1 with err
  * ("FILE:LINE: ...") when refused. */
 int config_resolve_spool(struct config *cfg, const char *path, char *err, size_t errlen);
+
+/* The line of the parsed file that set key, 0 when the file did not set
+ * it (or key is unknown), so later checks (`stsrelay check`) can name
+ * FILE:LINE like the parser does. */
+unsigned config_key_line(const struct config *cfg, const char *key);
+
+/* RFC 8460 §3: report mail is signed by the reporting domain. 0 when
+ * dkim_domain is empty, the domain of tlsrpt_contact (the submitter) or a
+ * parent of it; else -1 with the reason in why. Not part of config_parse
+ * (a mismatch is a warning at start and in `tlsrpt send`); for `stsrelay
+ * check` to report as an error. */
+int config_check_dkim_domain(const struct config *cfg, char *why, size_t whylen);
 
 /* Which file a subcommand uses: explicit -c path, else $STSRELAY_CONF, else
  * CONFIG_DEFAULT_PATH. */

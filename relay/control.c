@@ -82,6 +82,13 @@ void control_execute(struct relay *r, struct pickup *p, const char *req, char *r
 		snprintf(reply, replylen, "error bad queue id");
 		return;
 	}
+	/* An unknown id gets one reply whatever the verb, so the queue
+	 * commands can tell it from a failure (exit 67, not 70). */
+	if (fields == 2 && (strcmp(verb, "flush") == 0 || strcmp(verb, "delete") == 0 ||
+			    strcmp(verb, "bounce") == 0) && !scheduler_knows(r->sched, id)) {
+		snprintf(reply, replylen, "error " RELAY_CONTROL_NO_SUCH " %s", id);
+		return;
+	}
 	if (strcmp(verb, "wake") == 0 && fields == 1) {
 		if (p != NULL)
 			pickup_wake(p);
@@ -90,12 +97,12 @@ void control_execute(struct relay *r, struct pickup *p, const char *req, char *r
 		if (scheduler_flush(r->sched, fields == 2 ? id : NULL) == 0)
 			snprintf(reply, replylen, "ok");
 		else
-			snprintf(reply, replylen, "error no such message %s", id);
+			snprintf(reply, replylen, "error " RELAY_CONTROL_NO_SUCH " %s", id);
 	} else if (strcmp(verb, "delete") == 0 && fields == 2) {
 		if (scheduler_delete(r->sched, id) == 0)
 			snprintf(reply, replylen, "ok");
 		else
-			snprintf(reply, replylen, "error cannot delete %s (unknown id or spool error)", id);
+			snprintf(reply, replylen, "error cannot delete %s (spool error, see the log)", id);
 	} else if (strcmp(verb, "queued") == 0 && fields == 2) {
 		scheduler_add(r->sched, id);
 		snprintf(reply, replylen, "ok");
@@ -104,7 +111,7 @@ void control_execute(struct relay *r, struct pickup *p, const char *req, char *r
 			snprintf(reply, replylen, "ok");
 		else
 			snprintf(reply, replylen,
-				 "error cannot bounce %s (unknown id, or no delivery transport in this build)", id);
+				 "error cannot bounce %s (see the log)", id);
 	} else {
 		snprintf(reply, replylen, "error unknown request");
 	}

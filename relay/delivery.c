@@ -18,7 +18,7 @@
 #include "smtp/client.h"
 #include "smtp/tls.h"
 #include "sts/engine.h"
-#include "sts/mx_match.h"
+#include "sts/policy.h"
 #include "sts/tlsrpt.h"
 
 #define DEFAULT_CONNECT_TIMEOUT_MS 30000   /* Postfix smtp_connect_timeout */
@@ -92,6 +92,7 @@ struct delivery {
 	unsigned policy_failures;           /* TLS/cert failures under a policy (enforce) */
 	unsigned mx_mismatches;             /* MX hosts skipped by the policy */
 	unsigned mx_used;                   /* MX hosts allowed by the policy */
+	bool host_mismatch;                 /* the current host matches no pattern (testing) */
 };
 
 /* One connection. It belongs to its delivery while a transaction runs
@@ -107,6 +108,7 @@ struct conn {
 	unsigned uses;                      /* transactions so far */
 	bool reused;                        /* the current transaction is not its first */
 	bool tls_recorded;                  /* its TLS-RPT session result is recorded */
+	bool mx_mismatch;                   /* testing: its host matches no mx pattern */
 	struct smtp_conn *sc;               /* the transport: TCP + STARTTLS */
 	const struct smtp_conn_info *in;    /* smtp_conn_info(sc) */
 	bool closing;
@@ -129,6 +131,46 @@ static enum tlsrpt_result tlsrpt_code(const char *rt)
 	if (tlsrpt_result_parse(rt, &r) != 0)
 		return TLSRPT_VALIDATION_FAILURE;
 	return r;
+}
+
+/* ---- TLS-RPT ---- */
+
+/* One RFC 8460 session of domain, filed under the policy the verdict v
+ * applied (with its text, for the policy-string), or under policy-type sts
+ * without a policy when discovery failed, else no-policy-found. */
+static void record_tlsrpt(struct delivery_ctx *dc, const char *qid, const char *domain,
+			  const struct sts_verdict *v, const char *result_type, const char *mx_host,
+			  const char *mx_ip, const char *local_ip, const char *reason)
+{
+	struct tlsrpt_session s;
+
+	if (dc->tlsrpt == NULL)
+		return;
+	memset(&s, 0, sizeof(s));
+	s.domain = domain;
+	if (v != NULL && v->source != STS_SOURCE_NONE && v->decision != STS_DECISION_NONE) {
+		s.policy = &v->policy;
+		s.policy_text = v->policy_text;
+		s.policy_text_len = v->policy_text_len;
+	} else if (v != NULL && v->error_type != NULL) {
+		s.sts_published = true;
+	}
+	s.result = tlsrpt_code(result_type);
+	s.sending_mta_ip = local_ip;
+	s.mx_host = mx_host;
+	s.mx_ip = mx_ip;
+	s.reason = reason;
+	if (tlsrpt_record(dc->tlsrpt, &s) != 0)
+		log_msg(LOG_LVL_WARNING, qid, "TLS-RPT: cannot record a session for %s", domain);
+}
+
+/* The engine's fetch_failed hook: a failed policy fetch is one failure
+ * (RFC 8460 §4.3.2.2), filed under the cached policy that still applies,
+ * counted once per fetch whatever number of deliveries wait on it or meet
+ * it during the 5-minute back-off, background refreshes included. */
+static void on_fetch_failed(void *arg, const struct sts_verdict *v)
+{
+	record_tlsrpt(arg, NULL, v->domain, v, v->error_type, NULL, NULL, NULL, v->error_detail);
 }
 
 /* ---- context ---- */
@@ -176,6 +218,10 @@ int delivery_ctx_new(struct relay *r, struct delivery_ctx **out, char *err, size
 	ec.ca_file = r->cfg.ca_file;
 	ec.https_port = r->cfg.sts_https_port;
 	ec.fetch_timeout_ms = r->cfg.sts_fetch_timeout_ms;
+	ec.fetch_failed = on_fetch_failed;
+	ec.fetch_failed_arg = dc;
+	/* Tests look for due refreshes every fraction of a second. */
+	ec.refresh_tick_ms = smtp_conn_env_timeout_ms("STSRELAY_STS_REFRESH_TICK", 0);
 	if (sts_engine_new(r->loop, &ec, &dc->resolver, &dc->sts) != 0) {
 		snprintf(err, errlen, "cannot start the MTA-STS engine");
 		goto fail;
@@ -297,7 +343,7 @@ static void finish_aborted(struct delivery *d)
 	finish(d);
 }
 
-/* ---- TLS-RPT ---- */
+/* ---- TLS-RPT of a delivery ---- */
 
 /* "[192.0.2.1]": a recipient domain that is an address (RFC 5321 §4.1.3). */
 static bool is_literal(const char *domain)
@@ -308,27 +354,12 @@ static bool is_literal(const char *domain)
 static void record_session(struct delivery *d, const char *result_type, const char *mx_host,
 			   const char *mx_ip, const char *local_ip, const char *reason)
 {
-	struct tlsrpt_session s;
-
-	if (d->dc->tlsrpt == NULL || (d->flags & QUEUE_F_TLSRPT))
+	if (d->flags & QUEUE_F_TLSRPT)
 		return;  /* reports about reports would never end (RFC 8460 §5.3) */
 	if (is_literal(d->domain))
 		return;  /* no domain to report to */
-	memset(&s, 0, sizeof(s));
-	s.domain = d->domain;
-	if (d->verdict != NULL && d->verdict->source != STS_SOURCE_NONE &&
-	    d->decision != STS_DECISION_NONE)
-		s.policy = &d->verdict->policy;
-	else if (d->verdict != NULL && d->verdict->error_type != NULL)
-		s.sts_published = true;
-	s.result = tlsrpt_code(result_type);
-	s.sending_mta_ip = local_ip;
-	s.mx_host = mx_host;
-	s.mx_ip = mx_ip;
-	s.reason = reason;
-	if (tlsrpt_record(d->dc->tlsrpt, &s) != 0)
-		log_msg(LOG_LVL_WARNING, d->qid, "TLS-RPT: cannot record a session for %s",
-			d->domain);
+	record_tlsrpt(d->dc, d->qid, d->domain, d->verdict, result_type, mx_host, mx_ip, local_ip,
+		      reason);
 }
 
 /* ---- the connection ---- */
@@ -636,6 +667,19 @@ static const char *conn_tls_verdict(struct conn *c, const struct smtp_client_res
 			snprintf(reason, sizeof(reason), "%s", res->diag);
 		else
 			snprintf(reason, sizeof(reason), "%s", c->in->tls_reason);
+		if (c->mx_mismatch) {
+			/* testing, MX outside the policy: one session, whose
+			 * failure detail is the mismatch (RFC 8460 §4.4) */
+			char tls[sizeof(reason)];
+
+			if (rt != NULL)
+				snprintf(tls, sizeof(tls), " (TLS: %s: %s)", rt, reason);
+			else
+				tls[0] = '\0';
+			snprintf(reason, sizeof(reason), "mx-mismatch: %s not in the policy%s",
+				 c->in->host, tls);
+			rt = "validation-failure";
+		}
 		record_session(d, rt, c->in->host, c->in->ip, c->in->local_ip, rt ? reason : NULL);
 	}
 	if (sts_result != NULL && d->decision == STS_DECISION_TESTING)
@@ -785,6 +829,7 @@ static void conn_start(struct delivery *d, const struct dns_mx_host *h,
 	c->d = d;
 	snprintf(c->domain, sizeof(c->domain), "%s", d->domain);
 	c->tls_level = d->tls_level;
+	c->mx_mismatch = d->host_mismatch;
 	c->uses = 1;
 	c->sc = smtp_conn_new(dc->r->loop, &conn_ops, c);
 	if (c->sc == NULL)
@@ -850,6 +895,14 @@ static void conn_end(struct conn *c)
 	}
 	d->conn = NULL;
 	if (c->in->connect_failed || !c->in->connected) {
+		if (!d->aborted && c->mx_mismatch) {
+			/* no session to carry it: the mismatch is this attempt's */
+			char reason[DNS_NAME_MAX + 64];
+
+			snprintf(reason, sizeof(reason), "mx-mismatch: %s not in the policy",
+				 c->in->host);
+			record_session(d, "validation-failure", c->in->host, c->in->ip, NULL, reason);
+		}
 		if (!d->aborted) {
 			const char *text = c->in->connect_err[0] ? c->in->connect_err : "connection aborted";
 
@@ -927,12 +980,14 @@ static void conn_end(struct conn *c)
 
 /* ---- MX walk ---- */
 
-/* Under enforce only policy-matching MX hosts are used; under testing the
- * mismatch is reported and the host used anyway. */
+/* Under enforce only policy-matching MX hosts are used (a skipped one is
+ * a failed session of its own); under testing the host is used anyway and
+ * the mismatch becomes the failure detail of that connection's session. */
 static bool host_allowed(struct delivery *d, const struct dns_mx_host *h)
 {
 	bool match;
 
+	d->host_mismatch = false;
 	if (d->decision != STS_DECISION_ENFORCE && d->decision != STS_DECISION_TESTING)
 		return true;
 	match = sts_mx_match(&d->verdict->policy, h->name, NULL);
@@ -940,7 +995,9 @@ static bool host_allowed(struct delivery *d, const struct dns_mx_host *h)
 		d->mx_used++;
 		return true;
 	}
-	{
+	if (d->decision == STS_DECISION_TESTING) {
+		d->host_mismatch = true;
+	} else {
 		char reason[DNS_NAME_MAX + 64];
 
 		snprintf(reason, sizeof(reason), "mx-mismatch: %s not in the policy", h->name);
@@ -1070,6 +1127,18 @@ static void apply_policy(struct delivery *d)
 {
 	enum tls_default td = d->dc->r->cfg.tls_default;
 
+	if (d->flags & QUEUE_F_TLSRPT) {
+		/* Our own TLS-RPT report mail carries TLS-Required: No: RFC 8460
+		 * §5.3.1 and RFC 8689 §5 want it delivered despite the very TLS
+		 * failures it reports: no MTA-STS (nor tls_default = verify),
+		 * STARTTLS when offered, any certificate, plaintext otherwise. */
+		d->decision = STS_DECISION_NONE;
+		snprintf(d->result.sts, sizeof(d->result.sts), "none tls_required=no");
+		d->tls_level = SMTP_TLS_MAY;
+		d->tls_verify = false;
+		d->check_tls = false;
+		return;
+	}
 	d->decision = d->verdict ? d->verdict->decision : STS_DECISION_ABSENT;
 	if (d->decision == STS_DECISION_ABSENT || d->verdict == NULL ||
 	    d->verdict->source == STS_SOURCE_NONE) {
@@ -1178,13 +1247,11 @@ static void on_policy(void *arg, struct sts_verdict *v)
 	}
 	d->verdict = v;
 	apply_policy(d);
-	if (v->error_type != NULL) {
-		/* Discovery or fetch failed; a cached policy may still apply. */
+	if (v->error_type != NULL)
+		/* Discovery or fetch failed; a cached policy may still apply. The
+		 * engine reported the failure to TLS-RPT once (on_fetch_failed). */
 		log_msg(LOG_LVL_INFO, d->qid, "%s: MTA-STS policy problem: %s (%s); sts=%s",
 			d->domain, v->error_type, v->error_detail, d->result.sts);
-		if (d->decision == STS_DECISION_ABSENT)
-			record_session(d, v->error_type, NULL, NULL, NULL, v->error_detail);
-	}
 	start_mx(d);
 }
 
@@ -1249,6 +1316,13 @@ int delivery_start(struct delivery_ctx *dc, const struct queue_envelope *env, co
 
 	apply_policy(d);  /* absent until the engine says otherwise */
 	d->stage = D_POLICY;
+	if (d->flags & QUEUE_F_TLSRPT) {
+		log_msg(LOG_LVL_INFO, d->qid,
+			"%s: TLS-RPT report mail (TLS-Required: No): no MTA-STS, opportunistic TLS",
+			d->domain);
+		start_mx(d);
+		return 0;
+	}
 	/* An address literal has no MTA-STS policy (nor TLS-RPT): tls_default. */
 	if (dc->sts != NULL && !is_literal(d->domain) &&
 	    sts_engine_lookup(dc->sts, d->domain, on_policy, d, &d->sl) == 0)

@@ -10,11 +10,15 @@
 static void usage(FILE *f)
 {
 	fputs("usage: stsrelay serve [-c FILE]\n"
+	      "       stsrelay check [-c FILE]\n"
 	      "       stsrelay sendmail [flags] [recipient ...]\n"
-	      "       stsrelay queue list [--json] | show ID | flush [ID] | delete ID | bounce ID\n"
-	      "       stsrelay sts check DOMAIN [--json] [--probe] | sts cache [--json]\n"
+	      "       stsrelay queue list [--json] | show ID [--json] | flush [ID] | delete ID | bounce ID\n"
+	      "       stsrelay sts check DOMAIN [--json] [--probe] [--update-cache] | sts cache [--json]\n"
 	      "       stsrelay tlsrpt show [--day YYYY-MM-DD] [--json] | tlsrpt send [--day YYYY-MM-DD]\n"
-	      "Every subcommand takes -c FILE (else $STSRELAY_CONF, else /etc/stsrelay/stsrelay.conf).\n",
+	      "       stsrelay tlsrpt dkim-keygen [--selector S] [--out PATH] [--force]\n"
+	      "       stsrelay --version | -V\n"
+	      "Every subcommand takes -c FILE (else $STSRELAY_CONF, else /etc/stsrelay/stsrelay.conf)\n"
+	      "and --help. Exit codes follow sysexits.h; see stsrelay(8).\n",
 	      f);
 }
 
@@ -26,6 +30,7 @@ int main(int argc, char **argv)
 	} cmds[] = {
 		{ "serve", cmd_serve },   { "sendmail", cmd_sendmail }, { "queue", cmd_queue },
 		{ "mailq", cmd_mailq },   { "sts", cmd_sts },           { "tlsrpt", cmd_tlsrpt },
+		{ "check", cmd_conf_check },
 	};
 	const char *base = strrchr(argv[0], '/');
 	size_t i;
@@ -42,6 +47,13 @@ int main(int argc, char **argv)
 	if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
 		usage(argc < 2 ? stderr : stdout);
 		return argc < 2 ? EX_USAGE : 0;
+	}
+	if (strcmp(argv[1], "-V") == 0 || strcmp(argv[1], "--version") == 0) {
+		if (argc != 2) {
+			usage(stderr);
+			return EX_USAGE;
+		}
+		return cli_print_version();
 	}
 	for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
 		if (strcmp(argv[1], cmds[i].name) == 0)

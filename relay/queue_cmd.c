@@ -6,6 +6,7 @@
 #include "relay/core_fs.h"
 #include "relay/listing.h"
 #include "queue/queue.h"
+#include "relay/relay.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -19,20 +20,42 @@
 
 struct qopts {
 	const char *config;
-	bool json;
+	bool json, help;
 	const char *pos[MAX_POSITIONAL];
 	size_t npos;
 };
 
-static void queue_usage(FILE *f)
-{
-	fputs("usage: stsrelay queue list [--json] [-c FILE]\n"
-	      "       stsrelay queue show ID [--json] [-c FILE]\n"
-	      "       stsrelay queue flush [ID] [-c FILE]\n"
-	      "       stsrelay queue delete ID [-c FILE]\n"
-	      "       stsrelay queue bounce ID [-c FILE]\n",
-	      f);
-}
+static const char queue_help[] =
+	"usage: stsrelay queue list [--json] [-c FILE]\n"
+	"       stsrelay queue show ID [--json] [-c FILE]\n"
+	"       stsrelay queue flush [ID] [-c FILE]\n"
+	"       stsrelay queue delete ID [-c FILE]\n"
+	"       stsrelay queue bounce ID [-c FILE]\n"
+	"\n"
+	"  list          the queued messages and each recipient's state (= mailq)\n"
+	"  show ID       one message: envelope, recipients, the stored message\n"
+	"  flush [ID]    retry now: every deferred recipient, or those of ID\n"
+	"  delete ID     remove the message, no notice to anyone\n"
+	"  bounce ID     return the message to its sender now (5.0.0); needs the daemon\n"
+	"  --json        list and show: one JSON document instead of text\n"
+	"  -c FILE       configuration file (else $STSRELAY_CONF, else\n"
+	"                " CONFIG_DEFAULT_PATH ")\n"
+	"  -h, --help    this text\n"
+	"ID: the 12 hex digits of a queue id (any case). With the daemon running,\n"
+	"flush, delete and bounce go through its control socket.\n"
+	"Exit: 0 done, 64 usage, 65 not a queue id, 67 no such message, 69 no\n"
+	"daemon (bounce) or no spool, 74 spool I/O error, 75 the daemon did not\n"
+	"answer in time, 76 unexpected reply, 77 permission denied, 78 configuration.\n";
+
+static const char mailq_help[] =
+	"usage: mailq [--json] [-c FILE]\n"
+	"The queue listing, the same as `stsrelay queue list` and `sendmail -bp`.\n"
+	"  --json        one JSON document instead of text\n"
+	"  -c FILE, -C FILE  configuration file (else $STSRELAY_CONF, else\n"
+	"                " CONFIG_DEFAULT_PATH ")\n"
+	"  -h, --help    this text\n"
+	"Exit: 0, 64 usage, 69 no spool, 74 I/O error, 77 permission denied,\n"
+	"78 configuration.\n";
 
 /* Options may stand anywhere after the subcommand: -c FILE, -cFILE, --json. */
 static int parse_opts(const char *prog, int argc, char **argv, struct qopts *o)
@@ -56,6 +79,8 @@ static int parse_opts(const char *prog, int argc, char **argv, struct qopts *o)
 			o->config = a + 2;
 		} else if (!only_pos && strcmp(a, "--json") == 0) {
 			o->json = true;
+		} else if (!only_pos && cli_is_help(a)) {
+			o->help = true;
 		} else if (!only_pos && a[0] == '-' && a[1] != '\0') {
 			fprintf(stderr, "%s: unknown option '%s'\n", prog, a);
 			return -1;
@@ -73,8 +98,8 @@ static int parse_opts(const char *prog, int argc, char **argv, struct qopts *o)
 /* What a user who may not read or change the queue is told (exit 77). */
 static int not_permitted(const char *prog, const char *what)
 {
-	fprintf(stderr, "%s: permission denied: %s needs root or the daemon's user (the owner "
-		"of the spool)\n", prog, what);
+	fprintf(stderr, "%s: %s: Permission denied (run it as root or as the daemon's user, "
+		"the owner of the spool)\n", prog, what);
 	return EX_NOPERM;
 }
 
@@ -83,10 +108,12 @@ static int open_spool(const char *prog, const struct config *cfg, struct queue *
 	char err[512];
 
 	if (queue_open(cfg->spool_dir, false, -1, q, err, sizeof(err)) != 0) {
-		if (errno == EACCES)
+		int e = errno;
+
+		if (e == EACCES)
 			return not_permitted(prog, "reading the spool");
 		fprintf(stderr, "%s: cannot open the spool %s: %s\n", prog, cfg->spool_dir, err);
-		return EX_UNAVAILABLE;
+		return cli_exit_for_errno(e, EX_UNAVAILABLE);
 	}
 	return 0;
 }
@@ -128,13 +155,16 @@ int cli_queue_list(const char *prog, const struct config *cfg, bool json)
 				cfg->spool_dir);
 			ex = EX_UNAVAILABLE;
 			goto out;
+		case CLI_CONTROL_DENIED:
+			ex = not_permitted(prog, "listing the queue");
+			goto out;
 		default:
 			fprintf(stderr, "%s: %s\n", prog, err);
 			ex = EX_UNAVAILABLE;
 			goto out;
 		}
 	} else if (doc == NULL) {
-		fprintf(stderr, "%s: cannot list the queue: %s\n", prog, err);
+		fprintf(stderr, "%s: cannot open the spool %s: %s\n", prog, cfg->spool_dir, err);
 		ex = e == ENOENT ? EX_UNAVAILABLE : EX_IOERR;
 		goto out;
 	}
@@ -161,38 +191,31 @@ out:
 
 /* ---- show ---- */
 
-/* 1: id is queued, 0: it is not, -1: the queue cannot be listed (errno;
- * EACCES for a user who may not read it). */
-static int id_known(struct queue *q, const char *id)
+/* 0 when id is queued, else an exit code after saying why: 67 for an
+ * unknown id, 77 (what: the action, for the message) or 74 when the queue
+ * cannot be read. */
+static int id_known(const char *prog, struct queue *q, const char *id, const char *what)
 {
 	char (*ids)[QUEUE_ID_LEN + 1] = NULL;
 	size_t n = 0, i;
 	int found = 0;
 
-	if (queue_scan(q, &ids, &n) != 0)
-		return -1;
+	if (queue_scan(q, &ids, &n) != 0) {
+		int e = errno;
+
+		if (e == EACCES)
+			return not_permitted(prog, what);
+		fprintf(stderr, "%s: cannot list the queue: %s\n", prog, strerror(e));
+		return cli_exit_for_errno(e, EX_IOERR);
+	}
 	for (i = 0; i < n && !found; i++)
 		found = strcmp(ids[i], id) == 0;
 	free(ids);
-	return found;
-}
-
-/* The answer to "is id queued?" for a command: 0 when it is, else an exit
- * code with its message printed. */
-static int check_id(const char *prog, struct queue *q, const char *id, const char *what)
-{
-	switch (id_known(q, id)) {
-	case 1:
-		return 0;
-	case 0:
+	if (!found) {
 		fprintf(stderr, "%s: no message %s in the queue\n", prog, id);
-		return 1;
-	default:
-		if (errno == EACCES)
-			return not_permitted(prog, what);
-		fprintf(stderr, "%s: cannot list the queue: %s\n", prog, strerror(errno));
-		return EX_IOERR;
+		return EX_NOUSER;
 	}
+	return 0;
 }
 
 static int copy_data(struct queue *q, const struct queue_envelope *env)
@@ -231,12 +254,12 @@ static int queue_show(const char *prog, const struct config *cfg, const char *id
 	rc = open_spool(prog, cfg, &q);
 	if (rc != 0)
 		return rc;
-	ex = check_id(prog, q, id, "queue show");
+	ex = id_known(prog, q, id, "queue show");
 	if (ex != 0)
 		goto out;
 	if (queue_load(q, id, &env, err, sizeof(err)) != 0) {
 		fprintf(stderr, "%s: %s: %s\n", prog, id, err);
-		ex = errno == ENOENT ? 1 : EX_IOERR;
+		ex = errno == ENOENT ? EX_NOUSER : EX_IOERR;
 		goto out;
 	}
 	if (json) {
@@ -291,10 +314,12 @@ static int offline_flush(const char *prog, struct queue *q, const char *only)
 	int ex = 0;
 
 	if (queue_scan(q, &ids, &n) != 0) {
-		if (errno == EACCES)
+		int e = errno;
+
+		if (e == EACCES)
 			return not_permitted(prog, "changing the queue");
-		fprintf(stderr, "%s: cannot list the queue: %s\n", prog, strerror(errno));
-		return EX_IOERR;
+		fprintf(stderr, "%s: cannot list the queue: %s\n", prog, strerror(e));
+		return cli_exit_for_errno(e, EX_IOERR);
 	}
 	for (i = 0; i < n; i++) {
 		struct queue_envelope env;
@@ -320,9 +345,11 @@ static int offline_flush(const char *prog, struct queue *q, const char *only)
 			}
 		}
 		if (changed > 0 && queue_save_state(q, &env) != 0) {
+			int e = errno;
+
 			fprintf(stderr, "%s: %s: cannot save the state: %s\n", prog, ids[i],
-				strerror(errno));
-			ex = EX_IOERR;
+				strerror(e));
+			ex = cli_exit_for_errno(e, EX_IOERR);
 		} else if (changed > 0) {
 			nmsg++;
 			nrcpt += changed;
@@ -371,7 +398,7 @@ static int queue_change_offline(const char *prog, const struct config *cfg, cons
 	if (ex != 0)
 		goto out;
 	if (id != NULL) {
-		ex = check_id(prog, q, id, "changing the queue");
+		ex = id_known(prog, q, id, "changing the queue");
 		if (ex != 0)
 			goto out;
 	}
@@ -402,11 +429,14 @@ static int queue_change(const char *prog, const struct config *cfg, const char *
 
 	snprintf(request, sizeof(request), "%s%s%s", verb, id ? " " : "", id ? id : "");
 	cr = cli_control_request(cfg->spool_dir, request, reply, sizeof(reply));
-	if (cr == CLI_CONTROL_DENIED)
-		return not_permitted(prog, "changing the queue");
+	if (cr == CLI_CONTROL_DENIED) {
+		fprintf(stderr, "%s: %s (run it as root or as the daemon's user)\n", prog, reply);
+		return EX_NOPERM;
+	}
 	if (cr == CLI_CONTROL_FAILED) {
+		/* a daemon that is there but did not answer in time: try again */
 		fprintf(stderr, "%s: %s\n", prog, reply);
-		return EX_UNAVAILABLE;
+		return EX_TEMPFAIL;
 	}
 	if (cr == CLI_CONTROL_REPLIED) {
 		if (strcmp(reply, "ok") == 0 || strncmp(reply, "ok ", 3) == 0) {
@@ -415,8 +445,11 @@ static int queue_change(const char *prog, const struct config *cfg, const char *
 			return 0;
 		}
 		if (strncmp(reply, "error", 5) == 0 && (reply[5] == ' ' || reply[5] == '\0')) {
-			fprintf(stderr, "%s: %s\n", prog, reply[5] ? reply + 6 : "the daemon refused");
-			return 1;
+			const char *why = reply[5] ? reply + 6 : "the daemon refused";
+
+			fprintf(stderr, "%s: %s\n", prog, why);
+			return strncmp(why, RELAY_CONTROL_NO_SUCH, strlen(RELAY_CONTROL_NO_SUCH)) == 0
+				       ? EX_NOUSER : EX_SOFTWARE;
 		}
 		fprintf(stderr, "%s: unexpected reply from the daemon: %s\n", prog, reply);
 		return EX_PROTOCOL;
@@ -436,14 +469,12 @@ int cmd_queue(int argc, char **argv)
 
 	if (cli_drop_setgid(prog) != 0)
 		return EX_OSERR;
-	if (parse_opts(prog, argc, argv, &o) != 0) {
-		queue_usage(stderr);
-		return EX_USAGE;
-	}
-	if (o.npos == 0) {
-		queue_usage(stderr);
-		return EX_USAGE;
-	}
+	if (parse_opts(prog, argc, argv, &o) != 0)
+		return cli_usage(queue_help, false);
+	if (o.help)
+		return cli_usage(queue_help, true);
+	if (o.npos == 0)
+		return cli_usage(queue_help, false);
 	sub = o.pos[0];
 	if (strcmp(sub, "list") == 0) {
 		want_min = want_max = 1;
@@ -455,17 +486,14 @@ int cmd_queue(int argc, char **argv)
 		want_min = want_max = 2;
 	} else {
 		fprintf(stderr, "%s: unknown command '%s'\n", prog, sub);
-		queue_usage(stderr);
-		return EX_USAGE;
+		return cli_usage(queue_help, false);
 	}
-	if (o.npos < want_min || o.npos > want_max) {
-		queue_usage(stderr);
-		return EX_USAGE;
-	}
+	if (o.npos < want_min || o.npos > want_max)
+		return cli_usage(queue_help, false);
 	if (o.npos == 2 && !cli_queue_id_parse(o.pos[1], id)) {
 		fprintf(stderr, "%s: '%s' is not a queue id (%d hex digits)\n", prog, o.pos[1],
 			QUEUE_ID_LEN);
-		return 1;
+		return EX_DATAERR;
 	}
 	if (o.json && strcmp(sub, "list") != 0 && strcmp(sub, "show") != 0) {
 		fprintf(stderr, "%s: --json applies to list and show only\n", prog);
@@ -489,10 +517,10 @@ int cmd_mailq(int argc, char **argv)
 
 	if (cli_drop_setgid("mailq") != 0)
 		return EX_OSERR;
-	if (parse_opts("mailq", argc, argv, &o) != 0 || o.npos != 0) {
-		fputs("usage: mailq [--json] [-c FILE]\n", stderr);
-		return EX_USAGE;
-	}
+	if (parse_opts("mailq", argc, argv, &o) != 0 || o.npos != 0)
+		return cli_usage(mailq_help, false);
+	if (o.help)
+		return cli_usage(mailq_help, true);
 	rc = cli_load_config("mailq", o.config, &cfg);
 	if (rc != 0)
 		return rc;

@@ -37,4 +37,12 @@ struct relay {
 #define RELAY_PUBLIC_DIR "public"
 #define RELAY_SHOWQ_SOCKET "public/showq"
 
+/* The start of the reason in "error REASON" when the id names no queued
+ * message; `stsrelay queue` turns it into exit code 67 (EX_NOUSER). */
+#define RELAY_CONTROL_NO_SUCH "no such message"
+
+/* The group that may create files in maildrop/ (Postfix's postdrop group):
+ * the stsrelay binary is installed set-group-ID to it for `sendmail`. */
+#define RELAY_DROP_GROUP "stsrelay-drop"
+
 #endif

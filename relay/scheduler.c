@@ -49,6 +49,7 @@
  */
 
 #define STOP_GRACE_MS 10000            /* in-flight deliveries at shutdown, then abort */
+#define TLSRPT_MAIL_LIFETIME_S 86400   /* queue life of TLS-RPT report mail (RFC 8460 §5.5) */
 #define PASS_BUDGET 256                /* messages run per pass before yielding */
 #define MSG_BUCKETS 16384
 #define DOM_BUCKETS 1024
@@ -817,8 +818,15 @@ static void apply_result(struct scheduler *s, struct smsg *m, const struct deliv
 {
 	const struct config *cfg = &s->r->cfg;
 	int64_t now = clock_now();
-	int64_t expires = m->env.queued_at + (int64_t)cfg->queue_lifetime_s;
+	uint64_t lifetime = cfg->queue_lifetime_s;
+	int64_t expires;
 	size_t i;
+
+	/* RFC 8460 §5.5: report mail is retried for up to 24 hours, then
+	 * dropped (QUEUE_F_NOBOUNCE: no bounce for it). */
+	if ((m->env.flags & QUEUE_F_TLSRPT) && lifetime > TLSRPT_MAIL_LIFETIME_S)
+		lifetime = TLSRPT_MAIL_LIFETIME_S;
+	expires = m->env.queued_at + (int64_t)lifetime;
 
 	for (i = 0; i < res->nrcpts; i++) {
 		const struct delivery_rcpt *dr = &res->rcpts[i];
@@ -857,8 +865,13 @@ static void apply_result(struct scheduler *s, struct smsg *m, const struct deliv
 				char reason[QUEUE_ERROR_MAX + 64], dsn5[SMTP_REPLY_ESC_MAX];
 
 				snprintf(dsn5, sizeof(dsn5), "5%s", st + 1);
-				snprintf(reason, sizeof(reason),
-					 "delivery time expired; last error: %s", dr->text);
+				if (m->env.flags & QUEUE_F_TLSRPT)
+					snprintf(reason, sizeof(reason),
+						 "TLS-RPT report mail dropped after 24 hours "
+						 "(RFC 8460); last error: %s", dr->text);
+				else
+					snprintf(reason, sizeof(reason),
+						 "delivery time expired; last error: %s", dr->text);
 				q->status = QUEUE_BOUNCED;
 				log_rcpt(m, q->address, dr->relay, dr->conn_use, dsn5, dr->tls, res->sts,
 					 dr->sts_result, "bounced", reason);
@@ -1276,6 +1289,11 @@ static void flush_one(struct scheduler *s, struct smsg *m)
 		if (!is_final(m->env.rcpts[i].status))
 			m->env.rcpts[i].next_try = 0;
 	heap_set(s, m, msg_due(m));
+}
+
+bool scheduler_knows(struct scheduler *s, const char *id)
+{
+	return find(s, id) != NULL;
 }
 
 int scheduler_flush(struct scheduler *s, const char *id)

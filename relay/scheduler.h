@@ -3,12 +3,16 @@
 #ifndef STSRELAY_SCHEDULER_H
 #define STSRELAY_SCHEDULER_H
 
+#include <stdbool.h>
+
 #include "relay/relay.h"
 
 /* Loads every committed message from the spool (after queue_recover). */
 int scheduler_new(struct relay *r, struct scheduler **out);
 /* A message was committed to the queue (by SMTP or a drop import). */
 void scheduler_add(struct scheduler *s, const char *id);
+/* True when id is a message the scheduler holds (queued, not deleted). */
+bool scheduler_knows(struct scheduler *s, const char *id);
 /* Retry now: one message, or every deferred one with id == NULL. 0 / -1 (unknown id). */
 int scheduler_flush(struct scheduler *s, const char *id);
 /* Delete without notice / bounce to the sender now. 0 / -1 (unknown id). */

@@ -17,6 +17,7 @@
 #include "relay/config.h"
 #include "relay/core_b64.h"
 #include "relay/core_buf.h"
+#include "relay/relay.h"
 #include "queue/queue.h"
 #include "smtp/addrlist.h"
 #include "smtp/address.h"
@@ -35,7 +36,7 @@
 #include <unistd.h>
 
 #define PROG "sendmail"
-#define DROP_GROUP "stsrelay-drop"
+#define DROP_GROUP RELAY_DROP_GROUP
 /* Longest piece of a line stored as one line. Longer input lines are broken
  * by inserting CRLF SPACE, as Postfix's smtp_line_length_limit does, so the
  * stored message never exceeds RFC 5322's 998 octets per line. */
@@ -548,7 +549,7 @@ static int sm_open_queue(struct sm *sm, char *why, size_t whylen)
 {
 	struct group *gr;
 	long gid = -1;
-	int rc;
+	int rc, e;
 
 	if (sm->q != NULL)
 		return 0;
@@ -562,8 +563,13 @@ static int sm_open_queue(struct sm *sm, char *why, size_t whylen)
 		return EX_OSERR;
 	}
 	rc = queue_open(sm->cfg->spool_dir, getuid() == 0, gid, &sm->q, why, whylen);
+	e = errno;
 	priv_lower();
-	return rc == 0 ? 0 : EX_TEMPFAIL;
+	if (rc == 0)
+		return 0;
+	/* A spool this user may not enter is for the administrator to fix;
+	 * anything else may pass (a spool being set up): the caller retries. */
+	return cli_exit_for_errno(e, EX_TEMPFAIL);
 }
 
 /* Reads the header section from src into h. On return *pending holds the
@@ -732,7 +738,7 @@ static int submit(struct sm *sm, struct line_src *src, struct queue_envelope *en
 	char pending[CHUNK_MAX], buf[CHUNK_MAX];
 	size_t pendlen = 0, len;
 	bool have_pending, cont;
-	int ex, rc;
+	int ex, rc, e;
 
 	ex = read_headers(sm, src, &h, pending, &pendlen, &have_pending, why, whylen);
 	if (ex != 0)
@@ -762,11 +768,12 @@ static int submit(struct sm *sm, struct line_src *src, struct queue_envelope *en
 		goto out;
 	}
 	rc = queue_writer_new(sm->q, true, &w);
+	e = errno;
 	priv_lower();
 	if (rc != 0) {
 		snprintf(why, whylen, "cannot create a file in %.400s/maildrop: %s", sm->cfg->spool_dir,
-			 strerror(errno));
-		ex = EX_CANTCREAT;
+			 strerror(e));
+		ex = cli_exit_for_errno(e, EX_CANTCREAT);
 		goto out;
 	}
 	env->queued_at = clock_now();
@@ -987,7 +994,7 @@ static int smtp_session(struct sm *sm, struct reader *rd)
 
 /* ---- options ---- */
 
-enum sm_mode { MODE_DELIVER, MODE_LIST, MODE_SMTP, MODE_NOOP };
+enum sm_mode { MODE_DELIVER, MODE_LIST, MODE_SMTP, MODE_NOOP, MODE_HELP };
 
 struct sm_opts {
 	enum sm_mode mode;
@@ -998,11 +1005,34 @@ struct sm_opts {
 	int first_rcpt;         /* argv index of the first recipient */
 };
 
+static const char sm_help[] =
+	"usage: sendmail [-t] [-i] [-f sender] [-F name] [-bm|-bp|-bs] [-C file] [recipient ...]\n"
+	"       stsrelay sendmail [same flags]\n"
+	"\n"
+	"Reads a message on stdin and puts it into the stsrelay spool (maildrop/);\n"
+	"the daemon delivers it, now or when it next starts.\n"
+	"  -t            recipients from To:, Cc: and Bcc: (Bcc: is removed)\n"
+	"  -i, -oi       a line with a single dot does not end the message\n"
+	"  -f ADDR, -r ADDR  envelope sender (default: login@hostname; \"<>\": none)\n"
+	"  -F NAME       full name for an added From: header\n"
+	"  -bm           deliver (the default)\n"
+	"  -bp           list the queue (= mailq)\n"
+	"  -bs           an SMTP dialogue on stdin/stdout\n"
+	"  -bi, -I       initialise the alias database: nothing to do, exit 0\n"
+	"  -C FILE, -c FILE  configuration file (else $STSRELAY_CONF, else\n"
+	"                " CONFIG_DEFAULT_PATH ")\n"
+	"  -oX..., -odb, -v, -h N, -N ..., -R ..., -V ... and other sendmail flags\n"
+	"                are accepted and ignored\n"
+	"  --help        this text\n"
+	"Exit: 0 the message is durably in the spool, 64 usage, 65 no recipients,\n"
+	"a bad address or a message too large, 67 no login name for this user,\n"
+	"71 system error, 73 cannot create the file in maildrop/, 74 write error,\n"
+	"75 the spool cannot be opened now, 77 permission denied (not in group\n"
+	RELAY_DROP_GROUP " and not root), 78 configuration error.\n";
+
 static void sm_usage(void)
 {
-	fputs("usage: sendmail [-t] [-i] [-f sender] [-F name] [-bm|-bp|-bs] [-C file] "
-	      "[recipient ...]\n",
-	      stderr);
+	(void)cli_usage(sm_help, false);
 }
 
 /* getopt-style: clustered flags ("-ti"), arguments attached ("-fADDR") or
@@ -1022,6 +1052,11 @@ static int parse_args(int argc, char **argv, struct sm_opts *o)
 		if (strcmp(a, "--") == 0) {
 			i++;
 			break;
+		}
+		/* Only the long form: -h is sendmail's hop count. */
+		if (strcmp(a, "--help") == 0) {
+			o->mode = MODE_HELP;
+			return 0;
 		}
 		if (a[0] != '-' || a[1] == '\0')
 			break;
@@ -1138,6 +1173,8 @@ static int sendmail_main(int argc, char **argv)
 		sm_usage();
 		return EX_USAGE;
 	}
+	if (o.mode == MODE_HELP)
+		return cli_usage(sm_help, true);
 	if (o.mode == MODE_NOOP) {
 		return 0;
 	}

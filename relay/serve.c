@@ -20,16 +20,18 @@
 #include <unistd.h>
 
 #include "queue/queue.h"
+#include "relay/cli.h"
 #include "relay/commit.h"
 #include "relay/control.h"
 #include "relay/log.h"
+#include "relay/notify.h"
 #include "relay/pickup.h"
 #include "relay/relay.h"
 #include "relay/scheduler.h"
 #include "relay/smtpd.h"
 #include "relay/tlsrpt_daemon.h"
 
-#define DROP_GROUP "stsrelay-drop"    /* group of maildrop/, see relay/sendmail.c */
+#define DROP_GROUP RELAY_DROP_GROUP
 #define LOCK_WAIT_MS 2000   /* a queue command holds the lock for a moment at most */
 
 struct serve {
@@ -80,6 +82,7 @@ static void begin_stop(struct serve *sv, const char *why)
 		return;
 	}
 	sv->r.stopping = 1;
+	notify_stopping();
 	log_info("stopping (%s): no new connections, finishing sessions", why);
 	if (sv->pickup != NULL) {
 		pickup_close(sv->pickup);
@@ -127,12 +130,15 @@ static void reload(struct serve *sv)
 	struct config *cur = &sv->r.cfg;
 	char err[1024];
 
+	notify_reloading();
 	if (nc == NULL) {
 		log_error("reload: out of memory; keeping the running configuration");
+		notify_ready("running (reload failed: out of memory)");
 		return;
 	}
 	if (config_load(nc, sv->r.config_path, err, sizeof(err)) != 0) {
 		log_error("reload failed: %s; keeping the running configuration", err);
+		notify_ready("running (reload refused: configuration error)");
 		free(nc);
 		return;
 	}
@@ -162,6 +168,7 @@ static void reload(struct serve *sv)
 	free(nc);
 	setup_logging(cur);
 	log_info("configuration reloaded from %s", sv->r.config_path);
+	notify_ready("running");
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -464,7 +471,7 @@ static int take_lock(struct serve *sv, bool *made_root, char *err, size_t errlen
 			snprintf(err, errlen, "spool %s is in use by another stsrelay (pid %ld holds "
 				 "%s/%s): one daemon per spool", spool, holder, spool, QUEUE_LOCK_FILE);
 		else
-			snprintf(err, errlen, "cannot lock the spool: %s/%s: %s", spool,
+			snprintf(err, errlen, "cannot lock spool %s (%s/%s): %s", spool, spool,
 				 QUEUE_LOCK_FILE, e == EINVAL ? "not a plain file with one link" :
 				 strerror(e));
 		errno = e;
@@ -505,10 +512,21 @@ static void walk_close(uv_handle_t *h, void *arg)
 		uv_close(h, NULL);
 }
 
-static void usage(void)
-{
-	fputs("usage: stsrelay serve [-c FILE]\n", stderr);
-}
+static const char serve_help[] =
+	"usage: stsrelay serve [-c FILE]\n"
+	"\n"
+	"The relay daemon, in the foreground: binds `listen`, becomes `user`, opens\n"
+	"the spool and delivers. SIGTERM or SIGINT: stop accepting, finish or\n"
+	"requeue what is in flight, exit 0. SIGHUP: reload the configuration.\n"
+	"Under systemd it reports readiness with sd_notify (Type=notify).\n"
+	"  -c FILE, --config FILE  configuration file (else $STSRELAY_CONF, else\n"
+	"                          " CONFIG_DEFAULT_PATH ")\n"
+	"  -h, --help              this text\n"
+	"Exit: 0 stopped by a signal, 64 usage, 70 the delivery engine could not\n"
+	"start (the reason is logged; a bad ca_file ends here: `stsrelay check`),\n"
+	"71 a listen address cannot be bound, 73 the spool cannot be created or\n"
+	"written, 77 `user` is unknown or cannot be switched to, 78 configuration\n"
+	"error.\n";
 
 int cmd_serve(int argc, char **argv)
 {
@@ -533,17 +551,13 @@ int cmd_serve(int argc, char **argv)
 			explicit_path = optarg;
 			break;
 		case 'h':
-			usage();
-			return 0;
+			return cli_usage(serve_help, true);
 		default:
-			usage();
-			return EX_USAGE;
+			return cli_usage(serve_help, false);
 		}
 	}
-	if (optind != argc) {
-		usage();
-		return EX_USAGE;
-	}
+	if (optind != argc)
+		return cli_usage(serve_help, false);
 	sv = calloc(1, sizeof(*sv));
 	if (sv == NULL) {
 		fputs("stsrelay: out of memory\n", stderr);
@@ -668,15 +682,16 @@ int cmd_serve(int argc, char **argv)
 			goto fail;
 		}
 	}
-	log_info("started: config %s, spool %s, hostname %s", sv->r.config_path,
-		 sv->r.cfg.spool_dir, sv->r.cfg.hostname);
+	log_info("started: stsrelay %s, config %s, spool %s, hostname %s", STSRELAY_VERSION,
+		 sv->r.config_path, sv->r.cfg.spool_dir, sv->r.cfg.hostname);
+	notify_ready("running");
 
 	uv_run(&sv->loop, UV_RUN_DEFAULT);
 	log_info("stopped");
 	goto out;
 
 fail:
-	fprintf(stderr, "stsrelay: %s\n", err);
+	/* The log goes to stderr: one line, not a second copy of it. */
 	log_error("cannot start: %s", err);
 	if (sv->pickup != NULL)
 		pickup_close(sv->pickup);
@@ -690,6 +705,11 @@ fail:
 		sv->r.stopping = 1;
 		smtpd_stop(sv->smtpd, NULL, NULL);
 	}
+	/* A start that fails after the queue was loaded (a listen address in
+	 * use) closes the scheduler's resolver, TLS context and timers too;
+	 * nothing is delivering yet, so this finishes at once. */
+	if (sv->r.sched != NULL)
+		scheduler_stop(sv->r.sched, NULL, NULL);
 	close_signals(sv);
 	uv_run(&sv->loop, UV_RUN_DEFAULT);
 out:

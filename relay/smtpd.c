@@ -55,10 +55,12 @@ static const char *const state_names[] = { "CMD", "DATA", "COMMIT", "CLOSING", "
 
 /* DATA decoding: position within the current line. Only CRLF "." CRLF ends
  * the data (RFC 5321 §4.1.1.4): a line begun after a bare LF (D_BOL_LF) never
- * starts a terminator or dot-unstuffing, so LF.LF, LF.CRLF and CRLF.LF cannot
- * smuggle a second transaction past an application that dot-stuffs only
- * after CRLF (Postfix's smtpd_forbid_bare_newline = normalize). */
-enum data_pos { D_BOL, D_BOL_LF, D_MID, D_MID_CR, D_DOT, D_DOT_CR };
+ * starts a terminator, so LF.LF, LF.CRLF and CRLF.LF cannot smuggle a second
+ * transaction past an application that dot-stuffs only after CRLF. Like
+ * Postfix's smtpd_forbid_bare_newline = normalize, such a line is otherwise
+ * a line: ".text" loses its stuffing dot (clients such as Python's smtplib
+ * stuff after every LF), while a lone "." stays data (D_DOT_LF). */
+enum data_pos { D_BOL, D_BOL_LF, D_MID, D_MID_CR, D_DOT, D_DOT_CR, D_DOT_LF, D_DOT_LF_CR };
 
 struct listener {
 	uv_tcp_t tcp;
@@ -409,7 +411,30 @@ static size_t data_feed(struct smtpd_session *s, const char *buf, size_t len)
 			}
 			goto mid;
 		case D_BOL_LF:
-			goto mid;       /* a dot here is plain data */
+			if (c == '.') {
+				s->dpos = D_DOT_LF;
+				break;
+			}
+			goto mid;
+		case D_DOT_LF:
+			if (c == '\r') {
+				s->dpos = D_DOT_LF_CR;
+				break;
+			}
+			if (c == '\n') {
+				emit(s, ".\r\n", 3);  /* LF "." LF: data, not an end */
+				s->dpos = D_BOL_LF;
+				break;
+			}
+			goto mid;       /* ".x": the leading dot is dropped */
+		case D_DOT_LF_CR:
+			if (c == '\n') {
+				emit(s, ".\r\n", 3);  /* LF "." CRLF: data, not an end */
+				s->dpos = D_BOL;
+				break;
+			}
+			s->dpos = D_MID_CR;  /* ".\rx": dot dropped, CR is data */
+			goto mid_cr;
 		case D_DOT:
 			if (c == '\n') {
 				/* "." ended by a bare LF: not a terminator, kept as data */
@@ -430,6 +455,7 @@ static size_t data_feed(struct smtpd_session *s, const char *buf, size_t len)
 			s->dpos = D_MID_CR;  /* ".\rx": dot dropped, CR is data */
 			/* fall through */
 		case D_MID_CR:
+		mid_cr:
 			if (c == '\n') {
 				emit(s, "\r\n", 2);
 				s->dpos = D_BOL;

@@ -9,7 +9,7 @@
 #include "relay/sts_dns.h"
 #include "sts/cache.h"
 #include "sts/engine.h"
-#include "sts/mx_match.h"
+#include "sts/policy.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -43,11 +43,17 @@ static void sts_usage(FILE *f)
 	      "  --update-cache  write a newly fetched policy into the daemon's cache under\n"
 	      "                  spool_dir/sts (without it the cache is only read); a running\n"
 	      "                  daemon reads that directory at start only\n"
-	      "exit (sts check): 0 mail can go as the policy demands (or none applies);\n"
-	      "  1 an enforce policy cannot be met: no MX matches it (with --probe: none of\n"
-	      "  the matching ones passes STARTTLS and the certificate check); 75 temporary:\n"
-	      "  the TXT lookup, the policy fetch or the MX lookup failed (decision tempfail)\n"
-	      "sts cache: the cached policies with id, mode, fetch and expiry times.\n",
+	      "sts cache: the cached policies with id, mode, fetch and expiry times.\n"
+	      "  --json          (cache) one JSON document instead of text\n"
+	      "  -c FILE         configuration file (else $STSRELAY_CONF, else\n"
+	      "                  " CONFIG_DEFAULT_PATH ")\n"
+	      "  -h, --help      this text\n"
+	      "Exit (sts check): 0 mail can go as the policy demands (or none applies);\n"
+	      "1 an enforce policy cannot be met: no MX matches it (with --probe: none of\n"
+	      "the matching ones passes STARTTLS and the certificate check); 75 temporary:\n"
+	      "the TXT lookup, the policy fetch or the MX lookup failed (decision tempfail).\n"
+	      "Exit (both): 0 done, 64 usage, 65 not a domain name, 70 the engine could not run,\n"
+	      "71 system error, 74 the cache cannot be read, 78 configuration error.\n",
 	      f);
 }
 
@@ -669,6 +675,12 @@ int cmd_sts(int argc, char **argv)
 	if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
 		sts_usage(argc < 2 ? stderr : stdout);
 		return argc < 2 ? EX_USAGE : 0;
+	}
+	for (int i = 2; i < argc; i++) {
+		if (cli_is_help(argv[i])) {
+			sts_usage(stdout);
+			return 0;
+		}
 	}
 	check = strcmp(argv[1], "check") == 0;
 	if (!check && strcmp(argv[1], "cache") != 0) {

@@ -1,8 +1,12 @@
-/* `stsrelay tlsrpt show|send` (plus `validate` and the test helper `record`):
- * the day's RFC 8460 aggregate for people and scripts, and sending it now. */
+/* `stsrelay tlsrpt show|send|dkim-keygen` (plus `validate` and the test helper
+ * `record`): the day's RFC 8460 aggregate, sending it now, and the DKIM key
+ * that report mail needs. */
 #include "relay/commands.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,9 +14,12 @@
 #include <sysexits.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "queue/queue.h"
 #include "relay/cli.h"
 #include "relay/clock.h"
+#include "relay/core_fs.h"
 #include "relay/log.h"
 #include "relay/tlsrpt_send.h"
 #include "sts/policy.h"
@@ -20,11 +27,13 @@
 
 #define PROG "stsrelay tlsrpt"
 #define FILE_MAX (TLSRPT_REPORT_MAX + 1)
+#define DKIM_KEY_BITS 2048
 
 struct topts {
 	const char *config;
 	const char *day;
-	bool json, lenient, sts_published;
+	const char *selector, *out;
+	bool json, lenient, sts_published, force;
 	const char *domain, *policy_file, *result, *sending_ip, *mx, *mx_ip, *reason;
 	long long when, count;
 	const char *file;
@@ -34,9 +43,30 @@ static void usage(FILE *f)
 {
 	fputs("usage: stsrelay tlsrpt show [--day YYYY-MM-DD] [--json] [-c FILE]\n"
 	      "       stsrelay tlsrpt send [--day YYYY-MM-DD] [-c FILE]\n"
+	      "       stsrelay tlsrpt dkim-keygen [--selector S] [--out PATH] [--force] [-c FILE]\n"
 	      "       stsrelay tlsrpt validate [--lenient] FILE|-   (JSON or gzip'd JSON)\n"
-	      "The day defaults to the previous UTC day (the one the daily run sends);\n"
-	      "with --day it may be today: the report then holds the sessions so far.\n",
+	      "\n"
+	      "  show          the aggregate reports that would be sent for the day\n"
+	      "  send          send the day's reports now (mailto: through the queue,\n"
+	      "                https: as a POST); each (domain, day, rua) goes out once\n"
+	      "  dkim-keygen   a new 2048-bit RSA key for report mail, written to\n"
+	      "                --out PATH or dkim_key_file (mode 0600; --force replaces\n"
+	      "                an existing one), and on stdout the DNS TXT record of\n"
+	      "                --selector S or dkim_selector\n"
+	      "  validate      check a report file against RFC 8460 (--lenient: allow\n"
+	      "                what other senders get wrong)\n"
+	      "  --day YYYY-MM-DD  the UTC day; default the previous one (the one the\n"
+	      "                daily run sends); it may be today: the sessions so far\n"
+	      "  --json        (show) the RFC 8460 JSON reports instead of text\n"
+	      "  -c FILE       configuration file (else $STSRELAY_CONF, else\n"
+	      "                " CONFIG_DEFAULT_PATH ")\n"
+	      "  -h, --help    this text\n"
+	      "Exit: 0 done, 64 usage, 65 (validate) invalid report, 66 (validate)\n"
+	      "unreadable file, 69 the spool cannot be opened, 70 internal error,\n"
+	      "71 system error, 73 (dkim-keygen) the key file cannot be created or\n"
+	      "exists, 74 I/O error, 75 (send) a report could not be sent\n"
+	      "yet (retried by the daemon), 77 permission denied (run it as root),\n"
+	      "78 configuration error (e.g. the DKIM key).\n",
 	      f);
 }
 
@@ -63,6 +93,12 @@ static int parse_opts(int argc, char **argv, struct topts *o)
 			o->lenient = true;
 		else if (strcmp(a, "--sts-published") == 0)
 			o->sts_published = true;
+		else if (strcmp(a, "--selector") == 0)
+			val = &o->selector;
+		else if (strcmp(a, "--out") == 0)
+			val = &o->out;
+		else if (strcmp(a, "--force") == 0)
+			o->force = true;
 		else if (strcmp(a, "--domain") == 0)
 			val = &o->domain;
 		else if (strcmp(a, "--policy-file") == 0)
@@ -194,6 +230,17 @@ static void print_text(const char *domain, const json_t *r)
 	}
 }
 
+static bool have_dkim(const struct config *cfg)
+{
+	return cfg->dkim_domain[0] && cfg->dkim_selector[0] && cfg->dkim_key_file[0];
+}
+
+static void print_skipped(void *arg, const char *rua)
+{
+	(void)arg;
+	printf("    rua %s skipped: report mail needs a DKIM key (RFC 8460 §3)\n", rua);
+}
+
 static int cmd_show(const struct topts *o, const struct config *cfg)
 {
 	struct tlsrpt_meta meta = { cfg->tlsrpt_org_name, cfg->tlsrpt_contact };
@@ -215,6 +262,10 @@ static int cmd_show(const struct topts *o, const struct config *cfg)
 	if (!o->json)
 		printf("TLS-RPT day %s (UTC): %zu policy domain%s\n", day, tlsrpt_day_ndomains(d),
 		       tlsrpt_day_ndomains(d) == 1 ? "" : "s");
+	if (!have_dkim(cfg))
+		fprintf(o->json ? stderr : stdout,
+			"note: no DKIM key configured (dkim_domain, dkim_selector, dkim_key_file): "
+			"mailto: ruas are skipped, only https: ruas get reports\n");
 	for (i = 0; i < tlsrpt_day_ndomains(d); i++) {
 		json_t *r = tlsrpt_report_build(d, tlsrpt_day_domain(d, i), &meta);
 
@@ -223,8 +274,11 @@ static int cmd_show(const struct topts *o, const struct config *cfg)
 			rc = EX_SOFTWARE;
 			break;
 		}
-		if (!o->json)
+		if (!o->json) {
 			print_text(tlsrpt_day_domain(d, i), r);
+			tlsrpt_skipped_foreach(cfg->spool_dir, day, tlsrpt_day_domain(d, i),
+					       print_skipped, NULL);
+		}
 		json_array_append_new(all, r);
 	}
 	if (rc == 0 && o->json) {
@@ -279,20 +333,25 @@ static int cmd_send(const struct topts *o, const struct config *cfg)
 		return EX_USAGE;
 	if (become_spool_owner(cfg->spool_dir) != 0)
 		return EX_NOPERM;
-	if (cfg->dkim_domain[0] && cfg->dkim_selector[0] && cfg->dkim_key_file[0]) {
+	if (have_dkim(cfg)) {
 		if (dkim_key_load(cfg->dkim_key_file, cfg->dkim_domain, cfg->dkim_selector, &dkim,
 				  err, sizeof(err)) != 0) {
 			fprintf(stderr, "%s: DKIM key: %s\n", PROG, err);
 			return EX_CONFIG;
 		}
 	} else {
-		log_warn("tlsrpt: dkim_domain/dkim_selector/dkim_key_file not set: report mail "
-			 "is sent unsigned (RFC 8460 §5.3 wants a DKIM signature)");
+		log_warn("tlsrpt: dkim_domain/dkim_selector/dkim_key_file not set: no report "
+			 "mail can be sent (RFC 8460 §3 requires a DKIM signature); mailto: ruas "
+			 "are skipped, https: ruas still get reports");
 	}
+	if (config_check_dkim_domain(cfg, err, sizeof(err)) != 0)
+		log_warn("tlsrpt: %s", err);
 	if (queue_open(cfg->spool_dir, true, -1, &q, err, sizeof(err)) != 0) {
+		int e = errno;
+
 		fprintf(stderr, "%s: cannot open the spool %s: %s\n", PROG, cfg->spool_dir, err);
 		dkim_key_free(dkim);
-		return EX_UNAVAILABLE;
+		return cli_exit_for_errno(e, EX_UNAVAILABLE);
 	}
 	if (uv_loop_init(&loop) != 0) {
 		queue_close(q);
@@ -325,8 +384,9 @@ static int cmd_send(const struct topts *o, const struct config *cfg)
 		goto out;
 	}
 	printf("tlsrpt %s: %u domain%s, %u sent, %u already sent, %u failed, %u without "
-	       "_smtp._tls\n", day, st.res.domains, st.res.domains == 1 ? "" : "s", st.res.sent,
-	       st.res.already, st.res.failed, st.res.no_record);
+	       "_smtp._tls, %u skipped (no DKIM key)\n", day, st.res.domains,
+	       st.res.domains == 1 ? "" : "s", st.res.sent, st.res.already, st.res.failed,
+	       st.res.no_record, st.res.skipped);
 	rc = st.res.failed == 0 ? 0 : EX_TEMPFAIL;
 	/* the daily action also applies the retention (tlsrpt_retention) */
 	if (tlsrpt_prune(cfg->spool_dir, clock_now(), cfg->tlsrpt_retention_s) < 0)
@@ -340,6 +400,164 @@ out:
 		fprintf(stderr, "%s: handles left open at exit\n", PROG);
 	queue_close(q);
 	dkim_key_free(dkim);
+	return rc;
+}
+
+/* A private key may only live where nobody else can swap or read it: in a
+ * directory owned by root and writable by nobody else, or in one of ours
+ * with mode 0700. */
+static int key_dir_safe(const char *dir, char *why, size_t whylen)
+{
+	struct stat sb;
+
+	if (stat(dir, &sb) != 0) {
+		snprintf(why, whylen, "%s: %s", dir, strerror(errno));
+		return -1;
+	}
+	if (!S_ISDIR(sb.st_mode)) {
+		snprintf(why, whylen, "%s: not a directory", dir);
+		return -1;
+	}
+	if ((sb.st_uid == 0 && (sb.st_mode & 022) == 0) ||
+	    (sb.st_uid == geteuid() && (sb.st_mode & 077) == 0))
+		return 0;
+	snprintf(why, whylen,
+		 "%s: unsafe for a private key (mode %04o, owner uid %u): use a root-owned "
+		 "directory nobody else can write, or one of yours with mode 0700",
+		 dir, (unsigned)(sb.st_mode & 07777), (unsigned)sb.st_uid);
+	return -1;
+}
+
+/* Writes the key as path, mode 0600, owned by the daemon's user when run as
+ * root (the daemon reads it after dropping privileges). Through a temporary
+ * file in the same directory, fsync'd, then link(2) (fails if path exists)
+ * or, with force, rename(2); the directory is fsync'd. 0 or -1 (why set). */
+static int write_key(const char *path, const char *dir, const char *pem, size_t len,
+		     const char *user, bool force, char *why, size_t whylen)
+{
+	char tmp[CONFIG_PATH_MAX + 64];
+	int fd, rc = -1;
+
+	snprintf(tmp, sizeof(tmp), "%s/.dkim-keygen.tmp.%ld", dir, (long)getpid());
+	if (strlen(tmp) + 1 >= sizeof(tmp)) {
+		snprintf(why, whylen, "path too long");
+		return -1;
+	}
+	(void)unlink(tmp);   /* a leftover of a crashed run */
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		snprintf(why, whylen, "%s: %s", tmp, strerror(errno));
+		return -1;
+	}
+	if (geteuid() == 0 && user[0] != '\0') {
+		struct passwd *pw = getpwnam(user);
+
+		if (pw == NULL) {
+			snprintf(why, whylen, "user '%s' (from the config) does not exist", user);
+			goto out;
+		}
+		if (fchown(fd, pw->pw_uid, pw->pw_gid) != 0) {
+			snprintf(why, whylen, "chown %s: %s", tmp, strerror(errno));
+			goto out;
+		}
+	}
+	if (core_fs_write_all(fd, pem, len, NULL) != 0 || core_fs_fsync(fd) != 0) {
+		snprintf(why, whylen, "%s: %s", tmp, strerror(errno));
+		goto out;
+	}
+	if (core_fs_close(fd) != 0) {
+		fd = -1;
+		snprintf(why, whylen, "%s: %s", tmp, strerror(errno));
+		goto out;
+	}
+	fd = -1;
+	if ((force ? rename(tmp, path) : link(tmp, path)) != 0) {
+		snprintf(why, whylen, "%s: %s%s", path, strerror(errno),
+			 errno == EEXIST ? " (--force replaces it)" : "");
+		goto out;
+	}
+	if (core_fs_fsync_dir(dir) != 0) {
+		snprintf(why, whylen, "fsync %s: %s", dir, strerror(errno));
+		goto out;
+	}
+	rc = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	(void)unlink(tmp);   /* after link(2) the key has two names: drop the temporary one */
+	return rc;
+}
+
+/* `tlsrpt dkim-keygen`: a 2048-bit RSA key for signing report mail (RFC
+ * 8460 §3) and, on stdout, the exact TXT record to publish. */
+static int cmd_dkim_keygen(const struct topts *o, const struct config *cfg)
+{
+	const char *path = o->out != NULL ? o->out : cfg->dkim_key_file;
+	const char *selector = o->selector != NULL ? o->selector : cfg->dkim_selector;
+	const char *domain = cfg->dkim_domain[0] ? cfg->dkim_domain
+						 : tlsrpt_submitter(cfg->tlsrpt_contact);
+	char dir[CONFIG_PATH_MAX], why[1400], *pem = NULL, *pub = NULL, *record = NULL;
+	size_t pemlen = 0;
+	struct stat sb;
+	int rc = EX_SOFTWARE;
+
+	if (path[0] == '\0') {
+		fprintf(stderr, "%s dkim-keygen: where to? give --out PATH or set dkim_key_file\n",
+			PROG);
+		return EX_USAGE;
+	}
+	if (selector[0] == '\0') {
+		fprintf(stderr, "%s dkim-keygen: give --selector S or set dkim_selector\n", PROG);
+		return EX_USAGE;
+	}
+	if (strlen(path) >= sizeof(dir)) {
+		fprintf(stderr, "%s dkim-keygen: path too long\n", PROG);
+		return EX_USAGE;
+	}
+	{
+		char copy[CONFIG_PATH_MAX];
+
+		snprintf(copy, sizeof(copy), "%s", path);
+		snprintf(dir, sizeof(dir), "%s", dirname(copy));  /* may point into copy */
+	}
+	if (key_dir_safe(dir, why, sizeof(why)) != 0) {
+		fprintf(stderr, "%s dkim-keygen: %s\n", PROG, why);
+		return EX_CANTCREAT;
+	}
+	if (!o->force && lstat(path, &sb) == 0) {
+		fprintf(stderr, "%s dkim-keygen: %s exists; not replaced (--force replaces it)\n",
+			PROG, path);
+		return EX_CANTCREAT;
+	}
+	if (dkim_keygen(DKIM_KEY_BITS, &pem, &pemlen, &pub, why, sizeof(why)) != 0) {
+		fprintf(stderr, "%s dkim-keygen: %s\n", PROG, why);
+		return EX_SOFTWARE;
+	}
+	record = dkim_txt_record(selector, domain, pub);
+	if (record == NULL) {
+		fprintf(stderr, "%s dkim-keygen: selector '%s' or domain '%s' cannot be a DNS name\n",
+			PROG, selector, domain);
+		rc = EX_USAGE;
+		goto out;
+	}
+	if (write_key(path, dir, pem, pemlen, cfg->user, o->force, why, sizeof(why)) != 0) {
+		fprintf(stderr, "%s dkim-keygen: %s\n", PROG, why);
+		rc = EX_CANTCREAT;
+		goto out;
+	}
+	fprintf(stderr, "%s dkim-keygen: wrote a %d-bit RSA key to %s (mode 0600)\n"
+		"publish the TXT record printed on stdout in DNS, then set\n"
+		"  dkim_domain = %s\n  dkim_selector = %s\n  dkim_key_file = %s\n",
+		PROG, DKIM_KEY_BITS, path, domain, selector, path);
+	printf("%s\n", record);
+	rc = fflush(stdout) == 0 ? 0 : EX_IOERR;
+out:
+	if (pem != NULL) {
+		OPENSSL_cleanse(pem, pemlen);
+		free(pem);
+	}
+	free(pub);
+	free(record);
 	return rc;
 }
 
@@ -396,7 +614,7 @@ static int cmd_record(const struct topts *o, const struct config *cfg)
 	struct tlsrpt_session s;
 	struct sts_policy pol;
 	struct tlsrpt_store *st;
-	char err[512];
+	char err[512], *body = NULL;
 	long long i;
 	int rc = 0;
 
@@ -408,16 +626,17 @@ static int cmd_record(const struct topts *o, const struct config *cfg)
 	}
 	if (o->policy_file != NULL) {
 		size_t len = 0;
-		char *body = read_all(o->policy_file, &len);
 		struct sts_policy_err perr;
 
+		body = read_all(o->policy_file, &len);
 		if (body == NULL || sts_policy_parse(body, len, &pol, &perr) != 0) {
 			fprintf(stderr, "%s record: bad policy file\n", PROG);
 			free(body);
 			return EX_DATAERR;
 		}
-		free(body);
 		s.policy = &pol;
+		s.policy_text = body;       /* reported as published, like a fetch */
+		s.policy_text_len = len;
 	}
 	s.domain = o->domain;
 	s.sts_published = o->sts_published;
@@ -426,10 +645,13 @@ static int cmd_record(const struct topts *o, const struct config *cfg)
 	s.mx_ip = o->mx_ip;
 	s.reason = o->reason;
 	s.when = o->when;
-	if (become_spool_owner(cfg->spool_dir) != 0)
+	if (become_spool_owner(cfg->spool_dir) != 0) {
+		free(body);
 		return EX_NOPERM;
+	}
 	if (tlsrpt_store_open(cfg->spool_dir, NULL, &st, err, sizeof(err)) != 0) {
 		fprintf(stderr, "%s record: %s\n", PROG, err);
+		free(body);
 		return EX_CANTCREAT;
 	}
 	for (i = 0; i < o->count && rc == 0; i++)
@@ -438,6 +660,7 @@ static int cmd_record(const struct topts *o, const struct config *cfg)
 	if (tlsrpt_store_sync(st) != 0)
 		rc = EX_IOERR;
 	tlsrpt_store_close(st);
+	free(body);
 	return rc;
 }
 
@@ -450,6 +673,12 @@ int cmd_tlsrpt(int argc, char **argv)
 	if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
 		usage(argc < 2 ? stderr : stdout);
 		return argc < 2 ? EX_USAGE : 0;
+	}
+	for (int i = 2; i < argc; i++) {
+		if (cli_is_help(argv[i])) {
+			usage(stdout);
+			return 0;
+		}
 	}
 	if (parse_opts(argc, argv, &o) != 0) {
 		usage(stderr);
@@ -472,6 +701,8 @@ int cmd_tlsrpt(int argc, char **argv)
 		rc = cmd_send(&o, cfg);
 	} else if (strcmp(argv[1], "record") == 0) {
 		rc = cmd_record(&o, cfg);
+	} else if (strcmp(argv[1], "dkim-keygen") == 0) {
+		rc = cmd_dkim_keygen(&o, cfg);
 	} else {
 		fprintf(stderr, "%s: unknown subcommand '%s'\n", PROG, argv[1]);
 		usage(stderr);

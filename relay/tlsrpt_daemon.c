@@ -138,8 +138,8 @@ static void on_job_done(void *arg, const struct tlsrpt_job_result *res)
 		if (res->failed == 0 && !res->cancelled) {
 			s->complete = true;
 			log_info("tlsrpt %s: run complete: %u domains, %u sent, %u already sent, "
-				 "%u without _smtp._tls", day, res->domains, res->sent, res->already,
-				 res->no_record);
+				 "%u without _smtp._tls, %u skipped (no DKIM key)", day, res->domains,
+				 res->sent, res->already, res->no_record, res->skipped);
 		} else if (!res->cancelled) {
 			s->failures++;
 			s->retry_at = now + tlsrpt_retry_delay(s->failures);
@@ -239,9 +239,13 @@ int tlsrpt_daemon_start(struct relay *r, struct tlsrpt_daemon **out)
 			return -1;
 		}
 	} else {
-		log_warn("tlsrpt: dkim_domain/dkim_selector/dkim_key_file not set: report mail "
-			 "is sent unsigned (RFC 8460 §5.3 wants a DKIM signature)");
+		log_warn("tlsrpt: dkim_domain/dkim_selector/dkim_key_file not set: no report "
+			 "mail can be sent (RFC 8460 §3 requires a DKIM signature); mailto: ruas "
+			 "are skipped, https: ruas still get reports. `stsrelay tlsrpt "
+			 "dkim-keygen` makes a key");
 	}
+	if (config_check_dkim_domain(cfg, err, sizeof(err)) != 0)
+		log_warn("tlsrpt: %s", err);
 	if (dns_new(r->loop, cfg->dns_servers, cfg->ndns_servers, NULL, &d->dns) != 0 ||
 	    http_client_new(r->loop, &d->http) != 0 || uv_timer_init(r->loop, &d->timer) != 0) {
 		log_error("tlsrpt: cannot start the resolver, HTTPS client or timer");

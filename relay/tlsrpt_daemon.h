@@ -13,8 +13,9 @@ struct tlsrpt_daemon;
  * mail goes to r->queue and is handed to r->sched with scheduler_add). A
  * day whose run was missed (daemon down) is sent at start-up if its 24-hour
  * window is still open; the sent ledger makes that safe after a restart.
- * Loads the DKIM key when dkim_* are all set, else logs a warning that
- * report mail goes out unsigned. 0, or -1 (logged: bad DKIM key, no memory). */
+ * Loads the DKIM key when dkim_* are all set, else logs an error: without
+ * it no report mail is sent (mailto: ruas are skipped, RFC 8460 §3), https:
+ * ruas still get reports. 0, or -1 (logged: bad DKIM key, no memory). */
 int tlsrpt_daemon_start(struct relay *r, struct tlsrpt_daemon **out);
 
 /* Sends day now (a control request, say); -1 if a run is in progress. */

@@ -186,10 +186,18 @@ static int enqueue_mail(struct tlsrpt_job *j, const char *to, char qid[QUEUE_ID_
 		log_error("tlsrpt %s %s: cannot compose the report mail: %s", j->day, j->domain, err);
 		return -1;
 	}
-	/* Null sender and no bounce: a failed report makes no report of its
-	 * own; QUEUE_F_TLSRPT keeps its sessions out of later reports. */
+	/* Envelope sender: the contact address. RFC 5321 §4.5.5 reserves the
+	 * null sender for notifications (DSN, MDN) and wants a real one on
+	 * everything else; a real sender in the submitter's domain also lets
+	 * receivers check SPF and DMARC alignment with the DKIM d= domain.
+	 * Bounces are not bred: stsrelay makes none for report mail
+	 * (QUEUE_F_NOBOUNCE, dropped after 24 hours), and a receiving MTA's
+	 * DSN goes to the contact mailbox, the one place that should learn
+	 * of a broken rua. QUEUE_F_TLSRPT keeps its own sessions out of later
+	 * reports and makes its delivery honour TLS-Required: No. */
 	env.queued_at = clock_now();
 	env.flags = QUEUE_F_NOBOUNCE | QUEUE_F_TLSRPT;
+	snprintf(env.sender, sizeof(env.sender), "%s", cfg->tlsrpt_contact);
 	if (queue_envelope_add_rcpt(&env, to) != 0 || queue_writer_new(j->env.queue, false, &w) != 0 ||
 	    queue_writer_header(w, &env) != 0 || queue_writer_append(w, msg, len) != 0 ||
 	    queue_writer_commit_sync(w) != 0) {
@@ -340,6 +348,17 @@ static void next_rua(struct tlsrpt_job *j)
 		 rua->kind == STS_TLSRPT_MAILTO ? "mailto:" : "", rua->target);
 	if (tlsrpt_sent_contains(j->env.cfg->spool_dir, j->day, j->domain, j->rua_key)) {
 		j->res.already++;
+		return;
+	}
+	if (rua->kind == STS_TLSRPT_MAILTO && j->env.dkim == NULL) {
+		/* RFC 8460 §3: receivers MUST ignore unsigned report mail */
+		log_rua(j, LOG_LVL_ERROR, NULL, "skipped",
+			"report mail needs a DKIM signature, RFC 8460 §3: set dkim_domain, "
+			"dkim_selector and dkim_key_file; `stsrelay tlsrpt dkim-keygen` makes a key");
+		if (tlsrpt_skipped_add(j->env.cfg->spool_dir, j->day, j->domain, j->rua_key) != 0)
+			log_error("tlsrpt: cannot record the skipped %s: %s", j->rua_key,
+				  strerror(errno));
+		j->res.skipped++;
 		return;
 	}
 	if (j->gz == NULL && make_report(j) != 0) {

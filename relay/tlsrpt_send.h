@@ -19,7 +19,7 @@ struct tlsrpt_job_env {
 	struct queue *queue;              /* report mail is written here */
 	struct dns *dns;
 	struct http_client *http;
-	const struct dkim_key *dkim;      /* NULL: report mail is not signed */
+	const struct dkim_key *dkim;      /* NULL: no report mail (mailto: ruas skipped) */
 	/* Called for each report message committed to the queue (the daemon
 	 * hands it to its scheduler); may be NULL. */
 	void (*enqueued)(void *arg, const char *queue_id);
@@ -32,6 +32,7 @@ struct tlsrpt_job_result {
 	unsigned sent;         /* rua copies delivered now (queued / HTTP 2xx) */
 	unsigned already;      /* rua copies the ledger says were sent before */
 	unsigned failed;       /* rua copies (or lookups) that failed: retry later */
+	unsigned skipped;      /* mailto: copies not made: no DKIM key (RFC 8460 §3) */
 	bool cancelled;
 };
 
@@ -42,7 +43,11 @@ struct tlsrpt_job;
 /* Starts sending day ("YYYY-MM-DD"). Domains are handled one after another,
  * each rua once: a (domain, day, rua) already in the sent ledger is skipped,
  * a delivered one is added to it (fdatasync'd) right after the queue commit
- * or the HTTP 2xx. A crash between those two steps can send that one copy
+ * or the HTTP 2xx. Report mail must carry a DKIM signature of the reporting
+ * domain (RFC 8460 §3): without env->dkim a mailto: rua is skipped (logged
+ * as an error, listed by tlsrpt_skipped_foreach; not a failure to retry)
+ * while https: ruas still get the report. Report mail is queued with the
+ * contact address as envelope sender and QUEUE_F_NOBOUNCE | QUEUE_F_TLSRPT. A crash between those two steps can send that one copy
  * twice, never zero times. HTTPS uploads: POST, Content-Type
  * application/tlsrpt+gzip, any 2xx is success. A job does one attempt per
  * rua; retrying is the caller's (run the day again: sent copies are skipped).

@@ -230,7 +230,11 @@ struct smtp_tls *smtp_tls_new(struct smtp_tls_ctx *ctx, const char *host, bool v
 		goto fail;
 	}
 	vp = SSL_get0_param(t->ssl);
-	X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+	/* RFC 8461 §4.2: the name must be a SAN DNS-ID. OpenSSL would fall back
+	 * to the subject CN of a certificate without DNS SANs; never do that
+	 * (RFC 6125 §6.4.4 leaves it to the application; MTA-STS forbids it). */
+	X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS |
+					    X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
 	if ((is_ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, t->host)
 		   : X509_VERIFY_PARAM_set1_host(vp, t->host, 0)) != 1) {
 		set_err(err, errlen, "cannot set the host name to check");

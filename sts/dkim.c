@@ -13,13 +13,17 @@
 #include <openssl/bio.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/x509.h>
 
+#include "relay/core_b64.h"
 #include "relay/core_buf.h"
 
 #define DKIM_KEY_FILE_MAX (64 * 1024)
 #define DKIM_MAX_FIELDS 256          /* header fields looked at when signing */
 #define DKIM_FOLD_B64 64             /* b= characters per folded line */
 #define DKIM_BUF_MAX ((1u << 20) - 1) /* ceiling of each buffer used in signing */
+#define DKIM_KEYGEN_MAX_BITS 8192
+#define TXT_STRING_MAX 255           /* RFC 1035 character-string */
 
 struct dkim_key {
 	EVP_PKEY *pkey;
@@ -132,6 +136,100 @@ void dkim_key_free(struct dkim_key *k)
 		return;
 	EVP_PKEY_free(k->pkey);
 	free(k);
+}
+
+int dkim_keygen(unsigned bits, char **pem, size_t *pemlen, char **pub_b64, char *err,
+		size_t errlen)
+{
+	EVP_PKEY *pkey = NULL;
+	BIO *bio = NULL;
+	unsigned char *der = NULL;
+	char *b64 = NULL, *out = NULL;
+	const char *data;
+	long n;
+	int derlen, rc = -1;
+	size_t blen;
+
+	*pem = NULL;
+	*pub_b64 = NULL;
+	if (bits < 2048 || bits > DKIM_KEYGEN_MAX_BITS) {
+		snprintf(err, errlen, "key size must be 2048..%d bits", DKIM_KEYGEN_MAX_BITS);
+		return -1;
+	}
+	pkey = EVP_RSA_gen(bits);
+	if (pkey == NULL) {
+		snprintf(err, errlen, "RSA key generation failed");
+		goto out;
+	}
+	bio = BIO_new(BIO_s_mem());
+	if (bio == NULL || PEM_write_bio_PrivateKey(bio, pkey, NULL, NULL, 0, NULL, NULL) != 1) {
+		snprintf(err, errlen, "cannot write the private key as PEM");
+		goto out;
+	}
+	n = BIO_get_mem_data(bio, &data);
+	if (n <= 0 || (out = malloc((size_t)n + 1)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	memcpy(out, data, (size_t)n);
+	out[n] = '\0';
+	derlen = i2d_PUBKEY(pkey, &der);
+	if (derlen <= 0) {
+		snprintf(err, errlen, "cannot encode the public key");
+		goto out;
+	}
+	blen = core_b64_len((size_t)derlen) + 1;
+	b64 = malloc(blen);
+	if (b64 == NULL || core_b64_encode(der, (size_t)derlen, b64, blen) < 0) {
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	*pem = out;
+	*pemlen = (size_t)n;
+	*pub_b64 = b64;
+	out = NULL;
+	b64 = NULL;
+	rc = 0;
+out:
+	if (out != NULL) {
+		OPENSSL_cleanse(out, strlen(out));
+		free(out);
+	}
+	free(b64);
+	OPENSSL_free(der);
+	BIO_free(bio);      /* its buffer held the private key: BIO_free clears it */
+	EVP_PKEY_free(pkey);
+	return rc;
+}
+
+char *dkim_txt_record(const char *selector, const char *domain, const char *pub_b64)
+{
+	struct core_buf b = CORE_BUF_INIT(DKIM_BUF_MAX);
+	char text[16384];
+	size_t len, i;
+	int n;
+
+	if (selector == NULL || domain == NULL || pub_b64 == NULL ||
+	    !tag_value_ok(selector, 64) || !tag_value_ok(domain, 256))
+		return NULL;
+	n = snprintf(text, sizeof(text), "v=DKIM1; k=rsa; p=%s", pub_b64);
+	if (n < 0 || (size_t)n >= sizeof(text))
+		return NULL;
+	len = (size_t)n;
+	core_buf_printf(&b, "%s._domainkey.%s%s IN TXT", selector, domain,
+			domain[strlen(domain) - 1] == '.' ? "" : ".");
+	for (i = 0; i < len; i += TXT_STRING_MAX) {
+		size_t k = len - i < TXT_STRING_MAX ? len - i : TXT_STRING_MAX;
+
+		core_buf_adds(&b, " \"");
+		core_buf_add(&b, text + i, k);  /* base64 and "v=DKIM1; k=rsa; " need no escapes */
+		core_buf_adds(&b, "\"");
+	}
+	if (core_buf_error(&b) != 0) {
+		core_buf_free(&b);
+		return NULL;
+	}
+	return core_buf_take(&b, &len);
 }
 
 static bool is_wsp(char c)

@@ -17,6 +17,21 @@ int dkim_key_from_pem(const void *pem, size_t len, const char *domain, const cha
 		      struct dkim_key **out, char *err, size_t errlen);
 void dkim_key_free(struct dkim_key *k);
 
+/* Key generation for `stsrelay tlsrpt dkim-keygen`: a new RSA key of bits
+ * (2048 or more). *pem: the private key as PKCS#8 PEM (malloc'd, len in
+ * *pemlen, for dkim_key_load); *pub_b64: base64 of its SubjectPublicKeyInfo
+ * DER, the p= tag of the DNS record (malloc'd, NUL-terminated). 0, or -1
+ * with err set. */
+int dkim_keygen(unsigned bits, char **pem, size_t *pemlen, char **pub_b64, char *err,
+		size_t errlen);
+
+/* The zone-file line that publishes pub_b64 (RFC 6376 §3.6.1):
+ *   SELECTOR._domainkey.DOMAIN. IN TXT "v=DKIM1; k=rsa; p=..." "..."
+ * the text split into quoted character-strings of at most 255 bytes (RFC
+ * 1035 §3.3.14), which resolvers join back into one value. malloc'd, or
+ * NULL (no memory, or a selector/domain unfit for a DNS name). */
+char *dkim_txt_record(const char *selector, const char *domain, const char *pub_b64);
+
 /* Headers signed when present (RFC 8460 §5.3 report mail). */
 #define DKIM_DEFAULT_HEADERS \
 	"from:to:subject:date:message-id:mime-version:content-type:tls-report-domain:tls-report-submitter"

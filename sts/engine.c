@@ -13,8 +13,8 @@
 #define REFRESH_TICK_MS 60000       /* how often the refresh timer looks */
 #define REFRESH_MAX_INFLIGHT 4      /* background refreshes at once */
 #define REFRESH_DAY 86400
+#define REFRESH_WEEK (7 * 86400)
 #define REFRESH_MIN 300
-#define REFRESH_STARTUP_SPREAD 600  /* overdue refreshes after a restart */
 
 struct sts_engine {
 	uv_loop_t *loop;
@@ -22,7 +22,10 @@ struct sts_engine {
 	struct sts_cache *cache;
 	struct sts_fetcher *fetcher;
 	uv_timer_t timer;
+	uint64_t tick_ms;
 	bool refresh;
+	void (*fetch_failed)(void *arg, const struct sts_verdict *v);
+	void *fetch_failed_arg;
 	size_t refreshing;
 	uint64_t rng;
 	struct sts_lookup *lookups;
@@ -36,6 +39,7 @@ struct sts_lookup {
 	bool recheck;
 	bool refresh;
 	char prev_id[STS_TXT_ID_MAX + 1];
+	char fetch_id[STS_TXT_ID_MAX + 1];  /* the id a fetch is stored under */
 	void *dns_handle;
 	struct sts_fetch_waiter *waiter;
 	struct sts_verdict *v;
@@ -60,33 +64,48 @@ void sts_verdict_free(struct sts_verdict *v)
 {
 	if (v == NULL)
 		return;
-	free(v->policy_lines);  /* one block: the pointer array and the strings */
 	free(v->policy_text);
 	free(v);
 }
 
 /* ---- pure decision ---- */
 
+static bool neg_for(const struct sts_plan_input *in, const char *id)
+{
+	return in->neg_id != NULL && in->neg_id[0] != '\0' && id != NULL &&
+	       strcmp(in->neg_id, id) == 0 && in->now < in->neg_until;
+}
+
+int64_t sts_engine_refetch_age(uint32_t max_age)
+{
+	int64_t half = (int64_t)max_age / 2;
+
+	return half < REFRESH_WEEK ? half : REFRESH_WEEK;
+}
+
 enum sts_plan sts_engine_plan(const struct sts_plan_input *in)
 {
 	bool fresh = in->have_cache && in->now < in->cache_expires_at;
 	bool same = fresh && in->txt_found && in->cache_id != NULL && in->txt_id != NULL &&
 		    strcmp(in->cache_id, in->txt_id) == 0;
-	bool neg = in->txt_found && in->neg_id != NULL && in->neg_id[0] != '\0' &&
-		   in->txt_id != NULL && strcmp(in->neg_id, in->txt_id) == 0 &&
-		   in->now < in->neg_until;
 
-	if (!in->txt_found)
-		return fresh ? STS_PLAN_USE_CACHE : STS_PLAN_NO_POLICY;
-	if (same) {
-		/* A refresh extends a policy before it runs out (RFC 8461 §10.2:
-		 * refresh before expiry); deliveries just use it. */
-		if (in->refresh && (in->cache_expires_at - in->now) * 2 <= (int64_t)in->cache_max_age &&
-		    !neg)
+	if (in->refresh && fresh && (same || !in->txt_found)) {
+		/* RFC 8461 §10.2: the refresh refetches a cached policy before it
+		 * runs out, at least weekly, whatever DNS says: an attacker who
+		 * can only suppress the TXT record (SERVFAIL, NXDOMAIN) must not
+		 * be able to let an enforce policy expire unrefreshed. Without a
+		 * TXT record the fetch is stored under the cached id. */
+		int64_t age = (int64_t)in->cache_max_age - (in->cache_expires_at - in->now);
+
+		if (age >= sts_engine_refetch_age(in->cache_max_age) && !neg_for(in, in->cache_id))
 			return STS_PLAN_FETCH;
 		return STS_PLAN_USE_CACHE;
 	}
-	if (neg)
+	if (!in->txt_found)
+		return fresh ? STS_PLAN_USE_CACHE : STS_PLAN_NO_POLICY;
+	if (same)
+		return STS_PLAN_USE_CACHE;  /* deliveries never refetch an unchanged id */
+	if (neg_for(in, in->txt_id))
 		return STS_PLAN_RECENT_FAILURE;
 	return STS_PLAN_FETCH;
 }
@@ -127,41 +146,20 @@ static void schedule_refresh(struct sts_engine *e, struct sts_cache_entry *ce, i
 	ce->refresh_at = now + iv;
 }
 
-/* Splits the policy text into its non-empty lines (CR removed), for the
- * TLS-RPT policy-string: one allocation holding pointers and copies. */
-static int split_lines(struct sts_verdict *v)
+/* Once per fetched policy: patterns that are kept but can never match. */
+static void log_numeric_patterns(const char *domain, const char *id,
+				 const struct sts_policy *p)
 {
-	size_t i, n = 0, len = v->policy_text_len;
-	const char *t = v->policy_text;
-	char **arr, *pool;
+	size_t i;
 
-	for (i = 0; i <= len; i++)
-		if (i == len || t[i] == '\n')
-			n++;
-	arr = malloc(n * sizeof(char *) + len + n + 1);
-	if (arr == NULL)
-		return -1;
-	pool = (char *)(arr + n);
-	n = 0;
-	for (i = 0; i < len;) {
-		size_t j = i, k;
+	for (i = 0; i < p->mx_count; i++) {
+		const char *m = sts_policy_mx(p, i);
 
-		while (j < len && t[j] != '\n')
-			j++;
-		k = j;
-		if (k > i && t[k - 1] == '\r')
-			k--;
-		if (k > i) {
-			memcpy(pool, t + i, k - i);
-			pool[k - i] = '\0';
-			arr[n++] = pool;
-			pool += k - i + 1;
-		}
-		i = j + 1;
+		if (m != NULL && sts_mx_pattern_is_numeric(m))
+			log_warn("sts: %s: policy id=%s: mx pattern %s is all digits (an IP "
+				 "address?): kept, but it never matches an MX host name",
+				 domain, id, m);
 	}
-	v->policy_lines = arr;
-	v->npolicy_lines = n;
-	return 0;
 }
 
 static enum sts_decision decision_of(enum sts_policy_mode m)
@@ -181,11 +179,6 @@ static int verdict_set_policy(struct sts_verdict *v, enum sts_source src, const 
 	memcpy(v->policy_text, text, len);
 	v->policy_text[len] = '\0';
 	v->policy_text_len = len;
-	if (split_lines(v) != 0) {
-		free(v->policy_text);
-		v->policy_text = NULL;
-		return -1;
-	}
 	v->source = src;
 	snprintf(v->id, sizeof(v->id), "%s", id);
 	v->fetched_at = fetched_at;
@@ -264,17 +257,19 @@ static void on_fetch(void *arg, const struct sts_fetch_result *res)
 	ce = sts_cache_touch(e->cache, l->domain);
 	if (res->status == STS_FETCH_OK) {
 		if (res->first) {
-			if (ce != NULL && sts_cache_store(e->cache, l->domain, v->txt_id,
+			if (ce != NULL && sts_cache_store(e->cache, l->domain, l->fetch_id,
 							  res->fetched_at, res->body,
 							  res->body_len) >= 0) {
 				ce->neg_id[0] = '\0';
 				schedule_refresh(e, ce, now, false);
 			}
-			log_info("sts: %s: fetched policy id=%s mode=%s max_age=%u", l->domain,
-				 v->txt_id, sts_policy_mode_name(res->policy->mode),
-				 (unsigned)res->policy->max_age);
+			log_info("sts: %s: fetched policy id=%s mode=%s max_age=%u%s", l->domain,
+				 l->fetch_id, sts_policy_mode_name(res->policy->mode),
+				 (unsigned)res->policy->max_age,
+				 v->txt_result == STS_TXT_FOUND ? "" : " (refresh without a TXT record)");
+			log_numeric_patterns(l->domain, l->fetch_id, res->policy);
 		}
-		if (verdict_set_policy(v, STS_SOURCE_FETCHED, v->txt_id, res->body, res->body_len,
+		if (verdict_set_policy(v, STS_SOURCE_FETCHED, l->fetch_id, res->body, res->body_len,
 				       res->fetched_at) != 0)
 			log_error("sts: %s: out of memory", l->domain);
 		lookup_finish(l);
@@ -282,18 +277,22 @@ static void on_fetch(void *arg, const struct sts_fetch_result *res)
 	}
 	v->error_type = res->result_type;
 	snprintf(v->error_detail, sizeof(v->error_detail), "%s", res->detail);
+	if (ce != NULL && ce->has_policy && now < ce->expires_at)
+		verdict_set_cache(v, ce);
 	if (res->first) {
-		log_warn("sts: %s: policy fetch for id=%s failed: %s: %s", l->domain, v->txt_id,
+		log_warn("sts: %s: policy fetch for id=%s failed: %s: %s", l->domain, l->fetch_id,
 			 res->result_type ? res->result_type : "-", res->detail);
 		if (ce != NULL) {
-			snprintf(ce->neg_id, sizeof(ce->neg_id), "%s", v->txt_id);
+			snprintf(ce->neg_id, sizeof(ce->neg_id), "%s", l->fetch_id);
 			ce->neg_until = now + STS_NEGATIVE_TTL;
 			ce->neg_type = res->result_type;
 			snprintf(ce->neg_detail, sizeof(ce->neg_detail), "%s", res->detail);
 		}
+		/* Counted once per fetch: not by the lookups that shared it,
+		 * nor by those that meet it in the back-off (RFC 8460 §4.4). */
+		if (e->fetch_failed != NULL)
+			e->fetch_failed(e->fetch_failed_arg, v);
 	}
-	if (ce != NULL && ce->has_policy && now < ce->expires_at)
-		verdict_set_cache(v, ce);
 	lookup_finish(l);
 }
 
@@ -374,6 +373,8 @@ static void on_txt(void *arg, enum sts_dns_status st, const char *why,
 			verdict_set_cache(v, ce);
 		break;
 	case STS_PLAN_FETCH:
+		snprintf(l->fetch_id, sizeof(l->fetch_id), "%s",
+			 in.txt_found ? v->txt_id : (ce != NULL ? ce->id : ""));
 		if (sts_fetch_start(e->fetcher, l->domain, on_fetch, l, &l->waiter) == 0)
 			return;
 		v->error_type = STS_RT_FETCH_ERROR;
@@ -532,9 +533,11 @@ static void initial_schedule(void *arg, struct sts_cache_entry *ce)
 		return;
 	ce->refresh_at = ce->fetched_at + sts_engine_refresh_interval(ce->max_age, rnd(e));
 	/* After a restart many policies may be overdue at once: spread them
-	 * over the next minutes instead of refetching them all in one tick. */
+	 * over the next ten ticks (10 minutes), starting half a tick from now,
+	 * instead of refetching them all in one tick. */
 	if (ce->refresh_at <= now)
-		ce->refresh_at = now + 30 + (int64_t)(rnd(e) * REFRESH_STARTUP_SPREAD);
+		ce->refresh_at = now + (int64_t)(e->tick_ms / 2000) +
+				 (int64_t)(rnd(e) * (double)(e->tick_ms * 10 / 1000));
 }
 
 int sts_engine_new(uv_loop_t *loop, const struct sts_engine_config *cfg,
@@ -550,6 +553,9 @@ int sts_engine_new(uv_loop_t *loop, const struct sts_engine_config *cfg,
 	e->loop = loop;
 	e->res = resolver;
 	e->refresh = cfg->refresh;
+	e->tick_ms = cfg->refresh_tick_ms ? cfg->refresh_tick_ms : REFRESH_TICK_MS;
+	e->fetch_failed = cfg->fetch_failed;
+	e->fetch_failed_arg = cfg->fetch_failed_arg;
 	e->rng = uv_hrtime() ^ ((uint64_t)getpid() << 32) ^ 0x9e3779b97f4a7c15ull;
 	if (sts_cache_new(cfg->cache_dir, cfg->persist, &e->cache) != 0)
 		goto fail;
@@ -568,10 +574,8 @@ int sts_engine_new(uv_loop_t *loop, const struct sts_engine_config *cfg,
 	}
 	e->timer.data = e;
 	if (e->refresh) {
-		uint64_t tick = cfg->refresh_tick_ms ? cfg->refresh_tick_ms : REFRESH_TICK_MS;
-
 		sts_cache_foreach(e->cache, initial_schedule, e);
-		uv_timer_start(&e->timer, on_tick, tick, tick);
+		uv_timer_start(&e->timer, on_tick, e->tick_ms, e->tick_ms);
 		/* The timer alone must not keep a loop running. */
 		uv_unref((uv_handle_t *)&e->timer);
 	}

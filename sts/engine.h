@@ -48,10 +48,8 @@ struct sts_verdict {
 	char id[STS_TXT_ID_MAX + 1];
 	struct sts_policy policy;        /* for sts_mx_match() */
 	int64_t fetched_at, expires_at;  /* unix seconds */
-	char *policy_text;               /* the raw body, NUL-terminated */
+	char *policy_text;               /* the raw body, NUL-terminated (TLS-RPT policy-string) */
 	size_t policy_text_len;
-	char **policy_lines;             /* TLS-RPT policy-string: non-empty lines, CR removed */
-	size_t npolicy_lines;
 
 	/* a discovery/fetch failure on this lookup (also when a cached policy
 	 * still applies): for TLS-RPT and logs; error_type NULL if none */
@@ -72,10 +70,20 @@ struct sts_engine_config {
 	bool load;                    /* read cache_dir at start */
 	bool refresh;                 /* proactive background refresh (daemon) */
 	uint64_t refresh_tick_ms;     /* how often due refreshes are looked for;
-				       * 0: every 60 s (tests use less) */
+				       * 0: every 60 s (tests use less). Policies
+				       * overdue at start are spread over the next
+				       * ten ticks. */
 	const char *ca_file;          /* NULL/"": system store */
 	uint16_t https_port;
 	uint64_t fetch_timeout_ms;
+	/* Called once per failed policy fetch (never for the lookups that
+	 * shared that fetch or met it during the STS_NEGATIVE_TTL back-off),
+	 * background refreshes included, with the verdict of the lookup that
+	 * started it: error_type/error_detail set, and the cached policy that
+	 * still applies, if any (source STS_SOURCE_CACHE). For TLS-RPT (RFC
+	 * 8460 §4.3.2.2). May be NULL; must not free the engine. */
+	void (*fetch_failed)(void *arg, const struct sts_verdict *v);
+	void *fetch_failed_arg;
 };
 
 struct sts_engine;
@@ -96,7 +104,8 @@ void sts_engine_free(struct sts_engine *e);
  *  - TXT id equal to the cached policy's and the policy unexpired: cache;
  *  - otherwise (new id, no cache, expired cache) fetch; a failed fetch keeps
  *    an unexpired cached policy (error set) and is not retried for the same
- *    id for STS_NEGATIVE_TTL seconds;
+ *    id for STS_NEGATIVE_TTL seconds (a lookup in that window gets the
+ *    error again, but fetch_failed is not called for it);
  *  - no/several/invalid TXT records, NXDOMAIN, NODATA or TEMPFAIL: the
  *    unexpired cached policy if any, else absent.
  * Returns 0 (cb runs exactly once, from the loop, never before this
@@ -136,15 +145,21 @@ struct sts_plan_input {
 	uint32_t cache_max_age;
 	const char *neg_id;         /* "" or NULL: no recent failure */
 	int64_t neg_until;
-	bool refresh;               /* background refresh: also refetch a same-id
-				     * policy past half of its max_age */
+	bool refresh;               /* background refresh: also refetch a cached
+				     * policy older than sts_engine_refetch_age,
+				     * when the TXT id is unchanged and when
+				     * there is no TXT answer at all (§10.2) */
 };
 
 enum sts_plan sts_engine_plan(const struct sts_plan_input *in);
 
 /* Seconds from a refresh to the next for a policy of max_age: about daily,
  * sooner for short policies (half of max_age), never under 5 minutes.
- * jitter in [0,1) spreads refreshes over the last quarter of the interval. */
+ * jitter in [0,1) spreads refreshes over the last quarter of the interval.
+ * A refresh only looks at the TXT record until the policy is older than
+ * sts_engine_refetch_age(max_age) = min(max_age / 2, 7 days); from then on
+ * it refetches the policy over HTTPS. */
 int64_t sts_engine_refresh_interval(uint32_t max_age, double jitter);
+int64_t sts_engine_refetch_age(uint32_t max_age);
 
 #endif

@@ -62,7 +62,9 @@ bool sts_domain_normalize(const char *s, size_t len, char *out, size_t out_size)
 
 	if (s == NULL || len == 0 || s[0] == '*' || memchr(s, '\0', len) != NULL)
 		return false;
-	if (sts_mx_pattern_normalize(s, len, tmp, sizeof(tmp), &reason) != 0)
+	/* A recipient domain with an all-digit top label is an IP address. */
+	if (sts_mx_pattern_normalize(s, len, tmp, sizeof(tmp), &reason) != 0 ||
+	    sts_mx_pattern_is_numeric(tmp))
 		return false;
 	n = strlen(tmp);
 	if (n > STS_DOMAIN_MAX || n + 1 > out_size)

@@ -1,7 +1,6 @@
 /* MTA-STS `mx` pattern syntax and MX host matching (RFC 8461 §3.2, §4.1).
  * Pure string code: no allocation, no DNS, bounded by STS_MX_NAME_MAX. */
 #include "sts/mx_match.h"
-#include "sts/policy.h"
 
 #include <string.h>
 
@@ -37,7 +36,6 @@ static int label_ok(const char *s, size_t len)
 static int domain_ok(const char *s, size_t len, const char **reason)
 {
 	size_t start = 0;
-	size_t last_start = 0;
 
 	for (size_t i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)s[i];
@@ -61,22 +59,25 @@ static int domain_ok(const char *s, size_t len, const char **reason)
 						       : "mx pattern has an invalid label";
 				return -1;
 			}
-			last_start = start;
 			start = i + 1;
 		}
 	}
-	/* Every real top-level label has a letter; an all-digit last label is an
-	 * IPv4 address (or a fragment of one), which RFC 8461 does not allow
-	 * because certificates are checked against names. */
-	int all_digits = 1;
-	for (size_t i = last_start; i < len; i++)
-		if (s[i] < '0' || s[i] > '9')
-			all_digits = 0;
-	if (all_digits) {
-		*reason = "mx pattern is an IP address";
-		return -1;
-	}
 	return 0;
+}
+
+bool sts_mx_pattern_is_numeric(const char *pattern)
+{
+	size_t len = pattern != NULL ? strlen(pattern) : 0;
+	size_t i;
+
+	if (len > 0 && pattern[len - 1] == '.')
+		len--;
+	if (len == 0)
+		return false;
+	for (i = len; i > 0 && pattern[i - 1] != '.'; i--)
+		if (pattern[i - 1] < '0' || pattern[i - 1] > '9')
+			return false;
+	return i < len;
 }
 
 int sts_mx_pattern_normalize(const char *in, size_t len, char *out,
@@ -142,7 +143,8 @@ bool sts_mx_pattern_match(const char *pattern, size_t pattern_len,
 
 	if (pattern == NULL || host == NULL)
 		return false;
-	if (sts_mx_pattern_normalize(pattern, pattern_len, pat, sizeof pat, NULL) != 0)
+	if (sts_mx_pattern_normalize(pattern, pattern_len, pat, sizeof pat, NULL) != 0 ||
+	    sts_mx_pattern_is_numeric(pat))
 		return false;
 	plen = strlen(pat);
 	if (host_len > 0 && host[host_len - 1] == '.')
@@ -162,21 +164,4 @@ bool sts_mx_pattern_match(const char *pattern, size_t pattern_len,
 	if (!equal_nocase(host + llen, suffix, slen))
 		return false;
 	return label_ok(host, llen) != 0;
-}
-
-bool sts_mx_match(const struct sts_policy *policy, const char *host,
-		  size_t *matched)
-{
-	if (policy == NULL || host == NULL)
-		return false;
-	size_t hlen = strlen(host);
-	for (size_t i = 0; i < policy->mx_count; i++) {
-		const char *p = sts_policy_mx(policy, i);
-		if (p != NULL && sts_mx_pattern_match(p, strlen(p), host, hlen)) {
-			if (matched != NULL)
-				*matched = i;
-			return true;
-		}
-	}
-	return false;
 }

@@ -1,8 +1,11 @@
 /* The MTA-STS policy file (RFC 8461 §3.2): bytes of a fetched
- * /.well-known/mta-sts.txt body in, a self-contained struct sts_policy out. */
+ * /.well-known/mta-sts.txt body in, a self-contained struct sts_policy out;
+ * and whether a policy lists an MX host. Uses sts/mx_match.h for single
+ * patterns (that module knows nothing of policies: no include cycle). */
 #ifndef STSRELAY_STS_POLICY_H
 #define STSRELAY_STS_POLICY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -10,7 +13,8 @@
 
 /* RFC 8461 §3.3: senders may limit the body; DESIGN.md fixes 64 KiB. */
 #define STS_POLICY_BODY_MAX 65536
-/* RFC 8461 §3.2: max_age is at most 31557600 seconds (about one year). */
+/* RFC 8461 §3.2: max_age is at most 31557600 seconds (about one year); a
+ * larger value (up to 10 digits) is clamped to it, not rejected. */
 #define STS_POLICY_MAX_AGE_MAX 31557600u
 /* Bounds of the mx list. A policy with more distinct patterns, or with more
  * pattern text than the pool holds, is rejected as invalid (never silently
@@ -57,9 +61,13 @@ struct sts_policy_err {
  *    on sts-policy-field; only the TXT record must start with v=STSv1);
  *  - keys and the values of version/mode are case-sensitive: `Mode:` is an
  *    unknown key and `mode: Enforce` is an invalid mode;
- *  - version: STSv1, mode (enforce|testing|none) and max_age (1*10DIGIT,
- *    <= 31557600) are required; mx (one or more) unless mode is none, where
- *    any mx given is still checked and kept;
+ *  - version: STSv1, mode (enforce|testing|none) and max_age (1*10DIGIT)
+ *    are required; a max_age above 31557600 is clamped to 31557600 (a domain
+ *    publishing two years under enforce stays protected; more than 10
+ *    digits or a non-digit is an error); mx (one or more) unless mode is
+ *    none, where any mx given is still checked and kept. An mx whose top
+ *    label is all digits (an IP address written as a name) is kept but
+ *    never matches (sts_mx_pattern_is_numeric): the policy stays in force;
  *  - a repeated non-mx field: the first wins, later copies are ignored
  *    unchecked (RFC 8461 §3.2); repeated mx patterns are stored once;
  *  - unknown keys are ignored but their value must be sts-policy-ext-value
@@ -71,6 +79,10 @@ int sts_policy_parse(const void *body, size_t len, struct sts_policy *out,
 /* The i-th mx pattern (lower case, no trailing dot, maybe "*." prefix), or
  * NULL if i >= mx_count. Points into *policy: valid while policy lives. */
 const char *sts_policy_mx(const struct sts_policy *policy, size_t i);
+
+/* True if host (NUL-terminated) matches any `mx` pattern of the policy;
+ * *matched (if not NULL) gets the index of the first matching pattern. */
+bool sts_mx_match(const struct sts_policy *policy, const char *host, size_t *matched);
 
 /* "enforce", "testing", "none" (the RFC spelling; DESIGN.md log values). */
 const char *sts_policy_mode_name(enum sts_policy_mode mode);

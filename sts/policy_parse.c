@@ -1,5 +1,6 @@
 /* MTA-STS policy body parser (RFC 8461 §3.2): validates the whole body, then
- * reads `key: value` lines into a struct sts_policy. No I/O, no allocation. */
+ * reads `key: value` lines into a struct sts_policy; and policy MX matching.
+ * No I/O, no allocation. */
 #include "sts/policy.h"
 
 #include <string.h>
@@ -109,8 +110,10 @@ static int parse_max_age(const unsigned char *v, size_t len, uint32_t *out)
 			return -1;
 		n = n * 10 + (uint64_t)(v[i] - '0');
 	}
+	/* Clamped, not rejected: throwing the policy away for a too-generous
+	 * lifetime would leave an enforce domain without any protection. */
 	if (n > STS_POLICY_MAX_AGE_MAX)
-		return -1;
+		n = STS_POLICY_MAX_AGE_MAX;
 	*out = (uint32_t)n;
 	return 0;
 }
@@ -211,7 +214,7 @@ static int parse_line(struct sts_policy *p, struct seen *seen,
 		if (seen->max_age++)
 			return 0;
 		if (parse_max_age(v, vlen, &p->max_age) != 0) {
-			*reason = "max_age is not 1-10 digits in 0..31557600";
+			*reason = "max_age is not 1-10 digits";
 			return -1;
 		}
 		return 0;
@@ -306,6 +309,25 @@ const char *sts_policy_mx(const struct sts_policy *policy, size_t i)
 	if (policy->mx_off[i] >= sizeof policy->mx_pool)
 		return NULL;
 	return policy->mx_pool + policy->mx_off[i];
+}
+
+bool sts_mx_match(const struct sts_policy *policy, const char *host, size_t *matched)
+{
+	size_t hlen;
+
+	if (policy == NULL || host == NULL)
+		return false;
+	hlen = strlen(host);
+	for (size_t i = 0; i < policy->mx_count; i++) {
+		const char *p = sts_policy_mx(policy, i);
+
+		if (p != NULL && sts_mx_pattern_match(p, strlen(p), host, hlen)) {
+			if (matched != NULL)
+				*matched = i;
+			return true;
+		}
+	}
+	return false;
 }
 
 const char *sts_policy_mode_name(enum sts_policy_mode mode)

@@ -63,6 +63,11 @@ struct tlsrpt_session {
 	 * sts_published is set (TXT record seen, but no usable policy: the
 	 * sts-policy-* failures), then policy-type "sts" without a policy. */
 	const struct sts_policy *policy;
+	/* The applied policy's own text (the fetched body): its lines become
+	 * the report's policy-string as published, extension fields and the
+	 * original spelling included. NULL: the lines are rebuilt from policy. */
+	const char *policy_text;
+	size_t policy_text_len;
 	bool sts_published;
 	enum tlsrpt_result result;
 	const char *sending_mta_ip;      /* our source address for the session */
@@ -73,6 +78,12 @@ struct tlsrpt_session {
 };
 
 struct tlsrpt_store;
+
+/* A policy text is stored once per day as spool_dir/tlsrpt/DAY/policy-HASH
+ * (HASH: the first 16 hex digits of its SHA-256), written atomically before
+ * the first session line that names it; the report reads it back. */
+#define TLSRPT_POLICY_HASH_LEN 16
+void tlsrpt_policy_hash(const char *text, size_t len, char out[TLSRPT_POLICY_HASH_LEN + 1]);
 
 /* Opens the recorder for spool_dir (creates spool_dir/tlsrpt if needed).
  * With a loop, a 1 s timer batches fdatasync; without one (commands,
@@ -99,8 +110,10 @@ int tlsrpt_line_format(const struct tlsrpt_session *s, int64_t when, char *buf, 
 struct tlsrpt_day;
 
 /* Reads every session line of day ("YYYY-MM-DD") under spool_dir and
- * aggregates them in memory (O(distinct groups), not O(sessions)). A
- * missing day directory is an empty day. 0 or -1 (err set). */
+ * aggregates them in memory (O(distinct groups), not O(sessions)), with the
+ * day's stored policy texts. A missing day directory is an empty day. A
+ * missing or damaged policy file only makes that policy-string rebuilt from
+ * the recorded fields. 0 or -1 (err set). */
 int tlsrpt_day_load(const char *spool_dir, const char *day, struct tlsrpt_day **out,
 		    char *err, size_t errlen);
 /* Same from a buffer of lines (tests, fuzzing). */
@@ -194,6 +207,16 @@ bool tlsrpt_sent_contains(const char *spool_dir, const char *day, const char *do
 /* Appends (domain, rua) to day's ledger and fdatasyncs it. 0 or -1. */
 int tlsrpt_sent_add(const char *spool_dir, const char *day, const char *domain,
 		    const char *rua);
+
+/* mailto: copies skipped because report mail cannot be DKIM-signed (RFC
+ * 8460 §3: no key configured), kept per day so `tlsrpt show` can name
+ * them. Adds (domain, rua) unless already listed (fdatasync'd). 0 or -1. */
+int tlsrpt_skipped_add(const char *spool_dir, const char *day, const char *domain,
+		       const char *rua);
+/* Calls fn(arg, rua) for each rua of domain skipped on day and not sent
+ * since (blocking file reads: commands, not the daemon's loop). */
+void tlsrpt_skipped_foreach(const char *spool_dir, const char *day, const char *domain,
+			    void (*fn)(void *arg, const char *rua), void *arg);
 
 /* Removes day directories (sessions and ledger) whose day ended more than
  * retention_s before now. Returns how many were removed, or -1. */

@@ -14,20 +14,26 @@
 
 #include "relay/clock.h"
 
-#define NFIELDS 13
+#define NFIELDS 14                     /* of a T2 line, CRC included (T1: 13) */
 #define MAX_GROUPS (1u << 20)          /* distinct groups per day */
 #define READ_CHUNK 65536
 #define LINE_MAX_LEN 12288
 #define SEP '\x1f'                     /* joins key parts; never in a field */
 
-/* Key parts, in sort order: domain, policy (type, mode, max_age, mx list),
- * result, sending ip, mx host, mx ip, reason. */
-enum { K_DOMAIN, K_PTYPE, K_MODE, K_MAXAGE, K_MX, K_RESULT, K_SIP, K_MXHOST, K_MXIP, K_REASON,
-       K_COUNT };
+/* Key parts, in sort order: domain, policy (type, mode, max_age, mx list,
+ * text hash), result, sending ip, mx host, mx ip, reason. */
+enum { K_DOMAIN, K_PTYPE, K_MODE, K_MAXAGE, K_MX, K_PHASH, K_RESULT, K_SIP, K_MXHOST, K_MXIP,
+       K_REASON, K_COUNT };
 
 struct group {
 	char *key;
 	uint64_t count;
+};
+
+struct ptext {                  /* a stored policy text of the day */
+	char hash[TLSRPT_POLICY_HASH_LEN + 1];
+	char *text;
+	size_t len;
 };
 
 struct tlsrpt_day {
@@ -39,6 +45,8 @@ struct tlsrpt_day {
 	char **domains;
 	size_t ndomains;
 	size_t bad;
+	struct ptext *ptexts;
+	size_t nptexts;
 };
 
 static uint64_t fnv1a(const char *s)
@@ -115,11 +123,24 @@ static bool all_digits(const char *s)
 	return true;
 }
 
+static bool is_hash(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n != TLSRPT_POLICY_HASH_LEN)
+		return false;
+	for (; *s != '\0'; s++)
+		if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f')))
+			return false;
+	return true;
+}
+
 /* One complete line (without its '\n'); 0 = counted, -1 = bad line. */
 static int take_line(struct tlsrpt_day *d, char *line, size_t len)
 {
 	char *f[NFIELDS], *p = line, key[LINE_MAX_LEN + 16];
 	size_t nf = 0, i, o = 0;
+	bool t2;
 	unsigned long want;
 	char *end;
 	enum tlsrpt_result res;
@@ -147,11 +168,20 @@ static int take_line(struct tlsrpt_day *d, char *line, size_t len)
 		*t = '\0';
 		p = t + 1;
 	}
-	if (nf != NFIELDS - 1 || strcmp(f[0], "T1") != 0)
+	t2 = strcmp(f[0], "T2") == 0;
+	if (!(t2 && nf == NFIELDS - 1) && !(strcmp(f[0], "T1") == 0 && nf == NFIELDS - 2))
 		return -1;
 	for (i = 0; i < nf; i++)
 		if (!field_ok(f[i]))
 			return -1;
+	if (!t2) {
+		/* T1 had no phash: shift the rest up and leave phash empty */
+		for (i = NFIELDS - 2; i > 7; i--)
+			f[i] = f[i - 1];
+		f[7] = "-";
+	} else if (strcmp(f[7], "-") != 0 && (!is_hash(f[7]) || strcmp(f[4], "-") == 0)) {
+		return -1;
+	}
 	if (!all_digits(f[1]))
 		return -1;
 	when = strtoll(f[1], NULL, 10);
@@ -160,7 +190,7 @@ static int take_line(struct tlsrpt_day *d, char *line, size_t len)
 		return -1;
 	if (strcmp(f[3], "sts") != 0 && strcmp(f[3], "none") != 0)
 		return -1;
-	if (tlsrpt_result_parse(f[7], &res) != 0)
+	if (tlsrpt_result_parse(f[8], &res) != 0)
 		return -1;
 	if (strcmp(f[4], "-") != 0) {
 		enum sts_policy_mode m;
@@ -169,10 +199,10 @@ static int take_line(struct tlsrpt_day *d, char *line, size_t len)
 		    strcmp(f[3], "sts") != 0)
 			return -1;
 	}
-	/* key: domain, ptype, mode, max_age, mx, result[, sip, mxhost, mxip, reason] */
+	/* key: domain, ptype, mode, max_age, mx, phash, result[, sip, mxhost, mxip, reason] */
 	{
 		const char *parts[K_COUNT] = { f[2], f[3], f[4], f[5], f[6], f[7],
-					       f[8], f[9], f[10], f[11] };
+					       f[8], f[9], f[10], f[11], f[12] };
 		size_t nparts = res == TLSRPT_SUCCESS ? K_SIP : K_COUNT;
 
 		for (i = 0; i < nparts; i++) {
@@ -309,6 +339,108 @@ fail:
 	return -1;
 }
 
+/* The part number idx of a key, copied into buf ("" if absent or too long). */
+static void key_part(const char *key, size_t idx, char *buf, size_t len)
+{
+	size_t n;
+
+	while (idx > 0 && key != NULL) {
+		key = strchr(key, SEP);
+		if (key != NULL)
+			key++;
+		idx--;
+	}
+	buf[0] = '\0';
+	if (key == NULL)
+		return;
+	n = strcspn(key, "\x1f");
+	if (n < len) {
+		memcpy(buf, key, n);
+		buf[n] = '\0';
+	}
+}
+
+static const struct ptext *ptext_find(const struct tlsrpt_day *d, const char *hash)
+{
+	size_t i;
+
+	for (i = 0; i < d->nptexts; i++)
+		if (strcmp(d->ptexts[i].hash, hash) == 0)
+			return &d->ptexts[i];
+	return NULL;
+}
+
+/* Reads dir/policy-HASH if its content still has that hash. */
+static char *read_ptext(const char *dir, const char *hash, size_t *len)
+{
+	char path[1400], check[TLSRPT_POLICY_HASH_LEN + 1], *buf;
+	ssize_t n;
+	size_t have = 0;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/policy-%s", dir, hash);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	buf = malloc(STS_POLICY_BODY_MAX + 2);
+	while (buf != NULL && have <= STS_POLICY_BODY_MAX) {
+		n = read(fd, buf + have, STS_POLICY_BODY_MAX + 1 - have);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n < 0) {
+				free(buf);
+				buf = NULL;
+			}
+			break;
+		}
+		have += (size_t)n;
+	}
+	close(fd);
+	if (buf == NULL)
+		return NULL;
+	tlsrpt_policy_hash(buf, have, check);
+	if (have > STS_POLICY_BODY_MAX || strcmp(check, hash) != 0) {
+		free(buf);
+		return NULL;
+	}
+	buf[have] = '\0';
+	*len = have;
+	return buf;
+}
+
+/* The day's policy texts named by its groups (each read once). */
+static int load_ptexts(struct tlsrpt_day *d, const char *spool_dir)
+{
+	char dir[1300], h[TLSRPT_POLICY_HASH_LEN + 8];
+	size_t i;
+
+	snprintf(dir, sizeof(dir), "%s/tlsrpt/%s", spool_dir, d->day);
+	for (i = 0; i < d->n; i++) {
+		struct ptext *nt;
+		char *text;
+		size_t len = 0;
+
+		key_part(d->sorted[i].key, K_PHASH, h, sizeof(h));
+		if (!is_hash(h) || ptext_find(d, h) != NULL)
+			continue;
+		text = read_ptext(dir, h, &len);
+		if (text == NULL)
+			continue;       /* the policy-string is rebuilt instead */
+		nt = realloc(d->ptexts, (d->nptexts + 1) * sizeof(*nt));
+		if (nt == NULL) {
+			free(text);
+			return -1;
+		}
+		d->ptexts = nt;
+		memcpy(nt[d->nptexts].hash, h, TLSRPT_POLICY_HASH_LEN + 1);
+		nt[d->nptexts].text = text;
+		nt[d->nptexts].len = len;
+		d->nptexts++;
+	}
+	return 0;
+}
+
 int tlsrpt_day_load(const char *spool_dir, const char *day, struct tlsrpt_day **out,
 		    char *err, size_t errlen)
 {
@@ -362,7 +494,7 @@ int tlsrpt_day_load(const char *spool_dir, const char *day, struct tlsrpt_day **
 		memmove(buf, buf + used, have - used);
 		have -= used;
 	}
-	if (finish(d) != 0) {
+	if (finish(d) != 0 || load_ptexts(d, spool_dir) != 0) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
@@ -395,6 +527,9 @@ void tlsrpt_day_free(struct tlsrpt_day *d)
 	for (i = 0; i < d->ndomains; i++)
 		free(d->domains[i]);
 	free(d->domains);
+	for (i = 0; i < d->nptexts; i++)
+		free(d->ptexts[i].text);
+	free(d->ptexts);
 	free(d);
 }
 
@@ -458,7 +593,31 @@ static void put(json_t *o, const char *k, json_t *v, bool *ok)
 		*ok = false;
 }
 
-static json_t *policy_object(const char *parts[K_COUNT], bool *ok)
+/* The policy text's non-empty lines (CR removed), as published. NULL if a
+ * line is not valid UTF-8 (then the caller rebuilds the lines). */
+static json_t *text_lines(const struct ptext *t)
+{
+	json_t *arr = json_array();
+	size_t i = 0;
+
+	while (arr != NULL && i < t->len) {
+		size_t j = i, k;
+
+		while (j < t->len && t->text[j] != '\n')
+			j++;
+		k = j;
+		if (k > i && t->text[k - 1] == '\r')
+			k--;
+		if (k > i && json_array_append_new(arr, json_stringn(t->text + i, k - i)) != 0) {
+			json_decref(arr);
+			return NULL;
+		}
+		i = j + 1;
+	}
+	return arr;
+}
+
+static json_t *policy_object(const struct tlsrpt_day *d, const char *parts[K_COUNT], bool *ok)
 {
 	json_t *p = json_object();
 	char line[512];
@@ -474,11 +633,17 @@ static json_t *policy_object(const char *parts[K_COUNT], bool *ok)
 	}
 	put(p, "policy-type", json_string("sts"), ok);
 	if (known(parts[K_MODE])) {
-		/* policy-string: the applied policy's lines (RFC 8460 §4.4,
-		 * Appendix B), in the canonical order of RFC 8461 §3.2. */
-		json_t *lines = json_array(), *mx = json_array();
+		/* policy-string: the applied policy's own lines as fetched (RFC
+		 * 8460 §4.4, Appendix B), extension fields and spelling kept;
+		 * rebuilt in the canonical order of RFC 8461 §3.2 only when the
+		 * day's copy of the text is missing (older data, a crash). */
+		const struct ptext *t = known(parts[K_PHASH]) ? ptext_find(d, parts[K_PHASH]) : NULL;
+		json_t *lines = t != NULL ? text_lines(t) : NULL, *mx = json_array();
+		bool rebuild = lines == NULL;
 		const char *m = parts[K_MX];
 
+		if (rebuild)
+			lines = json_array();
 		if (lines == NULL || mx == NULL) {
 			json_decref(lines);
 			json_decref(mx);
@@ -486,9 +651,11 @@ static json_t *policy_object(const char *parts[K_COUNT], bool *ok)
 			*ok = false;
 			return NULL;
 		}
-		json_array_append_new(lines, json_string("version: STSv1"));
-		snprintf(line, sizeof(line), "mode: %s", parts[K_MODE]);
-		json_array_append_new(lines, json_string(line));
+		if (rebuild) {
+			json_array_append_new(lines, json_string("version: STSv1"));
+			snprintf(line, sizeof(line), "mode: %s", parts[K_MODE]);
+			json_array_append_new(lines, json_string(line));
+		}
 		while (known(m) && *m != '\0') {
 			size_t l = strcspn(m, ",");
 			char pat[300];
@@ -497,13 +664,16 @@ static json_t *policy_object(const char *parts[K_COUNT], bool *ok)
 				memcpy(pat, m, l);
 				pat[l] = '\0';
 				snprintf(line, sizeof(line), "mx: %s", pat);
-				json_array_append_new(lines, json_string(line));
+				if (rebuild)
+					json_array_append_new(lines, json_string(line));
 				json_array_append_new(mx, json_string(pat));
 			}
 			m += l + (m[l] == ',');
 		}
-		snprintf(line, sizeof(line), "max_age: %s", parts[K_MAXAGE]);
-		json_array_append_new(lines, json_string(line));
+		if (rebuild) {
+			snprintf(line, sizeof(line), "max_age: %s", parts[K_MAXAGE]);
+			json_array_append_new(lines, json_string(line));
+		}
 		put(p, "policy-string", lines, ok);
 		put(p, "policy-domain", json_string(parts[K_DOMAIN]), ok);
 		if (json_array_size(mx) > 0)
@@ -579,7 +749,7 @@ json_t *tlsrpt_report_build(const struct tlsrpt_day *d, const char *domain,
 			goto fail;
 		}
 		split_key(copy, parts);
-		put(entry, "policy", policy_object(parts, &ok), &ok);
+		put(entry, "policy", policy_object(d, parts, &ok), &ok);
 		free(copy);
 		/* every group of this domain with the same policy */
 		prev_fd = NULL;

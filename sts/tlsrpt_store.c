@@ -14,6 +14,8 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <openssl/evp.h>
+
 #include "relay/clock.h"
 #include "relay/core_fs.h"
 #include "relay/log.h"
@@ -28,6 +30,7 @@
 #define TLSRPT_LINE_MAX 12288
 #define TLSRPT_SYNC_MS 1000
 #define TLSRPT_PATH_MAX 1200
+#define KNOWN_POLICIES 16     /* policy files known to exist for the current day */
 
 static const char *const result_names[TLSRPT_RESULT_COUNT] = {
 	[TLSRPT_SUCCESS] = "success",
@@ -110,10 +113,27 @@ int tlsrpt_day_parse(const char *day, int64_t *start)
 }
 
 /* ---- the line format ----
- * "T1 when domain policy mode max_age mx,mx result sip mxhost mxip reason crc\n"
+ * "T2 when domain policy mode max_age mx,mx phash result sip mxhost mxip reason crc\n"
  * with TAB separators; "-" = empty; crc = CRC-32 (hex) of everything before
  * it, the TAB in front of it included. policy is "sts" or "none"; an sts
- * line with mode "-" has no policy (TXT seen, policy failed). */
+ * line with mode "-" has no policy (TXT seen, policy failed); phash names
+ * the day's policy-HASH file holding the policy text ("-": none). Lines of
+ * the older "T1" format (no phash) are still read. */
+
+void tlsrpt_policy_hash(const char *text, size_t len, char out[TLSRPT_POLICY_HASH_LEN + 1])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	int i;
+
+	if (EVP_Digest(text, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen < 8) {
+		/* cannot happen with a working libcrypto; "-" keeps the line valid */
+		snprintf(out, TLSRPT_POLICY_HASH_LEN + 1, "-");
+		return;
+	}
+	for (i = 0; i < TLSRPT_POLICY_HASH_LEN / 2; i++)
+		snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
 
 /* Appends s as one field: printable ASCII only (TAB, controls, non-ASCII
  * and, for lists, ',' become '?'); "" and NULL become "-". */
@@ -159,7 +179,7 @@ int tlsrpt_line_format(const struct tlsrpt_session *s, int64_t when, char *buf, 
 	if (dl > 1 && domain[dl - 1] == '.')
 		domain[dl - 1] = '\0';
 	snprintf(num, sizeof(num), "%" PRId64, when);
-	if (put_field(buf, len, &o, "T1", false, 2) != 0 ||
+	if (put_field(buf, len, &o, "T2", false, 2) != 0 ||
 	    put_field(buf, len, &o, num, false, 32) != 0 ||
 	    put_field(buf, len, &o, domain, true, 253) != 0 ||
 	    put_field(buf, len, &o, sts ? "sts" : "none", false, 4) != 0)
@@ -193,8 +213,18 @@ int tlsrpt_line_format(const struct tlsrpt_session *s, int64_t when, char *buf, 
 				buf[o++] = (c < 0x21 || c > 0x7e || c == ',') ? '?' : (char)c;
 			}
 		}
+		if (s->policy_text != NULL) {
+			char h[TLSRPT_POLICY_HASH_LEN + 1];
+
+			tlsrpt_policy_hash(s->policy_text, s->policy_text_len, h);
+			if (put_field(buf, len, &o, h, false, TLSRPT_POLICY_HASH_LEN) != 0)
+				return -1;
+		} else if (put_field(buf, len, &o, NULL, false, 0) != 0) {
+			return -1;
+		}
 	} else {
 		if (put_field(buf, len, &o, NULL, false, 0) != 0 ||
+		    put_field(buf, len, &o, NULL, false, 0) != 0 ||
 		    put_field(buf, len, &o, NULL, false, 0) != 0 ||
 		    put_field(buf, len, &o, NULL, false, 0) != 0)
 			return -1;
@@ -256,6 +286,8 @@ struct tlsrpt_store {
 	int retired_fd;       /* an old day's descriptor closed when that sync ends */
 	bool closing;
 	bool timer_open;
+	char known[KNOWN_POLICIES][TLSRPT_POLICY_HASH_LEN + 1];  /* policy files of day */
+	size_t nknown, known_next;
 };
 
 static void store_maybe_free(struct tlsrpt_store *st)
@@ -363,6 +395,36 @@ static void retire_fd(struct tlsrpt_store *st)
 	st->fd = -1;
 	st->dirty = false;
 	st->day[0] = '\0';
+	st->nknown = st->known_next = 0;
+}
+
+/* Makes sure the day's policy-HASH file holds the policy text before a
+ * line names it: written once per policy and day (temp file, fsync,
+ * rename, directory fsync), so this blocking write on the loop is as rare
+ * as the policy cache's. A failure only costs the report the policy's
+ * original lines (they are rebuilt). */
+static void ensure_policy_file(struct tlsrpt_store *st, const struct tlsrpt_session *s)
+{
+	char h[TLSRPT_POLICY_HASH_LEN + 1], dir[TLSRPT_PATH_MAX], name[32], path[TLSRPT_PATH_MAX + 40];
+	size_t i;
+
+	tlsrpt_policy_hash(s->policy_text, s->policy_text_len, h);
+	for (i = 0; i < st->nknown; i++)
+		if (strcmp(st->known[i], h) == 0)
+			return;
+	if (day_dir(st->spool_dir, st->day, false, dir, sizeof(dir)) != 0)
+		return;
+	snprintf(name, sizeof(name), "policy-%s", h);
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	if (access(path, F_OK) != 0 &&
+	    core_fs_write_atomic(dir, name, s->policy_text, s->policy_text_len, 0600) != 0) {
+		log_warn("tlsrpt: cannot store the policy text %s: %s", path, strerror(errno));
+		return;
+	}
+	memcpy(st->known[st->known_next], h, sizeof(h));
+	st->known_next = (st->known_next + 1) % KNOWN_POLICIES;
+	if (st->nknown < KNOWN_POLICIES)
+		st->nknown++;
 }
 
 static int open_day(struct tlsrpt_store *st, const char *day)
@@ -410,6 +472,8 @@ int tlsrpt_record(struct tlsrpt_store *st, const struct tlsrpt_session *s)
 		log_error("tlsrpt: cannot open the session file for %s: %s", day, strerror(errno));
 		return -1;
 	}
+	if (s->policy != NULL && s->policy_text != NULL)
+		ensure_policy_file(st, s);
 	if (st->need_nl) {
 		if (core_fs_write_all(st->fd, "\n", 1, NULL) != 0) {
 			log_error("tlsrpt: write: %s", strerror(errno));
@@ -457,17 +521,19 @@ static bool ledger_field_ok(const char *s)
 	return true;
 }
 
-bool tlsrpt_sent_contains(const char *spool_dir, const char *day, const char *domain,
-			  const char *rua)
+/* Ledgers: one "domain TAB rua" line per entry, in DAY/sent (copies sent)
+ * and DAY/skipped (mailto: copies skipped for want of a DKIM key). */
+static bool ledger_contains(const char *spool_dir, const char *day, const char *file,
+			    const char *domain, const char *rua)
 {
-	char dir[TLSRPT_PATH_MAX], path[TLSRPT_PATH_MAX + 8], want[2100], line[2100];
+	char dir[TLSRPT_PATH_MAX], path[TLSRPT_PATH_MAX + 16], want[2100], line[2100];
 	bool found = false;
 	FILE *f;
 
 	if (!ledger_field_ok(domain) || !ledger_field_ok(rua) ||
 	    day_dir(spool_dir, day, false, dir, sizeof(dir)) != 0)
 		return false;
-	snprintf(path, sizeof(path), "%s/sent", dir);
+	snprintf(path, sizeof(path), "%s/%s", dir, file);
 	snprintf(want, sizeof(want), "%s\t%s\n", domain, rua);
 	f = fopen(path, "re");
 	if (f == NULL)
@@ -478,16 +544,17 @@ bool tlsrpt_sent_contains(const char *spool_dir, const char *day, const char *do
 	return found;
 }
 
-int tlsrpt_sent_add(const char *spool_dir, const char *day, const char *domain, const char *rua)
+static int ledger_add(const char *spool_dir, const char *day, const char *file,
+		      const char *domain, const char *rua)
 {
-	char dir[TLSRPT_PATH_MAX], path[TLSRPT_PATH_MAX + 8], line[2100];
+	char dir[TLSRPT_PATH_MAX], path[TLSRPT_PATH_MAX + 16], line[2100];
 	bool created;
 	int fd, n, rc = -1;
 
 	if (!ledger_field_ok(domain) || !ledger_field_ok(rua) ||
 	    day_dir(spool_dir, day, true, dir, sizeof(dir)) != 0)
 		return -1;
-	snprintf(path, sizeof(path), "%s/sent", dir);
+	snprintf(path, sizeof(path), "%s/%s", dir, file);
 	n = snprintf(line, sizeof(line), "%s\t%s\n", domain, rua);
 	if (n < 0 || (size_t)n >= sizeof(line))
 		return -1;
@@ -504,6 +571,51 @@ int tlsrpt_sent_add(const char *spool_dir, const char *day, const char *domain, 
 	if (rc == 0 && created && core_fs_fsync_dir(dir) != 0)
 		rc = -1;
 	return rc;
+}
+
+bool tlsrpt_sent_contains(const char *spool_dir, const char *day, const char *domain,
+			  const char *rua)
+{
+	return ledger_contains(spool_dir, day, "sent", domain, rua);
+}
+
+int tlsrpt_sent_add(const char *spool_dir, const char *day, const char *domain, const char *rua)
+{
+	return ledger_add(spool_dir, day, "sent", domain, rua);
+}
+
+int tlsrpt_skipped_add(const char *spool_dir, const char *day, const char *domain,
+		       const char *rua)
+{
+	if (ledger_contains(spool_dir, day, "skipped", domain, rua))
+		return 0;
+	return ledger_add(spool_dir, day, "skipped", domain, rua);
+}
+
+void tlsrpt_skipped_foreach(const char *spool_dir, const char *day, const char *domain,
+			    void (*fn)(void *arg, const char *rua), void *arg)
+{
+	char dir[TLSRPT_PATH_MAX], path[TLSRPT_PATH_MAX + 16], line[2100];
+	size_t dl = strlen(domain);
+	FILE *f;
+
+	if (day_dir(spool_dir, day, false, dir, sizeof(dir)) != 0)
+		return;
+	snprintf(path, sizeof(path), "%s/skipped", dir);
+	f = fopen(path, "re");
+	if (f == NULL)
+		return;
+	while (fgets(line, sizeof(line), f) != NULL) {
+		size_t n = strlen(line);
+
+		if (n < dl + 3 || line[n - 1] != '\n' || strncmp(line, domain, dl) != 0 ||
+		    line[dl] != '\t')
+			continue;   /* another domain, or a torn line */
+		line[n - 1] = '\0';
+		if (!tlsrpt_sent_contains(spool_dir, day, domain, line + dl + 1))
+			fn(arg, line + dl + 1);
+	}
+	fclose(f);
 }
 
 /* ---- retention ---- */

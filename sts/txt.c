@@ -377,7 +377,8 @@ static int mailto_target(const char *uri, char *out, size_t out_size)
 	const char *dom = out + at + 1;
 	char norm[STS_MX_NAME_MAX + 1];
 	if (dom[0] == '*' ||
-	    sts_mx_pattern_normalize(dom, strlen(dom), norm, sizeof norm, NULL) != 0)
+	    sts_mx_pattern_normalize(dom, strlen(dom), norm, sizeof norm, NULL) != 0 ||
+	    sts_mx_pattern_is_numeric(norm))
 		return -1;
 	return 0;
 }

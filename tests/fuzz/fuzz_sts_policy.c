@@ -31,13 +31,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		for (size_t j = 0; j < n; j++)
 			if (m[j] >= 'A' && m[j] <= 'Z')
 				__builtin_trap();
-		/* an exact pattern matches itself; "*.d" matches "x.d" */
+		/* an exact pattern matches itself; "*.d" matches "x.d"; a
+		 * numeric pattern (an IP address as a name) matches nothing */
 		char host[STS_MX_NAME_MAX + 2];
 		if (m[0] == '*') {
 			host[0] = 'x';
 			memcpy(host + 1, m + 1, n);     /* ".d" + NUL */
 		} else {
 			memcpy(host, m, n + 1);
+		}
+		if (sts_mx_pattern_is_numeric(m)) {
+			if (sts_mx_pattern_match(m, n, host, strlen(host)))
+				__builtin_trap();
+			continue;
 		}
 		if (!sts_mx_match(&p, host, NULL))
 			__builtin_trap();

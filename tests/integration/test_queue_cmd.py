@@ -197,8 +197,8 @@ def test_commands_through_a_running_daemon(world):
 
     for verb in ("delete", "bounce", "flush"):
         r = run(world, ["queue", verb, "0000000000AB"])
-        assert r.returncode == 1, (verb, r.stderr)
-        assert r.stderr.startswith(b"stsrelay queue: ")
+        assert r.returncode == 67, (verb, r.stderr)   # EX_NOUSER: no such message
+        assert r.stderr == b"stsrelay queue: no such message 0000000000AB\n", r.stderr
     stop_daemon(world)
 
 
@@ -221,11 +221,11 @@ def test_commands_without_a_daemon(world):
     assert r.returncode == 0, r.stderr
     assert [m["id"] for m in queue_json(world)["messages"]] == [ids[1]]
     r = run(world, ["queue", "delete", ids[0]])
-    assert r.returncode == 1 and b"no message " + ids[0].encode() in r.stderr
+    assert r.returncode == 67 and b"no message " + ids[0].encode() in r.stderr
     r = run(world, ["queue", "show", ids[0]])
-    assert r.returncode == 1
+    assert r.returncode == 67
     r = run(world, ["queue", "show", "not-an-id"])
-    assert r.returncode == 1 and b"not a queue id" in r.stderr
+    assert r.returncode == 65 and b"not a queue id" in r.stderr
     r = run(world, ["queue", "frobnicate"])
     assert r.returncode == 64
     r = run(world, ["queue", "show", ids[1], "--json"])
@@ -276,7 +276,7 @@ def test_control_protocol_lines(world):
                      seen)
     assert run(world, ["queue", "flush"]).returncode == 0
     r = run(world, ["queue", "delete", "00000000000a"])
-    assert r.returncode == 1 and b"no such message 00000000000A" in r.stderr
+    assert r.returncode == 67 and b"no such message 00000000000A" in r.stderr
     assert run(world, ["queue", "bounce", "0123456789AB"]).returncode == 0
     r = run(world, ["queue", "flush", "0123456789AB"])
     assert r.returncode == 76 and b"unexpected reply" in r.stderr

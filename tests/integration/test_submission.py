@@ -107,11 +107,15 @@ def test_raw_unstuffing_and_line_ends(daemon):
             b"...x\r\n"            # stuffed "..x"     -> "..x"
             b".y\r\n"              # unstuffed anyway  -> "y" (leading dot removed)
             b"bare lf\n"           # bare LF           -> CRLF
+            b"..after lf\n"        # stuffed after LF  -> ".after lf" (smtplib stuffs after LF)
+            b".\n"                 # lone dot after LF -> "." (data, never an end)
+            b".\r\n"               # LF . CRLF         -> "." (data, never an end)
             b"cr\rinside\r\n"      # lone CR is data
             b"nul\x00byte\r\n"     # NUL kept as data
             + b"L" * 5000 + b"\r\n"  # long text lines are accepted as they are
             + b"\xff\xfe 8bit\r\n")
-    stored = (b"Subject: raw\r\n\r\n.\r\n..x\r\ny\r\nbare lf\r\ncr\rinside\r\nnul\x00byte\r\n"
+    stored = (b"Subject: raw\r\n\r\n.\r\n..x\r\ny\r\nbare lf\r\n.after lf\r\n.\r\n.\r\n"
+              b"cr\rinside\r\nnul\x00byte\r\n"
               + b"L" * 5000 + b"\r\n\xff\xfe 8bit\r\n")
     qid = submit(daemon, "s@a.example", ["r@b.example"], wire)
     check_stored(daemon, qid, "s@a.example", ["r@b.example"], stored, helo="client.test")

@@ -38,8 +38,10 @@ def tlsrpt_sessions(daemon, domain):
         with open(path) as f:
             for line in f:
                 fields = line.rstrip("\n").split("\t")
-                if len(fields) > 9 and fields[2] == domain:
-                    out.append((fields[7], fields[9]))
+                # T2 lines carry the policy text's hash after the mx list
+                shift = 1 if fields[0] == "T2" else 0
+                if len(fields) > 9 + shift and fields[2] == domain:
+                    out.append((fields[7 + shift], fields[9 + shift]))
     return out
 
 

@@ -268,7 +268,9 @@ def test_mailto_https_restart_and_resend(world, relay, tmp_path):
         ids = queue_files(spool)
         assert len(ids) == 1
         kv, data = read_queue_file(os.path.join(spool, "queue", ids[0]))
-        assert kv["sender"] == [""] and kv["rcpt"] == ["tls-reports@rpt.test"]
+        # RFC 5321 §4.5.5: a report is not a DSN; the contact is the sender
+        assert kv["sender"] == ["tlsrpt@relay.world.test"]
+        assert kv["rcpt"] == ["tls-reports@rpt.test"]
         assert int(kv["flags"][0]) == 3          # NOBOUNCE | TLSRPT
         assert b"\r\n" in data and b"\n" not in data.replace(b"\r\n", b"")
         msg = email.message_from_bytes(data, policy=email.policy.compat32)

@@ -289,7 +289,10 @@ static const struct ok_case ok_cases[] = {
 	{ "max_sessions = 1000000", "max_sessions", "1000000" },
 	/* report identity */
 	{ "tlsrpt_org_name = Example Org, Inc.", "tlsrpt_org_name", "Example Org, Inc." },
-	{ "tlsrpt_contact = mailto:tls@example.com", "tlsrpt_contact", "mailto:tls@example.com" },
+	{ "tlsrpt_contact = tls-reports@example.com", "tlsrpt_contact", "tls-reports@example.com" },
+	{ "tlsrpt_contact = a.b+c=d!#$%&'*/?^_`{|}~@relay.example.com", "tlsrpt_contact",
+	  "a.b+c=d!#$%&'*/?^_`{|}~@relay.example.com" },
+	{ "tlsrpt_contact = x@y", "tlsrpt_contact", "x@y" },
 	{ "tlsrpt_send_at = 00:00", "tlsrpt_send_at", "0" },
 	{ "tlsrpt_send_at = 23:59", "tlsrpt_send_at", "1439" },
 	{ "tlsrpt_send_at = 7:05", "tlsrpt_send_at", "425" },
@@ -376,6 +379,29 @@ static const struct err_case err_cases[] = {
 	  "t.conf:1: key 'max_connections_per_domain' needs a value" },
 	{ "tlsrpt_org_name =", "t.conf:1: key 'tlsrpt_org_name' needs a value" },
 	{ "tlsrpt_contact =", "t.conf:1: key 'tlsrpt_contact' needs a value" },
+	/* the contact is the report's From:, envelope sender and submitter:
+	 * a plain local@domain, nothing else (RFC 8460 §5.1, §5.3) */
+	{ "tlsrpt_contact = mailto:tls@example.com",
+	  "t.conf:1: bad value 'mailto:tls@example.com' for key 'tlsrpt_contact': "
+	  "not an e-mail address (local@domain)" },
+	{ "tlsrpt_contact = example.com",
+	  "t.conf:1: bad value 'example.com' for key 'tlsrpt_contact': not an e-mail address (local@domain)" },
+	{ "tlsrpt_contact = @example.com",
+	  "t.conf:1: bad value '@example.com' for key 'tlsrpt_contact': not an e-mail address (local@domain)" },
+	{ "tlsrpt_contact = tls@",
+	  "t.conf:1: bad value 'tls@' for key 'tlsrpt_contact': not an e-mail address (local@domain)" },
+	{ "tlsrpt_contact = tls@[192.0.2.1]",
+	  "t.conf:1: bad value 'tls@[192.0.2.1]' for key 'tlsrpt_contact': not an e-mail address (local@domain)" },
+	{ "tlsrpt_contact = \"a b\"@example.com",
+	  "t.conf:1: bad value '\"a b\"@example.com' for key 'tlsrpt_contact': not an e-mail address (local@domain)" },
+	{ "tlsrpt_contact = a..b@example.com",
+	  "t.conf:1: bad value 'a..b@example.com' for key 'tlsrpt_contact': not an e-mail address (local@domain)" },
+	{ "tlsrpt_contact = .a@example.com",
+	  "t.conf:1: bad value '.a@example.com' for key 'tlsrpt_contact': not an e-mail address (local@domain)" },
+	{ "tlsrpt_contact = Reports <tls@example.com>",
+	  "t.conf:1: bad value 'Reports <tls@example.com>' for key 'tlsrpt_contact': not an e-mail address (local@domain)" },
+	{ "tlsrpt_contact = tls@exa_mple..com",
+	  "t.conf:1: bad value 'tls@exa_mple..com' for key 'tlsrpt_contact': not an e-mail address (local@domain)" },
 	{ "tlsrpt_send_at =", "t.conf:1: key 'tlsrpt_send_at' needs a value" },
 	{ "max_sessions =", "t.conf:1: key 'max_sessions' needs a value" },
 	{ "tlsrpt_retention =", "t.conf:1: key 'tlsrpt_retention' needs a value" },
@@ -606,6 +632,29 @@ static void test_error_keeps_config(void **state)
 	assert_string_equal(err, "(con");
 }
 
+/* `stsrelay check` names FILE:LINE of a key it finds fault with. */
+static void test_key_lines(void **state)
+{
+	static const char text[] = "# comment\n\nmax_sessions = 7\r\n  user = mail\n";
+	static const char other[] = "hostname = a.example\n";
+	struct config c;
+	char err[256];
+
+	(void)state;
+	config_defaults(&c);
+	assert_int_equal(config_key_line(&c, "max_sessions"), 0);
+	assert_int_equal(config_parse(&c, text, strlen(text), "l.conf", err, sizeof(err)), 0);
+	assert_int_equal(config_key_line(&c, "max_sessions"), 3);
+	assert_int_equal(config_key_line(&c, "user"), 4);
+	assert_int_equal(config_key_line(&c, "listen"), 0);        /* the default */
+	assert_int_equal(config_key_line(&c, "no_such_key"), 0);
+	/* the lines are those of the last file parsed */
+	assert_int_equal(config_parse(&c, other, strlen(other), "o.conf", err, sizeof(err)), 0);
+	assert_int_equal(config_key_line(&c, "hostname"), 1);
+	assert_int_equal(config_key_line(&c, "max_sessions"), 0);
+	assert_int_equal(c.max_sessions, 7);
+}
+
 static void test_nul_and_line_length(void **state)
 {
 	static const char nul[] = "max_sessions = 1\nuser = a\0b\n";
@@ -738,6 +787,47 @@ static void check_num_table(const struct num_case *t, size_t n,
 	}
 	assert_int_equal(fn(NULL, &(uint64_t){ 0 }), -1);
 	assert_int_equal(fn("1", NULL), -1);
+}
+
+/* RFC 8460 §3: dkim_domain is the submitter's domain or a parent of it. */
+static void test_dkim_domain_check(void **state)
+{
+	static const struct {
+		const char *contact, *dkim;
+		int ok;
+	} cases[] = {
+		{ "tls@relay.example.com", "", 0 },
+		{ "tls@relay.example.com", "relay.example.com", 0 },
+		{ "tls@relay.example.com", "RELAY.Example.COM.", 0 },
+		{ "tls@relay.example.com", "example.com", 0 },
+		{ "tls@relay.example.com", "com", 0 },
+		{ "tls@relay.example.com", "other.example.com", -1 },
+		{ "tls@relay.example.com", "ay.example.com", -1 },
+		{ "tls@relay.example.com", "x.relay.example.com", -1 },
+		{ "tls@example.com", "example.org", -1 },
+	};
+	struct config c;
+	char why[512];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		config_defaults(&c);
+		snprintf(c.tlsrpt_contact, sizeof(c.tlsrpt_contact), "%s", cases[i].contact);
+		snprintf(c.dkim_domain, sizeof(c.dkim_domain), "%s", cases[i].dkim);
+		if (config_check_dkim_domain(&c, why, sizeof(why)) != cases[i].ok)
+			fail_msg("case %zu (%s, %s): want %d", i, cases[i].contact, cases[i].dkim,
+				 cases[i].ok);
+		if (cases[i].ok != 0 && strstr(why, "RFC 8460") == NULL)
+			fail_msg("case %zu: reason '%s'", i, why);
+	}
+	config_defaults(&c);
+	snprintf(c.tlsrpt_contact, sizeof(c.tlsrpt_contact), "tls@relay.example.com");
+	snprintf(c.dkim_domain, sizeof(c.dkim_domain), "example.org");
+	assert_int_equal(config_check_dkim_domain(&c, why, sizeof(why)), -1);
+	assert_string_equal(why, "dkim_domain 'example.org' is neither the report submitter's domain "
+			    "'relay.example.com' (from tlsrpt_contact) nor a parent of it: receivers "
+			    "ignore reports not signed by the reporting domain (RFC 8460 §3)");
 }
 
 static void test_durations(void **state)
@@ -1101,9 +1191,11 @@ int main(void)
 		cmocka_unit_test(test_ok_table),
 		cmocka_unit_test(test_err_table),
 		cmocka_unit_test(test_error_keeps_config),
+		cmocka_unit_test(test_key_lines),
 		cmocka_unit_test(test_nul_and_line_length),
 		cmocka_unit_test(test_file_size_limit),
 		cmocka_unit_test(test_report_identity),
+		cmocka_unit_test(test_dkim_domain_check),
 		cmocka_unit_test(test_durations),
 		cmocka_unit_test(test_sizes),
 		cmocka_unit_test(test_sockaddrs),

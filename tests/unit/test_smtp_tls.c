@@ -17,6 +17,7 @@
 #include <openssl/x509v3.h>
 
 #include "smtp/tls.h"
+#include "test_pki.h"
 
 #define HOST "mx.example.test"
 #define DAY (24 * 3600L)
@@ -26,64 +27,10 @@ struct pki {
 	EVP_PKEY *ca_key, *other_ca_key, *key;
 	X509 *ca, *other_ca;
 	X509 *good, *expired, *not_yet, *self, *untrusted, *wildcard, *partial;
+	X509 *cn_only, *cn_other_san;
 };
 
 static struct pki P;
-
-static EVP_PKEY *make_key(void)
-{
-	EVP_PKEY *k = EVP_EC_gen("P-256");
-
-	assert_non_null(k);
-	return k;
-}
-
-static void add_ext(X509 *c, X509 *issuer, int nid, const char *value)
-{
-	X509V3_CTX ctx;
-	X509_EXTENSION *ext;
-
-	X509V3_set_ctx_nodb(&ctx);
-	X509V3_set_ctx(&ctx, issuer, c, NULL, NULL, 0);
-	ext = X509V3_EXT_conf_nid(NULL, &ctx, nid, value);
-	assert_non_null(ext);
-	assert_int_equal(X509_add_ext(c, ext, -1), 1);
-	X509_EXTENSION_free(ext);
-}
-
-/* A certificate for key, signed by issuer_key (issuer NULL = self-signed),
- * valid from now+from to now+to seconds. san NULL = a CA. */
-static X509 *make_cert(const char *cn, const char *san, EVP_PKEY *key, X509 *issuer,
-		       EVP_PKEY *issuer_key, long from, long to)
-{
-	static long serial = 1;
-	X509 *c = X509_new();
-	X509_NAME *name;
-
-	assert_non_null(c);
-	X509_set_version(c, 2);
-	ASN1_INTEGER_set(X509_get_serialNumber(c), serial++);
-	X509_gmtime_adj(X509_getm_notBefore(c), from);
-	X509_gmtime_adj(X509_getm_notAfter(c), to);
-	X509_set_pubkey(c, key);
-	name = X509_get_subject_name(c);
-	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
-	X509_set_issuer_name(c, issuer ? X509_get_subject_name(issuer) : name);
-	if (san) {
-		char buf[256];
-
-		snprintf(buf, sizeof(buf), "DNS:%s", san);
-		add_ext(c, issuer ? issuer : c, NID_subject_alt_name, buf);
-		add_ext(c, issuer ? issuer : c, NID_basic_constraints, "critical,CA:FALSE");
-		add_ext(c, issuer ? issuer : c, NID_ext_key_usage, "serverAuth");
-	} else {
-		add_ext(c, c, NID_basic_constraints, "critical,CA:TRUE");
-		add_ext(c, c, NID_key_usage, "critical,keyCertSign,cRLSign");
-		add_ext(c, c, NID_subject_key_identifier, "hash");
-	}
-	assert_true(X509_sign(c, issuer_key, EVP_sha256()) > 0);
-	return c;
-}
 
 static int setup(void **state)
 {
@@ -107,6 +54,9 @@ static int setup(void **state)
 	P.untrusted = make_cert(HOST, HOST, P.key, P.other_ca, P.other_ca_key, -DAY, 365 * DAY);
 	P.wildcard = make_cert("*.example.test", "*.example.test", P.key, P.ca, P.ca_key, -DAY,
 			       365 * DAY);
+	P.cn_only = make_cert(HOST, "", P.key, P.ca, P.ca_key, -DAY, 365 * DAY);
+	P.cn_other_san = make_cert(HOST, "other.example.test", P.key, P.ca, P.ca_key, -DAY,
+				   365 * DAY);
 	P.partial = make_cert("m*.example.test", "m*.example.test", P.key, P.ca, P.ca_key, -DAY,
 			      365 * DAY);
 	f = fopen(P.ca_file, "w");
@@ -131,6 +81,8 @@ static int teardown(void **state)
 	X509_free(P.untrusted);
 	X509_free(P.wildcard);
 	X509_free(P.partial);
+	X509_free(P.cn_only);
+	X509_free(P.cn_other_san);
 	EVP_PKEY_free(P.ca_key);
 	EVP_PKEY_free(P.other_ca_key);
 	EVP_PKEY_free(P.key);
@@ -367,6 +319,17 @@ static void test_untrusted_ca(void **state)
 	check_bad(P.untrusted, P.other_ca, HOST, "certificate-not-trusted", "self-signed");
 }
 
+/* RFC 8461 §4.2: only a SAN DNS-ID names the MX. A certificate without
+ * DNS SANs whose subject CN is exactly the host (OpenSSL's default would
+ * accept it) and one whose CN matches while its SAN does not are both a
+ * host mismatch, with and without verification demanded. */
+static void test_cn_never_used(void **state)
+{
+	(void)state;
+	check_bad(P.cn_only, NULL, HOST, "certificate-host-mismatch", "hostname mismatch");
+	check_bad(P.cn_other_san, NULL, HOST, "certificate-host-mismatch", "hostname mismatch");
+}
+
 static void test_wildcards(void **state)
 {
 	struct smtp_tls_ctx *cc = client_ctx();
@@ -554,6 +517,7 @@ int main(void)
 		cmocka_unit_test(test_not_yet_valid),
 		cmocka_unit_test(test_self_signed),
 		cmocka_unit_test(test_untrusted_ca),
+		cmocka_unit_test(test_cn_never_used),
 		cmocka_unit_test(test_wildcards),
 		cmocka_unit_test(test_old_tls_refused),
 		cmocka_unit_test(test_tls12_ok),

@@ -294,6 +294,71 @@ static void test_report_mail_verifies(void **state)
 	free(gz);
 }
 
+/* `tlsrpt dkim-keygen`'s parts: a 2048-bit key that dkim_key_from_pem
+ * takes, and the zone-file line whose strings (each <= 255 bytes) joined
+ * are the record dkimpy verifies a signature of that key with. */
+static void test_keygen_and_record(void **state)
+{
+	char *pem = NULL, *pub = NULL, *line, err[256], *sig = NULL, joined[2048], path[128];
+	struct dkim_key *k = NULL;
+	size_t pemlen = 0, nj = 0, nstr = 0;
+	const char *p;
+	FILE *f;
+
+	(void)state;
+	assert_int_equal(dkim_keygen(1024, &pem, &pemlen, &pub, err, sizeof(err)), -1);
+	assert_int_equal(dkim_keygen(2048, &pem, &pemlen, &pub, err, sizeof(err)), 0);
+	assert_non_null(strstr(pem, "-----BEGIN PRIVATE KEY-----"));
+	assert_int_equal(dkim_key_from_pem(pem, pemlen, "relay.test", "sel1", &k, err,
+					   sizeof(err)), 0);
+	line = dkim_txt_record("sel1", "relay.test", pub);
+	assert_non_null(line);
+	assert_int_equal(strncmp(line, "sel1._domainkey.relay.test. IN TXT \"v=DKIM1; k=rsa; p=",
+				 52), 0);
+	/* the quoted strings, joined */
+	for (p = strchr(line, '"'); p != NULL; p = strchr(p, '"')) {
+		const char *e = strchr(p + 1, '"');
+
+		assert_non_null(e);
+		assert_true(e - p - 1 <= 255);
+		memcpy(joined + nj, p + 1, (size_t)(e - p - 1));
+		nj += (size_t)(e - p - 1);
+		nstr++;
+		p = e + 1;
+	}
+	joined[nj] = '\0';
+	assert_true(nstr >= 2);   /* 2048-bit: longer than one character-string */
+	assert_int_equal(strncmp(joined, "v=DKIM1; k=rsa; p=", 18), 0);
+	assert_string_equal(joined + 18, pub);
+	assert_null(dkim_txt_record("bad selector", "relay.test", pub));
+	/* trailing dot of the domain is not doubled */
+	free(line);
+	line = dkim_txt_record("s", "relay.test.", pub);
+	assert_int_equal(strncmp(line, "s._domainkey.relay.test. IN TXT", 31), 0);
+	free(line);
+
+	if (have_dkimpy()) {
+		assert_int_equal(dkim_sign(k, MSG1, sizeof(MSG1) - 1, NULL, 1781828100, &sig, err,
+					   sizeof(err)), 0);
+		snprintf(path, sizeof(path), "%s/dns.txt", dir);
+		f = fopen(path, "w");
+		assert_non_null(f);
+		fputs(joined, f);
+		fclose(f);
+		assert_true(dkimpy_verifies(sig, MSG1, sizeof(MSG1) - 1));
+		/* and the old record does not verify the new key's signature */
+		f = fopen(path, "w");
+		assert_non_null(f);
+		fputs(dns_record, f);
+		fclose(f);
+		assert_false(dkimpy_verifies(sig, MSG1, sizeof(MSG1) - 1));
+		free(sig);
+	}
+	dkim_key_free(k);
+	free(pub);
+	free(pem);
+}
+
 static void test_bad_input(void **state)
 {
 	char *sig = NULL, err[256];
@@ -319,6 +384,7 @@ int main(void)
 		cmocka_unit_test(test_canon_header),
 		cmocka_unit_test(test_sign_verify),
 		cmocka_unit_test(test_report_mail_verifies),
+		cmocka_unit_test(test_keygen_and_record),
 		cmocka_unit_test(test_bad_input),
 	};
 

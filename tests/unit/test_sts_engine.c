@@ -51,7 +51,18 @@ static void test_plan_table(void **state)
 		{ "refresh, half-life passed", true, "a", true, "a", 43200, 86400, "", 0, true, STS_PLAN_FETCH },
 		{ "refresh, old but failed recently", true, "a", true, "a", 100, 86400, "a", 100, true, STS_PLAN_USE_CACHE },
 		{ "refresh, id changed", true, "b", true, "a", 80000, 86400, "", 0, true, STS_PLAN_FETCH },
-		{ "refresh, txt gone", false, "", true, "a", 100, 86400, "", 0, true, STS_PLAN_USE_CACHE },
+		/* §10.2: the refresh refetches even when DNS gives no TXT record
+		 * (NXDOMAIN, SERVFAIL), and at least weekly for long policies */
+		{ "refresh, txt gone, old", false, "", true, "a", 100, 86400, "", 0, true, STS_PLAN_FETCH },
+		{ "refresh, txt gone, young", false, "", true, "a", 80000, 86400, "", 0, true, STS_PLAN_USE_CACHE },
+		{ "refresh, txt gone, failed recently", false, "", true, "a", 100, 86400, "a", 100, true, STS_PLAN_USE_CACHE },
+		{ "refresh, txt gone, other id failed", false, "", true, "a", 100, 86400, "b", 100, true, STS_PLAN_FETCH },
+		{ "refresh, txt gone, expired", false, "", true, "a", 0, 86400, "", 0, true, STS_PLAN_NO_POLICY },
+		{ "refresh, txt gone, no cache", false, "", false, "", 0, 0, "", 0, true, STS_PLAN_NO_POLICY },
+		{ "refresh, year policy, 8 days old", true, "a", true, "a", 31557600 - 8 * 86400, 31557600, "", 0, true, STS_PLAN_FETCH },
+		{ "refresh, year policy, 6 days old", true, "a", true, "a", 31557600 - 6 * 86400, 31557600, "", 0, true, STS_PLAN_USE_CACHE },
+		{ "refresh, year policy, no txt, 7 days old", false, "", true, "a", 31557600 - 7 * 86400, 31557600, "", 0, true, STS_PLAN_FETCH },
+		{ "delivery, txt gone, old", false, "", true, "a", 100, 86400, "", 0, false, STS_PLAN_USE_CACHE },
 	};
 	size_t i;
 
@@ -92,6 +103,11 @@ static void test_refresh_interval(void **state)
 		assert_true(v <= 86400 && v >= 86400 - 86400 / 4);
 	}
 	assert_int_equal(sts_engine_refresh_interval(31557600, 7.0), 86400);
+	/* refetch at half of max_age, but at least weekly */
+	assert_int_equal(sts_engine_refetch_age(31557600), 7 * 86400);
+	assert_int_equal(sts_engine_refetch_age(14 * 86400), 7 * 86400);
+	assert_int_equal(sts_engine_refetch_age(86400), 43200);
+	assert_int_equal(sts_engine_refetch_age(0), 0);
 }
 
 /* ---- a scripted resolver on a real loop ----
@@ -199,12 +215,27 @@ static void on_verdict(void *arg, struct sts_verdict *v)
 
 static struct sts_engine *eng;
 
+/* The fetch_failed hook: how often, and what it was told last. */
+static int hook_calls;
+static char hook_type[64], hook_policy_id[STS_TXT_ID_MAX + 1];
+
+static void on_fetch_failed(void *arg, const struct sts_verdict *v)
+{
+	(void)arg;
+	hook_calls++;
+	snprintf(hook_type, sizeof(hook_type), "%s", v->error_type ? v->error_type : "");
+	snprintf(hook_policy_id, sizeof(hook_policy_id), "%s",
+		 v->source == STS_SOURCE_CACHE ? v->id : "");
+}
+
 static int eng_setup(void **state)
 {
-	struct sts_engine_config cfg = { .https_port = 443, .fetch_timeout_ms = 5000 };
+	struct sts_engine_config cfg = { .https_port = 443, .fetch_timeout_ms = 5000,
+					 .fetch_failed = on_fetch_failed };
 
 	(void)state;
 	txt_lookups = addr_lookups = 0;
+	hook_calls = 0;
 	txt_status = STS_DNS_OK;
 	txt_value = "v=STSv1; id=A1";
 	if (uv_loop_init(&loop) != 0)
@@ -261,22 +292,28 @@ static void test_no_cache_fetch_fails(void **state)
 	assert_non_null(g.v->error_type);
 	assert_string_equal(g.v->error_type, STS_RT_FETCH_ERROR);
 	assert_non_null(strstr(g.v->error_detail, "mta-sts.example.com"));
+	assert_int_equal(hook_calls, 1);
+	assert_string_equal(hook_policy_id, "");  /* no cached policy applies */
 
-	/* same id again within 5 minutes: no new fetch, same error */
+	/* same id again within 5 minutes: no new fetch, same error, but not
+	 * reported again (RFC 8460 counts the fetch, not each delivery) */
 	lookup("example.com", &g);
 	assert_int_equal(addr_lookups, 1);
 	assert_int_equal(g.v->decision, STS_DECISION_ABSENT);
 	assert_string_equal(g.v->error_type, STS_RT_FETCH_ERROR);
+	assert_int_equal(hook_calls, 1);
 
 	/* once the negative entry has run out, it is tried again */
 	sts_cache_get(sts_engine_cache(eng), "example.com")->neg_until = clock_now() - 1;
 	lookup("example.com", &g);
 	assert_int_equal(addr_lookups, 2);
+	assert_int_equal(hook_calls, 2);
 
 	/* a new id is tried at once */
 	txt_value = "v=STSv1; id=B2";
 	lookup("example.com", &g);
 	assert_int_equal(addr_lookups, 3);
+	assert_int_equal(hook_calls, 3);
 	sts_verdict_free(g.v);
 }
 
@@ -296,9 +333,9 @@ static void test_fresh_cache_same_id(void **state)
 	assert_true(sts_mx_match(&g.v->policy, "mx1.example.com", NULL));
 	assert_true(sts_mx_match(&g.v->policy, "a.example.net", NULL));
 	assert_false(sts_mx_match(&g.v->policy, "evil.example.org", NULL));
-	assert_int_equal(g.v->npolicy_lines, 5);
-	assert_string_equal(g.v->policy_lines[0], "version: STSv1");
-	assert_string_equal(g.v->policy_lines[4], "max_age: 86400");
+	/* the policy's own text, for the TLS-RPT policy-string */
+	assert_int_equal(g.v->policy_text_len, strlen(ENFORCE));
+	assert_string_equal(g.v->policy_text, ENFORCE);
 	assert_int_equal(g.v->expires_at - g.v->fetched_at, 86400);
 	sts_verdict_free(g.v);
 }
@@ -356,6 +393,10 @@ static void test_new_id_fetch_fails_keeps_cache(void **state)
 	assert_string_equal(g.v->id, "A1");
 	assert_string_equal(g.v->txt_id, "B2");
 	assert_string_equal(g.v->error_type, STS_RT_FETCH_ERROR);
+	/* reported against the cached policy that still applies */
+	assert_int_equal(hook_calls, 1);
+	assert_string_equal(hook_type, STS_RT_FETCH_ERROR);
+	assert_string_equal(hook_policy_id, "A1");
 	sts_verdict_free(g.v);
 }
 
@@ -408,6 +449,7 @@ static void test_concurrent_fetches_coalesce(void **state)
 		run_until(&g[i], 1);
 	assert_int_equal(txt_lookups, 5);
 	assert_int_equal(addr_lookups, 1);
+	assert_int_equal(hook_calls, 1);  /* one shared fetch, one report */
 	for (i = 0; i < 5; i++) {
 		assert_string_equal(g[i].v->error_type, STS_RT_FETCH_ERROR);
 		sts_verdict_free(g[i].v);
@@ -499,10 +541,12 @@ static void run_for(uint64_t ms)
 static int refresh_setup(void **state)
 {
 	struct sts_engine_config cfg = { .https_port = 443, .fetch_timeout_ms = 5000,
-					 .refresh = true, .refresh_tick_ms = 20 };
+					 .refresh = true, .refresh_tick_ms = 20,
+					 .fetch_failed = on_fetch_failed };
 
 	(void)state;
 	txt_lookups = addr_lookups = 0;
+	hook_calls = 0;
 	txt_status = STS_DNS_OK;
 	txt_value = "v=STSv1; id=A1";
 	if (uv_loop_init(&loop) != 0)
@@ -550,6 +594,46 @@ static void test_refresh_failure_keeps_policy(void **state)
 	assert_true(ce->refresh_at <= clock_now() + 1800);
 	run_for(60);
 	assert_int_equal(txt_lookups, 1);
+}
+
+/* RFC 8461 §10.2: with the TXT record suppressed (SERVFAIL, NXDOMAIN) the
+ * refresh of an aging policy still fetches it over HTTPS, stored under the
+ * cached id; a young one is left alone. (The fetch here fails at its DNS
+ * step; a successful one moving the expiry forward is shown with nginx in
+ * tests/integration/test_sts_cache.py.) */
+static void test_refresh_fetches_without_txt(void **state)
+{
+	static const enum sts_dns_status sts[] = { STS_DNS_TEMPFAIL, STS_DNS_NXDOMAIN,
+						   STS_DNS_NODATA };
+	struct sts_cache_entry *ce;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(sts) / sizeof(sts[0]); i++) {
+		char name[32];
+
+		txt_lookups = addr_lookups = hook_calls = 0;
+		txt_status = sts[i];
+		snprintf(name, sizeof(name), "young%zu.example", i);
+		cache_policy(name, "A1", clock_now() - 100);
+		ce = sts_cache_get(sts_engine_cache(eng), name);
+		ce->refresh_at = clock_now() - 1;
+		RUN_UNTIL(txt_lookups == 1 && !ce->refreshing && ce->refresh_at > clock_now());
+		assert_int_equal(addr_lookups, 0);
+
+		snprintf(name, sizeof(name), "old%zu.example", i);
+		cache_policy(name, "A1", clock_now() - 50000);
+		ce = sts_cache_get(sts_engine_cache(eng), name);
+		ce->refresh_at = clock_now() - 1;
+		RUN_UNTIL(ce->neg_id[0] != '\0');
+		assert_int_equal(addr_lookups, 1);
+		assert_string_equal(ce->neg_id, "A1");
+		assert_true(ce->has_policy);
+		/* the failed refresh is reported once, against the cached policy */
+		assert_int_equal(hook_calls, 1);
+		assert_string_equal(hook_type, "sts-policy-fetch-error");
+		assert_string_equal(hook_policy_id, "A1");
+	}
 }
 
 static void test_refresh_spread_and_bounded(void **state)
@@ -656,6 +740,7 @@ int main(void)
 		ENG_TEST(test_bad_domain),
 		REF_TEST(test_refresh_young_policy_checks_txt_only),
 		REF_TEST(test_refresh_failure_keeps_policy),
+		REF_TEST(test_refresh_fetches_without_txt),
 		REF_TEST(test_refresh_spread_and_bounded),
 		REF_TEST(test_refresh_drops_expired),
 		REF_TEST(test_initial_schedule_spreads),

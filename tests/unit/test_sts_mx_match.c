@@ -1,5 +1,6 @@
 /* Table tests for MTA-STS mx pattern matching (RFC 8461 §4.1): case, trailing
- * dots, one-label wildcards, invalid patterns/hosts; plus pattern normalising. */
+ * dots, one-label wildcards, numeric patterns, invalid patterns/hosts; plus
+ * pattern normalising. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -55,6 +56,15 @@ static const struct mcase cases[] = {
 	{ "*example.com", "aexample.com", 0 },
 	{ "*", "mail", 0 },
 	{ "192.0.2.1", "192.0.2.1", 0 },
+	{ "192.0.2.1.", "192.0.2.1", 0 },
+	{ "212.114.86.56", "212.114.86.56", 0 },
+	{ "*.2.1", "192.0.2.1", 0 },
+	{ "*.86.56", "114.86.56", 0 },
+	{ "mx.123", "mx.123", 0 },
+	{ "123.example.com", "123.example.com", 1 },
+	{ "1.2.example", "1.2.example", 1 },
+	{ "[192.0.2.1]", "[192.0.2.1]", 0 },
+	{ "2001:db8::1", "2001:db8::1", 0 },
 	{ "mail", "MAIL", 1 },
 };
 
@@ -96,8 +106,26 @@ static void test_normalize(void **state)
 	assert_int_equal(sts_mx_pattern_normalize("*.EXAMPLE.com.", 14, out, sizeof out, &reason), 0);
 	assert_string_equal(out, "*.example.com");
 	assert_null(reason);
-	assert_int_equal(sts_mx_pattern_normalize("1.2.3.4", 7, out, sizeof out, &reason), -1);
-	assert_non_null(strstr(reason, "IP"));
+	/* digit-only labels are grammatical (RFC 5321 sub-domain): accepted,
+	 * flagged as numeric, never matching */
+	assert_int_equal(sts_mx_pattern_normalize("1.2.3.4", 7, out, sizeof out, &reason), 0);
+	assert_string_equal(out, "1.2.3.4");
+	assert_true(sts_mx_pattern_is_numeric("1.2.3.4"));
+	assert_true(sts_mx_pattern_is_numeric("212.114.86.56."));
+	assert_true(sts_mx_pattern_is_numeric("*.1.2"));
+	assert_true(sts_mx_pattern_is_numeric("mx.123"));
+	assert_false(sts_mx_pattern_is_numeric("123.example"));
+	assert_false(sts_mx_pattern_is_numeric("1.2.3.4a"));
+	assert_true(sts_mx_pattern_is_numeric("1234"));
+	assert_false(sts_mx_pattern_is_numeric(""));
+	assert_false(sts_mx_pattern_is_numeric(NULL));
+	/* still refused: address literals, empty labels, non-LDH bytes */
+	assert_int_equal(sts_mx_pattern_normalize("[1.2.3.4]", 9, out, sizeof out, &reason), -1);
+	assert_non_null(strstr(reason, "literal"));
+	assert_int_equal(sts_mx_pattern_normalize("::1", 3, out, sizeof out, &reason), -1);
+	assert_int_equal(sts_mx_pattern_normalize("1..2", 4, out, sizeof out, &reason), -1);
+	assert_non_null(strstr(reason, "empty"));
+	assert_int_equal(sts_mx_pattern_normalize("1_2.3", 5, out, sizeof out, &reason), -1);
 	assert_int_equal(sts_mx_pattern_normalize("a.*.b", 5, out, sizeof out, &reason), -1);
 	assert_non_null(strstr(reason, "wildcard"));
 	assert_int_equal(sts_mx_pattern_normalize("mail.example.com", 16, out, 5, &reason), -1);
@@ -136,6 +164,17 @@ static void test_policy_match(void **state)
 	assert_false(sts_mx_match(&p, "", &idx));
 	assert_false(sts_mx_match(NULL, "mx1.example.com", &idx));
 	assert_false(sts_mx_match(&p, NULL, &idx));
+
+	/* a policy with a numeric pattern stays usable: the other patterns
+	 * match, the numeric one matches nothing (not even its own text) */
+	static const char num[] = "version: STSv1\nmode: enforce\nmx: 212.114.86.56\n"
+				  "mx: mail.example.com\nmax_age: 86400\n";
+	assert_int_equal(sts_policy_parse(num, sizeof num - 1, &p, NULL), 0);
+	assert_int_equal(p.mx_count, 2);
+	assert_false(sts_mx_match(&p, "212.114.86.56", NULL));
+	assert_false(sts_mx_match(&p, "86.56", NULL));
+	assert_true(sts_mx_match(&p, "mail.example.com", &idx));
+	assert_int_equal(idx, 1);
 
 	/* mode none with no mx: nothing matches */
 	static const char none[] = "version: STSv1\nmode: none\nmax_age: 1\n";

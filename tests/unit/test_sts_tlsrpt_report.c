@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include <zlib.h>
 
 #include "sts/tlsrpt.h"
 
@@ -369,6 +370,129 @@ static void test_torn_and_corrupt(void **state)
 	}
 }
 
+/* RFC 8460 §4.4 policy-string: the fetched policy's own lines (extension
+ * fields, spelling and order as published, CR removed), stored once per
+ * day; two texts of one policy are two policies; without the stored copy
+ * the lines are rebuilt; old T1 lines are still read. */
+static void test_policy_string_as_published(void **state)
+{
+	static const char text1[] = "version: STSv1\r\nmode: enforce\r\nmx: MX1.Example.TEST.\r\n"
+				    "x-comment: kept as published\r\n\r\nmx: *.b.example.test\r\n"
+				    "max_age: 63072000\r\n";
+	static const char text2[] = "version: STSv1\nmode: enforce\nmx: mx1.example.test\n"
+				    "mx: *.b.example.test\nmax_age: 31557600\n";
+	struct sts_policy p1 = policy_of(text1), p2 = policy_of(text2);
+	struct tlsrpt_session s = { .domain = "example.test", .result = TLSRPT_SUCCESS,
+				    .sending_mta_ip = "192.0.2.1", .mx_host = "mx1.example.test",
+				    .mx_ip = "127.0.3.1" };
+	char err[256], path[600], h1[TLSRPT_POLICY_HASH_LEN + 1], h2[TLSRPT_POLICY_HASH_LEN + 1];
+	struct tlsrpt_store *st;
+	struct tlsrpt_day *d;
+	json_t *r;
+	char *got;
+	size_t len;
+	int i;
+
+	(void)state;
+	/* the clamped max_age and the normalised mx are what the two share */
+	assert_int_equal(p1.max_age, 31557600);
+	assert_int_equal(tlsrpt_store_open(spool, NULL, &st, err, sizeof(err)), 0);
+	s.policy = &p1;
+	s.policy_text = text1;
+	s.policy_text_len = sizeof(text1) - 1;
+	for (i = 0; i < 3; i++) {
+		s.when = DAY_START + 60 + i;
+		assert_int_equal(tlsrpt_record(st, &s), 0);
+	}
+	s.policy = &p2;
+	s.policy_text = text2;
+	s.policy_text_len = sizeof(text2) - 1;
+	s.when = DAY_START + 120;
+	assert_int_equal(tlsrpt_record(st, &s), 0);
+	tlsrpt_store_close(st);
+
+	/* one file per policy text, holding exactly the text */
+	tlsrpt_policy_hash(text1, sizeof(text1) - 1, h1);
+	tlsrpt_policy_hash(text2, sizeof(text2) - 1, h2);
+	assert_string_not_equal(h1, h2);
+	snprintf(path, sizeof(path), "%s/tlsrpt/%s/policy-%s", spool, DAY, h1);
+	got = slurp(path, &len);
+	assert_int_equal(len, sizeof(text1) - 1);
+	assert_memory_equal(got, text1, len);
+	free(got);
+
+	assert_int_equal(tlsrpt_day_load(spool, DAY, &d, err, sizeof(err)), 0);
+	r = report_of(d, "example.test");
+	got = json_dumps(json_object_get(r, "policies"), JSON_COMPACT | JSON_SORT_KEYS);
+	{
+		/* sorted by key: the policy texts in hash order */
+		const char *e1 = "{\"policy\":{\"mx-host\":[\"mx1.example.test\",\"*.b.example.test\"],"
+				 "\"policy-domain\":\"example.test\",\"policy-string\":[\"version: STSv1\","
+				 "\"mode: enforce\",\"mx: MX1.Example.TEST.\",\"x-comment: kept as published\","
+				 "\"mx: *.b.example.test\",\"max_age: 63072000\"],\"policy-type\":\"sts\"},"
+				 "\"summary\":{\"total-failure-session-count\":0,"
+				 "\"total-successful-session-count\":3}}";
+		const char *e2 = "{\"policy\":{\"mx-host\":[\"mx1.example.test\",\"*.b.example.test\"],"
+				 "\"policy-domain\":\"example.test\",\"policy-string\":[\"version: STSv1\","
+				 "\"mode: enforce\",\"mx: mx1.example.test\",\"mx: *.b.example.test\","
+				 "\"max_age: 31557600\"],\"policy-type\":\"sts\"},"
+				 "\"summary\":{\"total-failure-session-count\":0,"
+				 "\"total-successful-session-count\":1}}";
+		char want[2048];
+
+		snprintf(want, sizeof(want), "[%s,%s]", strcmp(h1, h2) < 0 ? e1 : e2,
+			 strcmp(h1, h2) < 0 ? e2 : e1);
+		assert_string_equal(got, want);
+	}
+	free(got);
+	json_decref(r);
+	tlsrpt_day_free(d);
+
+	/* the stored copy gone (or damaged): the lines are rebuilt */
+	assert_int_equal(unlink(path), 0);
+	snprintf(path, sizeof(path), "%s/tlsrpt/%s/policy-%s", spool, DAY, h2);
+	{
+		FILE *f = fopen(path, "a");
+
+		assert_non_null(f);
+		fputs("x: tampered\n", f);
+		fclose(f);
+	}
+	assert_int_equal(tlsrpt_day_load(spool, DAY, &d, err, sizeof(err)), 0);
+	r = report_of(d, "example.test");
+	for (i = 0; i < 2; i++) {
+		json_t *ps = json_object_get(json_object_get(json_array_get(
+			json_object_get(r, "policies"), (size_t)i), "policy"), "policy-string");
+
+		assert_int_equal(json_array_size(ps), 5);
+		assert_string_equal(json_string_value(json_array_get(ps, 2)), "mx: mx1.example.test");
+		assert_string_equal(json_string_value(json_array_get(ps, 4)), "max_age: 31557600");
+	}
+	json_decref(r);
+	tlsrpt_day_free(d);
+
+	/* a T1 line (before the policy text was kept) still counts */
+	{
+		char line[256], buf[300];
+		int n = snprintf(line, sizeof(line),
+				 "T1\t%lld\told.test\tsts\tenforce\t86400\tmx.old.test\tsuccess"
+				 "\t192.0.2.1\tmx.old.test\t127.0.3.2\t-\t", DAY_START + 9);
+
+		snprintf(buf, sizeof(buf), "%s%08lx\n", line,
+			 (unsigned long)crc32(0L, (const Bytef *)line, (uInt)n));
+		assert_int_equal(tlsrpt_day_load_buf(DAY, buf, strlen(buf), &d), 0);
+		assert_int_equal(tlsrpt_day_bad_lines(d), 0);
+		r = report_of(d, "old.test");
+		got = json_dumps(json_object_get(json_object_get(json_array_get(
+			json_object_get(r, "policies"), 0), "policy"), "policy-string"), JSON_COMPACT);
+		assert_string_equal(got, "[\"version: STSv1\",\"mode: enforce\",\"mx: mx.old.test\","
+					 "\"max_age: 86400\"]");
+		free(got);
+		json_decref(r);
+		tlsrpt_day_free(d);
+	}
+}
+
 static void test_store_with_loop(void **state)
 {
 	uv_loop_t loop;
@@ -602,6 +726,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_mixed_day, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_torn_and_corrupt, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_with_loop, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_policy_string_as_published, setup, teardown),
 		cmocka_unit_test(test_vectors),
 		cmocka_unit_test(test_validator_table),
 		cmocka_unit_test(test_gzip),

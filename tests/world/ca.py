@@ -13,7 +13,10 @@ from .util import make_dir, run
 #   wrongname   - signed by the root, SAN = wrong-name.invalid only
 #   selfsigned  - SAN = the names, signed by its own key
 #   untrusted   - SAN = the names, signed by a second CA nobody trusts
-KINDS = ("good", "expired", "notyet", "wrongname", "selfsigned", "untrusted")
+#   cnonly      - signed by the root, no subjectAltName at all, CN = the
+#                 first name (a host check that falls back to the CN passes;
+#                 RFC 8461 §4.2 requires a SAN DNS-ID, so MTA-STS must refuse it)
+KINDS = ("good", "expired", "notyet", "wrongname", "selfsigned", "untrusted", "cnonly")
 
 
 class Leaf:
@@ -103,14 +106,15 @@ class TestCA:
             f.write("[ v3 ]\nbasicConstraints = critical,CA:false\n"
                     "keyUsage = critical,digitalSignature\n"
                     "extendedKeyUsage = serverAuth\n"
-                    "subjectKeyIdentifier = hash\n"
-                    "subjectAltName = %s\n" % ",".join("DNS:" + n for n in san_names))
+                    "subjectKeyIdentifier = hash\n")
+            if kind != "cnonly":
+                f.write("subjectAltName = %s\n" % ",".join("DNS:" + n for n in san_names))
         run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
              "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=" + san_names[0]])
         if kind == "selfsigned":
             run(["openssl", "x509", "-req", "-in", csr, "-signkey", key, "-out", cert,
                  "-days", "365", "-sha256", "-extfile", ext, "-extensions", "v3"])
-        elif kind in ("good", "wrongname", "untrusted"):
+        elif kind in ("good", "wrongname", "untrusted", "cnonly"):
             cakey, cafile = (self.other_key, self.other_file) if kind == "untrusted" \
                 else (self.ca_key, self.ca_file)
             run(["openssl", "x509", "-req", "-in", csr, "-CA", cafile, "-CAkey", cakey,

@@ -33,6 +33,7 @@ class Session:
         self.sni = None
         self.tls_version = None
         self.tls_error = None
+        self.bursts = []           # replies per burst (Script burst=True)
         self.messages = []         # accepted Envelopes (250 after DATA)
         self.attempted = []        # Envelopes whose DATA fully arrived
         self.closed = False
@@ -60,10 +61,16 @@ class Script:
               never do the handshake
     disconnect: stage at which to close the connection instead of
               replying; "mid-data" = close after the first DATA bytes
+    burst:    after STARTTLS, hold the replies to MAIL, RCPT and DATA until
+              the DATA command has arrived, then send them back to back,
+              each with its own sendall() (one TLS record each), corked so
+              that they leave in as few TCP segments as possible: the
+              client's next read then holds many records at once. Needs a
+              pipelining client (one that does not wait for each reply).
     """
 
     def __init__(self, starttls="offer", cert=None, tls_max=None, tls_min=None,
-                 reply=None, hang=None, disconnect=None, hang_seconds=30):
+                 reply=None, hang=None, disconnect=None, hang_seconds=30, burst=False):
         if starttls not in ("offer", "none", "refuse"):
             raise ValueError("starttls must be offer|none|refuse")
         for st in (hang, disconnect):
@@ -77,6 +84,7 @@ class Script:
         self.hang = hang
         self.disconnect = disconnect
         self.hang_seconds = hang_seconds
+        self.burst = burst
 
 
 class _Closed(Exception):
@@ -243,6 +251,8 @@ class FakeMX:
                 if not helo:
                     io.send_reply("503 5.5.1 EHLO first")
                     continue
+                if sc.burst and io.tls:
+                    io.hold()
                 r = respond("mail", "250 2.1.0 Ok")
                 if ok(r):
                     mail_from, rcpts = _addr(line), []
@@ -256,8 +266,10 @@ class FakeMX:
             elif verb == "DATA":
                 if not rcpts:
                     io.send_reply("554 5.5.1 no valid recipients")
+                    io.release()
                     continue
                 r = respond("data", "354 End data with <CR><LF>.<CR><LF>")
+                io.release()
                 if not r.startswith("3"):
                     continue
                 data = io.read_data(disconnect_mid=(sc.disconnect == "mid-data"))
@@ -310,6 +322,7 @@ class _Conn:
         self.stop = stop
         self.buf = bytearray()
         self.tls = False
+        self.held = None           # replies held back (Script burst), else None
         sock.settimeout(0.5)
 
     def _recv(self):
@@ -365,7 +378,30 @@ class _Conn:
 
     def send_reply(self, text):
         out = "\r\n".join(text.split("\n")).replace("\r\r", "\r")
+        if self.held is not None:
+            self.held.append(out.encode() + b"\r\n")
+            return
         self.sock.sendall(out.encode() + b"\r\n")
+
+    def hold(self):
+        """Replies wait in a list until release()."""
+        if self.held is None:
+            self.held = []
+
+    def release(self):
+        """Sends the held replies back to back, one sendall() (so one TLS
+        record) each, with TCP_CORK set meanwhile so that the kernel packs
+        the records into full segments instead of one segment each."""
+        held, self.held = self.held, None
+        if not held:
+            return
+        self.sess.bursts.append(len(held))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        try:
+            for r in held:
+                self.sock.sendall(r)
+        finally:
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
 
     def start_tls(self, ctx):
         names = {}
