@@ -41,11 +41,14 @@ static const char queue_help[] =
 	"  -c FILE       configuration file (else $STSRELAY_CONF, else\n"
 	"                " CONFIG_DEFAULT_PATH ")\n"
 	"  -h, --help    this text\n"
-	"ID: the 12 hex digits of a queue id (any case). With the daemon running,\n"
-	"flush, delete and bounce go through its control socket.\n"
+	"ID: the 12 hex digits of a queue id (any case). list works for every user\n"
+	"(others than root and the daemon's user ask the running daemon); show,\n"
+	"flush, delete and bounce are for root and the daemon's user. With the\n"
+	"daemon running, flush, delete and bounce go through its control socket.\n"
 	"Exit: 0 done, 64 usage, 65 not a queue id, 67 no such message, 69 no\n"
-	"daemon (bounce) or no spool, 74 spool I/O error, 75 the daemon did not\n"
-	"answer in time, 76 unexpected reply, 77 permission denied, 78 configuration.\n";
+	"daemon (bounce, or list by another user) or no spool, 74 spool I/O error,\n"
+	"75 the daemon did not answer in time, 76 unexpected reply, 77 permission\n"
+	"denied, 78 configuration.\n";
 
 static const char mailq_help[] =
 	"usage: mailq [--json] [-c FILE]\n"
@@ -54,8 +57,10 @@ static const char mailq_help[] =
 	"  -c FILE, -C FILE  configuration file (else $STSRELAY_CONF, else\n"
 	"                " CONFIG_DEFAULT_PATH ")\n"
 	"  -h, --help    this text\n"
-	"Exit: 0, 64 usage, 69 no spool, 74 I/O error, 77 permission denied,\n"
-	"78 configuration.\n";
+	"Every user may list; others than root and the daemon's user get the\n"
+	"listing from the running daemon.\n"
+	"Exit: 0, 64 usage, 69 no spool (or no daemon to ask), 74 I/O error,\n"
+	"77 permission denied, 78 configuration.\n";
 
 /* Options may stand anywhere after the subcommand: -c FILE, -cFILE, --json. */
 static int parse_opts(const char *prog, int argc, char **argv, struct qopts *o)

@@ -1025,7 +1025,8 @@ static const char sm_help[] =
 	"                are accepted and ignored\n"
 	"  --help        this text\n"
 	"Exit: 0 the message is durably in the spool, 64 usage, 65 no recipients,\n"
-	"a bad address or a message too large, 67 no login name for this user,\n"
+	"a bad address or a message too large, 67 no login name for this user or\n"
+	"a local recipient (root) without alias_root,\n"
 	"71 system error, 73 cannot create the file in maildrop/, 74 write error,\n"
 	"75 the spool cannot be opened now, 77 permission denied (not in group\n"
 	RELAY_DROP_GROUP " and not root), 78 configuration error.\n";

@@ -525,8 +525,8 @@ static const char serve_help[] =
 	"Exit: 0 stopped by a signal, 64 usage, 70 the delivery engine could not\n"
 	"start (the reason is logged; a bad ca_file ends here: `stsrelay check`),\n"
 	"71 a listen address cannot be bound, 73 the spool cannot be created or\n"
-	"written, 77 `user` is unknown or cannot be switched to, 78 configuration\n"
-	"error.\n";
+	"written, 75 another daemon holds the spool lock, 77 `user` is unknown or\n"
+	"cannot be switched to or cannot write the spool, 78 configuration error.\n";
 
 int cmd_serve(int argc, char **argv)
 {

@@ -48,12 +48,13 @@ static void sts_usage(FILE *f)
 	      "  -c FILE         configuration file (else $STSRELAY_CONF, else\n"
 	      "                  " CONFIG_DEFAULT_PATH ")\n"
 	      "  -h, --help      this text\n"
-	      "Exit (sts check): 0 mail can go as the policy demands (or none applies);\n"
-	      "1 an enforce policy cannot be met: no MX matches it (with --probe: none of\n"
-	      "the matching ones passes STARTTLS and the certificate check); 75 temporary:\n"
-	      "the TXT lookup, the policy fetch or the MX lookup failed (decision tempfail).\n"
-	      "Exit (both): 0 done, 64 usage, 65 not a domain name, 70 the engine could not run,\n"
-	      "71 system error, 74 the cache cannot be read, 78 configuration error.\n",
+	      "Exit: 0 done (check: mail can go as the policy demands, or none applies),\n"
+	      "1 check: an enforce policy cannot be met (no MX matches it; with --probe,\n"
+	      "none of the matching ones passes STARTTLS and the certificate check),\n"
+	      "64 usage, 65 not a domain name, 70 the engine could not run, 71 system\n"
+	      "error, 74 the cache cannot be read, 75 check: temporary failure of the TXT\n"
+	      "lookup, the policy fetch or the MX lookup (decision tempfail), 78\n"
+	      "configuration error.\n",
 	      f);
 }
 

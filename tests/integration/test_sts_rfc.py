@@ -30,9 +30,9 @@ def ts(rfc3339):
     return int(datetime.datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp())
 
 
-def cli_json(r, *args, now=None):
+def cli_json(r, *args, now=None, rc=0):
     p = r.cli(*args, env={"STSRELAY_FAKE_NOW": str(now)} if now else None)
-    assert p.returncode == 0, (args, p.stdout, p.stderr)
+    assert p.returncode == rc, (args, p.stdout, p.stderr)
     return json.loads(p.stdout)
 
 
@@ -58,8 +58,10 @@ def test_numeric_mx_pattern_keeps_enforce_policy(world, relay):
               "max_age: 86400\r\n")
     world.https.wait_settled()
     r = relay({"retry_schedule": "1h"})
-    chk = cli_json(r, "sts", "check", "num.test", "--json")
+    # exit 1: no MX host can meet this enforce policy
+    chk = cli_json(r, "sts", "check", "num.test", "--json", rc=1)
     assert chk["decision"] == "enforce" and chk["error"] is None, chk
+    assert chk["result"].startswith("fails: no MX host matches the enforce policy"), chk
     assert chk["policy"]["mx"] == ["212.114.86.56"]
     assert chk["mx"] == [{"host": "mx.num.test", "preference": 10, "policy_match": False}]
 
