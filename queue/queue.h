@@ -205,6 +205,26 @@ int queue_sync(struct queue *q, bool drop) __attribute__((warn_unused_result));
 /* Frees w; an uncommitted file is unlinked. */
 void queue_writer_free(struct queue_writer *w);
 
+/* ---- the single-instance lock ----
+ *
+ * spool_dir/lock, held with flock(LOCK_EX) by the running daemon for its
+ * whole life (the lock belongs to the open file, so it survives the switch
+ * to `user`), and for a moment by a queue command that edits the spool while
+ * no daemon runs. A second daemon on the same spool is refused; a command
+ * never edits files a live daemon owns. The file holds the holder's pid. */
+#define QUEUE_LOCK_FILE "lock"
+
+/* Takes the lock, retrying for up to wait_ms while another process holds
+ * it. create: make spool_dir (0755, parents too) and the file if missing.
+ * Returns the descriptor (the lock lasts while it stays open), or -1 with
+ * errno: EWOULDBLOCK when another process still holds it (*holder, if not
+ * NULL, gets the pid in the file, 0 if unreadable), else the error of the
+ * step that failed (ENOENT: no spool or no lock file and create=false). */
+int queue_lock(const char *spool_dir, bool create, int wait_ms, long *holder)
+	__attribute__((warn_unused_result));
+/* Records the caller's pid in the lock file it holds. */
+int queue_lock_note_pid(int fd) __attribute__((warn_unused_result));
+
 /* ---- the drop directory (daemon side) ---- */
 
 /* Sorted list of complete drop files (ids). */
@@ -214,7 +234,10 @@ int queue_drop_scan(struct queue *q, char (**ids)[QUEUE_ID_LEN + 1], size_t *n)
  * at least one recipient), copies it into the queue under a new id with the
  * submitter set from the file owner's user name, fsyncs, and removes the
  * drop file. new_id receives the queue id. Returns 0, or -1 with err (the
- * bad drop file is then moved aside to maildrop/.bad-ID, never delivered).
+ * bad drop file is then moved aside to maildrop/.bad-ID, never delivered,
+ * and err says why and where it went; a file this process may not read is
+ * such a bad file: no retry can read it). Nothing is logged for a bad file:
+ * the caller logs err, once.
  * errno after -1: EBADMSG = the file was bad and has been moved aside (or
  * vanished: ENOENT); anything else = a local failure (disk full, I/O), the
  * drop file is left in place for a later try (the copy is then not in

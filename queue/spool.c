@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -153,6 +154,89 @@ static int mkdir_p(const char *path, mode_t mode)
 		buf[i] = path[i];
 	}
 	return 0;
+}
+
+/* ---- the single-instance lock ---- */
+
+#define LOCK_RETRY_MS 50
+
+static long lock_holder(int fd)
+{
+	char buf[32];
+	size_t got = 0;
+	long pid;
+
+	if (pread_full(fd, buf, sizeof(buf) - 1, 0, &got) != 0)
+		return 0;
+	buf[got] = '\0';
+	if (sscanf(buf, "%ld", &pid) != 1 || pid <= 0)
+		return 0;
+	return pid;
+}
+
+int queue_lock(const char *spool_dir, bool create, int wait_ms, long *holder)
+{
+	char path[4096];
+	struct stat st;
+	int fd, waited = 0, e;
+
+	if (holder != NULL)
+		*holder = 0;
+	if (snprintf(path, sizeof(path), "%s/%s", spool_dir, QUEUE_LOCK_FILE) >= (int)sizeof(path)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	if (create && mkdir_p(spool_dir, 0755) < 0)
+		return -1;
+	/* 0600: whoever may open it can hold it, and so keep a daemon from
+	 * starting; only root and the spool's user may. Read-write to note the
+	 * pid; read-only is enough to lock (the daemon's user on a file root
+	 * made before the hand-over). */
+	fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
+	if (fd < 0 && errno == EACCES)
+		fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	/* The spool may belong to the daemon's user, and root opens this file:
+	 * only a plain file of its own (no link to a file elsewhere) is used. */
+	if (fstat(fd, &st) != 0) {
+		e = errno;
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	if (!S_ISREG(st.st_mode) || st.st_nlink != 1) {
+		close(fd);
+		errno = EINVAL;
+		return -1;
+	}
+	for (;;) {
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+			return fd;
+		if (errno == EINTR)
+			continue;
+		if (errno != EWOULDBLOCK || waited >= wait_ms)
+			break;
+		(void)nanosleep(&(struct timespec){ .tv_nsec = LOCK_RETRY_MS * 1000000L }, NULL);
+		waited += LOCK_RETRY_MS;
+	}
+	e = errno;
+	if (e == EWOULDBLOCK && holder != NULL)
+		*holder = lock_holder(fd);
+	close(fd);
+	errno = e;
+	return -1;
+}
+
+int queue_lock_note_pid(int fd)
+{
+	char buf[32];
+	int n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+
+	/* a file left by an older version may have a wider mode */
+	if (fchmod(fd, 0600) != 0 || ftruncate(fd, 0) != 0)
+		return -1;
+	return core_fs_write_all(fd, buf, (size_t)n, NULL) == 0 ? 0 : -1;
 }
 
 /* Opens a directory for listing and fsync; when only search/write access is
@@ -757,6 +841,22 @@ int queue_recover(struct queue *q)
 
 /* ---- writer ---- */
 
+/* Gives the drop file fd maildrop/'s group when it has another one. */
+static int drop_group(struct queue *q, int fd)
+{
+	struct stat dst, fst;
+
+	if (fstat(q->drop_fd, &dst) < 0 || fstat(fd, &fst) < 0)
+		return -1;
+	if (fst.st_gid == dst.st_gid)
+		return 0;
+	if (fchown(fd, (uid_t)-1, dst.st_gid) == 0)
+		return 0;
+	/* not allowed (a user outside the group without the setgid binary):
+	 * the daemon will say so when it sets the file aside */
+	return errno == EPERM ? 0 : -1;
+}
+
 int queue_writer_new(struct queue *q, bool to_drop, struct queue_writer **out)
 {
 	struct queue_writer *w;
@@ -810,8 +910,12 @@ int queue_writer_new(struct queue *q, bool to_drop, struct queue_writer **out)
 			}
 			continue;
 		}
-		/* The umask must not decide who may read a queue file. */
-		if (fchmod(w->fd, mode) < 0) {
+		/* The umask must not decide who may read a queue file; and a
+		 * drop file carries maildrop/'s group, through which the daemon
+		 * reads it, also when root submits with a binary that is not
+		 * setgid (root may give a file any group; a user who can write
+		 * into maildrop/ creates it in that group already). */
+		if ((to_drop && drop_group(q, w->fd) < 0) || fchmod(w->fd, mode) < 0) {
 			int saved = errno;
 
 			unlinkat(cdir, w->name, 0);
@@ -1157,6 +1261,7 @@ int queue_drop_import(struct queue *q, const char *id, uint64_t max_size,
 	struct queue_envelope env = { 0 };
 	struct queue_writer *w = NULL;
 	const char *bad = NULL;
+	char unreadable[256];
 	char *hdr = NULL, *chunk = NULL;
 	struct stat st;
 	uint64_t off, left;
@@ -1180,6 +1285,23 @@ int queue_drop_import(struct queue *q, const char *id, uint64_t max_size,
 	if (fd < 0) {
 		if (errno == ELOOP) {
 			bad = "symbolic link";
+			goto out;
+		}
+		/* Retrying cannot help a file this process may not read (its
+		 * group is not ours): it is set aside once, with the reason. */
+		if (errno == EACCES || errno == EPERM) {
+			struct stat ls;
+
+			if (fstatat(q->drop_fd, id, &ls, AT_SYMLINK_NOFOLLOW) == 0)
+				snprintf(unreadable, sizeof(unreadable),
+					 "cannot read it: %s (owner uid %lu, group %lu, mode %04o; "
+					 "the daemon reads drop files through group stsrelay-drop)",
+					 strerror(EACCES), (unsigned long)ls.st_uid,
+					 (unsigned long)ls.st_gid, (unsigned)(ls.st_mode & 07777));
+			else
+				snprintf(unreadable, sizeof(unreadable), "cannot read it: %s",
+					 strerror(EACCES));
+			bad = unreadable;
 			goto out;
 		}
 		set_err(err, errlen, "maildrop/%s: %s", id, strerror(errno));
@@ -1258,29 +1380,29 @@ int queue_drop_import(struct queue *q, const char *id, uint64_t max_size,
 	if (unlinkat(q->drop_fd, id, 0) < 0) {
 		char aside[QUEUE_ID_LEN + sizeof(BAD_PREFIX)];
 
-		log_msg(LOG_LVL_ERROR, new_id, "cannot remove imported maildrop/%s: %s", id,
+		log_c(LOG_C_PICKUP, LOG_LVL_ERROR, new_id, "cannot remove imported maildrop/%s: %s", id,
 			strerror(errno));
 		snprintf(aside, sizeof(aside), BAD_PREFIX "%s", id);
 		if (renameat(q->drop_fd, id, q->drop_fd, aside) < 0)
-			log_msg(LOG_LVL_ERROR, new_id, "cannot move maildrop/%s aside: %s", id,
+			log_c(LOG_C_PICKUP, LOG_LVL_ERROR, new_id, "cannot move maildrop/%s aside: %s", id,
 				strerror(errno));
 	}
 	if (queue_sync(q, true) < 0)
-		log_msg(LOG_LVL_WARNING, new_id, "maildrop fsync: %s", strerror(errno));
+		log_c(LOG_C_PICKUP, LOG_LVL_WARNING, new_id, "maildrop fsync: %s", strerror(errno));
 	rc = 0;
 out:
 	saved = errno;
 	if (rc < 0 && bad != NULL) {
 		char aside[QUEUE_ID_LEN + sizeof(BAD_PREFIX)];
 
-		set_err(err, errlen, "maildrop/%s: %s", id, bad);
+		/* the caller logs err: one line per bad file */
 		snprintf(aside, sizeof(aside), BAD_PREFIX "%s", id);
 		if (renameat(q->drop_fd, id, q->drop_fd, aside) < 0)
-			log_msg(LOG_LVL_ERROR, NULL, "cannot move bad maildrop/%s aside: %s", id,
+			set_err(err, errlen, "maildrop/%s: %s; cannot set it aside: %s", id, bad,
 				strerror(errno));
 		else
-			log_msg(LOG_LVL_WARNING, NULL, "maildrop/%s rejected (%s), kept as %s", id,
-				bad, aside);
+			set_err(err, errlen, "maildrop/%s: %s; set aside as maildrop/%s", id, bad,
+				aside);
 		saved = EBADMSG;
 		new_id[0] = '\0';
 	}

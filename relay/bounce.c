@@ -1,5 +1,6 @@
 /* Bounces: reads the original header section, composes the RFC 3464 report
  * and commits it to the spool as a new null-sender message. */
+#define LOG_COMPONENT LOG_C_QMGR  /* program name in logs, see relay/log.h */
 #include "relay/bounce.h"
 
 #include <errno.h>
@@ -94,6 +95,9 @@ int bounce_enqueue(struct queue *q, const char *hostname, const struct queue_env
 	}
 	snprintf(new_id, QUEUE_ID_LEN + 1, "%s", queue_writer_id(w));
 	log_msg(LOG_LVL_INFO, env->id, "sender non-delivery notification: %s", new_id);
+	/* as Postfix's qmgr logs a bounce it queues: its size for pflogsumm */
+	log_fields(LOG_LVL_INFO, new_id, LF_ADDR("from", ""), LF_INT("size", queue_writer_size(w)),
+		   LF_INT("nrcpt", 1), LF_NOTE("queue active"), LF_END);
 	rc = 1;
 out:
 	if (w != NULL)

@@ -148,18 +148,36 @@ static void check_missing_spool(struct checker *c, const char *spool)
 		       strerror(errno));
 }
 
+/* What serve checks as the user: search and write permission on st by
+ * the mode bits (the user's own group or one it is a member of). */
+static bool user_may_write(const struct checker *c, const struct stat *st)
+{
+	gid_t groups[NGROUPS_MAX + 1];
+	int n = NGROUPS_MAX + 1, i;
+
+	if ((st->st_mode & 0003) == 0003)
+		return true;
+	if ((st->st_mode & 0030) != 0030)
+		return false;
+	if (st->st_gid == c->gid)
+		return true;
+	if (getgrouplist(c->cfg->user, c->gid, groups, &n) < 0)
+		return false;
+	for (i = 0; i < n; i++)
+		if (groups[i] == st->st_gid)
+			return true;
+	return false;
+}
+
 static void check_spool(struct checker *c)
 {
 	const char *spool = c->cfg->spool_dir;
-	char sub[CONFIG_PATH_MAX + 16], cwd[PATH_MAX];
+	char sub[CONFIG_PATH_MAX + 16];
 	struct stat st;
 	size_t i;
 
-	/* Hook for the safe-start rules (absolute spool_dir outside the source
-	 * tree): until serve refuses a relative one, say where it resolves. */
-	if (spool[0] != '/')
-		report(c, false, "spool_dir", "spool_dir %s is relative: taken from the working "
-		       "directory (now %s)", spool, getcwd(cwd, sizeof(cwd)) ? cwd : "unknown");
+	/* A relative spool_dir never gets here: config_load refuses it outside
+	 * the working directory and makes it absolute inside (config.h). */
 	if (stat(spool, &st) != 0) {
 		if (errno == ENOENT)
 			check_missing_spool(c, spool);
@@ -174,6 +192,10 @@ static void check_spool(struct checker *c)
 	if (c->have_user && st.st_uid != 0 && st.st_uid != c->uid)
 		report(c, true, "spool_dir", "spool_dir %s belongs to uid %lu, neither root nor "
 		       "user %s", spool, (unsigned long)st.st_uid, c->cfg->user);
+	else if (c->have_user && st.st_uid != c->uid && !user_may_write(c, &st))
+		report(c, true, "spool_dir", "spool_dir %s belongs to root and user %s cannot write "
+		       "it: serve would stop (it never changes the owner of an existing spool "
+		       "directory): chown %s %s", spool, c->cfg->user, c->cfg->user, spool);
 	if (!(st.st_mode & S_IXOTH))
 		report(c, false, "spool_dir", "spool_dir %s is not searchable by others (mode %04o): "
 		       "local users cannot reach maildrop/ to submit (chmod o+x)", spool,

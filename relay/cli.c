@@ -2,6 +2,8 @@
  * format, and the client side of the daemon's one-line control socket. */
 #include "relay/cli.h"
 #include "queue/queue.h"
+#include "relay/core_buf.h"
+#include "relay/listing.h"
 #include "relay/relay.h"
 
 #include <ctype.h>
@@ -109,63 +111,85 @@ static int wait_fd(int fd, short events, int64_t deadline)
 	}
 }
 
-enum cli_control_result cli_control_request(const char *spool_dir, const char *request,
-					    char *reply, size_t replylen)
+/* Connects to spool_dir/name: REPLIED (connected, *fd set), NO_DAEMON,
+ * DENIED, or FAILED with the reason in why. */
+static enum cli_control_result ctl_connect(const char *spool_dir, const char *name, int *fd,
+					   char *why, size_t whylen)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
-	enum cli_control_result res = CLI_CONTROL_FAILED;
-	int64_t deadline = mono_ms() + CONTROL_TIMEOUT_MS;
-	char line[1024];
-	size_t len, got = 0, sent = 0;
-	ssize_t n;
-	int fd = -1, rc;
+	int rc, e;
 
-	if (replylen == 0)
-		return CLI_CONTROL_FAILED;
-	reply[0] = '\0';
-	if (strpbrk(request, "\r\n") != NULL || strlen(request) + 2 > sizeof(line)) {
-		snprintf(reply, replylen, "bad request");
-		return CLI_CONTROL_FAILED;
-	}
-	rc = snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/%s", spool_dir,
-		      RELAY_CONTROL_SOCKET);
+	*fd = -1;
+	rc = snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/%s", spool_dir, name);
 	if (rc < 0 || (size_t)rc >= sizeof(sun.sun_path)) {
-		snprintf(reply, replylen, "control socket path too long");
+		snprintf(why, whylen, "control socket path too long");
 		return CLI_CONTROL_FAILED;
 	}
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		snprintf(reply, replylen, "socket: %s", strerror(errno));
+	*fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (*fd < 0) {
+		snprintf(why, whylen, "socket: %s", strerror(errno));
 		return CLI_CONTROL_FAILED;
 	}
-	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0) {
-		int e = errno;
+	if (connect(*fd, (struct sockaddr *)&sun, sizeof(sun)) == 0)
+		return CLI_CONTROL_REPLIED;
+	e = errno;
+	close(*fd);
+	*fd = -1;
+	/* A missing socket or a stale one left by a killed daemon both mean
+	 * nobody is listening. */
+	if (e == ENOENT || e == ECONNREFUSED)
+		return CLI_CONTROL_NO_DAEMON;
+	snprintf(why, whylen, "connect %s: %s", sun.sun_path, strerror(e));
+	return e == EACCES || e == EPERM ? CLI_CONTROL_DENIED : CLI_CONTROL_FAILED;
+}
 
-		/* A missing socket or a stale one left by a killed daemon both
-		 * mean nobody is listening; a socket we may not open is the
-		 * daemon's user's (or root's) only. */
-		if (e == ENOENT || e == ECONNREFUSED)
-			res = CLI_CONTROL_NO_DAEMON;
-		else if (e == EACCES || e == EPERM)
-			res = CLI_CONTROL_DENIED;
-		snprintf(reply, replylen, "connect %s: %s", sun.sun_path, strerror(e));
-		goto out;
+static int send_line(int fd, const char *request, int64_t deadline, char *why, size_t whylen)
+{
+	char line[1024];
+	size_t len, sent = 0;
+	ssize_t n;
+
+	if (strpbrk(request, "\r\n") != NULL || strlen(request) + 2 > sizeof(line)) {
+		snprintf(why, whylen, "bad request");
+		return -1;
 	}
 	len = (size_t)snprintf(line, sizeof(line), "%s\n", request);
 	while (sent < len) {
 		if (wait_fd(fd, POLLOUT, deadline) != 0) {
-			snprintf(reply, replylen, "timeout talking to the daemon");
-			goto out;
+			snprintf(why, whylen, "timeout talking to the daemon");
+			return -1;
 		}
 		n = send(fd, line + sent, len - sent, MSG_NOSIGNAL);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			snprintf(reply, replylen, "send: %s", strerror(errno));
-			goto out;
+			snprintf(why, whylen, "send: %s", strerror(errno));
+			return -1;
 		}
 		sent += (size_t)n;
 	}
+	return 0;
+}
+
+enum cli_control_result cli_control_request(const char *spool_dir, const char *request,
+					    char *reply, size_t replylen)
+{
+	enum cli_control_result res;
+	int64_t deadline = mono_ms() + CONTROL_TIMEOUT_MS;
+	char line[1024];
+	size_t len, got = 0;
+	ssize_t n;
+	int fd;
+
+	if (replylen == 0)
+		return CLI_CONTROL_FAILED;
+	reply[0] = '\0';
+	res = ctl_connect(spool_dir, RELAY_CONTROL_SOCKET, &fd, reply, replylen);
+	if (res != CLI_CONTROL_REPLIED)
+		return res;
+	res = CLI_CONTROL_FAILED;
+	if (send_line(fd, request, deadline, reply, replylen) != 0)
+		goto out;
 	for (;;) {
 		char *nl;
 
@@ -203,7 +227,62 @@ enum cli_control_result cli_control_request(const char *spool_dir, const char *r
 		}
 	}
 out:
-	if (fd >= 0)
-		close(fd);
+	close(fd);
+	return res;
+}
+
+enum cli_control_result cli_showq(const char *spool_dir, json_t **doc, char *err,
+				  size_t errlen)
+{
+	enum cli_control_result res;
+	int64_t deadline = mono_ms() + CONTROL_TIMEOUT_MS;
+	struct core_buf in = CORE_BUF_INIT(LISTING_MAX);
+	json_error_t jerr;
+	char chunk[65536];
+	ssize_t n;
+	int fd;
+
+	*doc = NULL;
+	res = ctl_connect(spool_dir, RELAY_SHOWQ_SOCKET, &fd, err, errlen);
+	if (res != CLI_CONTROL_REPLIED)
+		return res;
+	res = CLI_CONTROL_FAILED;
+	if (send_line(fd, "list", deadline, err, errlen) != 0)
+		goto out;
+	for (;;) {
+		if (wait_fd(fd, POLLIN, deadline) != 0) {
+			snprintf(err, errlen, "timeout waiting for the daemon's listing");
+			goto out;
+		}
+		n = recv(fd, chunk, sizeof(chunk), 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			snprintf(err, errlen, "recv: %s", strerror(errno));
+			goto out;
+		}
+		if (n == 0)
+			break;
+		if (core_buf_add(&in, chunk, (size_t)n) != 0) {
+			snprintf(err, errlen, "listing from the daemon larger than %d bytes", LISTING_MAX);
+			goto out;
+		}
+	}
+	if (core_buf_len(&in) >= 6 && memcmp(core_buf_str(&in), "error ", 6) == 0) {
+		snprintf(err, errlen, "the daemon refused: %.*s", (int)strcspn(core_buf_str(&in) + 6, "\n"),
+			 core_buf_str(&in) + 6);
+		goto out;
+	}
+	*doc = json_loadb(core_buf_str(&in), core_buf_len(&in), 0, &jerr);
+	if (*doc == NULL || !json_is_array(json_object_get(*doc, "messages"))) {
+		snprintf(err, errlen, "bad listing from the daemon: %s", *doc ? "no messages" : jerr.text);
+		json_decref(*doc);
+		*doc = NULL;
+		goto out;
+	}
+	res = CLI_CONTROL_REPLIED;
+out:
+	core_buf_free(&in);
+	close(fd);
 	return res;
 }

@@ -4,6 +4,7 @@
 #define STSRELAY_CLI_H
 
 #include <stdbool.h>
+#include <jansson.h>
 #include <stddef.h>
 
 #include "relay/config.h"
@@ -47,6 +48,14 @@ enum cli_control_result {
  * and size (replylen). */
 enum cli_control_result cli_control_request(const char *spool_dir, const char *request,
 					    char *reply, size_t replylen);
+
+/* The queue listing from the running daemon's public endpoint
+ * (spool_dir/public/showq, open to every local user): *doc gets the
+ * document relay/listing.h describes, without submitter and client.
+ * REPLIED, NO_DAEMON, DENIED (the spool cannot even be entered), else
+ * FAILED; err says why. Bounded in time (30 s) and size (LISTING_MAX). */
+enum cli_control_result cli_showq(const char *spool_dir, json_t **doc, char *err,
+				  size_t errlen);
 
 /* True when s is a well-formed queue id; copies it upper-cased into out
  * (QUEUE_ID_LEN + 1 bytes). */

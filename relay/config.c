@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -643,6 +644,41 @@ static int set_log_format(struct config *c, const char *v, char *why, size_t why
 	return 0;
 }
 
+static int set_log_target(struct config *c, const char *v, char *why, size_t whylen)
+{
+	if (strcmp(v, "stderr") == 0)
+		c->log_target = CONFIG_LOG_TARGET_STDERR;
+	else if (strcmp(v, "syslog") == 0)
+		c->log_target = CONFIG_LOG_TARGET_SYSLOG;
+	else if (strcmp(v, "journal") == 0)
+		c->log_target = CONFIG_LOG_TARGET_JOURNAL;
+	else {
+		snprintf(why, whylen, "must be stderr, syslog or journal");
+		return -1;
+	}
+	return 0;
+}
+
+/* A mailbox local@domain: the full RFC 5321 check is smtp/address.c's (a
+ * later layer); here the shape, so a typo fails at load, not at the first
+ * cron mail. */
+static int set_alias_root(struct config *c, const char *v, char *why, size_t whylen)
+{
+	const char *at = strrchr(v, '@');
+
+	if (v[0] == '\0') {
+		c->alias_root[0] = '\0';
+		return 0;
+	}
+	if (strlen(v) >= sizeof(c->alias_root) || at == NULL || at == v || at[1] == '\0' ||
+	    strpbrk(v, "<>") != NULL) {
+		snprintf(why, whylen, "must be a full address like admin@example.org");
+		return -1;
+	}
+	copy_str(c->alias_root, sizeof(c->alias_root), v);
+	return 0;
+}
+
 static int set_text(char *dst, size_t dstlen, const char *v, char *why, size_t whylen)
 {
 	if (strlen(v) >= dstlen) {
@@ -781,6 +817,8 @@ static const struct key_def keys[] = {
 	{ "dkim_selector", set_dkim_selector, KEY_EMPTY_OK | KEY_NO_BLANKS },
 	{ "dkim_key_file", set_dkim_key_file, KEY_EMPTY_OK },
 	{ "log_format", set_log_format, KEY_NO_BLANKS },
+	{ "log_target", set_log_target, KEY_NO_BLANKS },
+	{ "alias_root", set_alias_root, KEY_EMPTY_OK | KEY_NO_BLANKS },
 };
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 _Static_assert(NKEYS <= CONFIG_MAX_KEYS, "raise CONFIG_MAX_KEYS in config.h");
@@ -834,6 +872,7 @@ void config_defaults(struct config *cfg)
 	cfg->max_sessions = 1000;
 	cfg->tlsrpt_retention_s = 14 * 86400;
 	cfg->log_format = CONFIG_LOG_TEXT;
+	cfg->log_target = CONFIG_LOG_TARGET_AUTO;
 }
 
 /* Quotes a value for an error message: cut to CONFIG_SHOW_MAX bytes, and
@@ -1117,10 +1156,94 @@ int config_load(struct config *cfg, const char *path, char *err, size_t errlen)
 		len += (size_t)r;
 	}
 	rc = config_parse(cfg, buf, len, path, err, errlen);
+	if (rc == 0)
+		rc = config_resolve_spool(cfg, path, err, errlen);
 out:
 	free(buf);
 	if (fd >= 0)
 		close(fd);
+	return rc;
+}
+
+/* Joins base and rel into out and removes "." and ".." segments (lexically:
+ * the spool is made by stsrelay, so no link in it is followed here). */
+static int join_clean(const char *base, const char *rel, char *out, size_t outlen)
+{
+	char tmp[2 * CONFIG_PATH_MAX + 2];
+	size_t n = 0;
+	char *p, *seg;
+
+	if (snprintf(tmp, sizeof(tmp), "%s/%s", base, rel) >= (int)sizeof(tmp))
+		return -1;
+	if (outlen < 2)
+		return -1;
+	out[0] = '\0';
+	p = tmp;
+	while ((seg = strsep(&p, "/")) != NULL) {
+		if (seg[0] == '\0' || strcmp(seg, ".") == 0)
+			continue;
+		if (strcmp(seg, "..") == 0) {
+			while (n > 0 && out[n - 1] != '/')
+				n--;
+			if (n > 0)
+				n--;            /* the slash before the dropped segment */
+			out[n] = '\0';
+			continue;
+		}
+		if (n + 1 + strlen(seg) + 1 > outlen)
+			return -1;
+		out[n++] = '/';
+		memcpy(out + n, seg, strlen(seg) + 1);
+		n += strlen(seg);
+	}
+	if (n == 0) {
+		out[0] = '/';
+		out[1] = '\0';
+	}
+	return 0;
+}
+
+int config_resolve_spool(struct config *cfg, const char *path, char *err, size_t errlen)
+{
+	char cwd[CONFIG_PATH_MAX], real_cwd[PATH_MAX], *real_file = NULL, abs[CONFIG_PATH_MAX];
+	char reason[CONFIG_PATH_MAX + 256];
+	size_t clen;
+	int rc = -1;
+
+	if (cfg->spool_dir[0] == '/')
+		return 0;
+	if (getcwd(cwd, sizeof(cwd)) == NULL) {
+		snprintf(reason, sizeof(reason), "spool_dir '%s' is relative and the working "
+			 "directory is unknown (%s): give an absolute path", cfg->spool_dir,
+			 strerror(errno));
+		goto out;
+	}
+	real_file = realpath(path, NULL);
+	if (realpath(cwd, real_cwd) == NULL || real_file == NULL) {
+		snprintf(reason, sizeof(reason), "spool_dir '%s' is relative: give an absolute path",
+			 cfg->spool_dir);
+		goto out;
+	}
+	clen = strlen(real_cwd);
+	if (strcmp(real_cwd, "/") == 0 || strncmp(real_file, real_cwd, clen) != 0 ||
+	    real_file[clen] != '/') {
+		snprintf(reason, sizeof(reason),
+			 "spool_dir '%s' is relative, which is allowed only for a configuration "
+			 "file below the working directory (here %s, file %s): give an absolute "
+			 "path such as /var/spool/stsrelay", cfg->spool_dir, cwd, real_file);
+		goto out;
+	}
+	if (join_clean(cwd, cfg->spool_dir, abs, sizeof(abs)) != 0) {
+		snprintf(reason, sizeof(reason), "spool_dir: path longer than %d bytes",
+			 CONFIG_PATH_MAX - 1);
+		goto out;
+	}
+	copy_str(cfg->spool_dir, sizeof(cfg->spool_dir), abs);
+	rc = 0;
+out:
+	if (rc != 0)
+		set_err(err, errlen, path, config_key_line(cfg, "spool_dir"), reason);
+	free(real_file);
 	return rc;
 }
 

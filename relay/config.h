@@ -18,6 +18,11 @@
 
 enum tls_default { TLS_DEFAULT_OPPORTUNISTIC, TLS_DEFAULT_MAY_PLAIN, TLS_DEFAULT_VERIFY };
 enum config_log_format { CONFIG_LOG_TEXT, CONFIG_LOG_JSON };
+/* log_target; AUTO (the key unset): journal under systemd, else stderr */
+enum config_log_target {
+	CONFIG_LOG_TARGET_AUTO, CONFIG_LOG_TARGET_STDERR, CONFIG_LOG_TARGET_SYSLOG,
+	CONFIG_LOG_TARGET_JOURNAL,
+};
 
 struct config_addr {            /* a listen address or a DNS server */
 	char host[64];          /* numeric IPv4/IPv6, brackets removed */
@@ -61,6 +66,8 @@ struct config {
 	char dkim_selector[64];
 	char dkim_key_file[CONFIG_PATH_MAX];
 	enum config_log_format log_format;
+	enum config_log_target log_target;
+	char alias_root[256];               /* "": local recipients are refused */
 	/* Line of each key in the file last parsed (0: not set there, the
 	 * default applies), indexed like the key table; see config_key_line(). */
 	unsigned key_line[CONFIG_MAX_KEYS];
@@ -75,9 +82,22 @@ void config_defaults(struct config *cfg);
 int config_parse(struct config *cfg, const char *buf, size_t len,
 		 const char *fname, char *err, size_t errlen);
 
-/* config_defaults + read + config_parse. Returns -1 with err set on failure
- * (unreadable file included). */
+/* config_defaults + read + config_parse, then the paths: a relative
+ * spool_dir is allowed only for a file inside the working directory (see
+ * config_resolve_spool) and becomes absolute. Returns -1 with err set on
+ * failure (unreadable file included). */
 int config_load(struct config *cfg, const char *path, char *err, size_t errlen);
+
+/* The spool_dir rule (DESIGN: absolute outside the source tree): an
+ * absolute spool_dir stays as it is; a relative one is resolved against the
+ * working directory, and is allowed only when the working directory is not
+ * "/" and the configuration file (path, resolved) lies below it, which is
+ * how scripts/run uses conf/stsrelay.conf from the top of a checkout. So a
+ * copy of that file in /etc, started by systemd (working directory /), is
+ * refused instead of turning ./var/spool into /var/spool. cfg->spool_dir
+ * becomes the absolute path ("." and ".." segments removed). -1 with err
+ * ("FILE:LINE: ...") when refused. */
+int config_resolve_spool(struct config *cfg, const char *path, char *err, size_t errlen);
 
 /* The line of the parsed file that set key, 0 when the file did not set
  * it (or key is unknown), so later checks (`stsrelay check`) can name

@@ -1,6 +1,7 @@
 /* One outbound delivery attempt on the libuv loop: MTA-STS verdict, MX
  * resolution, then the sans-I/O SMTP client driven over relay/smtp_conn (TCP + STARTTLS),
  * with idle connections kept per recipient domain for reuse. */
+#define LOG_COMPONENT LOG_C_SMTP  /* program name in logs, see relay/log.h */
 #include "relay/delivery.h"
 
 #include <errno.h>
@@ -344,11 +345,19 @@ static void finish_aborted(struct delivery *d)
 
 /* ---- TLS-RPT of a delivery ---- */
 
+/* "[192.0.2.1]": a recipient domain that is an address (RFC 5321 §4.1.3). */
+static bool is_literal(const char *domain)
+{
+	return domain[0] == '[';
+}
+
 static void record_session(struct delivery *d, const char *result_type, const char *mx_host,
 			   const char *mx_ip, const char *local_ip, const char *reason)
 {
 	if (d->flags & QUEUE_F_TLSRPT)
 		return;  /* reports about reports would never end (RFC 8460 §5.3) */
+	if (is_literal(d->domain))
+		return;  /* no domain to report to */
 	record_tlsrpt(d->dc, d->qid, d->domain, d->verdict, result_type, mx_host, mx_ip, local_ip,
 		      reason);
 }
@@ -1314,11 +1323,12 @@ int delivery_start(struct delivery_ctx *dc, const struct queue_envelope *env, co
 		start_mx(d);
 		return 0;
 	}
-	if (dc->sts != NULL &&
+	/* An address literal has no MTA-STS policy (nor TLS-RPT): tls_default. */
+	if (dc->sts != NULL && !is_literal(d->domain) &&
 	    sts_engine_lookup(dc->sts, d->domain, on_policy, d, &d->sl) == 0)
 		return 0;
 	d->sl = NULL;
-	if (dc->sts != NULL)
+	if (dc->sts != NULL && !is_literal(d->domain))
 		log_msg(LOG_LVL_WARNING, d->qid, "%s: no MTA-STS lookup possible; sts=absent",
 			d->domain);
 	start_mx(d);

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -78,6 +79,7 @@ struct dns_query {
 	bool starting;              /* inside dns_lookup_*: completion is deferred */
 	bool user_cancelled;        /* dns_cancel: drop the result silently */
 	bool destroyed;             /* the channel went away: DNS_CANCELLED */
+	bool literal;               /* Q_MX of an address literal: answered without DNS */
 	struct dns_query *next_deferred;
 	union {
 		dns_txt_cb txt;
@@ -476,7 +478,7 @@ static void query_complete(struct dns_query *q)
 	} else if (q->kind == Q_ADDR) {
 		addr_build(&q->addr, &q->res.addr->addrs, &q->res.addr->naddrs,
 			   &q->res.addr->status, &q->res.addr->why);
-	} else if (q->kind == Q_MX) {
+	} else if (q->kind == Q_MX && !q->literal) {
 		mx_finish(q);
 	}  /* Q_TXT: built in its answer callback */
 	if (q->starting) {
@@ -925,17 +927,72 @@ static void mx_finish(struct dns_query *q)
 	}
 }
 
+/* "[192.0.2.1]" or "[IPv6:2001:db8::1]" (RFC 5321 §4.1.3): the one host,
+ * named by its address, without a query. 1 when domain is such a literal
+ * (r filled), 0 when it is not, -1 when it is bracketed but bad. */
+static int mx_literal(const char *domain, struct dns_mx_result *r)
+{
+	char text[DNS_NAME_MAX + 1];
+	const char *ip;
+	size_t len = strlen(domain);
+	struct sockaddr_storage *ss;
+
+	if (len < 3 || domain[0] != '[' || domain[len - 1] != ']')
+		return 0;
+	if (len - 2 >= sizeof(text))
+		return -1;
+	memcpy(text, domain + 1, len - 2);
+	text[len - 2] = '\0';
+	ip = strncasecmp(text, "IPv6:", 5) == 0 ? text + 5 : text;
+	r->hosts = calloc(1, sizeof(*r->hosts));
+	ss = calloc(1, sizeof(*ss));
+	if (r->hosts == NULL || ss == NULL) {
+		free(r->hosts);
+		r->hosts = NULL;
+		free(ss);
+		return -1;
+	}
+	if (ip == text && inet_pton(AF_INET, ip, &((struct sockaddr_in *)ss)->sin_addr) == 1) {
+		ss->ss_family = AF_INET;
+	} else if (ip != text &&
+		   inet_pton(AF_INET6, ip, &((struct sockaddr_in6 *)ss)->sin6_addr) == 1) {
+		ss->ss_family = AF_INET6;
+	} else {
+		free(r->hosts);
+		r->hosts = NULL;
+		free(ss);
+		return -1;
+	}
+	snprintf(r->hosts[0].name, sizeof(r->hosts[0].name), "%s", ip);
+	r->hosts[0].status = DNS_OK;
+	r->hosts[0].why = "";
+	r->hosts[0].naddrs = 1;
+	r->hosts[0].addrs = ss;
+	r->nhosts = 1;
+	r->implicit = true;
+	r->status = DNS_OK;
+	r->why = "";
+	return 1;
+}
+
 int dns_resolve_mx(struct dns *dns, const char *domain, dns_mx_cb cb, void *arg,
 		   struct dns_query **qp)
 {
-	int err;
+	int err, lit;
 	struct dns_query *q = query_new(dns, Q_MX, domain, arg, &err);
 
 	if (q == NULL)
 		return err;
 	q->cb.mx = cb;
-	sub_start(q, &q->main, q->name, T_MX);
-	query_launched(q, qp);
+	lit = mx_literal(q->name, q->res.mx);
+	if (lit < 0) {
+		query_free(q, true);
+		return -EINVAL;
+	}
+	q->literal = lit == 1;
+	if (!q->literal)
+		sub_start(q, &q->main, q->name, T_MX);
+	query_launched(q, qp);  /* a literal completes from the loop, as any answer */
 	return 0;
 }
 

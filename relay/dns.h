@@ -143,6 +143,8 @@ struct dns_mx_result {
 	struct dns_mx_host *hosts;
 };
 typedef void (*dns_mx_cb)(struct dns_mx_result *res, void *arg);
+/* An address literal domain ("[192.0.2.1]", "[IPv6:2001:db8::1]") is
+ * answered without DNS: one implicit host named by the bare address. */
 int dns_resolve_mx(struct dns *dns, const char *domain, dns_mx_cb cb, void *arg,
 		   struct dns_query **qp);
 void dns_mx_result_free(struct dns_mx_result *res);

@@ -1,5 +1,6 @@
 /* The STARTTLS probe of `stsrelay sts check --probe`: greeting, EHLO, STARTTLS,
  * TLS handshake with SNI and the certificate check for one MX host, then QUIT. */
+#define LOG_COMPONENT LOG_C_SMTP  /* program name in logs, see relay/log.h */
 #include "relay/mx_probe.h"
 
 #include <stdarg.h>

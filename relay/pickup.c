@@ -2,16 +2,22 @@
  * rescanned every few seconds (inotify can miss events, e.g. on overflow);
  * scans and imports run in the thread pool, one job at a time, and their
  * results (log line, scheduling) are handled back on the loop. */
+#define LOG_COMPONENT LOG_C_PICKUP  /* program name in logs, see relay/log.h */
 #include "relay/pickup.h"
 
 #include <errno.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "queue/queue.h"
 #include "relay/log.h"
 #include "relay/scheduler.h"
+#include "smtp/msgid.h"
+
+#define PICKUP_MSGID_SCAN 1048576   /* header bytes read for the Message-ID at most */
 
 typedef char pickup_qid[QUEUE_ID_LEN + 1];
 
@@ -20,10 +26,15 @@ enum pickup_job { JOB_SCAN, JOB_IMPORT };
 /* What one import job found, for the loop to report. */
 struct pickup_result {
 	int status;                        /* queue_drop_import's */
+	bool bad;                          /* the file was set aside (EBADMSG) */
 	pickup_qid new_id;
 	char err[QUEUE_ERROR_MAX];
 	bool loaded;                       /* the fields below are set */
-	char from[QUEUE_ADDR_MAX + 2], uid[64], size[24], nrcpt[40];
+	char msgid[SMTP_MSGID_MAX + 1];    /* "" if none */
+	char from[QUEUE_ADDR_MAX];
+	long long uid;                     /* the submitter's, -1 if unknown */
+	uint64_t size;
+	size_t nrcpt;
 };
 
 struct pickup {
@@ -57,6 +68,52 @@ static void maybe_free(struct pickup *p)
 
 /* ---- worker thread: touches only p's job fields and the spool ---- */
 
+/* The uid for Postfix's "uid=" field: the import records the drop file's
+ * owner by name (its uid in digits when it has no name). */
+static long long submitter_uid(const char *name)
+{
+	struct passwd pw, *res = NULL;
+	char buf[16384], *end;
+	long long v;
+
+	if (name[0] == '\0')
+		return -1;
+	if (getpwnam_r(name, &pw, buf, sizeof(buf), &res) == 0 && res != NULL)
+		return (long long)res->pw_uid;
+	errno = 0;
+	v = strtoll(name, &end, 10);
+	return errno == 0 && *end == '\0' && v >= 0 ? v : -1;
+}
+
+/* The Message-ID of a queued message, from the start of its data (the
+ * header section; sendmail adds one when the submitter gave none). */
+static void find_msgid(struct pickup *p, const struct queue_envelope *env, char *out,
+		       size_t outlen)
+{
+	struct smtp_msgid_scan scan;
+	char buf[8192];
+	size_t total = 0;
+	ssize_t n;
+	int fd = queue_open_data(p->r->queue, env);
+
+	out[0] = '\0';
+	if (fd < 0)
+		return;
+	smtp_msgid_init(&scan);
+	while (!scan.done && total < PICKUP_MSGID_SCAN) {
+		n = read(fd, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		smtp_msgid_feed(&scan, buf, (size_t)n);
+		total += (size_t)n;
+	}
+	close(fd);
+	if (smtp_msgid_value(&scan) != NULL)
+		snprintf(out, outlen, "%s", smtp_msgid_value(&scan));
+}
+
 static void import_one(struct pickup *p)
 {
 	struct pickup_result *res = &p->res;
@@ -66,18 +123,21 @@ static void import_one(struct pickup *p)
 	memset(res, 0, sizeof(*res));
 	res->status = queue_drop_import(p->r->queue, p->ids[p->next], p->max_size, res->new_id,
 					res->err, sizeof(res->err));
-	if (res->status != 0)
+	if (res->status != 0) {
+		res->bad = errno == EBADMSG;
 		return;
+	}
 	/* the fields of the "from=" line, read here since it is disk I/O too */
 	if (queue_load(p->r->queue, res->new_id, &env, lerr, sizeof(lerr)) != 0) {
 		snprintf(res->err, sizeof(res->err), "%s", lerr);
 		return;
 	}
 	res->loaded = true;
-	snprintf(res->from, sizeof(res->from), "<%s>", env.sender);
-	snprintf(res->uid, sizeof(res->uid), "%s", env.submitter);
-	snprintf(res->size, sizeof(res->size), "%llu", (unsigned long long)env.size);
-	snprintf(res->nrcpt, sizeof(res->nrcpt), "%zu (queue active)", env.nrcpts);
+	find_msgid(p, &env, res->msgid, sizeof(res->msgid));
+	snprintf(res->from, sizeof(res->from), "%s", env.sender);
+	res->uid = submitter_uid(env.submitter);
+	res->size = env.size;
+	res->nrcpt = env.nrcpts;
 	queue_envelope_clear(&env);
 }
 
@@ -132,16 +192,23 @@ static void start_scan(struct pickup *p)
 static void report_import(struct pickup *p)
 {
 	const struct pickup_result *res = &p->res;
-	const char *drop_id = p->ids[p->next];
 
 	if (res->status != 0) {
-		log_msg(LOG_LVL_WARNING, drop_id, "pickup: rejected drop file: %s", res->err);
+		log_msg(LOG_LVL_WARNING, NULL, "%s %s", res->bad ? "rejected" : "cannot import now:",
+			res->err);
 		return;
 	}
-	if (res->loaded)
-		log_event(LOG_LVL_INFO, res->new_id, "uid", res->uid[0] ? res->uid : NULL, "from",
-			  res->from, "size", res->size, "nrcpt", res->nrcpt, NULL);
-	else
+	if (res->loaded) {
+		/* Postfix's lines: pickup names the submitter, (cleanup) the
+		 * Message-ID, qmgr the message */
+		log_fields(LOG_LVL_INFO, res->new_id, LF_INT("uid", res->uid),
+			   LF_ADDR("from", res->from), LF_END);
+		if (res->msgid[0] != '\0')
+			log_fields(LOG_LVL_INFO, res->new_id, LF_STR("message-id", res->msgid), LF_END);
+		log_fields_c(LOG_C_QMGR, LOG_LVL_INFO, res->new_id, LF_ADDR("from", res->from),
+			     LF_INT("size", res->size), LF_INT("nrcpt", res->nrcpt),
+			     LF_NOTE("queue active"), LF_END);
+	} else
 		log_msg(LOG_LVL_INFO, res->new_id, "picked up from maildrop (%s)", res->err);
 	/* Stopping: the scheduler takes no more; the message is in queue/
 	 * and the next start delivers it. */

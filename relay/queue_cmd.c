@@ -4,6 +4,7 @@
 #include "relay/clock.h"
 #include "relay/commands.h"
 #include "relay/core_fs.h"
+#include "relay/listing.h"
 #include "queue/queue.h"
 #include "relay/relay.h"
 
@@ -40,11 +41,14 @@ static const char queue_help[] =
 	"  -c FILE       configuration file (else $STSRELAY_CONF, else\n"
 	"                " CONFIG_DEFAULT_PATH ")\n"
 	"  -h, --help    this text\n"
-	"ID: the 12 hex digits of a queue id (any case). With the daemon running,\n"
-	"flush, delete and bounce go through its control socket.\n"
+	"ID: the 12 hex digits of a queue id (any case). list works for every user\n"
+	"(others than root and the daemon's user ask the running daemon); show,\n"
+	"flush, delete and bounce are for root and the daemon's user. With the\n"
+	"daemon running, flush, delete and bounce go through its control socket.\n"
 	"Exit: 0 done, 64 usage, 65 not a queue id, 67 no such message, 69 no\n"
-	"daemon (bounce) or no spool, 74 spool I/O error, 75 the daemon did not\n"
-	"answer in time, 76 unexpected reply, 77 permission denied, 78 configuration.\n";
+	"daemon (bounce, or list by another user) or no spool, 74 spool I/O error,\n"
+	"75 the daemon did not answer in time, 76 unexpected reply, 77 permission\n"
+	"denied, 78 configuration.\n";
 
 static const char mailq_help[] =
 	"usage: mailq [--json] [-c FILE]\n"
@@ -53,8 +57,10 @@ static const char mailq_help[] =
 	"  -c FILE, -C FILE  configuration file (else $STSRELAY_CONF, else\n"
 	"                " CONFIG_DEFAULT_PATH ")\n"
 	"  -h, --help    this text\n"
-	"Exit: 0, 64 usage, 69 no spool, 74 I/O error, 77 permission denied,\n"
-	"78 configuration.\n";
+	"Every user may list; others than root and the daemon's user get the\n"
+	"listing from the running daemon.\n"
+	"Exit: 0, 64 usage, 69 no spool (or no daemon to ask), 74 I/O error,\n"
+	"77 permission denied, 78 configuration.\n";
 
 /* Options may stand anywhere after the subcommand: -c FILE, -cFILE, --json. */
 static int parse_opts(const char *prog, int argc, char **argv, struct qopts *o)
@@ -94,6 +100,14 @@ static int parse_opts(const char *prog, int argc, char **argv, struct qopts *o)
 	return 0;
 }
 
+/* What a user who may not read or change the queue is told (exit 77). */
+static int not_permitted(const char *prog, const char *what)
+{
+	fprintf(stderr, "%s: %s: Permission denied (run it as root or as the daemon's user, "
+		"the owner of the spool)\n", prog, what);
+	return EX_NOPERM;
+}
+
 static int open_spool(const char *prog, const struct config *cfg, struct queue **q)
 {
 	char err[512];
@@ -101,92 +115,12 @@ static int open_spool(const char *prog, const struct config *cfg, struct queue *
 	if (queue_open(cfg->spool_dir, false, -1, q, err, sizeof(err)) != 0) {
 		int e = errno;
 
+		if (e == EACCES)
+			return not_permitted(prog, "reading the spool");
 		fprintf(stderr, "%s: cannot open the spool %s: %s\n", prog, cfg->spool_dir, err);
 		return cli_exit_for_errno(e, EX_UNAVAILABLE);
 	}
 	return 0;
-}
-
-/* ---- JSON ---- */
-
-/* jansson refuses strings that are not UTF-8; addresses from SMTP clients
- * may hold any 8-bit bytes, so those are shown with '?' in their place. */
-static json_t *jstr(const char *s)
-{
-	json_t *j = json_string(s);
-	char *copy;
-	size_t i;
-
-	if (j != NULL)
-		return j;
-	copy = strdup(s);
-	if (copy == NULL)
-		return NULL;
-	for (i = 0; copy[i] != '\0'; i++)
-		if ((unsigned char)copy[i] >= 0x80)
-			copy[i] = '?';
-	j = json_string(copy);
-	free(copy);
-	return j;
-}
-
-static json_t *jtime(int64_t t)
-{
-	char buf[32];
-
-	return jstr(clock_rfc3339(t, buf, sizeof(buf)));
-}
-
-/* One object per set; returns -1 if any value could not be made or set,
- * which only happens when memory runs out. */
-static int jset(json_t *obj, const char *key, json_t *val)
-{
-	if (val == NULL)
-		return -1;
-	return json_object_set_new(obj, key, val);
-}
-
-/* next_try is null when it means "now" (0) or when the recipient is final:
- * a time is only shown when the recipient is really waiting. */
-static json_t *message_json(const struct queue_envelope *env)
-{
-	json_t *m = json_object(), *rcpts = json_array();
-	int bad = 0;
-	size_t i;
-
-	if (m == NULL || rcpts == NULL) {
-		json_decref(m);
-		json_decref(rcpts);
-		return NULL;
-	}
-	bad |= jset(m, "id", jstr(env->id));
-	bad |= jset(m, "sender", jstr(env->sender));
-	bad |= jset(m, "size", json_integer((json_int_t)env->size));
-	bad |= jset(m, "queued_at", jtime(env->queued_at));
-	bad |= jset(m, "submitter", env->submitter[0] ? jstr(env->submitter) : json_null());
-	bad |= jset(m, "client", env->client[0] ? jstr(env->client) : json_null());
-	for (i = 0; i < env->nrcpts; i++) {
-		const struct queue_rcpt *r = &env->rcpts[i];
-		bool waiting = r->status == QUEUE_PENDING || r->status == QUEUE_DEFERRED;
-		json_t *o = json_object();
-
-		if (o == NULL) {
-			bad = -1;
-			break;
-		}
-		bad |= jset(o, "address", jstr(r->address));
-		bad |= jset(o, "status", jstr(queue_status_name(r->status)));
-		bad |= jset(o, "attempts", json_integer(r->attempts));
-		bad |= jset(o, "next_try", waiting && r->next_try > 0 ? jtime(r->next_try) : json_null());
-		bad |= jset(o, "last_error", r->last_error[0] ? jstr(r->last_error) : json_null());
-		bad |= json_array_append_new(rcpts, o);
-	}
-	bad |= jset(m, "recipients", rcpts);
-	if (bad) {
-		json_decref(m);
-		return NULL;
-	}
-	return m;
 }
 
 static int json_print(const char *prog, json_t *doc)
@@ -199,126 +133,63 @@ static int json_print(const char *prog, json_t *doc)
 	return 0;
 }
 
-/* ---- table ---- */
+/* ---- list ---- */
 
-static void rcpt_line(const struct queue_rcpt *r)
-{
-	char t[32];
-
-	printf("%43s %s (%s", "", r->address, queue_status_name(r->status));
-	if (r->attempts > 0)
-		printf(", %u attempt%s", r->attempts, r->attempts == 1 ? "" : "s");
-	if ((r->status == QUEUE_DEFERRED || r->status == QUEUE_PENDING) && r->next_try > 0)
-		printf(", next try %s", clock_rfc3339(r->next_try, t, sizeof(t)));
-	printf(")\n");
-	if (r->last_error[0])
-		printf("%45s%s\n", "", r->last_error);
-}
-
-static void message_table(const struct queue_envelope *env)
-{
-	char t[32];
-	size_t i;
-
-	printf("%-12s %8llu %-20s %s\n", env->id, (unsigned long long)env->size,
-	       clock_rfc3339(env->queued_at, t, sizeof(t)),
-	       env->sender[0] ? env->sender : "<>");
-	for (i = 0; i < env->nrcpts; i++)
-		rcpt_line(&env->rcpts[i]);
-}
-
+/* Root and the daemon's user read the spool themselves (with or without a
+ * daemon); anyone else asks the running daemon through its public socket,
+ * as Postfix's mailq asks showq, and gets the listing without submitter and
+ * client. */
 int cli_queue_list(const char *prog, const struct config *cfg, bool json)
 {
-	char (*ids)[QUEUE_ID_LEN + 1] = NULL, (*drops)[QUEUE_ID_LEN + 1] = NULL;
-	size_t n = 0, ndrop = 0, i, shown = 0;
-	unsigned long long bytes = 0;
-	json_t *doc = NULL, *arr = NULL;
+	json_t *doc = NULL, *errs;
 	struct queue *q = NULL;
-	int rc, ex = 0;
+	char err[512];
+	size_t i;
+	int ex = 0, e;
 
-	rc = open_spool(prog, cfg, &q);
-	if (rc != 0)
-		return rc;
-	if (queue_scan(q, &ids, &n) != 0) {
-		int e = errno;
-
-		fprintf(stderr, "%s: cannot list %s/queue: %s\n", prog, cfg->spool_dir,
-			strerror(e));
-		ex = cli_exit_for_errno(e, EX_IOERR);
+	if (queue_open(cfg->spool_dir, false, -1, &q, err, sizeof(err)) == 0)
+		doc = listing_build(q, false, err, sizeof(err));
+	e = errno;
+	if (doc == NULL && e == EACCES) {
+		switch (cli_showq(cfg->spool_dir, &doc, err, sizeof(err))) {
+		case CLI_CONTROL_REPLIED:
+			break;
+		case CLI_CONTROL_NO_DAEMON:
+			fprintf(stderr, "%s: the spool %s is readable only by root and the daemon's "
+				"user, and the daemon is not running to list it for you\n", prog,
+				cfg->spool_dir);
+			ex = EX_UNAVAILABLE;
+			goto out;
+		case CLI_CONTROL_DENIED:
+			ex = not_permitted(prog, "listing the queue");
+			goto out;
+		default:
+			fprintf(stderr, "%s: %s\n", prog, err);
+			ex = EX_UNAVAILABLE;
+			goto out;
+		}
+	} else if (doc == NULL) {
+		fprintf(stderr, "%s: cannot open the spool %s: %s\n", prog, cfg->spool_dir, err);
+		ex = e == ENOENT ? EX_UNAVAILABLE : EX_IOERR;
 		goto out;
 	}
-	/* The drop directory is only readable by the daemon's user; a listing
-	 * by anyone else just cannot count it. */
-	if (queue_drop_scan(q, &drops, &ndrop) != 0)
-		ndrop = 0;
-	if (json) {
-		doc = json_object();
-		arr = json_array();
-		if (doc == NULL || arr == NULL || json_object_set(doc, "messages", arr) != 0) {
-			fprintf(stderr, "%s: out of memory\n", prog);
-			ex = EX_SOFTWARE;
-			goto out;
-		}
-	} else if (n > 0) {
-		printf("-Queue ID-   --Size-- ----Arrival Time---- -Sender/Recipient-------\n");
-	}
-	for (i = 0; i < n; i++) {
-		struct queue_envelope env;
-		char err[512];
-
-		memset(&env, 0, sizeof(env));
-		errno = 0;
-		if (queue_load(q, ids[i], &env, err, sizeof(err)) != 0) {
-			/* Delivered or deleted since the scan: not an error. */
-			if (errno != ENOENT) {
-				fprintf(stderr, "%s: %s: %s\n", prog, ids[i], err);
-				ex = EX_IOERR;
-			}
-			queue_envelope_clear(&env);
-			continue;
-		}
-		shown++;
-		bytes += env.size;
-		if (json) {
-			json_t *m = message_json(&env);
-
-			if (m == NULL || json_array_append_new(arr, m) != 0) {
-				queue_envelope_clear(&env);
-				fprintf(stderr, "%s: out of memory\n", prog);
-				ex = EX_SOFTWARE;
-				goto out;
-			}
-		} else {
-			message_table(&env);
-			printf("\n");
-		}
-		queue_envelope_clear(&env);
+	errs = json_object_get(doc, "errors");
+	for (i = 0; i < json_array_size(errs); i++) {
+		fprintf(stderr, "%s: %s\n", prog, json_string_value(json_array_get(errs, i)));
+		ex = EX_IOERR;
 	}
 	if (json) {
-		if (json_object_set_new(doc, "maildrop", json_integer((json_int_t)ndrop)) != 0) {
-			ex = EX_SOFTWARE;
-			goto out;
-		}
-		rc = json_print(prog, doc);
+		int rc = json_print(prog, doc);
+
 		if (rc != 0)
 			ex = rc;
-		goto out;
+	} else if (listing_print_table(stdout, doc) != 0) {
+		fprintf(stderr, "%s: cannot print the listing\n", prog);
+		if (ex == 0)
+			ex = EX_IOERR;
 	}
-	if (shown == 0)
-		printf("Mail queue is empty\n");
-	else
-		printf("-- %llu Kbytes in %zu Request%s.\n", (bytes + 1023) / 1024, shown,
-		       shown == 1 ? "" : "s");
-	if (ndrop > 0)
-		printf("-- %zu message%s in maildrop, not yet picked up.\n", ndrop,
-		       ndrop == 1 ? "" : "s");
-	if (fflush(stdout) != 0 && ex == 0)
-		ex = EX_IOERR;
 out:
-	json_decref(arr);
 	json_decref(doc);
-	free(ids);
-	free(drops);
 	queue_close(q);
 	return ex;
 }
@@ -326,16 +197,19 @@ out:
 /* ---- show ---- */
 
 /* 0 when id is queued, else an exit code after saying why: 67 for an
- * unknown id, 77 or 74 when the queue cannot be read. */
-static int id_known(const char *prog, struct queue *q, const char *id)
+ * unknown id, 77 (what: the action, for the message) or 74 when the queue
+ * cannot be read. */
+static int id_known(const char *prog, struct queue *q, const char *id, const char *what)
 {
 	char (*ids)[QUEUE_ID_LEN + 1] = NULL;
 	size_t n = 0, i;
-	bool found = false;
+	int found = 0;
 
 	if (queue_scan(q, &ids, &n) != 0) {
 		int e = errno;
 
+		if (e == EACCES)
+			return not_permitted(prog, what);
 		fprintf(stderr, "%s: cannot list the queue: %s\n", prog, strerror(e));
 		return cli_exit_for_errno(e, EX_IOERR);
 	}
@@ -385,7 +259,7 @@ static int queue_show(const char *prog, const struct config *cfg, const char *id
 	rc = open_spool(prog, cfg, &q);
 	if (rc != 0)
 		return rc;
-	ex = id_known(prog, q, id);
+	ex = id_known(prog, q, id, "queue show");
 	if (ex != 0)
 		goto out;
 	if (queue_load(q, id, &env, err, sizeof(err)) != 0) {
@@ -394,7 +268,7 @@ static int queue_show(const char *prog, const struct config *cfg, const char *id
 		goto out;
 	}
 	if (json) {
-		json_t *m = message_json(&env);
+		json_t *m = listing_message(&env, false);
 
 		if (m == NULL) {
 			ex = EX_SOFTWARE;
@@ -447,6 +321,8 @@ static int offline_flush(const char *prog, struct queue *q, const char *only)
 	if (queue_scan(q, &ids, &n) != 0) {
 		int e = errno;
 
+		if (e == EACCES)
+			return not_permitted(prog, "changing the queue");
 		fprintf(stderr, "%s: cannot list the queue: %s\n", prog, strerror(e));
 		return cli_exit_for_errno(e, EX_IOERR);
 	}
@@ -493,13 +369,68 @@ static int offline_flush(const char *prog, struct queue *q, const char *only)
 	return ex;
 }
 
+/* Without a daemon the command edits the spool itself, holding the spool
+ * lock so that a daemon starting meanwhile waits (queue/queue.h); a daemon
+ * that holds it but does not answer is never edited under. */
+static int queue_change_offline(const char *prog, const struct config *cfg, const char *verb,
+				const char *id)
+{
+	struct queue *q = NULL;
+	long holder = 0;
+	int lock, ex;
+
+	if (strcmp(verb, "bounce") == 0) {
+		fprintf(stderr, "%s: bounce needs the daemon to be running (it sends the "
+				"notice to the sender)\n", prog);
+		return EX_UNAVAILABLE;
+	}
+	lock = queue_lock(cfg->spool_dir, false, 0, &holder);
+	if (lock < 0 && errno == EWOULDBLOCK) {
+		fprintf(stderr, "%s: a daemon (pid %ld) holds the spool %s but does not answer on "
+			"its control socket; not editing the spool under it\n", prog, holder,
+			cfg->spool_dir);
+		return EX_TEMPFAIL;
+	}
+	if (lock < 0 && errno == EACCES)
+		return not_permitted(prog, "changing the queue");
+	if (lock < 0 && errno != ENOENT) {
+		fprintf(stderr, "%s: cannot lock the spool %s: %s\n", prog, cfg->spool_dir,
+			strerror(errno));
+		return EX_UNAVAILABLE;
+	}
+	/* ENOENT: no lock file, so no daemon ever ran on this spool */
+	ex = open_spool(prog, cfg, &q);
+	if (ex != 0)
+		goto out;
+	if (id != NULL) {
+		ex = id_known(prog, q, id, "changing the queue");
+		if (ex != 0)
+			goto out;
+	}
+	if (strcmp(verb, "flush") == 0) {
+		ex = offline_flush(prog, q, id);
+	} else if (queue_remove(q, id) != 0) {
+		if (errno == EACCES)
+			ex = not_permitted(prog, "changing the queue");
+		else {
+			fprintf(stderr, "%s: cannot delete %s: %s\n", prog, id, strerror(errno));
+			ex = EX_IOERR;
+		}
+	} else {
+		printf("%s: deleted\n", id);
+	}
+out:
+	queue_close(q);
+	if (lock >= 0)
+		close(lock);
+	return ex;
+}
+
 static int queue_change(const char *prog, const struct config *cfg, const char *verb,
 			const char *id)
 {
 	char request[64], reply[512];
-	struct queue *q = NULL;
 	enum cli_control_result cr;
-	int rc, ex = 0;
 
 	snprintf(request, sizeof(request), "%s%s%s", verb, id ? " " : "", id ? id : "");
 	cr = cli_control_request(cfg->spool_dir, request, reply, sizeof(reply));
@@ -528,33 +459,7 @@ static int queue_change(const char *prog, const struct config *cfg, const char *
 		fprintf(stderr, "%s: unexpected reply from the daemon: %s\n", prog, reply);
 		return EX_PROTOCOL;
 	}
-	/* No daemon: work on the spool directly where that is safe. */
-	if (strcmp(verb, "bounce") == 0) {
-		fprintf(stderr, "%s: bounce needs the daemon to be running (it sends the "
-				"notice to the sender)\n", prog);
-		return EX_UNAVAILABLE;
-	}
-	rc = open_spool(prog, cfg, &q);
-	if (rc != 0)
-		return rc;
-	if (id != NULL) {
-		ex = id_known(prog, q, id);
-		if (ex != 0)
-			goto out;
-	}
-	if (strcmp(verb, "flush") == 0) {
-		ex = offline_flush(prog, q, id);
-	} else if (queue_remove(q, id) != 0) {
-		int e = errno;
-
-		fprintf(stderr, "%s: cannot delete %s: %s\n", prog, id, strerror(e));
-		ex = cli_exit_for_errno(e, EX_IOERR);
-	} else {
-		printf("%s: deleted\n", id);
-	}
-out:
-	queue_close(q);
-	return ex;
+	return queue_change_offline(prog, cfg, verb, id);
 }
 
 int cmd_queue(int argc, char **argv)

@@ -29,6 +29,14 @@ struct relay {
  * runs and fall back to editing the spool when it does not. */
 #define RELAY_CONTROL_SOCKET "control"
 
+/* The public endpoint spool_dir/public/showq (directory 0755, socket 0666):
+ * any local user may connect, send "list", and get the queue listing
+ * (relay/listing.h, without submitter and client) followed by EOF, or
+ * "error REASON". Nothing else is accepted there: it is how `mailq` works
+ * for users who cannot read the spool, as Postfix's showq service. */
+#define RELAY_PUBLIC_DIR "public"
+#define RELAY_SHOWQ_SOCKET "public/showq"
+
 /* The start of the reason in "error REASON" when the id names no queued
  * message; `stsrelay queue` turns it into exit code 67 (EX_NOUSER). */
 #define RELAY_CONTROL_NO_SUCH "no such message"

@@ -1,5 +1,6 @@
 /* The delivery scheduler: every queued message's recipients in memory, a heap
  * of due times, per-domain queues of waiting work, retries and bounces. */
+#define LOG_COMPONENT LOG_C_QMGR  /* program name in logs, see relay/log.h */
 #include "relay/scheduler.h"
 
 #include <ctype.h>
@@ -57,15 +58,16 @@
 /* A per-recipient log line waiting for the state it reports to be durable. */
 struct rlog {
 	struct rlog *next;
-	char to[QUEUE_ADDR_MAX + 2];
+	char to[QUEUE_ADDR_MAX];
 	char relay[DELIVERY_RELAY_MAX];
-	char conn_use[16];              /* "" unless the connection was reused */
-	char delay[32];
+	unsigned conn_use;              /* shown only for a reused connection (> 1) */
+	int64_t delay_ms;
 	char dsn[SMTP_REPLY_ESC_MAX + 1];
 	char tls[DELIVERY_TLS_MAX];
 	char sts[DELIVERY_STS_MAX];
 	char sts_result[48];
-	char status[QUEUE_ERROR_MAX + 128];
+	char status[16];                /* sent, deferred, bounced */
+	char reason[QUEUE_ERROR_MAX + 112];
 };
 
 struct sdomain;
@@ -488,19 +490,17 @@ static void msg_unlink(struct scheduler *s, struct smsg *m)
 	s->nmsgs--;
 }
 
-/* "0.8" style seconds since the message arrived (Postfix delay=). */
-static void delay_field(const struct smsg *m, char *buf, size_t len)
+/* Milliseconds since the message arrived (Postfix delay=). */
+static int64_t delay_ms(const struct smsg *m)
 {
 	int64_t ms = clock_now_ms() - m->env.queued_at * 1000;
 
-	if (ms < 0)
-		ms = 0;
-	snprintf(buf, len, "%" PRId64 ".%" PRId64, ms / 1000, (ms % 1000) / 100);
+	return ms < 0 ? 0 : ms;
 }
 
 
-/* The per-recipient line, Postfix order plus tls= and sts=; written once
- * the state it reports is durable (see flush_logs). */
+/* The per-recipient line; written once the state it reports is durable
+ * (see flush_logs). */
 static void log_rcpt(struct smsg *m, const char *addr, const char *relay, unsigned conn_use,
 		     const char *dsn, const char *tls, const char *sts, const char *sts_result, const char *status,
 		     const char *text)
@@ -513,29 +513,33 @@ static void log_rcpt(struct smsg *m, const char *addr, const char *relay, unsign
 		return;
 	}
 	l->next = NULL;
-	snprintf(l->to, sizeof(l->to), "<%s>", addr);
+	snprintf(l->to, sizeof(l->to), "%s", addr);
 	snprintf(l->relay, sizeof(l->relay), "%s", relay ? relay : "none");
-	/* Postfix writes conn_use= only for a reused connection. */
-	l->conn_use[0] = '\0';
-	if (conn_use > 1)
-		snprintf(l->conn_use, sizeof(l->conn_use), "%u", conn_use);
-	delay_field(m, l->delay, sizeof(l->delay));
+	l->conn_use = conn_use;
+	l->delay_ms = delay_ms(m);
 	snprintf(l->dsn, sizeof(l->dsn), "%s", dsn);
 	snprintf(l->tls, sizeof(l->tls), "%s", tls);
 	snprintf(l->sts, sizeof(l->sts), "%s", sts);
 	snprintf(l->sts_result, sizeof(l->sts_result), "%s", sts_result ? sts_result : "");
-	snprintf(l->status, sizeof(l->status), "%s (%s)", status, text);
+	snprintf(l->status, sizeof(l->status), "%s", status);
+	snprintf(l->reason, sizeof(l->reason), "%s", text);
 	*m->logs_tail = l;
 	m->logs_tail = &l->next;
 }
 
+/* Postfix's order and spelling up to status= (pflogsumm reads exactly
+ * "to=<>, relay=, [conn_use=, ]delay=, [delays=, ]dsn=, status="), then
+ * stsrelay's own fields. The smtp program name, as Postfix's delivery agent. */
 static void flush_logs(const struct smsg *m, struct rlog *l)
 {
 	for (; l != NULL; l = l->next)
-		log_event(LOG_LVL_INFO, m->env.id, "to", l->to, "relay", l->relay, "conn_use",
-			  l->conn_use[0] ? l->conn_use : NULL, "delay", l->delay, "dsn", l->dsn,
-			  "tls", l->tls, "sts", l->sts, "sts_result",
-			  l->sts_result[0] ? l->sts_result : NULL, "status", l->status, NULL);
+		log_fields_c(LOG_C_SMTP, LOG_LVL_INFO, m->env.id, LF_ADDR("to", l->to),
+			     LF_STR("relay", l->relay),
+			     LF_INT_OPT("conn_use", l->conn_use > 1 ? l->conn_use : 0),
+			     LF_MS("delay", l->delay_ms), LF_STR("dsn", l->dsn),
+			     LF_STATUS(l->status, l->reason), LF_STR("tls", l->tls),
+			     LF_STR("sts", l->sts),
+			     LF_STR("sts_result", l->sts_result[0] ? l->sts_result : NULL), LF_END);
 }
 
 /* The status code found in a saved last_error ("... 4.7.5 ..."): the first

@@ -282,6 +282,27 @@ static int addr_qualify(const char *in, const struct config *cfg, char *out, siz
 	return smtp_address_valid(out) == 0 ? 0 : -1;
 }
 
+/* What a refused local recipient is told (sendmail exits EX_NOUSER). */
+#define LOCAL_REFUSED_WHY "local recipient refused: no alias_root in the configuration " \
+	"(set alias_root = the address of the person who reads root's mail)"
+
+/* A recipient as given: checked like addr_qualify, then a local one (no
+ * domain, @localhost, root/postmaster@hostname: smtp/address.h) becomes
+ * alias_root, or -2 when none is configured; -1: invalid. */
+static int rcpt_resolve(const char *in, const struct config *cfg, char *out, size_t outlen)
+{
+	if (addr_qualify(in, cfg, out, outlen) != 0)
+		return -1;
+	switch (smtp_address_local(in, cfg->hostname, cfg->alias_root, out, outlen)) {
+	case SMTP_LOCAL_REFUSED:
+		return -2;
+	case SMTP_LOCAL_REWRITTEN:
+	case SMTP_NOT_LOCAL:
+		break;
+	}
+	return 0;
+}
+
 static int rcpt_add(struct queue_envelope *env, const char *addr)
 {
 	size_t i;
@@ -301,9 +322,10 @@ static void addr_err_set(struct addrlist_err *e, const char *text, const char *w
 }
 
 /* Adds every address of an RFC 5322 address-list (To/Cc/Bcc value, or a
- * command-line argument) to env, qualified and checked. Each address is
- * checked as the parser yields it, so the first problem in the list is the
- * one named, whether it is bad syntax or a bad address. */
+ * command-line argument) to env, resolved (rcpt_resolve) and checked. Each
+ * address is checked as the parser yields it, so the first problem in the
+ * list is the one named, whether it is bad syntax or a bad address.
+ * Returns 0, -1 (bad), or -2 (a local recipient without alias_root). */
 static int addr_list_parse(const char *s, size_t len, const struct config *cfg,
 			   struct queue_envelope *env, struct addrlist_err *e)
 {
@@ -317,9 +339,10 @@ static int addr_list_parse(const char *s, size_t len, const struct config *cfg,
 		rc = addrlist_next(&it, &a, e);
 		if (rc <= 0)
 			return rc;
-		if (addr_qualify(a.addr, cfg, addr, sizeof(addr)) != 0) {
-			addr_err_set(e, a.addr, "invalid address");
-			return -1;
+		rc = rcpt_resolve(a.addr, cfg, addr, sizeof(addr));
+		if (rc != 0) {
+			addr_err_set(e, a.addr, rc == -2 ? LOCAL_REFUSED_WHY : "invalid address");
+			return rc;
 		}
 		if (rcpt_add(env, addr) != 0) {
 			addr_err_set(e, addr, "too many recipients");
@@ -630,14 +653,16 @@ static int extract_rcpts(struct sm *sm, const struct headers *h, struct queue_en
 	struct addrlist_err e;
 	size_t i, vlen;
 	const char *v;
+	int rc;
 
 	for (i = 0; i < h->n; i++) {
 		if (!field_is(h, i, "to") && !field_is(h, i, "cc") && !field_is(h, i, "bcc"))
 			continue;
 		v = field_value(h, i, &vlen);
-		if (addr_list_parse(v, vlen, sm->cfg, env, &e) != 0) {
-			snprintf(why, whylen, "%s: %s", e.why, e.text);
-			return EX_DATAERR;
+		rc = addr_list_parse(v, vlen, sm->cfg, env, &e);
+		if (rc != 0) {
+			snprintf(why, whylen, "%s: %s", e.text, e.why);
+			return rc == -2 ? EX_NOUSER : EX_DATAERR;
 		}
 	}
 	return 0;
@@ -900,7 +925,10 @@ static int smtp_session(struct sm *sm, struct reader *rd)
 		case SMTP_CMD_RCPT:
 			if (st == BS_IDLE)
 				reply("503 5.5.1 Error: need MAIL command");
-			else if (addr_qualify(cmd.path, sm->cfg, addr, sizeof(addr)) != 0)
+			else if ((rc = rcpt_resolve(cmd.path, sm->cfg, addr, sizeof(addr))) == -2)
+				reply("550 5.1.1 <%s>: Recipient address rejected: %s", cmd.path,
+				      LOCAL_REFUSED_WHY);
+			else if (rc != 0)
 				reply("501 5.1.3 Bad recipient address syntax");
 			else if (rcpt_add(&env, addr) != 0)
 				reply("452 4.5.3 Error: too many recipients");
@@ -997,7 +1025,8 @@ static const char sm_help[] =
 	"                are accepted and ignored\n"
 	"  --help        this text\n"
 	"Exit: 0 the message is durably in the spool, 64 usage, 65 no recipients,\n"
-	"a bad address or a message too large, 67 no login name for this user,\n"
+	"a bad address or a message too large, 67 no login name for this user or\n"
+	"a local recipient (root) without alias_root,\n"
 	"71 system error, 73 cannot create the file in maildrop/, 74 write error,\n"
 	"75 the spool cannot be opened now, 77 permission denied (not in group\n"
 	RELAY_DROP_GROUP " and not root), 78 configuration error.\n";
@@ -1185,9 +1214,11 @@ static int sendmail_main(int argc, char **argv)
 	for (i = o.first_rcpt; i < argc; i++) {
 		struct addrlist_err e;
 
-		if (addr_list_parse(argv[i], strlen(argv[i]), &cfg, &env, &e) != 0) {
-			fprintf(stderr, PROG ": %s: %s\n", e.why, e.text);
-			ex = EX_DATAERR;
+		int rc = addr_list_parse(argv[i], strlen(argv[i]), &cfg, &env, &e);
+
+		if (rc != 0) {
+			fprintf(stderr, PROG ": %s: %s\n", e.text, e.why);
+			ex = rc == -2 ? EX_NOUSER : EX_DATAERR;
 			goto out;
 		}
 	}

@@ -7,12 +7,14 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <grp.h>
+#include <limits.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sysexits.h>
 #include <unistd.h>
@@ -30,6 +32,7 @@
 #include "relay/tlsrpt_daemon.h"
 
 #define DROP_GROUP RELAY_DROP_GROUP
+#define LOCK_WAIT_MS 2000   /* a queue command holds the lock for a moment at most */
 
 struct serve {
 	struct relay r;
@@ -41,6 +44,7 @@ struct serve {
 	uv_signal_t sig[3];
 	int nsig;
 	int exit_code;
+	int lock_fd;              /* spool_dir/lock, held until exit */
 };
 
 static void close_signals(struct serve *sv)
@@ -95,9 +99,27 @@ static void begin_stop(struct serve *sv, const char *why)
 	smtpd_stop(sv->smtpd, on_smtpd_stopped, sv);
 }
 
-static enum log_format log_format_of(const struct config *cfg)
+static void setup_logging(const struct config *cfg)
 {
-	return cfg->log_format == CONFIG_LOG_JSON ? LOG_FORMAT_JSON : LOG_FORMAT_TEXT;
+	enum log_target t;
+
+	switch (cfg->log_target) {
+	case CONFIG_LOG_TARGET_STDERR:
+		t = LOG_TARGET_STDERR;
+		break;
+	case CONFIG_LOG_TARGET_SYSLOG:
+		t = LOG_TARGET_SYSLOG;
+		break;
+	case CONFIG_LOG_TARGET_JOURNAL:
+		t = LOG_TARGET_JOURNAL;
+		break;
+	default:
+		t = log_default_target();
+		break;
+	}
+	log_setup("stsrelay", cfg->log_format == CONFIG_LOG_JSON ? LOG_FORMAT_JSON : LOG_FORMAT_TEXT,
+		  t);
+	log_use_components(1);
 }
 
 /* SIGHUP: a bad new file changes nothing. Keys bound to sockets, the spool
@@ -144,7 +166,7 @@ static void reload(struct serve *sv)
 	memcpy(nc->user, cur->user, sizeof(nc->user));
 	*cur = *nc;
 	free(nc);
-	log_setup("stsrelay", log_format_of(cur), 0);
+	setup_logging(cur);
 	log_info("configuration reloaded from %s", sv->r.config_path);
 	notify_ready("running");
 }
@@ -284,11 +306,14 @@ static int handover_dir(struct handover *h, int dirfd, const char *rel, int dept
 	return rc;
 }
 
-/* The spool directory, the three queue directories (maildrop/ alone, its
- * files are the submitters'), and the trees under queue/, tmp/, sts/ and
- * tlsrpt/. One of those that is not a directory stops the start: the
- * daemon would otherwise follow it later. */
-static int handover_spool(const char *spool, uid_t uid, char *err, size_t errlen)
+/* The three queue directories (maildrop/ alone, its files are the
+ * submitters'), the trees under queue/, tmp/, sts/ and tlsrpt/, and the
+ * lock file; the spool directory itself only when this start made it
+ * (give_root): an existing one is the operator's, like the directories
+ * above it, and is never chowned. One of the subdirectories that is not a
+ * directory stops the start: the daemon would otherwise follow it later. */
+static int handover_spool(const char *spool, uid_t uid, bool give_root, int lock_fd, char *err,
+			  size_t errlen)
 {
 	static const struct {
 		const char *name;
@@ -306,7 +331,13 @@ static int handover_spool(const char *spool, uid_t uid, char *err, size_t errlen
 		goto out;
 	}
 	h.dev = st.st_dev;
-	if (give(&h, root, &st, ".") != 0)
+	if (give_root && give(&h, root, &st, ".") != 0)
+		goto out;
+	if (fstat(lock_fd, &st) != 0) {
+		snprintf(err, errlen, "spool %s/%s: %s", spool, QUEUE_LOCK_FILE, strerror(errno));
+		goto out;
+	}
+	if (give(&h, lock_fd, &st, QUEUE_LOCK_FILE) != 0)
 		goto out;
 	for (i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
 		fd = openat(root, subs[i].name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -342,9 +373,41 @@ out:
 	return rc;
 }
 
+/* The user's groups plus the drop group: the drop files are 0640 in that
+ * group (relay/sendmail.c), and the pickup must read them whoever submits. */
+static int set_groups(const char *user, gid_t gid, long drop_gid, char *err, size_t errlen)
+{
+	gid_t groups[NGROUPS_MAX + 1];
+	int n, i;
+
+	if (initgroups(user, gid) != 0) {
+		snprintf(err, errlen, "cannot set the groups of user %s: %s", user, strerror(errno));
+		return -1;
+	}
+	if (drop_gid < 0)
+		return 0;
+	n = getgroups(NGROUPS_MAX, groups);
+	if (n < 0) {
+		snprintf(err, errlen, "getgroups: %s", strerror(errno));
+		return -1;
+	}
+	for (i = 0; i < n; i++)
+		if (groups[i] == (gid_t)drop_gid)
+			return 0;
+	groups[n++] = (gid_t)drop_gid;
+	if (setgroups((size_t)n, groups) != 0) {
+		snprintf(err, errlen, "cannot add group %s for user %s: %s", DROP_GROUP, user,
+			 strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
 /* Setuid after binding (ports < 1024) and before the spool is touched, so
- * every spool file belongs to that user (maildrop/ keeps its group). */
-static int drop_privileges(const char *user, const char *spool, char *err, size_t errlen)
+ * every spool file belongs to that user (maildrop/ keeps its group); the
+ * user keeps the drop group as a supplementary group. */
+static int drop_privileges(const char *user, const char *spool, bool give_root, int lock_fd,
+			   long drop_gid, char *err, size_t errlen)
 {
 	struct passwd *pw = getpwnam(user);
 
@@ -358,10 +421,11 @@ static int drop_privileges(const char *user, const char *spool, char *err, size_
 		snprintf(err, errlen, "user = %s needs the daemon to start as root", user);
 		return -1;
 	}
-	if (handover_spool(spool, pw->pw_uid, err, errlen) != 0)
+	if (handover_spool(spool, pw->pw_uid, give_root, lock_fd, err, errlen) != 0)
 		return -1;
-	if (initgroups(user, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
-	    setuid(pw->pw_uid) != 0) {
+	if (set_groups(user, pw->pw_gid, drop_gid, err, errlen) != 0)
+		return -1;
+	if (setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0) {
 		snprintf(err, errlen, "cannot switch to user %s: %s", user, strerror(errno));
 		return -1;
 	}
@@ -388,6 +452,59 @@ static int spool_probe(struct queue *q, char *err, size_t errlen)
 	return 0;
 }
 
+/* spool_dir/lock (queue/queue.h): a second daemon on the same spool stops
+ * here, before it binds, schedules or removes anything. *made_root: the
+ * spool directory did not exist and was made now (only then is it handed
+ * to `user`). -1 with err; errno EWOULDBLOCK when another process holds it. */
+static int take_lock(struct serve *sv, bool *made_root, char *err, size_t errlen)
+{
+	const char *spool = sv->r.cfg.spool_dir;
+	struct stat st;
+	long holder = 0;
+	int e;
+
+	*made_root = stat(spool, &st) != 0 && errno == ENOENT;
+	sv->lock_fd = queue_lock(spool, true, LOCK_WAIT_MS, &holder);
+	if (sv->lock_fd < 0) {
+		e = errno;
+		if (e == EWOULDBLOCK)
+			snprintf(err, errlen, "spool %s is in use by another stsrelay (pid %ld holds "
+				 "%s/%s): one daemon per spool", spool, holder, spool, QUEUE_LOCK_FILE);
+		else
+			snprintf(err, errlen, "cannot lock spool %s (%s/%s): %s", spool, spool,
+				 QUEUE_LOCK_FILE, e == EINVAL ? "not a plain file with one link" :
+				 strerror(e));
+		errno = e;
+		return -1;
+	}
+	if (queue_lock_note_pid(sv->lock_fd) != 0)
+		log_warn("spool %s/%s: cannot record the pid: %s", spool, QUEUE_LOCK_FILE,
+			 strerror(errno));
+	return 0;
+}
+
+/* A daemon that is not in maildrop/'s group cannot read what other users
+ * submit (0640 drop files): say so at start, not at the first submission. */
+static void check_drop_group(const char *spool)
+{
+	gid_t groups[NGROUPS_MAX + 1];
+	char dir[CONFIG_PATH_MAX + 16];
+	struct stat st;
+	int n, i;
+
+	snprintf(dir, sizeof(dir), "%s/maildrop", spool);
+	if (geteuid() == 0 || stat(dir, &st) != 0 || getegid() == st.st_gid)
+		return;
+	n = getgroups(NGROUPS_MAX, groups);
+	for (i = 0; i < n; i++)
+		if (groups[i] == st.st_gid)
+			return;
+	log_warn("%s belongs to group %ld, which this process is not in: files other users "
+		 "submit with sendmail cannot be read and are set aside as .bad-ID (start as "
+		 "root with user = ..., or add the user to group %s)", dir, (long)st.st_gid,
+		 DROP_GROUP);
+}
+
 static void walk_close(uv_handle_t *h, void *arg)
 {
 	(void)arg;
@@ -408,8 +525,8 @@ static const char serve_help[] =
 	"Exit: 0 stopped by a signal, 64 usage, 70 the delivery engine could not\n"
 	"start (the reason is logged; a bad ca_file ends here: `stsrelay check`),\n"
 	"71 a listen address cannot be bound, 73 the spool cannot be created or\n"
-	"written, 77 `user` is unknown or cannot be switched to, 78 configuration\n"
-	"error.\n";
+	"written, 75 another daemon holds the spool lock, 77 `user` is unknown or\n"
+	"cannot be switched to or cannot write the spool, 78 configuration error.\n";
 
 int cmd_serve(int argc, char **argv)
 {
@@ -424,6 +541,7 @@ int cmd_serve(int argc, char **argv)
 	char err[1024];
 	struct group *gr;
 	long drop_gid;
+	bool made_root = false;
 	int opt, rc, i, code = 0;
 
 	optind = 1;
@@ -445,6 +563,7 @@ int cmd_serve(int argc, char **argv)
 		fputs("stsrelay: out of memory\n", stderr);
 		return EX_OSERR;
 	}
+	sv->lock_fd = -1;
 	path = config_path(explicit_path);
 	if (config_load(&sv->r.cfg, path, err, sizeof(err)) != 0) {
 		fprintf(stderr, "stsrelay: %s\n", err);
@@ -452,7 +571,7 @@ int cmd_serve(int argc, char **argv)
 		return EX_CONFIG;
 	}
 	snprintf(sv->r.config_path, sizeof(sv->r.config_path), "%s", path);
-	log_setup("stsrelay", log_format_of(&sv->r.cfg), 0);
+	setup_logging(&sv->r.cfg);
 	signal(SIGPIPE, SIG_IGN);  /* a client gone mid-write is an error return */
 
 	rc = uv_loop_init(&sv->loop);
@@ -463,6 +582,11 @@ int cmd_serve(int argc, char **argv)
 	}
 	sv->r.loop = &sv->loop;
 
+	/* One daemon per spool, settled before anything binds or changes. */
+	if (take_lock(sv, &made_root, err, sizeof(err)) != 0) {
+		code = errno == EWOULDBLOCK ? EX_TEMPFAIL : EX_CANTCREAT;
+		goto fail;
+	}
 	if (smtpd_bind(&sv->r, &sv->smtpd, err, sizeof(err)) != 0) {
 		code = EX_OSERR;
 		goto fail;
@@ -480,11 +604,20 @@ int cmd_serve(int argc, char **argv)
 			}
 			queue_close(q0);
 		}
-		if (drop_privileges(sv->r.cfg.user, sv->r.cfg.spool_dir, err, sizeof(err)) != 0) {
+		if (drop_privileges(sv->r.cfg.user, sv->r.cfg.spool_dir, made_root, sv->lock_fd,
+				    drop_gid, err, sizeof(err)) != 0) {
 			code = EX_NOPERM;
 			goto fail;
 		}
 		drop_gid = -1;
+	}
+	if (access(sv->r.cfg.spool_dir, W_OK | X_OK) != 0) {
+		/* sts/, tlsrpt/ and the control sockets are made in it */
+		snprintf(err, sizeof(err), "spool %s is not writable%s%s: %s (stsrelay never changes "
+			 "the owner of an existing spool directory)", sv->r.cfg.spool_dir,
+			 sv->r.cfg.user[0] ? " by user " : "", sv->r.cfg.user, strerror(errno));
+		code = EX_NOPERM;
+		goto fail;
 	}
 	if (queue_open(sv->r.cfg.spool_dir, true, drop_gid, &sv->r.queue, err, sizeof(err)) != 0) {
 		code = EX_CANTCREAT;
@@ -518,6 +651,7 @@ int cmd_serve(int argc, char **argv)
 		code = EX_CONFIG;
 		goto fail;
 	}
+	check_drop_group(sv->r.cfg.spool_dir);
 	if (pickup_start(&sv->r, &sv->pickup) != 0) {
 		snprintf(err, sizeof(err), "cannot start maildrop pickup");
 		code = EX_OSERR;
@@ -589,6 +723,8 @@ out:
 		smtpd_free(sv->smtpd);
 	if (sv->r.queue != NULL)
 		queue_close(sv->r.queue);
+	if (sv->lock_fd >= 0)
+		close(sv->lock_fd);  /* last: the control socket is gone by now */
 	free(sv);
 	return code;
 }

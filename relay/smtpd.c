@@ -15,7 +15,9 @@
  * 32 reads per callback, so one fast client gets at most 512 KiB per loop
  * turn; a session that cannot consume (waiting for commit, or for its
  * replies to drain) stops reading altogether. */
+#define LOG_COMPONENT LOG_C_SMTPD  /* program name in logs, see relay/log.h */
 #include "relay/smtpd.h"
+#include "smtp/address.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -30,6 +32,7 @@
 #include "relay/log.h"
 #include "relay/scheduler.h"
 #include "smtp/command.h"
+#include "smtp/msgid.h"
 
 #define SMTPD_INBUF 16384          /* unprocessed input per session */
 #define SMTPD_OUTBUF 8192          /* replies waiting to be written */
@@ -86,6 +89,7 @@ struct smtpd {
 
 struct smtpd_session {
 	struct smtpd *sd;
+	struct smtp_msgid_scan msgid;   /* the DATA's Message-ID, for the log */
 	struct smtpd_session *prev, *next;
 	uv_tcp_t tcp;
 	uv_timer_t timer;
@@ -329,6 +333,8 @@ static void emit(struct smtpd_session *s, const char *p, size_t n)
 	uint64_t max = s->sd->r->cfg.max_message_size;
 
 	s->data_bytes += n;
+	if (!s->msgid.done)
+		smtp_msgid_feed(&s->msgid, p, n);  /* the header section only */
 	if (s->too_big || s->write_err != 0)
 		return;                 /* keep reading to the end, store nothing */
 	if (s->data_bytes > max) {
@@ -528,6 +534,7 @@ static int data_start(struct smtpd_session *s)
 	}
 	s->stage_len = 0;
 	s->data_bytes = 0;
+	smtp_msgid_init(&s->msgid);
 	s->dpos = D_BOL;
 	s->too_big = 0;
 	s->write_err = 0;
@@ -536,7 +543,6 @@ static int data_start(struct smtpd_session *s)
 		e = errno;
 		goto fail;
 	}
-	log_msg(LOG_LVL_INFO, s->qid, "client=%s", s->client);
 	return 0;
 fail:
 	queue_envelope_clear(&env);
@@ -557,19 +563,20 @@ static void on_commit(void *arg, int status, int err_no)
 {
 	struct smtpd_session *s = arg;
 	struct smtpd *sd = s->sd;
-	char size[24], nrcpt[40];
 
 	if (status == 0) {
 		/* the commit takes a new id in the rare case its own was taken */
 		snprintf(s->qid, sizeof(s->qid), "%s", queue_writer_id(s->w));
-		snprintf(size, sizeof(size), "%llu", (unsigned long long)queue_writer_size(s->w));
-		snprintf(nrcpt, sizeof(nrcpt), "%zu (queue active)", s->nrcpts);
-		{
-			char from[SMTP_PATH_MAX + 3];
-			snprintf(from, sizeof(from), "<%s>", s->sender);
-			log_event(LOG_LVL_INFO, s->qid, "from", from, "size", size, "nrcpt", nrcpt,
-				  NULL);
-		}
+		/* Postfix's pair: smtpd names the client, qmgr the queued
+		 * message; only for a committed message, so pflogsumm's
+		 * "received" counts exactly what was queued. */
+		log_msg(LOG_LVL_INFO, s->qid, "client=%s", s->client);
+		if (smtp_msgid_value(&s->msgid) != NULL)
+			log_fields(LOG_LVL_INFO, s->qid, LF_STR("message-id", smtp_msgid_value(&s->msgid)),
+				   LF_END);
+		log_fields_c(LOG_C_QMGR, LOG_LVL_INFO, s->qid, LF_ADDR("from", s->sender),
+			     LF_INT("size", queue_writer_size(s->w)), LF_INT("nrcpt", s->nrcpts),
+			     LF_NOTE("queue active"), LF_END);
 		if (!s->dead)
 			reply(s, "250 2.0.0 Ok: queued as %s", s->qid);
 		if (sd->r->sched != NULL)
@@ -595,9 +602,16 @@ static void on_commit(void *arg, int status, int err_no)
 
 /* ---- commands ---- */
 
+/* A recipient named twice (or twice after alias_root) is kept once, as
+ * Postfix's cleanup does: one copy per address. */
 static int add_rcpt(struct smtpd_session *s, const char *addr)
 {
 	char *copy;
+	size_t i;
+
+	for (i = 0; i < s->nrcpts; i++)
+		if (strcmp(s->rcpts[i], addr) == 0)
+			return 0;
 
 	if (s->nrcpts == s->rcpt_cap) {
 		size_t cap = s->rcpt_cap ? s->rcpt_cap * 2 : 8;
@@ -627,7 +641,7 @@ static void handle_command(struct smtpd_session *s, const char *line, size_t len
 	struct smtpd *sd = s->sd;
 	struct smtp_command cmd;
 	const char *reason;
-	char text[SMTP_PATH_MAX + 128];
+	char text[SMTP_PATH_MAX + 128], alias[SMTP_PATH_MAX + 1] = "";
 	int rc;
 
 	s->ncommands++;
@@ -685,7 +699,16 @@ static void handle_command(struct smtpd_session *s, const char *line, size_t len
 			reply(s, "%s", text);
 		} else if (s->nrcpts >= QUEUE_MAX_RCPTS) {
 			reply(s, "452 4.5.3 Error: too many recipients");
-		} else if (add_rcpt(s, cmd.path) != 0) {
+		} else if (smtp_address_local(cmd.path, sd->r->cfg.hostname, sd->r->cfg.alias_root,
+					      alias, sizeof(alias)) == SMTP_LOCAL_REFUSED) {
+			/* A local mailbox that nobody reads here would defer for days
+			 * and then bounce: refuse it now, saying how to fix it. */
+			snprintf(text, sizeof(text),
+				 "550 5.1.1 <%s>: Recipient address rejected: local recipient and no "
+				 "alias_root configured", cmd.path);
+			log_reject(s, "RCPT", text, cmd.path);
+			reply(s, "%s", text);
+		} else if (add_rcpt(s, alias[0] ? alias : cmd.path) != 0) {
 			reply(s, "452 4.3.1 Insufficient system resources");
 		} else {
 			reply(s, "250 2.1.5 Ok");

@@ -48,8 +48,13 @@ static void sts_usage(FILE *f)
 	      "  -c FILE         configuration file (else $STSRELAY_CONF, else\n"
 	      "                  " CONFIG_DEFAULT_PATH ")\n"
 	      "  -h, --help      this text\n"
-	      "Exit: 0 done, 64 usage, 65 not a domain name, 70 the engine could not run,\n"
-	      "71 system error, 74 the cache cannot be read, 78 configuration error.\n",
+	      "Exit: 0 done (check: mail can go as the policy demands, or none applies),\n"
+	      "1 check: an enforce policy cannot be met (no MX matches it; with --probe,\n"
+	      "none of the matching ones passes STARTTLS and the certificate check),\n"
+	      "64 usage, 65 not a domain name, 70 the engine could not run, 71 system\n"
+	      "error, 74 the cache cannot be read, 75 check: temporary failure of the TXT\n"
+	      "lookup, the policy fetch or the MX lookup (decision tempfail), 78\n"
+	      "configuration error.\n",
 	      f);
 }
 
@@ -286,7 +291,81 @@ static bool has_policy(const struct sts_verdict *v)
 	return v->source != STS_SOURCE_NONE;
 }
 
-static int print_check_json(const struct check *c)
+/* No policy could be learnt now although there may be one: the TXT lookup
+ * failed temporarily, or a TXT record names a policy that could not be
+ * fetched (network, HTTP status, media type, size), and nothing is cached.
+ * The daemon delivers as "absent" meanwhile and tries again; `sts check`
+ * says "tempfail" and exits 75 instead of pretending there is no policy.
+ * (A policy that was fetched but is invalid, or whose host has a bad
+ * certificate, is the domain's error, not a temporary one: "absent".) */
+static bool policy_tempfail(const struct sts_verdict *v)
+{
+	if (has_policy(v))
+		return false;
+	return v->txt_dns == STS_DNS_TEMPFAIL ||
+	       (v->error_type != NULL && strcmp(v->error_type, STS_RT_FETCH_ERROR) == 0);
+}
+
+static const char *decision_name(const struct sts_verdict *v)
+{
+	return policy_tempfail(v) ? "tempfail" : sts_decision_name(v->decision);
+}
+
+/* An MX the daemon may use under enforce: it matches the policy and, when
+ * probed, offered STARTTLS with a certificate that verified. */
+static bool mx_usable(const struct check *c, size_t i)
+{
+	const struct probe_slot *s;
+
+	if (!sts_mx_match(&c->v->policy, c->mx->hosts[i].name, NULL))
+		return false;
+	if (c->probes == NULL)
+		return true;
+	s = &c->probes[i];
+	return s->started && s->res.connected && s->res.starttls && s->res.tls && s->res.verified;
+}
+
+/* The exit code and, in why, the sentence that explains it:
+ *   0   mail can go as the policy demands (or no policy applies);
+ *   1   an enforce policy cannot be met: no MX matches it (or, probed,
+ *       none of the matching ones offers STARTTLS with a valid certificate);
+ *   75  temporary: see policy_tempfail, or the MX lookup failed for now. */
+static int check_result(const struct check *c, char *why, size_t whylen)
+{
+	const struct sts_verdict *v = c->v;
+	size_t i, n = c->mx != NULL ? c->mx->nhosts : 0;
+
+	if (policy_tempfail(v)) {
+		snprintf(why, whylen, "temporary failure: %s; no policy is known until it clears (the "
+			 "daemon meanwhile delivers as if the domain had none)",
+			 v->txt_dns == STS_DNS_TEMPFAIL ? "the _mta-sts TXT lookup failed"
+							 : "the policy could not be fetched");
+		return EX_TEMPFAIL;
+	}
+	if (c->mx == NULL || c->mx->status == DNS_TEMPFAIL) {
+		snprintf(why, whylen, "temporary failure: the MX lookup failed");
+		return EX_TEMPFAIL;
+	}
+	if (v->decision != STS_DECISION_ENFORCE) {
+		snprintf(why, whylen, "ok: %s", v->decision == STS_DECISION_TESTING ?
+			 "testing policy: failures are reported, mail is delivered" :
+			 "no policy is enforced");
+		return 0;
+	}
+	for (i = 0; i < n; i++)
+		if (mx_usable(c, i)) {
+			snprintf(why, whylen, "ok: %s matches the enforce policy%s", c->mx->hosts[i].name,
+				 c->probes != NULL ? " and passed the TLS checks" : "");
+			return 0;
+		}
+	snprintf(why, whylen, "fails: no MX host %s: mail stays deferred (4.4.8/4.7.5) and bounces "
+		 "after queue_lifetime", c->probes != NULL ?
+		 "both matches the enforce policy and passes the TLS checks" :
+		 "matches the enforce policy");
+	return 1;
+}
+
+static int print_check_json(const struct check *c, const char *why)
 {
 	const struct sts_verdict *v = c->v;
 	json_t *root = json_object(), *mxs = json_array();
@@ -336,7 +415,8 @@ static int print_check_json(const struct check *c)
 	json_object_set_new(root, "mx", mxs);
 	json_object_set_new(root, "mx_status",
 			    json_string(c->mx ? dns_status_name(c->mx->status) : "failed"));
-	json_object_set_new(root, "decision", json_string(sts_decision_name(v->decision)));
+	json_object_set_new(root, "decision", json_string(decision_name(v)));
+	json_object_set_new(root, "result", json_string(why));
 	s = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	json_decref(root);
 	if (s == NULL)
@@ -346,7 +426,7 @@ static int print_check_json(const struct check *c)
 	return 0;
 }
 
-static void print_check_text(const struct check *c)
+static void print_check_text(const struct check *c, const char *why)
 {
 	const struct sts_verdict *v = c->v;
 	char t1[32], t2[32];
@@ -408,7 +488,8 @@ static void print_check_text(const struct check *c)
 			print_probe_text(h, &c->probes[i], match);
 		}
 	}
-	printf("decision:  %s\n", sts_decision_name(v->decision));
+	printf("decision:  %s\n", decision_name(v));
+	printf("result:    %s\n", why);
 }
 
 static int cmd_check(const struct sopts *o)
@@ -475,11 +556,18 @@ static int cmd_check(const struct sopts *o)
 		fprintf(stderr, "stsrelay: sts check: the MX probe could not run\n");
 		goto out;
 	}
-	if (o->json) {
-		rc = print_check_json(&c);
-	} else {
-		print_check_text(&c);
-		rc = 0;
+	{
+		char why[512];
+		int result = check_result(&c, why, sizeof(why));
+
+		if (o->json) {
+			rc = print_check_json(&c, why);
+		} else {
+			print_check_text(&c, why);
+			rc = 0;
+		}
+		if (rc == 0)
+			rc = result;
 	}
 out:
 	sts_verdict_free(c.v);

@@ -1,5 +1,6 @@
 /* One day's TLS-RPT sending as one state machine: per domain a TXT lookup,
  * then per rua a queued report mail or an HTTPS POST, each recorded in the sent ledger. */
+#define LOG_COMPONENT LOG_C_TLSRPT  /* program name in logs, see relay/log.h */
 #include "relay/tlsrpt_send.h"
 
 #include <arpa/inet.h>
@@ -64,10 +65,18 @@ static void job_enter(struct tlsrpt_job *j, enum job_state st)
 }
 
 static void log_rua(const struct tlsrpt_job *j, enum log_level lvl, const char *qid,
-		    const char *status)
+		    const char *status, const char *reason)
 {
-	log_event(lvl, qid, "tlsrpt", j->domain, "day", j->day, "rua", j->rua_key, "status",
-		  status, NULL);
+	log_fields(lvl, qid, LF_STR("tlsrpt", j->domain), LF_STR("day", j->day),
+		   LF_STR("rua", j->rua_key), LF_STATUS(status, reason), LF_END);
+}
+
+/* The same line for a whole policy domain (no rua yet). */
+static void log_domain(const struct tlsrpt_job *j, enum log_level lvl, const char *status,
+		       const char *reason)
+{
+	log_fields(lvl, NULL, LF_STR("tlsrpt", j->domain), LF_STR("day", j->day),
+		   LF_STATUS(status, reason), LF_END);
 }
 
 static void drop_report(struct tlsrpt_job *j)
@@ -139,16 +148,14 @@ static void on_txt(struct dns_txt_result *res, void *arg)
 	if (res->status == DNS_TEMPFAIL) {
 		char status[200];
 
-		snprintf(status, sizeof(status), "deferred (_smtp._tls lookup failed: %s)", res->why);
-		log_event(LOG_LVL_WARNING, NULL, "tlsrpt", j->domain, "day", j->day, "status",
-			  status, NULL);
+		snprintf(status, sizeof(status), "_smtp._tls lookup failed: %s", res->why);
+		log_domain(j, LOG_LVL_WARNING, "deferred", status);
 		j->res.failed++;
 		j->txt.nrua = 0;
 	} else if (res->status == DNS_CANCELLED) {
 		j->cancelled = true;
 	} else if (j->txt.result != STS_TXT_FOUND || j->txt.nrua == 0) {
-		log_event(LOG_LVL_INFO, NULL, "tlsrpt", j->domain, "day", j->day, "status",
-			  "skipped (no usable _smtp._tls record)", NULL);
+		log_domain(j, LOG_LVL_INFO, "skipped", "no usable _smtp._tls record");
 		j->res.no_record++;
 		j->txt.nrua = 0;
 	}
@@ -199,6 +206,10 @@ static int enqueue_mail(struct tlsrpt_job *j, const char *to, char qid[QUEUE_ID_
 		goto out;
 	}
 	snprintf(qid, QUEUE_ID_LEN + 1, "%s", queue_writer_id(w));
+	/* the qmgr line of every queued message (pflogsumm reads its size) */
+	log_fields_c(LOG_C_QMGR, LOG_LVL_INFO, qid, LF_ADDR("from", ""),
+		     LF_INT("size", queue_writer_size(w)), LF_INT("nrcpt", 1),
+		     LF_NOTE("queue active"), LF_END);
 	rc = 0;
 out:
 	queue_writer_free(w);
@@ -240,18 +251,18 @@ static void on_posted(void *arg, const struct http_result *hr)
 		if (tlsrpt_sent_add(j->env.cfg->spool_dir, j->day, j->domain, j->rua_key) != 0)
 			log_error("tlsrpt: cannot record the upload in the sent ledger: %s",
 				  strerror(errno));
-		snprintf(status, sizeof(status), "sent (HTTP %ld)", hr->code);
-		log_rua(j, LOG_LVL_INFO, NULL, status);
+		snprintf(status, sizeof(status), "HTTP %ld", hr->code);
+		log_rua(j, LOG_LVL_INFO, NULL, "sent", status);
 		j->res.sent++;
 	} else {
 		if (hr->status == HTTP_CANCELLED)
 			j->cancelled = true;
 		if (hr->status == HTTP_DONE)
-			snprintf(status, sizeof(status), "deferred (HTTP %ld)", hr->code);
+			snprintf(status, sizeof(status), "HTTP %ld", hr->code);
 		else
-			snprintf(status, sizeof(status), "deferred (%s: %s)",
-				 http_status_name(hr->status), hr->error ? hr->error : "");
-		log_rua(j, LOG_LVL_WARNING, NULL, status);
+			snprintf(status, sizeof(status), "%s: %s", http_status_name(hr->status),
+				 hr->error ? hr->error : "");
+		log_rua(j, LOG_LVL_WARNING, NULL, "deferred", status);
 		j->res.failed++;
 	}
 	job_enter(j, J_NEXT_RUA);
@@ -278,7 +289,7 @@ static void start_post(struct tlsrpt_job *j)
 	req.content_type = "application/tlsrpt+gzip";
 	job_enter(j, J_POST_WAIT);
 	if (http_request_start(j->env.http, &req, on_posted, j) != 0) {
-		log_rua(j, LOG_LVL_WARNING, NULL, "deferred (cannot start the HTTPS request)");
+		log_rua(j, LOG_LVL_WARNING, NULL, "deferred", "cannot start the HTTPS request");
 		j->res.failed++;
 		job_enter(j, J_NEXT_RUA);
 	}
@@ -306,9 +317,9 @@ static void on_addr(struct dns_addr_result *res, void *arg)
 	if (j->naddrs == 0 || j->cancelled) {
 		char status[200];
 
-		snprintf(status, sizeof(status), "deferred (no address for the https host: %s)",
+		snprintf(status, sizeof(status), "no address for the https host: %s",
 			 dns_status_name(res->status));
-		log_rua(j, LOG_LVL_WARNING, NULL, status);
+		log_rua(j, LOG_LVL_WARNING, NULL, "deferred", status);
 		j->res.failed++;
 		dns_addr_result_free(res);
 		job_enter(j, J_NEXT_RUA);
@@ -341,9 +352,9 @@ static void next_rua(struct tlsrpt_job *j)
 	}
 	if (rua->kind == STS_TLSRPT_MAILTO && j->env.dkim == NULL) {
 		/* RFC 8460 §3: receivers MUST ignore unsigned report mail */
-		log_rua(j, LOG_LVL_ERROR, NULL,
-			"skipped (report mail needs a DKIM signature, RFC 8460 §3: set dkim_domain, "
-			"dkim_selector and dkim_key_file; `stsrelay tlsrpt dkim-keygen` makes a key)");
+		log_rua(j, LOG_LVL_ERROR, NULL, "skipped",
+			"report mail needs a DKIM signature, RFC 8460 §3: set dkim_domain, "
+			"dkim_selector and dkim_key_file; `stsrelay tlsrpt dkim-keygen` makes a key");
 		if (tlsrpt_skipped_add(j->env.cfg->spool_dir, j->day, j->domain, j->rua_key) != 0)
 			log_error("tlsrpt: cannot record the skipped %s: %s", j->rua_key,
 				  strerror(errno));
@@ -351,7 +362,7 @@ static void next_rua(struct tlsrpt_job *j)
 		return;
 	}
 	if (j->gz == NULL && make_report(j) != 0) {
-		log_rua(j, LOG_LVL_ERROR, NULL, "deferred (cannot build the report)");
+		log_rua(j, LOG_LVL_ERROR, NULL, "deferred", "cannot build the report");
 		j->res.failed++;
 		return;
 	}
@@ -359,22 +370,22 @@ static void next_rua(struct tlsrpt_job *j)
 		char status[64];
 
 		if (enqueue_mail(j, rua->target, qid) != 0) {
-			log_rua(j, LOG_LVL_WARNING, NULL, "deferred (cannot queue the report mail)");
+			log_rua(j, LOG_LVL_WARNING, NULL, "deferred", "cannot queue the report mail");
 			j->res.failed++;
 			return;
 		}
 		if (tlsrpt_sent_add(j->env.cfg->spool_dir, j->day, j->domain, j->rua_key) != 0)
 			log_error("tlsrpt: cannot record %s in the sent ledger: %s", qid,
 				  strerror(errno));
-		snprintf(status, sizeof(status), "sent (queued as %s)", qid);
-		log_rua(j, LOG_LVL_INFO, qid, status);
+		snprintf(status, sizeof(status), "queued as %s", qid);
+		log_rua(j, LOG_LVL_INFO, qid, "sent", status);
 		j->res.sent++;
 		if (j->env.enqueued != NULL)
 			j->env.enqueued(j->env.enqueued_arg, qid);
 		return;
 	}
 	if (url_host(j->rua_key, host, sizeof(host)) != 0) {
-		log_rua(j, LOG_LVL_WARNING, NULL, "skipped (bad https URL)");
+		log_rua(j, LOG_LVL_WARNING, NULL, "skipped", "bad https URL");
 		return;
 	}
 	if (inet_pton(AF_INET, host, bin) == 1 || inet_pton(AF_INET6, host, bin) == 1) {
@@ -385,7 +396,7 @@ static void next_rua(struct tlsrpt_job *j)
 	}
 	job_enter(j, J_ADDR_WAIT);
 	if (dns_lookup_addr(j->env.dns, host, on_addr, j, &j->q) != 0) {
-		log_rua(j, LOG_LVL_WARNING, NULL, "deferred (cannot start the address lookup)");
+		log_rua(j, LOG_LVL_WARNING, NULL, "deferred", "cannot start the address lookup");
 		j->res.failed++;
 		job_enter(j, J_NEXT_RUA);
 	}
@@ -404,8 +415,7 @@ static void next_domain(struct tlsrpt_job *j)
 	snprintf(name, sizeof(name), "_smtp._tls.%s", j->domain);
 	job_enter(j, J_TXT_WAIT);
 	if (dns_lookup_txt(j->env.dns, name, on_txt, j, &j->q) != 0) {
-		log_event(LOG_LVL_WARNING, NULL, "tlsrpt", j->domain, "day", j->day, "status",
-			  "deferred (cannot start the _smtp._tls lookup)", NULL);
+		log_domain(j, LOG_LVL_WARNING, "deferred", "cannot start the _smtp._tls lookup");
 		j->res.failed++;
 		job_enter(j, J_NEXT_DOMAIN);
 	}

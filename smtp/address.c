@@ -149,3 +149,41 @@ const char *smtp_address_domain(const char *addr)
 	return at ? at + 1 : NULL;
 }
 
+
+/* Compares a domain with a name, ignoring case and one trailing dot on the
+ * domain. */
+static bool domain_is(const char *d, size_t len, const char *name)
+{
+	if (len > 0 && d[len - 1] == '.')
+		len--;
+	return len == strlen(name) && strncasecmp(d, name, len) == 0;
+}
+
+enum smtp_local_result smtp_address_local(const char *addr, const char *hostname,
+					  const char *alias_root, char *out, size_t outlen)
+{
+	static const char *const system_boxes[] = {
+		"root", "postmaster", "mailer-daemon", "abuse", "hostmaster", "webmaster", "noc",
+		"security",
+	};
+	const char *at = strrchr(addr, '@');
+	bool local = false;
+	size_t i;
+
+	if (at == NULL) {
+		local = true;
+	} else if (domain_is(at + 1, strlen(at + 1), "localhost")) {
+		local = true;
+	} else if (hostname != NULL && domain_is(at + 1, strlen(at + 1), hostname)) {
+		for (i = 0; i < sizeof(system_boxes) / sizeof(system_boxes[0]) && !local; i++)
+			local = (size_t)(at - addr) == strlen(system_boxes[i]) &&
+				strncasecmp(addr, system_boxes[i], (size_t)(at - addr)) == 0;
+	}
+	if (!local)
+		return SMTP_NOT_LOCAL;
+	if (alias_root == NULL || alias_root[0] == '\0' || smtp_address_valid(alias_root) != 0 ||
+	    strlen(alias_root) >= outlen)
+		return SMTP_LOCAL_REFUSED;
+	memcpy(out, alias_root, strlen(alias_root) + 1);
+	return SMTP_LOCAL_REWRITTEN;
+}

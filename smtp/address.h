@@ -4,6 +4,7 @@
 #define STSRELAY_SMTP_ADDRESS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #define SMTP_PATH_MAX 256           /* reverse/forward path (RFC 5321 §4.5.3.1.3) */
 #define SMTP_DOMAIN_MAX 255
@@ -34,6 +35,24 @@ bool smtp_address_sendable(const char *addr, bool sender, const char **why);
  * local part of printable ASCII, LDH domain or address literal), at most
  * SMTP_PATH_MAX octets, and sendable. 0 = valid, -1 = not. */
 int smtp_address_valid(const char *addr);
+
+/*
+ * alias_root (DESIGN): local recipients reach a person, or are refused at
+ * submission instead of deferring for days. A recipient is local when it
+ *  - has no domain ("root", "www-data": cron and scripts name users so), or
+ *  - is at "localhost", or
+ *  - is one of the system mailboxes root, postmaster, mailer-daemon, abuse,
+ *    hostmaster, webmaster, noc, security (RFC 2142 and Postfix's default
+ *    aliases) at `hostname`.
+ * Other addresses at `hostname` are left alone: hostname may well be the
+ * organisation's mail domain, whose users live elsewhere. Comparison is
+ * case-insensitive and ignores a trailing dot of the domain.
+ * LOCAL_REWRITTEN: out holds alias_root. LOCAL_REFUSED: alias_root is
+ * empty (or not a valid address). NOT_LOCAL: out is untouched.
+ */
+enum smtp_local_result { SMTP_NOT_LOCAL, SMTP_LOCAL_REWRITTEN, SMTP_LOCAL_REFUSED };
+enum smtp_local_result smtp_address_local(const char *addr, const char *hostname,
+					  const char *alias_root, char *out, size_t outlen);
 
 /* The domain part of an address (after the last '@'), or NULL. */
 const char *smtp_address_domain(const char *addr);

@@ -77,6 +77,10 @@ static int parse_path(const char **pp, const char *end, char *out, bool is_mail,
 	}
 	memcpy(out, start, n);
 	out[n] = '\0';
+	/* RFC 5321 §4.5.1: RCPT TO:<Postmaster> without a domain must work; the
+	 * listener then applies alias_root like any local recipient. */
+	if (!is_mail && strcasecmp(out, "postmaster") == 0)
+		return 0;
 	if (smtp_address_valid(out) != 0) {
 		*reason = is_mail ? "5.1.7 Bad sender address syntax" : "5.1.3 Bad recipient address syntax";
 		return 501;

@@ -37,7 +37,10 @@ struct smtp_command {
  * stripped; unknown MAIL parameters give 555. A path that fails
  * smtp_address_valid() (smtp/address.h: syntax, and what the outbound
  * client can send) gives 501 5.1.7 Bad sender / 5.1.3 Bad recipient
- * address syntax, as Postfix words it. */
+ * address syntax, as Postfix words it. The one exception is RCPT
+ * TO:<postmaster> (any case) without a domain, which RFC 5321 §4.5.1
+ * requires every server to accept: its path is "postmaster" as given, and
+ * the caller resolves it (smtp_address_local). */
 int smtp_command_parse(const char *line, size_t len, struct smtp_command *cmd,
 		       const char **reason);
 

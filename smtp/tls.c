@@ -2,6 +2,8 @@
  * file handshakes, verifies against the MX name and names the outcome. */
 #include "smtp/tls.h"
 
+#include <arpa/inet.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -180,6 +182,8 @@ struct smtp_tls *smtp_tls_new(struct smtp_tls_ctx *ctx, const char *host, bool v
 	struct smtp_tls *t = NULL;
 	struct session_slot *slot;
 	X509_VERIFY_PARAM *vp;
+	unsigned char ipbuf[16];
+	bool is_ip;
 	size_t n = host ? strlen(host) : 0;
 
 	if (n > 0 && host[n - 1] == '.')
@@ -216,8 +220,12 @@ struct smtp_tls *smtp_tls_new(struct smtp_tls_ctx *ctx, const char *host, bool v
 	BIO_set_mem_eof_return(t->rbio, -1);
 	SSL_set_bio(t->ssl, t->rbio, t->wbio);
 	SSL_set_connect_state(t->ssl);
+	/* An MX named by its address (an address literal recipient): no SNI,
+	 * which RFC 6066 §3 forbids for addresses, and the certificate is
+	 * checked against the address (an IP subjectAltName). */
+	is_ip = inet_pton(AF_INET, t->host, ipbuf) == 1 || inet_pton(AF_INET6, t->host, ipbuf) == 1;
 	if (SSL_set_ex_data(t->ssl, tls_ex_index, t) != 1 ||
-	    SSL_set_tlsext_host_name(t->ssl, t->host) != 1) {
+	    (!is_ip && SSL_set_tlsext_host_name(t->ssl, t->host) != 1)) {
 		set_err(err, errlen, "cannot set SNI");
 		goto fail;
 	}
@@ -227,7 +235,8 @@ struct smtp_tls *smtp_tls_new(struct smtp_tls_ctx *ctx, const char *host, bool v
 	 * (RFC 6125 §6.4.4 leaves it to the application; MTA-STS forbids it). */
 	X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS |
 					    X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
-	if (X509_VERIFY_PARAM_set1_host(vp, t->host, 0) != 1) {
+	if ((is_ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, t->host)
+		   : X509_VERIFY_PARAM_set1_host(vp, t->host, 0)) != 1) {
 		set_err(err, errlen, "cannot set the host name to check");
 		goto fail;
 	}

@@ -46,8 +46,10 @@ void smtp_tls_ctx_free(struct smtp_tls_ctx *ctx);
 /* One connection to MX host `host` (a trailing dot is ignored): SNI = host,
  * certificate name check against host (RFC 6125, wildcard only as the whole
  * left-most label, SAN DNS-IDs only: a certificate without one whose subject
- * CN names the host is a mismatch, RFC 8461 §4.2). verify=true: a failed
- * check fails the handshake. */
+ * CN names the host is a mismatch, RFC 8461 §4.2); a host that is an IP
+ * address (an address literal recipient) gets no SNI and is checked against
+ * the certificate's IP addresses. verify=true: a failed check fails the
+ * handshake. */
 struct smtp_tls *smtp_tls_new(struct smtp_tls_ctx *ctx, const char *host, bool verify,
 			      char *err, size_t errlen);
 void smtp_tls_free(struct smtp_tls *t);

@@ -1,5 +1,6 @@
 /* MTA-STS policy cache: a chained hash of per-domain entries in memory and
  * one small file per policy on disk, written temp + fsync + rename + dir fsync. */
+#define LOG_COMPONENT LOG_C_SMTP  /* program name in logs, see relay/log.h */
 #include "sts/cache.h"
 #include "relay/core_fs.h"
 #include "relay/log.h"

@@ -126,7 +126,7 @@ class StsRelay:
             for k, v in self.conf.items():
                 f.write("%s = %s\n" % (k, v))
         self.proc = spawn([self.bin, "serve", "-c", self.conf_path], self.log_path)
-        mark = "stsrelay[%d]: started:" % self.proc.pid
+        mark = "stsrelay/master[%d]: started:" % self.proc.pid
 
         def ready():
             if self.proc.poll() is not None:

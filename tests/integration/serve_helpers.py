@@ -64,7 +64,7 @@ class Daemon:
                 raise RuntimeError("daemon exited with %d:\n%s" % (self.proc.returncode, self.log()))
             # the log line, not a probe connection: a probe would hold a
             # session slot for a moment (max_sessions tests count them)
-            if self.log().count("stsrelay[%d]: started:" % self.proc.pid) > 0:
+            if self.log().count("stsrelay/master[%d]: started:" % self.proc.pid) > 0:
                 return self
             time.sleep(0.02)
         raise RuntimeError("daemon did not listen within %ds:\n%s" % (timeout, self.log()))

@@ -30,7 +30,10 @@ NOBODY_UID = 54321          # a uid with no passwd entry
 # (command, code) -> what produced it; filled by the tests, checked at the end
 SEEN = {}
 # codes produced by tests in other modules, named there
-ELSEWHERE = {("tlsrpt", 75): ("test_tlsrpt.py", 'assert rc == 75')}
+ELSEWHERE = {("tlsrpt", 75): ("test_tlsrpt.py", 'assert rc == 75'),
+             ("serve", 75): ("test_operations.py", 'assert p.returncode == 75, (p.returncode, p.stderr)'),
+             ("sts", 1): ("test_sts_probe.py", 'assert rc == 1, out'),
+             ("sts", 75): ("test_sts_fixtures.py", 'assert p.returncode == 75, (p.stdout, p.stderr)')}
 
 
 def expect(cmd, code, p, stderr_has=None):
@@ -272,7 +275,13 @@ def test_mailq_codes(w):
     assert b"Mail queue is empty" in p.stdout
     expect("mailq", 64, run(["mailq", "-c", w["conf"], "extra"]), r"^usage: mailq")
     expect("mailq", 78, run(["mailq", "-c", conf_with(w, "listen = nowhere\n")]))
+    # a user who cannot read the spool asks the daemon; with none running: 69
+    expect("mailq", 69, run(["mailq", "-c", w["conf"]], user=TEST_USER),
+           r"readable only by root and the daemon's user, and the daemon is not running")
+    # and one who cannot even enter the spool directory: a permission problem
+    os.chmod(w["spool"], 0o700)
     expect("mailq", 77, run(["mailq", "-c", w["conf"]], user=TEST_USER), r"Permission denied")
+    os.chmod(w["spool"], 0o755)
     qid = corrupt_queue_file(w["spool"])
     expect("mailq", 74, run(["mailq", "-c", w["conf"]]), qid)
 

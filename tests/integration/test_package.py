@@ -242,9 +242,24 @@ def host_state():
 
 # ------------------------------------------------------------------ test
 def mailq_as_user_hook(ov, user):
-    """Hook for issue 10's non-root mailq (a later change): `mailq` run by a
-    non-root user must list a deferred message. It is checked there, not
-    here, until the read-only control endpoint exists."""
+    """Issue 10's non-root mailq: a message to an address nobody answers at
+    (an address literal in TEST-NET-1) defers, and `mailq` run by the
+    non-root user lists it with the reason, through the daemon's public
+    showq socket (the user cannot read the spool)."""
+    ov.ok(["/usr/sbin/sendmail", "-i", "someone@[192.0.2.1]"], user=user,
+          input=b"Subject: stays in the queue\n\nx\n")
+    deadline = time.monotonic() + 90
+    out = ""
+    while time.monotonic() < deadline:
+        p = ov.run(["/usr/bin/mailq"], user=user)
+        out = p.stdout.decode(errors="replace")
+        assert p.returncode == 0, (p.returncode, out, p.stderr)
+        if "someone@[192.0.2.1] (deferred" in out:
+            break
+        time.sleep(0.5)
+    assert "someone@[192.0.2.1] (deferred" in out, out
+    assert re.search(r"^ +4\.4\.1 connect to 192\.0\.2\.1\[192\.0\.2\.1\]:\d+: ", out, re.M), out
+    assert ov.run(["ls", "/var/spool/stsrelay/queue"], user=user).returncode != 0
 
 
 def test_deb_install_use_purge(world, world_ca):

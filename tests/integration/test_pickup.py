@@ -101,20 +101,24 @@ def drop_large_file(d, seed=1):
     return hashlib.sha256(data).hexdigest()
 
 
-IMPORT_RE = re.compile(r"^(\S+) stsrelay\[\d+\]: ([0-9A-F]{12}): uid=root, from=<[^>]*>, "
-                       r"size=(\d+)", re.M)
+PICKUP_RE = re.compile(r"^(\S+) \S+ stsrelay/pickup\[\d+\]: ([0-9A-F]{12}): uid=0, "
+                       r"from=<[^>]*>$", re.M)
+QMGR_RE = re.compile(r"^\S+ \S+ stsrelay/qmgr\[\d+\]: ([0-9A-F]{12}): from=<[^>]*>, "
+                     r"size=(\d+), nrcpt=\d+ \(queue active\)$", re.M)
 
 
 def imported(d):
-    """(queue id, size) of picked-up messages, from their log lines (only
-    local submissions carry uid=)."""
-    return [(m.group(2), m.group(3)) for m in IMPORT_RE.finditer(d.log())]
+    """(queue id, size) of picked-up messages: the pickup line names the
+    submitter (uid=, as Postfix's pickup), the qmgr line the size."""
+    log = d.log()
+    sizes = dict(QMGR_RE.findall(log))
+    return [(m.group(2), sizes.get(m.group(2))) for m in PICKUP_RE.finditer(log)]
 
 
 def import_times(d):
     """Log time stamps (seconds) of the picked-up messages, in order."""
     out = []
-    for m in IMPORT_RE.finditer(d.log()):
+    for m in PICKUP_RE.finditer(d.log()):
         hms = m.group(1).split("T")[1].rstrip("Z")
         h, mi, sec = hms.split(":")
         out.append(int(h) * 3600 + int(mi) * 60 + float(sec))

@@ -47,10 +47,13 @@ def owners(top):
 
 def make_spool(base):
     """The spool as a root-run daemon leaves it: queue/, tmp/, maildrop/,
-    sts/, tlsrpt/, all root's."""
+    sts/, tlsrpt/, all root's; the spool directory itself given to the
+    user by the operator (stsrelay never chowns an existing one)."""
     spool = os.path.join(base, "spool")
     for sub in ("queue", "tmp", "maildrop", "sts", "tlsrpt"):
         os.makedirs(os.path.join(spool, sub), mode=0o700)
+    user = ensure_test_user()
+    os.chown(spool, user.pw_uid, user.pw_gid)
     return spool
 
 
@@ -92,6 +95,35 @@ def test_links_inside_the_spool_are_not_followed(dirs):
     assert "queue/link is a symbolic link: left as it is" in log, log
     assert "tlsrpt/2099-01-01 is a symbolic link: left as it is" in log, log
     assert "queue/hard has several hard links: left as it is" in log, log
+
+
+def test_existing_spool_root_keeps_its_owner(dirs):
+    """A spool directory the operator made (root's, 0755) is not chowned
+    to `user`: the start stops with 77 and says why; a spool directory the
+    daemon makes itself is the user's."""
+    base, outside = dirs
+    user = ensure_test_user()
+    spool = os.path.join(base, "spool")
+    os.mkdir(spool, 0o755)
+    d = Daemon(base, user=TEST_USER)
+    with pytest.raises(RuntimeError) as e:
+        d.start()
+    assert "exited with 77" in str(e.value), str(e.value)
+    assert ("spool %s is not writable by user %s: Permission denied (stsrelay never changes "
+            "the owner of an existing spool directory)" % (spool, TEST_USER)) in d.log(), d.log()
+    d.proc = None
+    d.logf.close()
+    st = os.lstat(spool)
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (0, 0, 0o755)
+    # the same start with no spool directory: made, and the user's
+    shutil.rmtree(spool)
+    d = Daemon(base, user=TEST_USER).start()
+    try:
+        assert d.wait_log("running as user %s" % TEST_USER)
+    finally:
+        assert d.stop() == 0
+    assert os.lstat(spool).st_uid == user.pw_uid
+    assert os.lstat(os.path.join(spool, "lock")).st_uid == user.pw_uid
 
 
 @pytest.mark.parametrize("sub,code", [("tlsrpt", 77), ("sts", 77), ("queue", 73), ("tmp", 73)])

@@ -87,10 +87,10 @@ class StsWorld:
         return subprocess.run([BIN, "sts"] + list(args) + ["-c", self.conf],
                               capture_output=True, text=True, timeout=90, env=e)
 
-    def check(self, update=False, now=None):
+    def check(self, update=False, now=None, rc=0):
         args = ["check", self.domain, "--json"] + (["--update-cache"] if update else [])
         p = self.run(*args, env={"STSRELAY_FAKE_NOW": str(now)} if now else None)
-        assert p.returncode == 0, p.stderr
+        assert p.returncode == rc, (p.returncode, p.stderr)
         self.last_stderr = p.stderr
         return json.loads(p.stdout)
 
@@ -276,9 +276,12 @@ def test_oversize_limit_exact(shared):
     w.host.serve(w.domain, text + "\n")
     w.host.wait_settled()
     w.set_id("id2")
-    r = w.check()
+    # nothing cached (check without --update-cache): no policy can be known
+    # now, exit 75 (EX_TEMPFAIL), not "absent"
+    r = w.check(rc=75)
     assert r["error"]["result_type"] == "sts-policy-fetch-error"
     assert "larger than 65536" in r["error"]["detail"]
+    assert r["decision"] == "tempfail" and r["policy"] is None
 
 
 def test_corrupt_cache_file_ignored(shared):

@@ -121,8 +121,11 @@ EXPECTED = {
     "bad-record3.test": dict(decision="absent", error=None, txt_status="none"),
     "bad-policy1.test": dict(decision="absent", error="sts-policy-invalid"),   # garbage
     "bad-policy2.test": dict(decision="absent", error="sts-policy-invalid"),   # no mx
-    "bad-policy3.test": dict(decision="absent", error="sts-policy-fetch-error"),  # text/html
-    "bad-policy4.test": dict(decision="absent", error="sts-policy-fetch-error"),  # 404
+    # A fetch that fails (media type, HTTP status, size, network) with nothing
+    # cached: the policy is unknown for now (the daemon delivers as absent
+    # and fetches again after 5 minutes): decision tempfail, exit 75.
+    "bad-policy3.test": dict(decision="tempfail", error="sts-policy-fetch-error", rc=75),  # text/html
+    "bad-policy4.test": dict(decision="tempfail", error="sts-policy-fetch-error", rc=75),  # 404
     "bad-policy5.test": dict(decision="absent", error="sts-policy-invalid"),   # max_age: xxx
     # max_age: 31557601: the fixture's resolver rejects it; stsrelay clamps it
     # to 31557600 and keeps the policy (an enforce domain stays protected)
@@ -131,13 +134,14 @@ EXPECTED = {
     "bad-policy8.test": dict(decision="absent", error="sts-policy-invalid"),   # mode: doubt
     "bad-cert1.test": dict(decision="absent", error="sts-webpki-invalid"),     # untrusted CA
     "bad-cert2.test": dict(decision="absent", error="sts-webpki-invalid"),     # wrong name
-    "static-overlength.test": dict(decision="absent", error="sts-policy-fetch-error"),
-    "chunked-overlength.test": dict(decision="absent", error="sts-policy-fetch-error"),
+    "static-overlength.test": dict(decision="tempfail", error="sts-policy-fetch-error", rc=75),
+    "chunked-overlength.test": dict(decision="tempfail", error="sts-policy-fetch-error", rc=75),
     # The fixture's blackhole.loc forwards to an address that never answers:
     # their resolver reports FETCH_ERROR. RFC 8461 §5.1 has no fetch without
     # a TXT record: a failed TXT lookup with nothing cached means no policy
-    # ("absent"), reported as txt_status tempfail, not as a fetch error.
-    "blackhole.test": dict(decision="absent", error=None, txt_status="tempfail"),
+    # can be known now: decision tempfail (exit 75) with txt_status tempfail,
+    # not a fetch error; the daemon meanwhile delivers as absent.
+    "blackhole.test": dict(decision="tempfail", error=None, txt_status="tempfail", rc=75),
 }
 
 
@@ -199,9 +203,15 @@ def wait_fetches(world, domain, n):
 
 
 def check_json(world, domain):
+    """The JSON verdict; the exit code must be the one EXPECTED names (0
+    unless said): 75 exactly for the temporary failures."""
     p = sts_check(world, domain)
-    assert p.returncode == 0, p.stderr
-    return json.loads(p.stdout)
+    want = EXPECTED.get(domain, {}).get("rc", 0)
+    assert p.returncode == want, (domain, p.returncode, p.stdout, p.stderr)
+    r = json.loads(p.stdout)
+    assert (r["decision"] == "tempfail") == (want == 75), r
+    assert r["result"].startswith("temporary failure" if want == 75 else "ok"), r
+    return r
 
 
 def test_fixture_files_fully_used(world):
@@ -344,4 +354,10 @@ def test_human_output(world):
     assert p.returncode == 0, p.stderr
     assert "error:     sts-webpki-invalid" in p.stdout
     assert "decision:  absent" in p.stdout
+    # a policy that cannot be fetched now is not shown as "absent"
+    p = subprocess.run([BIN, "sts", "check", "bad-policy4.test", "-c", world["conf"]],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 75, (p.stdout, p.stderr)
+    assert "decision:  tempfail" in p.stdout and "decision:  absent" not in p.stdout
+    assert "result:    temporary failure: the policy could not be fetched" in p.stdout
 

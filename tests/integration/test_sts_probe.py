@@ -192,3 +192,36 @@ def test_help_documents_probe_and_update_cache(pw):
     out = p.stdout.decode()
     assert "--probe" in out and "--update-cache" in out
     assert "STSRELAY_SMTP_TIMEOUT" in out
+
+
+def test_exit_1_when_an_enforce_policy_cannot_be_met(pw):
+    """Exit 1: under enforce no MX matches the policy (known without a
+    probe), or the matching ones all fail the TLS checks (known with
+    --probe); 0 when one MX passes."""
+    w = pw
+    w.mx("nomatch.test", [(10, "mx.rogue.test")])
+    w.sts("nomatch.test", "enforce", ["mx.nomatch.test"], id="20260701002")
+    w.mx("expiredonly.test", [(10, "expired.probe.test")])
+    w.sts("expiredonly.test", "enforce", ["*.probe.test"], id="20260701003")
+    w.https.wait_settled()
+
+    def check(domain, *extra):
+        p = pw.relay_obj.cli("sts", "check", domain, *extra, timeout=120)
+        return p.returncode, p.stdout.decode()
+
+    rc, out = check("nomatch.test")
+    assert rc == 1, out
+    assert "decision:  enforce" in out
+    assert "result:    fails: no MX host matches the enforce policy" in out, out
+    rc, out = check("expiredonly.test")
+    assert rc == 0 and "result:    ok: expired.probe.test matches the enforce policy" in out, out
+    rc, out = check("expiredonly.test", "--probe", "--json")
+    assert rc == 1, out
+    j = json.loads(out)
+    assert j["decision"] == "enforce" and j["mx"][0]["probe"]["result_type"] == \
+        "certificate-expired"
+    assert j["result"].startswith("fails: no MX host both matches the enforce policy and "
+                                  "passes the TLS checks"), j["result"]
+    rc, out = check(DOMAIN, "--probe")
+    assert rc == 0 and "result:    ok: mx1.probe.test matches the enforce policy and passed " \
+        "the TLS checks" in out, out

@@ -30,9 +30,9 @@ def ts(rfc3339):
     return int(datetime.datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp())
 
 
-def cli_json(r, *args, now=None):
+def cli_json(r, *args, now=None, rc=0):
     p = r.cli(*args, env={"STSRELAY_FAKE_NOW": str(now)} if now else None)
-    assert p.returncode == 0, (args, p.stdout, p.stderr)
+    assert p.returncode == rc, (args, p.stdout, p.stderr)
     return json.loads(p.stdout)
 
 
@@ -58,8 +58,10 @@ def test_numeric_mx_pattern_keeps_enforce_policy(world, relay):
               "max_age: 86400\r\n")
     world.https.wait_settled()
     r = relay({"retry_schedule": "1h"})
-    chk = cli_json(r, "sts", "check", "num.test", "--json")
+    # exit 1: no MX host can meet this enforce policy
+    chk = cli_json(r, "sts", "check", "num.test", "--json", rc=1)
     assert chk["decision"] == "enforce" and chk["error"] is None, chk
+    assert chk["result"].startswith("fails: no MX host matches the enforce policy"), chk
     assert chk["policy"]["mx"] == ["212.114.86.56"]
     assert chk["mx"] == [{"host": "mx.num.test", "preference": 10, "policy_match": False}]
 
@@ -201,7 +203,7 @@ def test_invalid_policy_update_reported_against_cached_policy(world, relay):
     world.https.wait_settled()
     r = relay({"retry_schedule": "1h"})
     send(r, "dan@upd.test", "before the update")
-    r.wait_log(r"to=<dan@upd\.test>, .*tls=TLSv1\.3 verified, sts=enforce id=id1, .*status=sent")
+    r.wait_log(r"to=<dan@upd\.test>, .*status=sent .*tls=TLSv1\.3 verified, sts=enforce id=id1")
     assert world.https.fetch_count("upd.test") == 1
 
     world.sts("upd.test", body="version: STSv1\r\nmode: enforce\r\nmx: mx.upd.test\r\n"
@@ -209,7 +211,7 @@ def test_invalid_policy_update_reported_against_cached_policy(world, relay):
     world.https.wait_settled()
     for who in ("eve", "fay"):
         send(r, "%s@upd.test" % who, "after the update")
-        r.wait_log(r"to=<%s@upd\.test>, .*verified, sts=enforce id=id1, .*status=sent" % who)
+        r.wait_log(r"to=<%s@upd\.test>, .*status=sent .*verified, sts=enforce id=id1" % who)
     pf.wait_messages(domain="upd.test", count=3, timeout=15)
     assert world.https.fetch_count("upd.test") == 2
     assert len(re.findall(r"upd\.test: MTA-STS policy problem: sts-policy-invalid",

@@ -8,6 +8,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,6 +88,10 @@ static void dump_field(const struct config *c, const char *key, char *out, size_
 		APPEND("%s|%s|%s", c->dkim_domain, c->dkim_selector, c->dkim_key_file);
 	} else if (strcmp(key, "log_format") == 0) {
 		APPEND("%d", (int)c->log_format);
+	} else if (strcmp(key, "log_target") == 0) {
+		APPEND("%d", (int)c->log_target);
+	} else if (strcmp(key, "alias_root") == 0) {
+		APPEND("%s", c->alias_root);
 	} else {
 		fail_msg("test table names unknown field %s", key);
 	}
@@ -98,7 +103,7 @@ static const char *const all_fields[] = {
 	"dns_servers", "ca_file", "smtp_port", "sts_https_port", "sts_fetch_timeout",
 	"tls_default", "queue_lifetime", "retry_schedule", "max_connections_per_domain",
 	"tlsrpt_org_name", "tlsrpt_contact", "tlsrpt_send_at", "max_sessions", "user",
-	"tlsrpt_retention", "dkim", "log_format",
+	"tlsrpt_retention", "dkim", "log_format", "log_target", "alias_root",
 };
 
 static int parse_str(struct config *c, const char *text, char *err, size_t errlen)
@@ -209,6 +214,12 @@ static const struct ok_case ok_cases[] = {
 	{ "spool_dir = ./var/spool", "spool_dir", "./var/spool" },
 	{ "spool_dir = /srv/my spool", "spool_dir", "/srv/my spool" },
 	{ "spool_dir = /srv/a#b", "spool_dir", "/srv/a#b" },
+	/* log_target (0: unset, the daemon picks), alias_root */
+	{ "log_target = stderr", "log_target", "1" },
+	{ "log_target = syslog", "log_target", "2" },
+	{ "log_target = journal", "log_target", "3" },
+	{ "alias_root = admin@example.org", "alias_root", "admin@example.org" },
+	{ "alias_root =", "alias_root", "" },
 	/* hostname, and the report identity that follows it */
 	{ "hostname = relay.example.com", "hostname", "relay.example.com" },
 	{ "hostname = relay.example.com", "tlsrpt_org_name", "relay.example.com" },
@@ -349,6 +360,13 @@ static const struct err_case err_cases[] = {
 	{ "listen =\n", "t.conf:1: key 'listen' needs a value" },
 	{ "listen = # nothing\n", "t.conf:1: key 'listen' needs a value" },
 	{ "spool_dir =", "t.conf:1: key 'spool_dir' needs a value" },
+	{ "log_target = file", "t.conf:1: bad value 'file' for key 'log_target': must be stderr, "
+			       "syslog or journal" },
+	{ "log_target =", "t.conf:1: key 'log_target' needs a value" },
+	{ "alias_root = root", "t.conf:1: bad value 'root' for key 'alias_root': must be a full "
+			       "address like admin@example.org" },
+	{ "alias_root = <a@b.example>", "t.conf:1: bad value '<a@b.example>' for key 'alias_root': "
+					"must be a full address like admin@example.org" },
 	{ "hostname =", "t.conf:1: key 'hostname' needs a value" },
 	{ "max_message_size =", "t.conf:1: key 'max_message_size' needs a value" },
 	{ "smtp_port =", "t.conf:1: key 'smtp_port' needs a value" },
@@ -984,9 +1002,13 @@ static void test_example_conf(void **state)
 	char err[512], a[1024], b[1024];
 
 	(void)state;
-	if (config_load(&c, TEST_SRCDIR "/conf/stsrelay.conf", err, sizeof(err)) != 0)
+	/* as scripts/run uses it: from the top of the checkout */
+	assert_int_equal(chdir(TEST_SRCDIR), 0);
+	if (config_load(&c, "conf/stsrelay.conf", err, sizeof(err)) != 0)
 		fail_msg("conf/stsrelay.conf: %s", err);
-	assert_string_equal(c.spool_dir, "./var/spool");
+	assert_non_null(getcwd(a, sizeof(a)));
+	snprintf(b, sizeof(b), "%s/var/spool", a);
+	assert_string_equal(c.spool_dir, b);
 	dump_field(&c, "listen", a, sizeof(a));
 	assert_string_equal(a, "127.0.0.1:2525");
 	/* Everything else is at its default. */
@@ -1010,6 +1032,7 @@ static void test_example_conf_lists_every_key(void **state)
 		"tls_default", "queue_lifetime", "retry_schedule", "max_connections_per_domain",
 		"tlsrpt_org_name", "tlsrpt_contact", "tlsrpt_send_at", "max_sessions", "user",
 		"tlsrpt_retention", "dkim_domain", "dkim_selector", "dkim_key_file", "log_format",
+		"log_target", "alias_root",
 	};
 	FILE *f = fopen(TEST_SRCDIR "/conf/stsrelay.conf", "r");
 	char line[512];
@@ -1033,6 +1056,62 @@ static void test_example_conf_lists_every_key(void **state)
 	for (size_t i = 0; i < ARRAY_LEN(names); i++)
 		if (!found[i])
 			fail_msg("conf/stsrelay.conf does not show key %s", names[i]);
+}
+
+/* spool_dir: relative only for a file below the working directory (not /),
+ * and then made absolute; see config_resolve_spool. */
+static void test_relative_spool(void **state)
+{
+	char top[] = "/tmp/stsrelay-spool-rule-XXXXXX", path[512], want[600], err[1024];
+	char saved[1024];
+	struct config c;
+	FILE *f;
+
+	(void)state;
+	assert_non_null(getcwd(saved, sizeof(saved)));
+	assert_non_null(mkdtemp(top));
+	snprintf(path, sizeof(path), "%s/conf", top);
+	assert_int_equal(mkdir(path, 0755), 0);
+	snprintf(path, sizeof(path), "%s/conf/s.conf", top);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("# x\nspool_dir = ./var/../var/./spool\n", f);
+	assert_int_equal(fclose(f), 0);
+
+	assert_int_equal(chdir(top), 0);
+	assert_int_equal(config_load(&c, "conf/s.conf", err, sizeof(err)), 0);
+	snprintf(want, sizeof(want), "%s/var/spool", top);
+	assert_string_equal(c.spool_dir, want);
+
+	/* the file outside the working directory: refused, naming the line */
+	snprintf(want, sizeof(want), "%s/conf/sub", top);
+	assert_int_equal(mkdir(want, 0755), 0);
+	assert_int_equal(chdir(want), 0);
+	assert_int_equal(config_load(&c, path, err, sizeof(err)), -1);
+	snprintf(want, sizeof(want), "%s:2: spool_dir './var/../var/./spool' is relative, which is "
+		 "allowed only for a configuration file below the working directory", path);
+	assert_int_equal(strncmp(err, want, strlen(want)), 0);
+
+	/* systemd's working directory is /: every file is below it, still refused */
+	assert_int_equal(chdir("/"), 0);
+	assert_int_equal(config_load(&c, path, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "give an absolute path such as /var/spool/stsrelay"));
+
+	/* an absolute spool_dir is taken as it is, from anywhere */
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("spool_dir = /srv/spool/../x\n", f);
+	assert_int_equal(fclose(f), 0);
+	assert_int_equal(config_load(&c, path, err, sizeof(err)), 0);
+	assert_string_equal(c.spool_dir, "/srv/spool/../x");
+
+	assert_int_equal(chdir(saved), 0);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/conf/sub", top);
+	rmdir(path);
+	snprintf(path, sizeof(path), "%s/conf", top);
+	rmdir(path);
+	rmdir(top);
 }
 
 static void test_load_errors(void **state)
@@ -1124,6 +1203,7 @@ int main(void)
 		cmocka_unit_test(test_example_conf),
 		cmocka_unit_test(test_example_conf_lists_every_key),
 		cmocka_unit_test(test_load_errors),
+		cmocka_unit_test(test_relative_spool),
 		cmocka_unit_test(test_config_path),
 	};
 

@@ -196,6 +196,57 @@ static void test_domain(void **state)
 	assert_null(smtp_address_domain(NULL));
 }
 
+/* alias_root: which recipients are local, and what becomes of them. */
+static void test_local(void **state)
+{
+	static const struct {
+		const char *addr, *alias;
+		enum smtp_local_result want;
+	} cases[] = {
+		{ "root", "admin@example.org", SMTP_LOCAL_REWRITTEN },
+		{ "www-data", "admin@example.org", SMTP_LOCAL_REWRITTEN },
+		{ "Postmaster", "admin@example.org", SMTP_LOCAL_REWRITTEN },
+		{ "root@relay.example", "admin@example.org", SMTP_LOCAL_REWRITTEN },
+		{ "ROOT@Relay.Example.", "admin@example.org", SMTP_LOCAL_REWRITTEN },
+		{ "mailer-daemon@relay.example", "admin@example.org", SMTP_LOCAL_REWRITTEN },
+		{ "abuse@relay.example", "admin@example.org", SMTP_LOCAL_REWRITTEN },
+		{ "anyone@localhost", "admin@example.org", SMTP_LOCAL_REWRITTEN },
+		{ "anyone@LOCALHOST.", "admin@example.org", SMTP_LOCAL_REWRITTEN },
+		/* a user at hostname may be a real mailbox elsewhere */
+		{ "bob@relay.example", "admin@example.org", SMTP_NOT_LOCAL },
+		{ "root@example.org", "admin@example.org", SMTP_NOT_LOCAL },
+		{ "root@sub.relay.example", "admin@example.org", SMTP_NOT_LOCAL },
+		{ "rooty@relay.example", "admin@example.org", SMTP_NOT_LOCAL },
+		{ "root@localhost.example", "admin@example.org", SMTP_NOT_LOCAL },
+		/* no alias, or one that is not an address: refused */
+		{ "root", "", SMTP_LOCAL_REFUSED },
+		{ "root@relay.example", NULL, SMTP_LOCAL_REFUSED },
+		{ "postmaster", "not an address", SMTP_LOCAL_REFUSED },
+		{ "bob@relay.example", "", SMTP_NOT_LOCAL },
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char out[64] = "untouched";
+		enum smtp_local_result r =
+		    smtp_address_local(cases[i].addr, "relay.example", cases[i].alias, out, sizeof(out));
+
+		if (r != cases[i].want)
+			fail_msg("%s: got %d, want %d", cases[i].addr, (int)r, (int)cases[i].want);
+		assert_string_equal(out, r == SMTP_LOCAL_REWRITTEN ? cases[i].alias : "untouched");
+	}
+	/* an alias that does not fit the caller's buffer is not cut */
+	{
+		char small[8] = "x";
+
+		assert_int_equal(smtp_address_local("root", "h.example", "admin@example.org", small,
+						    sizeof(small)),
+				 SMTP_LOCAL_REFUSED);
+		assert_string_equal(small, "x");
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -203,6 +254,7 @@ int main(void)
 		cmocka_unit_test(test_length),
 		cmocka_unit_test(test_longest_commands),
 		cmocka_unit_test(test_domain),
+		cmocka_unit_test(test_local),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -73,6 +73,10 @@ static const struct cmd_case cases[] = {
 	{ "RCPT TO:<x@y.example>\r\n", 0, 0, SMTP_CMD_RCPT, "x@y.example", NULL, 0, 0, 0, 0, NULL },
 	{ "Rcpt To: <x@y.example>", 0, 0, SMTP_CMD_RCPT, "x@y.example", NULL, 0, 0, 0, 0, NULL },
 	{ "RCPT TO:<>", 0, 501, 0, NULL, NULL, 0, 0, 0, 0, "5.1.3" },
+	/* RFC 5321 §4.5.1: <postmaster> without a domain, RCPT only */
+	{ "RCPT TO:<Postmaster>", 0, 0, SMTP_CMD_RCPT, "Postmaster", NULL, 0, 0, 0, 0, NULL },
+	{ "RCPT TO:<root>", 0, 501, 0, NULL, NULL, 0, 0, 0, 0, "5.1.3" },
+	{ "MAIL FROM:<postmaster>", 0, 501, 0, NULL, NULL, 0, 0, 0, 0, "5.1.7" },
 	{ "RCPT TO:<x@y.example> NOTIFY=NEVER", 0, 555, 0, NULL, NULL, 0, 0, 0, 0, "5.5.4" },
 	{ "RCPT FROM:<x@y.example>", 0, 501, 0, NULL, NULL, 0, 0, 0, 0, "5.5.4 Syntax: RCPT" },
 	{ "RCPT TO:<x@y_z.example>", 0, 501, 0, NULL, NULL, 0, 0, 0, 0, "5.1.3" },
