@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "relay/core_buf.h"
+#include "relay/core/buf.h"
 
 /*
  * Message header:

@@ -18,9 +18,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "relay/clock.h"
-#include "relay/core_fs.h"
-#include "relay/log.h"
+#include "relay/core/clock.h"
+#include "relay/core/fs.h"
+#include "relay/core/log.h"
 
 #define DIR_QUEUE "queue"
 #define DIR_TMP "tmp"

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "relay/log.h"
+#include "relay/core/log.h"
 #include "smtp/address.h"
 
 #define OUT_MAX (1024 * 1024)     /* commands for 1000 recipients fit */

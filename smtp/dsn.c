@@ -9,8 +9,8 @@
 
 #include <openssl/rand.h>
 
-#include "relay/clock.h"
-#include "relay/core_buf.h"
+#include "relay/core/clock.h"
+#include "relay/core/buf.h"
 
 /* A field value for a header-like line: control characters become spaces,
  * length capped; never CR or LF. */

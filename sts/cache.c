@@ -2,8 +2,8 @@
  * one small file per policy on disk, written temp + fsync + rename + dir fsync. */
 #define LOG_COMPONENT LOG_C_SMTP  /* program name in logs, see relay/log.h */
 #include "sts/cache.h"
-#include "relay/core_fs.h"
-#include "relay/log.h"
+#include "relay/core/fs.h"
+#include "relay/core/log.h"
 
 #include <dirent.h>
 #include <errno.h>

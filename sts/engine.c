@@ -2,8 +2,8 @@
  * decision (sts_engine_plan), cache and negative cache, and a proactive refresh timer. */
 #define LOG_COMPONENT LOG_C_SMTP  /* program name in logs, see relay/log.h */
 #include "sts/engine.h"
-#include "relay/clock.h"
-#include "relay/log.h"
+#include "relay/core/clock.h"
+#include "relay/core/log.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,8 +1,8 @@
 /* MTA-STS policy fetch: A/AAAA of mta-sts.DOMAIN through the engine's
  * resolver, then one HTTPS GET on the loop; concurrent fetches share one job. */
 #include "sts/fetch.h"
-#include "sts/http.h"
-#include "relay/clock.h"
+#include "relay/net/http.h"
+#include "relay/core/clock.h"
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "relay/core_b64.h"
+#include "relay/core/b64.h"
 
 static void test_vectors(void **state)
 {

@@ -12,7 +12,7 @@
 
 #include <errno.h>
 
-#include "relay/core_buf.h"
+#include "relay/core/buf.h"
 
 /* Under ASan a failed huge allocation must return NULL (the ENOMEM test),
  * not abort the process. */

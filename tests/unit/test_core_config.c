@@ -15,7 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "relay/config.h"
+#include "relay/core/config.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 

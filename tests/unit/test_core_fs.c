@@ -24,7 +24,7 @@
 #include <unistd.h>
 
 #include "test_util.h"
-#include "relay/core_fs.h"
+#include "relay/core/fs.h"
 
 struct fixture {
 	char dir[64];
