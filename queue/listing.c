@@ -78,7 +78,8 @@ json_t *listing_message(const struct queue_envelope *env, bool public)
 		bad |= jset(o, "address", jstr(r->address));
 		bad |= jset(o, "status", jstr(queue_status_name(r->status)));
 		bad |= jset(o, "attempts", json_integer(r->attempts));
-		bad |= jset(o, "next_try", waiting && r->next_try > 0 ? jtime(r->next_try) : json_null());
+		bad |= jset(o, "next_try",
+			    waiting && r->next_try > 0 ? jtime(r->next_try) : json_null());
 		bad |= jset(o, "last_error", r->last_error[0] ? jstr(r->last_error) : json_null());
 		bad |= json_array_append_new(rcpts, o);
 	}
@@ -92,7 +93,7 @@ json_t *listing_message(const struct queue_envelope *env, bool public)
 
 json_t *listing_build(struct queue *q, bool public, char *err, size_t errlen)
 {
-	char (*ids)[QUEUE_ID_LEN + 1] = NULL, (*drops)[QUEUE_ID_LEN + 1] = NULL;
+	char(*ids)[QUEUE_ID_LEN + 1] = NULL, (*drops)[QUEUE_ID_LEN + 1] = NULL;
 	size_t n = 0, ndrop = 0, i;
 	json_t *doc = json_object(), *arr = json_array(), *errs = NULL;
 
@@ -101,7 +102,8 @@ json_t *listing_build(struct queue *q, bool public, char *err, size_t errlen)
 		goto fail;
 	}
 	if (queue_scan(q, &ids, &n) != 0) {
-		snprintf(err, errlen, "cannot list %s/queue: %s", queue_spool_dir(q), strerror(errno));
+		snprintf(err, errlen, "cannot list %s/queue: %s", queue_spool_dir(q),
+			 strerror(errno));
 		goto fail;
 	}
 	/* maildrop/ is readable by the daemon's user only: others see 0 */
@@ -120,7 +122,7 @@ json_t *listing_build(struct queue *q, bool public, char *err, size_t errlen)
 
 			queue_envelope_clear(&env);
 			if (errno == ENOENT)
-				continue;  /* delivered or deleted since the scan */
+				continue; /* delivered or deleted since the scan */
 			/* one bad file must not hide the rest of the queue */
 			snprintf(line, sizeof(line), "%s: %s", ids[i], lerr);
 			if (errs == NULL && (errs = json_array()) == NULL) {
@@ -190,18 +192,19 @@ int listing_print_table(FILE *out, const json_t *doc)
 
 	if (!json_is_array(msgs))
 		return -1;
-	json_array_foreach(msgs, i, m) {
+	json_array_foreach(msgs, i, m)
+	{
 		const json_t *rcpts = json_object_get(m, "recipients"), *r;
 		const char *sender = str_or(m, "sender", "");
 		json_int_t size = json_integer_value(json_object_get(m, "size"));
 
 		if (shown++ == 0)
-			fprintf(out, "-Queue ID-   --Size-- ----Arrival Time---- -Sender/Recipient-------\n");
+			fprintf(out,
+				"-Queue ID-   --Size-- ----Arrival Time---- -Sender/Recipient-------\n");
 		bytes += size > 0 ? (unsigned long long)size : 0;
 		fprintf(out, "%-12s %8lld %-20s %s\n", str_or(m, "id", "?"), (long long)size,
 			str_or(m, "queued_at", "?"), sender[0] ? sender : "<>");
-		json_array_foreach(rcpts, k, r)
-			rcpt_line(out, r);
+		json_array_foreach(rcpts, k, r) rcpt_line(out, r);
 		fprintf(out, "\n");
 	}
 	if (shown == 0)
@@ -210,7 +213,7 @@ int listing_print_table(FILE *out, const json_t *doc)
 		fprintf(out, "-- %llu Kbytes in %zu Request%s.\n", (bytes + 1023) / 1024, shown,
 			shown == 1 ? "" : "s");
 	if (ndrop > 0)
-		fprintf(out, "-- %lld message%s in maildrop, not yet picked up.\n", (long long)ndrop,
-			ndrop == 1 ? "" : "s");
+		fprintf(out, "-- %lld message%s in maildrop, not yet picked up.\n",
+			(long long)ndrop, ndrop == 1 ? "" : "s");
 	return fflush(out) == 0 && !ferror(out) ? 0 : -1;
 }

@@ -10,7 +10,7 @@
 
 #include "queue/queue.h"
 
-#define LISTING_MAX (64 * 1024 * 1024)  /* largest document a client accepts */
+#define LISTING_MAX (64 * 1024 * 1024) /* largest document a client accepts */
 
 /* One message in the `queue list --json` shape: id, sender, size,
  * queued_at, recipients [address, status, attempts, next_try, last_error];

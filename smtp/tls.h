@@ -50,8 +50,8 @@ void smtp_tls_ctx_free(struct smtp_tls_ctx *ctx);
  * address (an address literal recipient) gets no SNI and is checked against
  * the certificate's IP addresses. verify=true: a failed check fails the
  * handshake. */
-struct smtp_tls *smtp_tls_new(struct smtp_tls_ctx *ctx, const char *host, bool verify,
-			      char *err, size_t errlen);
+struct smtp_tls *smtp_tls_new(struct smtp_tls_ctx *ctx, const char *host, bool verify, char *err,
+			      size_t errlen);
 void smtp_tls_free(struct smtp_tls *t);
 
 /* Drives the handshake: SMTP_TLS_DONE, SMTP_TLS_AGAIN (needs more input
@@ -81,9 +81,9 @@ ssize_t smtp_tls_read(struct smtp_tls *t, void *buf, size_t cap)
 void smtp_tls_shutdown(struct smtp_tls *t);
 
 /* After the handshake (or its failure): */
-const char *smtp_tls_version(const struct smtp_tls *t);   /* "TLSv1.3", NULL if none */
-const char *smtp_tls_cipher(const struct smtp_tls *t);    /* NULL if none */
-bool smtp_tls_verified(const struct smtp_tls *t);         /* chain + name + dates OK */
+const char *smtp_tls_version(const struct smtp_tls *t); /* "TLSv1.3", NULL if none */
+const char *smtp_tls_cipher(const struct smtp_tls *t);  /* NULL if none */
+bool smtp_tls_verified(const struct smtp_tls *t);       /* chain + name + dates OK */
 bool smtp_tls_resumed(const struct smtp_tls *t);
 /* RFC 8460 result type when not verified or failed: "certificate-host-mismatch",
  * "certificate-expired", "certificate-not-trusted", "validation-failure";

@@ -56,14 +56,17 @@ static void on_txt(struct dns_txt_result *res, void *arg)
 				recs[i].strings = strs + k;
 				recs[i].nstrings = res->records[i].nstrings;
 				for (j = 0; j < res->records[i].nstrings; j++, k++) {
-					strs[k].data = (const unsigned char *)res->records[i].strings[j].data;
+					strs[k].data = (const unsigned char *)res->records[i]
+							       .strings[j]
+							       .data;
 					strs[k].len = res->records[i].strings[j].len;
 				}
 			}
 		}
 	}
-	a->txt_cb(a->arg, st, st == STS_DNS_TEMPFAIL && res->status == DNS_OK ? "out of memory"
-			  : res->why, recs, st == STS_DNS_OK ? res->nrecords : 0);
+	a->txt_cb(a->arg, st,
+		  st == STS_DNS_TEMPFAIL && res->status == DNS_OK ? "out of memory" : res->why,
+		  recs, st == STS_DNS_OK ? res->nrecords : 0);
 	free(recs);
 	free(strs);
 	dns_txt_result_free(res);
@@ -85,7 +88,8 @@ static void on_addr(struct dns_addr_result *res, void *arg)
 			src = &((const struct sockaddr_in *)ss)->sin_addr;
 		else if (ss->ss_family == AF_INET6)
 			src = &((const struct sockaddr_in6 *)ss)->sin6_addr;
-		if (src != NULL && inet_ntop(ss->ss_family, src, bufs[n], sizeof(bufs[n])) != NULL) {
+		if (src != NULL &&
+		    inet_ntop(ss->ss_family, src, bufs[n], sizeof(bufs[n])) != NULL) {
 			ptrs[n] = bufs[n];
 			n++;
 		}
@@ -95,8 +99,7 @@ static void on_addr(struct dns_addr_result *res, void *arg)
 	free(a);
 }
 
-static int lookup_txt(void *ctx, const char *name, sts_txt_lookup_cb cb, void *arg,
-		      void **handle)
+static int lookup_txt(void *ctx, const char *name, sts_txt_lookup_cb cb, void *arg, void **handle)
 {
 	struct adapter_query *a = calloc(1, sizeof(*a));
 
@@ -112,8 +115,7 @@ static int lookup_txt(void *ctx, const char *name, sts_txt_lookup_cb cb, void *a
 	return 0;
 }
 
-static int lookup_addr(void *ctx, const char *name, sts_addr_lookup_cb cb, void *arg,
-		       void **handle)
+static int lookup_addr(void *ctx, const char *name, sts_addr_lookup_cb cb, void *arg, void **handle)
 {
 	struct adapter_query *a = calloc(1, sizeof(*a));
 

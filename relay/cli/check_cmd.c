@@ -28,10 +28,10 @@
 static const char *const spool_subdirs[] = { "queue", "tmp", "maildrop", "sts", "tlsrpt" };
 
 struct checker {
-	const char *file;           /* the configuration file, as named */
+	const char *file; /* the configuration file, as named */
 	const struct config *cfg;
 	unsigned errors, warnings;
-	bool have_user;             /* cfg->user names an existing user */
+	bool have_user; /* cfg->user names an existing user */
 	uid_t uid;
 	gid_t gid;
 };
@@ -65,7 +65,8 @@ static void check_user(struct checker *c)
 
 	if (c->cfg->user[0] == '\0') {
 		if (getuid() == 0)
-			report(c, false, NULL, "no 'user': the daemon keeps running as root "
+			report(c, false, NULL,
+			       "no 'user': the daemon keeps running as root "
 			       "(set user = stsrelay)");
 		return;
 	}
@@ -100,7 +101,8 @@ static void check_drop_group(struct checker *c)
 	errno = 0;
 	gr = getgrnam(RELAY_DROP_GROUP);
 	if (gr == NULL) {
-		report(c, true, NULL, "group %s does not exist: local users cannot submit with "
+		report(c, true, NULL,
+		       "group %s does not exist: local users cannot submit with "
 		       "sendmail (the package, `cmake --install` and scripts/install-perms make it)",
 		       RELAY_DROP_GROUP);
 		return;
@@ -110,8 +112,10 @@ static void check_drop_group(struct checker *c)
 		return;
 	self[n] = '\0';
 	if (st.st_gid != gr->gr_gid || !(st.st_mode & S_ISGID))
-		report(c, false, NULL, "%s is not set-group-ID %s: only root can submit with "
-		       "its sendmail link", self, RELAY_DROP_GROUP);
+		report(c, false, NULL,
+		       "%s is not set-group-ID %s: only root can submit with "
+		       "its sendmail link",
+		       self, RELAY_DROP_GROUP);
 }
 
 /* A spool that does not exist yet is made by serve (as root): its nearest
@@ -135,14 +139,14 @@ static void check_missing_spool(struct checker *c, const char *spool)
 		if (stat(dir, &st) == 0)
 			break;
 		if (errno != ENOENT || strcmp(dir, ".") == 0 || strcmp(dir, "/") == 0) {
-			report(c, true, "spool_dir", "spool_dir %s cannot be created: %s: %s", spool,
-			       dir, strerror(errno));
+			report(c, true, "spool_dir", "spool_dir %s cannot be created: %s: %s",
+			       spool, dir, strerror(errno));
 			return;
 		}
 	}
 	if (!S_ISDIR(st.st_mode))
-		report(c, true, "spool_dir", "spool_dir %s cannot be created: %s is not a directory",
-		       spool, dir);
+		report(c, true, "spool_dir",
+		       "spool_dir %s cannot be created: %s is not a directory", spool, dir);
 	else if (access(dir, W_OK | X_OK) != 0)
 		report(c, true, "spool_dir", "spool_dir %s cannot be created in %s: %s", spool, dir,
 		       strerror(errno));
@@ -190,16 +194,21 @@ static void check_spool(struct checker *c)
 		return;
 	}
 	if (c->have_user && st.st_uid != 0 && st.st_uid != c->uid)
-		report(c, true, "spool_dir", "spool_dir %s belongs to uid %lu, neither root nor "
-		       "user %s", spool, (unsigned long)st.st_uid, c->cfg->user);
+		report(c, true, "spool_dir",
+		       "spool_dir %s belongs to uid %lu, neither root nor "
+		       "user %s",
+		       spool, (unsigned long)st.st_uid, c->cfg->user);
 	else if (c->have_user && st.st_uid != c->uid && !user_may_write(c, &st))
-		report(c, true, "spool_dir", "spool_dir %s belongs to root and user %s cannot write "
+		report(c, true, "spool_dir",
+		       "spool_dir %s belongs to root and user %s cannot write "
 		       "it: serve would stop (it never changes the owner of an existing spool "
-		       "directory): chown %s %s", spool, c->cfg->user, c->cfg->user, spool);
+		       "directory): chown %s %s",
+		       spool, c->cfg->user, c->cfg->user, spool);
 	if (!(st.st_mode & S_IXOTH))
-		report(c, false, "spool_dir", "spool_dir %s is not searchable by others (mode %04o): "
-		       "local users cannot reach maildrop/ to submit (chmod o+x)", spool,
-		       (unsigned)(st.st_mode & 07777));
+		report(c, false, "spool_dir",
+		       "spool_dir %s is not searchable by others (mode %04o): "
+		       "local users cannot reach maildrop/ to submit (chmod o+x)",
+		       spool, (unsigned)(st.st_mode & 07777));
 	for (i = 0; i < sizeof(spool_subdirs) / sizeof(spool_subdirs[0]); i++) {
 		snprintf(sub, sizeof(sub), "%s/%s", spool, spool_subdirs[i]);
 		if (lstat(sub, &st) != 0) {
@@ -208,8 +217,10 @@ static void check_spool(struct checker *c)
 			continue;
 		}
 		if (!S_ISDIR(st.st_mode))
-			report(c, true, "spool_dir", "%s must be a directory, not a symbolic link or "
-			       "a file", sub);
+			report(c, true, "spool_dir",
+			       "%s must be a directory, not a symbolic link or "
+			       "a file",
+			       sub);
 	}
 }
 
@@ -236,7 +247,8 @@ static void check_dkim_key(struct checker *c)
 	char err[512];
 
 	if (c->cfg->dkim_key_file[0] == '\0') {
-		report(c, false, NULL, "dkim_domain, dkim_selector and dkim_key_file are not set: "
+		report(c, false, NULL,
+		       "dkim_domain, dkim_selector and dkim_key_file are not set: "
 		       "no TLS-RPT report mail (mailto: ruas are skipped; `stsrelay tlsrpt "
 		       "dkim-keygen` makes a key)");
 		return;
@@ -248,9 +260,10 @@ static void check_dkim_key(struct checker *c)
 	}
 	dkim_key_free(k);
 	if (stat(c->cfg->dkim_key_file, &st) == 0 && (st.st_mode & S_IROTH))
-		report(c, false, "dkim_key_file", "dkim_key_file %s is readable by every user "
-		       "(mode %04o): chmod o-r", c->cfg->dkim_key_file,
-		       (unsigned)(st.st_mode & 07777));
+		report(c, false, "dkim_key_file",
+		       "dkim_key_file %s is readable by every user "
+		       "(mode %04o): chmod o-r",
+		       c->cfg->dkim_key_file, (unsigned)(st.st_mode & 07777));
 }
 
 /* RFC 8460 §3: receivers ignore reports not signed by the reporting
@@ -339,8 +352,10 @@ static int check_readable_as_user(struct checker *c)
 static void check_hostname(struct checker *c)
 {
 	if (strchr(c->cfg->hostname, '.') == NULL)
-		report(c, false, "hostname", "hostname '%s' is not a fully qualified domain name: "
-		       "it is the EHLO name and the domain of local senders", c->cfg->hostname);
+		report(c, false, "hostname",
+		       "hostname '%s' is not a fully qualified domain name: "
+		       "it is the EHLO name and the domain of local senders",
+		       c->cfg->hostname);
 }
 
 static const char check_help[] =

@@ -171,8 +171,8 @@ static int send_line(int fd, const char *request, int64_t deadline, char *why, s
 	return 0;
 }
 
-enum cli_control_result cli_control_request(const char *spool_dir, const char *request,
-					    char *reply, size_t replylen)
+enum cli_control_result cli_control_request(const char *spool_dir, const char *request, char *reply,
+					    size_t replylen)
 {
 	enum cli_control_result res;
 	int64_t deadline = mono_ms() + CONTROL_TIMEOUT_MS;
@@ -215,7 +215,8 @@ enum cli_control_result cli_control_request(const char *spool_dir, const char *r
 			if (nl != NULL)
 				*nl = '\0';
 			if (nl == NULL && got == 0) {
-				snprintf(reply, replylen, "the daemon closed the connection without a reply");
+				snprintf(reply, replylen,
+					 "the daemon closed the connection without a reply");
 				goto out;
 			}
 			len = strlen(line);
@@ -231,8 +232,7 @@ out:
 	return res;
 }
 
-enum cli_control_result cli_showq(const char *spool_dir, json_t **doc, char *err,
-				  size_t errlen)
+enum cli_control_result cli_showq(const char *spool_dir, json_t **doc, char *err, size_t errlen)
 {
 	enum cli_control_result res;
 	int64_t deadline = mono_ms() + CONTROL_TIMEOUT_MS;
@@ -264,18 +264,20 @@ enum cli_control_result cli_showq(const char *spool_dir, json_t **doc, char *err
 		if (n == 0)
 			break;
 		if (core_buf_add(&in, chunk, (size_t)n) != 0) {
-			snprintf(err, errlen, "listing from the daemon larger than %d bytes", LISTING_MAX);
+			snprintf(err, errlen, "listing from the daemon larger than %d bytes",
+				 LISTING_MAX);
 			goto out;
 		}
 	}
 	if (core_buf_len(&in) >= 6 && memcmp(core_buf_str(&in), "error ", 6) == 0) {
-		snprintf(err, errlen, "the daemon refused: %.*s", (int)strcspn(core_buf_str(&in) + 6, "\n"),
-			 core_buf_str(&in) + 6);
+		snprintf(err, errlen, "the daemon refused: %.*s",
+			 (int)strcspn(core_buf_str(&in) + 6, "\n"), core_buf_str(&in) + 6);
 		goto out;
 	}
 	*doc = json_loadb(core_buf_str(&in), core_buf_len(&in), 0, &jerr);
 	if (*doc == NULL || !json_is_array(json_object_get(*doc, "messages"))) {
-		snprintf(err, errlen, "bad listing from the daemon: %s", *doc ? "no messages" : jerr.text);
+		snprintf(err, errlen, "bad listing from the daemon: %s",
+			 *doc ? "no messages" : jerr.text);
 		json_decref(*doc);
 		*doc = NULL;
 		goto out;

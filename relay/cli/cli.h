@@ -37,25 +37,24 @@ int cli_load_config(const char *prog, const char *explicit_path, struct config *
 
 /* Result of a control-socket request. */
 enum cli_control_result {
-	CLI_CONTROL_REPLIED,     /* the daemon answered; reply holds its line */
-	CLI_CONTROL_NO_DAEMON,   /* no socket or connection refused: not running */
-	CLI_CONTROL_DENIED,      /* the socket exists but this user may not use it */
-	CLI_CONTROL_FAILED       /* anything else; reply holds the reason */
+	CLI_CONTROL_REPLIED,   /* the daemon answered; reply holds its line */
+	CLI_CONTROL_NO_DAEMON, /* no socket or connection refused: not running */
+	CLI_CONTROL_DENIED,    /* the socket exists but this user may not use it */
+	CLI_CONTROL_FAILED     /* anything else; reply holds the reason */
 };
 
 /* Sends one request line (no CR/LF inside) to spool_dir/control and reads
  * one reply line (without its line end) into reply. Bounded in time (30 s)
  * and size (replylen). */
-enum cli_control_result cli_control_request(const char *spool_dir, const char *request,
-					    char *reply, size_t replylen);
+enum cli_control_result cli_control_request(const char *spool_dir, const char *request, char *reply,
+					    size_t replylen);
 
 /* The queue listing from the running daemon's public endpoint
  * (spool_dir/public/showq, open to every local user): *doc gets the
  * document relay/listing.h describes, without submitter and client.
  * REPLIED, NO_DAEMON, DENIED (the spool cannot even be entered), else
  * FAILED; err says why. Bounded in time (30 s) and size (LISTING_MAX). */
-enum cli_control_result cli_showq(const char *spool_dir, json_t **doc, char *err,
-				  size_t errlen);
+enum cli_control_result cli_showq(const char *spool_dir, json_t **doc, char *err, size_t errlen);
 
 /* True when s is a well-formed queue id; copies it upper-cased into out
  * (QUEUE_ID_LEN + 1 bytes). */

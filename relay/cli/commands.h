@@ -10,6 +10,6 @@ int cmd_mailq(int argc, char **argv);      /* relay/queue_cmd.c: queue list */
 int cmd_queue(int argc, char **argv);      /* relay/queue_cmd.c */
 int cmd_sts(int argc, char **argv);        /* relay/sts_cmd.c */
 int cmd_tlsrpt(int argc, char **argv);     /* relay/tlsrpt_cmd.c */
-int cmd_conf_check(int argc, char **argv);  /* relay/check_cmd.c: the configuration test */
+int cmd_conf_check(int argc, char **argv); /* relay/check_cmd.c: the configuration test */
 
 #endif

@@ -28,8 +28,8 @@ int main(int argc, char **argv)
 		const char *name;
 		int (*fn)(int, char **);
 	} cmds[] = {
-		{ "serve", cmd_serve },   { "sendmail", cmd_sendmail }, { "queue", cmd_queue },
-		{ "mailq", cmd_mailq },   { "sts", cmd_sts },           { "tlsrpt", cmd_tlsrpt },
+		{ "serve", cmd_serve },      { "sendmail", cmd_sendmail }, { "queue", cmd_queue },
+		{ "mailq", cmd_mailq },      { "sts", cmd_sts },           { "tlsrpt", cmd_tlsrpt },
 		{ "check", cmd_conf_check },
 	};
 	const char *base = strrchr(argv[0], '/');

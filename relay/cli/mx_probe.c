@@ -1,6 +1,6 @@
 /* The STARTTLS probe of `stsrelay sts check --probe`: greeting, EHLO, STARTTLS,
  * TLS handshake with SNI and the certificate check for one MX host, then QUIT. */
-#define LOG_COMPONENT LOG_C_SMTP  /* program name in logs, see relay/log.h */
+#define LOG_COMPONENT LOG_C_SMTP /* program name in logs, see relay/log.h */
 #include "relay/cli/mx_probe.h"
 
 #include <stdarg.h>
@@ -12,14 +12,14 @@
 #include "smtp/reply.h"
 
 enum pstate {
-	P_CONNECT,     /* TCP connect under way */
-	P_BANNER,      /* waiting for the greeting */
+	P_CONNECT, /* TCP connect under way */
+	P_BANNER,  /* waiting for the greeting */
 	P_EHLO,
 	P_STARTTLS,
-	P_TLS,         /* smtp_conn runs the handshake */
-	P_EHLO_TLS,    /* EHLO again inside TLS: proves the channel works */
+	P_TLS,      /* smtp_conn runs the handshake */
+	P_EHLO_TLS, /* EHLO again inside TLS: proves the channel works */
 	P_QUIT,
-	P_DONE,        /* closing; the callback follows */
+	P_DONE, /* closing; the callback follows */
 	P_STATE_COUNT
 };
 
@@ -29,8 +29,9 @@ static const char *const state_names[P_STATE_COUNT] = {
 
 /* What a stage waits for, for "timed out waiting for ..." texts. */
 static const char *const state_waits[P_STATE_COUNT] = {
-	"the connection", "the greeting", "the reply to EHLO", "the reply to STARTTLS",
-	"the TLS handshake", "the reply to EHLO after STARTTLS", "the reply to QUIT", "nothing",
+	"the connection",        "the greeting",      "the reply to EHLO",
+	"the reply to STARTTLS", "the TLS handshake", "the reply to EHLO after STARTTLS",
+	"the reply to QUIT",     "nothing",
 };
 
 struct mx_probe {
@@ -42,7 +43,7 @@ struct mx_probe {
 	mx_probe_cb cb;
 	void *arg;
 	struct mx_probe_result res;
-	struct smtp_reply_parser rp;   /* large: the probe lives on the heap */
+	struct smtp_reply_parser rp; /* large: the probe lives on the heap */
 };
 
 static void on_connected(struct smtp_conn *c, void *arg);
@@ -194,7 +195,7 @@ static void on_reply(struct mx_probe *p, const struct smtp_reply *r, size_t extr
 	case P_TLS:
 	case P_DONE:
 	case P_STATE_COUNT:
-		return;  /* no command outstanding: ignore */
+		return; /* no command outstanding: ignore */
 	}
 }
 
@@ -320,14 +321,15 @@ static int try_address(struct mx_probe *p)
 		uv_ip6_name((const struct sockaddr_in6 *)a, ip, sizeof(ip));
 	else
 		uv_ip4_name((const struct sockaddr_in *)a, ip, sizeof(ip));
-	snprintf(p->res.address, sizeof(p->res.address), a->ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u",
-		 ip, (unsigned)p->cfg.port);
+	snprintf(p->res.address, sizeof(p->res.address),
+		 a->ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, (unsigned)p->cfg.port);
 	p->conn = smtp_conn_new(p->cfg.loop, &probe_ops, p);
 	if (p->conn == NULL)
 		return -1;
 	smtp_reply_parser_init(&p->rp);
 	p->state = P_CONNECT;
-	if (smtp_conn_connect(p->conn, p->res.host, a, p->cfg.port, p->cfg.connect_timeout_ms) != 0) {
+	if (smtp_conn_connect(p->conn, p->res.host, a, p->cfg.port, p->cfg.connect_timeout_ms) !=
+	    0) {
 		snprintf(p->res.detail, sizeof(p->res.detail), "cannot connect to %s",
 			 p->res.address);
 		smtp_conn_free(p->conn);

@@ -38,24 +38,24 @@
 struct mx_probe_config {
 	uv_loop_t *loop;
 	struct smtp_tls_ctx *tls;
-	const char *helo_name;          /* our EHLO name */
-	uint16_t port;                  /* smtp_port */
+	const char *helo_name; /* our EHLO name */
+	uint16_t port;         /* smtp_port */
 	uint32_t connect_timeout_ms;
-	uint32_t stage_timeout_ms;      /* each reply and the handshake */
+	uint32_t stage_timeout_ms; /* each reply and the handshake */
 };
 
 struct mx_probe_result {
 	char host[DNS_NAME_MAX + 1];
-	char address[SMTP_CONN_IP_MAX + 8];   /* "ip:port" of the last try, "" none */
-	bool connected;                 /* a TCP connection was made */
-	bool esmtp;                     /* EHLO accepted */
-	bool starttls;                  /* STARTTLS offered and accepted (220) */
-	bool tls;                       /* the handshake completed */
-	char tls_version[16];           /* "TLSv1.3", "" without TLS */
-	bool verified;                  /* chain, dates and name check out */
-	const char *result_type;        /* static RFC 8460 type; NULL when verified
+	char address[SMTP_CONN_IP_MAX + 8]; /* "ip:port" of the last try, "" none */
+	bool connected;                     /* a TCP connection was made */
+	bool esmtp;                         /* EHLO accepted */
+	bool starttls;                      /* STARTTLS offered and accepted (220) */
+	bool tls;                           /* the handshake completed */
+	char tls_version[16];               /* "TLSv1.3", "" without TLS */
+	bool verified;                      /* chain, dates and name check out */
+	const char *result_type;            /* static RFC 8460 type; NULL when verified
 					 * or when the probe never got to EHLO */
-	char detail[MX_PROBE_DETAIL_MAX];  /* why, for people: "hostname mismatch",
+	char detail[MX_PROBE_DETAIL_MAX];   /* why, for people: "hostname mismatch",
 					    * "STARTTLS not offered", "" when all is well */
 };
 

@@ -103,8 +103,10 @@ static int parse_opts(const char *prog, int argc, char **argv, struct qopts *o)
 /* What a user who may not read or change the queue is told (exit 77). */
 static int not_permitted(const char *prog, const char *what)
 {
-	fprintf(stderr, "%s: %s: Permission denied (run it as root or as the daemon's user, "
-		"the owner of the spool)\n", prog, what);
+	fprintf(stderr,
+		"%s: %s: Permission denied (run it as root or as the daemon's user, "
+		"the owner of the spool)\n",
+		prog, what);
 	return EX_NOPERM;
 }
 
@@ -155,9 +157,10 @@ int cli_queue_list(const char *prog, const struct config *cfg, bool json)
 		case CLI_CONTROL_REPLIED:
 			break;
 		case CLI_CONTROL_NO_DAEMON:
-			fprintf(stderr, "%s: the spool %s is readable only by root and the daemon's "
-				"user, and the daemon is not running to list it for you\n", prog,
-				cfg->spool_dir);
+			fprintf(stderr,
+				"%s: the spool %s is readable only by root and the daemon's "
+				"user, and the daemon is not running to list it for you\n",
+				prog, cfg->spool_dir);
 			ex = EX_UNAVAILABLE;
 			goto out;
 		case CLI_CONTROL_DENIED:
@@ -201,7 +204,7 @@ out:
  * cannot be read. */
 static int id_known(const char *prog, struct queue *q, const char *id, const char *what)
 {
-	char (*ids)[QUEUE_ID_LEN + 1] = NULL;
+	char(*ids)[QUEUE_ID_LEN + 1] = NULL;
 	size_t n = 0, i;
 	int found = 0;
 
@@ -314,7 +317,7 @@ out:
  * becomes due at once, which the daemon honours when it next starts. */
 static int offline_flush(const char *prog, struct queue *q, const char *only)
 {
-	char (*ids)[QUEUE_ID_LEN + 1] = NULL;
+	char(*ids)[QUEUE_ID_LEN + 1] = NULL;
 	size_t n = 0, i, j, nmsg = 0, nrcpt = 0;
 	int ex = 0;
 
@@ -380,15 +383,18 @@ static int queue_change_offline(const char *prog, const struct config *cfg, cons
 	int lock, ex;
 
 	if (strcmp(verb, "bounce") == 0) {
-		fprintf(stderr, "%s: bounce needs the daemon to be running (it sends the "
-				"notice to the sender)\n", prog);
+		fprintf(stderr,
+			"%s: bounce needs the daemon to be running (it sends the "
+			"notice to the sender)\n",
+			prog);
 		return EX_UNAVAILABLE;
 	}
 	lock = queue_lock(cfg->spool_dir, false, 0, &holder);
 	if (lock < 0 && errno == EWOULDBLOCK) {
-		fprintf(stderr, "%s: a daemon (pid %ld) holds the spool %s but does not answer on "
-			"its control socket; not editing the spool under it\n", prog, holder,
-			cfg->spool_dir);
+		fprintf(stderr,
+			"%s: a daemon (pid %ld) holds the spool %s but does not answer on "
+			"its control socket; not editing the spool under it\n",
+			prog, holder, cfg->spool_dir);
 		return EX_TEMPFAIL;
 	}
 	if (lock < 0 && errno == EACCES)
@@ -453,8 +459,10 @@ static int queue_change(const char *prog, const struct config *cfg, const char *
 			const char *why = reply[5] ? reply + 6 : "the daemon refused";
 
 			fprintf(stderr, "%s: %s\n", prog, why);
-			return strncmp(why, RELAY_CONTROL_NO_SUCH, strlen(RELAY_CONTROL_NO_SUCH)) == 0
-				       ? EX_NOUSER : EX_SOFTWARE;
+			return strncmp(why, RELAY_CONTROL_NO_SUCH, strlen(RELAY_CONTROL_NO_SUCH)) ==
+					       0
+				       ? EX_NOUSER
+				       : EX_SOFTWARE;
 		}
 		fprintf(stderr, "%s: unexpected reply from the daemon: %s\n", prog, reply);
 		return EX_PROTOCOL;

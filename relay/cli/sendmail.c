@@ -41,9 +41,9 @@
  * by inserting CRLF SPACE, as Postfix's smtp_line_length_limit does, so the
  * stored message never exceeds RFC 5322's 998 octets per line. */
 #define CHUNK_MAX 990
-#define HEADERS_MAX (1024 * 1024)   /* whole header section */
+#define HEADERS_MAX (1024 * 1024) /* whole header section */
 #define HEADER_FIELDS_MAX 10000
-#define NAME_MAX_BYTES 200          /* full name in an added From: */
+#define NAME_MAX_BYTES 200 /* full name in an added From: */
 
 /* Every address the parser can return must fit in the envelope. */
 _Static_assert(ADDRLIST_ADDR_MAX == QUEUE_ADDR_MAX, "address buffer sizes differ");
@@ -180,9 +180,9 @@ struct line_src {
 	struct reader *rd;
 	bool smtp;
 	bool dot_ends;
-	bool midline;      /* the previous piece did not end its line */
+	bool midline; /* the previous piece did not end its line */
 	bool done;
-	bool cut_short;    /* SMTP input ended before the final "." */
+	bool cut_short; /* SMTP input ended before the final "." */
 };
 
 /* Returns 1 with a piece in buf (*cont: it continues the previous line),
@@ -232,7 +232,7 @@ static void src_drain(struct line_src *s)
 struct user {
 	char login[64];
 	uid_t uid;
-	char fullname[NAME_MAX_BYTES + 1];  /* may be "" */
+	char fullname[NAME_MAX_BYTES + 1]; /* may be "" */
 };
 
 static int user_init(struct user *u, const char *fullname_opt)
@@ -283,7 +283,8 @@ static int addr_qualify(const char *in, const struct config *cfg, char *out, siz
 }
 
 /* What a refused local recipient is told (sendmail exits EX_NOUSER). */
-#define LOCAL_REFUSED_WHY "local recipient refused: no alias_root in the configuration " \
+#define LOCAL_REFUSED_WHY                                              \
+	"local recipient refused: no alias_root in the configuration " \
 	"(set alias_root = the address of the person who reads root's mail)"
 
 /* A recipient as given: checked like addr_qualify, then a local one (no
@@ -354,7 +355,7 @@ static int addr_list_parse(const char *s, size_t len, const struct config *cfg,
 /* ---- header section ---- */
 
 struct hfield {
-	size_t off, len;     /* the whole field, CRLFs included, in headers.buf */
+	size_t off, len; /* the whole field, CRLFs included, in headers.buf */
 	size_t namelen;
 };
 
@@ -364,7 +365,12 @@ struct headers {
 	size_t n, fcap;
 };
 
-#define HEADERS_INIT { CORE_BUF_INIT(HEADERS_MAX), NULL, 0, 0 }
+/* clang-format off: an initializer, not a block */
+#define HEADERS_INIT                                   \
+	{                                              \
+		CORE_BUF_INIT(HEADERS_MAX), NULL, 0, 0 \
+	}
+/* clang-format on */
 
 static void headers_free(struct headers *h)
 {
@@ -521,7 +527,7 @@ static void phrase_encode(const char *name, char *out, size_t outlen)
 		o += (size_t)snprintf(out + o, outlen - o, "%s=?UTF-8?B?", i ? " " : "");
 		enc = core_b64_encode(clean + i, take, out + o, outlen - o);
 		if (enc < 0) {
-			out[start] = '\0';   /* cannot happen: the room was checked above */
+			out[start] = '\0'; /* cannot happen: the room was checked above */
 			break;
 		}
 		o += (size_t)enc;
@@ -538,9 +544,9 @@ struct sm {
 	const struct config *cfg;
 	const struct user *user;
 	struct queue *q;
-	bool extract;        /* -t */
-	bool smtp;           /* -bs */
-	bool dot_ends;       /* neither -i nor -oi */
+	bool extract;  /* -t */
+	bool smtp;     /* -bs */
+	bool dot_ends; /* neither -i nor -oi */
 };
 
 /* Opens the spool once. Root may create it on a fresh system (the group
@@ -559,7 +565,8 @@ static int sm_open_queue(struct sm *sm, char *why, size_t whylen)
 			gid = (long)gr->gr_gid;
 	}
 	if (priv_raise() != 0) {
-		snprintf(why, whylen, "cannot take up the group " DROP_GROUP ": %s", strerror(errno));
+		snprintf(why, whylen, "cannot take up the group " DROP_GROUP ": %s",
+			 strerror(errno));
 		return EX_OSERR;
 	}
 	rc = queue_open(sm->cfg->spool_dir, getuid() == 0, gid, &sm->q, why, whylen);
@@ -574,9 +581,8 @@ static int sm_open_queue(struct sm *sm, char *why, size_t whylen)
 
 /* Reads the header section from src into h. On return *pending holds the
  * first body line when the headers ended without an empty line. */
-static int read_headers(struct sm *sm, struct line_src *src, struct headers *h,
-			char *pending, size_t *pendlen, bool *have_pending, char *why,
-			size_t whylen)
+static int read_headers(struct sm *sm, struct line_src *src, struct headers *h, char *pending,
+			size_t *pendlen, bool *have_pending, char *why, size_t whylen)
 {
 	char buf[CHUNK_MAX];
 	size_t len;
@@ -587,8 +593,9 @@ static int read_headers(struct sm *sm, struct line_src *src, struct headers *h,
 	for (;;) {
 		rc = src_next(src, buf, &len, &cont);
 		if (rc < 0) {
-			snprintf(why, whylen, "%s", src->cut_short ? "input ended before the final '.'"
-						  : "error reading the input");
+			snprintf(why, whylen, "%s",
+				 src->cut_short ? "input ended before the final '.'"
+						: "error reading the input");
 			return EX_IOERR;
 		}
 		if (rc == 0)
@@ -608,7 +615,8 @@ static int read_headers(struct sm *sm, struct line_src *src, struct headers *h,
 			return 0;
 		if (h->n > 0 && (cont || buf[0] == ' ' || buf[0] == '\t')) {
 			if ((cont && core_buf_add(&h->buf, " ", 1) != 0) ||
-			    core_buf_add(&h->buf, buf, len) != 0 || core_buf_add(&h->buf, "\r\n", 2) != 0)
+			    core_buf_add(&h->buf, buf, len) != 0 ||
+			    core_buf_add(&h->buf, "\r\n", 2) != 0)
 				goto too_big;
 			h->f[h->n - 1].len = core_buf_len(&h->buf) - h->f[h->n - 1].off;
 			continue;
@@ -628,7 +636,8 @@ static int read_headers(struct sm *sm, struct line_src *src, struct headers *h,
 			}
 			h->f[h->n].off = core_buf_len(&h->buf);
 			h->f[h->n].namelen = header_name_len(buf, len);
-			if (core_buf_add(&h->buf, buf, len) != 0 || core_buf_add(&h->buf, "\r\n", 2) != 0)
+			if (core_buf_add(&h->buf, buf, len) != 0 ||
+			    core_buf_add(&h->buf, "\r\n", 2) != 0)
 				goto too_big;
 			h->f[h->n].len = core_buf_len(&h->buf) - h->f[h->n].off;
 			h->n++;
@@ -641,8 +650,8 @@ static int read_headers(struct sm *sm, struct line_src *src, struct headers *h,
 		return 0;
 	}
 too_big:
-	snprintf(why, whylen, "header section too large (limit %d bytes, %d fields)",
-		 HEADERS_MAX, HEADER_FIELDS_MAX);
+	snprintf(why, whylen, "header section too large (limit %d bytes, %d fields)", HEADERS_MAX,
+		 HEADER_FIELDS_MAX);
 	return EX_DATAERR;
 }
 
@@ -763,7 +772,8 @@ static int submit(struct sm *sm, struct line_src *src, struct queue_envelope *en
 		goto out;
 	}
 	if (priv_raise() != 0) {
-		snprintf(why, whylen, "cannot take up the group " DROP_GROUP ": %s", strerror(errno));
+		snprintf(why, whylen, "cannot take up the group " DROP_GROUP ": %s",
+			 strerror(errno));
 		ex = EX_OSERR;
 		goto out;
 	}
@@ -771,8 +781,8 @@ static int submit(struct sm *sm, struct line_src *src, struct queue_envelope *en
 	e = errno;
 	priv_lower();
 	if (rc != 0) {
-		snprintf(why, whylen, "cannot create a file in %.400s/maildrop: %s", sm->cfg->spool_dir,
-			 strerror(e));
+		snprintf(why, whylen, "cannot create a file in %.400s/maildrop: %s",
+			 sm->cfg->spool_dir, strerror(e));
 		ex = cli_exit_for_errno(e, EX_CANTCREAT);
 		goto out;
 	}
@@ -786,8 +796,7 @@ static int submit(struct sm *sm, struct line_src *src, struct queue_envelope *en
 	}
 	if (write_headers(sm, o, &h, env, queue_writer_id(w)) != 0)
 		goto write_error;
-	if (have_pending &&
-	    (out_put(o, pending, pendlen) != 0 || out_put(o, "\r\n", 2) != 0))
+	if (have_pending && (out_put(o, pending, pendlen) != 0 || out_put(o, "\r\n", 2) != 0))
 		goto write_error;
 	for (;;) {
 		rc = src_next(src, buf, &len, &cont);
@@ -798,8 +807,9 @@ static int submit(struct sm *sm, struct line_src *src, struct queue_envelope *en
 			goto write_error;
 	}
 	if (rc < 0) {
-		snprintf(why, whylen, "%s", src->cut_short ? "input ended before the final '.'"
-					  : "error reading the input");
+		snprintf(why, whylen, "%s",
+			 src->cut_short ? "input ended before the final '.'"
+					: "error reading the input");
 		goto out;
 	}
 	if (o->too_big) {
@@ -812,7 +822,8 @@ static int submit(struct sm *sm, struct line_src *src, struct queue_envelope *en
 		goto write_error;
 	snprintf(qid, QUEUE_ID_LEN + 1, "%s", queue_writer_id(w));
 	if (priv_raise() != 0) {
-		snprintf(why, whylen, "cannot take up the group " DROP_GROUP ": %s", strerror(errno));
+		snprintf(why, whylen, "cannot take up the group " DROP_GROUP ": %s",
+			 strerror(errno));
 		ex = EX_OSERR;
 		goto out;
 	}
@@ -912,12 +923,15 @@ static int smtp_session(struct sm *sm, struct reader *rd)
 				reply("503 5.5.1 Error: nested MAIL command");
 			} else if (cmd.has_size && cmd.size > sm->cfg->max_message_size) {
 				reply("552 5.3.4 Message size exceeds fixed limit");
-			} else if (cmd.path[0] && addr_qualify(cmd.path, sm->cfg, addr, sizeof(addr)) != 0) {
+			} else if (cmd.path[0] &&
+				   addr_qualify(cmd.path, sm->cfg, addr, sizeof(addr)) != 0) {
 				reply("501 5.1.7 Bad sender address syntax");
 			} else {
 				memset(&env, 0, sizeof(env));
-				snprintf(env.sender, sizeof(env.sender), "%s", cmd.path[0] ? addr : "");
-				snprintf(env.submitter, sizeof(env.submitter), "%s", sm->user->login);
+				snprintf(env.sender, sizeof(env.sender), "%s",
+					 cmd.path[0] ? addr : "");
+				snprintf(env.submitter, sizeof(env.submitter), "%s",
+					 sm->user->login);
 				st = BS_MAIL;
 				reply("250 2.1.0 Ok");
 			}
@@ -999,10 +1013,10 @@ enum sm_mode { MODE_DELIVER, MODE_LIST, MODE_SMTP, MODE_NOOP, MODE_HELP };
 struct sm_opts {
 	enum sm_mode mode;
 	bool extract, ignore_dots;
-	const char *sender;     /* -f / -r, NULL if not given */
-	const char *fullname;   /* -F */
-	const char *config;     /* -C / -c */
-	int first_rcpt;         /* argv index of the first recipient */
+	const char *sender;   /* -f / -r, NULL if not given */
+	const char *fullname; /* -F */
+	const char *config;   /* -C / -c */
+	int first_rcpt;       /* argv index of the first recipient */
 };
 
 static const char sm_help[] =
@@ -1028,8 +1042,8 @@ static const char sm_help[] =
 	"a bad address or a message too large, 67 no login name for this user or\n"
 	"a local recipient (root) without alias_root,\n"
 	"71 system error, 73 cannot create the file in maildrop/, 74 write error,\n"
-	"75 the spool cannot be opened now, 77 permission denied (not in group\n"
-	RELAY_DROP_GROUP " and not root), 78 configuration error.\n";
+	"75 the spool cannot be opened now, 77 permission denied (not in group\n" RELAY_DROP_GROUP
+	" and not root), 78 configuration error.\n";
 
 static void sm_usage(void)
 {
@@ -1083,7 +1097,7 @@ static int parse_args(int argc, char **argv, struct sm_opts *o)
 				o->ignore_dots = true;
 				break;
 			case 'I':
-				o->mode = MODE_NOOP;  /* -I = newaliases: no alias database */
+				o->mode = MODE_NOOP; /* -I = newaliases: no alias database */
 				break;
 			case 'f':
 			case 'r':
@@ -1099,7 +1113,7 @@ static int parse_args(int argc, char **argv, struct sm_opts *o)
 			case 'o':
 				if (strcmp(val, "i") == 0)
 					o->ignore_dots = true;
-				break;  /* other -oX options mean nothing here */
+				break; /* other -oX options mean nothing here */
 			case 'b':
 				if (strcmp(val, "m") == 0) {
 					o->mode = MODE_DELIVER;
@@ -1116,12 +1130,12 @@ static int parse_args(int argc, char **argv, struct sm_opts *o)
 				break;
 			default:
 				if (val != NULL || strchr(ignored, f) != NULL)
-					break;  /* accepted and ignored: -A -B -h -L -N -O -p -R -V -X -v ... */
+					break; /* accepted and ignored: -A -B -h -L -N -O -p -R -V -X -v ... */
 				fprintf(stderr, PROG ": unknown option -%c\n", f);
 				return -1;
 			}
 			if (val != NULL)
-				break;  /* the rest of this argument was the value */
+				break; /* the rest of this argument was the value */
 		}
 	}
 	o->first_rcpt = i;
@@ -1130,8 +1144,8 @@ static int parse_args(int argc, char **argv, struct sm_opts *o)
 
 /* The envelope sender from -f/-r ("" or "<>" = null sender), else
  * login@hostname. */
-static int sender_init(const struct sm_opts *o, const struct config *cfg,
-		       const struct user *u, struct queue_envelope *env)
+static int sender_init(const struct sm_opts *o, const struct config *cfg, const struct user *u,
+		       struct queue_envelope *env)
 {
 	char tmp[QUEUE_ADDR_MAX];
 	const char *s = o->sender;
@@ -1206,7 +1220,8 @@ static int sendmail_main(int argc, char **argv)
 		goto out;
 	}
 	if (sender_init(&o, &cfg, &u, &env) != 0) {
-		fprintf(stderr, PROG ": invalid sender address: %s\n", o.sender ? o.sender : u.login);
+		fprintf(stderr, PROG ": invalid sender address: %s\n",
+			o.sender ? o.sender : u.login);
 		ex = EX_DATAERR;
 		goto out;
 	}

@@ -32,7 +32,7 @@
 #include "relay/daemon/tlsrpt_daemon.h"
 
 #define DROP_GROUP RELAY_DROP_GROUP
-#define LOCK_WAIT_MS 2000   /* a queue command holds the lock for a moment at most */
+#define LOCK_WAIT_MS 2000 /* a queue command holds the lock for a moment at most */
 
 struct serve {
 	struct relay r;
@@ -44,7 +44,7 @@ struct serve {
 	uv_signal_t sig[3];
 	int nsig;
 	int exit_code;
-	int lock_fd;              /* spool_dir/lock, held until exit */
+	int lock_fd; /* spool_dir/lock, held until exit */
 };
 
 static void close_signals(struct serve *sv)
@@ -60,7 +60,7 @@ static void on_scheduler_stopped(void *arg)
 {
 	struct serve *sv = arg;
 
-	close_signals(sv);  /* the last handles: uv_run returns */
+	close_signals(sv); /* the last handles: uv_run returns */
 }
 
 static void on_smtpd_stopped(void *arg)
@@ -117,8 +117,8 @@ static void setup_logging(const struct config *cfg)
 		t = log_default_target();
 		break;
 	}
-	log_setup("stsrelay", cfg->log_format == CONFIG_LOG_JSON ? LOG_FORMAT_JSON : LOG_FORMAT_TEXT,
-		  t);
+	log_setup("stsrelay",
+		  cfg->log_format == CONFIG_LOG_JSON ? LOG_FORMAT_JSON : LOG_FORMAT_TEXT, t);
 	log_use_components(1);
 }
 
@@ -159,7 +159,8 @@ static void reload(struct serve *sv)
 		log_warn("reload: ca_file changed; takes effect after a restart");
 	if (nc->sts_https_port != cur->sts_https_port ||
 	    nc->sts_fetch_timeout_ms != cur->sts_fetch_timeout_ms)
-		log_warn("reload: sts_https_port/sts_fetch_timeout changed; take effect after a restart");
+		log_warn(
+			"reload: sts_https_port/sts_fetch_timeout changed; take effect after a restart");
 	memcpy(nc->listen, cur->listen, sizeof(nc->listen));
 	nc->nlisten = cur->nlisten;
 	memcpy(nc->spool_dir, cur->spool_dir, sizeof(nc->spool_dir));
@@ -199,11 +200,11 @@ static void on_signal(uv_signal_t *h, int signum)
  * alone with a warning. The configured spool_dir itself is opened by path:
  * it is the operator's choice, like the directories above it.
  */
-#define HANDOVER_DEPTH 2   /* spool/tlsrpt/DAY: the deepest directory stsrelay makes */
+#define HANDOVER_DEPTH 2 /* spool/tlsrpt/DAY: the deepest directory stsrelay makes */
 
 struct handover {
 	uid_t uid;
-	dev_t dev;               /* the spool's file system, never left */
+	dev_t dev; /* the spool's file system, never left */
 	const char *spool;
 	char *err;
 	size_t errlen;
@@ -239,7 +240,7 @@ static int handover_entry(struct handover *h, int dirfd, const char *name, const
 		fd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0) {
 		if (errno == ENOENT)
-			return 0;  /* gone meanwhile: nothing to hand over */
+			return 0; /* gone meanwhile: nothing to hand over */
 		snprintf(h->err, h->errlen, "open %s/%s: %s", h->spool, rel, strerror(errno));
 		return -1;
 	}
@@ -318,8 +319,11 @@ static int handover_spool(const char *spool, uid_t uid, bool give_root, int lock
 	static const struct {
 		const char *name;
 		bool tree;
-	} subs[] = { { "queue", true }, { "tmp", true }, { "maildrop", false },
-		     { "sts", true }, { "tlsrpt", true } };
+	} subs[] = { { "queue", true },
+		     { "tmp", true },
+		     { "maildrop", false },
+		     { "sts", true },
+		     { "tlsrpt", true } };
 	struct handover h = { .uid = uid, .spool = spool, .err = err, .errlen = errlen };
 	struct stat st;
 	size_t i;
@@ -345,12 +349,15 @@ static int handover_spool(const char *spool, uid_t uid, bool give_root, int lock
 			continue;
 		if (fd < 0) {
 			snprintf(err, errlen, "spool %s/%s: %s%s", spool, subs[i].name,
-				 strerror(errno), errno == ELOOP || errno == ENOTDIR ?
-				 " (must be a directory, not a symbolic link or file)" : "");
+				 strerror(errno),
+				 errno == ELOOP || errno == ENOTDIR
+					 ? " (must be a directory, not a symbolic link or file)"
+					 : "");
 			goto out;
 		}
 		if (fstat(fd, &st) != 0) {
-			snprintf(err, errlen, "spool %s/%s: %s", spool, subs[i].name, strerror(errno));
+			snprintf(err, errlen, "spool %s/%s: %s", spool, subs[i].name,
+				 strerror(errno));
 			close(fd);
 			goto out;
 		}
@@ -381,7 +388,8 @@ static int set_groups(const char *user, gid_t gid, long drop_gid, char *err, siz
 	int n, i;
 
 	if (initgroups(user, gid) != 0) {
-		snprintf(err, errlen, "cannot set the groups of user %s: %s", user, strerror(errno));
+		snprintf(err, errlen, "cannot set the groups of user %s: %s", user,
+			 strerror(errno));
 		return -1;
 	}
 	if (drop_gid < 0)
@@ -468,12 +476,14 @@ static int take_lock(struct serve *sv, bool *made_root, char *err, size_t errlen
 	if (sv->lock_fd < 0) {
 		e = errno;
 		if (e == EWOULDBLOCK)
-			snprintf(err, errlen, "spool %s is in use by another stsrelay (pid %ld holds "
-				 "%s/%s): one daemon per spool", spool, holder, spool, QUEUE_LOCK_FILE);
+			snprintf(err, errlen,
+				 "spool %s is in use by another stsrelay (pid %ld holds "
+				 "%s/%s): one daemon per spool",
+				 spool, holder, spool, QUEUE_LOCK_FILE);
 		else
 			snprintf(err, errlen, "cannot lock spool %s (%s/%s): %s", spool, spool,
-				 QUEUE_LOCK_FILE, e == EINVAL ? "not a plain file with one link" :
-				 strerror(e));
+				 QUEUE_LOCK_FILE,
+				 e == EINVAL ? "not a plain file with one link" : strerror(e));
 		errno = e;
 		return -1;
 	}
@@ -501,8 +511,8 @@ static void check_drop_group(const char *spool)
 			return;
 	log_warn("%s belongs to group %ld, which this process is not in: files other users "
 		 "submit with sendmail cannot be read and are set aside as .bad-ID (start as "
-		 "root with user = ..., or add the user to group %s)", dir, (long)st.st_gid,
-		 DROP_GROUP);
+		 "root with user = ..., or add the user to group %s)",
+		 dir, (long)st.st_gid, DROP_GROUP);
 }
 
 static void walk_close(uv_handle_t *h, void *arg)
@@ -572,7 +582,7 @@ int cmd_serve(int argc, char **argv)
 	}
 	snprintf(sv->r.config_path, sizeof(sv->r.config_path), "%s", path);
 	setup_logging(&sv->r.cfg);
-	signal(SIGPIPE, SIG_IGN);  /* a client gone mid-write is an error return */
+	signal(SIGPIPE, SIG_IGN); /* a client gone mid-write is an error return */
 
 	rc = uv_loop_init(&sv->loop);
 	if (rc != 0) {
@@ -598,7 +608,8 @@ int cmd_serve(int argc, char **argv)
 		 * the open after the switch leaves the group as it is */
 		struct queue *q0 = NULL;
 		if (getuid() == 0) {
-			if (queue_open(sv->r.cfg.spool_dir, true, drop_gid, &q0, err, sizeof(err)) != 0) {
+			if (queue_open(sv->r.cfg.spool_dir, true, drop_gid, &q0, err,
+				       sizeof(err)) != 0) {
 				code = EX_CANTCREAT;
 				goto fail;
 			}
@@ -613,9 +624,11 @@ int cmd_serve(int argc, char **argv)
 	}
 	if (access(sv->r.cfg.spool_dir, W_OK | X_OK) != 0) {
 		/* sts/, tlsrpt/ and the control sockets are made in it */
-		snprintf(err, sizeof(err), "spool %s is not writable%s%s: %s (stsrelay never changes "
-			 "the owner of an existing spool directory)", sv->r.cfg.spool_dir,
-			 sv->r.cfg.user[0] ? " by user " : "", sv->r.cfg.user, strerror(errno));
+		snprintf(err, sizeof(err),
+			 "spool %s is not writable%s%s: %s (stsrelay never changes "
+			 "the owner of an existing spool directory)",
+			 sv->r.cfg.spool_dir, sv->r.cfg.user[0] ? " by user " : "", sv->r.cfg.user,
+			 strerror(errno));
 		code = EX_NOPERM;
 		goto fail;
 	}
@@ -713,7 +726,7 @@ fail:
 	close_signals(sv);
 	uv_run(&sv->loop, UV_RUN_DEFAULT);
 out:
-	uv_walk(&sv->loop, walk_close, NULL);  /* nothing should be left; be sure */
+	uv_walk(&sv->loop, walk_close, NULL); /* nothing should be left; be sure */
 	uv_run(&sv->loop, UV_RUN_DEFAULT);
 	if (uv_loop_close(&sv->loop) != 0)
 		log_warn("event loop did not close cleanly");
@@ -724,7 +737,7 @@ out:
 	if (sv->r.queue != NULL)
 		queue_close(sv->r.queue);
 	if (sv->lock_fd >= 0)
-		close(sv->lock_fd);  /* last: the control socket is gone by now */
+		close(sv->lock_fd); /* last: the control socket is gone by now */
 	free(sv);
 	return code;
 }

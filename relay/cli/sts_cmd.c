@@ -137,14 +137,14 @@ struct check {
 	struct dns_mx_result *mx;
 	bool mx_done;
 	bool probe;
-	struct probe_slot *probes;          /* one per MX host when probing */
+	struct probe_slot *probes; /* one per MX host when probing */
 	size_t probes_pending;
 	uint16_t smtp_port;
 };
 
 static void on_probe(void *arg, const struct mx_probe_result *res);
 
-#define PROBE_DEFAULT_TIMEOUT_MS 10000  /* per stage: a debugging tool must not hang */
+#define PROBE_DEFAULT_TIMEOUT_MS 10000 /* per stage: a debugging tool must not hang */
 
 /* Probes every MX host at once (in parallel: each is bounded by its stage
  * timeouts) and runs the loop until all have answered. -1: local error. */
@@ -184,7 +184,7 @@ static int run_probes(struct check *c, const struct config *cfg, uv_loop_t *loop
 		c->probes_pending++;
 		if (mx_probe_start(&pc, h->name, h->addrs, h->naddrs, on_probe, s) != 0) {
 			c->probes_pending--;
-			continue;  /* printed as not probed */
+			continue; /* printed as not probed */
 		}
 		s->started = true;
 	}
@@ -252,11 +252,12 @@ static json_t *probe_json(const struct dns_mx_host *h, const struct probe_slot *
 	json_t *o;
 
 	if (!s->started)
-		return json_pack("{s:b, s:b, s:n, s:b, s:n, s:n, s:s}", "connected", 0, "starttls", 0,
-				 "tls_version", "verified", 0, "result_type", "address", "detail",
+		return json_pack("{s:b, s:b, s:n, s:b, s:n, s:n, s:s}", "connected", 0, "starttls",
+				 0, "tls_version", "verified", 0, "result_type", "address",
+				 "detail",
 				 h->status == DNS_OK ? "no address" : dns_status_name(h->status));
-	o = json_pack("{s:b, s:s, s:b, s:o, s:b, s:o, s:s}", "connected", r->connected,
-		      "address", r->address, "starttls", r->starttls, "tls_version",
+	o = json_pack("{s:b, s:s, s:b, s:o, s:b, s:o, s:s}", "connected", r->connected, "address",
+		      r->address, "starttls", r->starttls, "tls_version",
 		      r->tls ? json_string(r->tls_version) : json_null(), "verified", r->verified,
 		      "result_type", r->result_type ? json_string(r->result_type) : json_null(),
 		      "detail", r->detail);
@@ -336,10 +337,11 @@ static int check_result(const struct check *c, char *why, size_t whylen)
 	size_t i, n = c->mx != NULL ? c->mx->nhosts : 0;
 
 	if (policy_tempfail(v)) {
-		snprintf(why, whylen, "temporary failure: %s; no policy is known until it clears (the "
+		snprintf(why, whylen,
+			 "temporary failure: %s; no policy is known until it clears (the "
 			 "daemon meanwhile delivers as if the domain had none)",
 			 v->txt_dns == STS_DNS_TEMPFAIL ? "the _mta-sts TXT lookup failed"
-							 : "the policy could not be fetched");
+							: "the policy could not be fetched");
 		return EX_TEMPFAIL;
 	}
 	if (c->mx == NULL || c->mx->status == DNS_TEMPFAIL) {
@@ -347,21 +349,24 @@ static int check_result(const struct check *c, char *why, size_t whylen)
 		return EX_TEMPFAIL;
 	}
 	if (v->decision != STS_DECISION_ENFORCE) {
-		snprintf(why, whylen, "ok: %s", v->decision == STS_DECISION_TESTING ?
-			 "testing policy: failures are reported, mail is delivered" :
-			 "no policy is enforced");
+		snprintf(why, whylen, "ok: %s",
+			 v->decision == STS_DECISION_TESTING
+				 ? "testing policy: failures are reported, mail is delivered"
+				 : "no policy is enforced");
 		return 0;
 	}
 	for (i = 0; i < n; i++)
 		if (mx_usable(c, i)) {
-			snprintf(why, whylen, "ok: %s matches the enforce policy%s", c->mx->hosts[i].name,
+			snprintf(why, whylen, "ok: %s matches the enforce policy%s",
+				 c->mx->hosts[i].name,
 				 c->probes != NULL ? " and passed the TLS checks" : "");
 			return 0;
 		}
-	snprintf(why, whylen, "fails: no MX host %s: mail stays deferred (4.4.8/4.7.5) and bounces "
-		 "after queue_lifetime", c->probes != NULL ?
-		 "both matches the enforce policy and passes the TLS checks" :
-		 "matches the enforce policy");
+	snprintf(why, whylen,
+		 "fails: no MX host %s: mail stays deferred (4.4.8/4.7.5) and bounces "
+		 "after queue_lifetime",
+		 c->probes != NULL ? "both matches the enforce policy and passes the TLS checks"
+				   : "matches the enforce policy");
 	return 1;
 }
 
@@ -377,28 +382,29 @@ static int print_check_json(const struct check *c, const char *why)
 		return EX_SOFTWARE;
 	json_object_set_new(root, "domain", json_string(v->domain));
 	if (v->txt_dns == STS_DNS_OK && v->txt_result == STS_TXT_FOUND)
-		json_object_set_new(root, "txt", json_pack("{s:s, s:s}", "record", v->txt_record,
-							    "id", v->txt_id));
+		json_object_set_new(
+			root, "txt",
+			json_pack("{s:s, s:s}", "record", v->txt_record, "id", v->txt_id));
 	else
 		json_object_set_new(root, "txt", json_null());
 	json_object_set_new(root, "txt_status", json_string(txt_status(v)));
 	json_object_set_new(root, "txt_detail", json_string(v->txt_detail));
 	if (has_policy(v)) {
-		json_object_set_new(
-		    root, "policy",
-		    json_pack("{s:s, s:s, s:o, s:I, s:s, s:s, s:s}", "id", v->id, "mode",
-			      sts_policy_mode_name(v->policy.mode), "mx", mx_patterns(&v->policy),
-			      "max_age", (json_int_t)v->policy.max_age, "fetched_at",
-			      rfc3339(v->fetched_at, t1, sizeof(t1)), "expires_at",
-			      rfc3339(v->expires_at, t2, sizeof(t2)), "source",
-			      sts_source_name(v->source)));
+		json_object_set_new(root, "policy",
+				    json_pack("{s:s, s:s, s:o, s:I, s:s, s:s, s:s}", "id", v->id,
+					      "mode", sts_policy_mode_name(v->policy.mode), "mx",
+					      mx_patterns(&v->policy), "max_age",
+					      (json_int_t)v->policy.max_age, "fetched_at",
+					      rfc3339(v->fetched_at, t1, sizeof(t1)), "expires_at",
+					      rfc3339(v->expires_at, t2, sizeof(t2)), "source",
+					      sts_source_name(v->source)));
 	} else {
 		json_object_set_new(root, "policy", json_null());
 	}
 	if (v->error_type != NULL)
-		json_object_set_new(root, "error", json_pack("{s:s, s:s}", "result_type",
-							      v->error_type, "detail",
-							      v->error_detail));
+		json_object_set_new(root, "error",
+				    json_pack("{s:s, s:s}", "result_type", v->error_type, "detail",
+					      v->error_detail));
 	else
 		json_object_set_new(root, "error", json_null());
 	for (i = 0; c->mx != NULL && i < c->mx->nhosts; i++) {
@@ -443,7 +449,8 @@ static void print_check_text(const struct check *c, const char *why)
 		printf("policy:    id %s, mode %s, max_age %u, from %s\n", v->id,
 		       sts_policy_mode_name(v->policy.mode), (unsigned)v->policy.max_age,
 		       sts_source_name(v->source));
-		printf("           fetched %s, expires %s\n", rfc3339(v->fetched_at, t1, sizeof(t1)),
+		printf("           fetched %s, expires %s\n",
+		       rfc3339(v->fetched_at, t1, sizeof(t1)),
 		       rfc3339(v->expires_at, t2, sizeof(t2)));
 		for (i = 0; i < v->policy.mx_count; i++)
 			printf("           mx: %s\n", sts_policy_mx(&v->policy, i));
@@ -453,7 +460,8 @@ static void print_check_text(const struct check *c, const char *why)
 	if (v->error_type != NULL)
 		printf("error:     %s: %s\n", v->error_type, v->error_detail);
 	if (c->mx == NULL || c->mx->nhosts == 0)
-		printf("mx:        none (%s)\n", c->mx ? dns_status_name(c->mx->status) : "lookup failed");
+		printf("mx:        none (%s)\n",
+		       c->mx ? dns_status_name(c->mx->status) : "lookup failed");
 	for (i = 0; c->mx != NULL && i < c->mx->nhosts; i++) {
 		const struct dns_mx_host *h = &c->mx->hosts[i];
 		bool match = has_policy(v) && sts_mx_match(&v->policy, h->name, NULL);
@@ -505,7 +513,8 @@ static int cmd_check(const struct sopts *o)
 	int rc = EX_SOFTWARE;
 
 	if (!sts_domain_normalize(o->domain, strlen(o->domain), norm, sizeof(norm))) {
-		fprintf(stderr, "stsrelay: sts check: '%s' is not a valid domain name\n", o->domain);
+		fprintf(stderr, "stsrelay: sts check: '%s' is not a valid domain name\n",
+			o->domain);
 		return EX_DATAERR;
 	}
 	rc = cli_load_config("stsrelay", o->config, &cfg);
@@ -631,16 +640,17 @@ static int cmd_cache(const struct sopts *o)
 		size_t k;
 
 		if (sts_policy_parse(e->text, e->text_len, pol, NULL) != 0)
-			continue;  /* cannot happen: checked at load */
+			continue; /* cannot happen: checked at load */
 		rfc3339(e->fetched_at, t1, sizeof(t1));
 		rfc3339(e->expires_at, t2, sizeof(t2));
 		if (o->json) {
-			json_array_append_new(
-			    arr, json_pack("{s:s, s:s, s:s, s:o, s:I, s:s, s:s, s:b}", "domain",
-					   e->domain, "id", e->id, "mode",
-					   sts_policy_mode_name(pol->mode), "mx", mx_patterns(pol),
-					   "max_age", (json_int_t)pol->max_age, "fetched_at", t1,
-					   "expires_at", t2, "expired", expired));
+			json_array_append_new(arr,
+					      json_pack("{s:s, s:s, s:s, s:o, s:I, s:s, s:s, s:b}",
+							"domain", e->domain, "id", e->id, "mode",
+							sts_policy_mode_name(pol->mode), "mx",
+							mx_patterns(pol), "max_age",
+							(json_int_t)pol->max_age, "fetched_at", t1,
+							"expires_at", t2, "expired", expired));
 			continue;
 		}
 		printf("%-32s %-20s %-8s %-21s %-21s", e->domain, e->id,
@@ -658,7 +668,8 @@ static int cmd_cache(const struct sopts *o)
 		free(s);
 	}
 	if (nbad > 0)
-		fprintf(stderr, "stsrelay: sts cache: %zu unreadable cache file(s) ignored\n", nbad);
+		fprintf(stderr, "stsrelay: sts cache: %zu unreadable cache file(s) ignored\n",
+			nbad);
 	rc = 0;
 out:
 	json_decref(root);

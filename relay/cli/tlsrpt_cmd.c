@@ -200,31 +200,36 @@ static void print_text(const char *domain, const json_t *r)
 	const json_t *e;
 	size_t i;
 
-	json_array_foreach(json_object_get(r, "policies"), i, e) {
+	json_array_foreach(json_object_get(r, "policies"), i, e)
+	{
 		const json_t *pol = json_object_get(e, "policy");
 		const json_t *sum = json_object_get(e, "summary");
 		const json_t *fd;
 		const char *mode = "";
 		size_t k;
 
-		json_array_foreach(json_object_get(pol, "policy-string"), k, fd)
-			if (strncmp(json_string_value(fd), "mode: ", 6) == 0)
-				mode = json_string_value(fd) + 6;
+		json_array_foreach(json_object_get(pol, "policy-string"), k,
+				   fd) if (strncmp(json_string_value(fd), "mode: ", 6) == 0)
+			mode = json_string_value(fd) + 6;
 		printf("%-30s %-16s %-8s success=%lld failure=%lld\n", domain,
 		       json_string_value(json_object_get(pol, "policy-type")), mode,
 		       (long long)json_integer_value(
 			       json_object_get(sum, "total-successful-session-count")),
 		       (long long)json_integer_value(
 			       json_object_get(sum, "total-failure-session-count")));
-		json_array_foreach(json_object_get(e, "failure-details"), k, fd) {
-			const char *mx = json_string_value(json_object_get(fd, "receiving-mx-hostname"));
+		json_array_foreach(json_object_get(e, "failure-details"), k, fd)
+		{
+			const char *mx = json_string_value(
+				json_object_get(fd, "receiving-mx-hostname"));
 			const char *ip = json_string_value(json_object_get(fd, "receiving-ip"));
-			const char *why = json_string_value(json_object_get(fd, "failure-reason-code"));
+			const char *why = json_string_value(
+				json_object_get(fd, "failure-reason-code"));
 
 			printf("    %-26s %s[%s] count=%lld%s%s\n",
 			       json_string_value(json_object_get(fd, "result-type")), mx ? mx : "-",
 			       ip ? ip : "-",
-			       (long long)json_integer_value(json_object_get(fd, "failed-session-count")),
+			       (long long)json_integer_value(
+				       json_object_get(fd, "failed-session-count")),
 			       why ? " reason=" : "", why ? why : "");
 		}
 	}
@@ -384,9 +389,9 @@ static int cmd_send(const struct topts *o, const struct config *cfg)
 		goto out;
 	}
 	printf("tlsrpt %s: %u domain%s, %u sent, %u already sent, %u failed, %u without "
-	       "_smtp._tls, %u skipped (no DKIM key)\n", day, st.res.domains,
-	       st.res.domains == 1 ? "" : "s", st.res.sent, st.res.already, st.res.failed,
-	       st.res.no_record, st.res.skipped);
+	       "_smtp._tls, %u skipped (no DKIM key)\n",
+	       day, st.res.domains, st.res.domains == 1 ? "" : "s", st.res.sent, st.res.already,
+	       st.res.failed, st.res.no_record, st.res.skipped);
 	rc = st.res.failed == 0 ? 0 : EX_TEMPFAIL;
 	/* the daily action also applies the retention (tlsrpt_retention) */
 	if (tlsrpt_prune(cfg->spool_dir, clock_now(), cfg->tlsrpt_retention_s) < 0)
@@ -443,7 +448,7 @@ static int write_key(const char *path, const char *dir, const char *pem, size_t 
 		snprintf(why, whylen, "path too long");
 		return -1;
 	}
-	(void)unlink(tmp);   /* a leftover of a crashed run */
+	(void)unlink(tmp); /* a leftover of a crashed run */
 	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		snprintf(why, whylen, "%s: %s", tmp, strerror(errno));
@@ -484,7 +489,7 @@ static int write_key(const char *path, const char *dir, const char *pem, size_t 
 out:
 	if (fd >= 0)
 		close(fd);
-	(void)unlink(tmp);   /* after link(2) the key has two names: drop the temporary one */
+	(void)unlink(tmp); /* after link(2) the key has two names: drop the temporary one */
 	return rc;
 }
 
@@ -518,7 +523,7 @@ static int cmd_dkim_keygen(const struct topts *o, const struct config *cfg)
 		char copy[CONFIG_PATH_MAX];
 
 		snprintf(copy, sizeof(copy), "%s", path);
-		snprintf(dir, sizeof(dir), "%s", dirname(copy));  /* may point into copy */
+		snprintf(dir, sizeof(dir), "%s", dirname(copy)); /* may point into copy */
 	}
 	if (key_dir_safe(dir, why, sizeof(why)) != 0) {
 		fprintf(stderr, "%s dkim-keygen: %s\n", PROG, why);
@@ -535,8 +540,9 @@ static int cmd_dkim_keygen(const struct topts *o, const struct config *cfg)
 	}
 	record = dkim_txt_record(selector, domain, pub);
 	if (record == NULL) {
-		fprintf(stderr, "%s dkim-keygen: selector '%s' or domain '%s' cannot be a DNS name\n",
-			PROG, selector, domain);
+		fprintf(stderr,
+			"%s dkim-keygen: selector '%s' or domain '%s' cannot be a DNS name\n", PROG,
+			selector, domain);
 		rc = EX_USAGE;
 		goto out;
 	}
@@ -545,7 +551,8 @@ static int cmd_dkim_keygen(const struct topts *o, const struct config *cfg)
 		rc = EX_CANTCREAT;
 		goto out;
 	}
-	fprintf(stderr, "%s dkim-keygen: wrote a %d-bit RSA key to %s (mode 0600)\n"
+	fprintf(stderr,
+		"%s dkim-keygen: wrote a %d-bit RSA key to %s (mode 0600)\n"
 		"publish the TXT record printed on stdout in DNS, then set\n"
 		"  dkim_domain = %s\n  dkim_selector = %s\n  dkim_key_file = %s\n",
 		PROG, DKIM_KEY_BITS, path, domain, selector, path);
@@ -595,8 +602,8 @@ static int cmd_validate(const struct topts *o)
 		fprintf(stderr, "%s: %s: unreadable or too large\n", PROG, o->file);
 		return EX_NOINPUT;
 	}
-	if (tlsrpt_validate_bytes(buf, len, o->lenient ? TLSRPT_VALIDATE_LENIENT
-						       : TLSRPT_VALIDATE_STRICT,
+	if (tlsrpt_validate_bytes(buf, len,
+				  o->lenient ? TLSRPT_VALIDATE_LENIENT : TLSRPT_VALIDATE_STRICT,
 				  err, sizeof(err)) != 0) {
 		printf("invalid: %s\n", err);
 		free(buf);
@@ -635,7 +642,7 @@ static int cmd_record(const struct topts *o, const struct config *cfg)
 			return EX_DATAERR;
 		}
 		s.policy = &pol;
-		s.policy_text = body;       /* reported as published, like a fetch */
+		s.policy_text = body; /* reported as published, like a fetch */
 		s.policy_text_len = len;
 	}
 	s.domain = o->domain;
@@ -694,7 +701,8 @@ int cmd_tlsrpt(int argc, char **argv)
 		free(cfg);
 		return rc;
 	}
-	log_setup("stsrelay", cfg->log_format == CONFIG_LOG_JSON ? LOG_FORMAT_JSON : LOG_FORMAT_TEXT, 0);
+	log_setup("stsrelay",
+		  cfg->log_format == CONFIG_LOG_JSON ? LOG_FORMAT_JSON : LOG_FORMAT_TEXT, 0);
 	if (strcmp(argv[1], "show") == 0) {
 		rc = cmd_show(&o, cfg);
 	} else if (strcmp(argv[1], "send") == 0) {

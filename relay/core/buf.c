@@ -10,7 +10,7 @@
 
 #include "relay/core/b64.h"
 
-#define CORE_BUF_FIRST 256   /* first allocation; doubled from there */
+#define CORE_BUF_FIRST 256 /* first allocation; doubled from there */
 
 void core_buf_init(struct core_buf *b, size_t max)
 {
@@ -53,7 +53,7 @@ static int buf_reserve(struct core_buf *b, size_t n)
 	if (cap < need)
 		cap = need;
 	if (cap > limit)
-		cap = limit;      /* need <= limit, so this still holds need */
+		cap = limit; /* need <= limit, so this still holds need */
 	np = realloc(b->p, cap);
 	if (np == NULL)
 		return buf_fail(b, -ENOMEM);
@@ -119,8 +119,7 @@ int core_buf_printf(struct core_buf *b, const char *fmt, ...)
 	return rc;
 }
 
-int core_buf_add_b64(struct core_buf *b, const void *data, size_t n, size_t width,
-		     const char *sep)
+int core_buf_add_b64(struct core_buf *b, const void *data, size_t n, size_t width, const char *sep)
 {
 	size_t elen = core_b64_len(n), seplen, lines, total, i;
 	char *dst, *src;
@@ -145,7 +144,7 @@ int core_buf_add_b64(struct core_buf *b, const void *data, size_t n, size_t widt
 	dst = b->p + b->len;
 	src = dst + (total - elen);
 	if (core_b64_encode(data, n, src, b->cap - b->len - (total - elen)) < 0)
-		return buf_fail(b, -E2BIG);     /* cannot happen: reserved above */
+		return buf_fail(b, -E2BIG); /* cannot happen: reserved above */
 	for (i = 0; i < lines && seplen > 0; i++) {
 		size_t take = elen - i * width < width ? elen - i * width : width;
 

@@ -21,14 +21,19 @@
  * the stack (CORE_BUF_INIT); read them through the functions below.
  */
 struct core_buf {
-	char *p;      /* NULL until the first byte is added */
-	size_t len;   /* bytes held, without the NUL */
-	size_t cap;   /* bytes allocated */
-	size_t max;   /* most bytes the buffer may hold, without the NUL */
-	int err;      /* 0, or the first error (negative errno) */
+	char *p;    /* NULL until the first byte is added */
+	size_t len; /* bytes held, without the NUL */
+	size_t cap; /* bytes allocated */
+	size_t max; /* most bytes the buffer may hold, without the NUL */
+	int err;    /* 0, or the first error (negative errno) */
 };
 
-#define CORE_BUF_INIT(maxlen) { NULL, 0, 0, (maxlen), 0 }
+/* clang-format off: an initializer, not a block */
+#define CORE_BUF_INIT(maxlen)           \
+	{                               \
+		NULL, 0, 0, (maxlen), 0 \
+	}
+/* clang-format on */
 
 /* An empty buffer that may grow to max bytes (max + 1 with the NUL). */
 void core_buf_init(struct core_buf *b, size_t max);
@@ -43,8 +48,7 @@ int core_buf_vprintf(struct core_buf *b, const char *fmt, va_list ap)
 /* Append data in base64 (RFC 4648 §4, padded). With width > 0 the text is
  * cut into lines of width characters with sep between them (nothing after
  * the last line); width 0 appends one unbroken run and ignores sep. */
-int core_buf_add_b64(struct core_buf *b, const void *data, size_t n, size_t width,
-		     const char *sep);
+int core_buf_add_b64(struct core_buf *b, const void *data, size_t n, size_t width, const char *sep);
 
 /* The content ("" when empty or failed; valid until the next append). */
 const char *core_buf_str(const struct core_buf *b);

@@ -13,14 +13,14 @@
 #include <strings.h>
 #include <unistd.h>
 
-#define CONFIG_LINE_MAX 4096            /* bytes per line, terminator excluded */
-#define CONFIG_FILE_MAX (1024 * 1024)   /* whole file */
-#define CONFIG_ITEM_MAX 128             /* one element of a comma list */
-#define CONFIG_SHOW_MAX 60              /* bytes of a value quoted in an error */
+#define CONFIG_LINE_MAX 4096          /* bytes per line, terminator excluded */
+#define CONFIG_FILE_MAX (1024 * 1024) /* whole file */
+#define CONFIG_ITEM_MAX 128           /* one element of a comma list */
+#define CONFIG_SHOW_MAX 60            /* bytes of a value quoted in an error */
 
 /* Upper bounds keep later arithmetic (now + duration, size + headers) far
  * from overflow and catch typos such as an extra digit or two. */
-#define MAX_MESSAGE_SIZE (UINT64_C(1) << 40)        /* 1 TiB */
+#define MAX_MESSAGE_SIZE (UINT64_C(1) << 40) /* 1 TiB */
 #define MAX_FETCH_TIMEOUT_S (24 * 3600)
 #define MAX_QUEUE_LIFETIME_S (365 * 86400)
 #define MAX_RETRY_STEP_S (30 * 86400)
@@ -97,13 +97,31 @@ int config_parse_duration(const char *s, uint64_t *out_seconds)
 	if (s == NULL || out_seconds == NULL || scan_u64(&s, &v) < 0)
 		return -1;
 	switch (*s) {
-	case '\0': unit = 1; break;
-	case 's': unit = 1; s++; break;
-	case 'm': unit = 60; s++; break;
-	case 'h': unit = 3600; s++; break;
-	case 'd': unit = 86400; s++; break;
-	case 'w': unit = 7 * 86400; s++; break;
-	default: return -1;
+	case '\0':
+		unit = 1;
+		break;
+	case 's':
+		unit = 1;
+		s++;
+		break;
+	case 'm':
+		unit = 60;
+		s++;
+		break;
+	case 'h':
+		unit = 3600;
+		s++;
+		break;
+	case 'd':
+		unit = 86400;
+		s++;
+		break;
+	case 'w':
+		unit = 7 * 86400;
+		s++;
+		break;
+	default:
+		return -1;
 	}
 	if (*s != '\0' || mul_checked(v, unit, &v) < 0)
 		return -1;
@@ -118,11 +136,26 @@ int config_parse_size(const char *s, uint64_t *out_bytes)
 	if (s == NULL || out_bytes == NULL || scan_u64(&s, &v) < 0)
 		return -1;
 	switch (*s) {
-	case '\0': unit = 1; break;
-	case 'k': case 'K': unit = UINT64_C(1) << 10; s++; break;
-	case 'm': case 'M': unit = UINT64_C(1) << 20; s++; break;
-	case 'g': case 'G': unit = UINT64_C(1) << 30; s++; break;
-	default: return -1;
+	case '\0':
+		unit = 1;
+		break;
+	case 'k':
+	case 'K':
+		unit = UINT64_C(1) << 10;
+		s++;
+		break;
+	case 'm':
+	case 'M':
+		unit = UINT64_C(1) << 20;
+		s++;
+		break;
+	case 'g':
+	case 'G':
+		unit = UINT64_C(1) << 30;
+		s++;
+		break;
+	default:
+		return -1;
 	}
 	if (*s != '\0' || mul_checked(v, unit, &v) < 0)
 		return -1;
@@ -246,8 +279,8 @@ static void fill_sockaddr(struct config_addr *a, int family, const void *bin, ui
 
 /* "1.2.3.4", "1.2.3.4:25", "[::1]:25" or "[::1]". Numeric
  * only: the relay must not need DNS to find its own sockets or resolvers. */
-static int parse_hostport(const char *s, uint16_t defport, struct config_addr *a,
-			  char *why, size_t whylen)
+static int parse_hostport(const char *s, uint16_t defport, struct config_addr *a, char *why,
+			  size_t whylen)
 {
 	char host[CONFIG_ITEM_MAX];
 	unsigned char bin[16];
@@ -288,7 +321,8 @@ static int parse_hostport(const char *s, uint16_t defport, struct config_addr *a
 		/* Without brackets "::1:25" would silently be the address
 		 * ::1:25 on the default port; make the operator say which. */
 		if (colon != NULL && memchr(s, ':', n) != NULL) {
-			snprintf(why, whylen, "IPv6 addresses must be written [ADDR] or [ADDR]:PORT");
+			snprintf(why, whylen,
+				 "IPv6 addresses must be written [ADDR] or [ADDR]:PORT");
 			return -1;
 		}
 		if (n >= sizeof(host)) {
@@ -313,8 +347,8 @@ static int parse_hostport(const char *s, uint16_t defport, struct config_addr *a
 	return 0;
 }
 
-static int parse_addr_list(const char *v, uint16_t defport, struct config_addr *out,
-			   size_t max, size_t *nout, char *why, size_t whylen)
+static int parse_addr_list(const char *v, uint16_t defport, struct config_addr *out, size_t max,
+			   size_t *nout, char *why, size_t whylen)
 {
 	char item[CONFIG_ITEM_MAX];
 	size_t n = 0;
@@ -403,8 +437,8 @@ static int set_listen(struct config *c, const char *v, char *why, size_t whylen)
 
 static int set_dns_servers(struct config *c, const char *v, char *why, size_t whylen)
 {
-	return parse_addr_list(v, 53, c->dns_servers, CONFIG_MAX_DNS, &c->ndns_servers,
-			       why, whylen);
+	return parse_addr_list(v, 53, c->dns_servers, CONFIG_MAX_DNS, &c->ndns_servers, why,
+			       whylen);
 }
 
 static int set_path(char *dst, size_t dstlen, const char *v, char *why, size_t whylen)
@@ -525,8 +559,8 @@ static int set_sts_https_port(struct config *c, const char *v, char *why, size_t
 }
 
 /* A duration within [lo, hi] seconds. */
-static int get_duration(const char *v, uint64_t lo, uint64_t hi, uint64_t *out,
-			char *why, size_t whylen)
+static int get_duration(const char *v, uint64_t lo, uint64_t hi, uint64_t *out, char *why,
+			size_t whylen)
 {
 	uint64_t s;
 
@@ -535,8 +569,8 @@ static int get_duration(const char *v, uint64_t lo, uint64_t hi, uint64_t *out,
 		return -1;
 	}
 	if (s < lo || s > hi) {
-		snprintf(why, whylen, "must be from %llus to %llus",
-			 (unsigned long long)lo, (unsigned long long)hi);
+		snprintf(why, whylen, "must be from %llus to %llus", (unsigned long long)lo,
+			 (unsigned long long)hi);
 		return -1;
 	}
 	*out = s;
@@ -590,25 +624,23 @@ static int set_retry_schedule(struct config *c, const char *v, char *why, size_t
 	return 0;
 }
 
-static int set_unsigned(unsigned *dst, const char *v, uint64_t lo, uint64_t hi,
-			char *why, size_t whylen)
+static int set_unsigned(unsigned *dst, const char *v, uint64_t lo, uint64_t hi, char *why,
+			size_t whylen)
 {
 	uint64_t n;
 
 	if (parse_uint_range(v, lo, hi, &n) < 0) {
-		snprintf(why, whylen, "must be a number from %llu to %llu",
-			 (unsigned long long)lo, (unsigned long long)hi);
+		snprintf(why, whylen, "must be a number from %llu to %llu", (unsigned long long)lo,
+			 (unsigned long long)hi);
 		return -1;
 	}
 	*dst = (unsigned)n;
 	return 0;
 }
 
-static int set_max_connections_per_domain(struct config *c, const char *v, char *why,
-					  size_t whylen)
+static int set_max_connections_per_domain(struct config *c, const char *v, char *why, size_t whylen)
 {
-	return set_unsigned(&c->max_connections_per_domain, v, 1, MAX_CONN_PER_DOMAIN, why,
-			    whylen);
+	return set_unsigned(&c->max_connections_per_domain, v, 1, MAX_CONN_PER_DOMAIN, why, whylen);
 }
 
 static int set_max_sessions(struct config *c, const char *v, char *why, size_t whylen)
@@ -781,8 +813,8 @@ static int set_user(struct config *c, const char *v, char *why, size_t whylen)
 }
 
 enum key_flags {
-	KEY_EMPTY_OK = 1,       /* "key =" is meaningful (means: unset/none) */
-	KEY_NO_BLANKS = 2,      /* a value with inner blanks is a mistake */
+	KEY_EMPTY_OK = 1,  /* "key =" is meaningful (means: unset/none) */
+	KEY_NO_BLANKS = 2, /* a value with inner blanks is a mistake */
 };
 
 struct key_def {
@@ -849,14 +881,14 @@ void config_defaults(struct config *cfg)
 
 	memset(cfg, 0, sizeof(*cfg));
 	if (set_listen(cfg, "127.0.0.1:2525", why, sizeof(why)) < 0)
-		cfg->nlisten = 0;      /* cannot happen: a constant */
+		cfg->nlisten = 0; /* cannot happen: a constant */
 	copy_str(cfg->spool_dir, sizeof(cfg->spool_dir), "/var/spool/stsrelay");
 	/* gethostname() may leave the buffer unterminated on truncation. */
 	if (gethostname(cfg->hostname, sizeof(cfg->hostname) - 1) < 0 || cfg->hostname[0] == '\0')
 		copy_str(cfg->hostname, sizeof(cfg->hostname), "localhost");
 	cfg->hostname[sizeof(cfg->hostname) - 1] = '\0';
 	if (set_mynetworks(cfg, "127.0.0.0/8, ::1/128", why, sizeof(why)) < 0)
-		cfg->nmynetworks = 0;  /* cannot happen: a constant */
+		cfg->nmynetworks = 0; /* cannot happen: a constant */
 	cfg->max_message_size = 52428800;
 	cfg->ndns_servers = 0;
 	cfg->smtp_port = 25;
@@ -895,8 +927,7 @@ static void show(char *dst, size_t dstlen, const char *s)
 	dst[n] = '\0';
 }
 
-static void set_err(char *err, size_t errlen, const char *fname, unsigned line,
-		    const char *reason)
+static void set_err(char *err, size_t errlen, const char *fname, unsigned line, const char *reason)
 {
 	if (err == NULL || errlen == 0)
 		return;
@@ -935,7 +966,7 @@ static int parse_line(struct config *c, char *line, unsigned lineno, unsigned *s
 	while (is_blank(*key))
 		key++;
 	if (*key == '\0')
-		return 0;               /* blank or comment-only line */
+		return 0; /* blank or comment-only line */
 	eq = strchr(key, '=');
 	if (eq == NULL) {
 		show(sk, sizeof(sk), key);
@@ -991,8 +1022,8 @@ static int parse_line(struct config *c, char *line, unsigned lineno, unsigned *s
 	return 0;
 }
 
-int config_parse(struct config *cfg, const char *buf, size_t len, const char *fname,
-		 char *err, size_t errlen)
+int config_parse(struct config *cfg, const char *buf, size_t len, const char *fname, char *err,
+		 size_t errlen)
 {
 	/* Work on a copy so that a failed parse (a bad SIGHUP reload) leaves
 	 * the running configuration untouched. */
@@ -1028,7 +1059,7 @@ int config_parse(struct config *cfg, const char *buf, size_t len, const char *fn
 		lineno++;
 		pos += n + (nl != NULL);
 		if (n > 0 && s[n - 1] == '\r')
-			n--;            /* CRLF files are fine */
+			n--; /* CRLF files are fine */
 		if (n > CONFIG_LINE_MAX) {
 			snprintf(reason, sizeof(reason), "line longer than %d bytes",
 				 CONFIG_LINE_MAX);
@@ -1186,7 +1217,7 @@ static int join_clean(const char *base, const char *rel, char *out, size_t outle
 			while (n > 0 && out[n - 1] != '/')
 				n--;
 			if (n > 0)
-				n--;            /* the slash before the dropped segment */
+				n--; /* the slash before the dropped segment */
 			out[n] = '\0';
 			continue;
 		}
@@ -1213,15 +1244,16 @@ int config_resolve_spool(struct config *cfg, const char *path, char *err, size_t
 	if (cfg->spool_dir[0] == '/')
 		return 0;
 	if (getcwd(cwd, sizeof(cwd)) == NULL) {
-		snprintf(reason, sizeof(reason), "spool_dir '%s' is relative and the working "
-			 "directory is unknown (%s): give an absolute path", cfg->spool_dir,
-			 strerror(errno));
+		snprintf(reason, sizeof(reason),
+			 "spool_dir '%s' is relative and the working "
+			 "directory is unknown (%s): give an absolute path",
+			 cfg->spool_dir, strerror(errno));
 		goto out;
 	}
 	real_file = realpath(path, NULL);
 	if (realpath(cwd, real_cwd) == NULL || real_file == NULL) {
-		snprintf(reason, sizeof(reason), "spool_dir '%s' is relative: give an absolute path",
-			 cfg->spool_dir);
+		snprintf(reason, sizeof(reason),
+			 "spool_dir '%s' is relative: give an absolute path", cfg->spool_dir);
 		goto out;
 	}
 	clen = strlen(real_cwd);
@@ -1230,7 +1262,8 @@ int config_resolve_spool(struct config *cfg, const char *path, char *err, size_t
 		snprintf(reason, sizeof(reason),
 			 "spool_dir '%s' is relative, which is allowed only for a configuration "
 			 "file below the working directory (here %s, file %s): give an absolute "
-			 "path such as /var/spool/stsrelay", cfg->spool_dir, cwd, real_file);
+			 "path such as /var/spool/stsrelay",
+			 cfg->spool_dir, cwd, real_file);
 		goto out;
 	}
 	if (join_clean(cwd, cfg->spool_dir, abs, sizeof(abs)) != 0) {

@@ -14,25 +14,27 @@
 #define CONFIG_MAX_RETRY 32
 #define CONFIG_PATH_MAX 1024
 #define CONFIG_DEFAULT_PATH "/etc/stsrelay/stsrelay.conf"
-#define CONFIG_MAX_KEYS 64              /* room for every key of the table in config.c */
+#define CONFIG_MAX_KEYS 64 /* room for every key of the table in config.c */
 
 enum tls_default { TLS_DEFAULT_OPPORTUNISTIC, TLS_DEFAULT_MAY_PLAIN, TLS_DEFAULT_VERIFY };
 enum config_log_format { CONFIG_LOG_TEXT, CONFIG_LOG_JSON };
 /* log_target; AUTO (the key unset): journal under systemd, else stderr */
 enum config_log_target {
-	CONFIG_LOG_TARGET_AUTO, CONFIG_LOG_TARGET_STDERR, CONFIG_LOG_TARGET_SYSLOG,
+	CONFIG_LOG_TARGET_AUTO,
+	CONFIG_LOG_TARGET_STDERR,
+	CONFIG_LOG_TARGET_SYSLOG,
 	CONFIG_LOG_TARGET_JOURNAL,
 };
 
-struct config_addr {            /* a listen address or a DNS server */
-	char host[64];          /* numeric IPv4/IPv6, brackets removed */
+struct config_addr {   /* a listen address or a DNS server */
+	char host[64]; /* numeric IPv4/IPv6, brackets removed */
 	uint16_t port;
-	struct sockaddr_storage sa;  /* host+port, ready for bind/connect */
+	struct sockaddr_storage sa; /* host+port, ready for bind/connect */
 	socklen_t salen;
 };
 
-struct config_network {         /* a mynetworks entry, e.g. 127.0.0.0/8 */
-	int family;             /* AF_INET or AF_INET6 */
+struct config_network { /* a mynetworks entry, e.g. 127.0.0.0/8 */
+	int family;     /* AF_INET or AF_INET6 */
 	uint8_t addr[16];
 	unsigned prefix;
 };
@@ -44,30 +46,30 @@ struct config {
 	char hostname[256];
 	struct config_network mynetworks[CONFIG_MAX_NETWORKS];
 	size_t nmynetworks;
-	uint64_t max_message_size;          /* bytes */
-	struct config_addr dns_servers[CONFIG_MAX_DNS];  /* port 53 if not given */
-	size_t ndns_servers;                /* 0: /etc/resolv.conf */
-	char ca_file[CONFIG_PATH_MAX];      /* "": system store */
+	uint64_t max_message_size;                      /* bytes */
+	struct config_addr dns_servers[CONFIG_MAX_DNS]; /* port 53 if not given */
+	size_t ndns_servers;                            /* 0: /etc/resolv.conf */
+	char ca_file[CONFIG_PATH_MAX];                  /* "": system store */
 	uint16_t smtp_port;
 	uint16_t sts_https_port;
 	uint64_t sts_fetch_timeout_ms;
 	enum tls_default tls_default;
 	uint64_t queue_lifetime_s;
-	uint64_t retry_schedule_s[CONFIG_MAX_RETRY];  /* last step repeats */
+	uint64_t retry_schedule_s[CONFIG_MAX_RETRY]; /* last step repeats */
 	size_t nretry_schedule;
 	unsigned max_connections_per_domain;
-	char tlsrpt_org_name[256];          /* default: hostname */
-	char tlsrpt_contact[320];           /* default: postmaster@hostname */
-	unsigned tlsrpt_send_at_min;        /* minutes after 00:00 UTC */
+	char tlsrpt_org_name[256];   /* default: hostname */
+	char tlsrpt_contact[320];    /* default: postmaster@hostname */
+	unsigned tlsrpt_send_at_min; /* minutes after 00:00 UTC */
 	unsigned max_sessions;
-	char user[64];                      /* "": do not drop privileges */
+	char user[64]; /* "": do not drop privileges */
 	uint64_t tlsrpt_retention_s;
 	char dkim_domain[256];
 	char dkim_selector[64];
 	char dkim_key_file[CONFIG_PATH_MAX];
 	enum config_log_format log_format;
 	enum config_log_target log_target;
-	char alias_root[256];               /* "": local recipients are refused */
+	char alias_root[256]; /* "": local recipients are refused */
 	/* Line of each key in the file last parsed (0: not set there, the
 	 * default applies), indexed like the key table; see config_key_line(). */
 	unsigned key_line[CONFIG_MAX_KEYS];
@@ -79,8 +81,8 @@ void config_defaults(struct config *cfg);
 /* Parses a whole file's bytes over the defaults already in *cfg. On error
  * returns -1 and writes "FILE:LINE: reason" into err (fname names the file
  * in messages). Unknown keys, bad values and repeated keys are errors. */
-int config_parse(struct config *cfg, const char *buf, size_t len,
-		 const char *fname, char *err, size_t errlen);
+int config_parse(struct config *cfg, const char *buf, size_t len, const char *fname, char *err,
+		 size_t errlen);
 
 /* config_defaults + read + config_parse, then the paths: a relative
  * spool_dir is allowed only for a file inside the working directory (see

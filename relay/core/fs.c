@@ -60,7 +60,7 @@ int core_fs_fsync_dir(const char *path)
 }
 
 int core_fs_write_atomic_nodirsync_at(int tmp_dirfd, const char *tmp_name, int dirfd,
-				     const char *name, const void *buf, size_t len, mode_t mode)
+				      const char *name, const void *buf, size_t len, mode_t mode)
 {
 	/* O_EXCL: never write through a file (or a hard link to one) that
 	 * someone else put under our temporary name. */
@@ -97,8 +97,8 @@ fail:
 int core_fs_write_atomic_at(int tmp_dirfd, const char *tmp_name, int dirfd, const char *name,
 			    const void *buf, size_t len, mode_t mode)
 {
-	if (core_fs_write_atomic_nodirsync_at(tmp_dirfd, tmp_name, dirfd, name, buf, len,
-					      mode) != 0)
+	if (core_fs_write_atomic_nodirsync_at(tmp_dirfd, tmp_name, dirfd, name, buf, len, mode) !=
+	    0)
 		return -1;
 	/* The new name exists now; only its durability is in doubt. */
 	return core_fs_fsync(dirfd);

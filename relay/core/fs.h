@@ -38,11 +38,12 @@ int core_fs_fsync_dir(const char *path) __attribute__((warn_unused_result));
  * failure the temporary file is removed. tmp_dirfd may equal dirfd.
  */
 int core_fs_write_atomic_at(int tmp_dirfd, const char *tmp_name, int dirfd, const char *name,
-			    const void *buf, size_t len, mode_t mode) __attribute__((warn_unused_result));
+			    const void *buf, size_t len, mode_t mode)
+	__attribute__((warn_unused_result));
 /* The same without the final fsync of dirfd, for callers that write several
  * files and then fsync the directory once (group commit). */
 int core_fs_write_atomic_nodirsync_at(int tmp_dirfd, const char *tmp_name, int dirfd,
-				     const char *name, const void *buf, size_t len, mode_t mode)
+				      const char *name, const void *buf, size_t len, mode_t mode)
 	__attribute__((warn_unused_result));
 
 /* The same by path: dir/name is replaced through the temporary file

@@ -20,7 +20,7 @@
 #define SYSLOG_PATH "/dev/log"
 #define JOURNAL_PATH "/run/systemd/journal/socket"
 #define FACILITY_MAIL 2
-#define SEND_TIMEOUT_S 1     /* a stuck syslog daemon must not stop the relay */
+#define SEND_TIMEOUT_S 1 /* a stuck syslog daemon must not stop the relay */
 
 static const char *const level_name[] = { "debug", "info", "warning", "error", "fatal" };
 /* syslog severities: debug, info, warning, err, crit */
@@ -33,21 +33,21 @@ static struct {
 	char ident[32];
 	char host[64];
 	enum log_format format;
-	enum log_target target;     /* as asked */
+	enum log_target target; /* as asked */
 	bool components;
-	bool tty;                   /* stderr is a terminal */
-	int debug;                  /* -1: not read yet */
+	bool tty;  /* stderr is a terminal */
+	int debug; /* -1: not read yet */
 } lg = { "stsrelay", "localhost", LOG_FORMAT_TEXT, LOG_TARGET_STDERR, false, false, -1 };
 
 static pthread_mutex_t sock_mu = PTHREAD_MUTEX_INITIALIZER;
 static int sock_fd = -1;
 static int sock_type = SOCK_DGRAM;
-static bool sock_failed;          /* no socket: lines go to stderr */
+static bool sock_failed; /* no socket: lines go to stderr */
 
 static const char *socket_path(void)
 {
 	const char *env = getenv(lg.target == LOG_TARGET_SYSLOG ? "STSRELAY_SYSLOG_SOCKET"
-								 : "STSRELAY_JOURNAL_SOCKET");
+								: "STSRELAY_JOURNAL_SOCKET");
 
 	if (env != NULL && env[0] != '\0')
 		return env;
@@ -323,7 +323,7 @@ static int sock_send(const char *buf, size_t len)
 		if (n == (ssize_t)len)
 			return 0;
 		if (n >= 0 || errno == EAGAIN || errno == EWOULDBLOCK)
-			return -1;  /* cut short or timed out: the line is lost, not retried */
+			return -1; /* cut short or timed out: the line is lost, not retried */
 		sock_close();
 	}
 	return -1;
@@ -342,10 +342,12 @@ static bool emit_socket(const struct line *body, enum log_level lvl, const char 
 		struct tm tm;
 		time_t t = (time_t)clock_now();
 
-		if (localtime_r(&t, &tm) == NULL || strftime(ts, sizeof(ts), "%b %e %H:%M:%S", &tm) == 0)
+		if (localtime_r(&t, &tm) == NULL ||
+		    strftime(ts, sizeof(ts), "%b %e %H:%M:%S", &tm) == 0)
 			snprintf(ts, sizeof(ts), "Jan  1 00:00:00");
-		n = snprintf(out, sizeof(out), "<%d>%s %s[%ld]: %s", FACILITY_MAIL * 8 + level_sev[lvl],
-			     ts, proc, (long)getpid(), body->buf);
+		n = snprintf(out, sizeof(out), "<%d>%s %s[%ld]: %s",
+			     FACILITY_MAIL * 8 + level_sev[lvl], ts, proc, (long)getpid(),
+			     body->buf);
 	} else {
 		n = snprintf(out, sizeof(out),
 			     "MESSAGE=%s\nPRIORITY=%d\nSYSLOG_FACILITY=%d\nSYSLOG_IDENTIFIER=%s\n"
@@ -362,7 +364,8 @@ static bool emit_socket(const struct line *body, enum log_level lvl, const char 
 		ok = false;
 	} else {
 		/* a stream socket takes records ended by NUL, as syslog(3) sends them */
-		size_t len = (size_t)n + (sock_type == SOCK_STREAM && lg.target == LOG_TARGET_SYSLOG);
+		size_t len = (size_t)n +
+			     (sock_type == SOCK_STREAM && lg.target == LOG_TARGET_SYSLOG);
 
 		out[n] = '\0';
 		if (sock_send(out, len) != 0 && sock_fd < 0) {
@@ -370,8 +373,9 @@ static bool emit_socket(const struct line *body, enum log_level lvl, const char 
 
 			sock_failed = true;
 			ok = false;
-			snprintf(note, sizeof(note), "%s: cannot reach %s at %s (%s); logging to stderr\n",
-				 lg.ident, lg.target == LOG_TARGET_SYSLOG ? "syslog" : "the journal",
+			snprintf(note, sizeof(note),
+				 "%s: cannot reach %s at %s (%s); logging to stderr\n", lg.ident,
+				 lg.target == LOG_TARGET_SYSLOG ? "syslog" : "the journal",
 				 socket_path(), strerror(errno));
 			write_stderr(note, strlen(note));
 		}
@@ -389,7 +393,7 @@ static void emit(struct line *body, enum log_level lvl, enum log_component comp,
 	proc_name(comp, proc, sizeof(proc));
 	if (lg.target == LOG_TARGET_STDERR) {
 		if (lg.format == LOG_FORMAT_JSON)
-			emit_json_line(body);  /* it names its time and program itself */
+			emit_json_line(body); /* it names its time and program itself */
 		else
 			emit_stderr(body, proc);
 		return;

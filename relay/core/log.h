@@ -29,7 +29,12 @@ enum log_target { LOG_TARGET_STDERR, LOG_TARGET_SYSLOG, LOG_TARGET_JOURNAL };
  * "stsrelay/smtpd", "stsrelay/qmgr", "stsrelay/smtp", "stsrelay/pickup",
  * "stsrelay/tlsrpt". */
 enum log_component {
-	LOG_C_MASTER, LOG_C_SMTPD, LOG_C_QMGR, LOG_C_SMTP, LOG_C_PICKUP, LOG_C_TLSRPT,
+	LOG_C_MASTER,
+	LOG_C_SMTPD,
+	LOG_C_QMGR,
+	LOG_C_SMTP,
+	LOG_C_PICKUP,
+	LOG_C_TLSRPT,
 };
 
 /* Process-wide setup; safe to call again (reload). ident: the program name
@@ -59,7 +64,7 @@ enum log_target log_default_target(void);
  *   json: {"time":..,"level":"warning","process":"stsrelay/smtp","pid":42,
  *          "queue_id":"QID","msg":"text"} */
 void log_c(enum log_component comp, enum log_level lvl, const char *qid, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+	__attribute__((format(printf, 4, 5)));
 #define log_msg(lvl, qid, ...) log_c(LOG_COMPONENT, (lvl), (qid), __VA_ARGS__)
 
 /*
@@ -74,7 +79,13 @@ void log_c(enum log_component comp, enum log_level lvl, const char *qid, const c
  *   LF_NOTE(t)        " (t)" after the previous field, text only
  */
 enum log_field_type {
-	LOG_F_END, LOG_F_STR, LOG_F_ADDR, LOG_F_INT, LOG_F_INT_OPT, LOG_F_MS, LOG_F_STATUS,
+	LOG_F_END,
+	LOG_F_STR,
+	LOG_F_ADDR,
+	LOG_F_INT,
+	LOG_F_INT_OPT,
+	LOG_F_MS,
+	LOG_F_STATUS,
 	LOG_F_NOTE,
 };
 #define LF_STR(k, s) LOG_F_STR, (const char *)(k), (const char *)(s)

@@ -1,6 +1,6 @@
 /* Bounces: reads the original header section, composes the RFC 3464 report
  * and commits it to the spool as a new null-sender message. */
-#define LOG_COMPONENT LOG_C_QMGR  /* program name in logs, see relay/log.h */
+#define LOG_COMPONENT LOG_C_QMGR /* program name in logs, see relay/log.h */
 #include "relay/daemon/bounce.h"
 
 #include <errno.h>
@@ -63,7 +63,7 @@ int bounce_enqueue(struct queue *q, const char *hostname, const struct queue_env
 	if (!bounce_wanted(env))
 		return 0;
 	memset(&benv, 0, sizeof(benv));
-	hdrs = read_headers(q, env, &hlen);  /* NULL: a report without the headers */
+	hdrs = read_headers(q, env, &hlen); /* NULL: a report without the headers */
 
 	memset(&dsn, 0, sizeof(dsn));
 	dsn.kind = SMTP_DSN_FAILURE;
@@ -82,7 +82,7 @@ int bounce_enqueue(struct queue *q, const char *hostname, const struct queue_env
 	}
 
 	benv.queued_at = dsn.now;
-	benv.flags = QUEUE_F_NOBOUNCE;  /* sender "" too: no bounce about a bounce */
+	benv.flags = QUEUE_F_NOBOUNCE; /* sender "" too: no bounce about a bounce */
 	if (queue_envelope_add_rcpt(&benv, env->sender) != 0) {
 		log_msg(LOG_LVL_ERROR, env->id, "cannot bounce to <%s>: address unstorable",
 			env->sender);

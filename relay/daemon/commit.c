@@ -1,7 +1,7 @@
 /* Group commit (Redis beforeSleep style): a uv_prepare_t collects every
  * message finished in this loop turn and hands the batch to one thread-pool
  * job that fsyncs and renames each file, then fsyncs queue/ once. */
-#define LOG_COMPONENT LOG_C_SMTPD  /* program name in logs, see relay/log.h */
+#define LOG_COMPONENT LOG_C_SMTPD /* program name in logs, see relay/log.h */
 #include "relay/daemon/commit.h"
 #include "relay/core/log.h"
 
@@ -24,7 +24,7 @@ struct commit {
 	uv_prepare_t prepare;
 	uv_work_t work;
 	struct commit_item *pending, **pending_tail;
-	struct commit_item *batch;    /* owned by the worker while in_flight */
+	struct commit_item *batch; /* owned by the worker while in_flight */
 	size_t npending, nbatch;
 	int in_flight;
 	int prepare_active;
@@ -82,8 +82,8 @@ static void work_cb(uv_work_t *req)
 		if (queue_writer_withdraw(it->w) != 0) {
 			log_msg(LOG_LVL_ERROR, queue_writer_id(it->w),
 				"commit: queue fsync failed (%s) and the message cannot be taken "
-				"back (%s): accepted, durability in doubt", strerror(e),
-				strerror(errno));
+				"back (%s): accepted, durability in doubt",
+				strerror(e), strerror(errno));
 			continue;
 		}
 		it->status = -1;
@@ -103,7 +103,7 @@ static void after_work_cb(uv_work_t *req, int status)
 	c->in_flight = 0;
 	for (; it != NULL; it = next) {
 		next = it->next;
-		if (status != 0) {           /* UV_ECANCELED: never ran */
+		if (status != 0) { /* UV_ECANCELED: never ran */
 			it->status = -1;
 			it->err_no = 0;
 		}

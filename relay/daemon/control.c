@@ -20,21 +20,21 @@
 
 struct control_conn;
 
-#define SHOWQ_TIMEOUT_MS 30000   /* a large listing may take a while to build and read */
-#define SHOWQ_JOBS_MAX 4          /* listings built at once; more get "error busy" */
+#define SHOWQ_TIMEOUT_MS 30000 /* a large listing may take a while to build and read */
+#define SHOWQ_JOBS_MAX 4       /* listings built at once; more get "error busy" */
 
 struct control {
 	struct relay *r;
 	struct pickup *pickup;
 	uv_pipe_t server;
-	uv_pipe_t pub;            /* public/showq */
+	uv_pipe_t pub; /* public/showq */
 	char path[CONFIG_PATH_MAX + 16];
 	char pub_path[CONFIG_PATH_MAX + 16];
 	struct control_conn *conns;
 	int server_open, pub_open;
-	size_t nopen;             /* servers + connections not yet freed */
+	size_t nopen; /* servers + connections not yet freed */
 	int closing;
-	int njobs;                /* listings in the thread pool */
+	int njobs; /* listings in the thread pool */
 };
 
 struct control_conn {
@@ -44,11 +44,11 @@ struct control_conn {
 	uv_timer_t timer;
 	uv_write_t wreq;
 	int handles_open;
-	int done;                 /* replied or failed: input ignored */
-	bool public;              /* came in on public/showq: "list" only */
-	bool working;             /* a listing is being built for it */
+	int done;     /* replied or failed: input ignored */
+	bool public;  /* came in on public/showq: "list" only */
+	bool working; /* a listing is being built for it */
 	uv_work_t work;
-	char *big;                /* the listing to send (malloc'd), bigfree: free it */
+	char *big; /* the listing to send (malloc'd), bigfree: free it */
 	size_t biglen;
 	char in[CONTROL_REQUEST_MAX];
 	size_t inlen;
@@ -75,7 +75,8 @@ void control_execute(struct relay *r, struct pickup *p, const char *req, char *r
 		if (r->tlsrpt != NULL && tlsrpt_daemon_send_now(r->tlsrpt, id) == 0)
 			snprintf(reply, replylen, "ok");
 		else
-			snprintf(reply, replylen, "error cannot start a TLS-RPT run for %s now", id);
+			snprintf(reply, replylen, "error cannot start a TLS-RPT run for %s now",
+				 id);
 		return;
 	}
 	if (fields == 2 && !queue_id_valid(id, strlen(id))) {
@@ -84,8 +85,10 @@ void control_execute(struct relay *r, struct pickup *p, const char *req, char *r
 	}
 	/* An unknown id gets one reply whatever the verb, so the queue
 	 * commands can tell it from a failure (exit 67, not 70). */
-	if (fields == 2 && (strcmp(verb, "flush") == 0 || strcmp(verb, "delete") == 0 ||
-			    strcmp(verb, "bounce") == 0) && !scheduler_knows(r->sched, id)) {
+	if (fields == 2 &&
+	    (strcmp(verb, "flush") == 0 || strcmp(verb, "delete") == 0 ||
+	     strcmp(verb, "bounce") == 0) &&
+	    !scheduler_knows(r->sched, id)) {
 		snprintf(reply, replylen, "error " RELAY_CONTROL_NO_SUCH " %s", id);
 		return;
 	}
@@ -102,7 +105,8 @@ void control_execute(struct relay *r, struct pickup *p, const char *req, char *r
 		if (scheduler_delete(r->sched, id) == 0)
 			snprintf(reply, replylen, "ok");
 		else
-			snprintf(reply, replylen, "error cannot delete %s (spool error, see the log)", id);
+			snprintf(reply, replylen,
+				 "error cannot delete %s (spool error, see the log)", id);
 	} else if (strcmp(verb, "queued") == 0 && fields == 2) {
 		scheduler_add(r->sched, id);
 		snprintf(reply, replylen, "ok");
@@ -110,8 +114,7 @@ void control_execute(struct relay *r, struct pickup *p, const char *req, char *r
 		if (scheduler_bounce(r->sched, id) == 0)
 			snprintf(reply, replylen, "ok");
 		else
-			snprintf(reply, replylen,
-				 "error cannot bounce %s (see the log)", id);
+			snprintf(reply, replylen, "error cannot bounce %s (see the log)", id);
 	} else {
 		snprintf(reply, replylen, "error unknown request");
 	}
@@ -215,7 +218,7 @@ static void listing_done(uv_work_t *req, int status)
 	cc->working = false;
 	cc->c->njobs--;
 	if (cc->handles_open == 0) {
-		conn_free(cc);  /* the client went away (or a stop closed it) meanwhile */
+		conn_free(cc); /* the client went away (or a stop closed it) meanwhile */
 		return;
 	}
 	if (cc->big == NULL || cc->c->closing) {
@@ -338,8 +341,8 @@ static void on_connection(uv_stream_t *server, int status)
 		conn_close(cc);
 		return;
 	}
-	if (uv_timer_start(&cc->timer, on_timeout, cc->public ? SHOWQ_TIMEOUT_MS : CONTROL_TIMEOUT_MS,
-			   0) != 0)
+	if (uv_timer_start(&cc->timer, on_timeout,
+			   cc->public ? SHOWQ_TIMEOUT_MS : CONTROL_TIMEOUT_MS, 0) != 0)
 		conn_close(cc);
 }
 
@@ -412,8 +415,7 @@ static int public_dir(const char *spool, char *err, size_t errlen)
 	return 0;
 }
 
-int control_start(struct relay *r, struct pickup *p, struct control **out, char *err,
-		  size_t errlen)
+int control_start(struct relay *r, struct pickup *p, struct control **out, char *err, size_t errlen)
 {
 	struct control *c = calloc(1, sizeof(*c));
 	char why[512];
@@ -424,8 +426,9 @@ int control_start(struct relay *r, struct pickup *p, struct control **out, char 
 	}
 	c->r = r;
 	c->pickup = p;
-	c->nopen = 1;  /* held until the end of this function */
-	snprintf(c->path, sizeof(c->path), "%s/%s", queue_spool_dir(r->queue), RELAY_CONTROL_SOCKET);
+	c->nopen = 1; /* held until the end of this function */
+	snprintf(c->path, sizeof(c->path), "%s/%s", queue_spool_dir(r->queue),
+		 RELAY_CONTROL_SOCKET);
 	snprintf(c->pub_path, sizeof(c->pub_path), "%s/%s", queue_spool_dir(r->queue),
 		 RELAY_SHOWQ_SOCKET);
 	/* 0600: root and the spool owner only; the commands change the queue */
@@ -438,8 +441,9 @@ int control_start(struct relay *r, struct pickup *p, struct control **out, char 
 	/* Without showq, mail still flows and root's commands work: logged. */
 	if (public_dir(queue_spool_dir(r->queue), why, sizeof(why)) != 0 ||
 	    bind_socket(c, &c->pub, &c->pub_open, c->pub_path, 0666, why, sizeof(why)) != 0)
-		log_error("public listing socket: %s; mailq works for root and the spool owner only",
-			  why);
+		log_error(
+			"public listing socket: %s; mailq works for root and the spool owner only",
+			why);
 	c->nopen--;
 	*out = c;
 	return 0;

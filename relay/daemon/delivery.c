@@ -1,7 +1,7 @@
 /* One outbound delivery attempt on the libuv loop: MTA-STS verdict, MX
  * resolution, then the sans-I/O SMTP client driven over relay/smtp_conn (TCP + STARTTLS),
  * with idle connections kept per recipient domain for reuse. */
-#define LOG_COMPONENT LOG_C_SMTP  /* program name in logs, see relay/log.h */
+#define LOG_COMPONENT LOG_C_SMTP /* program name in logs, see relay/log.h */
 #include "relay/daemon/delivery.h"
 
 #include <errno.h>
@@ -21,21 +21,21 @@
 #include "sts/policy.h"
 #include "sts/tlsrpt/tlsrpt.h"
 
-#define DEFAULT_CONNECT_TIMEOUT_MS 30000   /* Postfix smtp_connect_timeout */
+#define DEFAULT_CONNECT_TIMEOUT_MS 30000 /* Postfix smtp_connect_timeout */
 
 struct delivery_ctx {
 	struct relay *r;
 	struct dns *dns;
 	struct smtp_tls_ctx *tls;
-	struct sts_resolver resolver;       /* the engine points at it */
-	struct sts_engine *sts;             /* NULL: every domain is "absent" */
-	struct tlsrpt_store *tlsrpt;        /* NULL: not recording */
+	struct sts_resolver resolver; /* the engine points at it */
+	struct sts_engine *sts;       /* NULL: every domain is "absent" */
+	struct tlsrpt_store *tlsrpt;  /* NULL: not recording */
 	struct smtp_client_timeouts timeouts;
 	uint32_t connect_timeout_ms;
-	unsigned live;                      /* deliveries not yet finished */
-	struct conn *idle;                  /* the pool: idle connections (and ones saying QUIT) */
+	unsigned live;     /* deliveries not yet finished */
+	struct conn *idle; /* the pool: idle connections (and ones saying QUIT) */
 	size_t nidle;
-	bool no_reuse;                      /* stopping: pool nothing more */
+	bool no_reuse; /* stopping: pool nothing more */
 };
 
 /* Where a delivery is; only used for sanity and logs. */
@@ -49,7 +49,7 @@ struct delivery {
 	char domain[DNS_NAME_MAX + 1];
 	char sender[QUEUE_ADDR_MAX];
 	unsigned flags;
-	int fd;                             /* message file, positioned per connection */
+	int fd; /* message file, positioned per connection */
 	uint64_t data_offset, size;
 
 	size_t n;
@@ -62,24 +62,24 @@ struct delivery {
 	void *arg;
 	enum dstage stage;
 	bool aborted;
-	uv_timer_t kick;                    /* finishes the delivery from the loop */
+	uv_timer_t kick; /* finishes the delivery from the loop */
 
 	struct dns_query *dq;
 	struct sts_lookup *sl;
-	struct sts_verdict *verdict;        /* NULL = absent */
+	struct sts_verdict *verdict; /* NULL = absent */
 	enum sts_decision decision;
 	bool rechecked;
 
 	struct dns_mx_result *mx;
 	size_t host_i, addr_i;
 	struct conn *conn;
-	const struct dns_mx_host *cur_host;       /* the candidate being tried (in mx) */
+	const struct dns_mx_host *cur_host; /* the candidate being tried (in mx) */
 	const struct sockaddr_storage *cur_addr;
 
 	/* TLS demands for this domain */
 	enum smtp_tls_level tls_level;
 	bool tls_verify;
-	bool check_tls;                     /* report result types (verify/testing/enforce) */
+	bool check_tls; /* report result types (verify/testing/enforce) */
 
 	/* the last failure, for "all MX failed -> defer" */
 	bool have_failure;
@@ -89,10 +89,10 @@ struct delivery {
 	char last_tls[DELIVERY_TLS_MAX];
 	char last_mta[DNS_NAME_MAX + 1];
 	const char *last_sts_result;
-	unsigned policy_failures;           /* TLS/cert failures under a policy (enforce) */
-	unsigned mx_mismatches;             /* MX hosts skipped by the policy */
-	unsigned mx_used;                   /* MX hosts allowed by the policy */
-	bool host_mismatch;                 /* the current host matches no pattern (testing) */
+	unsigned policy_failures; /* TLS/cert failures under a policy (enforce) */
+	unsigned mx_mismatches;   /* MX hosts skipped by the policy */
+	unsigned mx_used;         /* MX hosts allowed by the policy */
+	bool host_mismatch;       /* the current host matches no pattern (testing) */
 };
 
 /* One connection. It belongs to its delivery while a transaction runs
@@ -100,20 +100,20 @@ struct delivery {
  * whose context went away is orphaned (dc == NULL) and just closes. */
 struct conn {
 	struct delivery_ctx *dc;
-	struct delivery *d;                 /* NULL while idle */
-	struct conn *prev, *next;           /* pool links */
+	struct delivery *d;       /* NULL while idle */
+	struct conn *prev, *next; /* pool links */
 	bool pooled;
-	char domain[DNS_NAME_MAX + 1];      /* the recipient domain it serves */
-	enum smtp_tls_level tls_level;      /* demanded when it was opened */
-	unsigned uses;                      /* transactions so far */
-	bool reused;                        /* the current transaction is not its first */
-	bool tls_recorded;                  /* its TLS-RPT session result is recorded */
-	bool mx_mismatch;                   /* testing: its host matches no mx pattern */
-	struct smtp_conn *sc;               /* the transport: TCP + STARTTLS */
-	const struct smtp_conn_info *in;    /* smtp_conn_info(sc) */
+	char domain[DNS_NAME_MAX + 1];   /* the recipient domain it serves */
+	enum smtp_tls_level tls_level;   /* demanded when it was opened */
+	unsigned uses;                   /* transactions so far */
+	bool reused;                     /* the current transaction is not its first */
+	bool tls_recorded;               /* its TLS-RPT session result is recorded */
+	bool mx_mismatch;                /* testing: its host matches no mx pattern */
+	struct smtp_conn *sc;            /* the transport: TCP + STARTTLS */
+	const struct smtp_conn_info *in; /* smtp_conn_info(sc) */
 	bool closing;
 	struct smtp_client *client;
-	uint64_t remaining;                 /* message bytes still to read */
+	uint64_t remaining; /* message bytes still to read */
 };
 
 static void next_candidate(struct delivery *d);
@@ -206,7 +206,7 @@ int delivery_ctx_new(struct relay *r, struct delivery_ctx **out, char *err, size
 		dc->timeouts.eod = dc->timeouts.quit = t;
 	}
 	dc->connect_timeout_ms = smtp_conn_env_timeout_ms("STSRELAY_CONNECT_TIMEOUT",
-						t > 0 ? t : DEFAULT_CONNECT_TIMEOUT_MS);
+							  t > 0 ? t : DEFAULT_CONNECT_TIMEOUT_MS);
 
 	sts_dns_resolver(dc->dns, &dc->resolver);
 	snprintf(path, sizeof(path), "%s/sts", r->cfg.spool_dir);
@@ -248,11 +248,11 @@ void delivery_ctx_free(struct delivery_ctx *dc)
 		struct conn *c = dc->idle;
 
 		pool_unlink(c);
-		c->dc = NULL;  /* orphaned: conn_end just frees it */
+		c->dc = NULL; /* orphaned: conn_end just frees it */
 		conn_close(c);
 	}
 	if (dc->sts != NULL)
-		sts_engine_free(dc->sts);     /* before the resolver it uses */
+		sts_engine_free(dc->sts); /* before the resolver it uses */
 	if (dc->tlsrpt != NULL)
 		tlsrpt_store_close(dc->tlsrpt);
 	if (dc->dns != NULL)
@@ -286,9 +286,8 @@ static void settle_all(struct delivery *d, enum delivery_status st, const char *
 	}
 }
 
-static void note_failure(struct delivery *d, const char *dsn, const char *text,
-			 const char *relay, const char *tls, const char *mta,
-			 const char *sts_result)
+static void note_failure(struct delivery *d, const char *dsn, const char *text, const char *relay,
+			 const char *tls, const char *mta, const char *sts_result)
 {
 	d->have_failure = true;
 	snprintf(d->last_dsn, sizeof(d->last_dsn), "%s", dsn);
@@ -355,9 +354,9 @@ static void record_session(struct delivery *d, const char *result_type, const ch
 			   const char *mx_ip, const char *local_ip, const char *reason)
 {
 	if (d->flags & QUEUE_F_TLSRPT)
-		return;  /* reports about reports would never end (RFC 8460 §5.3) */
+		return; /* reports about reports would never end (RFC 8460 §5.3) */
 	if (is_literal(d->domain))
-		return;  /* no domain to report to */
+		return; /* no domain to report to */
 	record_tlsrpt(d->dc, d->qid, d->domain, d->verdict, result_type, mx_host, mx_ip, local_ip,
 		      reason);
 }
@@ -388,7 +387,7 @@ static ssize_t read_message(void *arg, char *buf, size_t cap)
 		n = read(c->d->fd, buf, cap);
 	while (n < 0 && errno == EINTR);
 	if (n <= 0)
-		return -1;  /* 0 before the recorded size: the file was truncated */
+		return -1; /* 0 before the recorded size: the file was truncated */
 	c->remaining -= (uint64_t)n;
 	return n;
 }
@@ -448,13 +447,13 @@ static void conn_pump(struct conn *c)
 
 		if (ev == SMTP_CLIENT_EV_NEED_TLS && smtp_conn_tls(c->sc) == NULL) {
 			start_tls(c);
-			continue;  /* the client may now be DONE, or wants EHLO sent */
+			continue; /* the client may now be DONE, or wants EHLO sent */
 		}
 		flush_out(c);
 		if (ev == SMTP_CLIENT_EV_READY) {
 			if (conn_ready(c))
 				return;
-			continue;  /* QUIT instead: send it */
+			continue; /* QUIT instead: send it */
 		}
 		if (ev == SMTP_CLIENT_EV_DONE) {
 			/* QUIT (or a TLS alert) still on its way: close after it. */
@@ -497,7 +496,7 @@ static void on_sc_timeout(struct smtp_conn *sc, void *arg)
 
 	(void)sc;
 	if (smtp_client_state(c->client) == SMTP_CLIENT_DONE) {
-		conn_close(c);  /* the last write (QUIT, a TLS alert) never completed */
+		conn_close(c); /* the last write (QUIT, a TLS alert) never completed */
 		return;
 	}
 	smtp_client_timeout(c->client);
@@ -652,11 +651,12 @@ static const char *conn_tls_verdict(struct conn *c, const struct smtp_client_res
 	/* A session that never got as far as EHLO says nothing about TLS and
 	 * is not recorded. */
 	if (res->tls_result != NULL)
-		sts_result = smtp_conn_static_result(res->tls_result);       /* REQUIRE failed closed */
+		sts_result = smtp_conn_static_result(res->tls_result); /* REQUIRE failed closed */
 	else if (c->in->tls_failed || (c->in->tls_up && !c->in->tls_verified))
 		sts_result = c->in->tls_result ? c->in->tls_result : "validation-failure";
-	else if (!c->in->tls_up && res->esmtp && !res->caps.starttls && d->tls_level != SMTP_TLS_NONE)
-		sts_result = "starttls-not-supported";              /* MAY went plaintext */
+	else if (!c->in->tls_up && res->esmtp && !res->caps.starttls &&
+		 d->tls_level != SMTP_TLS_NONE)
+		sts_result = "starttls-not-supported"; /* MAY went plaintext */
 	if (!c->tls_recorded &&
 	    (smtp_conn_tls(c->sc) != NULL || res->tls_result != NULL || res->esmtp)) {
 		const char *rt = sts_result;
@@ -686,10 +686,10 @@ static const char *conn_tls_verdict(struct conn *c, const struct smtp_client_res
 		log_msg(LOG_LVL_INFO, d->qid,
 			"%s: TLS check failed with %s (testing: delivery goes on), sts=%s, "
 			"sts_result=%s%s%s",
-			d->domain, c->in->relay, d->result.sts, sts_result, c->in->tls_reason[0] ? ": " : "",
-			c->in->tls_reason);
+			d->domain, c->in->relay, d->result.sts, sts_result,
+			c->in->tls_reason[0] ? ": " : "", c->in->tls_reason);
 	if (!d->check_tls)
-		sts_result = NULL;  /* opportunistic: nothing was demanded, nothing failed */
+		sts_result = NULL; /* opportunistic: nothing was demanded, nothing failed */
 	return sts_result;
 }
 
@@ -731,10 +731,10 @@ static bool conn_ready(struct conn *c)
 	const struct smtp_client_result *res;
 
 	if (d == NULL)
-		return true;  /* idle in the pool already */
+		return true; /* idle in the pool already */
 	if (d->aborted || c->dc->no_reuse || c->uses >= DELIVERY_MAX_USES ||
 	    c->dc->nidle >= DELIVERY_MAX_IDLE) {
-		smtp_client_quit(c->client);  /* conn_end takes the verdicts at close */
+		smtp_client_quit(c->client); /* conn_end takes the verdicts at close */
 		return false;
 	}
 	res = smtp_client_result(c->client);
@@ -794,12 +794,12 @@ static int conn_reuse(struct delivery *d, const char *ip)
 	c->reused = true;
 	d->conn = c;
 	d->stage = D_CONNECT;
-	log_msg(LOG_LVL_DEBUG, d->qid, "reusing the connection to %s (conn_use=%u)",
-		c->in->relay, c->uses);
+	log_msg(LOG_LVL_DEBUG, d->qid, "reusing the connection to %s (conn_use=%u)", c->in->relay,
+		c->uses);
 	conn_pump(c);
 	return 0;
 drop:
-	conn_close(c);  /* not pooled, no delivery: conn_end frees it */
+	conn_close(c); /* not pooled, no delivery: conn_end frees it */
 	return -1;
 }
 
@@ -860,8 +860,8 @@ local_fail_free:
 	conn_free(c);
 local_fail:
 	/* A local problem will not go away by trying other hosts now. */
-	settle_all(d, DELIVERY_DEFER, "4.3.0", "local error: cannot start an SMTP session",
-		   NULL, NULL, NULL, NULL);
+	settle_all(d, DELIVERY_DEFER, "4.3.0", "local error: cannot start an SMTP session", NULL,
+		   NULL, NULL, NULL);
 	finish(d);
 }
 
@@ -901,10 +901,12 @@ static void conn_end(struct conn *c)
 
 			snprintf(reason, sizeof(reason), "mx-mismatch: %s not in the policy",
 				 c->in->host);
-			record_session(d, "validation-failure", c->in->host, c->in->ip, NULL, reason);
+			record_session(d, "validation-failure", c->in->host, c->in->ip, NULL,
+				       reason);
 		}
 		if (!d->aborted) {
-			const char *text = c->in->connect_err[0] ? c->in->connect_err : "connection aborted";
+			const char *text = c->in->connect_err[0] ? c->in->connect_err
+								 : "connection aborted";
 
 			log_msg(LOG_LVL_INFO, d->qid, "%s", text);
 			note_failure(d, "4.4.1", text, c->in->relay, NULL, NULL, NULL);
@@ -1033,9 +1035,8 @@ static void all_failed(struct delivery *d)
 		d->sl = NULL;
 	}
 	if (d->decision == STS_DECISION_ENFORCE && d->mx_used == 0 && d->mx_mismatches > 0) {
-		snprintf(text, sizeof(text),
-			 "no MX host of %s matches its MTA-STS policy (id %s)", d->domain,
-			 d->verdict->id);
+		snprintf(text, sizeof(text), "no MX host of %s matches its MTA-STS policy (id %s)",
+			 d->domain, d->verdict->id);
 		settle_all(d, DELIVERY_DEFER, "4.4.8", text, NULL, NULL, NULL,
 			   "validation-failure");
 	} else if (d->have_failure) {
@@ -1068,9 +1069,11 @@ static void next_candidate(struct delivery *d)
 				snprintf(text, sizeof(text),
 					 "Host or domain name not found. Name service error for "
 					 "name=%s type=A: %s",
-					 h->name, h->why && h->why[0] ? h->why : dns_status_name(h->status));
+					 h->name,
+					 h->why && h->why[0] ? h->why : dns_status_name(h->status));
 				if (!d->have_failure)
-					note_failure(d, h->status == DNS_TEMPFAIL ? "4.4.3" : "4.4.4",
+					note_failure(d,
+						     h->status == DNS_TEMPFAIL ? "4.4.3" : "4.4.4",
 						     text, NULL, NULL, NULL, NULL);
 			}
 			d->host_i++;
@@ -1314,7 +1317,7 @@ int delivery_start(struct delivery_ctx *dc, const struct queue_envelope *env, co
 	if (out != NULL)
 		*out = d;
 
-	apply_policy(d);  /* absent until the engine says otherwise */
+	apply_policy(d); /* absent until the engine says otherwise */
 	d->stage = D_POLICY;
 	if (d->flags & QUEUE_F_TLSRPT) {
 		log_msg(LOG_LVL_INFO, d->qid,
@@ -1368,7 +1371,7 @@ void delivery_abort(struct delivery *d)
 		break;
 	case D_CONNECT:
 		if (d->conn != NULL)
-			conn_close(d->conn);  /* conn_end sees d->aborted */
+			conn_close(d->conn); /* conn_end sees d->aborted */
 		else
 			finish_aborted(d);
 		break;

@@ -56,42 +56,42 @@
  * delivery is freed right after it returns.
  */
 
-#define DELIVERY_RELAY_MAX (DNS_NAME_MAX + 64)   /* "host[ip]:port" */
-#define DELIVERY_TLS_MAX 64                      /* "TLSv1.3 verified" */
-#define DELIVERY_STS_MAX 64                      /* "enforce id=20260618001" */
-#define DELIVERY_IDLE_MS 5000                    /* an idle connection waits this long */
-#define DELIVERY_MAX_USES 100                    /* transactions per connection */
-#define DELIVERY_MAX_IDLE 256                    /* idle connections in all (memory bound) */
+#define DELIVERY_RELAY_MAX (DNS_NAME_MAX + 64) /* "host[ip]:port" */
+#define DELIVERY_TLS_MAX 64                    /* "TLSv1.3 verified" */
+#define DELIVERY_STS_MAX 64                    /* "enforce id=20260618001" */
+#define DELIVERY_IDLE_MS 5000                  /* an idle connection waits this long */
+#define DELIVERY_MAX_USES 100                  /* transactions per connection */
+#define DELIVERY_MAX_IDLE 256                  /* idle connections in all (memory bound) */
 
 enum delivery_status {
-	DELIVERY_SENT,      /* 2xx after end of data */
-	DELIVERY_DEFER,     /* try again later */
-	DELIVERY_BOUNCE,    /* permanent failure: bounce now */
-	DELIVERY_ABORTED,   /* delivery_abort(): no verdict, leave the state as it was */
+	DELIVERY_SENT,    /* 2xx after end of data */
+	DELIVERY_DEFER,   /* try again later */
+	DELIVERY_BOUNCE,  /* permanent failure: bounce now */
+	DELIVERY_ABORTED, /* delivery_abort(): no verdict, leave the state as it was */
 };
 
 struct delivery_rcpt {
-	size_t index;                       /* into the envelope's rcpts */
-	const char *address;                /* the delivery's copy */
+	size_t index;        /* into the envelope's rcpts */
+	const char *address; /* the delivery's copy */
 	enum delivery_status status;
-	char dsn[SMTP_REPLY_ESC_MAX];       /* "2.0.0", "4.7.5", "5.1.1" */
-	char text[QUEUE_ERROR_MAX];         /* for status=... (...) and last_error */
-	char reply[QUEUE_ERROR_MAX];        /* server reply for a DSN Diagnostic-Code, "" none */
-	char remote_mta[DNS_NAME_MAX + 1];  /* MX host that answered, "" none */
-	char relay[DELIVERY_RELAY_MAX];     /* "mx.example.com[192.0.2.1]:25" or "none" */
-	char tls[DELIVERY_TLS_MAX];         /* "TLSv1.3 verified", "TLSv1.2 unverified", "none" */
-	const char *sts_result;             /* RFC 8460 result type of a failed check, or NULL */
-	unsigned conn_use;                  /* transactions on that connection so far (Postfix
+	char dsn[SMTP_REPLY_ESC_MAX];      /* "2.0.0", "4.7.5", "5.1.1" */
+	char text[QUEUE_ERROR_MAX];        /* for status=... (...) and last_error */
+	char reply[QUEUE_ERROR_MAX];       /* server reply for a DSN Diagnostic-Code, "" none */
+	char remote_mta[DNS_NAME_MAX + 1]; /* MX host that answered, "" none */
+	char relay[DELIVERY_RELAY_MAX];    /* "mx.example.com[192.0.2.1]:25" or "none" */
+	char tls[DELIVERY_TLS_MAX];        /* "TLSv1.3 verified", "TLSv1.2 unverified", "none" */
+	const char *sts_result;            /* RFC 8460 result type of a failed check, or NULL */
+	unsigned conn_use;                 /* transactions on that connection so far (Postfix
 					     * conn_use=), 0 when no connection decided */
 };
 
 struct delivery_result {
 	const char *qid;
 	const char *domain;
-	char sts[DELIVERY_STS_MAX];         /* "absent", "none id=X", "testing id=X", "enforce id=X" */
+	char sts[DELIVERY_STS_MAX]; /* "absent", "none id=X", "testing id=X", "enforce id=X" */
 	bool aborted;
 	size_t nrcpts;
-	struct delivery_rcpt *rcpts;        /* in the order given to delivery_start */
+	struct delivery_rcpt *rcpts; /* in the order given to delivery_start */
 };
 
 struct delivery_ctx;

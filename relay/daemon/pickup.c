@@ -2,7 +2,7 @@
  * rescanned every few seconds (inotify can miss events, e.g. on overflow);
  * scans and imports run in the thread pool, one job at a time, and their
  * results (log line, scheduling) are handled back on the loop. */
-#define LOG_COMPONENT LOG_C_PICKUP  /* program name in logs, see relay/log.h */
+#define LOG_COMPONENT LOG_C_PICKUP /* program name in logs, see relay/log.h */
 #include "relay/daemon/pickup.h"
 
 #include <errno.h>
@@ -17,7 +17,7 @@
 #include "relay/daemon/scheduler.h"
 #include "smtp/msgid.h"
 
-#define PICKUP_MSGID_SCAN 1048576   /* header bytes read for the Message-ID at most */
+#define PICKUP_MSGID_SCAN 1048576 /* header bytes read for the Message-ID at most */
 
 typedef char pickup_qid[QUEUE_ID_LEN + 1];
 
@@ -25,14 +25,14 @@ enum pickup_job { JOB_SCAN, JOB_IMPORT };
 
 /* What one import job found, for the loop to report. */
 struct pickup_result {
-	int status;                        /* queue_drop_import's */
-	bool bad;                          /* the file was set aside (EBADMSG) */
+	int status; /* queue_drop_import's */
+	bool bad;   /* the file was set aside (EBADMSG) */
 	pickup_qid new_id;
 	char err[QUEUE_ERROR_MAX];
-	bool loaded;                       /* the fields below are set */
-	char msgid[SMTP_MSGID_MAX + 1];    /* "" if none */
+	bool loaded;                    /* the fields below are set */
+	char msgid[SMTP_MSGID_MAX + 1]; /* "" if none */
 	char from[QUEUE_ADDR_MAX];
-	long long uid;                     /* the submitter's, -1 if unknown */
+	long long uid; /* the submitter's, -1 if unknown */
 	uint64_t size;
 	size_t nrcpt;
 };
@@ -40,20 +40,20 @@ struct pickup_result {
 struct pickup {
 	struct relay *r;
 	uv_fs_event_t watch;
-	uv_timer_t rescan;        /* periodic safety net */
-	uv_timer_t soon;          /* coalesces event bursts into one scan */
+	uv_timer_t rescan; /* periodic safety net */
+	uv_timer_t soon;   /* coalesces event bursts into one scan */
 	int watch_open;
-	int nopen;                /* handles not yet closed */
+	int nopen; /* handles not yet closed */
 	int closing;
 	/* The one job: while busy, the worker owns the fields below (the loop
 	 * reads them only in after_work, once the worker is done). */
 	uv_work_t work;
-	int busy;                 /* a job is queued or running */
-	int again;                /* woken while busy: scan again afterwards */
+	int busy;  /* a job is queued or running */
+	int again; /* woken while busy: scan again afterwards */
 	enum pickup_job job;
-	uint64_t max_size;        /* copied for the worker: a reload may change cfg */
-	pickup_qid *ids;          /* the last scan, sorted */
-	size_t n, next;           /* its length; the entry the import job takes */
+	uint64_t max_size; /* copied for the worker: a reload may change cfg */
+	pickup_qid *ids;   /* the last scan, sorted */
+	size_t n, next;    /* its length; the entry the import job takes */
 	int scan_status, scan_errno;
 	struct pickup_result res;
 };
@@ -87,8 +87,7 @@ static long long submitter_uid(const char *name)
 
 /* The Message-ID of a queued message, from the start of its data (the
  * header section; sendmail adds one when the submitter gave none). */
-static void find_msgid(struct pickup *p, const struct queue_envelope *env, char *out,
-		       size_t outlen)
+static void find_msgid(struct pickup *p, const struct queue_envelope *env, char *out, size_t outlen)
 {
 	struct smtp_msgid_scan scan;
 	char buf[8192];
@@ -182,7 +181,7 @@ static void start_scan(struct pickup *p)
 	if (p->closing)
 		return;
 	if (p->busy) {
-		p->again = 1;  /* the running job may have missed the new file */
+		p->again = 1; /* the running job may have missed the new file */
 		return;
 	}
 	p->again = 0;
@@ -194,8 +193,8 @@ static void report_import(struct pickup *p)
 	const struct pickup_result *res = &p->res;
 
 	if (res->status != 0) {
-		log_msg(LOG_LVL_WARNING, NULL, "%s %s", res->bad ? "rejected" : "cannot import now:",
-			res->err);
+		log_msg(LOG_LVL_WARNING, NULL, "%s %s",
+			res->bad ? "rejected" : "cannot import now:", res->err);
 		return;
 	}
 	if (res->loaded) {
@@ -204,7 +203,8 @@ static void report_import(struct pickup *p)
 		log_fields(LOG_LVL_INFO, res->new_id, LF_INT("uid", res->uid),
 			   LF_ADDR("from", res->from), LF_END);
 		if (res->msgid[0] != '\0')
-			log_fields(LOG_LVL_INFO, res->new_id, LF_STR("message-id", res->msgid), LF_END);
+			log_fields(LOG_LVL_INFO, res->new_id, LF_STR("message-id", res->msgid),
+				   LF_END);
 		log_fields_c(LOG_C_QMGR, LOG_LVL_INFO, res->new_id, LF_ADDR("from", res->from),
 			     LF_INT("size", res->size), LF_INT("nrcpt", res->nrcpt),
 			     LF_NOTE("queue active"), LF_END);

@@ -7,7 +7,7 @@
 #include "relay/daemon/relay.h"
 
 #define PICKUP_RESCAN_MS 5000
-#define PICKUP_BATCH 100          /* imports per scan; a new scan takes the rest */
+#define PICKUP_BATCH 100 /* imports per scan; a new scan takes the rest */
 
 struct pickup;
 

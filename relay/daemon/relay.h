@@ -17,8 +17,8 @@ struct relay {
 	char config_path[CONFIG_PATH_MAX];
 	struct queue *queue;
 	struct scheduler *sched;
-	struct tlsrpt_daemon *tlsrpt;   /* daily TLS-RPT run; NULL until started */
-	int stopping;               /* SIGTERM seen: accept nothing new */
+	struct tlsrpt_daemon *tlsrpt; /* daily TLS-RPT run; NULL until started */
+	int stopping;                 /* SIGTERM seen: accept nothing new */
 };
 
 /* Control socket (spool_dir/control, mode 0600): one request line, one reply

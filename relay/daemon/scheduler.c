@@ -1,6 +1,6 @@
 /* The delivery scheduler: every queued message's recipients in memory, a heap
  * of due times, per-domain queues of waiting work, retries and bounces. */
-#define LOG_COMPONENT LOG_C_QMGR  /* program name in logs, see relay/log.h */
+#define LOG_COMPONENT LOG_C_QMGR /* program name in logs, see relay/log.h */
 #include "relay/daemon/scheduler.h"
 
 #include <ctype.h>
@@ -48,9 +48,9 @@
  * to the end of data arrived.
  */
 
-#define STOP_GRACE_MS 10000            /* in-flight deliveries at shutdown, then abort */
-#define TLSRPT_MAIL_LIFETIME_S 86400   /* queue life of TLS-RPT report mail (RFC 8460 §5.5) */
-#define PASS_BUDGET 256                /* messages run per pass before yielding */
+#define STOP_GRACE_MS 10000          /* in-flight deliveries at shutdown, then abort */
+#define TLSRPT_MAIL_LIFETIME_S 86400 /* queue life of TLS-RPT report mail (RFC 8460 §5.5) */
+#define PASS_BUDGET 256              /* messages run per pass before yielding */
 #define MSG_BUCKETS 16384
 #define DOM_BUCKETS 1024
 #define NO_HEAP ((size_t)-1)
@@ -60,13 +60,13 @@ struct rlog {
 	struct rlog *next;
 	char to[QUEUE_ADDR_MAX];
 	char relay[DELIVERY_RELAY_MAX];
-	unsigned conn_use;              /* shown only for a reused connection (> 1) */
+	unsigned conn_use; /* shown only for a reused connection (> 1) */
 	int64_t delay_ms;
 	char dsn[SMTP_REPLY_ESC_MAX + 1];
 	char tls[DELIVERY_TLS_MAX];
 	char sts[DELIVERY_STS_MAX];
 	char sts_result[48];
-	char status[16];                /* sent, deferred, bounced */
+	char status[16]; /* sent, deferred, bounced */
 	char reason[QUEUE_ERROR_MAX + 112];
 };
 
@@ -77,38 +77,38 @@ struct scheduler;
 struct swait {
 	struct smsg *m;
 	struct sdomain *dom;
-	struct swait *dprev, *dnext;   /* dom's FIFO */
-	struct swait *mnext;           /* m's list */
+	struct swait *dprev, *dnext; /* dom's FIFO */
+	struct swait *mnext;         /* m's list */
 };
 
 struct smsg {
 	struct scheduler *s;
 	struct queue_envelope env;
-	unsigned char *inflight;       /* per recipient */
-	unsigned busy;                 /* deliveries running */
-	bool deleted;                  /* unlinked from every index; free when idle */
-	bool admin_bounce;             /* `queue bounce`: finish once idle */
-	struct smsg *prev, *next;      /* every live message */
-	struct smsg *hnext;            /* id hash chain */
-	size_t heap_i;                 /* NO_HEAP when nothing is due */
+	unsigned char *inflight;  /* per recipient */
+	unsigned busy;            /* deliveries running */
+	bool deleted;             /* unlinked from every index; free when idle */
+	bool admin_bounce;        /* `queue bounce`: finish once idle */
+	struct smsg *prev, *next; /* every live message */
+	struct smsg *hnext;       /* id hash chain */
+	size_t heap_i;            /* NO_HEAP when nothing is due */
 	int64_t due_ms;
 	struct swait *waits;
 	/* persistence, see statesave.h */
-	bool io_busy;                  /* a save or removal in flight */
-	bool io_dirty;                 /* changed since that snapshot */
-	bool io_removing;              /* the one in flight is a removal */
-	bool io_force_save;            /* removal failed: save instead */
-	bool remove_after_io;          /* deleted while a save was in flight */
-	struct rlog *logs, **logs_tail;  /* not yet covered by a submitted save */
-	struct rlog *io_logs;            /* covered by the one in flight */
+	bool io_busy;                   /* a save or removal in flight */
+	bool io_dirty;                  /* changed since that snapshot */
+	bool io_removing;               /* the one in flight is a removal */
+	bool io_force_save;             /* removal failed: save instead */
+	bool remove_after_io;           /* deleted while a save was in flight */
+	struct rlog *logs, **logs_tail; /* not yet covered by a submitted save */
+	struct rlog *io_logs;           /* covered by the one in flight */
 };
 
 struct sdomain {
 	char name[DNS_NAME_MAX + 1];
 	unsigned active;
 	struct swait *wq_head, *wq_tail;
-	bool ready;                    /* on the ready list */
-	bool pinned;                   /* being served by a pass: do not free */
+	bool ready;  /* on the ready list */
+	bool pinned; /* being served by a pass: do not free */
 	struct sdomain *hnext;
 	struct sdomain *rnext;
 };
@@ -129,8 +129,8 @@ struct scheduler {
 	uv_timer_t stop_timer;
 	struct smsg *msgs;
 	size_t nmsgs;
-	struct smsg **by_id;           /* MSG_BUCKETS */
-	struct sdomain **doms;         /* DOM_BUCKETS */
+	struct smsg **by_id;   /* MSG_BUCKETS */
+	struct sdomain **doms; /* DOM_BUCKETS */
 	struct smsg **heap;
 	size_t heap_n, heap_cap;
 	struct sdomain *ready_head, *ready_tail;
@@ -170,7 +170,7 @@ static unsigned max_conn(const struct scheduler *s)
 
 static size_t hash_str(const char *p, size_t buckets)
 {
-	uint32_t h = 2166136261u;  /* FNV-1a */
+	uint32_t h = 2166136261u; /* FNV-1a */
 
 	for (; *p; p++)
 		h = (h ^ (unsigned char)*p) * 16777619u;
@@ -502,14 +502,14 @@ static int64_t delay_ms(const struct smsg *m)
 /* The per-recipient line; written once the state it reports is durable
  * (see flush_logs). */
 static void log_rcpt(struct smsg *m, const char *addr, const char *relay, unsigned conn_use,
-		     const char *dsn, const char *tls, const char *sts, const char *sts_result, const char *status,
-		     const char *text)
+		     const char *dsn, const char *tls, const char *sts, const char *sts_result,
+		     const char *status, const char *text)
 {
 	struct rlog *l = malloc(sizeof(*l));
 
 	if (l == NULL) {
-		log_msg(LOG_LVL_ERROR, m->env.id, "out of memory: no log line for <%s> (%s)",
-			addr, status);
+		log_msg(LOG_LVL_ERROR, m->env.id, "out of memory: no log line for <%s> (%s)", addr,
+			status);
 		return;
 	}
 	l->next = NULL;
@@ -751,7 +751,7 @@ static void on_io_done(void *arg, int status, int err_no)
 	flush_logs(m, logs);
 	rlogs_free(logs);
 	if (m->io_dirty)
-		start_io(s, m);  /* may free m */
+		start_io(s, m); /* may free m */
 	else
 		maybe_finish_stop(s);
 }
@@ -788,7 +788,7 @@ static void start_io(struct scheduler *s, struct smsg *m)
 static void persist(struct scheduler *s, struct smsg *m)
 {
 	if (m->io_busy) {
-		m->io_dirty = true;  /* the next save after this one covers it */
+		m->io_dirty = true; /* the next save after this one covers it */
 		return;
 	}
 	start_io(s, m);
@@ -839,21 +839,21 @@ static void apply_result(struct scheduler *s, struct smsg *m, const struct deliv
 			continue;
 		switch (dr->status) {
 		case DELIVERY_ABORTED:
-			break;  /* no verdict: state and attempts as they were */
+			break; /* no verdict: state and attempts as they were */
 		case DELIVERY_SENT:
 			q->status = QUEUE_SENT;
 			q->last_try = now;
 			q->last_error[0] = '\0';
-			log_rcpt(m, q->address, dr->relay, dr->conn_use, dr->dsn, dr->tls, res->sts, dr->sts_result,
-				 "sent", dr->text);
+			log_rcpt(m, q->address, dr->relay, dr->conn_use, dr->dsn, dr->tls, res->sts,
+				 dr->sts_result, "sent", dr->text);
 			break;
 		case DELIVERY_BOUNCE:
 			q->status = QUEUE_BOUNCED;
 			q->last_try = now;
 			q->attempts++;
 			set_last_error(q, dr->dsn, dr->text);
-			log_rcpt(m, q->address, dr->relay, dr->conn_use, dr->dsn, dr->tls, res->sts, dr->sts_result,
-				 "bounced", dr->text);
+			log_rcpt(m, q->address, dr->relay, dr->conn_use, dr->dsn, dr->tls, res->sts,
+				 dr->sts_result, "bounced", dr->text);
 			add_bounce(bl, q, dr->dsn, dr->text, dr->remote_mta, dr->reply);
 			break;
 		case DELIVERY_DEFER:
@@ -868,13 +868,14 @@ static void apply_result(struct scheduler *s, struct smsg *m, const struct deliv
 				if (m->env.flags & QUEUE_F_TLSRPT)
 					snprintf(reason, sizeof(reason),
 						 "TLS-RPT report mail dropped after 24 hours "
-						 "(RFC 8460); last error: %s", dr->text);
+						 "(RFC 8460); last error: %s",
+						 dr->text);
 				else
 					snprintf(reason, sizeof(reason),
 						 "delivery time expired; last error: %s", dr->text);
 				q->status = QUEUE_BOUNCED;
-				log_rcpt(m, q->address, dr->relay, dr->conn_use, dsn5, dr->tls, res->sts,
-					 dr->sts_result, "bounced", reason);
+				log_rcpt(m, q->address, dr->relay, dr->conn_use, dsn5, dr->tls,
+					 res->sts, dr->sts_result, "bounced", reason);
 				add_bounce(bl, q, st, reason, dr->remote_mta, dr->reply);
 			} else {
 				int64_t next = now + (int64_t)queue_retry_delay(
@@ -886,8 +887,8 @@ static void apply_result(struct scheduler *s, struct smsg *m, const struct deliv
 					next = expires > now ? expires : now + 1;
 				q->status = QUEUE_DEFERRED;
 				q->next_try = next;
-				log_rcpt(m, q->address, dr->relay, dr->conn_use, dr->dsn, dr->tls, res->sts,
-					 dr->sts_result, "deferred", dr->text);
+				log_rcpt(m, q->address, dr->relay, dr->conn_use, dr->dsn, dr->tls,
+					 res->sts, dr->sts_result, "deferred", dr->text);
 			}
 			break;
 		}
@@ -927,14 +928,14 @@ static void on_delivery_done(void *arg, const struct delivery_result *res)
 			m->inflight[res->rcpts[i].index] = 0;
 
 	if (m->deleted) {
-		maybe_free_deleted(s, m);  /* already unlinked and removed from the spool */
+		maybe_free_deleted(s, m); /* already unlinked and removed from the spool */
 	} else {
 		apply_result(s, m, res, &bl);
 		if (m->admin_bounce && m->busy == 0)
 			bounce_admin(m, &bl);
 		if (!s->stopping)
 			heap_set(s, m, msg_due(m));
-		settle(s, m, &bl);  /* may free m */
+		settle(s, m, &bl); /* may free m */
 	}
 	bl_free(&bl);
 	dom_release(s, dom);
@@ -1027,7 +1028,7 @@ static void run_message(struct scheduler *s, struct smsg *m, int64_t now_ms)
 	if (idx == NULL || taken == NULL) {
 		free(idx);
 		free(taken);
-		heap_set(s, m, now_ms + 1000);  /* try again in a second */
+		heap_set(s, m, now_ms + 1000); /* try again in a second */
 		return;
 	}
 	for (i = 0; i < m->env.nrcpts; i++) {
@@ -1080,7 +1081,8 @@ static void run_message(struct scheduler *s, struct smsg *m, int64_t now_ms)
 		if (w != NULL)
 			wait_unlink(w);
 		if (start_job(s, m, sd, idx, n) != 0) {
-			log_msg(LOG_LVL_ERROR, m->env.id, "cannot start a delivery to %s; retrying", dom);
+			log_msg(LOG_LVL_ERROR, m->env.id, "cannot start a delivery to %s; retrying",
+				dom);
 			dom_maybe_free(s, sd);
 			if (now_ms + 5000 < earliest)
 				earliest = now_ms + 5000;
@@ -1090,7 +1092,7 @@ static void run_message(struct scheduler *s, struct smsg *m, int64_t now_ms)
 	free(taken);
 	heap_set(s, m, earliest);
 	if (bl.n > 0)
-		settle(s, m, &bl);  /* may free m */
+		settle(s, m, &bl); /* may free m */
 	bl_free(&bl);
 }
 
@@ -1118,7 +1120,7 @@ static void on_timer(uv_timer_t *t)
 		}
 		d->pinned = false;
 		if (d->wq_head != NULL && d->active < maxc)
-			ready_push(s, d);  /* out of budget: next pass */
+			ready_push(s, d); /* out of budget: next pass */
 		dom_maybe_free(s, d);
 	}
 	while (budget > 0 && s->heap_n > 0 && s->heap[0]->due_ms <= now_ms) {
@@ -1205,7 +1207,7 @@ int scheduler_new(struct relay *r, struct scheduler **out)
 	char(*ids)[QUEUE_ID_LEN + 1] = NULL;
 	char err[512];
 	size_t n = 0, i;
-	int ntimers = 0;            /* handles made: they must go through uv_close */
+	int ntimers = 0; /* handles made: they must go through uv_close */
 
 	if (s == NULL)
 		return -1;
@@ -1359,12 +1361,12 @@ int scheduler_bounce(struct scheduler *s, const char *id)
 		return -1;
 	m->admin_bounce = true;
 	if (m->busy > 0) {
-		abort_jobs_of(s, m);  /* on_delivery_done finishes the bounce */
+		abort_jobs_of(s, m); /* on_delivery_done finishes the bounce */
 		return 0;
 	}
 	bounce_admin(m, &bl);
 	heap_set(s, m, msg_due(m));
-	settle(s, m, &bl);  /* may free m */
+	settle(s, m, &bl); /* may free m */
 	bl_free(&bl);
 	arm(s);
 	return 0;
@@ -1412,7 +1414,7 @@ void scheduler_stop(struct scheduler *s, void (*done)(void *arg), void *arg)
 		return;
 	s->stopping = true;
 	uv_timer_stop(&s->timer);
-	delivery_ctx_close_idle(s->dc);  /* idle SMTP connections say QUIT now */
+	delivery_ctx_close_idle(s->dc); /* idle SMTP connections say QUIT now */
 	if (s->running == 0 && statesave_busy(s->ss) == 0) {
 		finish_stop(s);
 		return;

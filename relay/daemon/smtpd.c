@@ -15,7 +15,7 @@
  * 32 reads per callback, so one fast client gets at most 512 KiB per loop
  * turn; a session that cannot consume (waiting for commit, or for its
  * replies to drain) stops reading altogether. */
-#define LOG_COMPONENT LOG_C_SMTPD  /* program name in logs, see relay/log.h */
+#define LOG_COMPONENT LOG_C_SMTPD /* program name in logs, see relay/log.h */
 #include "relay/daemon/smtpd.h"
 #include "smtp/address.h"
 
@@ -34,21 +34,21 @@
 #include "smtp/command.h"
 #include "smtp/msgid.h"
 
-#define SMTPD_INBUF 16384          /* unprocessed input per session */
-#define SMTPD_OUTBUF 8192          /* replies waiting to be written */
-#define SMTPD_REPLY_MAX 1024       /* no single reply is longer */
-#define SMTPD_CMD_LINE_MAX 512     /* RFC 5321 §4.5.3.1.4, CRLF included */
-#define SMTPD_STAGE 65536          /* DATA bytes staged before a queue write */
-#define SMTPD_ERROR_LIMIT 50       /* then 421: binary garbage or a broken client */
-#define SMTPD_CLOSE_WAIT_MS 10000  /* a client that does not read its last reply */
-#define SMTPD_STOP_GRACE_MS 10000  /* on SIGTERM, sessions in DATA may finish */
+#define SMTPD_INBUF 16384         /* unprocessed input per session */
+#define SMTPD_OUTBUF 8192         /* replies waiting to be written */
+#define SMTPD_REPLY_MAX 1024      /* no single reply is longer */
+#define SMTPD_CMD_LINE_MAX 512    /* RFC 5321 §4.5.3.1.4, CRLF included */
+#define SMTPD_STAGE 65536         /* DATA bytes staged before a queue write */
+#define SMTPD_ERROR_LIMIT 50      /* then 421: binary garbage or a broken client */
+#define SMTPD_CLOSE_WAIT_MS 10000 /* a client that does not read its last reply */
+#define SMTPD_STOP_GRACE_MS 10000 /* on SIGTERM, sessions in DATA may finish */
 
 enum smtpd_state {
-	SMTPD_S_CMD,       /* reading commands */
-	SMTPD_S_DATA,      /* reading the message text */
-	SMTPD_S_COMMIT,    /* message handed to group commit; input paused */
-	SMTPD_S_CLOSING,   /* last reply being written, then close */
-	SMTPD_S_CLOSED     /* handles closing; freed from the close callback */
+	SMTPD_S_CMD,     /* reading commands */
+	SMTPD_S_DATA,    /* reading the message text */
+	SMTPD_S_COMMIT,  /* message handed to group commit; input paused */
+	SMTPD_S_CLOSING, /* last reply being written, then close */
+	SMTPD_S_CLOSED   /* handles closing; freed from the close callback */
 };
 
 static const char *const state_names[] = { "CMD", "DATA", "COMMIT", "CLOSING", "CLOSED" };
@@ -78,7 +78,7 @@ struct smtpd {
 	size_t nopen;                   /* listener handles not yet closed */
 	struct smtpd_session *sessions; /* doubly linked */
 	size_t nsessions;
-	size_t nrejects;                /* over-limit connections being closed */
+	size_t nrejects; /* over-limit connections being closed */
 	uint64_t cmd_timeout_ms, data_timeout_ms;
 	int stopping;
 	uv_timer_t stop_timer;
@@ -89,7 +89,7 @@ struct smtpd {
 
 struct smtpd_session {
 	struct smtpd *sd;
-	struct smtp_msgid_scan msgid;   /* the DATA's Message-ID, for the log */
+	struct smtp_msgid_scan msgid; /* the DATA's Message-ID, for the log */
 	struct smtpd_session *prev, *next;
 	uv_tcp_t tcp;
 	uv_timer_t timer;
@@ -97,9 +97,9 @@ struct smtpd_session {
 	int handles_open;
 	enum smtpd_state state;
 	char ip[INET6_ADDRSTRLEN];
-	char client[INET6_ADDRSTRLEN + 16];   /* "unknown[ip]": no reverse DNS */
+	char client[INET6_ADDRSTRLEN + 16]; /* "unknown[ip]": no reverse DNS */
 	int relay_ok;
-	int dead;                      /* socket error: no more replies */
+	int dead; /* socket error: no more replies */
 	unsigned errors, ncommands;
 
 	/* HELO and transaction */
@@ -114,24 +114,24 @@ struct smtpd_session {
 
 	/* DATA decoding */
 	enum data_pos dpos;
-	char *stage;                   /* SMTPD_STAGE bytes while in DATA */
+	char *stage; /* SMTPD_STAGE bytes while in DATA */
 	size_t stage_len;
-	uint64_t data_bytes;           /* message bytes as stored */
+	uint64_t data_bytes; /* message bytes as stored */
 	int too_big;
-	int write_err;                 /* errno of a failed queue write, or -1 */
+	int write_err; /* errno of a failed queue write, or -1 */
 
 	/* I/O */
 	char in[SMTPD_INBUF];
 	size_t inlen;
 	int reading;
-	int discard_line;              /* inside an over-long command line */
+	int discard_line; /* inside an over-long command line */
 	char out[SMTPD_OUTBUF];
 	size_t outlen;
 	char wbuf[SMTPD_OUTBUF];
 	int writing;
 };
 
-struct reject_conn {                   /* connection over max_sessions */
+struct reject_conn { /* connection over max_sessions */
 	uv_tcp_t tcp;
 	uv_write_t wreq;
 	struct smtpd *sd;
@@ -167,7 +167,7 @@ static void session_flush(struct smtpd_session *s)
 }
 
 static void reply(struct smtpd_session *s, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+	__attribute__((format(printf, 2, 3)));
 
 /* Appends one reply (CRLF added). Callers check room first (session_process
  * keeps SMTPD_REPLY_MAX free before each command); a reply that still does
@@ -265,7 +265,7 @@ static void transaction_reset(struct smtpd_session *s)
 	s->have_mail = 0;
 	s->sender[0] = '\0';
 	if (s->w != NULL) {
-		queue_writer_free(s->w);  /* an uncommitted file is unlinked */
+		queue_writer_free(s->w); /* an uncommitted file is unlinked */
 		s->w = NULL;
 	}
 	s->qid[0] = '\0';
@@ -289,14 +289,12 @@ static void reply_and_close(struct smtpd_session *s, const char *line)
 		session_close(s);
 }
 
-static void log_reject(struct smtpd_session *s, const char *stage, const char *text,
-		       const char *to)
+static void log_reject(struct smtpd_session *s, const char *stage, const char *text, const char *to)
 {
 	log_msg(LOG_LVL_INFO, s->qid[0] ? s->qid : NULL,
 		"%sreject: %s from %s: %s; from=<%s>%s%s%s proto=%s helo=<%s>",
-		s->qid[0] ? "" : "NOQUEUE: ", stage, s->client, text, s->sender,
-		to ? " to=<" : "", to ? to : "", to ? ">" : "", s->esmtp ? "ESMTP" : "SMTP",
-		s->helo);
+		s->qid[0] ? "" : "NOQUEUE: ", stage, s->client, text, s->sender, to ? " to=<" : "",
+		to ? to : "", to ? ">" : "", s->esmtp ? "ESMTP" : "SMTP", s->helo);
 }
 
 static int is_storage_errno(int e)
@@ -334,9 +332,9 @@ static void emit(struct smtpd_session *s, const char *p, size_t n)
 
 	s->data_bytes += n;
 	if (!s->msgid.done)
-		smtp_msgid_feed(&s->msgid, p, n);  /* the header section only */
+		smtp_msgid_feed(&s->msgid, p, n); /* the header section only */
 	if (s->too_big || s->write_err != 0)
-		return;                 /* keep reading to the end, store nothing */
+		return; /* keep reading to the end, store nothing */
 	if (s->data_bytes > max) {
 		s->too_big = 1;
 		s->stage_len = 0;
@@ -422,18 +420,18 @@ static size_t data_feed(struct smtpd_session *s, const char *buf, size_t len)
 				break;
 			}
 			if (c == '\n') {
-				emit(s, ".\r\n", 3);  /* LF "." LF: data, not an end */
+				emit(s, ".\r\n", 3); /* LF "." LF: data, not an end */
 				s->dpos = D_BOL_LF;
 				break;
 			}
-			goto mid;       /* ".x": the leading dot is dropped */
+			goto mid; /* ".x": the leading dot is dropped */
 		case D_DOT_LF_CR:
 			if (c == '\n') {
-				emit(s, ".\r\n", 3);  /* LF "." CRLF: data, not an end */
+				emit(s, ".\r\n", 3); /* LF "." CRLF: data, not an end */
 				s->dpos = D_BOL;
 				break;
 			}
-			s->dpos = D_MID_CR;  /* ".\rx": dot dropped, CR is data */
+			s->dpos = D_MID_CR; /* ".\rx": dot dropped, CR is data */
 			goto mid_cr;
 		case D_DOT:
 			if (c == '\n') {
@@ -446,14 +444,14 @@ static size_t data_feed(struct smtpd_session *s, const char *buf, size_t len)
 				s->dpos = D_DOT_CR;
 				break;
 			}
-			goto mid;       /* ".x": the leading dot is dropped */
+			goto mid; /* ".x": the leading dot is dropped */
 		case D_DOT_CR:
 			if (c == '\n') {
 				data_end(s);
 				return i + 1;
 			}
-			s->dpos = D_MID_CR;  /* ".\rx": dot dropped, CR is data */
-			/* fall through */
+			s->dpos = D_MID_CR; /* ".\rx": dot dropped, CR is data */
+					    /* fall through */
 		case D_MID_CR:
 		mid_cr:
 			if (c == '\n') {
@@ -572,8 +570,8 @@ static void on_commit(void *arg, int status, int err_no)
 		 * "received" counts exactly what was queued. */
 		log_msg(LOG_LVL_INFO, s->qid, "client=%s", s->client);
 		if (smtp_msgid_value(&s->msgid) != NULL)
-			log_fields(LOG_LVL_INFO, s->qid, LF_STR("message-id", smtp_msgid_value(&s->msgid)),
-				   LF_END);
+			log_fields(LOG_LVL_INFO, s->qid,
+				   LF_STR("message-id", smtp_msgid_value(&s->msgid)), LF_END);
 		log_fields_c(LOG_C_QMGR, LOG_LVL_INFO, s->qid, LF_ADDR("from", s->sender),
 			     LF_INT("size", queue_writer_size(s->w)), LF_INT("nrcpt", s->nrcpts),
 			     LF_NOTE("queue active"), LF_END);
@@ -582,13 +580,14 @@ static void on_commit(void *arg, int status, int err_no)
 		if (sd->r->sched != NULL)
 			scheduler_add(sd->r->sched, s->qid);
 	} else {
-		log_error("%s: commit failed: %s", s->qid, err_no ? strerror(err_no) : "unknown error");
+		log_error("%s: commit failed: %s", s->qid,
+			  err_no ? strerror(err_no) : "unknown error");
 		if (!s->dead)
 			reply_write_error(s, err_no);
 	}
 	transaction_reset(s);
 	if (s->dead) {
-		session_enter(s, SMTPD_S_CMD);  /* leave COMMIT so close proceeds */
+		session_enter(s, SMTPD_S_CMD); /* leave COMMIT so close proceeds */
 		session_close(s);
 		return;
 	}
@@ -597,7 +596,7 @@ static void on_commit(void *arg, int status, int err_no)
 		return;
 	}
 	session_enter(s, SMTPD_S_CMD);
-	session_process(s);  /* pipelined commands after the final "." */
+	session_process(s); /* pipelined commands after the final "." */
 }
 
 /* ---- commands ---- */
@@ -694,7 +693,8 @@ static void handle_command(struct smtpd_session *s, const char *line, size_t len
 			reply(s, "503 5.5.1 Error: need MAIL command");
 			count_error(s);
 		} else if (!s->relay_ok) {
-			snprintf(text, sizeof(text), "554 5.7.1 <%s>: Relay access denied", cmd.path);
+			snprintf(text, sizeof(text), "554 5.7.1 <%s>: Relay access denied",
+				 cmd.path);
 			log_reject(s, "RCPT", text, cmd.path);
 			reply(s, "%s", text);
 		} else if (s->nrcpts >= QUEUE_MAX_RCPTS) {
@@ -703,9 +703,11 @@ static void handle_command(struct smtpd_session *s, const char *line, size_t len
 					      alias, sizeof(alias)) == SMTP_LOCAL_REFUSED) {
 			/* A local mailbox that nobody reads here would defer for days
 			 * and then bounce: refuse it now, saying how to fix it. */
-			snprintf(text, sizeof(text),
-				 "550 5.1.1 <%s>: Recipient address rejected: local recipient and no "
-				 "alias_root configured", cmd.path);
+			snprintf(
+				text, sizeof(text),
+				"550 5.1.1 <%s>: Recipient address rejected: local recipient and no "
+				"alias_root configured",
+				cmd.path);
 			log_reject(s, "RCPT", text, cmd.path);
 			reply(s, "%s", text);
 		} else if (add_rcpt(s, alias[0] ? alias : cmd.path) != 0) {
@@ -777,7 +779,7 @@ static void session_process(struct smtpd_session *s)
 			if (sizeof(s->out) - s->outlen < SMTPD_REPLY_MAX) {
 				session_flush(s);
 				if (sizeof(s->out) - s->outlen < SMTPD_REPLY_MAX)
-					break;  /* resumes from on_write */
+					break; /* resumes from on_write */
 			}
 			lf = memchr(start, '\n', avail);
 			if (s->discard_line) {
@@ -809,7 +811,7 @@ static void session_process(struct smtpd_session *s)
 		} else if (s->state == SMTPD_S_DATA) {
 			pos += data_feed(s, s->in + pos, s->inlen - pos);
 		} else {
-			break;  /* COMMIT waits for on_commit; CLOSING drops input */
+			break; /* COMMIT waits for on_commit; CLOSING drops input */
 		}
 	}
 	if (s->state == SMTPD_S_CLOSED)
@@ -817,7 +819,7 @@ static void session_process(struct smtpd_session *s)
 	if (s->state == SMTPD_S_CLOSING)
 		pos = s->inlen;
 	else if (s->state == SMTPD_S_CMD && s->sd->stopping)
-		reply_and_close(s, "421 4.3.2 Service shutting down");  /* DATA ended during stop */
+		reply_and_close(s, "421 4.3.2 Service shutting down"); /* DATA ended during stop */
 	if (s->state == SMTPD_S_CLOSED)
 		return;
 	if (s->state == SMTPD_S_CLOSING)
@@ -847,7 +849,8 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 		return;
 	if (nread < 0) {
 		if (s->state == SMTPD_S_DATA)
-			log_msg(LOG_LVL_INFO, s->qid, "lost connection after DATA (%llu bytes) from %s",
+			log_msg(LOG_LVL_INFO, s->qid,
+				"lost connection after DATA (%llu bytes) from %s",
 				(unsigned long long)s->data_bytes, s->client);
 		else if (nread != UV_EOF)
 			log_info("lost connection from %s: %s", s->client, uv_strerror((int)nread));
@@ -878,7 +881,7 @@ static void on_write(uv_write_t *req, int status)
 			session_close(s);
 		return;
 	}
-	session_process(s);  /* input may have waited for reply room */
+	session_process(s); /* input may have waited for reply room */
 }
 
 static void on_timer(uv_timer_t *t)
@@ -892,7 +895,7 @@ static void on_timer(uv_timer_t *t)
 	}
 	log_msg(LOG_LVL_INFO, s->qid[0] ? s->qid : NULL, "timeout after %s from %s",
 		s->state == SMTPD_S_DATA ? "DATA" : "command", s->client);
-	s->outlen = 0;  /* pending replies were never read; the 421 fits */
+	s->outlen = 0; /* pending replies were never read; the 421 fits */
 	reply_and_close(s, "421 4.4.2 Error: timeout exceeded");
 }
 
@@ -925,7 +928,7 @@ static void session_close(struct smtpd_session *s)
 		return;
 	}
 	log_info("disconnect from %s commands=%u", s->client, s->ncommands);
-	transaction_reset(s);  /* frees an unfinished writer: temp file removed */
+	transaction_reset(s); /* frees an unfinished writer: temp file removed */
 	if (s->reading)
 		uv_read_stop((uv_stream_t *)&s->tcp);
 	s->reading = 0;
@@ -1099,7 +1102,7 @@ static void maybe_stop_done(struct smtpd *sd)
 	if (!sd->stopping || sd->nsessions > 0 || sd->nrejects > 0 || sd->nopen > 0)
 		return;
 	if (sd->stop_timer_open == 1) {
-		sd->stop_timer_open = 2;  /* closing */
+		sd->stop_timer_open = 2; /* closing */
 		uv_close((uv_handle_t *)&sd->stop_timer, on_stop_timer_closed);
 		return;
 	}
@@ -1143,7 +1146,8 @@ int smtpd_bind(struct relay *r, struct smtpd **out, char *err, size_t errlen)
 		l->tcp.data = l;
 		rc = uv_tcp_init(r->loop, &l->tcp);
 		if (rc != 0) {
-			snprintf(err, errlen, "listen %s:%u: %s", a->host, a->port, uv_strerror(rc));
+			snprintf(err, errlen, "listen %s:%u: %s", a->host, a->port,
+				 uv_strerror(rc));
 			goto fail;
 		}
 		l->open = 1;
@@ -1153,7 +1157,8 @@ int smtpd_bind(struct relay *r, struct smtpd **out, char *err, size_t errlen)
 		rc = uv_tcp_bind(&l->tcp, (const struct sockaddr *)&a->sa,
 				 a->sa.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
 		if (rc != 0) {
-			snprintf(err, errlen, "listen %s:%u: %s", a->host, a->port, uv_strerror(rc));
+			snprintf(err, errlen, "listen %s:%u: %s", a->host, a->port,
+				 uv_strerror(rc));
 			goto fail;
 		}
 	}
@@ -1179,7 +1184,8 @@ int smtpd_listen(struct smtpd *sd, struct commit *c, char *err, size_t errlen)
 		/* uv_tcp_bind reports EADDRINUSE only here, at listen() */
 		rc = uv_listen((uv_stream_t *)&sd->listeners[i].tcp, 511, on_connection);
 		if (rc != 0) {
-			snprintf(err, errlen, "listen %s:%u: %s", a->host, a->port, uv_strerror(rc));
+			snprintf(err, errlen, "listen %s:%u: %s", a->host, a->port,
+				 uv_strerror(rc));
 			return -1;
 		}
 		log_info("listening on %s%s%s:%u", a->sa.ss_family == AF_INET6 ? "[" : "", a->host,
@@ -1196,10 +1202,10 @@ static void on_stop_grace(uv_timer_t *t)
 	for (s = sd->sessions; s != NULL; s = next) {
 		next = s->next;
 		if (s->state == SMTPD_S_COMMIT)
-			continue;  /* on_commit closes it */
+			continue; /* on_commit closes it */
 		if (s->state == SMTPD_S_DATA)
-			log_msg(LOG_LVL_INFO, s->qid, "shutdown: dropping unfinished message from %s",
-				s->client);
+			log_msg(LOG_LVL_INFO, s->qid,
+				"shutdown: dropping unfinished message from %s", s->client);
 		s->dead = 1;
 		session_close(s);
 	}

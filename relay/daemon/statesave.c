@@ -1,7 +1,7 @@
 /* Recipient-state persistence off the loop: a uv_prepare_t collects the saves
  * and removals of one loop turn and hands them to one thread-pool job, which
  * ends with one fsync of queue/ for all of them. */
-#define LOG_COMPONENT LOG_C_QMGR  /* program name in logs, see relay/log.h */
+#define LOG_COMPONENT LOG_C_QMGR /* program name in logs, see relay/log.h */
 #include "relay/daemon/statesave.h"
 
 #include <errno.h>
@@ -16,7 +16,7 @@ enum ss_kind { SS_SAVE, SS_REMOVE };
 struct ss_item {
 	struct ss_item *next;
 	enum ss_kind kind;
-	struct queue_envelope env;     /* SS_SAVE: id + a private copy of rcpts; else id */
+	struct queue_envelope env; /* SS_SAVE: id + a private copy of rcpts; else id */
 	statesave_done_cb done;
 	void *arg;
 	int status;
@@ -29,7 +29,7 @@ struct statesave {
 	uv_prepare_t prepare;
 	uv_work_t work;
 	struct ss_item *pending, **pending_tail;
-	struct ss_item *batch;         /* owned by the worker while in_flight */
+	struct ss_item *batch; /* owned by the worker while in_flight */
 	size_t npending, nbatch;
 	bool in_flight;
 	bool prepare_active;
@@ -55,7 +55,7 @@ int statesave_new(uv_loop_t *loop, struct queue *q, struct statesave **out)
 
 static void item_free(struct ss_item *it)
 {
-	free(it->env.rcpts);  /* our own copy, see statesave_save */
+	free(it->env.rcpts); /* our own copy, see statesave_save */
 	free(it);
 }
 
@@ -108,7 +108,7 @@ static void after_work_cb(uv_work_t *req, int status)
 	ss->in_flight = false;
 	for (; it != NULL; it = next) {
 		next = it->next;
-		if (status != 0) {  /* UV_ECANCELED: never ran */
+		if (status != 0) { /* UV_ECANCELED: never ran */
 			it->status = -1;
 			it->err_no = ECANCELED;
 		}
@@ -160,8 +160,8 @@ static int submit(struct statesave *ss, struct ss_item *it, statesave_done_cb do
 	return 0;
 }
 
-int statesave_save(struct statesave *ss, const struct queue_envelope *env,
-		   statesave_done_cb done, void *arg)
+int statesave_save(struct statesave *ss, const struct queue_envelope *env, statesave_done_cb done,
+		   void *arg)
 {
 	struct ss_item *it = calloc(1, sizeof(*it));
 

@@ -32,8 +32,8 @@ int statesave_new(uv_loop_t *loop, struct queue *q, struct statesave **out);
 
 /* Saves a snapshot of env's recipient states (copied now: env may change
  * right after). -1: out of memory, nothing queued, done will not run. */
-int statesave_save(struct statesave *ss, const struct queue_envelope *env,
-		   statesave_done_cb done, void *arg);
+int statesave_save(struct statesave *ss, const struct queue_envelope *env, statesave_done_cb done,
+		   void *arg);
 /* Removes message id and its state. -1 as above. */
 int statesave_remove(struct statesave *ss, const char *id, statesave_done_cb done, void *arg);
 

@@ -1,6 +1,6 @@
 /* The daily TLS-RPT run inside `stsrelay serve`: one timer decides which UTC
  * day is due (or due for a retry), runs a send job for it, and prunes old data. */
-#define LOG_COMPONENT LOG_C_TLSRPT  /* program name in logs, see relay/log.h */
+#define LOG_COMPONENT LOG_C_TLSRPT /* program name in logs, see relay/log.h */
 #include "relay/daemon/tlsrpt_daemon.h"
 
 #include <stdbool.h>
@@ -14,14 +14,14 @@
 #include "sts/tlsrpt/send.h"
 #include "sts/tlsrpt/tlsrpt.h"
 
-#define WINDOW_S 86400          /* retries for up to 24 h (RFC 8460 §5.5) */
-#define MAX_WAKE_MS 3600000     /* re-evaluate at least hourly (clock changes) */
+#define WINDOW_S 86400      /* retries for up to 24 h (RFC 8460 §5.5) */
+#define MAX_WAKE_MS 3600000 /* re-evaluate at least hourly (clock changes) */
 #define NSLOTS 4
 
 struct day_state {
-	int64_t start;          /* 0 = free slot */
-	bool complete;          /* every rua sent, or the window closed */
-	unsigned failures;      /* runs that left something unsent */
+	int64_t start;     /* 0 = free slot */
+	bool complete;     /* every rua sent, or the window closed */
+	unsigned failures; /* runs that left something unsent */
 	int64_t retry_at;
 };
 
@@ -33,7 +33,7 @@ struct tlsrpt_daemon {
 	uv_timer_t timer;
 	bool timer_open;
 	struct tlsrpt_job *job;
-	int64_t job_day;        /* 0: a manual run */
+	int64_t job_day; /* 0: a manual run */
 	struct day_state days[NSLOTS];
 	bool stopping;
 	void (*done)(void *arg);
@@ -138,8 +138,9 @@ static void on_job_done(void *arg, const struct tlsrpt_job_result *res)
 		if (res->failed == 0 && !res->cancelled) {
 			s->complete = true;
 			log_info("tlsrpt %s: run complete: %u domains, %u sent, %u already sent, "
-				 "%u without _smtp._tls, %u skipped (no DKIM key)", day, res->domains,
-				 res->sent, res->already, res->no_record, res->skipped);
+				 "%u without _smtp._tls, %u skipped (no DKIM key)",
+				 day, res->domains, res->sent, res->already, res->no_record,
+				 res->skipped);
 		} else if (!res->cancelled) {
 			s->failures++;
 			s->retry_at = now + tlsrpt_retry_delay(s->failures);
@@ -232,8 +233,8 @@ int tlsrpt_daemon_start(struct relay *r, struct tlsrpt_daemon **out)
 		return -1;
 	d->r = r;
 	if (cfg->dkim_domain[0] && cfg->dkim_selector[0] && cfg->dkim_key_file[0]) {
-		if (dkim_key_load(cfg->dkim_key_file, cfg->dkim_domain, cfg->dkim_selector, &d->dkim,
-				  err, sizeof(err)) != 0) {
+		if (dkim_key_load(cfg->dkim_key_file, cfg->dkim_domain, cfg->dkim_selector,
+				  &d->dkim, err, sizeof(err)) != 0) {
 			log_error("tlsrpt: DKIM key: %s", err);
 			free(d);
 			return -1;
@@ -258,7 +259,7 @@ int tlsrpt_daemon_start(struct relay *r, struct tlsrpt_daemon **out)
 	}
 	d->timer.data = d;
 	d->timer_open = true;
-	arm(d, clock_now());          /* first look a second after start */
+	arm(d, clock_now()); /* first look a second after start */
 	*out = d;
 	return 0;
 }

@@ -41,15 +41,15 @@ struct dns_sock {
 
 struct dns {
 	uv_loop_t *loop;
-	ares_channel ch;            /* NULL once destroyed */
-	uv_timer_t timer;           /* next c-ares timeout */
-	uv_idle_t idle;             /* delivers results that completed during a lookup call */
-	int open_handles;           /* timer + idle, until their close callbacks */
+	ares_channel ch;  /* NULL once destroyed */
+	uv_timer_t timer; /* next c-ares timeout */
+	uv_idle_t idle;   /* delivers results that completed during a lookup call */
+	int open_handles; /* timer + idle, until their close callbacks */
 	struct dns_sock *socks;
 	struct dns_query *deferred_head, *deferred_tail;
-	int depth;                  /* > 0 while we dispatch c-ares or user callbacks */
-	bool closing;               /* dns_free was called */
-	bool free_pending;          /* ...from inside a dispatch: tear down at its end */
+	int depth;         /* > 0 while we dispatch c-ares or user callbacks */
+	bool closing;      /* dns_free was called */
+	bool free_pending; /* ...from inside a dispatch: tear down at its end */
 };
 
 enum qkind { Q_TXT, Q_ADDR, Q_MX };
@@ -59,7 +59,7 @@ enum subkind { SUB_MAIN, SUB_A, SUB_AAAA };
 struct sub {
 	struct dns_query *q;
 	enum subkind kind;
-	struct addr_part *part;     /* SUB_A / SUB_AAAA */
+	struct addr_part *part; /* SUB_A / SUB_AAAA */
 };
 
 /* A and AAAA answers for one name, kept compact until the result is built. */
@@ -75,11 +75,11 @@ struct addr_part {
 struct dns_query {
 	struct dns *dns;
 	enum qkind kind;
-	int pending;                /* ares queries in flight + a start guard */
-	bool starting;              /* inside dns_lookup_*: completion is deferred */
-	bool user_cancelled;        /* dns_cancel: drop the result silently */
-	bool destroyed;             /* the channel went away: DNS_CANCELLED */
-	bool literal;               /* Q_MX of an address literal: answered without DNS */
+	int pending;         /* ares queries in flight + a start guard */
+	bool starting;       /* inside dns_lookup_*: completion is deferred */
+	bool user_cancelled; /* dns_cancel: drop the result silently */
+	bool destroyed;      /* the channel went away: DNS_CANCELLED */
+	bool literal;        /* Q_MX of an address literal: answered without DNS */
 	struct dns_query *next_deferred;
 	union {
 		dns_txt_cb txt;
@@ -88,9 +88,9 @@ struct dns_query {
 	} cb;
 	void *arg;
 	char name[DNS_NAME_MAX + 1];
-	struct sub main;            /* the TXT or MX query */
-	struct addr_part addr;      /* Q_ADDR */
-	struct addr_part *parts;    /* Q_MX: one per result host */
+	struct sub main;         /* the TXT or MX query */
+	struct addr_part addr;   /* Q_ADDR */
+	struct addr_part *parts; /* Q_MX: one per result host */
 	union {
 		struct dns_txt_result *txt;
 		struct dns_addr_result *addr;
@@ -101,13 +101,20 @@ struct dns_query {
 const char *dns_status_name(enum dns_status st)
 {
 	switch (st) {
-	case DNS_OK: return "ok";
-	case DNS_NXDOMAIN: return "nxdomain";
-	case DNS_NODATA: return "nodata";
-	case DNS_NULL_MX: return "null-mx";
-	case DNS_NO_ADDRESS: return "no-address";
-	case DNS_TEMPFAIL: return "tempfail";
-	case DNS_CANCELLED: return "cancelled";
+	case DNS_OK:
+		return "ok";
+	case DNS_NXDOMAIN:
+		return "nxdomain";
+	case DNS_NODATA:
+		return "nodata";
+	case DNS_NULL_MX:
+		return "null-mx";
+	case DNS_NO_ADDRESS:
+		return "no-address";
+	case DNS_TEMPFAIL:
+		return "tempfail";
+	case DNS_CANCELLED:
+		return "cancelled";
 	}
 	return "unknown";
 }
@@ -117,23 +124,48 @@ static enum dns_status map_ares(int status, const char **why)
 {
 	*why = "";
 	switch (status) {
-	case ARES_SUCCESS: return DNS_OK;
-	case ARES_ENOTFOUND: *why = "NXDOMAIN"; return DNS_NXDOMAIN;
-	case ARES_ENODATA: *why = "no records"; return DNS_NODATA;
+	case ARES_SUCCESS:
+		return DNS_OK;
+	case ARES_ENOTFOUND:
+		*why = "NXDOMAIN";
+		return DNS_NXDOMAIN;
+	case ARES_ENODATA:
+		*why = "no records";
+		return DNS_NODATA;
 	case ARES_EDESTRUCTION:
-	case ARES_ECANCELLED: *why = "cancelled"; return DNS_CANCELLED;
-	case ARES_ESERVFAIL: *why = "SERVFAIL"; return DNS_TEMPFAIL;
-	case ARES_EREFUSED: *why = "REFUSED"; return DNS_TEMPFAIL;
-	case ARES_ETIMEOUT: *why = "timeout"; return DNS_TEMPFAIL;
+	case ARES_ECANCELLED:
+		*why = "cancelled";
+		return DNS_CANCELLED;
+	case ARES_ESERVFAIL:
+		*why = "SERVFAIL";
+		return DNS_TEMPFAIL;
+	case ARES_EREFUSED:
+		*why = "REFUSED";
+		return DNS_TEMPFAIL;
+	case ARES_ETIMEOUT:
+		*why = "timeout";
+		return DNS_TEMPFAIL;
 	/* c-ares 1.18 moves on to the next server (or try) after a SERVFAIL,
 	 * REFUSED or ICMP-refused reply and reports ECONNREFUSED once all of
 	 * them failed, so the three cannot be told apart here. */
-	case ARES_ECONNREFUSED: *why = "SERVFAIL, REFUSED or unreachable"; return DNS_TEMPFAIL;
-	case ARES_EFORMERR: *why = "FORMERR"; return DNS_TEMPFAIL;
-	case ARES_ENOTIMP: *why = "NOTIMP"; return DNS_TEMPFAIL;
-	case ARES_EBADRESP: *why = "malformed answer"; return DNS_TEMPFAIL;
-	case ARES_ENOMEM: *why = "out of memory"; return DNS_TEMPFAIL;
-	default: *why = ares_strerror(status); return DNS_TEMPFAIL;
+	case ARES_ECONNREFUSED:
+		*why = "SERVFAIL, REFUSED or unreachable";
+		return DNS_TEMPFAIL;
+	case ARES_EFORMERR:
+		*why = "FORMERR";
+		return DNS_TEMPFAIL;
+	case ARES_ENOTIMP:
+		*why = "NOTIMP";
+		return DNS_TEMPFAIL;
+	case ARES_EBADRESP:
+		*why = "malformed answer";
+		return DNS_TEMPFAIL;
+	case ARES_ENOMEM:
+		*why = "out of memory";
+		return DNS_TEMPFAIL;
+	default:
+		*why = ares_strerror(status);
+		return DNS_TEMPFAIL;
 	}
 }
 
@@ -245,7 +277,7 @@ static void on_sock_state(void *data, ares_socket_t fd, int readable, int writab
 		s = calloc(1, sizeof(*s));
 		if (s == NULL) {
 			log_error("dns: out of memory watching a resolver socket");
-			return;  /* the query then times out via ares_timeout */
+			return; /* the query then times out via ares_timeout */
 		}
 		rc = uv_poll_init_socket(d->loop, &s->poll, fd);
 		if (rc < 0) {
@@ -293,7 +325,7 @@ static void txt_records_free(struct dns_txt_result *r)
 {
 	for (size_t i = 0; i < r->nrecords; i++) {
 		if (r->records[i].strings == NULL)
-			continue;  /* allocation stopped before this record */
+			continue; /* allocation stopped before this record */
 		for (size_t j = 0; j < r->records[i].nstrings; j++)
 			free(r->records[i].strings[j].data);
 		free(r->records[i].strings);
@@ -340,9 +372,15 @@ static void query_free(struct dns_query *q, bool with_result)
 {
 	if (with_result) {
 		switch (q->kind) {
-		case Q_TXT: dns_txt_result_free(q->res.txt); break;
-		case Q_ADDR: dns_addr_result_free(q->res.addr); break;
-		case Q_MX: dns_mx_result_free(q->res.mx); break;
+		case Q_TXT:
+			dns_txt_result_free(q->res.txt);
+			break;
+		case Q_ADDR:
+			dns_addr_result_free(q->res.addr);
+			break;
+		case Q_MX:
+			dns_mx_result_free(q->res.mx);
+			break;
 		}
 	}
 	free(q->parts);
@@ -374,8 +412,8 @@ static int name_copy(char *dst, const char *name)
 	return 0;
 }
 
-static struct dns_query *query_new(struct dns *d, enum qkind kind, const char *name,
-				   void *arg, int *err)
+static struct dns_query *query_new(struct dns *d, enum qkind kind, const char *name, void *arg,
+				   int *err)
 {
 	struct dns_query *q;
 
@@ -401,16 +439,22 @@ static struct dns_query *query_new(struct dns *d, enum qkind kind, const char *n
 	q->main.kind = SUB_MAIN;
 	part_reset(&q->addr, q);
 	switch (kind) {
-	case Q_TXT: q->res.txt = calloc(1, sizeof(*q->res.txt)); break;
-	case Q_ADDR: q->res.addr = calloc(1, sizeof(*q->res.addr)); break;
-	case Q_MX: q->res.mx = calloc(1, sizeof(*q->res.mx)); break;
+	case Q_TXT:
+		q->res.txt = calloc(1, sizeof(*q->res.txt));
+		break;
+	case Q_ADDR:
+		q->res.addr = calloc(1, sizeof(*q->res.addr));
+		break;
+	case Q_MX:
+		q->res.mx = calloc(1, sizeof(*q->res.mx));
+		break;
 	}
-	if (q->res.txt == NULL) {  /* any member: they share storage */
+	if (q->res.txt == NULL) { /* any member: they share storage */
 		free(q);
 		*err = -ENOMEM;
 		return NULL;
 	}
-	q->pending = 1;    /* start guard, released by query_release */
+	q->pending = 1; /* start guard, released by query_release */
 	q->starting = true;
 	return q;
 }
@@ -480,7 +524,7 @@ static void query_complete(struct dns_query *q)
 			   &q->res.addr->status, &q->res.addr->why);
 	} else if (q->kind == Q_MX && !q->literal) {
 		mx_finish(q);
-	}  /* Q_TXT: built in its answer callback */
+	} /* Q_TXT: built in its answer callback */
 	if (q->starting) {
 		q->next_deferred = NULL;
 		if (d->deferred_tail != NULL)
@@ -502,14 +546,16 @@ static void query_release(struct dns_query *q)
 
 static enum dns_status query_status(const struct dns_query *q)
 {
-	return q->kind == Q_TXT ? q->res.txt->status
-	       : q->kind == Q_MX ? q->res.mx->status : q->res.addr->status;
+	return q->kind == Q_TXT  ? q->res.txt->status
+	       : q->kind == Q_MX ? q->res.mx->status
+				 : q->res.addr->status;
 }
 
 static const char *query_why(const struct dns_query *q)
 {
-	return q->kind == Q_TXT ? q->res.txt->why
-	       : q->kind == Q_MX ? q->res.mx->why : q->res.addr->why;
+	return q->kind == Q_TXT  ? q->res.txt->why
+	       : q->kind == Q_MX ? q->res.mx->why
+				 : q->res.addr->why;
 }
 
 static void deliver(struct dns_query *q)
@@ -520,17 +566,26 @@ static void deliver(struct dns_query *q)
 		query_free(q, true);
 		return;
 	}
-	log_debug("dns: %s %s: %s%s%s%s", q->kind == Q_TXT ? "TXT" : q->kind == Q_MX ? "MX" : "A/AAAA",
+	log_debug("dns: %s %s: %s%s%s%s",
+		  q->kind == Q_TXT  ? "TXT"
+		  : q->kind == Q_MX ? "MX"
+				    : "A/AAAA",
 		  q->name, dns_status_name(query_status(q)), query_why(q)[0] ? " (" : "",
 		  query_why(q), query_why(q)[0] ? ")" : "");
 	d->depth++;
 	switch (q->kind) {
-	case Q_TXT: q->cb.txt(q->res.txt, q->arg); break;
-	case Q_ADDR: q->cb.addr(q->res.addr, q->arg); break;
-	case Q_MX: q->cb.mx(q->res.mx, q->arg); break;
+	case Q_TXT:
+		q->cb.txt(q->res.txt, q->arg);
+		break;
+	case Q_ADDR:
+		q->cb.addr(q->res.addr, q->arg);
+		break;
+	case Q_MX:
+		q->cb.mx(q->res.mx, q->arg);
+		break;
 	}
 	d->depth--;
-	query_free(q, false);  /* the result now belongs to the callback */
+	query_free(q, false); /* the result now belongs to the callback */
 }
 
 static void on_idle(uv_idle_t *h)
@@ -561,9 +616,9 @@ static void query_launched(struct dns_query *q, struct dns_query **qp)
 	if (qp != NULL)
 		*qp = q;
 	if (--q->pending > 0)
-		q->starting = false;  /* answers come later, from the loop */
+		q->starting = false; /* answers come later, from the loop */
 	else
-		query_complete(q);    /* finished already: queued for the idle handle */
+		query_complete(q); /* finished already: queued for the idle handle */
 	if (d->depth == 0)
 		rearm(d);
 }
@@ -614,7 +669,7 @@ static void txt_answer(struct dns_query *q, int status, const unsigned char *abu
 						sizeof(*r->records[ri].strings));
 		if (r->records[ri].strings == NULL)
 			goto nomem;
-		r->records[ri].nstrings = 0;  /* recounted while filling */
+		r->records[ri].nstrings = 0; /* recounted while filling */
 	}
 	ri = 0;
 	for (t = list; t != NULL; t = t->next) {
@@ -658,8 +713,8 @@ int dns_lookup_txt(struct dns *dns, const char *name, dns_txt_cb cb, void *arg,
 
 /* ---------------------------------------------------------------- A/AAAA */
 
-static void part_answer(struct addr_part *p, bool v6, int status,
-			const unsigned char *abuf, int alen)
+static void part_answer(struct addr_part *p, bool v6, int status, const unsigned char *abuf,
+			int alen)
 {
 	enum dns_status *st = v6 ? &p->st6 : &p->st4;
 	const char **why = v6 ? &p->why6 : &p->why4;
@@ -682,7 +737,7 @@ static void part_answer(struct addr_part *p, bool v6, int status,
 				p->a4[p->n4++] = t[i].ipaddr;
 	}
 	if (rc == ARES_SUCCESS && (v6 ? p->n6 : p->n4) == 0)
-		rc = ARES_ENODATA;   /* e.g. only a CNAME to a name without records */
+		rc = ARES_ENODATA; /* e.g. only a CNAME to a name without records */
 	if (rc != ARES_SUCCESS)
 		*st = map_ares(rc == ARES_ENODATA || rc == ARES_ENOMEM ? rc : ARES_EBADRESP, why);
 }
@@ -764,7 +819,7 @@ int dns_lookup_addr(struct dns *dns, const char *name, dns_addr_cb cb, void *arg
 struct mx_tmp {
 	const char *host;
 	unsigned pref;
-	uint32_t shuffle;  /* random tie-break between equal preferences */
+	uint32_t shuffle; /* random tie-break between equal preferences */
 };
 
 static int mx_cmp(const void *a, const void *b)
@@ -800,7 +855,7 @@ static void mx_hosts_start(struct dns_query *q, const struct mx_tmp *v, size_t n
 	for (size_t i = 0; i < n; i++) {
 		struct dns_mx_host *h = &r->hosts[i];
 
-		(void)name_copy(h->name, v[i].host);  /* checked by the caller */
+		(void)name_copy(h->name, v[i].host); /* checked by the caller */
 		h->preference = v[i].pref;
 		h->status = DNS_TEMPFAIL;
 		h->why = "not resolved";
@@ -822,8 +877,9 @@ static void mx_answer(struct dns_query *q, int status, const unsigned char *abuf
 	if (r->status == DNS_OK) {
 		rc = ares_parse_mx_reply(abuf, alen, &list);
 		if (rc != ARES_SUCCESS)
-			r->status = map_ares(rc == ARES_ENODATA || rc == ARES_ENOMEM ? rc
-					     : ARES_EBADRESP, &r->why);
+			r->status = map_ares(
+				rc == ARES_ENODATA || rc == ARES_ENOMEM ? rc : ARES_EBADRESP,
+				&r->why);
 	}
 	if (r->status == DNS_NODATA) {
 		/* RFC 5321 §5.1: no MX -> the domain is its own implicit MX. */
@@ -901,7 +957,7 @@ static void mx_finish(struct dns_query *q)
 	const char *temp_why = "";
 
 	if (r->nhosts == 0)
-		return;  /* status decided by the MX answer alone */
+		return; /* status decided by the MX answer alone */
 	for (size_t i = 0; i < r->nhosts; i++) {
 		struct dns_mx_host *h = &r->hosts[i];
 		addr_build(&q->parts[i], &h->addrs, &h->naddrs, &h->status, &h->why);
@@ -992,7 +1048,7 @@ int dns_resolve_mx(struct dns *dns, const char *domain, dns_mx_cb cb, void *arg,
 	q->literal = lit == 1;
 	if (!q->literal)
 		sub_start(q, &q->main, q->name, T_MX);
-	query_launched(q, qp);  /* a literal completes from the loop, as any answer */
+	query_launched(q, qp); /* a literal completes from the loop, as any answer */
 	return 0;
 }
 
@@ -1051,14 +1107,14 @@ int dns_new(uv_loop_t *loop, const struct config_addr *servers, size_t n,
 	ao.sock_state_cb = on_sock_state;
 	ao.sock_state_cb_data = d;
 	ao.timeout = (int)(opts != NULL && opts->timeout_ms > 0 ? opts->timeout_ms
-			   : DNS_DEFAULT_TIMEOUT_MS);
+								: DNS_DEFAULT_TIMEOUT_MS);
 	ao.tries = (int)(opts != NULL && opts->tries > 0 ? opts->tries : DNS_DEFAULT_TRIES);
 	/* EDNS so TXT and MX answers usually fit in UDP (c-ares retries over
 	 * TCP when truncated); no HOSTALIASES, no search list. */
 	ao.flags = ARES_FLAG_EDNS | ARES_FLAG_NOALIASES | ARES_FLAG_NOSEARCH;
 	ao.ednspsz = 1232;
-	mask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES |
-	       ARES_OPT_FLAGS | ARES_OPT_EDNSPSZ;
+	mask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_FLAGS |
+	       ARES_OPT_EDNSPSZ;
 	rc = ares_init_options(&d->ch, &ao, mask);
 	if (rc != ARES_SUCCESS) {
 		log_error("dns: c-ares init: %s", ares_strerror(rc));
@@ -1085,7 +1141,8 @@ int dns_new(uv_loop_t *loop, const struct config_addr *servers, size_t n,
 				err = -EINVAL;
 				goto fail;
 			}
-			nodes[i].udp_port = nodes[i].tcp_port = servers[i].port ? servers[i].port : 53;
+			nodes[i].udp_port = nodes[i].tcp_port = servers[i].port ? servers[i].port
+										: 53;
 		}
 		rc = ares_set_servers_ports(d->ch, nodes);
 		if (rc != ARES_SUCCESS) {

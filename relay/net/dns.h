@@ -12,8 +12,8 @@
 
 /* Bounds. Extra MX records (after sorting) and extra addresses are dropped. */
 #define DNS_MAX_MX_HOSTS 32
-#define DNS_MAX_ADDRS 16        /* per host, both families together */
-#define DNS_NAME_MAX 253        /* presentation form, without trailing dot */
+#define DNS_MAX_ADDRS 16 /* per host, both families together */
+#define DNS_NAME_MAX 253 /* presentation form, without trailing dot */
 
 #define DNS_DEFAULT_TIMEOUT_MS 5000
 #define DNS_DEFAULT_TRIES 2
@@ -21,26 +21,26 @@
 /* One status for every lookup kind. Only DNS_TEMPFAIL is temporary (defer);
  * DNS_CANCELLED means the resolver was freed before an answer arrived. */
 enum dns_status {
-	DNS_OK,          /* answer with data */
-	DNS_NXDOMAIN,    /* the name does not exist (RCODE 3) */
-	DNS_NODATA,      /* the name exists, no record of that type */
-	DNS_NULL_MX,     /* MX only: RFC 7505 "0 ." -> bounce 5.1.10 */
-	DNS_NO_ADDRESS,  /* MX only: no usable host has an address, none temporarily */
-	DNS_TEMPFAIL,    /* SERVFAIL, REFUSED, timeout, malformed answer, no memory */
-	DNS_CANCELLED,   /* dns_free() ran first */
+	DNS_OK,         /* answer with data */
+	DNS_NXDOMAIN,   /* the name does not exist (RCODE 3) */
+	DNS_NODATA,     /* the name exists, no record of that type */
+	DNS_NULL_MX,    /* MX only: RFC 7505 "0 ." -> bounce 5.1.10 */
+	DNS_NO_ADDRESS, /* MX only: no usable host has an address, none temporarily */
+	DNS_TEMPFAIL,   /* SERVFAIL, REFUSED, timeout, malformed answer, no memory */
+	DNS_CANCELLED,  /* dns_free() ran first */
 };
 
 /* "ok", "nxdomain", "nodata", "null-mx", "no-address", "tempfail",
  * "cancelled"; never NULL. */
 const char *dns_status_name(enum dns_status st);
 
-struct dns;         /* one resolver: a c-ares channel bound to a loop */
-struct dns_query;   /* one lookup in flight, for dns_cancel() */
+struct dns;       /* one resolver: a c-ares channel bound to a loop */
+struct dns_query; /* one lookup in flight, for dns_cancel() */
 
 struct dns_options {
-	unsigned timeout_ms;  /* first try; c-ares doubles it each round over
+	unsigned timeout_ms; /* first try; c-ares doubles it each round over
 	                       * the servers. 0: DNS_DEFAULT_TIMEOUT_MS */
-	unsigned tries;       /* per server; 0: DNS_DEFAULT_TRIES */
+	unsigned tries;      /* per server; 0: DNS_DEFAULT_TRIES */
 };
 
 /* Creates a resolver on loop. servers[0..n) are numeric ip+port (from the
@@ -79,15 +79,15 @@ void dns_cancel(struct dns_query *q);
  * of records is bounded by the DNS message size. */
 struct dns_txt_string {
 	size_t len;
-	char *data;            /* len bytes plus a NUL (data may hold NULs) */
+	char *data; /* len bytes plus a NUL (data may hold NULs) */
 };
 struct dns_txt_record {
 	size_t nstrings;
 	struct dns_txt_string *strings;
 };
 struct dns_txt_result {
-	enum dns_status status;  /* OK (nrecords >= 1), NXDOMAIN, NODATA, TEMPFAIL, CANCELLED */
-	const char *why;         /* static text for logs, e.g. "timeout", "SERVFAIL"; "" on OK */
+	enum dns_status status; /* OK (nrecords >= 1), NXDOMAIN, NODATA, TEMPFAIL, CANCELLED */
+	const char *why;        /* static text for logs, e.g. "timeout", "SERVFAIL"; "" on OK */
 	size_t nrecords;
 	struct dns_txt_record *records;
 };
@@ -130,7 +130,7 @@ void dns_addr_result_free(struct dns_addr_result *res);
 struct dns_mx_host {
 	char name[DNS_NAME_MAX + 1];
 	unsigned preference;
-	enum dns_status status;  /* OK, NXDOMAIN, NODATA, TEMPFAIL (address lookup) */
+	enum dns_status status; /* OK, NXDOMAIN, NODATA, TEMPFAIL (address lookup) */
 	const char *why;
 	size_t naddrs;
 	struct sockaddr_storage *addrs;
@@ -138,7 +138,7 @@ struct dns_mx_host {
 struct dns_mx_result {
 	enum dns_status status;
 	const char *why;
-	bool implicit;           /* no MX records: host = the domain itself */
+	bool implicit; /* no MX records: host = the domain itself */
 	size_t nhosts;
 	struct dns_mx_host *hosts;
 };

@@ -18,7 +18,7 @@ struct http_client {
 	uv_loop_t *loop;
 	CURLM *multi;
 	uv_timer_t timer;
-	struct http_req *reqs;       /* in flight, for cancellation */
+	struct http_req *reqs; /* in flight, for cancellation */
 	bool closing;
 };
 
@@ -27,14 +27,14 @@ struct http_req {
 	CURL *easy;
 	struct curl_slist *resolve;
 	struct curl_slist *headers;
-	struct core_buf body;        /* capped at the request's max_body */
+	struct core_buf body; /* capped at the request's max_body */
 	http_cb cb;
 	void *arg;
 	char errbuf[CURL_ERROR_SIZE];
 	struct http_req *next, **prevp;
 };
 
-struct http_sock {                /* one per socket curl watches */
+struct http_sock { /* one per socket curl watches */
 	uv_poll_t poll;
 	struct http_client *hc;
 	curl_socket_t fd;
@@ -234,7 +234,8 @@ void http_client_free(struct http_client *hc)
 	hc->closing = true;
 	while (hc->reqs != NULL) {
 		struct http_req *r = hc->reqs;
-		struct http_result res = { .status = HTTP_CANCELLED, .body = "",
+		struct http_result res = { .status = HTTP_CANCELLED,
+					   .body = "",
 					   .error = "cancelled" };
 		r->cb(r->arg, &res);
 		req_free(r); /* removes the handle: curl reports CURL_POLL_REMOVE */
@@ -280,8 +281,8 @@ static int build_resolve(struct http_req *r, const char *url, const struct http_
 	return r->resolve ? 0 : -1;
 }
 
-int http_request_start(struct http_client *hc, const struct http_request *req,
-		       http_cb cb, void *arg)
+int http_request_start(struct http_client *hc, const struct http_request *req, http_cb cb,
+		       void *arg)
 {
 	struct http_req *r;
 	CURL *e;
@@ -345,7 +346,7 @@ fail:
 
 const char *http_status_name(enum http_status st)
 {
-	static const char *names[] = { "done", "tls-error", "timeout", "too-big", "failed",
-				       "cancelled" };
+	static const char *names[] = { "done",    "tls-error", "timeout",
+				       "too-big", "failed",    "cancelled" };
 	return (unsigned)st < sizeof(names) / sizeof(names[0]) ? names[st] : "unknown";
 }

@@ -18,7 +18,7 @@ struct smtp_conn {
 	uv_connect_t creq;
 	uv_write_t wreq;
 	int open_handles;
-	bool started;                       /* smtp_conn_connect() got as far as the handles */
+	bool started; /* smtp_conn_connect() got as far as the handles */
 	bool closing, eof_sent, writing;
 	struct smtp_tls *tls;
 	struct smtp_conn_info info;
@@ -31,9 +31,9 @@ struct smtp_conn {
 };
 
 static const char *const result_types[] = {
-	"starttls-not-supported", "certificate-host-mismatch", "certificate-expired",
-	"certificate-not-trusted", "validation-failure", "sts-policy-fetch-error",
-	"sts-policy-invalid", "sts-webpki-invalid",
+	"starttls-not-supported",  "certificate-host-mismatch", "certificate-expired",
+	"certificate-not-trusted", "validation-failure",        "sts-policy-fetch-error",
+	"sts-policy-invalid",      "sts-webpki-invalid",
 };
 
 const char *smtp_conn_static_result(const char *s)
@@ -265,7 +265,7 @@ ssize_t smtp_conn_write(struct smtp_conn *c, const void *buf, size_t len)
 		return 0;
 	if (c->tls != NULL) {
 		if (!c->info.tls_up)
-			return -1;  /* no plaintext into a handshake */
+			return -1; /* no plaintext into a handshake */
 		/* Record by record while the ciphertext still fits the bound: a
 		 * piece that became ciphertext is sent, and counted; nothing else
 		 * is. */
@@ -323,9 +323,9 @@ static int tls_step(struct smtp_conn *c)
 		c->info.tls_up = true;
 		snprintf(c->info.tls_version, sizeof(c->info.tls_version), "%s", v ? v : "TLS");
 		c->info.tls_verified = smtp_tls_verified(c->tls);
-		c->info.tls_result = c->info.tls_verified
-					 ? NULL
-					 : smtp_conn_static_result(smtp_tls_result_type(c->tls));
+		c->info.tls_result = c->info.tls_verified ? NULL
+							  : smtp_conn_static_result(
+								    smtp_tls_result_type(c->tls));
 		snprintf(c->info.tls_reason, sizeof(c->info.tls_reason), "%s",
 			 smtp_tls_reason(c->tls));
 		return 1;
@@ -346,7 +346,7 @@ int smtp_conn_start_tls(struct smtp_conn *c, struct smtp_tls_ctx *ctx, bool veri
 		tls_failed(c, NULL, err);
 		return -1;
 	}
-	return tls_step(c) < 0 ? -1 : 0;  /* the ClientHello: never done at once */
+	return tls_step(c) < 0 ? -1 : 0; /* the ClientHello: never done at once */
 }
 
 /* ---- reading ---- */
@@ -371,7 +371,7 @@ static void feed_tls(struct smtp_conn *c, const char *buf, size_t n)
 		int rc;
 
 		if (c->info.tls_failed)
-			return;  /* the session was told; bytes after that mean nothing */
+			return; /* the session was told; bytes after that mean nothing */
 		rc = tls_step(c);
 		if (rc == 0)
 			return;
@@ -398,7 +398,7 @@ static void feed_tls(struct smtp_conn *c, const char *buf, size_t n)
 			continue;
 		}
 		if (r != 0)
-			report_eof(c);  /* close_notify or a TLS error */
+			report_eof(c); /* close_notify or a TLS error */
 		return;
 	}
 }
@@ -436,7 +436,7 @@ static void on_connect(uv_connect_t *req, int status)
 	int len = sizeof(ss);
 
 	if (c->closing)
-		return;  /* closed meanwhile: uv_close already under way */
+		return; /* closed meanwhile: uv_close already under way */
 	uv_timer_stop(&c->timer);
 	if (status < 0) {
 		c->info.connect_failed = true;

@@ -65,29 +65,29 @@ struct smtp_conn_ops {
 	void (*eof)(struct smtp_conn *c, void *arg);
 	void (*timeout)(struct smtp_conn *c, void *arg);
 	void (*tls_done)(struct smtp_conn *c, void *arg, bool ok);
-	void (*drained)(struct smtp_conn *c, void *arg);     /* may be NULL */
+	void (*drained)(struct smtp_conn *c, void *arg); /* may be NULL */
 	void (*closed)(struct smtp_conn *c, void *arg);
 };
 
 /* What is known about the connection; read it any time, it is filled in as
  * the connection goes. Strings are always NUL-terminated. */
 struct smtp_conn_info {
-	char host[DNS_NAME_MAX + 1];        /* the MX host name (SNI, name check) */
-	char ip[SMTP_CONN_IP_MAX];          /* remote address */
+	char host[DNS_NAME_MAX + 1]; /* the MX host name (SNI, name check) */
+	char ip[SMTP_CONN_IP_MAX];   /* remote address */
 	uint16_t port;
-	char peer[DNS_NAME_MAX + SMTP_CONN_IP_MAX + 4];  /* "host[ip]" */
-	char relay[SMTP_CONN_RELAY_MAX];    /* "host[ip]:port" */
-	char local_ip[SMTP_CONN_IP_MAX];    /* our address, "" until connected */
-	bool connected;                     /* the TCP connect succeeded */
+	char peer[DNS_NAME_MAX + SMTP_CONN_IP_MAX + 4]; /* "host[ip]" */
+	char relay[SMTP_CONN_RELAY_MAX];                /* "host[ip]:port" */
+	char local_ip[SMTP_CONN_IP_MAX];                /* our address, "" until connected */
+	bool connected;                                 /* the TCP connect succeeded */
 	bool connect_failed;
-	char connect_err[SMTP_CONN_REASON_MAX];  /* "connect to host[ip]:25: Connection refused" */
-	bool tls_up;                        /* handshake completed */
-	bool tls_failed;                    /* handshake failed (or the TLS object could not be made) */
-	bool tls_verified;                  /* chain + name + dates checked out */
-	char tls_version[16];               /* "TLSv1.3", "" when no TLS */
-	const char *tls_result;             /* static RFC 8460 result type, NULL = verified / no TLS */
-	char tls_reason[SMTP_CONN_REASON_MAX];   /* "hostname mismatch", "" */
-	bool tls_handshake_error;           /* tls_failed by the handshake itself (not by a
+	char connect_err[SMTP_CONN_REASON_MAX]; /* "connect to host[ip]:25: Connection refused" */
+	bool tls_up;                            /* handshake completed */
+	bool tls_failed;        /* handshake failed (or the TLS object could not be made) */
+	bool tls_verified;      /* chain + name + dates checked out */
+	char tls_version[16];   /* "TLSv1.3", "" when no TLS */
+	const char *tls_result; /* static RFC 8460 result type, NULL = verified / no TLS */
+	char tls_reason[SMTP_CONN_REASON_MAX]; /* "hostname mismatch", "" */
+	bool tls_handshake_error;              /* tls_failed by the handshake itself (not by a
 					     * lost connection or a setup error) */
 };
 

@@ -19,11 +19,11 @@
 #include "relay/core/buf.h"
 
 #define DKIM_KEY_FILE_MAX (64 * 1024)
-#define DKIM_MAX_FIELDS 256          /* header fields looked at when signing */
-#define DKIM_FOLD_B64 64             /* b= characters per folded line */
+#define DKIM_MAX_FIELDS 256           /* header fields looked at when signing */
+#define DKIM_FOLD_B64 64              /* b= characters per folded line */
 #define DKIM_BUF_MAX ((1u << 20) - 1) /* ceiling of each buffer used in signing */
 #define DKIM_KEYGEN_MAX_BITS 8192
-#define TXT_STRING_MAX 255           /* RFC 1035 character-string */
+#define TXT_STRING_MAX 255 /* RFC 1035 character-string */
 
 struct dkim_key {
 	EVP_PKEY *pkey;
@@ -138,8 +138,7 @@ void dkim_key_free(struct dkim_key *k)
 	free(k);
 }
 
-int dkim_keygen(unsigned bits, char **pem, size_t *pemlen, char **pub_b64, char *err,
-		size_t errlen)
+int dkim_keygen(unsigned bits, char **pem, size_t *pemlen, char **pub_b64, char *err, size_t errlen)
 {
 	EVP_PKEY *pkey = NULL;
 	BIO *bio = NULL;
@@ -197,7 +196,7 @@ out:
 	}
 	free(b64);
 	OPENSSL_free(der);
-	BIO_free(bio);      /* its buffer held the private key: BIO_free clears it */
+	BIO_free(bio); /* its buffer held the private key: BIO_free clears it */
 	EVP_PKEY_free(pkey);
 	return rc;
 }
@@ -209,8 +208,8 @@ char *dkim_txt_record(const char *selector, const char *domain, const char *pub_
 	size_t len, i;
 	int n;
 
-	if (selector == NULL || domain == NULL || pub_b64 == NULL ||
-	    !tag_value_ok(selector, 64) || !tag_value_ok(domain, 256))
+	if (selector == NULL || domain == NULL || pub_b64 == NULL || !tag_value_ok(selector, 64) ||
+	    !tag_value_ok(domain, 256))
 		return NULL;
 	n = snprintf(text, sizeof(text), "v=DKIM1; k=rsa; p=%s", pub_b64);
 	if (n < 0 || (size_t)n >= sizeof(text))
@@ -222,7 +221,7 @@ char *dkim_txt_record(const char *selector, const char *domain, const char *pub_
 		size_t k = len - i < TXT_STRING_MAX ? len - i : TXT_STRING_MAX;
 
 		core_buf_adds(&b, " \"");
-		core_buf_add(&b, text + i, k);  /* base64 and "v=DKIM1; k=rsa; " need no escapes */
+		core_buf_add(&b, text + i, k); /* base64 and "v=DKIM1; k=rsa; " need no escapes */
 		core_buf_adds(&b, "\"");
 	}
 	if (core_buf_error(&b) != 0) {
@@ -320,7 +319,7 @@ char *dkim_canon_header_relaxed(const char *field, size_t len, size_t *outlen)
 
 struct field {
 	const char *p;
-	size_t len;          /* without the CRLF that ends the field */
+	size_t len; /* without the CRLF that ends the field */
 	size_t namelen;
 	bool used;
 };
@@ -366,8 +365,8 @@ static int split_fields(const char *h, size_t len, struct field *f, size_t max, 
 	return 0;
 }
 
-int dkim_sign(const struct dkim_key *k, const char *msg, size_t len, const char *headers,
-	      int64_t t, char **sig, char *err, size_t errlen)
+int dkim_sign(const struct dkim_key *k, const char *msg, size_t len, const char *headers, int64_t t,
+	      char **sig, char *err, size_t errlen)
 {
 	struct field *fields = NULL;
 	size_t nfields = 0, hlen, blen, i, siglen = 0;
@@ -394,7 +393,7 @@ int dkim_sign(const struct dkim_key *k, const char *msg, size_t len, const char 
 		snprintf(err, errlen, "message has no header/body separator");
 		return -1;
 	}
-	hlen = (size_t)(sep - msg) + 2;           /* header block with its last CRLF */
+	hlen = (size_t)(sep - msg) + 2; /* header block with its last CRLF */
 	fields = calloc(DKIM_MAX_FIELDS, sizeof(*fields));
 	if (fields == NULL) {
 		snprintf(err, errlen, "out of memory");
@@ -407,8 +406,7 @@ int dkim_sign(const struct dkim_key *k, const char *msg, size_t len, const char 
 
 	/* body hash */
 	cbody = dkim_canon_body_relaxed(sep + 4, len - hlen - 2, &blen);
-	if (cbody == NULL ||
-	    EVP_Digest(cbody, blen, digest, &dlen, EVP_sha256(), NULL) != 1 ||
+	if (cbody == NULL || EVP_Digest(cbody, blen, digest, &dlen, EVP_sha256(), NULL) != 1 ||
 	    core_buf_add_b64(&bh, digest, dlen, 0, NULL) != 0) {
 		snprintf(err, errlen, "body hash failed");
 		goto out;
@@ -431,7 +429,8 @@ int dkim_sign(const struct dkim_key *k, const char *msg, size_t len, const char 
 				    strncasecmp(fields[j].p, p, nl) != 0)
 					continue;
 				fields[j].used = true;
-				canon = dkim_canon_header_relaxed(fields[j].p, fields[j].len, &clen);
+				canon = dkim_canon_header_relaxed(fields[j].p, fields[j].len,
+								  &clen);
 				if (canon == NULL) {
 					snprintf(err, errlen, "out of memory");
 					goto out;
@@ -509,7 +508,7 @@ int dkim_sign(const struct dkim_key *k, const char *msg, size_t len, const char 
 			snprintf(err, errlen, "out of memory");
 			goto out;
 		}
-		core_buf_add(&hdata, canon, clen);     /* last, without a CRLF (§3.7) */
+		core_buf_add(&hdata, canon, clen); /* last, without a CRLF (§3.7) */
 	}
 	if (core_buf_error(&hdata) != 0) {
 		snprintf(err, errlen, "out of memory");
@@ -529,7 +528,7 @@ int dkim_sign(const struct dkim_key *k, const char *msg, size_t len, const char 
 	/* FWS may go anywhere in b= (§3.5): lines of DKIM_FOLD_B64 characters. */
 	core_buf_add_b64(&out, rawsig, siglen, DKIM_FOLD_B64, "\r\n\t ");
 	core_buf_adds(&out, "\r\n");
-	*sig = core_buf_take(&out, NULL);   /* NULL if any append above failed */
+	*sig = core_buf_take(&out, NULL); /* NULL if any append above failed */
 	if (*sig == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto out;

@@ -42,8 +42,8 @@ char *dkim_txt_record(const char *selector, const char *domain, const char *pub_
  * headers: colon-separated names to sign (NULL: DKIM_DEFAULT_HEADERS); a
  * listed header the message lacks is not signed. t = signature time.
  * 0, or -1 with err set (no header/body separator, bad key, OpenSSL error). */
-int dkim_sign(const struct dkim_key *k, const char *msg, size_t len, const char *headers,
-	      int64_t t, char **sig, char *err, size_t errlen);
+int dkim_sign(const struct dkim_key *k, const char *msg, size_t len, const char *headers, int64_t t,
+	      char **sig, char *err, size_t errlen);
 
 /* The canonicalizations, exposed for tests. Both return a malloc'd string
  * (NUL-terminated, length in *outlen) or NULL on no memory. */

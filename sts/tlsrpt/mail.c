@@ -14,8 +14,8 @@
 #include "relay/core/clock.h"
 #include "relay/core/buf.h"
 
-#define MAIL_MAX (TLSRPT_REPORT_MAX * 2)   /* base64 + headers stay well below */
-#define B64_LINE 76                       /* RFC 2045 §6.8 */
+#define MAIL_MAX (TLSRPT_REPORT_MAX * 2) /* base64 + headers stay well below */
+#define B64_LINE 76                      /* RFC 2045 §6.8 */
 
 int tlsrpt_gzip(const void *in, size_t len, unsigned char **out, size_t *outlen)
 {
@@ -29,7 +29,8 @@ int tlsrpt_gzip(const void *in, size_t len, unsigned char **out, size_t *outlen)
 		return -1;
 	memset(&zs, 0, sizeof(zs));
 	/* windowBits 15 + 16: a gzip (RFC 1952) wrapper, not zlib's */
-	if (deflateInit2(&zs, Z_BEST_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+	if (deflateInit2(&zs, Z_BEST_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) !=
+	    Z_OK)
 		return -1;
 	bound = deflateBound(&zs, (uLong)len) + 64;
 	buf = malloc(bound);
@@ -76,7 +77,7 @@ int tlsrpt_gunzip(const void *in, size_t len, size_t max, unsigned char **out, s
 			if (cap > max + 2)
 				cap = max + 2;
 			if (buf != NULL && have + 1 >= cap)
-				goto fail;          /* larger than max */
+				goto fail; /* larger than max */
 			nb = realloc(buf, cap);
 			if (nb == NULL)
 				goto fail;
@@ -87,7 +88,7 @@ int tlsrpt_gunzip(const void *in, size_t len, size_t max, unsigned char **out, s
 		rc = inflate(&zs, Z_NO_FLUSH);
 		have = cap - 1 - zs.avail_out;
 		if (rc == Z_BUF_ERROR && zs.avail_in == 0)
-			goto fail;                  /* truncated */
+			goto fail; /* truncated */
 		if (rc != Z_OK && rc != Z_STREAM_END && rc != Z_BUF_ERROR)
 			goto fail;
 		if (have > max)
@@ -160,9 +161,10 @@ int tlsrpt_mail_compose(const struct tlsrpt_mail *m, char **out, size_t *outlen,
 	char *sig = NULL;
 
 	*out = NULL;
-	if (!header_safe(m->from, 320) || !header_safe(m->to, 512) || !header_safe(m->domain, 253) ||
-	    !header_safe(m->submitter, 253) || !header_safe(m->report_id, 600) ||
-	    !header_safe(m->hostname, 253) || strchr(m->to, '<') || strchr(m->to, '>')) {
+	if (!header_safe(m->from, 320) || !header_safe(m->to, 512) ||
+	    !header_safe(m->domain, 253) || !header_safe(m->submitter, 253) ||
+	    !header_safe(m->report_id, 600) || !header_safe(m->hostname, 253) ||
+	    strchr(m->to, '<') || strchr(m->to, '>')) {
 		snprintf(err, errlen, "unsafe header value (control or non-ASCII characters)");
 		return -1;
 	}
@@ -194,8 +196,10 @@ int tlsrpt_mail_compose(const struct tlsrpt_mail *m, char **out, size_t *outlen,
 	core_buf_adds(&b, "TLS-Required: No\r\n");
 	core_buf_adds(&b, "Auto-Submitted: auto-generated\r\n");
 	core_buf_adds(&b, "MIME-Version: 1.0\r\n");
-	core_buf_printf(&b, "Content-Type: multipart/report; report-type=\"tlsrpt\";\r\n"
-			"\tboundary=\"%s\"\r\n", boundary);
+	core_buf_printf(&b,
+			"Content-Type: multipart/report; report-type=\"tlsrpt\";\r\n"
+			"\tboundary=\"%s\"\r\n",
+			boundary);
 	core_buf_adds(&b, "\r\n");
 	core_buf_adds(&b, "This is a multipart message in MIME format.\r\n\r\n");
 	core_buf_printf(&b, "--%s\r\n", boundary);

@@ -14,23 +14,35 @@
 
 #include "relay/core/clock.h"
 
-#define NFIELDS 14                     /* of a T2 line, CRC included (T1: 13) */
-#define MAX_GROUPS (1u << 20)          /* distinct groups per day */
+#define NFIELDS 14            /* of a T2 line, CRC included (T1: 13) */
+#define MAX_GROUPS (1u << 20) /* distinct groups per day */
 #define READ_CHUNK 65536
 #define LINE_MAX_LEN 12288
-#define SEP '\x1f'                     /* joins key parts; never in a field */
+#define SEP '\x1f' /* joins key parts; never in a field */
 
 /* Key parts, in sort order: domain, policy (type, mode, max_age, mx list,
  * text hash), result, sending ip, mx host, mx ip, reason. */
-enum { K_DOMAIN, K_PTYPE, K_MODE, K_MAXAGE, K_MX, K_PHASH, K_RESULT, K_SIP, K_MXHOST, K_MXIP,
-       K_REASON, K_COUNT };
+enum {
+	K_DOMAIN,
+	K_PTYPE,
+	K_MODE,
+	K_MAXAGE,
+	K_MX,
+	K_PHASH,
+	K_RESULT,
+	K_SIP,
+	K_MXHOST,
+	K_MXIP,
+	K_REASON,
+	K_COUNT
+};
 
 struct group {
 	char *key;
 	uint64_t count;
 };
 
-struct ptext {                  /* a stored policy text of the day */
+struct ptext { /* a stored policy text of the day */
 	char hash[TLSRPT_POLICY_HASH_LEN + 1];
 	char *text;
 	size_t len;
@@ -39,9 +51,9 @@ struct ptext {                  /* a stored policy text of the day */
 struct tlsrpt_day {
 	char day[TLSRPT_DAY_LEN + 1];
 	int64_t start;
-	struct group *tab;          /* open addressing while loading */
+	struct group *tab; /* open addressing while loading */
 	size_t cap, n;
-	struct group *sorted;       /* after loading: n groups sorted by key */
+	struct group *sorted; /* after loading: n groups sorted by key */
 	char **domains;
 	size_t ndomains;
 	size_t bad;
@@ -72,7 +84,8 @@ static int tab_grow(struct tlsrpt_day *d)
 
 		if (d->tab[i].key == NULL)
 			continue;
-		for (j = fnv1a(d->tab[i].key) & (ncap - 1); nt[j].key != NULL; j = (j + 1) & (ncap - 1))
+		for (j = fnv1a(d->tab[i].key) & (ncap - 1); nt[j].key != NULL;
+		     j = (j + 1) & (ncap - 1))
 			;
 		nt[j] = d->tab[i];
 	}
@@ -201,7 +214,7 @@ static int take_line(struct tlsrpt_day *d, char *line, size_t len)
 	}
 	/* key: domain, ptype, mode, max_age, mx, phash, result[, sip, mxhost, mxip, reason] */
 	{
-		const char *parts[K_COUNT] = { f[2], f[3], f[4], f[5], f[6], f[7],
+		const char *parts[K_COUNT] = { f[2], f[3], f[4],  f[5],  f[6], f[7],
 					       f[8], f[9], f[10], f[11], f[12] };
 		size_t nparts = res == TLSRPT_SUCCESS ? K_SIP : K_COUNT;
 
@@ -327,7 +340,7 @@ int tlsrpt_day_load_buf(const char *day, const char *buf, size_t len, struct tls
 	if (feed(d, copy, len, &used) != 0)
 		goto fail;
 	if (used < len)
-		d->bad++;              /* a torn last line */
+		d->bad++; /* a torn last line */
 	if (finish(d) != 0)
 		goto fail;
 	free(copy);
@@ -426,7 +439,7 @@ static int load_ptexts(struct tlsrpt_day *d, const char *spool_dir)
 			continue;
 		text = read_ptext(dir, h, &len);
 		if (text == NULL)
-			continue;       /* the policy-string is rebuilt instead */
+			continue; /* the policy-string is rebuilt instead */
 		nt = realloc(d->ptexts, (d->nptexts + 1) * sizeof(*nt));
 		if (nt == NULL) {
 			free(text);
@@ -441,8 +454,8 @@ static int load_ptexts(struct tlsrpt_day *d, const char *spool_dir)
 	return 0;
 }
 
-int tlsrpt_day_load(const char *spool_dir, const char *day, struct tlsrpt_day **out,
-		    char *err, size_t errlen)
+int tlsrpt_day_load(const char *spool_dir, const char *day, struct tlsrpt_day **out, char *err,
+		    size_t errlen)
 {
 	struct tlsrpt_day *d = day_new(day);
 	char path[1300], *buf = NULL;
@@ -477,7 +490,7 @@ int tlsrpt_day_load(const char *spool_dir, const char *day, struct tlsrpt_day **
 		}
 		if (n == 0) {
 			if (have > 0)
-				d->bad++;    /* torn last line */
+				d->bad++; /* torn last line */
 			break;
 		}
 		have += (size_t)n;
@@ -637,7 +650,8 @@ static json_t *policy_object(const struct tlsrpt_day *d, const char *parts[K_COU
 		 * 8460 §4.4, Appendix B), extension fields and spelling kept;
 		 * rebuilt in the canonical order of RFC 8461 §3.2 only when the
 		 * day's copy of the text is missing (older data, a crash). */
-		const struct ptext *t = known(parts[K_PHASH]) ? ptext_find(d, parts[K_PHASH]) : NULL;
+		const struct ptext *t = known(parts[K_PHASH]) ? ptext_find(d, parts[K_PHASH])
+							      : NULL;
 		json_t *lines = t != NULL ? text_lines(t) : NULL, *mx = json_array();
 		bool rebuild = lines == NULL;
 		const char *m = parts[K_MX];
@@ -803,7 +817,8 @@ json_t *tlsrpt_report_build(const struct tlsrpt_day *d, const char *domain,
 				put(fd, "receiving-mx-hostname", json_string(q[K_MXHOST]), &ok);
 			if (known(q[K_MXIP]))
 				put(fd, "receiving-ip", json_string(q[K_MXIP]), &ok);
-			put(fd, "failed-session-count", json_integer((json_int_t)d->sorted[j].count), &ok);
+			put(fd, "failed-session-count",
+			    json_integer((json_int_t)d->sorted[j].count), &ok);
 			if (known(q[K_REASON]))
 				put(fd, "failure-reason-code", json_string(q[K_REASON]), &ok);
 			if (json_array_append_new(details, fd) != 0)

@@ -1,6 +1,6 @@
 /* One day's TLS-RPT sending as one state machine: per domain a TXT lookup,
  * then per rua a queued report mail or an HTTPS POST, each recorded in the sent ledger. */
-#define LOG_COMPONENT LOG_C_TLSRPT  /* program name in logs, see relay/log.h */
+#define LOG_COMPONENT LOG_C_TLSRPT /* program name in logs, see relay/log.h */
 #include "sts/tlsrpt/send.h"
 
 #include <arpa/inet.h>
@@ -19,16 +19,16 @@
 #define MAX_TXT_STRINGS 4096
 
 enum job_state {
-	J_NEXT_DOMAIN,   /* pick the next domain (or finish) */
-	J_TXT_WAIT,      /* _smtp._tls lookup in flight */
-	J_NEXT_RUA,      /* deliver to the next rua of the domain */
-	J_ADDR_WAIT,     /* A/AAAA of an https rua's host in flight */
-	J_POST_WAIT,     /* HTTPS POST in flight */
+	J_NEXT_DOMAIN, /* pick the next domain (or finish) */
+	J_TXT_WAIT,    /* _smtp._tls lookup in flight */
+	J_NEXT_RUA,    /* deliver to the next rua of the domain */
+	J_ADDR_WAIT,   /* A/AAAA of an https rua's host in flight */
+	J_POST_WAIT,   /* HTTPS POST in flight */
 	J_DONE,
 };
 
-static const char *const state_names[] = { "next-domain", "txt-wait", "next-rua",
-					   "addr-wait", "post-wait", "done" };
+static const char *const state_names[] = { "next-domain", "txt-wait",  "next-rua",
+					   "addr-wait",   "post-wait", "done" };
 
 struct tlsrpt_job {
 	struct tlsrpt_job_env env;
@@ -36,21 +36,21 @@ struct tlsrpt_job {
 	int64_t day_start;
 	enum job_state state;
 	struct tlsrpt_day *data;
-	size_t di;                      /* next domain index */
-	const char *domain;             /* current domain (inside data) */
+	size_t di;          /* next domain index */
+	const char *domain; /* current domain (inside data) */
 	char report_id[600];
-	unsigned char *gz;              /* current domain's gzip'd report */
+	unsigned char *gz; /* current domain's gzip'd report */
 	size_t gzlen;
 	struct sts_tlsrpt_txt txt;
-	size_t ri;                      /* next rua index */
-	char rua_key[STS_TLSRPT_URI_MAX + 8];  /* "mailto:..." or the https URL */
+	size_t ri;                            /* next rua index */
+	char rua_key[STS_TLSRPT_URI_MAX + 8]; /* "mailto:..." or the https URL */
 	char addrs[DNS_MAX_ADDRS][INET6_ADDRSTRLEN];
 	size_t naddrs;
 	struct dns_query *q;
 	struct tlsrpt_job_result res;
 	tlsrpt_job_cb cb;
 	void *arg;
-	uv_timer_t kick;                /* first step runs from the loop */
+	uv_timer_t kick; /* first step runs from the loop */
 	bool cancelled;
 };
 
@@ -101,9 +101,9 @@ static int make_report(struct tlsrpt_job *j)
 		goto out;
 	}
 	text = json_dumps(r, JSON_COMPACT);
-	if (text == NULL || tlsrpt_report_id(j->day, j->domain,
-					     tlsrpt_submitter(j->env.cfg->tlsrpt_contact),
-					     j->report_id, sizeof(j->report_id)) != 0)
+	if (text == NULL ||
+	    tlsrpt_report_id(j->day, j->domain, tlsrpt_submitter(j->env.cfg->tlsrpt_contact),
+			     j->report_id, sizeof(j->report_id)) != 0)
 		goto out;
 	rc = tlsrpt_gzip(text, strlen(text), &j->gz, &j->gzlen);
 out:
@@ -134,7 +134,9 @@ static void on_txt(struct dns_txt_result *res, void *arg)
 				recs[i].strings = strs + used;
 				recs[i].nstrings = res->records[i].nstrings;
 				for (k = 0; k < res->records[i].nstrings; k++, used++) {
-					strs[used].data = (const unsigned char *)res->records[i].strings[k].data;
+					strs[used].data = (const unsigned char *)res->records[i]
+								  .strings[k]
+								  .data;
 					strs[used].len = res->records[i].strings[k].len;
 				}
 			}
@@ -170,10 +172,17 @@ static int enqueue_mail(struct tlsrpt_job *j, const char *to, char qid[QUEUE_ID_
 {
 	const struct config *cfg = j->env.cfg;
 	struct tlsrpt_mail m = {
-		.from = cfg->tlsrpt_contact, .to = to, .domain = j->domain,
-		.submitter = tlsrpt_submitter(cfg->tlsrpt_contact), .report_id = j->report_id,
-		.hostname = cfg->hostname, .day_start = j->day_start, .now = clock_now(),
-		.gz = j->gz, .gzlen = j->gzlen, .dkim = j->env.dkim,
+		.from = cfg->tlsrpt_contact,
+		.to = to,
+		.domain = j->domain,
+		.submitter = tlsrpt_submitter(cfg->tlsrpt_contact),
+		.report_id = j->report_id,
+		.hostname = cfg->hostname,
+		.day_start = j->day_start,
+		.now = clock_now(),
+		.gz = j->gz,
+		.gzlen = j->gzlen,
+		.dkim = j->env.dkim,
 	};
 	struct queue_envelope env;
 	struct queue_writer *w = NULL;
@@ -183,7 +192,8 @@ static int enqueue_mail(struct tlsrpt_job *j, const char *to, char qid[QUEUE_ID_
 
 	memset(&env, 0, sizeof(env));
 	if (tlsrpt_mail_compose(&m, &msg, &len, err, sizeof(err)) != 0) {
-		log_error("tlsrpt %s %s: cannot compose the report mail: %s", j->day, j->domain, err);
+		log_error("tlsrpt %s %s: cannot compose the report mail: %s", j->day, j->domain,
+			  err);
 		return -1;
 	}
 	/* Envelope sender: the contact address. RFC 5321 §4.5.5 reserves the
@@ -198,9 +208,9 @@ static int enqueue_mail(struct tlsrpt_job *j, const char *to, char qid[QUEUE_ID_
 	env.queued_at = clock_now();
 	env.flags = QUEUE_F_NOBOUNCE | QUEUE_F_TLSRPT;
 	snprintf(env.sender, sizeof(env.sender), "%s", cfg->tlsrpt_contact);
-	if (queue_envelope_add_rcpt(&env, to) != 0 || queue_writer_new(j->env.queue, false, &w) != 0 ||
-	    queue_writer_header(w, &env) != 0 || queue_writer_append(w, msg, len) != 0 ||
-	    queue_writer_commit_sync(w) != 0) {
+	if (queue_envelope_add_rcpt(&env, to) != 0 ||
+	    queue_writer_new(j->env.queue, false, &w) != 0 || queue_writer_header(w, &env) != 0 ||
+	    queue_writer_append(w, msg, len) != 0 || queue_writer_commit_sync(w) != 0) {
 		log_error("tlsrpt %s %s: cannot queue the report mail: %s", j->day, j->domain,
 			  strerror(errno));
 		goto out;
@@ -370,7 +380,8 @@ static void next_rua(struct tlsrpt_job *j)
 		char status[64];
 
 		if (enqueue_mail(j, rua->target, qid) != 0) {
-			log_rua(j, LOG_LVL_WARNING, NULL, "deferred", "cannot queue the report mail");
+			log_rua(j, LOG_LVL_WARNING, NULL, "deferred",
+				"cannot queue the report mail");
 			j->res.failed++;
 			return;
 		}
@@ -459,8 +470,8 @@ static void on_kick(uv_timer_t *t)
 	job_run(t->data);
 }
 
-int tlsrpt_job_start(const struct tlsrpt_job_env *env, const char *day, tlsrpt_job_cb cb,
-		     void *arg, struct tlsrpt_job **out)
+int tlsrpt_job_start(const struct tlsrpt_job_env *env, const char *day, tlsrpt_job_cb cb, void *arg,
+		     struct tlsrpt_job **out)
 {
 	struct tlsrpt_job *j = calloc(1, sizeof(*j));
 	char err[256];

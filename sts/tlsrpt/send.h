@@ -16,10 +16,10 @@
 struct tlsrpt_job_env {
 	uv_loop_t *loop;
 	const struct config *cfg;
-	struct queue *queue;              /* report mail is written here */
+	struct queue *queue; /* report mail is written here */
 	struct dns *dns;
 	struct http_client *http;
-	const struct dkim_key *dkim;      /* NULL: no report mail (mailto: ruas skipped) */
+	const struct dkim_key *dkim; /* NULL: no report mail (mailto: ruas skipped) */
 	/* Called for each report message committed to the queue (the daemon
 	 * hands it to its scheduler); may be NULL. */
 	void (*enqueued)(void *arg, const char *queue_id);
@@ -27,12 +27,12 @@ struct tlsrpt_job_env {
 };
 
 struct tlsrpt_job_result {
-	unsigned domains;      /* policy domains with sessions that day */
-	unsigned no_record;    /* ... without a usable _smtp._tls record */
-	unsigned sent;         /* rua copies delivered now (queued / HTTP 2xx) */
-	unsigned already;      /* rua copies the ledger says were sent before */
-	unsigned failed;       /* rua copies (or lookups) that failed: retry later */
-	unsigned skipped;      /* mailto: copies not made: no DKIM key (RFC 8460 §3) */
+	unsigned domains;   /* policy domains with sessions that day */
+	unsigned no_record; /* ... without a usable _smtp._tls record */
+	unsigned sent;      /* rua copies delivered now (queued / HTTP 2xx) */
+	unsigned already;   /* rua copies the ledger says were sent before */
+	unsigned failed;    /* rua copies (or lookups) that failed: retry later */
+	unsigned skipped;   /* mailto: copies not made: no DKIM key (RFC 8460 §3) */
 	bool cancelled;
 };
 
@@ -52,8 +52,8 @@ struct tlsrpt_job;
  * application/tlsrpt+gzip, any 2xx is success. A job does one attempt per
  * rua; retrying is the caller's (run the day again: sent copies are skipped).
  * cb runs exactly once, on the loop, never before this returns. 0 or -1. */
-int tlsrpt_job_start(const struct tlsrpt_job_env *env, const char *day, tlsrpt_job_cb cb,
-		     void *arg, struct tlsrpt_job **out);
+int tlsrpt_job_start(const struct tlsrpt_job_env *env, const char *day, tlsrpt_job_cb cb, void *arg,
+		     struct tlsrpt_job **out);
 
 /* Stops early: nothing new starts; cb still runs once (res->cancelled),
  * after the request in flight ends (free the dns / http client to end it

@@ -1,6 +1,6 @@
 /* TLS-RPT recording: one append-only, checksummed line per delivery session
  * in spool_dir/tlsrpt/DAY/sessions, batched fdatasync, the sent ledger and pruning. */
-#define LOG_COMPONENT LOG_C_TLSRPT  /* program name in logs, see relay/log.h */
+#define LOG_COMPONENT LOG_C_TLSRPT /* program name in logs, see relay/log.h */
 #include "sts/tlsrpt/tlsrpt.h"
 
 #include <dirent.h>
@@ -30,7 +30,7 @@
 #define TLSRPT_LINE_MAX 12288
 #define TLSRPT_SYNC_MS 1000
 #define TLSRPT_PATH_MAX 1200
-#define KNOWN_POLICIES 16     /* policy files known to exist for the current day */
+#define KNOWN_POLICIES 16 /* policy files known to exist for the current day */
 
 static const char *const result_names[TLSRPT_RESULT_COUNT] = {
 	[TLSRPT_SUCCESS] = "success",
@@ -188,7 +188,8 @@ int tlsrpt_line_format(const struct tlsrpt_session *s, int64_t when, char *buf, 
 		size_t i;
 
 		snprintf(num, sizeof(num), "%" PRIu32, s->policy->max_age);
-		if (put_field(buf, len, &o, sts_policy_mode_name(s->policy->mode), false, 16) != 0 ||
+		if (put_field(buf, len, &o, sts_policy_mode_name(s->policy->mode), false, 16) !=
+			    0 ||
 		    put_field(buf, len, &o, num, false, 32) != 0)
 			return -1;
 		if (o + 2 > len)
@@ -275,18 +276,18 @@ static int day_dir(const char *spool_dir, const char *day, bool create, char *ou
 struct tlsrpt_store {
 	char spool_dir[TLSRPT_PATH_MAX];
 	char day[TLSRPT_DAY_LEN + 1];
-	int fd;               /* the current day's sessions file, or -1 */
-	bool dirty;           /* written since the last sync started */
-	bool need_nl;         /* a short write left a partial line: end it first */
+	int fd;       /* the current day's sessions file, or -1 */
+	bool dirty;   /* written since the last sync started */
+	bool need_nl; /* a short write left a partial line: end it first */
 	uv_loop_t *loop;
 	uv_timer_t timer;
 	uv_fs_t req;
 	bool req_busy;
-	int req_fd;           /* the descriptor the in-flight sync uses */
-	int retired_fd;       /* an old day's descriptor closed when that sync ends */
+	int req_fd;     /* the descriptor the in-flight sync uses */
+	int retired_fd; /* an old day's descriptor closed when that sync ends */
 	bool closing;
 	bool timer_open;
-	char known[KNOWN_POLICIES][TLSRPT_POLICY_HASH_LEN + 1];  /* policy files of day */
+	char known[KNOWN_POLICIES][TLSRPT_POLICY_HASH_LEN + 1]; /* policy files of day */
 	size_t nknown, known_next;
 };
 
@@ -301,7 +302,8 @@ static void on_synced(uv_fs_t *req)
 	struct tlsrpt_store *st = req->data;
 
 	if (req->result < 0)
-		log_error("tlsrpt: fdatasync of the session file: %s", uv_strerror((int)req->result));
+		log_error("tlsrpt: fdatasync of the session file: %s",
+			  uv_strerror((int)req->result));
 	uv_fs_req_cleanup(req);
 	st->req_busy = false;
 	if (st->retired_fd >= 0) {
@@ -334,8 +336,8 @@ static void on_timer_closed(uv_handle_t *h)
 	store_maybe_free(st);
 }
 
-int tlsrpt_store_open(const char *spool_dir, uv_loop_t *loop, struct tlsrpt_store **out,
-		      char *err, size_t errlen)
+int tlsrpt_store_open(const char *spool_dir, uv_loop_t *loop, struct tlsrpt_store **out, char *err,
+		      size_t errlen)
 {
 	struct tlsrpt_store *st;
 	char base[TLSRPT_PATH_MAX];
@@ -374,7 +376,7 @@ int tlsrpt_store_open(const char *spool_dir, uv_loop_t *loop, struct tlsrpt_stor
 		st->timer.data = st;
 		st->timer_open = true;
 		uv_timer_start(&st->timer, on_timer, TLSRPT_SYNC_MS, TLSRPT_SYNC_MS);
-		uv_unref((uv_handle_t *)&st->timer);  /* never keeps the loop alive alone */
+		uv_unref((uv_handle_t *)&st->timer); /* never keeps the loop alive alone */
 	}
 	*out = st;
 	return 0;
@@ -405,7 +407,8 @@ static void retire_fd(struct tlsrpt_store *st)
  * original lines (they are rebuilt). */
 static void ensure_policy_file(struct tlsrpt_store *st, const struct tlsrpt_session *s)
 {
-	char h[TLSRPT_POLICY_HASH_LEN + 1], dir[TLSRPT_PATH_MAX], name[32], path[TLSRPT_PATH_MAX + 40];
+	char h[TLSRPT_POLICY_HASH_LEN + 1], dir[TLSRPT_PATH_MAX], name[32],
+		path[TLSRPT_PATH_MAX + 40];
 	size_t i;
 
 	tlsrpt_policy_hash(s->policy_text, s->policy_text_len, h);
@@ -482,7 +485,7 @@ int tlsrpt_record(struct tlsrpt_store *st, const struct tlsrpt_session *s)
 		st->need_nl = false;
 	}
 	if (core_fs_write_all(st->fd, line, (size_t)n, &done) != 0) {
-		st->need_nl = done > 0;   /* a torn line: end it before the next */
+		st->need_nl = done > 0; /* a torn line: end it before the next */
 		log_error("tlsrpt: write: %s", strerror(errno));
 		return -1;
 	}
@@ -544,8 +547,8 @@ static bool ledger_contains(const char *spool_dir, const char *day, const char *
 	return found;
 }
 
-static int ledger_add(const char *spool_dir, const char *day, const char *file,
-		      const char *domain, const char *rua)
+static int ledger_add(const char *spool_dir, const char *day, const char *file, const char *domain,
+		      const char *rua)
 {
 	char dir[TLSRPT_PATH_MAX], path[TLSRPT_PATH_MAX + 16], line[2100];
 	bool created;
@@ -584,8 +587,7 @@ int tlsrpt_sent_add(const char *spool_dir, const char *day, const char *domain, 
 	return ledger_add(spool_dir, day, "sent", domain, rua);
 }
 
-int tlsrpt_skipped_add(const char *spool_dir, const char *day, const char *domain,
-		       const char *rua)
+int tlsrpt_skipped_add(const char *spool_dir, const char *day, const char *domain, const char *rua)
 {
 	if (ledger_contains(spool_dir, day, "skipped", domain, rua))
 		return 0;
@@ -610,7 +612,7 @@ void tlsrpt_skipped_foreach(const char *spool_dir, const char *day, const char *
 
 		if (n < dl + 3 || line[n - 1] != '\n' || strncmp(line, domain, dl) != 0 ||
 		    line[dl] != '\t')
-			continue;   /* another domain, or a torn line */
+			continue; /* another domain, or a torn line */
 		line[n - 1] = '\0';
 		if (!tlsrpt_sent_contains(spool_dir, day, domain, line + dl + 1))
 			fn(arg, line + dl + 1);

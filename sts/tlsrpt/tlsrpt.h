@@ -34,7 +34,7 @@ int tlsrpt_result_parse(const char *name, enum tlsrpt_result *out);
 
 /* ---- UTC days ---- */
 
-#define TLSRPT_DAY_LEN 10                  /* "YYYY-MM-DD" */
+#define TLSRPT_DAY_LEN 10 /* "YYYY-MM-DD" */
 
 /* The UTC day holding unix time t, as "YYYY-MM-DD" (out: 11 bytes). */
 void tlsrpt_day_of(int64_t t, char out[TLSRPT_DAY_LEN + 1]);
@@ -58,7 +58,7 @@ int tlsrpt_day_parse(const char *day, int64_t *start);
  * tried, like a policy fetch error). Strings are the caller's; NULL or "" =
  * unknown. Text is stored as printable ASCII (other bytes become '?'). */
 struct tlsrpt_session {
-	const char *domain;              /* policy domain = recipient domain; required */
+	const char *domain; /* policy domain = recipient domain; required */
 	/* The MTA-STS policy applied: NULL = "no-policy-found" unless
 	 * sts_published is set (TXT record seen, but no usable policy: the
 	 * sts-policy-* failures), then policy-type "sts" without a policy. */
@@ -70,11 +70,11 @@ struct tlsrpt_session {
 	size_t policy_text_len;
 	bool sts_published;
 	enum tlsrpt_result result;
-	const char *sending_mta_ip;      /* our source address for the session */
-	const char *mx_host;             /* receiving-mx-hostname */
-	const char *mx_ip;               /* receiving-ip */
-	const char *reason;              /* failure-reason-code (<= 255 bytes kept) */
-	int64_t when;                    /* unix seconds; 0 = clock_now() */
+	const char *sending_mta_ip; /* our source address for the session */
+	const char *mx_host;        /* receiving-mx-hostname */
+	const char *mx_ip;          /* receiving-ip */
+	const char *reason;         /* failure-reason-code (<= 255 bytes kept) */
+	int64_t when;               /* unix seconds; 0 = clock_now() */
 };
 
 struct tlsrpt_store;
@@ -88,8 +88,8 @@ void tlsrpt_policy_hash(const char *text, size_t len, char out[TLSRPT_POLICY_HAS
 /* Opens the recorder for spool_dir (creates spool_dir/tlsrpt if needed).
  * With a loop, a 1 s timer batches fdatasync; without one (commands,
  * tests), call tlsrpt_store_sync() yourself. Returns 0 or -1 (err set). */
-int tlsrpt_store_open(const char *spool_dir, uv_loop_t *loop, struct tlsrpt_store **out,
-		      char *err, size_t errlen);
+int tlsrpt_store_open(const char *spool_dir, uv_loop_t *loop, struct tlsrpt_store **out, char *err,
+		      size_t errlen);
 /* Records one session (the hot path: format + one write, no fsync). The
  * delivery engine calls it once per session, never for a message carrying
  * QUEUE_F_TLSRPT (reports are not reported, RFC 8460 §5.3). 0, or -1 when
@@ -114,8 +114,8 @@ struct tlsrpt_day;
  * day's stored policy texts. A missing day directory is an empty day. A
  * missing or damaged policy file only makes that policy-string rebuilt from
  * the recorded fields. 0 or -1 (err set). */
-int tlsrpt_day_load(const char *spool_dir, const char *day, struct tlsrpt_day **out,
-		    char *err, size_t errlen);
+int tlsrpt_day_load(const char *spool_dir, const char *day, struct tlsrpt_day **out, char *err,
+		    size_t errlen);
 /* Same from a buffer of lines (tests, fuzzing). */
 int tlsrpt_day_load_buf(const char *day, const char *buf, size_t len, struct tlsrpt_day **out);
 void tlsrpt_day_free(struct tlsrpt_day *d);
@@ -126,8 +126,8 @@ const char *tlsrpt_day_domain(const struct tlsrpt_day *d, size_t i);
 size_t tlsrpt_day_bad_lines(const struct tlsrpt_day *d);
 
 struct tlsrpt_meta {
-	const char *org_name;       /* organization-name (tlsrpt_org_name) */
-	const char *contact;        /* contact-info (tlsrpt_contact) */
+	const char *org_name; /* organization-name (tlsrpt_org_name) */
+	const char *contact;  /* contact-info (tlsrpt_contact) */
 };
 
 /* The submitter: the domain of the contact address (RFC 8460 §5.1/§5.3
@@ -136,8 +136,8 @@ const char *tlsrpt_submitter(const char *contact);
 
 /* report-id "YYYY-MM-DD.DOMAIN@SUBMITTER": unique per submitter, domain and
  * day, and the same on every resend; usable as the Subject's <id-left@id-right>. */
-int tlsrpt_report_id(const char *day, const char *domain, const char *submitter,
-		     char *buf, size_t len);
+int tlsrpt_report_id(const char *day, const char *domain, const char *submitter, char *buf,
+		     size_t len);
 
 /* The RFC 8460 §4 report for one policy domain of the day: a new reference
  * (json_decref it), or NULL if the domain had no sessions or on no memory. */
@@ -154,16 +154,15 @@ json_t *tlsrpt_report_build(const struct tlsrpt_day *d, const char *domain,
 enum tlsrpt_validate_mode { TLSRPT_VALIDATE_STRICT, TLSRPT_VALIDATE_LENIENT };
 
 /* 0 if valid; else -1 and err holds "json.path: reason" of the first problem. */
-int tlsrpt_validate(const json_t *report, enum tlsrpt_validate_mode mode, char *err,
-		    size_t errlen);
+int tlsrpt_validate(const json_t *report, enum tlsrpt_validate_mode mode, char *err, size_t errlen);
 /* Same from bytes: JSON text, or gzip of it (detected by its magic); a
  * JSON array is a list of reports (`tlsrpt show --json`), each checked. */
-int tlsrpt_validate_bytes(const void *buf, size_t len, enum tlsrpt_validate_mode mode,
-			  char *err, size_t errlen);
+int tlsrpt_validate_bytes(const void *buf, size_t len, enum tlsrpt_validate_mode mode, char *err,
+			  size_t errlen);
 
 /* ---- gzip and the report mail (sts/tlsrpt_mail.c) ---- */
 
-#define TLSRPT_REPORT_MAX (16u << 20)     /* largest JSON report we build or accept */
+#define TLSRPT_REPORT_MAX (16u << 20) /* largest JSON report we build or accept */
 
 /* gzip (RFC 1952) of in; *out is malloc'd. 0 or -1. */
 int tlsrpt_gzip(const void *in, size_t len, unsigned char **out, size_t *outlen);
@@ -177,17 +176,17 @@ int tlsrpt_filename(const char *submitter, const char *domain, int64_t day_start
 		    const char *report_id, char *buf, size_t len);
 
 struct tlsrpt_mail {
-	const char *from;           /* From: the contact address */
-	const char *to;             /* the mailto: rua address */
-	const char *domain;         /* TLS-Report-Domain */
-	const char *submitter;      /* TLS-Report-Submitter */
+	const char *from;      /* From: the contact address */
+	const char *to;        /* the mailto: rua address */
+	const char *domain;    /* TLS-Report-Domain */
+	const char *submitter; /* TLS-Report-Submitter */
 	const char *report_id;
-	const char *hostname;       /* right side of the Message-ID */
-	int64_t day_start;          /* the report's day (00:00 UTC) */
-	int64_t now;                /* Date: */
-	const unsigned char *gz;    /* the gzip'd JSON report */
+	const char *hostname;    /* right side of the Message-ID */
+	int64_t day_start;       /* the report's day (00:00 UTC) */
+	int64_t now;             /* Date: */
+	const unsigned char *gz; /* the gzip'd JSON report */
 	size_t gzlen;
-	const struct dkim_key *dkim;  /* NULL: unsigned */
+	const struct dkim_key *dkim; /* NULL: unsigned */
 };
 
 /* The whole message (RFC 8460 §5.3), CRLF line ends, ready for the queue:
@@ -205,14 +204,12 @@ int tlsrpt_mail_compose(const struct tlsrpt_mail *m, char **out, size_t *outlen,
 bool tlsrpt_sent_contains(const char *spool_dir, const char *day, const char *domain,
 			  const char *rua);
 /* Appends (domain, rua) to day's ledger and fdatasyncs it. 0 or -1. */
-int tlsrpt_sent_add(const char *spool_dir, const char *day, const char *domain,
-		    const char *rua);
+int tlsrpt_sent_add(const char *spool_dir, const char *day, const char *domain, const char *rua);
 
 /* mailto: copies skipped because report mail cannot be DKIM-signed (RFC
  * 8460 §3: no key configured), kept per day so `tlsrpt show` can name
  * them. Adds (domain, rua) unless already listed (fdatasync'd). 0 or -1. */
-int tlsrpt_skipped_add(const char *spool_dir, const char *day, const char *domain,
-		       const char *rua);
+int tlsrpt_skipped_add(const char *spool_dir, const char *day, const char *domain, const char *rua);
 /* Calls fn(arg, rua) for each rua of domain skipped on day and not sent
  * since (blocking file reads: commands, not the daemon's loop). */
 void tlsrpt_skipped_foreach(const char *spool_dir, const char *day, const char *domain,

@@ -148,24 +148,27 @@ static void check_str_array(struct vctx *v, const json_t *o, const char *path, c
 		bad(v, "%s.%s: must be an array of strings", path, k);
 		return;
 	}
-	json_array_foreach(m, i, e)
-		if (!json_is_string(e)) {
-			bad(v, "%s.%s[%zu]: must be a string", path, k, i);
-			return;
-		}
+	json_array_foreach(m, i, e) if (!json_is_string(e))
+	{
+		bad(v, "%s.%s[%zu]: must be a string", path, k, i);
+		return;
+	}
 }
 
 static void check_detail(struct vctx *v, const json_t *fd, const char *path)
 {
 	static const char *const results[] = {
-		"starttls-not-supported", "certificate-host-mismatch", "certificate-expired",
-		"certificate-not-trusted", "validation-failure", "tlsa-invalid", "dnssec-invalid",
-		"dane-required", "sts-policy-fetch-error", "sts-policy-invalid",
-		"sts-webpki-invalid", NULL
+		"starttls-not-supported", "certificate-host-mismatch",
+		"certificate-expired",    "certificate-not-trusted",
+		"validation-failure",     "tlsa-invalid",
+		"dnssec-invalid",         "dane-required",
+		"sts-policy-fetch-error", "sts-policy-invalid",
+		"sts-webpki-invalid",     NULL
 	};
 	static const char *const ips[] = { "sending-mta-ip", "receiving-ip", NULL };
 	static const char *const texts[] = { "receiving-mx-hostname", "receiving-mx-helo",
-					     "additional-information", "failure-reason-code", NULL };
+					     "additional-information", "failure-reason-code",
+					     NULL };
 	const char *rt;
 	size_t i;
 
@@ -228,7 +231,8 @@ static void check_policy_entry(struct vctx *v, const json_t *e, const char *path
 		bad(v, "%s.failure-details: must be an array", path);
 		return;
 	}
-	json_array_foreach(det, i, fd) {
+	json_array_foreach(det, i, fd)
+	{
 		snprintf(sub, sizeof(sub), "%s.failure-details[%zu]", path, i);
 		check_detail(v, fd, sub);
 	}
@@ -270,7 +274,8 @@ int tlsrpt_validate(const json_t *r, enum tlsrpt_validate_mode mode, char *err, 
 	} else {
 		if (json_array_size(pols) == 0 && strict(&v))
 			bad(&v, "report.policies: empty");
-		json_array_foreach(pols, i, e) {
+		json_array_foreach(pols, i, e)
+		{
 			char path[48];
 
 			snprintf(path, sizeof(path), "report.policies[%zu]", i);
@@ -280,8 +285,8 @@ int tlsrpt_validate(const json_t *r, enum tlsrpt_validate_mode mode, char *err, 
 	return v.failed ? -1 : 0;
 }
 
-int tlsrpt_validate_bytes(const void *buf, size_t len, enum tlsrpt_validate_mode mode,
-			  char *err, size_t errlen)
+int tlsrpt_validate_bytes(const void *buf, size_t len, enum tlsrpt_validate_mode mode, char *err,
+			  size_t errlen)
 {
 	const unsigned char *b = buf;
 	unsigned char *plain = NULL;
@@ -310,14 +315,15 @@ int tlsrpt_validate_bytes(const void *buf, size_t len, enum tlsrpt_validate_mode
 		size_t i;
 
 		rc = 0;
-		json_array_foreach(r, i, e)
-			if (rc == 0 && tlsrpt_validate(e, mode, err, errlen) != 0) {
-				char first[256];
+		json_array_foreach(r, i,
+				   e) if (rc == 0 && tlsrpt_validate(e, mode, err, errlen) != 0)
+		{
+			char first[256];
 
-				snprintf(first, sizeof(first), "%s", err);
-				snprintf(err, errlen, "[%zu] %s", i, first);
-				rc = -1;
-			}
+			snprintf(first, sizeof(first), "%s", err);
+			snprintf(err, errlen, "[%zu] %s", i, first);
+			rc = -1;
+		}
 	} else {
 		rc = tlsrpt_validate(r, mode, err, errlen);
 	}
