@@ -134,7 +134,7 @@ int queue_save_state(struct queue *q, const struct queue_envelope *env)
 /* Removes a message and its state (every recipient final, or deleted). */
 int queue_remove(struct queue *q, const char *id) __attribute__((warn_unused_result));
 /* The same two without the final fsync of queue/, for batches (thread
- * pool, relay/statesave.c): do any number of them, then ONE
+ * pool, relay/daemon/statesave.c): do any number of them, then ONE
  * queue_sync(q, false), and only after it succeeded report any of them as
  * durable. A failed queue_sync leaves each change in place but in doubt
  * after a crash. queue_remove_nodirsync gives -1/ENOENT like queue_remove
@@ -161,7 +161,7 @@ int queue_remove_nodirsync(struct queue *q, const char *id) __attribute__((warn_
  *    (with a logged error): "refused" for a message that will be delivered
  *    would make the client's retry a duplicate.
  * queue_writer_commit_sync() applies the rule to a single message; the
- * group commit (relay/commit.c) applies it to a batch. */
+ * group commit (relay/daemon/commit.c) applies it to a batch. */
 
 struct queue_writer;
 
@@ -243,7 +243,7 @@ int queue_drop_scan(struct queue *q, char (**ids)[QUEUE_ID_LEN + 1], size_t *n)
  * drop file is left in place for a later try (the copy is then not in
  * queue/: the commit rule above). A crash between the queue commit and the
  * unlink of the drop file imports it twice on the next pass (a duplicate,
- * never a loss). Blocking file I/O: run it off the loop (relay/pickup.c
+ * never a loss). Blocking file I/O: run it off the loop (relay/daemon/pickup.c
  * runs it in the thread pool). */
 int queue_drop_import(struct queue *q, const char *id, uint64_t max_size,
 		      char new_id[QUEUE_ID_LEN + 1], char *err, size_t errlen)

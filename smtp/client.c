@@ -1,6 +1,6 @@
 /* Outbound SMTP session state machine (after OpenSMTPD mta_session.c): one
  * transition function enter(), one reply handler on_reply(), no sockets. */
-#define LOG_COMPONENT LOG_C_SMTP /* program name in logs, see relay/log.h */
+#define LOG_COMPONENT LOG_C_SMTP /* program name in logs, see relay/core/log.h */
 #include "smtp/client.h"
 
 #include <stdarg.h>

@@ -11,7 +11,7 @@
 #include "smtp/reply.h"
 
 /*
- * How the driver (relay/delivery.c) uses it, after connecting:
+ * How the driver (relay/daemon/delivery.c) uses it, after connecting:
  *
  *   c = smtp_client_new(&cfg)
  *   loop:

@@ -70,7 +70,7 @@ size_t smtp_tls_take(struct smtp_tls *t, void *buf, size_t cap);
  * write: encrypts all len bytes into records waiting for take() and returns
  * len, or -1 (nothing usable was written: close the connection). The
  * ciphertext is about len + 1.5% long; a caller with a bounded output
- * buffer writes in pieces that fit (see relay/smtp_conn.c).
+ * buffer writes in pieces that fit (see relay/net/smtp_conn.c).
  * read: > 0 bytes, 0 = needs more ciphertext, SMTP_TLS_EOF = peer sent
  * close_notify, SMTP_TLS_ERROR. */
 ssize_t smtp_tls_write(struct smtp_tls *t, const void *buf, size_t len)

@@ -1,6 +1,6 @@
 /* MTA-STS policy cache: a chained hash of per-domain entries in memory and
  * one small file per policy on disk, written temp + fsync + rename + dir fsync. */
-#define LOG_COMPONENT LOG_C_SMTP /* program name in logs, see relay/log.h */
+#define LOG_COMPONENT LOG_C_SMTP /* program name in logs, see relay/core/log.h */
 #include "sts/cache.h"
 #include "relay/core/fs.h"
 #include "relay/core/log.h"

@@ -1,4 +1,4 @@
-/* The engine's resolver table implemented on relay/dns.h: TXT answers become
+/* The engine's resolver table implemented on relay/net/dns.h: TXT answers become
  * sts_txt_record views, A/AAAA answers numeric strings for curl. */
 #include "sts/dns.h"
 
@@ -9,7 +9,7 @@
 
 /* One lookup in flight: what the engine asked for, and c-ares' handle so
  * that a cancel can reach it. Freed when the answer has been handed over,
- * or by cancel (relay/dns.h: a cancelled lookup's callback never runs). */
+ * or by cancel (relay/net/dns.h: a cancelled lookup's callback never runs). */
 struct adapter_query {
 	struct dns_query *q;
 	sts_txt_lookup_cb txt_cb;

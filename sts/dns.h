@@ -1,5 +1,5 @@
 /* Adapter from the MTA-STS engine's resolver table (sts/fetch.h) to the
- * relay's c-ares resolver (relay/dns.h), so every policy lookup honours dns_servers. */
+ * relay's c-ares resolver (relay/net/dns.h), so every policy lookup honours dns_servers. */
 #ifndef STSRELAY_STS_DNS_H
 #define STSRELAY_STS_DNS_H
 

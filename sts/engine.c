@@ -1,6 +1,6 @@
 /* MTA-STS lookups: TXT discovery through the resolver table, the §5.1
  * decision (sts_engine_plan), cache and negative cache, and a proactive refresh timer. */
-#define LOG_COMPONENT LOG_C_SMTP /* program name in logs, see relay/log.h */
+#define LOG_COMPONENT LOG_C_SMTP /* program name in logs, see relay/core/log.h */
 #include "sts/engine.h"
 #include "relay/core/clock.h"
 #include "relay/core/log.h"

@@ -12,9 +12,9 @@
 #include "sts/txt.h"
 
 /* ---- the resolver the MTA-STS engine uses ----
- * st_sts does not link the relay's DNS (relay/dns.c is its own library), so
- * the engine asks through this table; relay/sts_dns.c adapts relay/dns.h.
- * Contract (the same as relay/dns.h): a lookup returns 0 and then calls cb
+ * st_sts does not link the relay's DNS (relay/net/dns.c is its own library), so
+ * the engine asks through this table; sts/dns.c adapts relay/net/dns.h.
+ * Contract (the same as relay/net/dns.h): a lookup returns 0 and then calls cb
  * exactly once, from the loop, never before returning; or returns -1 and
  * never calls cb. *handle is valid until cb starts; cancel(ctx, handle)
  * before that guarantees cb never runs and frees what the lookup holds. */

@@ -51,7 +51,7 @@ enum cli_control_result cli_control_request(const char *spool_dir, const char *r
 
 /* The queue listing from the running daemon's public endpoint
  * (spool_dir/public/showq, open to every local user): *doc gets the
- * document relay/listing.h describes, without submitter and client.
+ * document queue/listing.h describes, without submitter and client.
  * REPLIED, NO_DAEMON, DENIED (the spool cannot even be entered), else
  * FAILED; err says why. Bounded in time (30 s) and size (LISTING_MAX). */
 enum cli_control_result cli_showq(const char *spool_dir, json_t **doc, char *err, size_t errlen);
@@ -60,7 +60,7 @@ enum cli_control_result cli_showq(const char *spool_dir, json_t **doc, char *err
  * (QUEUE_ID_LEN + 1 bytes). */
 bool cli_queue_id_parse(const char *s, char *out);
 
-/* The queue listing (relay/queue_cmd.c), shared by `queue list`, `mailq`
+/* The queue listing (relay/cli/queue_cmd.c), shared by `queue list`, `mailq`
  * and `sendmail -bp`. Returns an exit code. */
 int cli_queue_list(const char *prog, const struct config *cfg, bool json);
 

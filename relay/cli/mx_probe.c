@@ -1,6 +1,6 @@
 /* The STARTTLS probe of `stsrelay sts check --probe`: greeting, EHLO, STARTTLS,
  * TLS handshake with SNI and the certificate check for one MX host, then QUIT. */
-#define LOG_COMPONENT LOG_C_SMTP /* program name in logs, see relay/log.h */
+#define LOG_COMPONENT LOG_C_SMTP /* program name in logs, see relay/core/log.h */
 #include "relay/cli/mx_probe.h"
 
 #include <stdarg.h>

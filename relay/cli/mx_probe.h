@@ -14,7 +14,7 @@
 #include "smtp/tls.h"
 
 /*
- * One session per MX host over relay/smtp_conn, as one state machine whose
+ * One session per MX host over relay/net/smtp_conn, as one state machine whose
  * state changes only in mx_probe.c enter(). It never sends MAIL, RCPT or
  * DATA: the only commands are EHLO, STARTTLS and QUIT. The handshake runs
  * with verify=false, so it completes whatever the certificate and the

@@ -381,7 +381,7 @@ out:
 }
 
 /* The user's groups plus the drop group: the drop files are 0640 in that
- * group (relay/sendmail.c), and the pickup must read them whoever submits. */
+ * group (relay/cli/sendmail.c), and the pickup must read them whoever submits. */
 static int set_groups(const char *user, gid_t gid, long drop_gid, char *err, size_t errlen)
 {
 	gid_t groups[NGROUPS_MAX + 1];

@@ -1,6 +1,6 @@
 /* Bounces: reads the original header section, composes the RFC 3464 report
  * and commits it to the spool as a new null-sender message. */
-#define LOG_COMPONENT LOG_C_QMGR /* program name in logs, see relay/log.h */
+#define LOG_COMPONENT LOG_C_QMGR /* program name in logs, see relay/core/log.h */
 #include "relay/daemon/bounce.h"
 
 #include <errno.h>

@@ -1,7 +1,7 @@
 /* Group commit (Redis beforeSleep style): a uv_prepare_t collects every
  * message finished in this loop turn and hands the batch to one thread-pool
  * job that fsyncs and renames each file, then fsyncs queue/ once. */
-#define LOG_COMPONENT LOG_C_SMTPD /* program name in logs, see relay/log.h */
+#define LOG_COMPONENT LOG_C_SMTPD /* program name in logs, see relay/core/log.h */
 #include "relay/daemon/commit.h"
 #include "relay/core/log.h"
 

@@ -1,4 +1,4 @@
-/* The control socket spool_dir/control (see relay/relay.h for the protocol):
+/* The control socket spool_dir/control (see relay/daemon/relay.h for the protocol):
  * lets `stsrelay queue ...` and sendmail talk to the running daemon; and
  * public/showq, the queue listing for users who cannot read the spool. */
 #ifndef STSRELAY_CONTROL_H
@@ -15,7 +15,7 @@
 struct control;
 
 /* Binds spool_dir/control (mode 0600) and spool_dir/public/showq (0666, in
- * a 0755 directory; see relay/relay.h), replacing stale sockets: the caller
+ * a 0755 directory; see relay/daemon/relay.h), replacing stale sockets: the caller
  * holds the spool lock. r->sched must be set; wake requests go to p. -1
  * with err when the control socket cannot be made; a failed showq socket is
  * logged and the rest runs. */

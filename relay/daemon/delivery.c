@@ -1,7 +1,7 @@
 /* One outbound delivery attempt on the libuv loop: MTA-STS verdict, MX
- * resolution, then the sans-I/O SMTP client driven over relay/smtp_conn (TCP + STARTTLS),
+ * resolution, then the sans-I/O SMTP client driven over relay/net/smtp_conn (TCP + STARTTLS),
  * with idle connections kept per recipient domain for reuse. */
-#define LOG_COMPONENT LOG_C_SMTP /* program name in logs, see relay/log.h */
+#define LOG_COMPONENT LOG_C_SMTP /* program name in logs, see relay/core/log.h */
 #include "relay/daemon/delivery.h"
 
 #include <errno.h>

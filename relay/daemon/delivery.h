@@ -17,7 +17,7 @@
  * turn, until one host takes the transaction; a 4xx or 5xx greeting, a
  * refused/timed-out connection or a TLS failure moves on to the next
  * address/host. The per-recipient verdicts come back in one callback; the
- * caller (relay/scheduler.c) turns them into queue states, log lines and
+ * caller (relay/daemon/scheduler.c) turns them into queue states, log lines and
  * bounces.
  *
  * TLS demands (DESIGN.md): MTA-STS `enforce` -> only MX hosts matching the

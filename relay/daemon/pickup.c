@@ -2,7 +2,7 @@
  * rescanned every few seconds (inotify can miss events, e.g. on overflow);
  * scans and imports run in the thread pool, one job at a time, and their
  * results (log line, scheduling) are handled back on the loop. */
-#define LOG_COMPONENT LOG_C_PICKUP /* program name in logs, see relay/log.h */
+#define LOG_COMPONENT LOG_C_PICKUP /* program name in logs, see relay/core/log.h */
 #include "relay/daemon/pickup.h"
 
 #include <errno.h>

@@ -1,5 +1,5 @@
 /* The daemon's shared context: one libuv loop, the configuration, the
- * spool, and the delivery scheduler. Owned by relay/serve.c. */
+ * spool, and the delivery scheduler. Owned by relay/cli/serve.c. */
 #ifndef STSRELAY_RELAY_H
 #define STSRELAY_RELAY_H
 
@@ -31,7 +31,7 @@ struct relay {
 
 /* The public endpoint spool_dir/public/showq (directory 0755, socket 0666):
  * any local user may connect, send "list", and get the queue listing
- * (relay/listing.h, without submitter and client) followed by EOF, or
+ * (queue/listing.h, without submitter and client) followed by EOF, or
  * "error REASON". Nothing else is accepted there: it is how `mailq` works
  * for users who cannot read the spool, as Postfix's showq service. */
 #define RELAY_PUBLIC_DIR "public"

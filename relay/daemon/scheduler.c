@@ -1,6 +1,6 @@
 /* The delivery scheduler: every queued message's recipients in memory, a heap
  * of due times, per-domain queues of waiting work, retries and bounces. */
-#define LOG_COMPONENT LOG_C_QMGR /* program name in logs, see relay/log.h */
+#define LOG_COMPONENT LOG_C_QMGR /* program name in logs, see relay/core/log.h */
 #include "relay/daemon/scheduler.h"
 
 #include <ctype.h>
@@ -36,7 +36,7 @@
  *
  * Durability: recipient states are saved (queue_save_state) and finished
  * messages removed (queue_remove) in the thread pool through
- * relay/statesave.h, batched per loop turn; at most one such operation per
+ * relay/daemon/statesave.h, batched per loop turn; at most one such operation per
  * message is in flight (they share tmp/ID.state) and later changes are
  * coalesced into the next one. The per-recipient log lines of an attempt
  * are written when the save covering them has returned, so no line says
@@ -684,7 +684,7 @@ static const char *expiry_status(const char *last)
 }
 
 
-/* ---- persistence (relay/statesave.h) ---- */
+/* ---- persistence (relay/daemon/statesave.h) ---- */
 
 static void maybe_free_deleted(struct scheduler *s, struct smsg *m)
 {

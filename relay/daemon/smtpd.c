@@ -15,7 +15,7 @@
  * 32 reads per callback, so one fast client gets at most 512 KiB per loop
  * turn; a session that cannot consume (waiting for commit, or for its
  * replies to drain) stops reading altogether. */
-#define LOG_COMPONENT LOG_C_SMTPD /* program name in logs, see relay/log.h */
+#define LOG_COMPONENT LOG_C_SMTPD /* program name in logs, see relay/core/log.h */
 #include "relay/daemon/smtpd.h"
 #include "smtp/address.h"
 

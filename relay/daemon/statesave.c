@@ -1,7 +1,7 @@
 /* Recipient-state persistence off the loop: a uv_prepare_t collects the saves
  * and removals of one loop turn and hands them to one thread-pool job, which
  * ends with one fsync of queue/ for all of them. */
-#define LOG_COMPONENT LOG_C_QMGR /* program name in logs, see relay/log.h */
+#define LOG_COMPONENT LOG_C_QMGR /* program name in logs, see relay/core/log.h */
 #include "relay/daemon/statesave.h"
 
 #include <errno.h>

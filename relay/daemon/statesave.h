@@ -12,7 +12,7 @@
  * Each request is one queue_save_state_nodirsync() or
  * queue_remove_nodirsync() call, run in a libuv worker; requests made in
  * the same loop turn share one worker job (the uv_prepare_t of
- * relay/commit.c), which ends with one queue_sync() of queue/. The done
+ * relay/daemon/commit.c), which ends with one queue_sync() of queue/. The done
  * callback runs on the loop after that fsync (status 0: durable, exactly
  * as queue_save_state/queue_remove promise; a failed directory fsync fails
  * every request of the batch), exactly once, never from inside the
@@ -20,7 +20,7 @@
  *
  * The caller must never have two requests for the same id outstanding:
  * queue_save_state uses the fixed temp name tmp/ID.state, and a removal
- * racing a save could leave an orphan state file. relay/scheduler.c keeps
+ * racing a save could leave an orphan state file. relay/daemon/scheduler.c keeps
  * at most one per message and coalesces the rest.
  */
 

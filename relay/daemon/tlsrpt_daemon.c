@@ -1,6 +1,6 @@
 /* The daily TLS-RPT run inside `stsrelay serve`: one timer decides which UTC
  * day is due (or due for a retry), runs a send job for it, and prunes old data. */
-#define LOG_COMPONENT LOG_C_TLSRPT /* program name in logs, see relay/log.h */
+#define LOG_COMPONENT LOG_C_TLSRPT /* program name in logs, see relay/core/log.h */
 #include "relay/daemon/tlsrpt_daemon.h"
 
 #include <stdbool.h>

@@ -15,7 +15,7 @@
 
 /*
  * The transport under an SMTP session, with no SMTP in it: the session (a
- * state machine of its own, e.g. relay/mx_probe.c) gets plaintext bytes in
+ * state machine of its own, e.g. relay/cli/mx_probe.c) gets plaintext bytes in
  * and writes plaintext bytes out; once smtp_conn_start_tls() has succeeded
  * both go through TLS transparently.
  *

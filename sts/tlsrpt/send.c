@@ -1,6 +1,6 @@
 /* One day's TLS-RPT sending as one state machine: per domain a TXT lookup,
  * then per rua a queued report mail or an HTTPS POST, each recorded in the sent ledger. */
-#define LOG_COMPONENT LOG_C_TLSRPT /* program name in logs, see relay/log.h */
+#define LOG_COMPONENT LOG_C_TLSRPT /* program name in logs, see relay/core/log.h */
 #include "sts/tlsrpt/send.h"
 
 #include <arpa/inet.h>

@@ -1,6 +1,6 @@
 /* TLS-RPT recording: one append-only, checksummed line per delivery session
  * in spool_dir/tlsrpt/DAY/sessions, batched fdatasync, the sent ledger and pruning. */
-#define LOG_COMPONENT LOG_C_TLSRPT /* program name in logs, see relay/log.h */
+#define LOG_COMPONENT LOG_C_TLSRPT /* program name in logs, see relay/core/log.h */
 #include "sts/tlsrpt/tlsrpt.h"
 
 #include <dirent.h>

@@ -42,7 +42,7 @@ void tlsrpt_day_of(int64_t t, char out[TLSRPT_DAY_LEN + 1]);
  * time of its 00:00:00 UTC. 0 or -1. */
 int tlsrpt_day_parse(const char *day, int64_t *start);
 
-/* ---- recording (sts/tlsrpt_store.c) ----
+/* ---- recording (sts/tlsrpt/store.c) ----
  *
  * Layout: spool_dir/tlsrpt/YYYY-MM-DD/sessions   one line per session
  *         spool_dir/tlsrpt/YYYY-MM-DD/sent       (domain, rua) already sent
@@ -105,7 +105,7 @@ void tlsrpt_store_close(struct tlsrpt_store *st);
  * tlsrpt_record, exposed for tests. Returns the length, or -1. */
 int tlsrpt_line_format(const struct tlsrpt_session *s, int64_t when, char *buf, size_t len);
 
-/* ---- the day's aggregate (sts/tlsrpt_report.c) ---- */
+/* ---- the day's aggregate (sts/tlsrpt/report.c) ---- */
 
 struct tlsrpt_day;
 
@@ -144,7 +144,7 @@ int tlsrpt_report_id(const char *day, const char *domain, const char *submitter,
 json_t *tlsrpt_report_build(const struct tlsrpt_day *d, const char *domain,
 			    const struct tlsrpt_meta *meta);
 
-/* ---- validation (sts/tlsrpt_validate.c) ----
+/* ---- validation (sts/tlsrpt/validate.c) ----
  * Written from the RFC 8460 §4.4 field list. STRICT is what we send: every
  * field in the right type, known policy and result types, policy-domain and
  * both summary counts present, date-times in RFC 3339, IPs parseable.
@@ -160,7 +160,7 @@ int tlsrpt_validate(const json_t *report, enum tlsrpt_validate_mode mode, char *
 int tlsrpt_validate_bytes(const void *buf, size_t len, enum tlsrpt_validate_mode mode, char *err,
 			  size_t errlen);
 
-/* ---- gzip and the report mail (sts/tlsrpt_mail.c) ---- */
+/* ---- gzip and the report mail (sts/tlsrpt/mail.c) ---- */
 
 #define TLSRPT_REPORT_MAX (16u << 20) /* largest JSON report we build or accept */
 
@@ -198,7 +198,7 @@ struct tlsrpt_mail {
 int tlsrpt_mail_compose(const struct tlsrpt_mail *m, char **out, size_t *outlen, char *err,
 			size_t errlen);
 
-/* ---- durable "already sent" ledger and retention (sts/tlsrpt_store.c) ---- */
+/* ---- durable "already sent" ledger and retention (sts/tlsrpt/store.c) ---- */
 
 /* True if (domain, rua) of day was recorded as sent. */
 bool tlsrpt_sent_contains(const char *spool_dir, const char *day, const char *domain,

@@ -28,7 +28,7 @@ def version():
 
 
 def config_keys():
-    """The keys of the parser's table in relay/config.c."""
+    """The keys of the parser's table in relay/core/config.c."""
     text = open(os.path.join(SRC, "relay", "core", "config.c")).read()
     table = text[text.index("static const struct key_def keys[]"):]
     table = table[:table.index("};")]

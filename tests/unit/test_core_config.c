@@ -1,4 +1,4 @@
-/* Unit tests of relay/config.c: defaults, every key, every kind of error with
+/* Unit tests of relay/core/config.c: defaults, every key, every kind of error with
  * its exact "FILE:LINE: reason", durations, sizes and mynetworks matching. */
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,5 +1,5 @@
 /* Unit tests of the commit rule in the relay's commit paths: the group commit
- * (relay/commit.c) and the bounce (relay/bounce.c) report success exactly
+ * (relay/daemon/commit.c) and the bounce (relay/daemon/bounce.c) report success exactly
  * for the messages that are in queue/, whatever fails after the rename. */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,4 +1,4 @@
-/* Unit tests of relay/statesave: a loop turn's saves and removals share ONE
+/* Unit tests of relay/daemon/statesave: a loop turn's saves and removals share ONE
  * fsync of queue/, done callbacks run only after it, and its failure fails them. */
 #include <setjmp.h>
 #include <stdarg.h>

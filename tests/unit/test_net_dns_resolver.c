@@ -1,4 +1,4 @@
-/* Tests relay/dns.c against a real Unbound started here on 127.0.0.1:<free
+/* Tests relay/net/dns.c against a real Unbound started here on 127.0.0.1:<free
  * port> with local zones: MX ordering, implicit/null MX, TXT, CNAME, failures. */
 #include <arpa/inet.h>
 #include <errno.h>
