@@ -71,9 +71,10 @@ def fmt_rate(v):
 
 
 class Row:
-    def __init__(self, metric, sts, pf, better="higher", fmt="%.1f", note=""):
+    def __init__(self, metric, sts, pf, better="higher", fmt="%.1f", note="", ratio=None):
         self.metric, self.sts, self.pf = metric, sts, pf
         self.better, self.fmt, self.note = better, fmt, note
+        self.ratio_text = ratio  # shown instead of sts/pf (e.g. "-" for a shared limit)
 
     def cell(self, v):
         if v is None:
@@ -83,6 +84,8 @@ class Row:
         return self.fmt % v
 
     def ratio(self):
+        if self.ratio_text is not None:
+            return self.ratio_text
         if isinstance(self.sts, (int, float)) and isinstance(self.pf, (int, float)) and self.pf:
             return "%.2f" % (self.sts / self.pf)
         return "n/a"
@@ -190,9 +193,73 @@ class Bench:
                 self.live[k].stop()
                 self.live[k] = None
 
+    # ---- the disk's own limit, measured beside the accept runs -----------
+    def disk_limit(self, tag):
+        """bench disk_limit on the spool's file system: durable 1 KB commits
+        per second one at a time, append+fdatasync per second, and batched
+        variants (JSON). None when the helper is missing or failed."""
+        b = self.args.disk_limit
+        if not b or not os.path.exists(b):
+            return None
+        try:
+            p = subprocess.run([b, self.base, "100000", "1024", "2"], capture_output=True,
+                               timeout=60)
+            j = json.loads(p.stdout.decode().strip().splitlines()[-1])
+        except (subprocess.TimeoutExpired, ValueError, IndexError) as e:
+            log("disk limit %s: %s" % (tag, e))
+            return None
+        j["load"] = round(os.getloadavg()[0], 2)
+        self.raw.setdefault("disk limit", []).append(dict(j, when=tag))
+        log("disk limit %s: %s" % (tag, j))
+        return j
+
+    def disk_rows(self, limits, accept):
+        """The disk-limit row and the accept rates at 10 and 100 sessions as
+        multiples of it (both systems against the same disk)."""
+        limits = [j for j in limits if j]
+        if not limits:
+            self.rows.append(Row("disk limit: durable 1 KB commits/s one at a time (write + "
+                                 "fsync + rename + directory fsync)", "n/a: disk_limit not built",
+                                 "n/a: disk_limit not built"))
+            return
+        one = median_or_failure([j["commit_per_s"] for j in limits])
+        app = median_or_failure([j["append_fdatasync_per_s"] for j in limits])
+        self.rows.append(Row("disk limit: durable 1 KB commits/s one at a time (write + fsync + "
+                             "rename + directory fsync), spool file system", one, one, ratio="-"))
+        self.rows.append(Row("disk limit: 1 KB append + fdatasync/s (reference)", app, app,
+                             ratio="-"))
+        for sessions in (10, 100):
+            res = accept.get((1024, sessions))
+            if not res:
+                continue
+            a, b = res.get("sts"), res.get("pf")
+            self.rows.append(Row("accept, 1 KB, %d sessions, as a multiple of the one-at-a-time "
+                                 "disk limit (x)" % sessions,
+                                 a / one if isinstance(a, (int, float)) else a,
+                                 b / one if isinstance(b, (int, float)) else b, fmt="%.2f"))
+        self.notes.append("disk limit: measured by tests/bench/disk_limit.c on the spool's file "
+                          "system before and after the accept runs (median of %d; every "
+                          "reading with its batched variants under Raw measurements); "
+                          "stsrelay commits each message as `write + fsync + rename + fsync "
+                          "of queue/` (one directory fsync per group commit), Postfix as "
+                          "`write + fsync` (no directory fsync)" % len(limits))
+
+    def _settle(self, systems, timeout=60):
+        """Waits (bounded) until no first delivery attempt is outstanding in
+        any of `systems`: a system still deferring the last run's messages
+        spends CPU and fsyncs on them, which the next run (of either system)
+        would otherwise pay for. Returns the seconds waited (None: timeout)."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if all(sysm.settled() for sysm in systems):
+                return time.monotonic() - t0
+            time.sleep(0.05)
+        return None
+
     def accept_phase(self, delivery):
         mode = "defer" if delivery else "hold"
         log("accept: Postfix mode %s" % mode)
+        limits = [self.disk_limit("before accept")]
         self.live = {"sts": None, "pf": None}
         pid_of = lambda k: self.live[k].pid if self.live.get(k) else None  # noqa: E731
         ss = PeakSampler(lambda: pid_of("sts")).start()
@@ -214,6 +281,11 @@ class Bench:
                 for size, sessions, count in ACCEPT_RUNS:
                     count = self.n(count, minimum=sessions)
                     for name, sysm in order:
+                        waited = self._settle((sts, pf) if mode == "defer" else (pf,))
+                        if waited is None:
+                            self.notes.append("accept %s %d B x%d rep %d: the systems were "
+                                              "still deferring the previous run after 60 s"
+                                              % (name, size, sessions, rep))
                         q0 = sysm.queued()
                         secs, rc, err = load.smtp_source(sysm.port, sessions, count, size,
                                                          ACCEPT_RCPT, timeout=120)
@@ -230,19 +302,27 @@ class Bench:
                         self.raw.setdefault("accept %s %dB s=%d" % (name, size, sessions),
                                             []).append(dict(seconds=round(secs, 3), rc=rc,
                                                             messages=count, queue_delta=got,
+                                                            settle_wait=None if waited is None
+                                                            else round(waited, 2),
+                                                            load=round(os.getloadavg()[0], 2),
                                                             stderr=err[-300:]))
                         log("accept %-3s %6d B x%-3d %5d msgs: %.2fs rc=%s queue delta=%d" % (
                             name, size, sessions, count, secs, rc, got))
                 self._stop_pair()
                 reps_done += 1
+            limits.append(self.disk_limit("after accept"))
+            medians = {}
             for size, sessions, count in ACCEPT_RUNS:
                 res = {k: median_or_failure(v) for k, v in rates[(size, sessions)].items()}
+                medians[(size, sessions)] = res
                 label = "accept, %s, %d session%s" % (
                     "1 KB" if size < 10000 else "100 KB", sessions, "" if sessions == 1 else "s")
                 self.rows.append(Row(label + " (msg/s)", res["sts"], res["pf"]))
                 self.spread.append("| %s | %s | %s |" % (label, ", ".join(
                     fmt_rate(v) for v in rates[(size, sessions)]["sts"]), ", ".join(
                     fmt_rate(v) for v in rates[(size, sessions)]["pf"])))
+
+            self.disk_rows(limits, medians)
 
             # latency: the same Python client for both, 1 KB, fresh instances
             sts, pf = self._accept_pair("lat", mode)
@@ -513,6 +593,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
     ap.add_argument("--bench-sts", default="")
+    ap.add_argument("--disk-limit", default="")
+    ap.add_argument("--bench-sched", default="")
     ap.add_argument("--out", required=True)
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--workdir", default="/var/tmp")
@@ -548,7 +630,11 @@ def main():
                                "(SERVFAIL), so both systems try each message once and defer "
                                "it (retries pushed past the run: stsrelay retry_schedule = 1h, "
                                "Postfix minimal_backoff_time = 3600s); each repetition starts "
-                               "both systems afresh with an empty queue")
+                               "both systems afresh with an empty queue, and each run starts "
+                               "only once both systems have finished that first attempt for "
+                               "every message of the runs before it (otherwise a run pays for "
+                               "the other system's deferrals of its last run: that was the "
+                               "bimodal 100 KB single-session row, see README)")
         if "relay" in phases:
             b.relay_phase(delivery, why)
         if "idle" in phases:
