@@ -3,6 +3,7 @@
 # stsrelay vs Postfix on loopback, one table with ratios, written to a file.
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -28,7 +29,7 @@ from world.util import free_port, read_text  # noqa: E402
 
 import load  # noqa: E402
 from peers import (MtaStsResolver, PeakSampler, PostfixSender, StsRelay,  # noqa: E402
-                   tree_memory)
+                   tree_cpu_seconds, tree_memory)
 
 DOMAIN = "bench.test"
 MX_HOST = "mx1.bench.test"
@@ -37,6 +38,7 @@ STS_ID = "bench1"
 DEFER_ZONE = "accept-defer.net"      # SERVFAIL in the world's DNS: delivery defers
 ACCEPT_RCPT = "user@" + DEFER_ZONE
 RELAY_RCPT = "user@" + DOMAIN
+HASH_RCPT = "hash@" + DOMAIN         # the MX stores these in a maildir (SHA-256 check)
 
 # (message size, sessions, messages) of the accept matrix at scale 1
 ACCEPT_RUNS = [(1024, 1, 400), (1024, 10, 1500), (1024, 100, 3000),
@@ -129,6 +131,8 @@ class Bench:
         self.stops.append(self.https.stop)
         self.mx = PostfixMX(self.d("mx"), self.ca, {MX_HOST: MX_IP}, 25, [DOMAIN],
                             main_extra={"virtual_transport": "discard:bench sink",
+                                        # hash@: stored in a maildir, checked by SHA-256
+                                        "transport_maps": "inline:{ %s=virtual: }" % HASH_RCPT,
                                         "default_process_limit": "300",
                                         "smtpd_tls_loglevel": "1"})
         self.mx.start()
@@ -367,46 +371,142 @@ class Bench:
         return free_port()
 
     # ---- 2: relay throughput ------------------------------------------
-    def _wait_sent(self, before, count, timeout):
+    def _wait_sent(self, before, count, timeout, counter=None):
+        """Waits until counter() (default: deliveries in the MX log) has grown
+        by count. Returns (delivered, monotonic time or None on timeout)."""
+        counter = counter or (lambda: self.mx.log().count("status=sent"))
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            n = self.mx.log().count("status=sent") - before
+            n = counter() - before
             if n >= count:
                 return n, time.monotonic()
-            time.sleep(0.1)
-        return self.mx.log().count("status=sent") - before, None
+            time.sleep(0.05)
+        return counter() - before, None
 
     def relay_phase(self, delivery, why):
         count = self.n(1000, minimum=20)
-        metric = "relay, 1 KB, MTA-STS enforce + verified STARTTLS (msg/s)"
         log("relay: %d messages each, MX %s" % (count, MX_HOST))
         pol = self.resolver.query(DOMAIN)
         self.notes.append("postfix-mta-sts-resolver answer for %s: `%s`" % (DOMAIN, pol))
-        pf_rate = self._relay_postfix(count, pol)
-        sts_rate = "n/a: " + why
+        work = [("1 KB", 1024, count), ("100 KB", 102400, self.n(400, minimum=20)),
+                ("2 MB", 2 * 1024 * 1024, self.n(50, minimum=10))]
+        pf = self._relay_postfix(work, pol)
+        sts = {k: ("n/a: " + why, None) for k, _, _ in work}
         if delivery:
-            sts_rate = self._relay_sts(count)
-        self.rows.append(Row(metric, sts_rate, pf_rate,
-                             note="first accept to last delivery at the MX"))
+            sts = self._relay_sts(work)
+        for label, size, n in work:
+            checked = "" if size < 10000 else ", every delivery SHA-256-checked at the MX"
+            self.rows.append(Row("relay, %s, MTA-STS enforce + verified STARTTLS%s (msg/s)"
+                                 % (label, checked), sts[label][0], pf[label][0]))
+        for label, size, n in work[:2]:
+            self.rows.append(Row("CPU seconds per 1,000 relayed messages, %s (lower is better)"
+                                 % label, sts[label][1], pf[label][1], better="lower",
+                                 fmt="%.2f"))
+        self.notes.append("relay rates: 1 KB from the first accept to the last delivery logged "
+                          "by the MX (discard transport); 100 KB and 2 MB sent by a Python "
+                          "client over 10 sessions to hash@%s, which the MX delivers into a "
+                          "maildir (transport_maps): timed from the first accept to the last "
+                          "status=sent in the sender's own log, then every stored message is "
+                          "hashed (SHA-256 from its first header, the client's X-Bench-Seq, to "
+                          "the end; relays only prepend trace headers) and compared with what "
+                          "the client sent; bodies include lines of one dot, dot-led lines, "
+                          "empty lines and 998-byte lines" % DOMAIN)
+        self.notes.append("CPU per 1,000 relayed: utime+stime from /proc of every process of "
+                          "the sending system over the timed run (stsrelay: its one process; "
+                          "Postfix: the master's process tree, including children it reaped "
+                          "during the run, plus postfix-mta-sts-resolver, its MTA-STS policy "
+                          "source); the load generator and the MX are not counted")
 
-    def _relay_run(self, name, port, count, timeout=300):
-        before = self.mx.log().count("status=sent")
-        t0 = time.monotonic()
-        secs, rc, err = load.smtp_source(port, 10, count, 1024, RELAY_RCPT)
-        if rc != 0:
-            return "failed (smtp-source rc=%s: %s)" % (rc, err.strip()[-200:])
-        n, t1 = self._wait_sent(before, count, timeout)
-        self.raw["relay %s" % name] = dict(accept_seconds=secs, delivered=n,
-                                          total_seconds=(t1 - t0) if t1 else None)
-        log("relay %s: accepted in %.2fs, %d delivered%s" % (
-            name, secs, n, " in %.2fs" % (t1 - t0) if t1 else " (timeout)"))
-        if t1 is None:
-            return "failed (%d/%d delivered in %d s)" % (n, count, timeout)
-        return count / (t1 - t0)
+    def _maildir(self):
+        return os.path.join(self.mx.mail_dir, DOMAIN, "new")
 
-    def _relay_postfix(self, count, pol):
+    def _clear_maildir(self):
+        d = self._maildir()
+        for name in os.listdir(d) if os.path.isdir(d) else []:
+            os.unlink(os.path.join(d, name))
+
+    def _check_maildir(self, expected, timeout=120):
+        """Waits (bounded) for every message of `expected` ({"tag-seq":
+        sha256}) in the MX's maildir and compares digests. Returns None when
+        all match, else a failure text."""
+        d = self._maildir()
+        got = {}
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and len(got) < len(expected):
+            for name in os.listdir(d) if os.path.isdir(d) else []:
+                if name in got:
+                    continue
+                with open(os.path.join(d, name), "rb") as f:
+                    raw = f.read()
+                at = raw.find(b"\nX-Bench-Seq: ")
+                if at < 0:
+                    got[name] = (None, "no X-Bench-Seq header")
+                    continue
+                seq = raw[at + 14:raw.index(b"\n", at + 1)].decode(errors="replace")
+                got[name] = (seq, hashlib.sha256(raw[at + 1:]).hexdigest())
+            time.sleep(0.2)
+        by_seq = {}
+        for seq, digest in got.values():
+            by_seq.setdefault(seq, []).append(digest)
+        missing = [k for k in expected if k not in by_seq]
+        bad = [k for k in expected if k in by_seq and by_seq[k] != [expected[k]]]
+        extra = [k for k in by_seq if k not in expected]
+        if not missing and not bad and not extra:
+            return None
+        return "failed: %d missing, %d differ (or duplicated), %d unexpected (first: %s)" % (
+            len(missing), len(bad), len(extra), (missing + bad + extra)[0])
+
+    def _relay_work(self, name, port, counter, cpu, work):
+        """Runs each (label, size, count) of work through one sending
+        system. Returns {label: (msg/s or failure text, CPU s per 1,000)}."""
+        out = {}
+        for label, size, count in work:
+            before = counter()
+            c0 = cpu()
+            t0 = time.monotonic()
+            expected = None
+            if size < 10000:
+                secs, rc, err = load.smtp_source(port, 10, count, size, RELAY_RCPT)
+                if rc != 0:
+                    out[label] = ("failed (smtp-source rc=%s: %s)" % (rc, err.strip()[-200:]),
+                                  None)
+                    continue
+            else:
+                self._clear_maildir()
+                msgs, expected = [], {}
+                for i in range(count):
+                    m, digest = load.checked_message(name, i, size, HASH_RCPT)
+                    msgs.append(m)
+                    expected["%s-%d" % (name, i)] = digest
+                t0 = time.monotonic()
+                secs, errors = load.send_checked(port, 10, msgs)
+                if errors:
+                    out[label] = ("failed (%d client errors, first: %s)" % (
+                        len(errors), errors[0][:200]), None)
+                    continue
+            n, t1 = self._wait_sent(before, count, 300, counter)
+            c1 = cpu()
+            self.raw["relay %s %s" % (name, label)] = dict(
+                accept_seconds=round(secs, 3), delivered=n, cpu_seconds=round(c1 - c0, 2),
+                total_seconds=round(t1 - t0, 3) if t1 else None,
+                load=round(os.getloadavg()[0], 2))
+            log("relay %s %s: accepted in %.2fs, %d delivered%s, CPU %.2fs" % (
+                name, label, secs, n, " in %.2fs" % (t1 - t0) if t1 else " (timeout)", c1 - c0))
+            if t1 is None:
+                out[label] = ("failed (%d/%d delivered in 300 s)" % (n, count), None)
+                continue
+            rate, per_k = count / (t1 - t0), (c1 - c0) * 1000.0 / count
+            if expected is not None:
+                bad = self._check_maildir(expected)
+                self.raw["relay %s %s" % (name, label)]["sha256_check"] = bad or "all match"
+                if bad:
+                    rate = bad
+            out[label] = (rate, per_k)
+        return out
+
+    def _relay_postfix(self, work, pol):
         if not pol.startswith("OK secure"):
-            return "failed: mta-sts-resolver said %r" % pol
+            return {k: ("failed: mta-sts-resolver said %r" % pol, None) for k, _, _ in work}
         pf = PostfixSender(self.d("relay-postfix"), self.ca, port=self._pf_port(), mode="relay",
                            policy_port=self.resolver.port)
         pf.start()
@@ -418,8 +518,11 @@ class Bench:
             c.close()
             n, t = self._wait_sent(before, 1, 60)
             if t is None:
-                return "failed: warm-up not delivered: %s" % pf.log()[-500:]
-            rate = self._relay_run("pf", pf.port, count)
+                msg = "failed: warm-up not delivered: %s" % pf.log()[-500:]
+                return {k: (msg, None) for k, _, _ in work}
+            res = self._relay_work("pf", pf.port, pf.sent_count,
+                                   lambda: tree_cpu_seconds(pf.pid) +
+                                   tree_cpu_seconds(self.resolver.pid), work)
             lg = pf.log()
             verified = lg.count("Verified TLS connection established to %s" % MX_HOST)
             untrusted = len(re.findall(r"(Untrusted|Anonymous) TLS connection established to", lg))
@@ -427,12 +530,13 @@ class Bench:
                               "unverified, %d messages sent" % (
                                   verified, MX_HOST, untrusted, pf.sent_count()))
             if untrusted:
-                rate = "failed: %d unverified TLS connections" % untrusted
-            return rate
+                res = {k: ("failed: %d unverified TLS connections" % untrusted, None)
+                       for k, _, _ in work}
+            return res
         finally:
             pf.stop()
 
-    def _relay_sts(self, count):
+    def _relay_sts(self, work):
         r = StsRelay(self.args.bin, self.d("relay-relay"), **self.relay_conf()).start()
         try:
             before = self.mx.log().count("status=sent")
@@ -441,16 +545,18 @@ class Bench:
             c.close()
             n, t = self._wait_sent(before, 1, 60)
             if t is None:
-                return "failed: warm-up not delivered"
-            rate = self._relay_run("sts", r.port, count)
+                return {k: ("failed: warm-up not delivered", None) for k, _, _ in work}
+            res = self._relay_work("sts", r.port, lambda: r.log().count("status=sent"),
+                                   lambda: tree_cpu_seconds(r.pid), work)
             lg = r.log()
             sent = len(re.findall(r"status=sent", lg))
             good = len(re.findall(r"tls=TLSv1\.[23] verified, sts=enforce[^,]*, status=sent", lg))
             self.notes.append("stsrelay relay: %d deliveries logged status=sent, %d of them "
                               "with tls=... verified and sts=enforce" % (sent, good))
             if good < sent:
-                rate = "failed: %d of %d deliveries not verified+enforce" % (sent - good, sent)
-            return rate
+                res = {k: ("failed: %d of %d deliveries not verified+enforce" % (
+                    sent - good, sent), None) for k, _, _ in work}
+            return res
         finally:
             r.stop()
 
@@ -670,8 +776,9 @@ def main():
         "in-memory cache, queried by a C client (within its 60 s cache_grace no DNS query "
         "is made, so the fair comparison is the in-process row; stsrelay's engine always "
         "asks DNS for the TXT id, which the Unbound row includes)",
-        "receiving MX: a Postfix instance (test CA certificate for %s, discard transport), "
-        "deliveries counted in its log" % MX_HOST,
+        "receiving MX: a Postfix instance (test CA certificate for %s, discard transport; "
+        "%s goes to a maildir through virtual(8) for the SHA-256 check), deliveries counted "
+        "in its log" % (MX_HOST, HASH_RCPT),
     ]
     text = b.table(started, time.monotonic() - t0)
     if b.raw:
