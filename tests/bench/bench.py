@@ -10,6 +10,7 @@ import platform
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +38,11 @@ MX_IP = "127.0.1.1"
 STS_ID = "bench1"
 DEFER_ZONE = "accept-defer.net"      # SERVFAIL in the world's DNS: delivery defers
 ACCEPT_RCPT = "user@" + DEFER_ZONE
+# the large-queue rows: an MX whose port 25 refuses connections (an immediate
+# deferral, with no DNS failure whose handling by Unbound could slow down
+# over the run)
+REFUSE_DOMAIN = "refuse." + DOMAIN
+QUEUE_RCPT = "user@" + REFUSE_DOMAIN
 RELAY_RCPT = "user@" + DOMAIN
 HASH_RCPT = "hash@" + DOMAIN         # the MX stores these in a maildir (SHA-256 check)
 
@@ -119,7 +125,9 @@ class Bench:
         self.dns.port = 53
         for rec in [(DOMAIN, "MX", "10 %s." % MX_HOST), (MX_HOST, "A", MX_IP),
                     ("_mta-sts." + DOMAIN, "TXT", "v=STSv1; id=%s" % STS_ID),
-                    ("mta-sts." + DOMAIN, "A", "127.0.0.1")]:
+                    ("mta-sts." + DOMAIN, "A", "127.0.0.1"),
+                    (REFUSE_DOMAIN, "MX", "10 mx-refuse.%s." % DOMAIN),
+                    ("mx-refuse." + DOMAIN, "A", "127.0.2.1")]:
             self.dns.add(*rec, ttl=3600, live=False)
         self.dns.fail(DEFER_ZONE, "servfail")
         self.dns.start()
@@ -641,6 +649,241 @@ class Bench:
                                  "(stsrelay: engine + TXT query to Unbound)" % conc,
                                  out["sts dns c%d" % conc], out["pf c%d" % conc]))
 
+    # ---- 5: a large deferred queue: memory, restart, due messages --------
+    def _greeting_after(self, port, t0, timeout=600):
+        """Seconds from t0 until port answers with a 220 greeting (polled
+        every 10 ms); None on timeout."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=2) as c:
+                    c.settimeout(10)
+                    if c.recv(512).startswith(b"220"):
+                        return time.monotonic() - t0
+            except OSError:
+                pass
+            time.sleep(0.01)
+        return None
+
+    def _due_window(self, t_due, due, cpu, deferred, timeout=180):
+        """From just before t_due (time.time()) until `due` more deferrals
+        are logged: (CPU seconds, seconds after t_due) or a failure text.
+        Next-try times are whole seconds (stsrelay) and file times may be
+        rounded (Postfix): the window opens 1.5 s early, idle time costs no
+        CPU."""
+        while time.time() < t_due - 1.5:
+            time.sleep(0.05)
+        c0, n0 = cpu(), deferred()
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if deferred() - n0 >= due:
+                return cpu() - c0, time.time() - t_due
+            time.sleep(0.05)
+        return "failed: %d of %d due messages attempted in %d s" % (deferred() - n0, due,
+                                                                     timeout)
+
+    def queue_phase(self):
+        """Q deferred messages (next try in an hour) plus D that come due
+        a known time after the restart. Both queues are written directly:
+        stsrelay's through its queue library (bench_sched fill), Postfix's
+        by copying one real deferred queue file and `postsuper -s` (which
+        renames each copy to its inode-based queue id)."""
+        q, due = self.n(100000, minimum=5000), self.n(2000, minimum=200)
+        b = self.args.bench_sched
+        log("queue: %d deferred messages + %d coming due" % (q, due))
+        res = {}
+        if not b or not os.path.exists(b):
+            res["sts"] = {k: "n/a: bench_sched not built" for k in ("rss", "pss", "restart",
+                                                                    "due")}
+        else:
+            res["sts"] = self._queue_sts(b, q, due)
+        res["pf"] = self._queue_pf(q, due)
+        for name in ("sts", "pf"):
+            self.raw["queue %s" % name] = res[name]
+        lab = "{:,}".format(q)
+        self.rows.append(Row("RSS with %s deferred messages queued, after restart (MB, lower "
+                             "is better)" % lab, res["sts"]["rss"], res["pf"]["rss"],
+                             better="lower"))
+        self.rows.append(Row("PSS with %s deferred messages queued, after restart (MB, lower "
+                             "is better)" % lab, res["sts"]["pss"], res["pf"]["pss"],
+                             better="lower"))
+        self.rows.append(Row("restart with %s deferred messages queued: start to first 220 "
+                             "greeting (s, lower is better)" % lab, res["sts"]["restart"],
+                             res["pf"]["restart"], better="lower", fmt="%.2f"))
+        self.rows.append(Row("cost per due message with %s queued: CPU ms per message that "
+                             "comes due and is tried (lower is better)" % lab,
+                             res["sts"]["due"], res["pf"]["due"], better="lower", fmt="%.3f"))
+        self.notes.append(
+            "large queue: %d messages deferred with the next try an hour away plus %d that "
+            "come due at a fixed time after the restart, all to %s (its MX refuses connections, so "
+            "each due attempt defers again); written directly (stsrelay: bench_sched fill, through its "
+            "queue library; Postfix: copies of one real deferred queue file renamed by "
+            "`postsuper -s`), so the page cache is warm at the restart; restart: stsrelay "
+            "spawn / `postfix start` to the first 220 greeting (stsrelay loads every "
+            "message before it listens; Postfix's qmgr scans the deferred queue after "
+            "smtpd is up); memory 2 s (stsrelay) / 5 s (Postfix: its qmgr scan) after the "
+            "greeting, Postfix summed over its process tree; due cost: CPU of the whole "
+            "system from just before the due time until every due message was tried and "
+            "deferred again, divided by their number (Postfix with queue_run_delay = 10s: "
+            "it finds due messages by scanning its deferred queue, a stat of every "
+            "queued file; stsrelay from its heap of due times)" % (q, due, REFUSE_DOMAIN))
+
+    def _queue_sts(self, b, q, due):
+        out = {}
+        conf = self.relay_conf()
+        conf["retry_schedule"] = "1h"
+        r = StsRelay(self.args.bin, self.d("queue-relay"), **conf).start()
+        time.sleep(1)
+        out["rss_empty_mb"] = tree_memory(r.pid)[0] / 1024
+        r.stop()
+        t0 = time.monotonic()
+        p = subprocess.run([b, "fill", r.spool, str(q - due), QUEUE_RCPT, "3600", "16"],
+                           capture_output=True, timeout=900)
+        if p.returncode != 0:
+            msg = "failed: fill: %s" % p.stderr.decode(errors="replace")[-200:]
+            return {k: msg for k in ("rss", "pss", "restart", "due")}
+        margin = 20 + q * 100e-6
+        p = subprocess.run([b, "fill", r.spool, str(due), QUEUE_RCPT, str(int(margin)), "16"],
+                           capture_output=True, timeout=300)
+        t_due = time.time() + int(margin)
+        out["fill_seconds"] = round(time.monotonic() - t0, 1)
+        if p.returncode != 0:
+            msg = "failed: fill: %s" % p.stderr.decode(errors="replace")[-200:]
+            return {k: msg for k in ("rss", "pss", "restart", "due")}
+        log("queue sts: %d messages written in %.1fs" % (q, out["fill_seconds"]))
+        t0 = time.monotonic()
+        try:
+            r.start(timeout=600)
+        except Exception as e:  # noqa: BLE001 - reported in the table
+            return {k: "failed: %s" % str(e)[:200] for k in ("rss", "pss", "restart", "due")}
+        try:
+            out["restart"] = self._greeting_after(r.port, t0) or "failed: no greeting"
+            out["ready_before_due_s"] = round(t_due - time.time(), 1)
+            time.sleep(2)
+            rss, pss, _ = tree_memory(r.pid)
+            out["rss"], out["pss"] = rss / 1024, pss / 1024
+            out["loaded"] = r.queued()
+            got = self._due_window(t_due, due, lambda: tree_cpu_seconds(r.pid),
+                                   lambda: r.log().count("status=deferred"))
+            if isinstance(got, str):
+                out["due"] = got
+            else:
+                out["due"] = got[0] * 1000.0 / due
+                out["due_done_after_s"] = round(got[1], 2)
+            log("queue sts: %s" % out)
+            return out
+        finally:
+            r.stop()
+
+    def _queue_pf(self, q, due):
+        out = {}
+        fail = lambda m: {k: m for k in ("rss", "pss", "restart", "due")}  # noqa: E731
+        pf = PostfixSender(self.d("queue-postfix"), self.ca, port=self._pf_port(), mode="defer",
+                           extra={"minimal_backoff_time": "3600s",
+                                  "maximal_backoff_time": "7200s",
+                                  "queue_run_delay": "10s"})
+        pf.start()
+        try:
+            time.sleep(1)
+            out["rss_empty_mb"] = tree_memory(pf.pid)[0] / 1024
+            c = load.TimingClient(pf.port)
+            c.send(QUEUE_RCPT, load.message_body(1024))
+            c.close()
+            dq = os.path.join(pf.queue_dir, "deferred")
+            end = time.monotonic() + 60
+            tmpl = []
+            while not tmpl and time.monotonic() < end:
+                tmpl = [os.path.join(dp, f) for dp, _, fs in os.walk(dq) for f in fs]
+                time.sleep(0.1)
+            if not tmpl:
+                return fail("failed: the template message was not deferred in 60 s")
+        finally:
+            pf.stop()
+        st = os.stat(tmpl[0])
+        with open(tmpl[0], "rb") as f:
+            data = f.read()
+        t0 = time.monotonic()
+        margin = 20 + q * 300e-6
+        t_due = time.time() + margin
+        later = time.time() + 3600
+        for i in range(q - 1):
+            # a name of queue-id characters that no inode-based id has
+            # (postsuper -s renames it to the one its inode gives)
+            dst = os.path.join(dq, "B%010X" % i)
+            with open(dst, "wb") as f:
+                f.write(data)
+            os.chown(dst, st.st_uid, st.st_gid)
+            os.chmod(dst, st.st_mode & 0o7777)
+            when = t_due if i < due else later
+            os.utime(dst, (when, when))
+        os.utime(tmpl[0], (later, later))
+        p = subprocess.run(["postsuper", "-c", pf.conf_dir, "-s"], capture_output=True,
+                           timeout=900)
+        n = sum(len(fs) for _, _, fs in os.walk(dq))
+        out["fill_seconds"] = round(time.monotonic() - t0, 1)
+        log("queue pf: %d messages copied and renamed in %.1fs" % (n, out["fill_seconds"]))
+        if n != q:
+            return fail("failed: %d of %d queue files after postsuper -s (rc %s: %s)" % (
+                n, q, p.returncode, p.stderr.decode(errors="replace")[-200:]))
+        t_due = max(t_due, time.time() + 15)
+        for dp, _, fs in os.walk(dq):
+            for f in fs:
+                path = os.path.join(dp, f)
+                if os.stat(path).st_mtime < later - 60:
+                    os.utime(path, (t_due, t_due))
+        t0 = time.monotonic()
+        try:
+            pf.restart()
+        except Exception as e:  # noqa: BLE001 - reported in the table
+            return fail("failed: %s" % str(e)[:200])
+        try:
+            out["restart"] = self._greeting_after(pf.port, t0) or "failed: no greeting"
+            out["ready_before_due_s"] = round(t_due - time.time(), 1)
+            time.sleep(5)
+            rss, pss, nproc = tree_memory(pf.pid)
+            out["rss"], out["pss"], out["processes"] = rss / 1024, pss / 1024, nproc
+            got = self._due_window(t_due, due, lambda: tree_cpu_seconds(pf.pid),
+                                   lambda: pf.log().count("status=deferred"))
+            if isinstance(got, str):
+                out["due"] = got
+            else:
+                out["due"] = got[0] * 1000.0 / due
+                out["due_done_after_s"] = round(got[1], 2)
+            log("queue pf: %s" % out)
+            return out
+        finally:
+            pf.stop()
+
+    # ---- 6: the scheduler micro-benchmark --------------------------------
+    def sched_phase(self):
+        """bench_sched run: per-operation cost at 10^3, 10^4, 10^5 queued
+        (printed into the notes; not a row: there is no Postfix side)."""
+        b = self.args.bench_sched
+        if not b or not os.path.exists(b):
+            self.notes.append("scheduler micro-benchmark: n/a (bench_sched not built)")
+            return
+        base = "/dev/shm" if os.path.isdir("/dev/shm") else self.base
+        try:
+            p = subprocess.run([b, "run", base, str(100000)], capture_output=True, timeout=600)
+        except subprocess.TimeoutExpired:
+            self.notes.append("scheduler micro-benchmark: timed out")
+            return
+        lines = [json.loads(x) for x in p.stdout.decode().splitlines() if x.startswith("{")]
+        self.raw["scheduler micro-benchmark"] = lines
+        if p.returncode != 0 or not lines:
+            self.notes.append("scheduler micro-benchmark failed: %s" %
+                              p.stdout.decode(errors="replace")[-300:])
+            return
+        self.sched = ["| queued | load (us/msg) | flush (us/call) | due (us/msg) | "
+                      "add (us/call) |", "| ---: | ---: | ---: | ---: | ---: |"]
+        for j in lines:
+            self.sched.append("| {:,} | {:.1f} ({:.1f} CPU) | {:.2f} ({:.2f} CPU) | {:.1f} "
+                              "({:.1f} CPU) | {:.1f} ({:.1f} CPU) |".format(
+                                  j["queued"], j["load_us"], j["load_cpu_us"], j["flush_us"],
+                                  j["flush_cpu_us"], j["due_us"], j["due_cpu_us"], j["add_us"],
+                                  j["add_cpu_us"]))
+        log("scheduler micro-benchmark: %s" % lines)
+
     # ---- output -------------------------------------------------------
     def machine(self):
         cpu = "?"
@@ -690,6 +933,11 @@ class Bench:
             lines += ["", "Accept rate of every repetition, in run order (msg/s; the table "
                       "above shows the median):", "",
                       "| run | stsrelay | Postfix |", "| --- | --- | --- |"] + self.spread
+        if getattr(self, "sched", None):
+            lines += ["", "Scheduler micro-benchmark (tests/bench/bench_sched.c, spool on "
+                      "tmpfs, K = 1,000 operations each; wall microseconds, CPU in "
+                      "brackets; flat means the cost does not grow with the queue):", ""]
+            lines += self.sched
         lines += ["", "Notes:", ""]
         lines += ["- " + n for n in self.notes]
         return "\n".join(lines) + "\n"
@@ -708,7 +956,7 @@ def main():
     ap.add_argument("--accept-budget", type=int, default=420,
                     help="no new accept repetition after this many seconds")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
-    ap.add_argument("--only", default="probe,accept,relay,idle,policy")
+    ap.add_argument("--only", default="probe,accept,relay,idle,policy,queue,sched")
     args = ap.parse_args()
     # `timeout` or Ctrl-C: unwind through the finally blocks (teardown)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -747,6 +995,10 @@ def main():
             b.idle_phase()
         if "policy" in phases:
             b.policy_phase()
+        if "queue" in phases:
+            b.queue_phase()
+        if "sched" in phases:
+            b.sched_phase()
     except Exception:
         rc = 1
         b.notes.append("RUN ABORTED: %s" % traceback.format_exc().strip().splitlines()[-1])

@@ -6,7 +6,7 @@ import threading
 import time
 
 from world.postfix import PostfixMX, _MASTER_BASE
-from world.util import (WorldError, free_port, make_dir, read_text, spawn,
+from world.util import (WorldError, free_port, make_dir, read_text, spawn, track_pid,
                         stop_process, wait_port, wait_until)
 
 
@@ -277,6 +277,25 @@ class PostfixSender(PostfixMX):
 
     def _master_cf(self):
         return _MASTER_BASE + "127.0.0.1:%d inet n - n - - smtpd\n" % self.port
+
+    def restart(self, timeout=600):
+        """`postfix start` on the existing instance (what an operator runs;
+        start() would also rebuild the configuration and run `postfix
+        check` over the whole queue). Returns once the master runs and its
+        smtpd accepts connections."""
+        self._postfix("start", timeout=timeout)
+        pidfile = os.path.join(self.queue_dir, "pid", "master.pid")
+
+        def ready():
+            if self.master_pid is None:
+                try:
+                    self.master_pid = int(open(pidfile).read().strip())
+                    track_pid(self.master_pid)
+                except (OSError, ValueError):
+                    return False
+            return True
+        wait_until(ready, timeout, what="postfix master")
+        return self
 
     def queued(self):
         """Messages in any queue directory (incoming, active, deferred, hold)."""
