@@ -225,7 +225,7 @@ class Bench:
         log("disk limit %s: %s" % (tag, j))
         return j
 
-    def disk_rows(self, limits, accept):
+    def disk_rows(self, limits, accept, accept_only=None):
         """The disk-limit row and the accept rates at 10 and 100 sessions as
         multiples of it (both systems against the same disk)."""
         limits = [j for j in limits if j]
@@ -240,21 +240,75 @@ class Bench:
                              "rename + directory fsync), spool file system", one, one, ratio="-"))
         self.rows.append(Row("disk limit: 1 KB append + fdatasync/s (reference)", app, app,
                              ratio="-"))
-        for sessions in (10, 100):
-            res = accept.get((1024, sessions))
-            if not res:
-                continue
-            a, b = res.get("sts"), res.get("pf")
-            self.rows.append(Row("accept, 1 KB, %d sessions, as a multiple of the one-at-a-time "
-                                 "disk limit (x)" % sessions,
-                                 a / one if isinstance(a, (int, float)) else a,
-                                 b / one if isinstance(b, (int, float)) else b, fmt="%.2f"))
+        for what, rates in (("accept", accept), ("accept only", accept_only or {})):
+            for sessions in (10, 100):
+                res = rates.get((1024, sessions))
+                if not res:
+                    continue
+                a, b = res.get("sts"), res.get("pf")
+                self.rows.append(Row("%s, 1 KB, %d sessions, as a multiple of the one-at-a-time "
+                                     "disk limit (x)" % (what, sessions),
+                                     a / one if isinstance(a, (int, float)) else a,
+                                     b / one if isinstance(b, (int, float)) else b, fmt="%.2f"))
         self.notes.append("disk limit: measured by tests/bench/disk_limit.c on the spool's file "
                           "system before and after the accept runs (median of %d; every "
                           "reading with its batched variants under Raw measurements); "
                           "stsrelay commits each message as `write + fsync + rename + fsync "
                           "of queue/` (one directory fsync per group commit), Postfix as "
                           "`write + fsync` (no directory fsync)" % len(limits))
+
+    def accept_only(self):
+        """1 KB accept at 10 and 100 sessions with no delivery work during
+        the runs: stsrelay whose DNS server never answers (its delivery
+        attempts wait in DNS; none completes or defers during a run),
+        Postfix with every message on hold. Shows what group commit does
+        against the disk alone. Returns {(1024, sessions): {name: median}}."""
+        sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sink.bind(("127.0.0.1", 0))
+        conf = self.relay_conf()
+        conf["dns_servers"] = "127.0.0.1:%d" % sink.getsockname()[1]
+        conf["retry_schedule"] = "1h"
+        sts = StsRelay(self.args.bin, self.d("accept-only-relay"), **conf).start()
+        pf = PostfixSender(self.d("accept-only-postfix"), self.ca, port=self._pf_port(),
+                           mode="hold")
+        rates = {}
+        try:
+            pf.start()
+            for rep in range(self.args.reps):
+                order = (("sts", sts), ("pf", pf)) if rep % 2 == 0 else (("pf", pf), ("sts", sts))
+                for sessions, count in ((10, 1500), (100, 3000)):
+                    count = self.n(count, minimum=sessions)
+                    for name, sysm in order:
+                        q0 = sysm.queued()
+                        secs, rc, err = load.smtp_source(sysm.port, sessions, count, 1024,
+                                                         ACCEPT_RCPT, timeout=120)
+                        time.sleep(0.3)  # Postfix's cleanup renames into hold/
+                        got = sysm.queued() - q0
+                        r = count / secs if rc == 0 and got == count else \
+                            "failed (rc=%s, %d/%d queued)" % (rc, got, count)
+                        rates.setdefault((1024, sessions), {}).setdefault(name, []).append(r)
+                        self.raw.setdefault("accept only %s 1024B s=%d" % (name, sessions),
+                                            []).append(dict(seconds=round(secs, 3), rc=rc,
+                                                            messages=count, queue_delta=got,
+                                                            load=round(os.getloadavg()[0], 2)))
+                        log("accept only %-3s 1024 B x%-3d %5d msgs: %.2fs rc=%s" % (
+                            name, sessions, count, secs, rc))
+        finally:
+            # its deliveries hang in DNS by design: no graceful stop needed
+            sts.proc.kill()
+            sts.proc.wait(10)
+            sts.proc = None
+            pf.stop()
+            sink.close()
+        out = {}
+        for key, v in sorted(rates.items()):
+            out[key] = {k: median_or_failure(x) for k, x in v.items()}
+            self.rows.append(Row("accept only (no delivery attempt during the run), 1 KB, %d "
+                                 "sessions (msg/s)" % key[1], out[key]["sts"], out[key]["pf"]))
+            self.spread.append("| accept only, 1 KB, %d sessions | %s | %s |" % (
+                key[1], ", ".join(fmt_rate(x) for x in v["sts"]),
+                ", ".join(fmt_rate(x) for x in v["pf"])))
+        return out
 
     def _settle(self, systems, timeout=60):
         """Waits (bounded) until no first delivery attempt is outstanding in
@@ -334,7 +388,16 @@ class Bench:
                     fmt_rate(v) for v in rates[(size, sessions)]["sts"]), ", ".join(
                     fmt_rate(v) for v in rates[(size, sessions)]["pf"])))
 
-            self.disk_rows(limits, medians)
+            only = self.accept_only() if delivery else None
+            self.disk_rows(limits, medians, only)
+            if delivery:
+                self.notes.append("accept only: a third pair of instances, stsrelay with a DNS "
+                                  "server that never answers (no delivery attempt completes "
+                                  "during the runs; the instance is killed afterwards) and "
+                                  "Postfix with every message on hold: the accept rows above "
+                                  "also carry each system's first delivery attempt and its "
+                                  "deferral (stsrelay: a state file, fsync'd; Postfix: about "
+                                  "2.3 fsyncs per message in all, by strace), these do not")
 
             # latency: the same Python client for both, 1 KB, fresh instances
             sts, pf = self._accept_pair("lat", mode)
