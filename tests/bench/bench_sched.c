@@ -1,6 +1,7 @@
 /* Benchmark helper for tests/bench/run: the delivery scheduler's cost per operation at
  * 10^3, 10^4 and 10^5 queued messages, and a filler that writes valid queues fast. */
 #include <errno.h>
+#include <ftw.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -275,15 +276,38 @@ static void walk_close(uv_handle_t *h, void *arg)
 		uv_close(h, NULL);
 }
 
-/* Removes the spool made for one size (files named by the queue). */
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)ftw;
+	if ((flag == FTW_DP ? rmdir(path) : unlink(path)) != 0)
+		fprintf(stderr, "bench_sched: remove %s: %s\n", path, strerror(errno));
+	return 0;
+}
+
+/* Removes the spool this program made for one size (depth first, never
+ * following symbolic links). */
 static void remove_spool(const char *spool)
 {
-	char cmd[4200];
+	if (nftw(spool, remove_entry, 16, FTW_DEPTH | FTW_PHYS) != 0 && errno != ENOENT)
+		fprintf(stderr, "bench_sched: could not remove %s: %s\n", spool, strerror(errno));
+}
 
-	/* our own fresh directory under BASE, made by this program */
-	snprintf(cmd, sizeof(cmd), "rm -rf -- '%s'", spool);
-	if (system(cmd) != 0)
-		fprintf(stderr, "bench_sched: could not remove %s\n", spool);
+/* Copies the last `max` bytes of the log to stdout (the caller shows
+ * stdout when the run fails; stderr is the log itself). */
+static void show_log_tail(const char *logpath, long max)
+{
+	char buf[4096];
+	size_t n;
+	FILE *f = fopen(logpath, "r");
+
+	if (f == NULL)
+		return;
+	if (fseek(f, -max, SEEK_END) != 0)
+		rewind(f);
+	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+		fwrite(buf, 1, n, stdout);
+	fclose(f);
 }
 
 static int run_size(const char *base, long nq, const char *logpath)
@@ -447,12 +471,9 @@ static int cmd_run(const char *base, long max)
 	for (nq = 1000; nq <= max && rc == 0; nq *= 10)
 		rc = run_size(base, nq, logpath);
 	if (rc != 0) {
-		/* the reason is in the log: show its tail on stdout for the caller */
-		char cmd[4200];
-
-		snprintf(cmd, sizeof(cmd), "tail -5 '%s'", logpath);
-		if (system(cmd) != 0)
-			printf("bench_sched: see %s\n", logpath);
+		fflush(stderr);
+		show_log_tail(logpath, 2048);
+		printf("\nbench_sched: failed; the whole log is %s\n", logpath);
 		return 1;
 	}
 	if (unlink(logpath) != 0)
