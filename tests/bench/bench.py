@@ -619,9 +619,12 @@ class Bench:
                 return {k: ("failed: warm-up not delivered", None) for k, _, _ in work}
             res = self._relay_work("sts", r.port, lambda: r.log().count("status=sent"),
                                    lambda: tree_cpu_seconds(r.pid), work)
-            lg = r.log()
-            sent = len(re.findall(r"status=sent", lg))
-            good = len(re.findall(r"tls=TLSv1\.[23] verified, sts=enforce[^,]*, status=sent", lg))
+            # one line per delivered recipient; the order of its fields
+            # differs between log formats, so each is looked for alone
+            sent_lines = [ln for ln in r.log().splitlines() if "status=sent" in ln]
+            sent = len(sent_lines)
+            good = sum(1 for ln in sent_lines if re.search(r"\btls=TLSv1\.[23] verified\b", ln)
+                       and re.search(r"\bsts=enforce\b", ln))
             self.notes.append("stsrelay relay: %d deliveries logged status=sent, %d of them "
                               "with tls=... verified and sts=enforce" % (sent, good))
             if good < sent:
