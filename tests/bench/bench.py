@@ -250,6 +250,12 @@ class Bench:
                                      "disk limit (x)" % (what, sessions),
                                      a / one if isinstance(a, (int, float)) else a,
                                      b / one if isinstance(b, (int, float)) else b, fmt="%.2f"))
+        med = lambda k: median_or_failure([j[k] for j in limits])  # noqa: E731
+        self.notes.append("disk limit, batched (what one worker doing N fsyncs then one "
+                          "directory fsync reaches): 16 per batch %.0f/s (%.0f/s with "
+                          "writeback of the whole batch started first), 64 per batch %.0f/s "
+                          "(%.0f/s)" % (med("batch16_per_s"), med("batch16_wb_per_s"),
+                                        med("batch64_per_s"), med("batch64_wb_per_s")))
         self.notes.append("disk limit: measured by tests/bench/disk_limit.c on the spool's file "
                           "system before and after the accept runs (median of %d; every "
                           "reading with its batched variants under Raw measurements); "
