@@ -1,5 +1,7 @@
 # Load generators of tests/bench/run, the same for both systems: Postfix's
 # smtp-source, a timing SMTP client for latency, and a crowd of idle sessions.
+import hashlib
+import random
 import resource
 import selectors
 import socket
@@ -205,3 +207,115 @@ class IdleCrowd:
             except OSError:
                 pass
         self.socks = []
+
+
+# ---- messages whose delivery is checked byte for byte ---------------------
+
+_POOL = None
+_POOL_LINES = None
+
+
+def _pool():
+    """~5 MB of CRLF lines, fixed seed: printable text with the cases that
+    broke relays before: lines of one dot, lines starting with a dot (the
+    client stuffs them, the relay must unstuff them and stuff them again),
+    empty lines, and lines of 998 bytes (the RFC 5321 maximum)."""
+    global _POOL, _POOL_LINES
+    if _POOL is None:
+        rnd = random.Random(12)
+        alphabet = bytes(range(32, 127))
+        lines, total = [], 0
+        while total < 5 * 1024 * 1024:
+            k = rnd.random()
+            if k < 0.02:
+                line = b"."
+            elif k < 0.06:
+                line = b"." + bytes(rnd.choice(alphabet) for _ in range(rnd.randint(1, 70)))
+            elif k < 0.08:
+                line = b""
+            elif k < 0.085:
+                line = bytes(rnd.choice(alphabet) for _ in range(998))
+            else:
+                line = bytes(rnd.choice(alphabet) for _ in range(rnd.randint(1, 78)))
+            lines.append(line + b"\r\n")
+            total += len(line) + 2
+        _POOL_LINES = [0]
+        for ln in lines:
+            _POOL_LINES.append(_POOL_LINES[-1] + len(ln))
+        _POOL = b"".join(lines)
+    return _POOL, _POOL_LINES
+
+
+def checked_message(tag, seq, size, rcpt):
+    """(message, sha256 hex) for message `seq` of run `tag`: headers (the
+    first is X-Bench-Seq, so everything from it on is what the client
+    sent, whatever trace headers the relays prepend) and a body of about
+    `size` bytes cut at line boundaries from the pool at an offset that
+    depends on seq. The digest is over the message with LF line ends, as
+    Postfix's virtual(8) stores it in a maildir."""
+    pool, starts = _pool()
+    head = ("X-Bench-Seq: %s-%d\r\nFrom: <%s>\r\nTo: <%s>\r\nSubject: checked %s %d\r\n"
+            "Date: Thu, 03 Dec 2026 12:00:00 +0000\r\nMessage-ID: <%s-%d@client.bench.test>"
+            "\r\n\r\n" % (tag, seq, SENDER, rcpt, tag, seq, tag, seq)).encode()
+    size = min(size, len(pool) - 1024)
+    nlines = len(starts) - 1
+    i = (seq * 7919) % nlines
+    while starts[i] + size > len(pool):
+        i = i // 2
+    j = i
+    while j < nlines and starts[j] - starts[i] < size:
+        j += 1
+    msg = head + pool[starts[i]:starts[j]]
+    return msg, hashlib.sha256(msg.replace(b"\r\n", b"\n")).hexdigest()
+
+
+def stuffed(msg):
+    """The DATA bytes for msg (CRLF lines): leading dots doubled, final dot."""
+    data = msg.replace(b"\r\n.", b"\r\n..")
+    if data.startswith(b"."):
+        data = b"." + data
+    return data + b".\r\n"
+
+
+def send_checked(port, sessions, messages, timeout=300):
+    """Sends `messages` (a list of message bytes) over `sessions` parallel
+    SMTP sessions (one connection each, reused), each message to the
+    recipient named in its To: header. Returns (seconds, errors)."""
+    errors = []
+    lock = threading.Lock()
+    todo = list(enumerate(messages))
+    end = time.monotonic() + timeout
+
+    def worker():
+        try:
+            c = TimingClient(port)
+        except (OSError, SMTPError) as e:
+            with lock:
+                errors.append("connect: %s" % e)
+            return
+        try:
+            while time.monotonic() < end:
+                with lock:
+                    if not todo:
+                        break
+                    _, msg = todo.pop(0)
+                rcpt = msg.split(b"\r\nTo: <", 1)[1].split(b">", 1)[0].decode()
+                c.cmd(b"MAIL FROM:<" + SENDER.encode() + b">", "250")
+                c.cmd(b"RCPT TO:<" + rcpt.encode() + b">", "250")
+                c.cmd(b"DATA", "354")
+                c.s.sendall(stuffed(msg))
+                c.reply("250")
+            c.close()
+        except (OSError, SMTPError) as e:
+            with lock:
+                errors.append(str(e))
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(sessions)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(max(1, end - time.monotonic() + 5))
+    with lock:
+        if todo:
+            errors.append("%d messages not sent" % len(todo))
+    return time.monotonic() - t0, errors

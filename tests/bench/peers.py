@@ -6,7 +6,7 @@ import threading
 import time
 
 from world.postfix import PostfixMX, _MASTER_BASE
-from world.util import (WorldError, free_port, make_dir, read_text, spawn,
+from world.util import (WorldError, free_port, make_dir, read_text, spawn, track_pid,
                         stop_process, wait_port, wait_until)
 
 
@@ -68,6 +68,35 @@ def tree_memory(root):
     pids = tree_pids(root)
     return (sum(_status_kb(p, "VmRSS") for p in pids),
             sum(_pss_kb(p) for p in pids), len(pids))
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_ticks(pid, children):
+    """utime+stime of pid (all its threads), plus cutime+cstime (children
+    it has reaped) when `children`."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0
+    # after the ")": state is field 0, utime 11, stime 12, cutime 13, cstime 14
+    t = int(fields[11]) + int(fields[12])
+    if children:
+        t += int(fields[13]) + int(fields[14])
+    return t
+
+
+def tree_cpu_seconds(root):
+    """CPU seconds used so far by root's process tree: every live process,
+    plus what the processes of the tree have reaped from children that
+    exited (Postfix's master reaps its smtpd/cleanup/smtp processes, so
+    their CPU time stays counted after they exit). Take the difference of
+    two readings; a process that exits between them and is reaped by a
+    process outside the tree would be lost (none here: the tree's root
+    reaps its own children)."""
+    return sum(_cpu_ticks(p, True) for p in tree_pids(root)) / CLK_TCK
 
 
 class PeakSampler:
@@ -150,6 +179,19 @@ class StsRelay:
             return sum(1 for n in os.listdir(d) if len(n) == 12 and n.isalnum())
         except OSError:
             return 0
+
+    def settled(self):
+        """No first delivery attempt outstanding: every queued message has
+        its state file (written after an attempt). Only meaningful while
+        deliveries defer (the accept runs)."""
+        d = os.path.join(self.spool, "queue")
+        try:
+            names = os.listdir(d)
+        except OSError:
+            return True
+        msgs = sum(1 for n in names if len(n) == 12 and n.isalnum())
+        states = sum(1 for n in names if n.endswith(".state"))
+        return states >= msgs
 
     def has_delivery(self):
         return "no delivery transport" not in self.log()
@@ -236,6 +278,25 @@ class PostfixSender(PostfixMX):
     def _master_cf(self):
         return _MASTER_BASE + "127.0.0.1:%d inet n - n - - smtpd\n" % self.port
 
+    def restart(self, timeout=600):
+        """`postfix start` on the existing instance (what an operator runs;
+        start() would also rebuild the configuration and run `postfix
+        check` over the whole queue). Returns once the master runs and its
+        smtpd accepts connections."""
+        self._postfix("start", timeout=timeout)
+        pidfile = os.path.join(self.queue_dir, "pid", "master.pid")
+
+        def ready():
+            if self.master_pid is None:
+                try:
+                    self.master_pid = int(open(pidfile).read().strip())
+                    track_pid(self.master_pid)
+                except (OSError, ValueError):
+                    return False
+            return True
+        wait_until(ready, timeout, what="postfix master")
+        return self
+
     def queued(self):
         """Messages in any queue directory (incoming, active, deferred, hold)."""
         n = 0
@@ -246,6 +307,15 @@ class PostfixSender(PostfixMX):
 
     def sent_count(self):
         return self.log().count("status=sent")
+
+    def settled(self):
+        """Nothing in incoming/ or active/: every message accepted so far
+        has been tried once and deferred (or put on hold)."""
+        for q in ("incoming", "active"):
+            for _, _, files in os.walk(os.path.join(self.queue_dir, q)):
+                if files:
+                    return False
+        return True
 
 
 # ---- postfix-mta-sts-resolver -----------------------------------------------
