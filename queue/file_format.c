@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "relay/core_buf.h"
+#include "relay/core/buf.h"
 
 /*
  * Message header:
@@ -254,8 +254,7 @@ static int set_field(char *dst, size_t size, const char *v, size_t vlen)
 	return 0;
 }
 
-static int decode_header(const char *buf, size_t len, struct queue_envelope *env,
-			 const char **err)
+static int decode_header(const char *buf, size_t len, struct queue_envelope *env, const char **err)
 {
 	const char *p = buf, *end;
 	unsigned seen = 0;
@@ -277,7 +276,8 @@ static int decode_header(const char *buf, size_t len, struct queue_envelope *env
 		int k;
 
 		if (nl == NULL) {
-			*err = len == QUEUE_HEADER_MAX ? "header too long" : "truncated header (no end line)";
+			*err = len == QUEUE_HEADER_MAX ? "header too long"
+						       : "truncated header (no end line)";
 			return -1;
 		}
 		llen = (size_t)(nl - p);
@@ -364,7 +364,8 @@ static int decode_header(const char *buf, size_t len, struct queue_envelope *env
 			}
 			break;
 		case K_FLAGS:
-			if (parse_u64(val, vlen, UINT_MAX, &v) < 0 || (v & ~(uint64_t)FLAGS_KNOWN) != 0) {
+			if (parse_u64(val, vlen, UINT_MAX, &v) < 0 ||
+			    (v & ~(uint64_t)FLAGS_KNOWN) != 0) {
 				*err = "bad flags";
 				return -1;
 			}
@@ -385,8 +386,7 @@ static int decode_header(const char *buf, size_t len, struct queue_envelope *env
 	return 0;
 }
 
-int queue_header_decode(const char *buf, size_t len, struct queue_envelope *env,
-			const char **err)
+int queue_header_decode(const char *buf, size_t len, struct queue_envelope *env, const char **err)
 {
 	const char *dummy;
 
@@ -482,8 +482,8 @@ static int next_field(const char **p, const char *end, const char **f, size_t *f
 	return 0;
 }
 
-static int parse_state_line(const char *p, const char *end, size_t nrcpts,
-			    struct state_line *sl, const char **err)
+static int parse_state_line(const char *p, const char *end, size_t nrcpts, struct state_line *sl,
+			    const char **err)
 {
 	const char *f;
 	size_t flen, k;
@@ -604,8 +604,7 @@ static int state_walk(const char *buf, size_t len, struct queue_envelope *env, i
 	return 0;
 }
 
-int queue_state_decode(const char *buf, size_t len, struct queue_envelope *env,
-		       const char **err)
+int queue_state_decode(const char *buf, size_t len, struct queue_envelope *env, const char **err)
 {
 	const char *dummy;
 

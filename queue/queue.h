@@ -17,8 +17,8 @@
  * Message data is stored exactly as it will be sent: CRLF line ends,
  * dot-unstuffed, without the final ".". */
 
-#define QUEUE_ID_LEN 12            /* upper-case hex characters */
-#define QUEUE_ADDR_MAX 512         /* longest stored address, with NUL */
+#define QUEUE_ID_LEN 12    /* upper-case hex characters */
+#define QUEUE_ADDR_MAX 512 /* longest stored address, with NUL */
 #define QUEUE_ERROR_MAX 512
 #define QUEUE_MAX_RCPTS 10000
 /* Largest header a reader accepts: 1 MiB for the fixed lines plus one
@@ -32,31 +32,31 @@ enum queue_rcpt_status { QUEUE_PENDING, QUEUE_DEFERRED, QUEUE_SENT, QUEUE_BOUNCE
 /* Message flags kept in the header ("flags N", one decimal digit: all of
  * them together stay <= 9 so the writer can set QUEUE_F_8BITMIME in place).
  * A file written before a flag existed reads as that flag clear. */
-#define QUEUE_F_NOBOUNCE 0x1       /* failed delivery produces no DSN (bounces, reports) */
-#define QUEUE_F_TLSRPT 0x2         /* a TLS-RPT report: its sessions are not reported */
-#define QUEUE_F_8BITMIME 0x4       /* the data holds bytes >= 0x80 (set by the writer) */
+#define QUEUE_F_NOBOUNCE 0x1 /* failed delivery produces no DSN (bounces, reports) */
+#define QUEUE_F_TLSRPT 0x2   /* a TLS-RPT report: its sessions are not reported */
+#define QUEUE_F_8BITMIME 0x4 /* the data holds bytes >= 0x80 (set by the writer) */
 #define QUEUE_F_ALL (QUEUE_F_NOBOUNCE | QUEUE_F_TLSRPT | QUEUE_F_8BITMIME)
 
 struct queue_rcpt {
-	char address[QUEUE_ADDR_MAX];      /* without angle brackets */
+	char address[QUEUE_ADDR_MAX]; /* without angle brackets */
 	enum queue_rcpt_status status;
 	unsigned attempts;
-	int64_t next_try;                  /* unix seconds; 0 = now */
+	int64_t next_try; /* unix seconds; 0 = now */
 	int64_t last_try;
-	char last_error[QUEUE_ERROR_MAX];  /* reply or reason of the last failure */
+	char last_error[QUEUE_ERROR_MAX]; /* reply or reason of the last failure */
 };
 
 struct queue_envelope {
 	char id[QUEUE_ID_LEN + 1];
 	int64_t queued_at;
-	char sender[QUEUE_ADDR_MAX];       /* "" = null sender <> */
-	char submitter[64];                /* local user (sendmail) or "" */
-	char client[128];                  /* "host[ip]" of the SMTP client or "" */
+	char sender[QUEUE_ADDR_MAX]; /* "" = null sender <> */
+	char submitter[64];          /* local user (sendmail) or "" */
+	char client[128];            /* "host[ip]" of the SMTP client or "" */
 	unsigned flags;
-	struct queue_rcpt *rcpts;          /* owned; nrcpts entries */
+	struct queue_rcpt *rcpts; /* owned; nrcpts entries */
 	size_t nrcpts;
-	uint64_t data_offset;              /* where the data starts in the file */
-	uint64_t size;                     /* data bytes */
+	uint64_t data_offset; /* where the data starts in the file */
+	uint64_t size;        /* data bytes */
 };
 
 /* ---- pure encode/decode (no I/O; unit-tested and fuzzed) ---- */
@@ -68,8 +68,8 @@ int queue_header_encode(const struct queue_envelope *env, char **out, size_t *ou
 /* Parses a header from the start of buf; on success fills env (rcpts all
  * pending), sets env->data_offset to the header length and returns 0; on
  * error returns -1 with *err a static reason. env must be zeroed or freed. */
-int queue_header_decode(const char *buf, size_t len, struct queue_envelope *env,
-			const char **err) __attribute__((warn_unused_result));
+int queue_header_decode(const char *buf, size_t len, struct queue_envelope *env, const char **err)
+	__attribute__((warn_unused_result));
 /* State file text for the recipients of env. *out is malloc'd. */
 int queue_state_encode(const struct queue_envelope *env, char **out, size_t *outlen)
 	__attribute__((warn_unused_result));
@@ -77,8 +77,8 @@ int queue_state_encode(const struct queue_envelope *env, char **out, size_t *out
  * file leaves env unchanged). -1 with *err on bad input. The encoder turns
  * control characters in last_error into spaces and negative times into 0, so
  * saving progress never fails because of what a remote server replied. */
-int queue_state_decode(const char *buf, size_t len, struct queue_envelope *env,
-		       const char **err) __attribute__((warn_unused_result));
+int queue_state_decode(const char *buf, size_t len, struct queue_envelope *env, const char **err)
+	__attribute__((warn_unused_result));
 /* Frees env->rcpts; env itself is the caller's. env->rcpts must only ever be
  * grown by queue_envelope_add_rcpt() or the decoder (its capacity is derived
  * from nrcpts), never malloc'd by the caller. */
@@ -87,7 +87,7 @@ void queue_envelope_clear(struct queue_envelope *env);
 int queue_envelope_add_rcpt(struct queue_envelope *env, const char *address)
 	__attribute__((warn_unused_result));
 
-const char *queue_status_name(enum queue_rcpt_status st);  /* "pending", ... */
+const char *queue_status_name(enum queue_rcpt_status st); /* "pending", ... */
 
 /* True for exactly QUEUE_ID_LEN upper-case hex digits (the first len bytes
  * of s; len is usually strlen(s)). */
@@ -107,8 +107,8 @@ struct queue;
 
 /* Opens (and with create=true makes, with the right modes) the spool under
  * spool_dir. drop_gid: group owning maildrop/ (-1: leave as is). */
-int queue_open(const char *spool_dir, bool create, long drop_gid, struct queue **out,
-	       char *err, size_t errlen) __attribute__((warn_unused_result));
+int queue_open(const char *spool_dir, bool create, long drop_gid, struct queue **out, char *err,
+	       size_t errlen) __attribute__((warn_unused_result));
 void queue_close(struct queue *q);
 const char *queue_spool_dir(const struct queue *q);
 
@@ -123,8 +123,8 @@ int queue_scan(struct queue *q, char (**ids)[QUEUE_ID_LEN + 1], size_t *n)
 	__attribute__((warn_unused_result));
 
 /* Reads header and state of a committed message. */
-int queue_load(struct queue *q, const char *id, struct queue_envelope *env,
-	       char *err, size_t errlen) __attribute__((warn_unused_result));
+int queue_load(struct queue *q, const char *id, struct queue_envelope *env, char *err,
+	       size_t errlen) __attribute__((warn_unused_result));
 /* Opens the message file for reading, positioned at the data. Returns fd or -1. */
 int queue_open_data(struct queue *q, const struct queue_envelope *env)
 	__attribute__((warn_unused_result));
@@ -134,7 +134,7 @@ int queue_save_state(struct queue *q, const struct queue_envelope *env)
 /* Removes a message and its state (every recipient final, or deleted). */
 int queue_remove(struct queue *q, const char *id) __attribute__((warn_unused_result));
 /* The same two without the final fsync of queue/, for batches (thread
- * pool, relay/statesave.c): do any number of them, then ONE
+ * pool, relay/daemon/statesave.c): do any number of them, then ONE
  * queue_sync(q, false), and only after it succeeded report any of them as
  * durable. A failed queue_sync leaves each change in place but in doubt
  * after a crash. queue_remove_nodirsync gives -1/ENOENT like queue_remove
@@ -161,7 +161,7 @@ int queue_remove_nodirsync(struct queue *q, const char *id) __attribute__((warn_
  *    (with a logged error): "refused" for a message that will be delivered
  *    would make the client's retry a duplicate.
  * queue_writer_commit_sync() applies the rule to a single message; the
- * group commit (relay/commit.c) applies it to a batch. */
+ * group commit (relay/daemon/commit.c) applies it to a batch. */
 
 struct queue_writer;
 
@@ -243,7 +243,7 @@ int queue_drop_scan(struct queue *q, char (**ids)[QUEUE_ID_LEN + 1], size_t *n)
  * drop file is left in place for a later try (the copy is then not in
  * queue/: the commit rule above). A crash between the queue commit and the
  * unlink of the drop file imports it twice on the next pass (a duplicate,
- * never a loss). Blocking file I/O: run it off the loop (relay/pickup.c
+ * never a loss). Blocking file I/O: run it off the loop (relay/daemon/pickup.c
  * runs it in the thread pool). */
 int queue_drop_import(struct queue *q, const char *id, uint64_t max_size,
 		      char new_id[QUEUE_ID_LEN + 1], char *err, size_t errlen)

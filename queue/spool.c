@@ -18,29 +18,29 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "relay/clock.h"
-#include "relay/core_fs.h"
-#include "relay/log.h"
+#include "relay/core/clock.h"
+#include "relay/core/fs.h"
+#include "relay/core/log.h"
 
 #define DIR_QUEUE "queue"
 #define DIR_TMP "tmp"
 #define DIR_DROP "maildrop"
 #define MODE_PRIVATE_DIR 0700
-#define MODE_DROP_DIR 01730       /* Postfix maildrop: group may create, not list */
+#define MODE_DROP_DIR 01730 /* Postfix maildrop: group may create, not list */
 #define MODE_QUEUE_FILE 0600
-#define MODE_DROP_FILE 0640       /* the daemon may read it through the group */
+#define MODE_DROP_FILE 0640 /* the daemon may read it through the group */
 #define STATE_SUFFIX ".state"
 #define BAD_PREFIX ".bad-"
 #define WRITER_BUF 65536
-#define ID_ATTEMPTS 1000          /* a full 16-bit suffix space per second */
-#define DROP_STALE_S 3600         /* half-written drop files older than this go */
+#define ID_ATTEMPTS 1000  /* a full 16-bit suffix space per second */
+#define DROP_STALE_S 3600 /* half-written drop files older than this go */
 
 struct queue {
 	char *dir;
-	int root_fd;        /* spool_dir itself (O_PATH when not readable) */
-	int queue_fd;       /* queue/, or -1 when not accessible (sendmail as a user) */
-	int tmp_fd;         /* tmp/, or -1 likewise */
-	int drop_fd;        /* maildrop/ (O_PATH when only writable) */
+	int root_fd;  /* spool_dir itself (O_PATH when not readable) */
+	int queue_fd; /* queue/, or -1 when not accessible (sendmail as a user) */
+	int tmp_fd;   /* tmp/, or -1 likewise */
+	int drop_fd;  /* maildrop/ (O_PATH when only writable) */
 	bool root_readable;
 	bool drop_readable;
 };
@@ -49,16 +49,16 @@ struct queue_writer {
 	struct queue *q;
 	bool drop;
 	bool header_done;
-	bool committed;     /* renamed into its final directory */
-	bool withdrawn;     /* and taken out again (queue_writer_withdraw) */
-	bool broken;        /* a write failed: the file is incomplete, never commit */
+	bool committed; /* renamed into its final directory */
+	bool withdrawn; /* and taken out again (queue_writer_withdraw) */
+	bool broken;    /* a write failed: the file is incomplete, never commit */
 	int fd;
 	char id[QUEUE_ID_LEN + 1];
-	char name[QUEUE_ID_LEN + 2];  /* temp name: "ID" in tmp/, ".ID" in maildrop/ */
-	uint64_t id_offset;           /* where the id value sits in the header */
-	uint64_t flags_offset;        /* where the one-digit flags value sits */
-	unsigned flags;               /* as written there */
-	uint64_t size;                /* data bytes appended */
+	char name[QUEUE_ID_LEN + 2]; /* temp name: "ID" in tmp/, ".ID" in maildrop/ */
+	uint64_t id_offset;          /* where the id value sits in the header */
+	uint64_t flags_offset;       /* where the one-digit flags value sits */
+	unsigned flags;              /* as written there */
+	uint64_t size;               /* data bytes appended */
 	size_t buflen;
 	char buf[WRITER_BUF];
 };
@@ -182,7 +182,8 @@ int queue_lock(const char *spool_dir, bool create, int wait_ms, long *holder)
 
 	if (holder != NULL)
 		*holder = 0;
-	if (snprintf(path, sizeof(path), "%s/%s", spool_dir, QUEUE_LOCK_FILE) >= (int)sizeof(path)) {
+	if (snprintf(path, sizeof(path), "%s/%s", spool_dir, QUEUE_LOCK_FILE) >=
+	    (int)sizeof(path)) {
 		errno = ENAMETOOLONG;
 		return -1;
 	}
@@ -282,8 +283,8 @@ out:
 	return rc;
 }
 
-int queue_open(const char *spool_dir, bool create, long drop_gid, struct queue **out,
-	       char *err, size_t errlen)
+int queue_open(const char *spool_dir, bool create, long drop_gid, struct queue **out, char *err,
+	       size_t errlen)
 {
 	struct queue *q = NULL;
 	bool readable;
@@ -346,8 +347,9 @@ int queue_open(const char *spool_dir, bool create, long drop_gid, struct queue *
 	return 0;
 fail:
 	set_err(err, errlen, "spool %s: %s: %s%s", spool_dir, what, strerror(errno),
-		what != spool_dir && (errno == ELOOP || errno == ENOTDIR) ?
-		" (must be a directory, not a symbolic link or file)" : "");
+		what != spool_dir && (errno == ELOOP || errno == ENOTDIR)
+			? " (must be a directory, not a symbolic link or file)"
+			: "");
 	queue_close(q);
 	return -1;
 }
@@ -987,7 +989,7 @@ int queue_writer_header(struct queue_writer *w, const struct queue_envelope *env
 	}
 	e = *env; /* shallow: shares env's recipients, only the id differs */
 	memcpy(e.id, w->id, sizeof(e.id));
-	e.flags &= ~(unsigned)QUEUE_F_8BITMIME;  /* the bytes decide (queue_writer_append) */
+	e.flags &= ~(unsigned)QUEUE_F_8BITMIME; /* the bytes decide (queue_writer_append) */
 	if (queue_header_encode(&e, &text, &len) < 0) {
 		errno = EINVAL;
 		return -1;
@@ -1002,7 +1004,7 @@ int queue_writer_header(struct queue_writer *w, const struct queue_envelope *env
 	w->id_offset = (uint64_t)(at - text) + 4;
 	at = memmem(text, len, "\nflags ", 7);
 	if (at == NULL || (size_t)(at - text) + 8 >= len || at[8] != '\n') {
-		errno = EINVAL;  /* not the one-digit value mark_8bit() patches */
+		errno = EINVAL; /* not the one-digit value mark_8bit() patches */
 		goto out;
 	}
 	w->flags_offset = (uint64_t)(at - text) + 7;
@@ -1139,8 +1141,10 @@ static int writer_rename(struct queue_writer *w)
 static void writer_close(struct queue_writer *w)
 {
 	if (core_fs_close(w->fd) < 0)
-		log_msg(LOG_LVL_WARNING, w->id, "queue: close after commit: %s (the message "
-			"was fsynced before its rename and stays committed)", strerror(errno));
+		log_msg(LOG_LVL_WARNING, w->id,
+			"queue: close after commit: %s (the message "
+			"was fsynced before its rename and stays committed)",
+			strerror(errno));
 	w->fd = -1;
 }
 
@@ -1205,9 +1209,10 @@ int queue_writer_commit_sync(struct queue_writer *w)
 		errno = e;
 		return -1;
 	}
-	log_msg(LOG_LVL_ERROR, w->id, "queue: fsync after commit failed (%s) and the message "
-		"cannot be taken back (%s): it stays queued, durability in doubt", strerror(e),
-		strerror(errno));
+	log_msg(LOG_LVL_ERROR, w->id,
+		"queue: fsync after commit failed (%s) and the message "
+		"cannot be taken back (%s): it stays queued, durability in doubt",
+		strerror(e), strerror(errno));
 	return 0;
 }
 
@@ -1380,12 +1385,12 @@ int queue_drop_import(struct queue *q, const char *id, uint64_t max_size,
 	if (unlinkat(q->drop_fd, id, 0) < 0) {
 		char aside[QUEUE_ID_LEN + sizeof(BAD_PREFIX)];
 
-		log_c(LOG_C_PICKUP, LOG_LVL_ERROR, new_id, "cannot remove imported maildrop/%s: %s", id,
-			strerror(errno));
+		log_c(LOG_C_PICKUP, LOG_LVL_ERROR, new_id, "cannot remove imported maildrop/%s: %s",
+		      id, strerror(errno));
 		snprintf(aside, sizeof(aside), BAD_PREFIX "%s", id);
 		if (renameat(q->drop_fd, id, q->drop_fd, aside) < 0)
-			log_c(LOG_C_PICKUP, LOG_LVL_ERROR, new_id, "cannot move maildrop/%s aside: %s", id,
-				strerror(errno));
+			log_c(LOG_C_PICKUP, LOG_LVL_ERROR, new_id,
+			      "cannot move maildrop/%s aside: %s", id, strerror(errno));
 	}
 	if (queue_sync(q, true) < 0)
 		log_c(LOG_C_PICKUP, LOG_LVL_WARNING, new_id, "maildrop fsync: %s", strerror(errno));

@@ -163,8 +163,8 @@ enum smtp_local_result smtp_address_local(const char *addr, const char *hostname
 					  const char *alias_root, char *out, size_t outlen)
 {
 	static const char *const system_boxes[] = {
-		"root", "postmaster", "mailer-daemon", "abuse", "hostmaster", "webmaster", "noc",
-		"security",
+		"root",       "postmaster", "mailer-daemon", "abuse",
+		"hostmaster", "webmaster",  "noc",           "security",
 	};
 	const char *at = strrchr(addr, '@');
 	bool local = false;

@@ -6,7 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define SMTP_PATH_MAX 256           /* reverse/forward path (RFC 5321 §4.5.3.1.3) */
+#define SMTP_PATH_MAX 256 /* reverse/forward path (RFC 5321 §4.5.3.1.3) */
 #define SMTP_DOMAIN_MAX 255
 
 /* Longest address the client puts into MAIL FROM:<...> or RCPT TO:<...>

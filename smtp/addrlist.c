@@ -11,9 +11,9 @@ struct mbox {
 	char phrase[ADDRLIST_ADDR_MAX];
 	size_t plen;
 	bool poverflow;
-	bool pspace;          /* whitespace between words of the phrase */
-	bool pword;           /* a word has been seen */
-	bool pending_space;   /* whitespace or a comment since the last byte */
+	bool pspace;        /* whitespace between words of the phrase */
+	bool pword;         /* a word has been seen */
+	bool pending_space; /* whitespace or a comment since the last byte */
 	char angle[ADDRLIST_ADDR_MAX];
 	size_t alen;
 	bool aoverflow;
@@ -111,7 +111,8 @@ static int mbox_finish(struct mbox *m, struct addrlist_addr *out, struct addrlis
 			return -1;
 		}
 		if (m->pspace) {
-			err_set(e, m->phrase, "not an address (spaces; display names need <address>)");
+			err_set(e, m->phrase,
+				"not an address (spaces; display names need <address>)");
 			return -1;
 		}
 		spec = m->phrase;
@@ -249,8 +250,10 @@ int addrlist_next(struct addrlist_iter *it, struct addrlist_addr *out, struct ad
 	}
 	it->pos = len;
 	if (in_quote || in_angle || comment > 0) {
-		err_setn(err, s, len, in_quote ? "unterminated quoted string"
-				      : in_angle ? "unterminated <address>" : "unterminated comment");
+		err_setn(err, s, len,
+			 in_quote   ? "unterminated quoted string"
+			 : in_angle ? "unterminated <address>"
+				    : "unterminated comment");
 		return iter_fail(it, err);
 	}
 	it->done = true;

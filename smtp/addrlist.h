@@ -33,12 +33,12 @@
 
 struct addrlist_addr {
 	char addr[ADDRLIST_ADDR_MAX];
-	bool angle;                   /* it was written as <addr> */
+	bool angle; /* it was written as <addr> */
 };
 
 struct addrlist_err {
-	const char *why;              /* static text, e.g. "unterminated comment" */
-	char text[ADDRLIST_ERR_EXCERPT + 1];  /* the offending input, may be "" */
+	const char *why;                     /* static text, e.g. "unterminated comment" */
+	char text[ADDRLIST_ERR_EXCERPT + 1]; /* the offending input, may be "" */
 };
 
 /* Iterator over one address-list. It points into the caller's bytes, which
@@ -50,7 +50,7 @@ struct addrlist_iter {
 	bool in_group;
 	bool done;
 	bool failed;
-	struct addrlist_err err;      /* kept for calls after a failure */
+	struct addrlist_err err; /* kept for calls after a failure */
 };
 
 /* Starts iterating over len bytes at s (need not be NUL-terminated). */

@@ -1,6 +1,6 @@
 /* Outbound SMTP session state machine (after OpenSMTPD mta_session.c): one
  * transition function enter(), one reply handler on_reply(), no sockets. */
-#define LOG_COMPONENT LOG_C_SMTP  /* program name in logs, see relay/log.h */
+#define LOG_COMPONENT LOG_C_SMTP /* program name in logs, see relay/core/log.h */
 #include "smtp/client.h"
 
 #include <stdarg.h>
@@ -8,13 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "relay/log.h"
+#include "relay/core/log.h"
 #include "smtp/address.h"
 
-#define OUT_MAX (1024 * 1024)     /* commands for 1000 recipients fit */
-#define BODY_LOW (16 * 1024)      /* ask for more data below this much pending */
-#define BODY_HIGH (64 * 1024)     /* take data only up to this much pending */
-#define CMD_LINE_MAX 1100         /* one command line with its CRLF */
+#define OUT_MAX (1024 * 1024) /* commands for 1000 recipients fit */
+#define BODY_LOW (16 * 1024)  /* ask for more data below this much pending */
+#define BODY_HIGH (64 * 1024) /* take data only up to this much pending */
+#define CMD_LINE_MAX 1100     /* one command line with its CRLF */
 /* The longest MAIL: every parameter we send, with a 20-digit SIZE. */
 #define MAIL_PARAMS_MAX (sizeof(" SIZE=18446744073709551615 BODY=8BITMIME SMTPUTF8") - 1)
 
@@ -24,35 +24,53 @@
 _Static_assert(sizeof("MAIL FROM:<>\r\n") - 1 + SMTP_ADDRESS_SEND_MAX + MAIL_PARAMS_MAX <
 		       CMD_LINE_MAX,
 	       "MAIL FROM with a sendable address must fit one command line");
-_Static_assert(SMTP_CLIENT_MAX_RCPTS * (sizeof("RCPT TO:<>\r\n") - 1 + SMTP_ADDRESS_SEND_MAX) +
+_Static_assert(SMTP_CLIENT_MAX_RCPTS *(sizeof("RCPT TO:<>\r\n") - 1 + SMTP_ADDRESS_SEND_MAX) +
 			       2 * CMD_LINE_MAX <
 		       OUT_MAX,
 	       "a pipelined envelope must fit the output buffer");
 #define PULL_CHUNK 8192
-#define PULL_ROUNDS 16            /* bounded work per smtp_client_event() */
+#define PULL_ROUNDS 16 /* bounded work per smtp_client_event() */
 
 const struct smtp_client_timeouts smtp_client_default_timeouts = {
-	.banner = 300000, .helo = 300000, .mail = 300000, .rcpt = 300000,
-	.data_init = 120000, .data_block = 180000, .eod = 600000, .quit = 300000,
+	.banner = 300000,
+	.helo = 300000,
+	.mail = 300000,
+	.rcpt = 300000,
+	.data_init = 120000,
+	.data_block = 180000,
+	.eod = 600000,
+	.quit = 300000,
 };
 
 static const char *const state_names[SMTP_CLIENT_STATE_COUNT] = {
-	[SMTP_CLIENT_BANNER] = "BANNER", [SMTP_CLIENT_EHLO] = "EHLO",
-	[SMTP_CLIENT_HELO] = "HELO", [SMTP_CLIENT_STARTTLS] = "STARTTLS",
-	[SMTP_CLIENT_TLS_HANDSHAKE] = "TLS_HANDSHAKE", [SMTP_CLIENT_MAIL] = "MAIL",
-	[SMTP_CLIENT_RCPT] = "RCPT", [SMTP_CLIENT_DATA] = "DATA",
-	[SMTP_CLIENT_BODY] = "BODY", [SMTP_CLIENT_EOD] = "EOD",
-	[SMTP_CLIENT_READY] = "READY", [SMTP_CLIENT_QUIT] = "QUIT", [SMTP_CLIENT_DONE] = "DONE",
+	[SMTP_CLIENT_BANNER] = "BANNER",
+	[SMTP_CLIENT_EHLO] = "EHLO",
+	[SMTP_CLIENT_HELO] = "HELO",
+	[SMTP_CLIENT_STARTTLS] = "STARTTLS",
+	[SMTP_CLIENT_TLS_HANDSHAKE] = "TLS_HANDSHAKE",
+	[SMTP_CLIENT_MAIL] = "MAIL",
+	[SMTP_CLIENT_RCPT] = "RCPT",
+	[SMTP_CLIENT_DATA] = "DATA",
+	[SMTP_CLIENT_BODY] = "BODY",
+	[SMTP_CLIENT_EOD] = "EOD",
+	[SMTP_CLIENT_READY] = "READY",
+	[SMTP_CLIENT_QUIT] = "QUIT",
+	[SMTP_CLIENT_DONE] = "DONE",
 };
 
 /* Postfix wording: "... (in reply to RCPT TO command)". */
 static const char *const in_reply_to[SMTP_CLIENT_STATE_COUNT] = {
-	[SMTP_CLIENT_BANNER] = "initial greeting", [SMTP_CLIENT_EHLO] = "EHLO command",
-	[SMTP_CLIENT_HELO] = "HELO command", [SMTP_CLIENT_STARTTLS] = "STARTTLS command",
+	[SMTP_CLIENT_BANNER] = "initial greeting",
+	[SMTP_CLIENT_EHLO] = "EHLO command",
+	[SMTP_CLIENT_HELO] = "HELO command",
+	[SMTP_CLIENT_STARTTLS] = "STARTTLS command",
 	[SMTP_CLIENT_TLS_HANDSHAKE] = "STARTTLS command",
-	[SMTP_CLIENT_MAIL] = "MAIL FROM command", [SMTP_CLIENT_RCPT] = "RCPT TO command",
-	[SMTP_CLIENT_DATA] = "DATA command", [SMTP_CLIENT_BODY] = "message body",
-	[SMTP_CLIENT_EOD] = "end of DATA command", [SMTP_CLIENT_READY] = "end of DATA command",
+	[SMTP_CLIENT_MAIL] = "MAIL FROM command",
+	[SMTP_CLIENT_RCPT] = "RCPT TO command",
+	[SMTP_CLIENT_DATA] = "DATA command",
+	[SMTP_CLIENT_BODY] = "message body",
+	[SMTP_CLIENT_EOD] = "end of DATA command",
+	[SMTP_CLIENT_READY] = "end of DATA command",
 	[SMTP_CLIENT_QUIT] = "QUIT command",
 	[SMTP_CLIENT_DONE] = "QUIT command",
 };
@@ -64,18 +82,20 @@ static const char *const while_doing[SMTP_CLIENT_STATE_COUNT] = {
 	[SMTP_CLIENT_HELO] = "performing the HELO handshake",
 	[SMTP_CLIENT_STARTTLS] = "sending STARTTLS",
 	[SMTP_CLIENT_TLS_HANDSHAKE] = "performing the TLS handshake",
-	[SMTP_CLIENT_MAIL] = "sending MAIL FROM", [SMTP_CLIENT_RCPT] = "sending RCPT TO",
+	[SMTP_CLIENT_MAIL] = "sending MAIL FROM",
+	[SMTP_CLIENT_RCPT] = "sending RCPT TO",
 	[SMTP_CLIENT_DATA] = "sending DATA command",
 	[SMTP_CLIENT_BODY] = "sending message body",
 	[SMTP_CLIENT_EOD] = "sending end of data -- message may be sent more than once",
 	[SMTP_CLIENT_READY] = "idle between transactions",
-	[SMTP_CLIENT_QUIT] = "sending QUIT", [SMTP_CLIENT_DONE] = "closing",
+	[SMTP_CLIENT_QUIT] = "sending QUIT",
+	[SMTP_CLIENT_DONE] = "closing",
 };
 
 struct rcpt {
 	char *address;
-	bool accepted;   /* 2xx to RCPT TO */
-	bool refused;    /* settled by the client before MAIL: no RCPT for it */
+	bool accepted; /* 2xx to RCPT TO */
+	bool refused;  /* settled by the client before MAIL: no RCPT for it */
 };
 
 struct smtp_client {
@@ -89,20 +109,20 @@ struct smtp_client {
 	struct smtp_client_timeouts to;
 	smtp_client_read_fn read;
 	void *read_arg;
-	bool keep_open;           /* READY instead of QUIT after the end-of-data reply */
-	bool eight_bit;           /* the message has 8-bit data: BODY=8BITMIME or no MAIL */
-	unsigned transactions;    /* MAIL transactions started on this session */
+	bool keep_open;        /* READY instead of QUIT after the end-of-data reply */
+	bool eight_bit;        /* the message has 8-bit data: BODY=8BITMIME or no MAIL */
+	unsigned transactions; /* MAIL transactions started on this session */
 
 	struct smtp_client_result res;
-	bool failed;              /* res.outcome/diag set; first failure wins */
-	bool smtputf8;            /* the envelope needs SMTPUTF8 */
+	bool failed;                                 /* res.outcome/diag set; first failure wins */
+	bool smtputf8;                               /* the envelope needs SMTPUTF8 */
 	char starttls_refusal[SMTP_CLIENT_DIAG_MAX]; /* reply to STARTTLS if not 220 */
 
 	/* transaction progress */
-	bool pipelined;           /* MAIL, RCPTs and DATA went out in one write */
-	bool mail_failed;         /* eat remaining pipelined replies */
-	bool discard_eod;         /* "." sent only to close an empty DATA */
-	size_t rcpt_idx;          /* recipient whose RCPT reply comes next */
+	bool pipelined;   /* MAIL, RCPTs and DATA went out in one write */
+	bool mail_failed; /* eat remaining pipelined replies */
+	bool discard_eod; /* "." sent only to close an empty DATA */
+	size_t rcpt_idx;  /* recipient whose RCPT reply comes next */
 
 	/* body encoding across chunks */
 	bool bol, pending_cr, data_ended;
@@ -153,7 +173,8 @@ static int out_put(struct smtp_client *c, const char *s, size_t n)
 	return 0;
 }
 
-static int out_cmd(struct smtp_client *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int out_cmd(struct smtp_client *c, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 static int out_cmd(struct smtp_client *c, const char *fmt, ...)
 {
 	char line[CMD_LINE_MAX];
@@ -241,8 +262,8 @@ static void fail_session(struct smtp_client *c, enum smtp_conn_outcome outcome, 
 
 /* "host X said: 550 5.1.1 ... (in reply to RCPT TO command)" into diag,
  * the bare reply into summary, the status code into esc. */
-static void describe_reply(const struct smtp_client *c, const struct smtp_reply *r,
-			   char *diag, size_t dlen, char *summary, size_t slen, char *esc)
+static void describe_reply(const struct smtp_client *c, const struct smtp_reply *r, char *diag,
+			   size_t dlen, char *summary, size_t slen, char *esc)
 {
 	smtp_reply_summary(r, summary, slen);
 	if (c->state == SMTP_CLIENT_BANNER)
@@ -369,7 +390,7 @@ static bool refuse_utf8(struct smtp_client *c)
 	for (i = 0; i < c->nrcpts; i++)
 		if (needs_utf8(c->rcpts[i].address))
 			refuse_rcpt(c, i, "5.6.7", diag);
-	c->smtputf8 = false;  /* what is left is ASCII */
+	c->smtputf8 = false; /* what is left is ASCII */
 	return false;
 }
 
@@ -379,8 +400,8 @@ static bool local_refusal(struct smtp_client *c)
 	if (c->res.caps.size && c->res.caps.size_max > 0 && c->size > c->res.caps.size_max) {
 		fail_session(c, SMTP_CONN_PERMFAIL, false, 0, "5.3.4", NULL,
 			     "message size %llu exceeds size limit %llu of server %s",
-			     (unsigned long long)c->size,
-			     (unsigned long long)c->res.caps.size_max, c->peer);
+			     (unsigned long long)c->size, (unsigned long long)c->res.caps.size_max,
+			     c->peer);
 		return true;
 	}
 	if (c->eight_bit && !c->res.caps.eightbitmime) {
@@ -405,8 +426,8 @@ static void enter(struct smtp_client *c, enum smtp_client_state next)
 	enum smtp_client_state old = c->state;
 	int rc = 0;
 
-	if (next >= SMTP_CLIENT_MAIL && next <= SMTP_CLIENT_EOD &&
-	    c->tls == SMTP_TLS_REQUIRE && !c->res.tls_active) {
+	if (next >= SMTP_CLIENT_MAIL && next <= SMTP_CLIENT_EOD && c->tls == SMTP_TLS_REQUIRE &&
+	    !c->res.tls_active) {
 		c->res.tls_result = "starttls-not-supported";
 		if (c->starttls_refusal[0])
 			fail_session(c, SMTP_CONN_TLS_FAILED, true, 0, "4.7.5", NULL,
@@ -563,7 +584,7 @@ static void on_reply(struct smtp_client *c, const struct smtp_reply *r)
 		fail_reply(c, r, smtp_reply_temp(r));
 		if (c->pipelined) {
 			c->mail_failed = true;
-			enter(c, SMTP_CLIENT_RCPT);  /* to eat the RCPT and DATA replies */
+			enter(c, SMTP_CLIENT_RCPT); /* to eat the RCPT and DATA replies */
 		} else {
 			enter(c, SMTP_CLIENT_QUIT);
 		}
@@ -597,7 +618,7 @@ static void on_reply(struct smtp_client *c, const struct smtp_reply *r)
 				enter(c, SMTP_CLIENT_BODY);
 			}
 		} else if (smtp_reply_ok(r)) {
-			fail_reply(c, r, false);  /* 2xx to DATA: the server is confused */
+			fail_reply(c, r, false); /* 2xx to DATA: the server is confused */
 			enter(c, SMTP_CLIENT_QUIT);
 		} else {
 			/* With no recipient accepted the rejection was expected and
@@ -776,8 +797,7 @@ nomem:
 	return NULL;
 }
 
-int smtp_client_next(struct smtp_client *c, const struct smtp_client_config *cfg,
-		     const char **err)
+int smtp_client_next(struct smtp_client *c, const struct smtp_client_config *cfg, const char **err)
 {
 	const char *dummy;
 
@@ -846,9 +866,9 @@ int smtp_client_feed(struct smtp_client *c, const char *buf, size_t len)
 		buf += used;
 		len -= used;
 		if (rc < 0) {
-			fail_session(c, SMTP_CONN_TEMPFAIL, next_mx_after_break(c), 0, "4.5.0", NULL,
-				     "host %s sent a malformed reply (%s) while %s", c->peer, err,
-				     while_doing[c->state]);
+			fail_session(c, SMTP_CONN_TEMPFAIL, next_mx_after_break(c), 0, "4.5.0",
+				     NULL, "host %s sent a malformed reply (%s) while %s", c->peer,
+				     err, while_doing[c->state]);
 			enter(c, SMTP_CLIENT_DONE);
 			break;
 		}
@@ -869,8 +889,7 @@ void smtp_client_eof(struct smtp_client *c)
 		return;
 	if (c->state != SMTP_CLIENT_QUIT && c->state != SMTP_CLIENT_READY)
 		fail_session(c, SMTP_CONN_TEMPFAIL, next_mx_after_break(c), 0, "4.4.2", NULL,
-			     "lost connection with %s while %s", c->peer,
-			     while_doing[c->state]);
+			     "lost connection with %s while %s", c->peer, while_doing[c->state]);
 	enter(c, SMTP_CLIENT_DONE);
 }
 
@@ -881,7 +900,7 @@ const char *smtp_client_timeout(struct smtp_client *c)
 	if (c->state == SMTP_CLIENT_DONE)
 		return name;
 	if (c->state == SMTP_CLIENT_READY) {
-		smtp_client_quit(c);  /* the driver's idle time is over */
+		smtp_client_quit(c); /* the driver's idle time is over */
 		return name;
 	}
 	if (c->state == SMTP_CLIENT_TLS_HANDSHAKE)
@@ -899,19 +918,28 @@ const char *smtp_client_timeout(struct smtp_client *c)
 uint32_t smtp_client_timeout_ms(const struct smtp_client *c)
 {
 	switch (c->state) {
-	case SMTP_CLIENT_BANNER: return c->to.banner;
+	case SMTP_CLIENT_BANNER:
+		return c->to.banner;
 	case SMTP_CLIENT_EHLO:
 	case SMTP_CLIENT_HELO:
 	case SMTP_CLIENT_STARTTLS:
-	case SMTP_CLIENT_TLS_HANDSHAKE: return c->to.helo;
-	case SMTP_CLIENT_MAIL: return c->to.mail;
-	case SMTP_CLIENT_RCPT: return c->to.rcpt;
-	case SMTP_CLIENT_DATA: return c->to.data_init;
-	case SMTP_CLIENT_BODY: return c->to.data_block;
+	case SMTP_CLIENT_TLS_HANDSHAKE:
+		return c->to.helo;
+	case SMTP_CLIENT_MAIL:
+		return c->to.mail;
+	case SMTP_CLIENT_RCPT:
+		return c->to.rcpt;
+	case SMTP_CLIENT_DATA:
+		return c->to.data_init;
+	case SMTP_CLIENT_BODY:
+		return c->to.data_block;
 	/* While the tail of the body is still being written, it is a data block. */
-	case SMTP_CLIENT_EOD: return out_pending(c) > 0 ? c->to.data_block : c->to.eod;
-	case SMTP_CLIENT_QUIT: return c->to.quit;
-	default: return 0;
+	case SMTP_CLIENT_EOD:
+		return out_pending(c) > 0 ? c->to.data_block : c->to.eod;
+	case SMTP_CLIENT_QUIT:
+		return c->to.quit;
+	default:
+		return 0;
 	}
 }
 
@@ -953,7 +981,7 @@ static void body_byte(struct smtp_client *c, char **o, char b)
 		return;
 	}
 	if (c->bol && b == '.')
-		*(*o)++ = '.';  /* RFC 5321 §4.5.2 */
+		*(*o)++ = '.'; /* RFC 5321 §4.5.2 */
 	*(*o)++ = b;
 	c->bol = false;
 }
@@ -1098,9 +1126,13 @@ const struct smtp_client_result *smtp_client_result(const struct smtp_client *c)
 const char *smtp_rcpt_status_name(enum smtp_rcpt_status s)
 {
 	switch (s) {
-	case SMTP_RCPT_SENT: return "sent";
-	case SMTP_RCPT_DEFER: return "deferred";
-	case SMTP_RCPT_BOUNCE: return "bounced";
-	default: return "pending";
+	case SMTP_RCPT_SENT:
+		return "sent";
+	case SMTP_RCPT_DEFER:
+		return "deferred";
+	case SMTP_RCPT_BOUNCE:
+		return "bounced";
+	default:
+		return "pending";
 	}
 }

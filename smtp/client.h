@@ -11,7 +11,7 @@
 #include "smtp/reply.h"
 
 /*
- * How the driver (relay/delivery.c) uses it, after connecting:
+ * How the driver (relay/daemon/delivery.c) uses it, after connecting:
  *
  *   c = smtp_client_new(&cfg)
  *   loop:
@@ -90,62 +90,62 @@
  */
 
 enum smtp_tls_level {
-	SMTP_TLS_NONE,     /* never STARTTLS */
-	SMTP_TLS_MAY,      /* STARTTLS when offered; plaintext if not offered or refused */
-	SMTP_TLS_REQUIRE,  /* STARTTLS or nothing (MTA-STS enforce, tls_default=verify) */
+	SMTP_TLS_NONE,    /* never STARTTLS */
+	SMTP_TLS_MAY,     /* STARTTLS when offered; plaintext if not offered or refused */
+	SMTP_TLS_REQUIRE, /* STARTTLS or nothing (MTA-STS enforce, tls_default=verify) */
 };
 
 enum smtp_client_state {
-	SMTP_CLIENT_BANNER,        /* waiting for the greeting */
+	SMTP_CLIENT_BANNER, /* waiting for the greeting */
 	SMTP_CLIENT_EHLO,
-	SMTP_CLIENT_HELO,          /* EHLO got 5xx (before TLS only) */
+	SMTP_CLIENT_HELO, /* EHLO got 5xx (before TLS only) */
 	SMTP_CLIENT_STARTTLS,
 	SMTP_CLIENT_TLS_HANDSHAKE, /* the driver runs the handshake */
 	SMTP_CLIENT_MAIL,
 	SMTP_CLIENT_RCPT,
 	SMTP_CLIENT_DATA,
-	SMTP_CLIENT_BODY,          /* sending the message */
-	SMTP_CLIENT_EOD,           /* waiting for the reply to the final "." */
-	SMTP_CLIENT_READY,         /* keep_open: transaction over, session idle */
+	SMTP_CLIENT_BODY,  /* sending the message */
+	SMTP_CLIENT_EOD,   /* waiting for the reply to the final "." */
+	SMTP_CLIENT_READY, /* keep_open: transaction over, session idle */
 	SMTP_CLIENT_QUIT,
 	SMTP_CLIENT_DONE,
 	SMTP_CLIENT_STATE_COUNT
 };
 
 enum smtp_client_event {
-	SMTP_CLIENT_EV_IO,         /* nothing special: write pending output, read input */
+	SMTP_CLIENT_EV_IO, /* nothing special: write pending output, read input */
 	SMTP_CLIENT_EV_NEED_TLS,
 	SMTP_CLIENT_EV_WANT_DATA,
 	SMTP_CLIENT_EV_DONE,
-	SMTP_CLIENT_EV_READY,      /* keep_open: idle between transactions */
+	SMTP_CLIENT_EV_READY, /* keep_open: idle between transactions */
 };
 
 /* Per-recipient outcome, with dma's three-way convention. */
 enum smtp_rcpt_status {
-	SMTP_RCPT_PENDING,         /* no verdict yet (only while running) */
-	SMTP_RCPT_SENT,            /* 2xx after end of data */
-	SMTP_RCPT_DEFER,           /* 4xx at any stage, lost connection, timeout, TLS */
-	SMTP_RCPT_BOUNCE,          /* 5xx */
+	SMTP_RCPT_PENDING, /* no verdict yet (only while running) */
+	SMTP_RCPT_SENT,    /* 2xx after end of data */
+	SMTP_RCPT_DEFER,   /* 4xx at any stage, lost connection, timeout, TLS */
+	SMTP_RCPT_BOUNCE,  /* 5xx */
 };
 
 /* Connection-level outcome: what went wrong with the session as a whole. */
 enum smtp_conn_outcome {
-	SMTP_CONN_OK,              /* transaction finished; see each recipient */
-	SMTP_CONN_TEMPFAIL,        /* 4xx before RCPT, lost connection, timeout, protocol error */
-	SMTP_CONN_PERMFAIL,        /* 5xx before RCPT (greeting, HELO, MAIL), local size/UTF-8 refusal */
-	SMTP_CONN_TLS_FAILED,      /* handshake failed, plaintext after STARTTLS, or required TLS unavailable */
+	SMTP_CONN_OK,       /* transaction finished; see each recipient */
+	SMTP_CONN_TEMPFAIL, /* 4xx before RCPT, lost connection, timeout, protocol error */
+	SMTP_CONN_PERMFAIL, /* 5xx before RCPT (greeting, HELO, MAIL), local size/UTF-8 refusal */
+	SMTP_CONN_TLS_FAILED, /* handshake failed, plaintext after STARTTLS, or required TLS unavailable */
 };
 
 /* Timeouts in milliseconds (RFC 5321 §4.5.3.2). */
 struct smtp_client_timeouts {
-	uint32_t banner;           /* 5 min: greeting */
-	uint32_t helo;             /* 5 min: EHLO/HELO/STARTTLS replies, TLS handshake */
-	uint32_t mail;             /* 5 min */
-	uint32_t rcpt;             /* 5 min */
-	uint32_t data_init;        /* 2 min: the 354 */
-	uint32_t data_block;       /* 3 min: each write of message data */
-	uint32_t eod;              /* 10 min: the reply to "." */
-	uint32_t quit;             /* 5 min (Postfix smtp_quit_timeout) */
+	uint32_t banner;     /* 5 min: greeting */
+	uint32_t helo;       /* 5 min: EHLO/HELO/STARTTLS replies, TLS handshake */
+	uint32_t mail;       /* 5 min */
+	uint32_t rcpt;       /* 5 min */
+	uint32_t data_init;  /* 2 min: the 354 */
+	uint32_t data_block; /* 3 min: each write of message data */
+	uint32_t eod;        /* 10 min: the reply to "." */
+	uint32_t quit;       /* 5 min (Postfix smtp_quit_timeout) */
 };
 extern const struct smtp_client_timeouts smtp_client_default_timeouts;
 
@@ -154,30 +154,30 @@ extern const struct smtp_client_timeouts smtp_client_default_timeouts;
 typedef ssize_t (*smtp_client_read_fn)(void *arg, char *buf, size_t cap);
 
 struct smtp_client_config {
-	const char *helo_name;     /* our EHLO name (config `hostname`) */
-	const char *peer;          /* "mx.example.com[192.0.2.1]" for reply texts */
-	const char *queue_id;      /* for trace lines; may be NULL */
-	const char *sender;        /* envelope sender, "" = null sender */
-	const char *const *rcpts;  /* recipient addresses, without <> */
-	size_t nrcpts;             /* 1..SMTP_CLIENT_MAX_RCPTS */
-	uint64_t size;             /* message size in bytes for SIZE=, 0 = unknown */
+	const char *helo_name;    /* our EHLO name (config `hostname`) */
+	const char *peer;         /* "mx.example.com[192.0.2.1]" for reply texts */
+	const char *queue_id;     /* for trace lines; may be NULL */
+	const char *sender;       /* envelope sender, "" = null sender */
+	const char *const *rcpts; /* recipient addresses, without <> */
+	size_t nrcpts;            /* 1..SMTP_CLIENT_MAX_RCPTS */
+	uint64_t size;            /* message size in bytes for SIZE=, 0 = unknown */
 	enum smtp_tls_level tls;
-	const struct smtp_client_timeouts *timeouts;  /* NULL = defaults */
-	smtp_client_read_fn read;  /* optional pull source (else push with smtp_client_data) */
+	const struct smtp_client_timeouts *timeouts; /* NULL = defaults */
+	smtp_client_read_fn read; /* optional pull source (else push with smtp_client_data) */
 	void *read_arg;
-	bool keep_open;            /* READY instead of QUIT after the end-of-data reply */
-	bool eight_bit;            /* the message holds bytes >= 0x80 (QUEUE_F_8BITMIME) */
+	bool keep_open; /* READY instead of QUIT after the end-of-data reply */
+	bool eight_bit; /* the message holds bytes >= 0x80 (QUEUE_F_8BITMIME) */
 };
 
-#define SMTP_CLIENT_MAX_RCPTS 1000      /* per transaction; the driver splits larger ones */
-#define SMTP_CLIENT_DIAG_MAX 512        /* == QUEUE_ERROR_MAX */
+#define SMTP_CLIENT_MAX_RCPTS 1000 /* per transaction; the driver splits larger ones */
+#define SMTP_CLIENT_DIAG_MAX 512   /* == QUEUE_ERROR_MAX */
 
 struct smtp_rcpt_result {
-	const char *address;             /* the client's copy */
+	const char *address; /* the client's copy */
 	enum smtp_rcpt_status status;
-	int code;                        /* reply code, 0 if none (lost, timeout, TLS, local) */
-	char esc[SMTP_REPLY_ESC_MAX];    /* "5.1.1": the server's, else one we chose */
-	enum smtp_client_state stage;    /* state whose reply decided */
+	int code;                     /* reply code, 0 if none (lost, timeout, TLS, local) */
+	char esc[SMTP_REPLY_ESC_MAX]; /* "5.1.1": the server's, else one we chose */
+	enum smtp_client_state stage; /* state whose reply decided */
 	/* "host mx[ip] said: 550 5.1.1 unknown user (in reply to RCPT TO command)" */
 	char diag[SMTP_CLIENT_DIAG_MAX];
 	/* For a DSN Diagnostic-Code: "550 5.1.1 unknown user", "" if no reply. */
@@ -186,23 +186,23 @@ struct smtp_rcpt_result {
 
 struct smtp_client_result {
 	enum smtp_conn_outcome outcome;
-	bool try_next_mx;                /* hint: the failure is the host's, another MX may do */
-	enum smtp_client_state failed_state;  /* meaningful when outcome != OK */
-	char diag[SMTP_CLIENT_DIAG_MAX]; /* the connection-level reason, "" if OK */
+	bool try_next_mx; /* hint: the failure is the host's, another MX may do */
+	enum smtp_client_state failed_state; /* meaningful when outcome != OK */
+	char diag[SMTP_CLIENT_DIAG_MAX];     /* the connection-level reason, "" if OK */
 	/* The connection-level failure's reply code (0: none, e.g. lost, timed
 	 * out, refused by the client itself) and status ("4.4.2"), "" if OK.
 	 * Use these, not a recipient's: a recipient the client refused alone
 	 * (SMTPUTF8) carries its own verdict. */
 	int code;
 	char esc[SMTP_REPLY_ESC_MAX];
-	const char *tls_result;          /* "starttls-not-supported" when the client
+	const char *tls_result;               /* "starttls-not-supported" when the client
 					  * failed closed; NULL otherwise (handshake
 					  * results come from smtp_tls) */
-	bool tls_active;                 /* STARTTLS completed */
-	bool esmtp;                      /* EHLO accepted */
-	struct smtp_ehlo_caps caps;      /* of the last EHLO */
-	size_t accepted;                 /* recipients with 2xx to RCPT */
-	const struct smtp_rcpt_result *rcpts;  /* cfg.nrcpts entries, in cfg order */
+	bool tls_active;                      /* STARTTLS completed */
+	bool esmtp;                           /* EHLO accepted */
+	struct smtp_ehlo_caps caps;           /* of the last EHLO */
+	size_t accepted;                      /* recipients with 2xx to RCPT */
+	const struct smtp_rcpt_result *rcpts; /* cfg.nrcpts entries, in cfg order */
 	size_t nrcpts;
 };
 
@@ -223,8 +223,7 @@ void smtp_client_free(struct smtp_client *c);
  * the same single transition function, so SMTP_TLS_REQUIRE on a session
  * without TLS still fails closed. 0, or -1 (not READY, bad config, out of
  * memory; *err gets a static reason, the session is unchanged). */
-int smtp_client_next(struct smtp_client *c, const struct smtp_client_config *cfg,
-		     const char **err);
+int smtp_client_next(struct smtp_client *c, const struct smtp_client_config *cfg, const char **err);
 /* Ends a READY session politely: QUIT, then DONE on the reply. -1 if not READY. */
 int smtp_client_quit(struct smtp_client *c);
 /* Transactions started on this session (1 for the first). */
@@ -266,9 +265,9 @@ int smtp_client_data_end(struct smtp_client *c);
 void smtp_client_data_error(struct smtp_client *c, const char *reason);
 
 enum smtp_client_state smtp_client_state(const struct smtp_client *c);
-const char *smtp_client_state_name(enum smtp_client_state s);  /* "BANNER", ... */
+const char *smtp_client_state_name(enum smtp_client_state s); /* "BANNER", ... */
 /* Valid at any time; final once the event is DONE. */
 const struct smtp_client_result *smtp_client_result(const struct smtp_client *c);
-const char *smtp_rcpt_status_name(enum smtp_rcpt_status s);      /* "sent", "deferred", "bounced" */
+const char *smtp_rcpt_status_name(enum smtp_rcpt_status s); /* "sent", "deferred", "bounced" */
 
 #endif

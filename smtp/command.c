@@ -72,7 +72,8 @@ static int parse_path(const char **pp, const char *end, char *out, bool is_mail,
 		return 0;
 	}
 	if (n > SMTP_PATH_MAX) {
-		*reason = is_mail ? "5.1.7 Sender address too long" : "5.1.3 Recipient address too long";
+		*reason = is_mail ? "5.1.7 Sender address too long"
+				  : "5.1.3 Recipient address too long";
 		return 501;
 	}
 	memcpy(out, start, n);
@@ -82,7 +83,8 @@ static int parse_path(const char **pp, const char *end, char *out, bool is_mail,
 	if (!is_mail && strcasecmp(out, "postmaster") == 0)
 		return 0;
 	if (smtp_address_valid(out) != 0) {
-		*reason = is_mail ? "5.1.7 Bad sender address syntax" : "5.1.3 Bad recipient address syntax";
+		*reason = is_mail ? "5.1.7 Bad sender address syntax"
+				  : "5.1.3 Bad recipient address syntax";
 		return 501;
 	}
 	return 0;
@@ -144,8 +146,7 @@ static int parse_mail_params(const char *p, const char *end, struct smtp_command
 	return 0;
 }
 
-int smtp_command_parse(const char *line, size_t len, struct smtp_command *cmd,
-		       const char **reason)
+int smtp_command_parse(const char *line, size_t len, struct smtp_command *cmd, const char **reason)
 {
 	const char *p, *end, *sp;
 	size_t vlen, i, alen;
@@ -217,7 +218,8 @@ int smtp_command_parse(const char *line, size_t len, struct smtp_command *cmd,
 		const char *kw = mail ? "FROM:" : "TO:";
 
 		if (!ieq_prefix(p, alen, kw)) {
-			*reason = mail ? "5.5.4 Syntax: MAIL FROM:<address>" : "5.5.4 Syntax: RCPT TO:<address>";
+			*reason = mail ? "5.5.4 Syntax: MAIL FROM:<address>"
+				       : "5.5.4 Syntax: RCPT TO:<address>";
 			return 501;
 		}
 		p += strlen(kw);

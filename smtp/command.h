@@ -6,27 +6,40 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "smtp/address.h"   /* SMTP_PATH_MAX; paths are checked with smtp_address_valid() */
+#include "smtp/address.h" /* SMTP_PATH_MAX; paths are checked with smtp_address_valid() */
 
-#define SMTP_LINE_MAX 1000          /* parser buffer; smtpd enforces the 512-octet command line of RFC 5321 §4.5.3.1.4 */
-#define SMTP_TEXT_LINE_MAX 1000     /* text line incl. CRLF (§4.5.3.1.6) */
+/* The parser's buffer; smtpd enforces the 512-octet command line of RFC 5321 §4.5.3.1.4. */
+#define SMTP_LINE_MAX 1000
+#define SMTP_TEXT_LINE_MAX 1000 /* text line incl. CRLF (§4.5.3.1.6) */
 
 enum smtp_verb {
-	SMTP_CMD_UNKNOWN, SMTP_CMD_HELO, SMTP_CMD_EHLO, SMTP_CMD_MAIL, SMTP_CMD_RCPT,
-	SMTP_CMD_DATA, SMTP_CMD_RSET, SMTP_CMD_NOOP, SMTP_CMD_QUIT, SMTP_CMD_VRFY,
-	SMTP_CMD_EXPN, SMTP_CMD_HELP, SMTP_CMD_STARTTLS, SMTP_CMD_AUTH, SMTP_CMD_BDAT
+	SMTP_CMD_UNKNOWN,
+	SMTP_CMD_HELO,
+	SMTP_CMD_EHLO,
+	SMTP_CMD_MAIL,
+	SMTP_CMD_RCPT,
+	SMTP_CMD_DATA,
+	SMTP_CMD_RSET,
+	SMTP_CMD_NOOP,
+	SMTP_CMD_QUIT,
+	SMTP_CMD_VRFY,
+	SMTP_CMD_EXPN,
+	SMTP_CMD_HELP,
+	SMTP_CMD_STARTTLS,
+	SMTP_CMD_AUTH,
+	SMTP_CMD_BDAT
 };
 
 enum smtp_body { SMTP_BODY_DEFAULT, SMTP_BODY_7BIT, SMTP_BODY_8BITMIME };
 
 struct smtp_command {
 	enum smtp_verb verb;
-	char arg[SMTP_LINE_MAX];    /* HELO/EHLO domain, VRFY/HELP argument, raw */
-	char path[SMTP_PATH_MAX + 1];  /* MAIL/RCPT address without <>, "" for <> */
-	uint64_t size;              /* MAIL SIZE= (0 if absent) */
+	char arg[SMTP_LINE_MAX];      /* HELO/EHLO domain, VRFY/HELP argument, raw */
+	char path[SMTP_PATH_MAX + 1]; /* MAIL/RCPT address without <>, "" for <> */
+	uint64_t size;                /* MAIL SIZE= (0 if absent) */
 	int has_size;
-	enum smtp_body body;        /* MAIL BODY= */
-	int smtputf8;               /* MAIL SMTPUTF8 */
+	enum smtp_body body; /* MAIL BODY= */
+	int smtputf8;        /* MAIL SMTPUTF8 */
 };
 
 /* Parses one command line (with or without the trailing CRLF). Returns 0, or
@@ -41,7 +54,6 @@ struct smtp_command {
  * TO:<postmaster> (any case) without a domain, which RFC 5321 §4.5.1
  * requires every server to accept: its path is "postmaster" as given, and
  * the caller resolves it (smtp_address_local). */
-int smtp_command_parse(const char *line, size_t len, struct smtp_command *cmd,
-		       const char **reason);
+int smtp_command_parse(const char *line, size_t len, struct smtp_command *cmd, const char **reason);
 
 #endif

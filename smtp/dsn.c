@@ -9,8 +9,8 @@
 
 #include <openssl/rand.h>
 
-#include "relay/clock.h"
-#include "relay/core_buf.h"
+#include "relay/core/clock.h"
+#include "relay/core/buf.h"
 
 /* A field value for a header-like line: control characters become spaces,
  * length capped; never CR or LF. */
@@ -52,7 +52,7 @@ static void field(struct core_buf *b, const char *name, const char *value)
 		v += take;
 		n -= take;
 		if (n > 0) {
-			core_buf_adds(b, "\r\n");  /* the space stays and starts the continuation */
+			core_buf_adds(b, "\r\n"); /* the space stays and starts the continuation */
 			col = 0;
 		} else {
 			col += take;
@@ -126,7 +126,7 @@ static void put_headers(struct core_buf *b, const char *h, size_t n)
 		if (h[i] == '\n')
 			end = i + 1;
 	if (end == 0)
-		end = n;  /* one unterminated line */
+		end = n; /* one unterminated line */
 	while (start < end) {
 		const char *nl = memchr(h + start, '\n', end - start);
 		size_t ll = nl ? (size_t)(nl - (h + start)) : end - start;
@@ -135,7 +135,7 @@ static void put_headers(struct core_buf *b, const char *h, size_t n)
 		if (l2 > 0 && h[start + l2 - 1] == '\r')
 			l2--;
 		if (l2 == 0)
-			break;  /* the empty line ending the header section */
+			break; /* the empty line ending the header section */
 		for (i = 0; i < l2; i++) {
 			char c = h[start + i];
 
@@ -243,14 +243,17 @@ int smtp_dsn_compose(const struct smtp_dsn *d, char **out, size_t *outlen, const
 			d->queue_id ? d->queue_id : "dsn", tok, d->reporting_mta);
 	core_buf_adds(&b, "Auto-Submitted: auto-replied\r\n");
 	core_buf_adds(&b, "MIME-Version: 1.0\r\n");
-	core_buf_printf(&b, "Content-Type: multipart/report; report-type=delivery-status;\r\n"
-			"\tboundary=\"%s\"\r\n", boundary);
+	core_buf_printf(&b,
+			"Content-Type: multipart/report; report-type=delivery-status;\r\n"
+			"\tboundary=\"%s\"\r\n",
+			boundary);
 	core_buf_printf(&b, "Content-Transfer-Encoding: %s\r\n", eight ? "8bit" : "7bit");
 	core_buf_adds(&b, "\r\nThis is a MIME-encapsulated message.\r\n\r\n");
 
 	/* ---- 1: for people ---- */
 	core_buf_printf(&b, "--%s\r\n", boundary);
-	core_buf_printf(&b, "Content-Description: Notification\r\n"
+	core_buf_printf(&b,
+			"Content-Description: Notification\r\n"
 			"Content-Type: text/plain; charset=%s\r\n"
 			"Content-Transfer-Encoding: %s\r\n\r\n",
 			eight ? "utf-8" : "us-ascii", eight ? "8bit" : "7bit");
@@ -262,9 +265,9 @@ int smtp_dsn_compose(const struct smtp_dsn *d, char **out, size_t *outlen, const
 	} else {
 		char until[40];
 
-		core_buf_adds(&b,
-			      "Your message has not yet been delivered to one or more recipients.\r\n"
-			      "This is only a warning: no action is required on your part.\r\n");
+		core_buf_adds(
+			&b, "Your message has not yet been delivered to one or more recipients.\r\n"
+			    "This is only a warning: no action is required on your part.\r\n");
 		if (d->retry_until)
 			core_buf_printf(&b, "Delivery will be retried until %s.\r\n",
 					clock_rfc5322(d->retry_until, until, sizeof(until)));
@@ -273,7 +276,10 @@ int smtp_dsn_compose(const struct smtp_dsn *d, char **out, size_t *outlen, const
 	for (i = 0; i < d->nrcpts; i++) {
 		const struct smtp_dsn_rcpt *r = &d->rcpts[i];
 
-		clean(v, sizeof(v), r->reason ? r->reason : r->diagnostic ? r->diagnostic : "no reason");
+		clean(v, sizeof(v),
+		      r->reason       ? r->reason
+		      : r->diagnostic ? r->diagnostic
+				      : "no reason");
 		core_buf_printf(&b, "<%s>: %s\r\n", r->address, v);
 	}
 	core_buf_adds(&b, "\r\n");
@@ -281,7 +287,7 @@ int smtp_dsn_compose(const struct smtp_dsn *d, char **out, size_t *outlen, const
 	/* ---- 2: for programs (RFC 3464 §2.2, §2.3) ---- */
 	core_buf_printf(&b, "--%s\r\n", boundary);
 	core_buf_adds(&b, "Content-Description: Delivery report\r\n"
-		      "Content-Type: message/delivery-status\r\n\r\n");
+			  "Content-Type: message/delivery-status\r\n\r\n");
 	core_buf_printf(&b, "Reporting-MTA: dns; %s\r\n", d->reporting_mta);
 	if (d->queue_id)
 		core_buf_printf(&b, "X-Stsrelay-Queue-ID: %s\r\n", d->queue_id);
@@ -319,14 +325,14 @@ int smtp_dsn_compose(const struct smtp_dsn *d, char **out, size_t *outlen, const
 	/* ---- 3: the original headers ---- */
 	core_buf_printf(&b, "--%s\r\n", boundary);
 	core_buf_adds(&b, "Content-Description: Undelivered Message Headers\r\n"
-		      "Content-Type: text/rfc822-headers\r\n");
+			  "Content-Type: text/rfc822-headers\r\n");
 	if (eight_bit(d->headers, hlen))
 		core_buf_adds(&b, "Content-Transfer-Encoding: 8bit\r\n");
 	core_buf_adds(&b, "\r\n");
 	put_headers(&b, d->headers, hlen);
 	core_buf_printf(&b, "\r\n--%s--\r\n", boundary);
 
-	*out = core_buf_take(&b, outlen);   /* NULL if any append above failed */
+	*out = core_buf_take(&b, outlen); /* NULL if any append above failed */
 	if (*out == NULL) {
 		*err = "DSN too large or out of memory";
 		goto fail;

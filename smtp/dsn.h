@@ -14,20 +14,20 @@
 #define SMTP_DSN_MAX (8 * 1024 * 1024)
 
 enum smtp_dsn_kind {
-	SMTP_DSN_FAILURE,   /* Action: failed; "Undelivered Mail Returned to Sender" */
-	SMTP_DSN_DELAY,     /* Action: delayed; "Delayed Mail (still being retried)" */
+	SMTP_DSN_FAILURE, /* Action: failed; "Undelivered Mail Returned to Sender" */
+	SMTP_DSN_DELAY,   /* Action: delayed; "Delayed Mail (still being retried)" */
 };
 
 struct smtp_dsn_rcpt {
-	const char *address;       /* Final-Recipient (rfc822) */
+	const char *address; /* Final-Recipient (rfc822) */
 	/* Status "5.1.1". In a failure report a 4.x.y status becomes 5.x.y
 	 * (queue lifetime expiry 4.4.7 -> 5.4.7, TLS 4.7.5 -> 5.7.5); in a delay
 	 * report 5.x.y becomes 4.x.y. A malformed one becomes 5.0.0 / 4.0.0. */
 	const char *status;
-	const char *remote_mta;    /* MX host name, NULL = omit Remote-MTA */
-	const char *diagnostic;    /* server reply "550 5.1.1 ...", NULL = omit Diagnostic-Code */
-	const char *reason;        /* one line for the human part; NULL = diagnostic */
-	int64_t last_attempt;      /* unix seconds, 0 = omit Last-Attempt-Date */
+	const char *remote_mta; /* MX host name, NULL = omit Remote-MTA */
+	const char *diagnostic; /* server reply "550 5.1.1 ...", NULL = omit Diagnostic-Code */
+	const char *reason;     /* one line for the human part; NULL = diagnostic */
+	int64_t last_attempt;   /* unix seconds, 0 = omit Last-Attempt-Date */
 };
 
 struct smtp_dsn {
@@ -39,8 +39,8 @@ struct smtp_dsn {
 	int64_t now;               /* Date: of the report */
 	int64_t retry_until;       /* delay reports: Will-Retry-Until, 0 = omit */
 	const struct smtp_dsn_rcpt *rcpts;
-	size_t nrcpts;             /* >= 1 */
-	const char *headers;       /* original header section (may be NULL) */
+	size_t nrcpts;       /* >= 1 */
+	const char *headers; /* original header section (may be NULL) */
 	size_t headers_len;
 };
 

@@ -8,12 +8,12 @@
 static const char field[] = "message-id:";
 
 enum {
-	S_BOL,        /* at the start of a line */
-	S_NAME,       /* matching "message-id:" */
-	S_SKIP,       /* the rest of a line we do not want */
-	S_VALUE,      /* inside the Message-ID value */
-	S_VALUE_EOL,  /* after the value's line end: a fold continues it */
-	S_CR,         /* a CR at the start of a line: the empty line, surely */
+	S_BOL,       /* at the start of a line */
+	S_NAME,      /* matching "message-id:" */
+	S_SKIP,      /* the rest of a line we do not want */
+	S_VALUE,     /* inside the Message-ID value */
+	S_VALUE_EOL, /* after the value's line end: a fold continues it */
+	S_CR,        /* a CR at the start of a line: the empty line, surely */
 };
 
 void smtp_msgid_init(struct smtp_msgid_scan *s)
@@ -27,7 +27,7 @@ static void value_put(struct smtp_msgid_scan *s, char c)
 	if ((unsigned char)c < 0x20 || c == 0x7f || s->len >= SMTP_MSGID_MAX)
 		return;
 	if (s->len == 0 && (c == ' ' || c == '\t'))
-		return;  /* the blanks after the colon (or a fold) are not the value */
+		return; /* the blanks after the colon (or a fold) are not the value */
 	s->value[s->len++] = c;
 	s->value[s->len] = '\0';
 }
@@ -93,7 +93,7 @@ void smtp_msgid_feed(struct smtp_msgid_scan *s, const char *buf, size_t len)
 			break;
 		case S_VALUE_EOL:
 			if (c == ' ' || c == '\t') {
-				value_put(s, ' ');  /* a fold: the value goes on */
+				value_put(s, ' '); /* a fold: the value goes on */
 				s->state = S_VALUE;
 			} else {
 				line_start(s, c);

@@ -7,14 +7,14 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define SMTP_MSGID_MAX 250      /* longer values are cut (it is a log field) */
+#define SMTP_MSGID_MAX 250 /* longer values are cut (it is a log field) */
 
 /* Scans the header section only: once the empty line that ends it has
  * passed, feeding costs one test per call. Line ends may be CRLF or LF; a
  * folded value is unfolded; control characters in the value are dropped. */
 struct smtp_msgid_scan {
-	int state;                  /* where in the current header line */
-	size_t matched;             /* bytes of "message-id:" matched so far */
+	int state;      /* where in the current header line */
+	size_t matched; /* bytes of "message-id:" matched so far */
 	bool found, done;
 	size_t len;
 	char value[SMTP_MSGID_MAX + 1];

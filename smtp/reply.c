@@ -6,9 +6,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-static bool is_digit(char c) { return c >= '0' && c <= '9'; }
+static bool is_digit(char c)
+{
+	return c >= '0' && c <= '9';
+}
 
-static char lower(char c) { return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c; }
+static char lower(char c)
+{
+	return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+}
 
 void smtp_reply_parser_init(struct smtp_reply_parser *p)
 {
@@ -110,8 +116,8 @@ static int take_line(struct smtp_reply_parser *p, const char *l, size_t n, const
 	return last ? 1 : 0;
 }
 
-int smtp_reply_feed(struct smtp_reply_parser *p, const char *buf, size_t len,
-		    size_t *used, const char **err)
+int smtp_reply_feed(struct smtp_reply_parser *p, const char *buf, size_t len, size_t *used,
+		    const char **err)
 {
 	size_t i = 0;
 

@@ -9,9 +9,9 @@
 
 /* Bounds. RFC 5321 §4.5.3.1.5 says 512 bytes per reply line; real servers
  * send longer ones, so we allow more but never unbounded. */
-#define SMTP_REPLY_LINE_MAX 2048      /* one line incl. CRLF */
-#define SMTP_REPLY_MAX 65536          /* the whole reply text, all lines */
-#define SMTP_REPLY_ESC_MAX 16         /* "5.123.123" + NUL fits */
+#define SMTP_REPLY_LINE_MAX 2048 /* one line incl. CRLF */
+#define SMTP_REPLY_MAX 65536     /* the whole reply text, all lines */
+#define SMTP_REPLY_ESC_MAX 16    /* "5.123.123" + NUL fits */
 
 /* One complete reply. text holds each line's text (after "ddd-" / "ddd ")
  * joined with '\n', NUL-terminated; the enhanced status code, when present,
@@ -20,7 +20,7 @@ struct smtp_reply {
 	int code;                     /* 200..599 */
 	char esc[SMTP_REPLY_ESC_MAX]; /* enhanced status code of the first line, "" if none */
 	unsigned nlines;
-	size_t textlen;               /* strlen(text) */
+	size_t textlen; /* strlen(text) */
 	char text[SMTP_REPLY_MAX + 1];
 };
 
@@ -28,12 +28,12 @@ struct smtp_reply {
  * Owns no heap memory; it is large (about 70 KiB), so embed it in a heap
  * object or allocate it. */
 struct smtp_reply_parser {
-	struct smtp_reply reply;      /* the reply being built / just completed */
+	struct smtp_reply reply; /* the reply being built / just completed */
 	char line[SMTP_REPLY_LINE_MAX];
 	size_t linelen;
-	bool in_reply;                /* some "ddd-" lines of the current reply seen */
-	bool complete;                /* reply holds a complete reply */
-	bool failed;                  /* a protocol error was reported; sticky */
+	bool in_reply; /* some "ddd-" lines of the current reply seen */
+	bool complete; /* reply holds a complete reply */
+	bool failed;   /* a protocol error was reported; sticky */
 };
 
 void smtp_reply_parser_init(struct smtp_reply_parser *p);
@@ -47,8 +47,8 @@ void smtp_reply_parser_init(struct smtp_reply_parser *p);
  *       multi-line reply, line or reply too long, NUL byte). Sticky: every
  *       later call fails too.
  * Line ends: CRLF, or a bare LF (accepted leniently, like Postfix). */
-int smtp_reply_feed(struct smtp_reply_parser *p, const char *buf, size_t len,
-		    size_t *used, const char **err);
+int smtp_reply_feed(struct smtp_reply_parser *p, const char *buf, size_t len, size_t *used,
+		    const char **err);
 
 /* One-shot form for tests and fuzzing: parses the first complete reply in
  * buf into *out. Returns 1 (with *used), 0 (incomplete) or -1 (*err). */
@@ -61,16 +61,25 @@ int smtp_reply_parse(const char *buf, size_t len, struct smtp_reply *out, size_t
 char *smtp_reply_summary(const struct smtp_reply *r, char *buf, size_t len);
 
 /* Reply class helpers: 2xx, 3xx (354), 4xx, 5xx. */
-static inline bool smtp_reply_ok(const struct smtp_reply *r) { return r->code / 100 == 2; }
-static inline bool smtp_reply_temp(const struct smtp_reply *r) { return r->code / 100 == 4; }
-static inline bool smtp_reply_perm(const struct smtp_reply *r) { return r->code / 100 == 5; }
+static inline bool smtp_reply_ok(const struct smtp_reply *r)
+{
+	return r->code / 100 == 2;
+}
+static inline bool smtp_reply_temp(const struct smtp_reply *r)
+{
+	return r->code / 100 == 4;
+}
+static inline bool smtp_reply_perm(const struct smtp_reply *r)
+{
+	return r->code / 100 == 5;
+}
 
 /* EHLO keywords we act on (RFC 5321 §4.1.1.1, RFC 1870/2920/3207/6152/2034/6531). */
 struct smtp_ehlo_caps {
 	bool pipelining;
 	bool starttls;
-	bool size;                    /* SIZE advertised */
-	uint64_t size_max;            /* its limit; 0 = no fixed limit */
+	bool size;         /* SIZE advertised */
+	uint64_t size_max; /* its limit; 0 = no fixed limit */
 	bool eightbitmime;
 	bool enhancedstatuscodes;
 	bool smtputf8;

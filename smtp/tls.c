@@ -18,8 +18,8 @@
 
 struct session_slot {
 	char host[HOST_MAX + 1];
-	SSL_SESSION *sess;        /* owned reference */
-	unsigned long stamp;      /* for least-recently-stored replacement */
+	SSL_SESSION *sess;   /* owned reference */
+	unsigned long stamp; /* for least-recently-stored replacement */
 };
 
 struct smtp_tls_ctx {
@@ -31,7 +31,7 @@ struct smtp_tls_ctx {
 struct smtp_tls {
 	struct smtp_tls_ctx *ctx;
 	SSL *ssl;
-	BIO *rbio, *wbio;         /* owned by ssl */
+	BIO *rbio, *wbio; /* owned by ssl */
 	char host[HOST_MAX + 1];
 	bool verify;
 	bool done, failed;
@@ -73,8 +73,7 @@ static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
 	struct session_slot *slot;
 	size_t i;
 
-	if (!t || SSL_get_verify_result(ssl) != X509_V_OK ||
-	    SSL_get0_peer_certificate(ssl) == NULL)
+	if (!t || SSL_get_verify_result(ssl) != X509_V_OK || SSL_get0_peer_certificate(ssl) == NULL)
 		return 0;
 	slot = find_slot(t->ctx, t->host);
 	if (!slot) {
@@ -176,8 +175,8 @@ const char *smtp_tls_result_type_for(long e)
 	}
 }
 
-struct smtp_tls *smtp_tls_new(struct smtp_tls_ctx *ctx, const char *host, bool verify,
-			      char *err, size_t errlen)
+struct smtp_tls *smtp_tls_new(struct smtp_tls_ctx *ctx, const char *host, bool verify, char *err,
+			      size_t errlen)
 {
 	struct smtp_tls *t = NULL;
 	struct session_slot *slot;
@@ -234,7 +233,7 @@ struct smtp_tls *smtp_tls_new(struct smtp_tls_ctx *ctx, const char *host, bool v
 	 * to the subject CN of a certificate without DNS SANs; never do that
 	 * (RFC 6125 §6.4.4 leaves it to the application; MTA-STS forbids it). */
 	X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS |
-					    X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
+						    X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
 	if ((is_ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, t->host)
 		   : X509_VERIFY_PARAM_set1_host(vp, t->host, 0)) != 1) {
 		set_err(err, errlen, "cannot set the host name to check");
@@ -243,7 +242,7 @@ struct smtp_tls *smtp_tls_new(struct smtp_tls_ctx *ctx, const char *host, bool v
 	SSL_set_verify(t->ssl, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
 	slot = find_slot(ctx, t->host);
 	if (slot && SSL_SESSION_is_resumable(slot->sess))
-		SSL_set_session(t->ssl, slot->sess);  /* failure only means a full handshake */
+		SSL_set_session(t->ssl, slot->sess); /* failure only means a full handshake */
 	return t;
 fail:
 	smtp_tls_free(t);
@@ -254,7 +253,7 @@ void smtp_tls_free(struct smtp_tls *t)
 {
 	if (!t)
 		return;
-	SSL_free(t->ssl);  /* frees both BIOs */
+	SSL_free(t->ssl); /* frees both BIOs */
 	free(t);
 }
 
@@ -266,7 +265,7 @@ static void record_verify(struct smtp_tls *t, bool handshake_ok)
 	t->verify_error = SSL_get_verify_result(t->ssl);
 	if (handshake_ok && t->verify_error == X509_V_OK &&
 	    SSL_get0_peer_certificate(t->ssl) == NULL)
-		t->verify_error = X509_V_ERR_UNSPECIFIED;  /* no certificate at all */
+		t->verify_error = X509_V_ERR_UNSPECIFIED; /* no certificate at all */
 	t->result_type = smtp_tls_result_type_for(t->verify_error);
 	if (t->result_type)
 		snprintf(t->reason, sizeof(t->reason), "%s",

@@ -50,8 +50,8 @@ void smtp_tls_ctx_free(struct smtp_tls_ctx *ctx);
  * address (an address literal recipient) gets no SNI and is checked against
  * the certificate's IP addresses. verify=true: a failed check fails the
  * handshake. */
-struct smtp_tls *smtp_tls_new(struct smtp_tls_ctx *ctx, const char *host, bool verify,
-			      char *err, size_t errlen);
+struct smtp_tls *smtp_tls_new(struct smtp_tls_ctx *ctx, const char *host, bool verify, char *err,
+			      size_t errlen);
 void smtp_tls_free(struct smtp_tls *t);
 
 /* Drives the handshake: SMTP_TLS_DONE, SMTP_TLS_AGAIN (needs more input
@@ -70,7 +70,7 @@ size_t smtp_tls_take(struct smtp_tls *t, void *buf, size_t cap);
  * write: encrypts all len bytes into records waiting for take() and returns
  * len, or -1 (nothing usable was written: close the connection). The
  * ciphertext is about len + 1.5% long; a caller with a bounded output
- * buffer writes in pieces that fit (see relay/smtp_conn.c).
+ * buffer writes in pieces that fit (see relay/net/smtp_conn.c).
  * read: > 0 bytes, 0 = needs more ciphertext, SMTP_TLS_EOF = peer sent
  * close_notify, SMTP_TLS_ERROR. */
 ssize_t smtp_tls_write(struct smtp_tls *t, const void *buf, size_t len)
@@ -81,9 +81,9 @@ ssize_t smtp_tls_read(struct smtp_tls *t, void *buf, size_t cap)
 void smtp_tls_shutdown(struct smtp_tls *t);
 
 /* After the handshake (or its failure): */
-const char *smtp_tls_version(const struct smtp_tls *t);   /* "TLSv1.3", NULL if none */
-const char *smtp_tls_cipher(const struct smtp_tls *t);    /* NULL if none */
-bool smtp_tls_verified(const struct smtp_tls *t);         /* chain + name + dates OK */
+const char *smtp_tls_version(const struct smtp_tls *t); /* "TLSv1.3", NULL if none */
+const char *smtp_tls_cipher(const struct smtp_tls *t);  /* NULL if none */
+bool smtp_tls_verified(const struct smtp_tls *t);       /* chain + name + dates OK */
 bool smtp_tls_resumed(const struct smtp_tls *t);
 /* RFC 8460 result type when not verified or failed: "certificate-host-mismatch",
  * "certificate-expired", "certificate-not-trusted", "validation-failure";

@@ -1,9 +1,9 @@
 /* MTA-STS policy cache: a chained hash of per-domain entries in memory and
  * one small file per policy on disk, written temp + fsync + rename + dir fsync. */
-#define LOG_COMPONENT LOG_C_SMTP  /* program name in logs, see relay/log.h */
+#define LOG_COMPONENT LOG_C_SMTP /* program name in logs, see relay/core/log.h */
 #include "sts/cache.h"
-#include "relay/core_fs.h"
-#include "relay/log.h"
+#include "relay/core/fs.h"
+#include "relay/core/log.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -21,7 +21,7 @@
 #define CACHE_PATH_MAX 4096
 
 struct sts_cache {
-	char *dir;                        /* NULL: memory only */
+	char *dir; /* NULL: memory only */
 	bool persist;
 	struct sts_cache_entry **buckets;
 	size_t nbuckets;
@@ -30,7 +30,7 @@ struct sts_cache {
 
 static uint64_t hash_name(const char *s)
 {
-	uint64_t h = 1469598103934665603ull;  /* FNV-1a */
+	uint64_t h = 1469598103934665603ull; /* FNV-1a */
 
 	while (*s != '\0') {
 		h ^= (unsigned char)*s++;
@@ -104,7 +104,7 @@ static void grow(struct sts_cache *c)
 	struct sts_cache_entry **b = calloc(nb, sizeof(*b));
 
 	if (b == NULL)
-		return;  /* longer chains, still correct */
+		return; /* longer chains, still correct */
 	for (i = 0; i < c->nbuckets; i++) {
 		struct sts_cache_entry *e = c->buckets[i], *n;
 
@@ -170,8 +170,7 @@ int sts_cache_format(const struct sts_cache_entry *e, char **buf, size_t *len)
 }
 
 /* Reads "KEY VALUE\n" at *p; value copied into val (NUL-terminated). */
-static int header_line(const char **p, const char *end, const char *key, char *val,
-		       size_t vlen)
+static int header_line(const char **p, const char *end, const char *key, char *val, size_t vlen)
 {
 	size_t klen = strlen(key);
 	const char *nl;
@@ -219,10 +218,10 @@ int sts_cache_parse(const void *buf, size_t len, struct sts_cache_entry *out, ch
 	char idrec[64];
 	size_t mlen = strlen(CACHE_MAGIC);
 
-#define BAD(msg)                                          \
-	do {                                              \
-		snprintf(err, errlen, "%s", msg);         \
-		goto fail;                                \
+#define BAD(msg)                                  \
+	do {                                      \
+		snprintf(err, errlen, "%s", msg); \
+		goto fail;                        \
 	} while (0)
 
 	if (len < mlen || memcmp(p, CACHE_MAGIC, mlen) != 0)
@@ -246,8 +245,8 @@ int sts_cache_parse(const void *buf, size_t len, struct sts_cache_entry *out, ch
 	    parse_i64(num, &expires) != 0 || expires < fetched ||
 	    expires - fetched > (int64_t)STS_POLICY_MAX_AGE_MAX)
 		BAD("bad expires_at line");
-	if (header_line(&p, end, "length", num, sizeof(num)) != 0 ||
-	    parse_i64(num, &length) != 0 || length > STS_POLICY_BODY_MAX)
+	if (header_line(&p, end, "length", num, sizeof(num)) != 0 || parse_i64(num, &length) != 0 ||
+	    length > STS_POLICY_BODY_MAX)
 		BAD("bad length line");
 	if (p >= end || *p != '\n')
 		BAD("no blank line after the header");
@@ -285,8 +284,8 @@ fail:
 
 /* ---- disk ---- */
 
-static int file_path(const struct sts_cache *c, const char *name, const char *suffix,
-		     char *out, size_t outlen)
+static int file_path(const struct sts_cache *c, const char *name, const char *suffix, char *out,
+		     size_t outlen)
 {
 	int n = snprintf(out, outlen, "%s/%s%s", c->dir, name, suffix);
 
@@ -316,8 +315,8 @@ static int write_file(const struct sts_cache *c, const struct sts_cache_entry *e
 	return rc;
 }
 
-int sts_cache_store(struct sts_cache *c, const char *domain, const char *id,
-		    int64_t fetched_at, const void *text, size_t len)
+int sts_cache_store(struct sts_cache *c, const char *domain, const char *id, int64_t fetched_at,
+		    const void *text, size_t len)
 {
 	struct sts_cache_entry *e;
 	struct sts_policy *pol;
@@ -438,7 +437,8 @@ int sts_cache_load(struct sts_cache *c, size_t *nloaded, size_t *nbad)
 		char *buf = NULL;
 		size_t len;
 
-		if (name[0] == '.' || nlen <= slen || strcmp(name + nlen - slen, STS_CACHE_SUFFIX) != 0)
+		if (name[0] == '.' || nlen <= slen ||
+		    strcmp(name + nlen - slen, STS_CACHE_SUFFIX) != 0)
 			continue;
 		if (file_path(c, name, "", path, sizeof(path)) != 0)
 			continue;
@@ -456,7 +456,8 @@ int sts_cache_load(struct sts_cache *c, size_t *nloaded, size_t *nbad)
 		free(buf);
 		snprintf(fname, sizeof(fname), "%.*s", (int)(nlen - slen), name);
 		if (strcmp(fname, tmp.domain) != 0) {
-			log_warn("sts cache: ignoring %s: it holds the policy of %s", path, tmp.domain);
+			log_warn("sts cache: ignoring %s: it holds the policy of %s", path,
+				 tmp.domain);
 			free(tmp.text);
 			bad++;
 			continue;

@@ -22,22 +22,22 @@ struct sts_cache_entry {
 	char domain[STS_DOMAIN_MAX + 1];
 	bool has_policy;
 	char id[STS_TXT_ID_MAX + 1];
-	int64_t fetched_at;            /* unix seconds */
-	int64_t expires_at;            /* fetched_at + max_age */
-	enum sts_policy_mode mode;     /* from the text, for listings */
+	int64_t fetched_at;        /* unix seconds */
+	int64_t expires_at;        /* fetched_at + max_age */
+	enum sts_policy_mode mode; /* from the text, for listings */
 	uint32_t max_age;
-	char *text;                    /* the raw policy body, NUL-terminated */
+	char *text; /* the raw policy body, NUL-terminated */
 	size_t text_len;
 
 	/* memory only */
-	char neg_id[STS_TXT_ID_MAX + 1];  /* id whose fetch failed ("" none) */
-	int64_t neg_until;                /* no new fetch for neg_id before this */
-	const char *neg_type;             /* STS_RT_* of that failure */
+	char neg_id[STS_TXT_ID_MAX + 1]; /* id whose fetch failed ("" none) */
+	int64_t neg_until;               /* no new fetch for neg_id before this */
+	const char *neg_type;            /* STS_RT_* of that failure */
 	char neg_detail[STS_DETAIL_MAX];
-	int64_t refresh_at;               /* next proactive refresh, 0 = none */
+	int64_t refresh_at; /* next proactive refresh, 0 = none */
 	bool refreshing;
 
-	struct sts_cache_entry *hnext;    /* hash chain (internal) */
+	struct sts_cache_entry *hnext; /* hash chain (internal) */
 };
 
 struct sts_cache;
@@ -64,8 +64,8 @@ struct sts_cache_entry *sts_cache_touch(struct sts_cache *c, const char *domain)
  * small, so a short block of the loop is cheaper than a worker round-trip.
  * Returns 0; -1 if the text does not parse or memory ran out (entry
  * unchanged); 1 if memory was updated but the disk write failed (logged). */
-int sts_cache_store(struct sts_cache *c, const char *domain, const char *id,
-		    int64_t fetched_at, const void *text, size_t len);
+int sts_cache_store(struct sts_cache *c, const char *domain, const char *id, int64_t fetched_at,
+		    const void *text, size_t len);
 
 /* Forgets the policy of domain (memory, and its file when persist). */
 void sts_cache_drop(struct sts_cache *c, const char *domain);

@@ -1,17 +1,17 @@
 /* MTA-STS lookups: TXT discovery through the resolver table, the §5.1
  * decision (sts_engine_plan), cache and negative cache, and a proactive refresh timer. */
-#define LOG_COMPONENT LOG_C_SMTP  /* program name in logs, see relay/log.h */
+#define LOG_COMPONENT LOG_C_SMTP /* program name in logs, see relay/core/log.h */
 #include "sts/engine.h"
-#include "relay/clock.h"
-#include "relay/log.h"
+#include "relay/core/clock.h"
+#include "relay/core/log.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#define REFRESH_TICK_MS 60000       /* how often the refresh timer looks */
-#define REFRESH_MAX_INFLIGHT 4      /* background refreshes at once */
+#define REFRESH_TICK_MS 60000  /* how often the refresh timer looks */
+#define REFRESH_MAX_INFLIGHT 4 /* background refreshes at once */
 #define REFRESH_DAY 86400
 #define REFRESH_WEEK (7 * 86400)
 #define REFRESH_MIN 300
@@ -34,12 +34,12 @@ struct sts_engine {
 struct sts_lookup {
 	struct sts_engine *e;
 	char domain[STS_DOMAIN_MAX + 1];
-	sts_verdict_cb cb;            /* NULL: a background refresh */
+	sts_verdict_cb cb; /* NULL: a background refresh */
 	void *arg;
 	bool recheck;
 	bool refresh;
 	char prev_id[STS_TXT_ID_MAX + 1];
-	char fetch_id[STS_TXT_ID_MAX + 1];  /* the id a fetch is stored under */
+	char fetch_id[STS_TXT_ID_MAX + 1]; /* the id a fetch is stored under */
 	void *dns_handle;
 	struct sts_fetch_waiter *waiter;
 	struct sts_verdict *v;
@@ -104,7 +104,7 @@ enum sts_plan sts_engine_plan(const struct sts_plan_input *in)
 	if (!in->txt_found)
 		return fresh ? STS_PLAN_USE_CACHE : STS_PLAN_NO_POLICY;
 	if (same)
-		return STS_PLAN_USE_CACHE;  /* deliveries never refetch an unchanged id */
+		return STS_PLAN_USE_CACHE; /* deliveries never refetch an unchanged id */
 	if (neg_for(in, in->txt_id))
 		return STS_PLAN_RECENT_FAILURE;
 	return STS_PLAN_FETCH;
@@ -127,7 +127,7 @@ int64_t sts_engine_refresh_interval(uint32_t max_age, double jitter)
 
 static double rnd(struct sts_engine *e)
 {
-	uint64_t x = e->rng;  /* xorshift64: spreading timers needs no crypto */
+	uint64_t x = e->rng; /* xorshift64: spreading timers needs no crypto */
 
 	x ^= x << 13;
 	x ^= x >> 7;
@@ -147,8 +147,7 @@ static void schedule_refresh(struct sts_engine *e, struct sts_cache_entry *ce, i
 }
 
 /* Once per fetched policy: patterns that are kept but can never match. */
-static void log_numeric_patterns(const char *domain, const char *id,
-				 const struct sts_policy *p)
+static void log_numeric_patterns(const char *domain, const char *id, const struct sts_policy *p)
 {
 	size_t i;
 
@@ -164,8 +163,9 @@ static void log_numeric_patterns(const char *domain, const char *id,
 
 static enum sts_decision decision_of(enum sts_policy_mode m)
 {
-	return m == STS_MODE_ENFORCE ? STS_DECISION_ENFORCE
-	       : m == STS_MODE_TESTING ? STS_DECISION_TESTING : STS_DECISION_NONE;
+	return m == STS_MODE_ENFORCE   ? STS_DECISION_ENFORCE
+	       : m == STS_MODE_TESTING ? STS_DECISION_TESTING
+				       : STS_DECISION_NONE;
 }
 
 static int verdict_set_policy(struct sts_verdict *v, enum sts_source src, const char *id,
@@ -257,16 +257,18 @@ static void on_fetch(void *arg, const struct sts_fetch_result *res)
 	ce = sts_cache_touch(e->cache, l->domain);
 	if (res->status == STS_FETCH_OK) {
 		if (res->first) {
-			if (ce != NULL && sts_cache_store(e->cache, l->domain, l->fetch_id,
-							  res->fetched_at, res->body,
-							  res->body_len) >= 0) {
+			if (ce != NULL &&
+			    sts_cache_store(e->cache, l->domain, l->fetch_id, res->fetched_at,
+					    res->body, res->body_len) >= 0) {
 				ce->neg_id[0] = '\0';
 				schedule_refresh(e, ce, now, false);
 			}
 			log_info("sts: %s: fetched policy id=%s mode=%s max_age=%u%s", l->domain,
 				 l->fetch_id, sts_policy_mode_name(res->policy->mode),
 				 (unsigned)res->policy->max_age,
-				 v->txt_result == STS_TXT_FOUND ? "" : " (refresh without a TXT record)");
+				 v->txt_result == STS_TXT_FOUND
+					 ? ""
+					 : " (refresh without a TXT record)");
 			log_numeric_patterns(l->domain, l->fetch_id, res->policy);
 		}
 		if (verdict_set_policy(v, STS_SOURCE_FETCHED, l->fetch_id, res->body, res->body_len,
@@ -340,7 +342,8 @@ static void on_txt(void *arg, enum sts_dns_status st, const char *why,
 		}
 		if ((txt.result == STS_TXT_FOUND || txt.result == STS_TXT_INVALID) &&
 		    txt.record_index < nrecords)
-			join_record(v->txt_record, sizeof(v->txt_record), &records[txt.record_index]);
+			join_record(v->txt_record, sizeof(v->txt_record),
+				    &records[txt.record_index]);
 	} else {
 		snprintf(v->txt_detail, sizeof(v->txt_detail), "%s%s%s", sts_dns_status_name(st),
 			 why && *why ? ": " : "", why ? why : "");
@@ -543,7 +546,8 @@ static void initial_schedule(void *arg, struct sts_cache_entry *ce)
 int sts_engine_new(uv_loop_t *loop, const struct sts_engine_config *cfg,
 		   const struct sts_resolver *resolver, struct sts_engine **out)
 {
-	struct sts_fetch_config fc = { .ca_file = cfg->ca_file, .https_port = cfg->https_port,
+	struct sts_fetch_config fc = { .ca_file = cfg->ca_file,
+				       .https_port = cfg->https_port,
 				       .timeout_ms = cfg->fetch_timeout_ms };
 	struct sts_engine *e = calloc(1, sizeof(*e));
 	size_t nload = 0, nbad = 0;

@@ -9,18 +9,18 @@
 #include <uv.h>
 
 #include "sts/cache.h"
-#include "sts/fetch.h"   /* struct sts_resolver, STS_RT_* result types */
+#include "sts/fetch.h" /* struct sts_resolver, STS_RT_* result types */
 #include "sts/policy.h"
 #include "sts/txt.h"
 
-#define STS_NEGATIVE_TTL 300          /* a failed fetch of one id: no retry for 5 min */
-#define STS_TXT_RECORD_MAX 1024       /* shown record text, truncated beyond */
+#define STS_NEGATIVE_TTL 300    /* a failed fetch of one id: no retry for 5 min */
+#define STS_TXT_RECORD_MAX 1024 /* shown record text, truncated beyond */
 
 enum sts_decision {
-	STS_DECISION_ABSENT,   /* no usable policy: deliver as tls_default says */
-	STS_DECISION_NONE,     /* policy with mode none: no enforcement */
-	STS_DECISION_TESTING,  /* check and report, deliver anyway */
-	STS_DECISION_ENFORCE,  /* only matching MX, verified TLS, else defer */
+	STS_DECISION_ABSENT,  /* no usable policy: deliver as tls_default says */
+	STS_DECISION_NONE,    /* policy with mode none: no enforcement */
+	STS_DECISION_TESTING, /* check and report, deliver anyway */
+	STS_DECISION_ENFORCE, /* only matching MX, verified TLS, else defer */
 };
 /* "absent", "none", "testing", "enforce" (log field sts=, `sts check`). */
 const char *sts_decision_name(enum sts_decision d);
@@ -34,26 +34,26 @@ const char *sts_source_name(enum sts_source s);
 struct sts_verdict {
 	char domain[STS_DOMAIN_MAX + 1];
 	enum sts_decision decision;
-	bool cancelled;                  /* engine freed first; nothing else is set */
+	bool cancelled; /* engine freed first; nothing else is set */
 
 	/* discovery: the _mta-sts TXT lookup done for this verdict */
-	enum sts_dns_status txt_dns;     /* OK, NXDOMAIN, NODATA, TEMPFAIL */
-	enum sts_txt_result txt_result;  /* FOUND/NONE/MULTIPLE/INVALID (NONE unless OK) */
-	char txt_record[STS_TXT_RECORD_MAX + 1];  /* the v=STSv1 record, "" if none/several */
-	char txt_id[STS_TXT_ID_MAX + 1];           /* "" unless FOUND */
-	char txt_detail[STS_DETAIL_MAX];           /* DNS or parser reason, "" if FOUND */
+	enum sts_dns_status txt_dns;             /* OK, NXDOMAIN, NODATA, TEMPFAIL */
+	enum sts_txt_result txt_result;          /* FOUND/NONE/MULTIPLE/INVALID (NONE unless OK) */
+	char txt_record[STS_TXT_RECORD_MAX + 1]; /* the v=STSv1 record, "" if none/several */
+	char txt_id[STS_TXT_ID_MAX + 1];         /* "" unless FOUND */
+	char txt_detail[STS_DETAIL_MAX];         /* DNS or parser reason, "" if FOUND */
 
 	/* the policy in force; valid when source != STS_SOURCE_NONE */
 	enum sts_source source;
 	char id[STS_TXT_ID_MAX + 1];
-	struct sts_policy policy;        /* for sts_mx_match() */
-	int64_t fetched_at, expires_at;  /* unix seconds */
-	char *policy_text;               /* the raw body, NUL-terminated (TLS-RPT policy-string) */
+	struct sts_policy policy;       /* for sts_mx_match() */
+	int64_t fetched_at, expires_at; /* unix seconds */
+	char *policy_text;              /* the raw body, NUL-terminated (TLS-RPT policy-string) */
 	size_t policy_text_len;
 
 	/* a discovery/fetch failure on this lookup (also when a cached policy
 	 * still applies): for TLS-RPT and logs; error_type NULL if none */
-	const char *error_type;          /* STS_RT_FETCH_ERROR / _WEBPKI / _INVALID */
+	const char *error_type; /* STS_RT_FETCH_ERROR / _WEBPKI / _INVALID */
 	char error_detail[STS_DETAIL_MAX];
 
 	/* sts_engine_recheck only: the policy in force now differs from prev_id */
@@ -65,15 +65,15 @@ void sts_verdict_free(struct sts_verdict *v);
 typedef void (*sts_verdict_cb)(void *arg, struct sts_verdict *v);
 
 struct sts_engine_config {
-	const char *cache_dir;        /* spool_dir/sts, or NULL: memory only */
-	bool persist;                 /* write fetched policies to cache_dir */
-	bool load;                    /* read cache_dir at start */
-	bool refresh;                 /* proactive background refresh (daemon) */
-	uint64_t refresh_tick_ms;     /* how often due refreshes are looked for;
+	const char *cache_dir;    /* spool_dir/sts, or NULL: memory only */
+	bool persist;             /* write fetched policies to cache_dir */
+	bool load;                /* read cache_dir at start */
+	bool refresh;             /* proactive background refresh (daemon) */
+	uint64_t refresh_tick_ms; /* how often due refreshes are looked for;
 				       * 0: every 60 s (tests use less). Policies
 				       * overdue at start are spread over the next
 				       * ten ticks. */
-	const char *ca_file;          /* NULL/"": system store */
+	const char *ca_file;      /* NULL/"": system store */
 	uint16_t https_port;
 	uint64_t fetch_timeout_ms;
 	/* Called once per failed policy fetch (never for the lookups that
@@ -129,23 +129,23 @@ struct sts_cache *sts_engine_cache(struct sts_engine *e);
 /* ---- the decision of RFC 8461 §5.1 as a pure function (unit-tested) ---- */
 
 enum sts_plan {
-	STS_PLAN_NO_POLICY,       /* absent */
-	STS_PLAN_USE_CACHE,       /* the cached policy applies, no fetch */
-	STS_PLAN_FETCH,           /* fetch now */
-	STS_PLAN_RECENT_FAILURE,  /* this id failed < 5 min ago: cache if fresh, else absent */
+	STS_PLAN_NO_POLICY,      /* absent */
+	STS_PLAN_USE_CACHE,      /* the cached policy applies, no fetch */
+	STS_PLAN_FETCH,          /* fetch now */
+	STS_PLAN_RECENT_FAILURE, /* this id failed < 5 min ago: cache if fresh, else absent */
 };
 
 struct sts_plan_input {
 	int64_t now;
-	bool txt_found;             /* exactly one valid v=STSv1 record */
+	bool txt_found; /* exactly one valid v=STSv1 record */
 	const char *txt_id;
-	bool have_cache;            /* a cached policy exists */
+	bool have_cache; /* a cached policy exists */
 	const char *cache_id;
 	int64_t cache_expires_at;
 	uint32_t cache_max_age;
-	const char *neg_id;         /* "" or NULL: no recent failure */
+	const char *neg_id; /* "" or NULL: no recent failure */
 	int64_t neg_until;
-	bool refresh;               /* background refresh: also refetch a cached
+	bool refresh; /* background refresh: also refetch a cached
 				     * policy older than sts_engine_refetch_age,
 				     * when the TXT id is unchanged and when
 				     * there is no TXT answer at all (§10.2) */

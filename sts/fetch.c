@@ -1,8 +1,8 @@
 /* MTA-STS policy fetch: A/AAAA of mta-sts.DOMAIN through the engine's
  * resolver, then one HTTPS GET on the loop; concurrent fetches share one job. */
 #include "sts/fetch.h"
-#include "sts/http.h"
-#include "relay/clock.h"
+#include "relay/net/http.h"
+#include "relay/core/clock.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -30,10 +30,10 @@ struct fetch_job {
 	char domain[STS_DOMAIN_MAX + 1];
 	char host[FETCH_HOST_MAX + 1];
 	char url[FETCH_URL_MAX];
-	void *dns_handle;               /* JOB_DNS only */
-	uint64_t started_ms;            /* uv_now at start, for the whole-fetch timeout */
+	void *dns_handle;    /* JOB_DNS only */
+	uint64_t started_ms; /* uv_now at start, for the whole-fetch timeout */
 	struct sts_fetch_waiter *waiters;
-	struct fetch_job *next, **prevp;  /* in f->jobs while joinable */
+	struct fetch_job *next, **prevp; /* in f->jobs while joinable */
 };
 
 struct sts_fetcher {
@@ -73,8 +73,7 @@ bool sts_domain_normalize(const char *s, size_t len, char *out, size_t out_size)
 	return true;
 }
 
-int sts_fetch_check_response(long code, const char *content_type, char *detail,
-			     size_t detail_len)
+int sts_fetch_check_response(long code, const char *content_type, char *detail, size_t detail_len)
 {
 	const char *p;
 	size_t n;
@@ -146,7 +145,7 @@ static void job_finish(struct fetch_job *j, struct sts_fetch_result *res)
 }
 
 static void job_fail(struct fetch_job *j, enum sts_fetch_status st, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+	__attribute__((format(printf, 3, 4)));
 
 static void job_fail(struct fetch_job *j, enum sts_fetch_status st, const char *fmt, ...)
 {
@@ -155,9 +154,10 @@ static void job_fail(struct fetch_job *j, enum sts_fetch_status st, const char *
 
 	memset(&res, 0, sizeof(res));
 	res.status = st;
-	res.result_type = st == STS_FETCH_WEBPKI ? STS_RT_WEBPKI
-			  : st == STS_FETCH_INVALID ? STS_RT_INVALID
-			  : st == STS_FETCH_CANCELLED ? NULL : STS_RT_FETCH_ERROR;
+	res.result_type = st == STS_FETCH_WEBPKI      ? STS_RT_WEBPKI
+			  : st == STS_FETCH_INVALID   ? STS_RT_INVALID
+			  : st == STS_FETCH_CANCELLED ? NULL
+						      : STS_RT_FETCH_ERROR;
 	va_start(ap, fmt);
 	vsnprintf(res.detail, sizeof(res.detail), fmt, ap);
 	va_end(ap);
@@ -184,7 +184,8 @@ static void on_http(void *arg, const struct http_result *hr)
 		job_fail(j, STS_FETCH_ERROR, "%s: timeout", j->url);
 		return;
 	case HTTP_TOO_BIG:
-		job_fail(j, STS_FETCH_ERROR, "%s: body larger than %d bytes", j->url, STS_POLICY_BODY_MAX);
+		job_fail(j, STS_FETCH_ERROR, "%s: body larger than %d bytes", j->url,
+			 STS_POLICY_BODY_MAX);
 		return;
 	case HTTP_CANCELLED:
 		job_fail(j, STS_FETCH_CANCELLED, "cancelled");
@@ -223,8 +224,8 @@ static void on_http(void *arg, const struct http_result *hr)
 	free(pol);
 }
 
-static void on_addr(void *arg, enum sts_dns_status st, const char *why,
-		    const char *const *addrs, size_t naddrs)
+static void on_addr(void *arg, enum sts_dns_status st, const char *why, const char *const *addrs,
+		    size_t naddrs)
 {
 	struct fetch_job *j = arg;
 	struct sts_fetcher *f = j->f;
@@ -239,8 +240,8 @@ static void on_addr(void *arg, enum sts_dns_status st, const char *why,
 	if (st != STS_DNS_OK || naddrs == 0) {
 		char s[64];
 
-		snprintf(s, sizeof(s), "%s%s%s", sts_dns_status_name(st),
-			 why && *why ? " " : "", why ? why : "");
+		snprintf(s, sizeof(s), "%s%s%s", sts_dns_status_name(st), why && *why ? " " : "",
+			 why ? why : "");
 		job_fail(j, STS_FETCH_ERROR, "DNS lookup of %s: %s", j->host, s);
 		return;
 	}

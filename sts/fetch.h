@@ -12,19 +12,19 @@
 #include "sts/txt.h"
 
 /* ---- the resolver the MTA-STS engine uses ----
- * st_sts does not link the relay's DNS (relay/dns.c is its own library), so
- * the engine asks through this table; relay/sts_dns.c adapts relay/dns.h.
- * Contract (the same as relay/dns.h): a lookup returns 0 and then calls cb
+ * st_sts does not link the relay's DNS (relay/net/dns.c is its own library), so
+ * the engine asks through this table; sts/dns.c adapts relay/net/dns.h.
+ * Contract (the same as relay/net/dns.h): a lookup returns 0 and then calls cb
  * exactly once, from the loop, never before returning; or returns -1 and
  * never calls cb. *handle is valid until cb starts; cancel(ctx, handle)
  * before that guarantees cb never runs and frees what the lookup holds. */
 
 enum sts_dns_status {
-	STS_DNS_OK,          /* data in the answer */
+	STS_DNS_OK, /* data in the answer */
 	STS_DNS_NXDOMAIN,
 	STS_DNS_NODATA,
-	STS_DNS_TEMPFAIL,    /* SERVFAIL, timeout, malformed: try again later */
-	STS_DNS_CANCELLED,   /* the resolver was shut down */
+	STS_DNS_TEMPFAIL,  /* SERVFAIL, timeout, malformed: try again later */
+	STS_DNS_CANCELLED, /* the resolver was shut down */
 };
 
 const char *sts_dns_status_name(enum sts_dns_status st);
@@ -52,25 +52,25 @@ struct sts_resolver {
 #define STS_RT_WEBPKI "sts-webpki-invalid"
 #define STS_RT_INVALID "sts-policy-invalid"
 
-#define STS_DOMAIN_MAX 240     /* "mta-sts." + domain must stay <= 253 */
+#define STS_DOMAIN_MAX 240 /* "mta-sts." + domain must stay <= 253 */
 #define STS_DETAIL_MAX 256
 
 enum sts_fetch_status {
 	STS_FETCH_OK,
-	STS_FETCH_ERROR,       /* DNS of the policy host, connect, non-200, type, size, timeout */
-	STS_FETCH_WEBPKI,      /* the policy host's certificate failed validation */
-	STS_FETCH_INVALID,     /* body fetched but not a valid policy */
-	STS_FETCH_CANCELLED,   /* the fetcher was freed first */
+	STS_FETCH_ERROR,     /* DNS of the policy host, connect, non-200, type, size, timeout */
+	STS_FETCH_WEBPKI,    /* the policy host's certificate failed validation */
+	STS_FETCH_INVALID,   /* body fetched but not a valid policy */
+	STS_FETCH_CANCELLED, /* the fetcher was freed first */
 };
 
 struct sts_fetch_result {
 	enum sts_fetch_status status;
-	const char *result_type;          /* one of STS_RT_*, NULL if OK/CANCELLED */
-	char detail[STS_DETAIL_MAX];      /* human reason when not OK */
-	const char *body;                 /* OK: the raw policy text */
+	const char *result_type;     /* one of STS_RT_*, NULL if OK/CANCELLED */
+	char detail[STS_DETAIL_MAX]; /* human reason when not OK */
+	const char *body;            /* OK: the raw policy text */
 	size_t body_len;
-	const struct sts_policy *policy;  /* OK: the parsed policy */
-	int64_t fetched_at;               /* clock_now() when the fetch ended */
+	const struct sts_policy *policy; /* OK: the parsed policy */
+	int64_t fetched_at;              /* clock_now() when the fetch ended */
 	/* Concurrent fetches of one domain share one request; every waiter gets
 	 * this same result, and `first` is true for exactly one of them (the
 	 * first called), so the result is stored exactly once. */
@@ -82,9 +82,9 @@ struct sts_fetch_result {
 typedef void (*sts_fetch_cb)(void *arg, const struct sts_fetch_result *res);
 
 struct sts_fetch_config {
-	const char *ca_file;          /* NULL or "": system store */
-	uint16_t https_port;          /* 443 normally */
-	uint64_t timeout_ms;          /* the whole fetch, DNS of the host included */
+	const char *ca_file; /* NULL or "": system store */
+	uint16_t https_port; /* 443 normally */
+	uint64_t timeout_ms; /* the whole fetch, DNS of the host included */
 };
 
 struct sts_fetcher;
@@ -114,8 +114,7 @@ void sts_fetch_cancel(struct sts_fetch_waiter *w);
 /* Pure checks, exposed for tests: the response classification of RFC 8461
  * §3.3 (200 only, text/plain with optional parameters). Return 0 or -1 with
  * detail filled. */
-int sts_fetch_check_response(long code, const char *content_type, char *detail,
-			     size_t detail_len);
+int sts_fetch_check_response(long code, const char *content_type, char *detail, size_t detail_len);
 
 /* True if s (len bytes) is a usable recipient domain for MTA-STS; writes its
  * normal form (lower case, trailing dot removed) into out (STS_DOMAIN_MAX+1). */

@@ -8,8 +8,7 @@
 
 static int is_alnum(unsigned char c)
 {
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-	       (c >= '0' && c <= '9');
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
 }
 
 static unsigned char lower(unsigned char c)
@@ -80,8 +79,8 @@ bool sts_mx_pattern_is_numeric(const char *pattern)
 	return i < len;
 }
 
-int sts_mx_pattern_normalize(const char *in, size_t len, char *out,
-			     size_t out_size, const char **reason)
+int sts_mx_pattern_normalize(const char *in, size_t len, char *out, size_t out_size,
+			     const char **reason)
 {
 	const char *dummy;
 	size_t dlen;
@@ -135,8 +134,8 @@ static int equal_nocase(const char *a, const char *b, size_t len)
 	return 1;
 }
 
-bool sts_mx_pattern_match(const char *pattern, size_t pattern_len,
-			  const char *host, size_t host_len)
+bool sts_mx_pattern_match(const char *pattern, size_t pattern_len, const char *host,
+			  size_t host_len)
 {
 	char pat[STS_MX_NAME_MAX + 1];
 	size_t plen;
@@ -156,7 +155,7 @@ bool sts_mx_pattern_match(const char *pattern, size_t pattern_len,
 		return host_len == plen && equal_nocase(host, pat, plen);
 
 	/* "*.D": host must be exactly one LDH label, a dot, then D. */
-	const char *suffix = pat + 1;   /* ".D" */
+	const char *suffix = pat + 1; /* ".D" */
 	size_t slen = plen - 1;
 	if (host_len <= slen)
 		return false;

@@ -21,8 +21,8 @@
  * (rejecting it would throw away a whole enforce policy) but can never match
  * a host name: see sts_mx_pattern_is_numeric.
  * Returns 0, or -1 with *reason (static string, may be NULL) set. */
-int sts_mx_pattern_normalize(const char *in, size_t len, char *out,
-			     size_t out_size, const char **reason);
+int sts_mx_pattern_normalize(const char *in, size_t len, char *out, size_t out_size,
+			     const char **reason);
 
 /* True if a valid pattern (NUL-terminated, normalised or not) has an
  * all-digit top-level label, like "212.114.86.56": no real host name has
@@ -35,7 +35,7 @@ bool sts_mx_pattern_is_numeric(const char *pattern);
  * yes, example.com and a.b.example.com no. The pattern need not be
  * normalised; a syntactically invalid or numeric pattern (see above) and
  * an invalid host never match. */
-bool sts_mx_pattern_match(const char *pattern, size_t pattern_len,
-			  const char *host, size_t host_len);
+bool sts_mx_pattern_match(const char *pattern, size_t pattern_len, const char *host,
+			  size_t host_len);
 
 #endif

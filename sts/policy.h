@@ -32,11 +32,11 @@ enum sts_policy_mode {
  * memcpy, stored, and compared freely. Read patterns via sts_policy_mx(). */
 struct sts_policy {
 	enum sts_policy_mode mode;
-	uint32_t max_age;               /* seconds, 0..STS_POLICY_MAX_AGE_MAX */
-	size_t mx_count;                /* 0 only possible when mode is none */
-	uint16_t mx_off[STS_POLICY_MAX_MX];  /* offsets into mx_pool */
+	uint32_t max_age;                   /* seconds, 0..STS_POLICY_MAX_AGE_MAX */
+	size_t mx_count;                    /* 0 only possible when mode is none */
+	uint16_t mx_off[STS_POLICY_MAX_MX]; /* offsets into mx_pool */
 	size_t mx_pool_used;
-	char mx_pool[STS_POLICY_MX_POOL];    /* NUL-terminated patterns */
+	char mx_pool[STS_POLICY_MX_POOL]; /* NUL-terminated patterns */
 };
 
 /* Why a body was rejected: reason is a static string, line is 1-based (0

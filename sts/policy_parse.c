@@ -14,8 +14,7 @@ static int is_wsp(unsigned char c)
 
 static int is_alnum(unsigned char c)
 {
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-	       (c >= '0' && c <= '9');
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
 }
 
 /* Length of the UTF-8 sequence starting at s[0] (RFC 3629 §4: no overlongs,
@@ -57,8 +56,7 @@ static size_t utf8_seq(const unsigned char *s, size_t avail)
 /* Whole-body check before any field is read, so that a NUL or a broken byte
  * anywhere (even in an ignored field) makes the policy invalid: the ABNF
  * admits no control characters except as line terminators and WSP. */
-static int body_chars_ok(const unsigned char *b, size_t len,
-			 struct sts_policy_err *err)
+static int body_chars_ok(const unsigned char *b, size_t len, struct sts_policy_err *err)
 {
 	size_t line = 1;
 
@@ -125,13 +123,11 @@ static int value_is(const unsigned char *v, size_t len, const char *lit)
 }
 
 /* Appends a normalised pattern unless already present. */
-static int add_mx(struct sts_policy *p, const unsigned char *v, size_t len,
-		  const char **reason)
+static int add_mx(struct sts_policy *p, const unsigned char *v, size_t len, const char **reason)
 {
 	char norm[STS_MX_NAME_MAX + 1];
 
-	if (sts_mx_pattern_normalize((const char *)v, len, norm, sizeof norm,
-				     reason) != 0)
+	if (sts_mx_pattern_normalize((const char *)v, len, norm, sizeof norm, reason) != 0)
 		return -1;
 	for (size_t i = 0; i < p->mx_count; i++)
 		if (strcmp(sts_policy_mx(p, i), norm) == 0)
@@ -157,8 +153,8 @@ struct seen {
 
 /* One non-blank line, already stripped of its terminator and of leading and
  * trailing WSP. Returns 0 or -1 with *reason set. */
-static int parse_line(struct sts_policy *p, struct seen *seen,
-		      const unsigned char *s, size_t len, const char **reason)
+static int parse_line(struct sts_policy *p, struct seen *seen, const unsigned char *s, size_t len,
+		      const char **reason)
 {
 	size_t k = 0;
 
@@ -166,8 +162,7 @@ static int parse_line(struct sts_policy *p, struct seen *seen,
 		*reason = "line does not start with a field name";
 		return -1;
 	}
-	while (k < len && (is_alnum(s[k]) || s[k] == '_' || s[k] == '-' ||
-			   s[k] == '.'))
+	while (k < len && (is_alnum(s[k]) || s[k] == '_' || s[k] == '-' || s[k] == '.'))
 		k++;
 	if (k > EXT_NAME_MAX) {
 		*reason = "field name longer than 32 characters";
@@ -268,18 +263,17 @@ int sts_policy_parse(const void *body, size_t len, struct sts_policy *out,
 			pos++;
 		end = pos;
 		if (pos < len)
-			pos++;          /* the LF */
+			pos++; /* the LF */
 		line_no++;
 		if (end > start && b[end - 1] == '\r')
-			end--;          /* body_chars_ok guarantees an LF follows */
+			end--; /* body_chars_ok guarantees an LF follows */
 		while (start < end && is_wsp(b[start]))
 			start++;
 		while (end > start && is_wsp(b[end - 1]))
 			end--;
 		if (start == end)
-			continue;       /* blank line: tolerated, see policy.h */
-		if (parse_line(out, &seen, b + start, end - start,
-			       &err->reason) != 0) {
+			continue; /* blank line: tolerated, see policy.h */
+		if (parse_line(out, &seen, b + start, end - start, &err->reason) != 0) {
 			err->line = line_no;
 			goto fail;
 		}

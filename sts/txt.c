@@ -27,8 +27,7 @@ static void cur_init(struct cur *c, const struct sts_txt_record *r)
 /* The next byte, or -1 at the end of the record. */
 static int cur_peek(struct cur *c)
 {
-	while (c->seg < c->n &&
-	       (c->s[c->seg].data == NULL || c->off >= c->s[c->seg].len)) {
+	while (c->seg < c->n && (c->s[c->seg].data == NULL || c->off >= c->s[c->seg].len)) {
 		c->seg++;
 		c->off = 0;
 	}
@@ -65,8 +64,7 @@ static int is_wsp(int ch)
 
 static int is_alnum(int ch)
 {
-	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-	       (ch >= '0' && ch <= '9');
+	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
 }
 
 static void skip_wsp(struct cur *c)
@@ -111,14 +109,12 @@ static int read_name(struct cur *c, char name[33])
 /* ext-value = 1*(%x21-3A / %x3C / %x3E-7E): printable, no SP, "=", ";".
  * The first buf_size - 1 bytes are copied (NUL-terminated); *len gets the
  * full length. Returns 0, or -1 if the value is empty. */
-static int read_ext_value(struct cur *c, char *buf, size_t buf_size,
-			  size_t *len)
+static int read_ext_value(struct cur *c, char *buf, size_t buf_size, size_t *len)
 {
 	size_t n = 0;
 	int ch;
 
-	while ((ch = cur_peek(c)) >= 0x21 && ch <= 0x7E && ch != '=' &&
-	       ch != ';') {
+	while ((ch = cur_peek(c)) >= 0x21 && ch <= 0x7E && ch != '=' && ch != ';') {
 		if (n + 1 < buf_size)
 			buf[n] = (char)ch;
 		n++;
@@ -131,14 +127,12 @@ static int read_ext_value(struct cur *c, char *buf, size_t buf_size,
 }
 
 /* What to do with each field after the version tag. */
-typedef int (*field_fn)(struct cur *c, const char *name, void *ctx,
-			const char **reason);
+typedef int (*field_fn)(struct cur *c, const char *name, void *ctx, const char **reason);
 
 /* The part of both grammars after the tag:
  *   1*(*WSP ";" *WSP field) [*WSP ";" *WSP]
  * Trailing WSP without a final ";" is also accepted (harmless leniency). */
-static int parse_fields(struct cur *c, field_fn fn, void *ctx,
-			const char **reason)
+static int parse_fields(struct cur *c, field_fn fn, void *ctx, const char **reason)
 {
 	size_t nfields = 0;
 	char name[33];
@@ -190,8 +184,8 @@ static int generic_field(struct cur *c, const char **reason)
 
 /* Picks the one record starting with tag. Returns its index, or sets
  * *result to NONE / MULTIPLE and returns -1. */
-static long select_record(const struct sts_txt_record *records, size_t n,
-			  const char *tag, enum sts_txt_result *result)
+static long select_record(const struct sts_txt_record *records, size_t n, const char *tag,
+			  enum sts_txt_result *result)
 {
 	long found = -1;
 	size_t count = 0;
@@ -235,8 +229,7 @@ struct sts_ctx {
 	int seen_id;
 };
 
-static int sts_field(struct cur *c, const char *name, void *vctx,
-		     const char **reason)
+static int sts_field(struct cur *c, const char *name, void *vctx, const char **reason)
 {
 	struct sts_ctx *ctx = vctx;
 	char val[STS_TXT_ID_MAX + 2];
@@ -245,8 +238,7 @@ static int sts_field(struct cur *c, const char *name, void *vctx,
 	if (strcmp(name, "id") != 0 || ctx->seen_id)
 		return generic_field(c, reason);
 	ctx->seen_id = 1;
-	if (read_ext_value(c, val, sizeof val, &len) != 0 ||
-	    len > STS_TXT_ID_MAX) {
+	if (read_ext_value(c, val, sizeof val, &len) != 0 || len > STS_TXT_ID_MAX) {
 		*reason = "id is not 1-32 letters or digits";
 		return -1;
 	}
@@ -260,8 +252,8 @@ static int sts_field(struct cur *c, const char *name, void *vctx,
 	return 0;
 }
 
-enum sts_txt_result sts_txt_parse(const struct sts_txt_record *records,
-				  size_t nrecords, struct sts_txt *out)
+enum sts_txt_result sts_txt_parse(const struct sts_txt_record *records, size_t nrecords,
+				  struct sts_txt *out)
 {
 	struct sts_ctx ctx;
 	struct cur c;
@@ -272,9 +264,8 @@ enum sts_txt_result sts_txt_parse(const struct sts_txt_record *records,
 	memset(out, 0, sizeof *out);
 	idx = select_record(records, nrecords, "v=STSv1", &out->result);
 	if (idx < 0) {
-		out->reason = (out->result == STS_TXT_NONE)
-			? "no v=STSv1 TXT record"
-			: "more than one v=STSv1 TXT record";
+		out->reason = (out->result == STS_TXT_NONE) ? "no v=STSv1 TXT record"
+							    : "more than one v=STSv1 TXT record";
 		return out->result;
 	}
 	out->record_index = (size_t)idx;
@@ -298,8 +289,7 @@ invalid:
 	return out->result;
 }
 
-enum sts_txt_result sts_txt_parse_one(const void *record, size_t len,
-				      struct sts_txt *out)
+enum sts_txt_result sts_txt_parse_one(const void *record, size_t len, struct sts_txt *out)
 {
 	struct sts_txt_string s = { record, record != NULL ? len : 0 };
 	struct sts_txt_record r = { &s, 1 };
@@ -346,7 +336,7 @@ static int is_atext(unsigned char ch)
 /* mailto:addr[?query] -> decoded addr-spec in out. Returns 0 or -1. */
 static int mailto_target(const char *uri, char *out, size_t out_size)
 {
-	const char *p = uri + 7;        /* after "mailto:" */
+	const char *p = uri + 7; /* after "mailto:" */
 	size_t n = 0;
 	size_t at = 0;
 	int nat = 0;
@@ -365,7 +355,7 @@ static int mailto_target(const char *uri, char *out, size_t out_size)
 			nat++;
 			at = n;
 		} else if (!is_atext((unsigned char)ch)) {
-			return -1;      /* also rejects ",", SP, controls, 8-bit */
+			return -1; /* also rejects ",", SP, controls, 8-bit */
 		}
 		if (n + 1 >= out_size)
 			return -1;
@@ -415,23 +405,21 @@ static void add_uri(struct sts_tlsrpt_txt *out, const char *uri, size_t len)
 		}
 		memcpy(r.target, uri, len + 1);
 	} else {
-		out->ignored++;         /* http:, other schemes: not supported */
+		out->ignored++; /* http:, other schemes: not supported */
 		return;
 	}
 	out->rua[out->nrua++] = r;
 }
 
 /* rua value: uri *(*WSP "," *WSP uri); uri = 1*(%x21-7E except ";" ","). */
-static int rua_field(struct cur *c, struct sts_tlsrpt_txt *out, int keep,
-		     const char **reason)
+static int rua_field(struct cur *c, struct sts_tlsrpt_txt *out, int keep, const char **reason)
 {
 	char uri[STS_TLSRPT_URI_MAX + 2];
 
 	for (;;) {
 		size_t n = 0;
 		int ch;
-		while ((ch = cur_peek(c)) >= 0x21 && ch <= 0x7E && ch != ';' &&
-		       ch != ',') {
+		while ((ch = cur_peek(c)) >= 0x21 && ch <= 0x7E && ch != ';' && ch != ',') {
 			if (n + 1 < sizeof uri)
 				uri[n] = (char)ch;
 			n++;
@@ -444,7 +432,7 @@ static int rua_field(struct cur *c, struct sts_tlsrpt_txt *out, int keep,
 		uri[n < sizeof uri ? n : sizeof uri - 1] = '\0';
 		if (keep)
 			add_uri(out, uri, n);
-		skip_wsp(c);    /* also fine before ";": delimiters take *WSP */
+		skip_wsp(c); /* also fine before ";": delimiters take *WSP */
 		if (cur_peek(c) != ',')
 			return 0;
 		cur_next(c);
@@ -452,8 +440,7 @@ static int rua_field(struct cur *c, struct sts_tlsrpt_txt *out, int keep,
 	}
 }
 
-static int rpt_field(struct cur *c, const char *name, void *vctx,
-		     const char **reason)
+static int rpt_field(struct cur *c, const char *name, void *vctx, const char **reason)
 {
 	struct rpt_ctx *ctx = vctx;
 
@@ -466,8 +453,7 @@ static int rpt_field(struct cur *c, const char *name, void *vctx,
 	return rua_field(c, ctx->out, first, reason);
 }
 
-enum sts_txt_result sts_tlsrpt_txt_parse(const struct sts_txt_record *records,
-					 size_t nrecords,
+enum sts_txt_result sts_tlsrpt_txt_parse(const struct sts_txt_record *records, size_t nrecords,
 					 struct sts_tlsrpt_txt *out)
 {
 	struct rpt_ctx ctx;
@@ -479,9 +465,8 @@ enum sts_txt_result sts_tlsrpt_txt_parse(const struct sts_txt_record *records,
 	memset(out, 0, sizeof *out);
 	idx = select_record(records, nrecords, "v=TLSRPTv1", &out->result);
 	if (idx < 0) {
-		out->reason = (out->result == STS_TXT_NONE)
-			? "no v=TLSRPTv1 TXT record"
-			: "more than one v=TLSRPTv1 TXT record";
+		out->reason = (out->result == STS_TXT_NONE) ? "no v=TLSRPTv1 TXT record"
+							    : "more than one v=TLSRPTv1 TXT record";
 		return out->result;
 	}
 	out->record_index = (size_t)idx;

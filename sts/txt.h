@@ -24,10 +24,10 @@ struct sts_txt_record {
  * input are kept); nothing is allocated. */
 
 enum sts_txt_result {
-	STS_TXT_FOUND = 0,      /* exactly one versioned record, valid */
-	STS_TXT_NONE,           /* no record starting with the version tag */
-	STS_TXT_MULTIPLE,       /* more than one such record: ignore them all */
-	STS_TXT_INVALID,        /* one such record, syntactically invalid */
+	STS_TXT_FOUND = 0, /* exactly one versioned record, valid */
+	STS_TXT_NONE,      /* no record starting with the version tag */
+	STS_TXT_MULTIPLE,  /* more than one such record: ignore them all */
+	STS_TXT_INVALID,   /* one such record, syntactically invalid */
 };
 
 /* "found", "none", "multiple", "invalid" (for logs and `sts check`). */
@@ -39,9 +39,9 @@ const char *sts_txt_result_name(enum sts_txt_result r);
 
 struct sts_txt {
 	enum sts_txt_result result;
-	char id[STS_TXT_ID_MAX + 1];    /* NUL-terminated; "" unless FOUND */
-	size_t record_index;            /* chosen record if FOUND or INVALID */
-	const char *reason;             /* static text; NULL if FOUND */
+	char id[STS_TXT_ID_MAX + 1]; /* NUL-terminated; "" unless FOUND */
+	size_t record_index;         /* chosen record if FOUND or INVALID */
+	const char *reason;          /* static text; NULL if FOUND */
 };
 
 /* Selects and parses the `_mta-sts` record from a TXT RRset. Records that do
@@ -57,12 +57,11 @@ struct sts_txt {
  * repeated field other than mx keeps its first value), and it must be 1-32
  * alphanumerics. Returns out->result. MULTIPLE, INVALID and NONE all mean
  * "no new policy": a cached policy keeps applying (RFC 8461 §5.1). */
-enum sts_txt_result sts_txt_parse(const struct sts_txt_record *records,
-				  size_t nrecords, struct sts_txt *out);
+enum sts_txt_result sts_txt_parse(const struct sts_txt_record *records, size_t nrecords,
+				  struct sts_txt *out);
 
 /* Same, for one record already joined into bytes (tests, `sts check`). */
-enum sts_txt_result sts_txt_parse_one(const void *record, size_t len,
-				      struct sts_txt *out);
+enum sts_txt_result sts_txt_parse_one(const void *record, size_t len, struct sts_txt *out);
 
 /* ---- _smtp._tls (RFC 8460 §3) ---- */
 
@@ -83,12 +82,12 @@ struct sts_tlsrpt_rua {
 
 struct sts_tlsrpt_txt {
 	enum sts_txt_result result;
-	size_t nrua;                    /* usable URIs in rua[], in record order */
+	size_t nrua; /* usable URIs in rua[], in record order */
 	struct sts_tlsrpt_rua rua[STS_TLSRPT_MAX_RUA];
-	size_t ignored;                 /* URIs skipped: other scheme, bad
+	size_t ignored; /* URIs skipped: other scheme, bad
 					 * address, too long, beyond the limit */
 	size_t record_index;
-	const char *reason;             /* static text; NULL if FOUND */
+	const char *reason; /* static text; NULL if FOUND */
 };
 
 /* Selects and parses the TLS-RPT policy record, same selection rules with
@@ -98,8 +97,7 @@ struct sts_tlsrpt_txt {
  * rua is required (the first rua field wins); a URI is 1*(%x21-7E except
  * ";" and ","). FOUND may come with nrua == 0 when every URI was ignored
  * (e.g. only http: or unsupported schemes): nothing can be sent then. */
-enum sts_txt_result sts_tlsrpt_txt_parse(const struct sts_txt_record *records,
-					 size_t nrecords,
+enum sts_txt_result sts_tlsrpt_txt_parse(const struct sts_txt_record *records, size_t nrecords,
 					 struct sts_tlsrpt_txt *out);
 
 enum sts_txt_result sts_tlsrpt_txt_parse_one(const void *record, size_t len,

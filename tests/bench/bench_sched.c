@@ -15,11 +15,11 @@
 #include <uv.h>
 
 #include "queue/queue.h"
-#include "relay/clock.h"
-#include "relay/config.h"
-#include "relay/log.h"
-#include "relay/relay.h"
-#include "relay/scheduler.h"
+#include "relay/core/clock.h"
+#include "relay/core/config.h"
+#include "relay/core/log.h"
+#include "relay/daemon/relay.h"
+#include "relay/daemon/scheduler.h"
 
 /*
  * bench_sched fill SPOOL COUNT RCPT DELAY_S [THREADS]

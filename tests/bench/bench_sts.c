@@ -14,10 +14,10 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "relay/config.h"
-#include "relay/dns.h"
-#include "relay/log.h"
-#include "relay/sts_dns.h"
+#include "relay/core/config.h"
+#include "relay/net/dns.h"
+#include "relay/core/log.h"
+#include "sts/dns.h"
 #include "sts/engine.h"
 #include "sts/mx_match.h"
 

@@ -1,6 +1,6 @@
 /* Fuzz target for the configuration parser: any bytes must give either a
  * config or a "FILE:LINE: reason" error, never a crash or an overrun. */
-#include "relay/config.h"
+#include "relay/core/config.h"
 
 #include <stddef.h>
 #include <stdint.h>

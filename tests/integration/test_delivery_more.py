@@ -83,7 +83,7 @@ def test_enforce_mx_mismatch_recheck_finds_new_policy(world, relay):
 
 
 def test_mx_host_without_address_bounces_with_dsn(world, relay):
-    """MX records exist but no MX host has an A/AAAA record: relay/delivery.c
+    """MX records exist but no MX host has an A/AAAA record: relay/daemon/delivery.c
     treats DNS_NO_ADDRESS as permanent (like Postfix for a host that does
     not exist) and bounces at once with 5.1.2; the DSN goes to the sender."""
     dom = "noaddr.test"

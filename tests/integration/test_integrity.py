@@ -26,7 +26,7 @@ HELO = "client.world.test"        # what smtplib says in EHLO (local_hostname)
 RELAY_NAME = "relay.world.test"   # the relay's `hostname` (tests/world/relay.py)
 PULL = 8192     # the delivery client reads a queued message in 8 KiB pulls (smtp/client.c)
 RECORD = 16384  # plaintext of one TLS record
-FOLD = 990      # sendmail breaks longer input lines (relay/sendmail.c CHUNK_MAX)
+FOLD = 990      # sendmail breaks longer input lines (relay/cli/sendmail.c CHUNK_MAX)
 DOMAINS = ["enf.test", "opp.test", "plain.test", "reuse.test", "bulk.test", "smuggle.test"]
 ENFORCED = ["enf.test", "reuse.test", "bulk.test", "smuggle.test"]
 
@@ -41,7 +41,7 @@ def smtplib_data(message):
 
 
 def listener_stored(data):
-    """What the listener stores for DATA text (relay/smtpd.c data_feed(),
+    """What the listener stores for DATA text (relay/daemon/smtpd.c data_feed(),
     its comment on enum data_pos): the leading dot of a line begun by CRLF
     (or the first line) is removed unless a bare LF follows it; a line begun
     by a bare LF loses its leading dot too, unless the dot is the whole line
@@ -52,7 +52,7 @@ def listener_stored(data):
 
 
 def sendmail_line(line, last=False):
-    """How `sendmail -i` stores one input line (without its LF; relay/
+    """How `sendmail -i` stores one input line (without its LF; relay/cli/
     sendmail.c reader_line()/submit()): pieces of at most FOLD octets, each
     after the first led by a space (README: "Lines over 990 octets are
     folded"), each ended by CRLF; a CR right before the LF is part of the
@@ -106,7 +106,7 @@ def relay_normalise(message, via):
 
 def relay_trace_len(via, rcpt, when):
     """Length of the Received field the relay puts on top of a message it
-    takes in (listener: relay/smtpd.c data_start(); sendmail: relay/
+    takes in (listener: relay/daemon/smtpd.c data_start(); sendmail: relay/cli/
     sendmail.c write_headers()); the queue file's message starts with it,
     so it tells where each byte of ours sits in the relay's 8 KiB pulls.
     (The day of the month has one or two digits: a message taken in across

@@ -28,8 +28,8 @@ def version():
 
 
 def config_keys():
-    """The keys of the parser's table in relay/config.c."""
-    text = open(os.path.join(SRC, "relay", "config.c")).read()
+    """The keys of the parser's table in relay/core/config.c."""
+    text = open(os.path.join(SRC, "relay", "core", "config.c")).read()
     table = text[text.index("static const struct key_def keys[]"):]
     table = table[:table.index("};")]
     keys = re.findall(r'\{\s*"([a-z_]+)",\s*set_', table)

@@ -1,4 +1,4 @@
-/* Unit tests of base64 into a fixed buffer (relay/core_b64.h): RFC 4648
+/* Unit tests of base64 into a fixed buffer (relay/core/b64.h): RFC 4648
  * vectors, all byte values, exact output sizes and refusal when too small. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "relay/core_b64.h"
+#include "relay/core/b64.h"
 
 static void test_vectors(void **state)
 {

@@ -1,4 +1,4 @@
-/* Unit tests of the bounded buffer (relay/core_buf.h): appends, the exact
+/* Unit tests of the bounded buffer (relay/core/buf.h): appends, the exact
  * ceiling, sticky errors, printf growth, base64 lines and ownership transfer. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,7 +12,7 @@
 
 #include <errno.h>
 
-#include "relay/core_buf.h"
+#include "relay/core/buf.h"
 
 /* Under ASan a failed huge allocation must return NULL (the ENOMEM test),
  * not abort the process. */

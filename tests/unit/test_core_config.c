@@ -1,4 +1,4 @@
-/* Unit tests of relay/config.c: defaults, every key, every kind of error with
+/* Unit tests of relay/core/config.c: defaults, every key, every kind of error with
  * its exact "FILE:LINE: reason", durations, sizes and mynetworks matching. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,7 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "relay/config.h"
+#include "relay/core/config.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 

@@ -1,4 +1,4 @@
-/* Unit tests of the durable file helpers (relay/core_fs.h): complete writes
+/* Unit tests of the durable file helpers (relay/core/fs.h): complete writes
  * under signals and short writes, directory fsync, atomic replacement and its
  * failures (unwritable directory, full file system, stale or hostile temp). */
 #include <setjmp.h>
@@ -24,7 +24,7 @@
 #include <unistd.h>
 
 #include "test_util.h"
-#include "relay/core_fs.h"
+#include "relay/core/fs.h"
 
 struct fixture {
 	char dir[64];

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <uv.h>
 
-#include "relay/clock.h"
+#include "relay/core/clock.h"
 #include "sts/engine.h"
 
 /* ---- the pure plan ---- */

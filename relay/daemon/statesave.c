@@ -1,0 +1,217 @@
+/* Recipient-state persistence off the loop: a uv_prepare_t collects the saves
+ * and removals of one loop turn and hands them to one thread-pool job, which
+ * ends with one fsync of queue/ for all of them. */
+#define LOG_COMPONENT LOG_C_QMGR /* program name in logs, see relay/core/log.h */
+#include "relay/daemon/statesave.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "relay/core/log.h"
+
+enum ss_kind { SS_SAVE, SS_REMOVE };
+
+struct ss_item {
+	struct ss_item *next;
+	enum ss_kind kind;
+	struct queue_envelope env; /* SS_SAVE: id + a private copy of rcpts; else id */
+	statesave_done_cb done;
+	void *arg;
+	int status;
+	int err_no;
+};
+
+struct statesave {
+	uv_loop_t *loop;
+	struct queue *q;
+	uv_prepare_t prepare;
+	uv_work_t work;
+	struct ss_item *pending, **pending_tail;
+	struct ss_item *batch; /* owned by the worker while in_flight */
+	size_t npending, nbatch;
+	bool in_flight;
+	bool prepare_active;
+};
+
+int statesave_new(uv_loop_t *loop, struct queue *q, struct statesave **out)
+{
+	struct statesave *ss = calloc(1, sizeof(*ss));
+
+	if (ss == NULL)
+		return -1;
+	ss->loop = loop;
+	ss->q = q;
+	ss->pending_tail = &ss->pending;
+	if (uv_prepare_init(loop, &ss->prepare) != 0) {
+		free(ss);
+		return -1;
+	}
+	ss->prepare.data = ss;
+	*out = ss;
+	return 0;
+}
+
+static void item_free(struct ss_item *it)
+{
+	free(it->env.rcpts); /* our own copy, see statesave_save */
+	free(it);
+}
+
+/* Worker thread: each save or removal touches only the files of its id (the
+ * scheduler never gives us one id twice); then ONE fsync of queue/ covers
+ * every rename and unlink of the batch, before after_work_cb reports any of
+ * them. Same durability as queue_save_state/queue_remove, one directory
+ * fsync per batch instead of one per request. */
+static void work_cb(uv_work_t *req)
+{
+	struct statesave *ss = req->data;
+	struct ss_item *it;
+	int e;
+
+	for (it = ss->batch; it != NULL; it = it->next) {
+		errno = 0;
+		if (it->kind == SS_SAVE)
+			it->status = queue_save_state_nodirsync(ss->q, &it->env);
+		else
+			it->status = queue_remove_nodirsync(ss->q, it->env.id);
+		it->err_no = it->status != 0 ? errno : 0;
+	}
+	if (ss->batch == NULL)
+		return;
+	/* Unconditional: even a failed request may have changed queue/ (a
+	 * removal that found the message gone still unlinks its state). */
+	errno = 0;
+	if (queue_sync(ss->q, false) == 0)
+		return;
+	e = errno != 0 ? errno : EIO;
+	/* Renamed or unlinked, but not durable: report failure, as
+	 * queue_save_state and queue_remove do when their fsync fails. */
+	for (it = ss->batch; it != NULL; it = it->next) {
+		if (it->status != 0)
+			continue;
+		it->status = -1;
+		it->err_no = e;
+	}
+}
+
+static void start_batch(struct statesave *ss);
+
+static void after_work_cb(uv_work_t *req, int status)
+{
+	struct statesave *ss = req->data;
+	struct ss_item *it = ss->batch, *next;
+
+	ss->batch = NULL;
+	ss->nbatch = 0;
+	ss->in_flight = false;
+	for (; it != NULL; it = next) {
+		next = it->next;
+		if (status != 0) { /* UV_ECANCELED: never ran */
+			it->status = -1;
+			it->err_no = ECANCELED;
+		}
+		it->done(it->arg, it->status, it->err_no);
+		item_free(it);
+	}
+	if (ss->pending != NULL && !ss->prepare_active)
+		start_batch(ss);
+}
+
+static void prepare_cb(uv_prepare_t *h)
+{
+	struct statesave *ss = h->data;
+	int rc;
+
+	if (ss->in_flight || ss->pending == NULL)
+		return;
+	ss->batch = ss->pending;
+	ss->nbatch = ss->npending;
+	ss->pending = NULL;
+	ss->pending_tail = &ss->pending;
+	ss->npending = 0;
+	ss->in_flight = true;
+	uv_prepare_stop(&ss->prepare);
+	ss->prepare_active = false;
+	ss->work.data = ss;
+	rc = uv_queue_work(ss->loop, &ss->work, work_cb, after_work_cb);
+	if (rc != 0) {
+		log_error("statesave: uv_queue_work: %s", uv_strerror(rc));
+		after_work_cb(&ss->work, rc);
+	}
+}
+
+static void start_batch(struct statesave *ss)
+{
+	if (uv_prepare_start(&ss->prepare, prepare_cb) == 0)
+		ss->prepare_active = true;
+}
+
+static int submit(struct statesave *ss, struct ss_item *it, statesave_done_cb done, void *arg)
+{
+	it->done = done;
+	it->arg = arg;
+	*ss->pending_tail = it;
+	ss->pending_tail = &it->next;
+	ss->npending++;
+	if (!ss->in_flight && !ss->prepare_active)
+		start_batch(ss);
+	return 0;
+}
+
+int statesave_save(struct statesave *ss, const struct queue_envelope *env, statesave_done_cb done,
+		   void *arg)
+{
+	struct ss_item *it = calloc(1, sizeof(*it));
+
+	if (it == NULL)
+		return -1;
+	it->kind = SS_SAVE;
+	memcpy(it->env.id, env->id, sizeof(it->env.id));
+	if (env->nrcpts > 0) {
+		it->env.rcpts = malloc(env->nrcpts * sizeof(*it->env.rcpts));
+		if (it->env.rcpts == NULL) {
+			free(it);
+			return -1;
+		}
+		memcpy(it->env.rcpts, env->rcpts, env->nrcpts * sizeof(*it->env.rcpts));
+	}
+	it->env.nrcpts = env->nrcpts;
+	return submit(ss, it, done, arg);
+}
+
+int statesave_remove(struct statesave *ss, const char *id, statesave_done_cb done, void *arg)
+{
+	struct ss_item *it = calloc(1, sizeof(*it));
+
+	if (it == NULL)
+		return -1;
+	it->kind = SS_REMOVE;
+	snprintf(it->env.id, sizeof(it->env.id), "%s", id);
+	return submit(ss, it, done, arg);
+}
+
+size_t statesave_busy(const struct statesave *ss)
+{
+	return ss->npending + ss->nbatch;
+}
+
+static void close_cb(uv_handle_t *h)
+{
+	free(h->data);
+}
+
+void statesave_close(struct statesave *ss)
+{
+	struct ss_item *it, *next;
+
+	/* Only a failed start leaves requests here; they never ran. */
+	for (it = ss->pending; it != NULL; it = next) {
+		next = it->next;
+		item_free(it);
+	}
+	ss->pending = NULL;
+	ss->npending = 0;
+	uv_close((uv_handle_t *)&ss->prepare, close_cb);
+}

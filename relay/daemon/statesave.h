@@ -1,0 +1,48 @@
+/* Recipient-state persistence off the loop: state saves and removals asked for
+ * during one loop turn run as one batch in the thread pool; done on the loop. */
+#ifndef STSRELAY_STATESAVE_H
+#define STSRELAY_STATESAVE_H
+
+#include <stddef.h>
+#include <uv.h>
+
+#include "queue/queue.h"
+
+/*
+ * Each request is one queue_save_state_nodirsync() or
+ * queue_remove_nodirsync() call, run in a libuv worker; requests made in
+ * the same loop turn share one worker job (the uv_prepare_t of
+ * relay/daemon/commit.c), which ends with one queue_sync() of queue/. The done
+ * callback runs on the loop after that fsync (status 0: durable, exactly
+ * as queue_save_state/queue_remove promise; a failed directory fsync fails
+ * every request of the batch), exactly once, never from inside the
+ * submitting call.
+ *
+ * The caller must never have two requests for the same id outstanding:
+ * queue_save_state uses the fixed temp name tmp/ID.state, and a removal
+ * racing a save could leave an orphan state file. relay/daemon/scheduler.c keeps
+ * at most one per message and coalesces the rest.
+ */
+
+struct statesave;
+
+typedef void (*statesave_done_cb)(void *arg, int status, int err_no);
+
+int statesave_new(uv_loop_t *loop, struct queue *q, struct statesave **out);
+
+/* Saves a snapshot of env's recipient states (copied now: env may change
+ * right after). -1: out of memory, nothing queued, done will not run. */
+int statesave_save(struct statesave *ss, const struct queue_envelope *env, statesave_done_cb done,
+		   void *arg);
+/* Removes message id and its state. -1 as above. */
+int statesave_remove(struct statesave *ss, const char *id, statesave_done_cb done, void *arg);
+
+/* Requests not yet completed (waiting + running). */
+size_t statesave_busy(const struct statesave *ss);
+
+/* Closes the prepare handle; call when no batch is running (normally once
+ * statesave_busy() is 0; requests still waiting are dropped without their
+ * callback). Frees ss from the close callback. */
+void statesave_close(struct statesave *ss);
+
+#endif
