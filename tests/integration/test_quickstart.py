@@ -33,18 +33,20 @@ def readme_block():
 @pytest.fixture
 def netns():
     """A network namespace with nothing but its own loopback: the system
-    resolver and every other address are out of reach from inside it. Its
-    commands run through nsenter (not `ip netns exec`, which remounts / and
-    so fails where / is no mount point, as in CI's chroot); the command
-    prefix is returned."""
-    name = "stsrelay-qs-%d" % os.getpid()
-    subprocess.run(["ip", "netns", "add", name], check=True, timeout=30)
-    inside = ["nsenter", "--net=/run/netns/%s" % name]
+    resolver and every other address are out of reach from inside it. A
+    sleeping holder process keeps it (no /run/netns mount that could be
+    left behind, e.g. in CI's chroot); commands enter it with nsenter. The
+    command prefix is returned."""
+    holder = subprocess.Popen(["unshare", "--net", "sleep", "600"])
     try:
+        inside = ["nsenter", "--net=/proc/%d/ns/net" % holder.pid]
+        wait_until(lambda: os.readlink("/proc/%d/ns/net" % holder.pid) !=
+                   os.readlink("/proc/self/ns/net"), 10, what="the namespace holder")
         subprocess.run(inside + ["ip", "link", "set", "lo", "up"], check=True, timeout=30)
         yield inside
     finally:
-        subprocess.run(["ip", "netns", "del", name], timeout=30)
+        holder.kill()
+        holder.wait(timeout=30)
 
 
 def test_readme_quickstart_leaves_a_deferred_message_with_its_reason(netns):
