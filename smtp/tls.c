@@ -42,6 +42,37 @@ struct smtp_tls {
 
 static int tls_ex_index = -1;
 
+static const char *const result_names[SMTP_TLS_RESULT_COUNT] = {
+	[SMTP_TLS_RESULT_SUCCESS] = "success",
+	[SMTP_TLS_RESULT_STARTTLS_NOT_SUPPORTED] = "starttls-not-supported",
+	[SMTP_TLS_RESULT_CERTIFICATE_HOST_MISMATCH] = "certificate-host-mismatch",
+	[SMTP_TLS_RESULT_CERTIFICATE_EXPIRED] = "certificate-expired",
+	[SMTP_TLS_RESULT_CERTIFICATE_NOT_TRUSTED] = "certificate-not-trusted",
+	[SMTP_TLS_RESULT_VALIDATION_FAILURE] = "validation-failure",
+	[SMTP_TLS_RESULT_STS_POLICY_FETCH_ERROR] = "sts-policy-fetch-error",
+	[SMTP_TLS_RESULT_STS_POLICY_INVALID] = "sts-policy-invalid",
+	[SMTP_TLS_RESULT_STS_WEBPKI_INVALID] = "sts-webpki-invalid",
+};
+
+const char *smtp_tls_result_name(enum smtp_tls_result r)
+{
+	if ((unsigned)r >= SMTP_TLS_RESULT_COUNT)
+		return "validation-failure";
+	return result_names[r];
+}
+
+int smtp_tls_result_parse(const char *name, enum smtp_tls_result *out)
+{
+	unsigned i;
+
+	for (i = 0; i < SMTP_TLS_RESULT_COUNT; i++)
+		if (strcmp(name, result_names[i]) == 0) {
+			*out = (enum smtp_tls_result)i;
+			return 0;
+		}
+	return -1;
+}
+
 static void set_err(char *err, size_t errlen, const char *what)
 {
 	unsigned long e = ERR_peek_last_error();

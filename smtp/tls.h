@@ -33,6 +33,34 @@
 struct smtp_tls_ctx;
 struct smtp_tls;
 
+/* The RFC 8460 §4.3 result types this relay produces: the outcome of one
+ * TLS session, or of the MTA-STS policy discovery before it (the sts-*
+ * ones). SUCCESS is "nothing failed" (RFC 8460 counts it as a successful
+ * session; elsewhere it means "no result type to report"). The one enum for
+ * them from here upward: connection, delivery, policy engine, TLS-RPT
+ * recording; the names are made only at the edges (log lines, JSON, the
+ * report, the session lines on disk). */
+enum smtp_tls_result {
+	SMTP_TLS_RESULT_SUCCESS = 0,
+	SMTP_TLS_RESULT_STARTTLS_NOT_SUPPORTED,
+	SMTP_TLS_RESULT_CERTIFICATE_HOST_MISMATCH,
+	SMTP_TLS_RESULT_CERTIFICATE_EXPIRED,
+	SMTP_TLS_RESULT_CERTIFICATE_NOT_TRUSTED,
+	SMTP_TLS_RESULT_VALIDATION_FAILURE,
+	SMTP_TLS_RESULT_STS_POLICY_FETCH_ERROR,
+	SMTP_TLS_RESULT_STS_POLICY_INVALID,
+	SMTP_TLS_RESULT_STS_WEBPKI_INVALID,
+	SMTP_TLS_RESULT_COUNT
+};
+
+/* "success", "starttls-not-supported", ..., "sts-webpki-invalid" (static);
+ * "validation-failure" for a value out of range. */
+const char *smtp_tls_result_name(enum smtp_tls_result r);
+/* The inverse (exact match), for text read back from disk or a command
+ * line: 0, or -1 for a name that is none of the above. */
+int smtp_tls_result_parse(const char *name, enum smtp_tls_result *out)
+	__attribute__((warn_unused_result));
+
 enum { SMTP_TLS_DONE = 1, SMTP_TLS_AGAIN = 0, SMTP_TLS_ERROR = -1, SMTP_TLS_EOF = -2 };
 
 /* TLS >= 1.2 client context. ca_file: PEM trust anchors, or NULL/"" for the

@@ -122,14 +122,14 @@ static void pool_unlink(struct conn *c);
 static void conn_close(struct conn *c);
 static bool conn_ready(struct conn *c);
 
-static enum tlsrpt_result tlsrpt_code(const char *rt)
+static enum smtp_tls_result tlsrpt_code(const char *rt)
 {
-	enum tlsrpt_result r;
+	enum smtp_tls_result r;
 
 	if (rt == NULL)
-		return TLSRPT_SUCCESS;
-	if (tlsrpt_result_parse(rt, &r) != 0)
-		return TLSRPT_VALIDATION_FAILURE;
+		return SMTP_TLS_RESULT_SUCCESS;
+	if (smtp_tls_result_parse(rt, &r) != 0)
+		return SMTP_TLS_RESULT_VALIDATION_FAILURE;
 	return r;
 }
 
