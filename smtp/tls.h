@@ -113,17 +113,18 @@ const char *smtp_tls_version(const struct smtp_tls *t); /* "TLSv1.3", NULL if no
 const char *smtp_tls_cipher(const struct smtp_tls *t);  /* NULL if none */
 bool smtp_tls_verified(const struct smtp_tls *t);       /* chain + name + dates OK */
 bool smtp_tls_resumed(const struct smtp_tls *t);
-/* RFC 8460 result type when not verified or failed: "certificate-host-mismatch",
- * "certificate-expired", "certificate-not-trusted", "validation-failure";
- * NULL when verified. */
-const char *smtp_tls_result_type(const struct smtp_tls *t);
+/* The result type when not verified or failed: CERTIFICATE_HOST_MISMATCH,
+ * _EXPIRED, _NOT_TRUSTED or VALIDATION_FAILURE; SUCCESS when verified (and
+ * before the handshake ended). */
+enum smtp_tls_result smtp_tls_result_type(const struct smtp_tls *t);
 /* Human reason ("hostname mismatch", "certificate has expired", an OpenSSL
  * error for a failed handshake); "" when verified. */
 const char *smtp_tls_reason(const struct smtp_tls *t);
 /* The raw X509_V_* verify result (X509_V_OK = 0). */
 long smtp_tls_verify_error(const struct smtp_tls *t);
 
-/* The mapping used above, exposed for tests: X509_V_ERR_* -> result type. */
-const char *smtp_tls_result_type_for(long x509_error);
+/* The mapping used above, exposed for tests: X509_V_ERR_* -> result type
+ * (X509_V_OK -> SUCCESS). */
+enum smtp_tls_result smtp_tls_result_type_for(long x509_error);
 
 #endif

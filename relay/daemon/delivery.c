@@ -88,7 +88,7 @@ struct delivery {
 	char last_relay[DELIVERY_RELAY_MAX];
 	char last_tls[DELIVERY_TLS_MAX];
 	char last_mta[DNS_NAME_MAX + 1];
-	const char *last_sts_result;
+	enum smtp_tls_result last_sts_result;
 	unsigned policy_failures; /* TLS/cert failures under a policy (enforce) */
 	unsigned mx_mismatches;   /* MX hosts skipped by the policy */
 	unsigned mx_used;         /* MX hosts allowed by the policy */
@@ -122,25 +122,15 @@ static void pool_unlink(struct conn *c);
 static void conn_close(struct conn *c);
 static bool conn_ready(struct conn *c);
 
-static enum smtp_tls_result tlsrpt_code(const char *rt)
-{
-	enum smtp_tls_result r;
-
-	if (rt == NULL)
-		return SMTP_TLS_RESULT_SUCCESS;
-	if (smtp_tls_result_parse(rt, &r) != 0)
-		return SMTP_TLS_RESULT_VALIDATION_FAILURE;
-	return r;
-}
-
 /* ---- TLS-RPT ---- */
 
 /* One RFC 8460 session of domain, filed under the policy the verdict v
  * applied (with its text, for the policy-string), or under policy-type sts
  * without a policy when discovery failed, else no-policy-found. */
 static void record_tlsrpt(struct delivery_ctx *dc, const char *qid, const char *domain,
-			  const struct sts_verdict *v, const char *result_type, const char *mx_host,
-			  const char *mx_ip, const char *local_ip, const char *reason)
+			  const struct sts_verdict *v, enum smtp_tls_result result,
+			  const char *mx_host, const char *mx_ip, const char *local_ip,
+			  const char *reason)
 {
 	struct tlsrpt_session s;
 
@@ -152,10 +142,10 @@ static void record_tlsrpt(struct delivery_ctx *dc, const char *qid, const char *
 		s.policy = &v->policy;
 		s.policy_text = v->policy_text;
 		s.policy_text_len = v->policy_text_len;
-	} else if (v != NULL && v->error_type != NULL) {
+	} else if (v != NULL && v->error_type != SMTP_TLS_RESULT_SUCCESS) {
 		s.sts_published = true;
 	}
-	s.result = tlsrpt_code(result_type);
+	s.result = result;
 	s.sending_mta_ip = local_ip;
 	s.mx_host = mx_host;
 	s.mx_ip = mx_ip;
@@ -267,7 +257,7 @@ void delivery_ctx_free(struct delivery_ctx *dc)
 /* Gives every recipient without a verdict in this attempt the same one. */
 static void settle_all(struct delivery *d, enum delivery_status st, const char *dsn,
 		       const char *text, const char *relay, const char *tls, const char *mta,
-		       const char *sts_result)
+		       enum smtp_tls_result sts_result)
 {
 	size_t i;
 
@@ -287,7 +277,7 @@ static void settle_all(struct delivery *d, enum delivery_status st, const char *
 }
 
 static void note_failure(struct delivery *d, const char *dsn, const char *text, const char *relay,
-			 const char *tls, const char *mta, const char *sts_result)
+			 const char *tls, const char *mta, enum smtp_tls_result sts_result)
 {
 	d->have_failure = true;
 	snprintf(d->last_dsn, sizeof(d->last_dsn), "%s", dsn);
@@ -350,14 +340,14 @@ static bool is_literal(const char *domain)
 	return domain[0] == '[';
 }
 
-static void record_session(struct delivery *d, const char *result_type, const char *mx_host,
+static void record_session(struct delivery *d, enum smtp_tls_result result, const char *mx_host,
 			   const char *mx_ip, const char *local_ip, const char *reason)
 {
 	if (d->flags & QUEUE_F_TLSRPT)
 		return; /* reports about reports would never end (RFC 8460 §5.3) */
 	if (is_literal(d->domain))
 		return; /* no domain to report to */
-	record_tlsrpt(d->dc, d->qid, d->domain, d->verdict, result_type, mx_host, mx_ip, local_ip,
+	record_tlsrpt(d->dc, d->qid, d->domain, d->verdict, result, mx_host, mx_ip, local_ip,
 		      reason);
 }
 
@@ -425,7 +415,8 @@ static void tls_to_client(struct conn *c, bool ok)
 		return;
 	}
 	if (c->in->tls_handshake_error)
-		snprintf(reason, sizeof(reason), "%s: %s", c->in->tls_result, c->in->tls_reason);
+		snprintf(reason, sizeof(reason), "%s: %s", smtp_tls_result_name(c->in->tls_result),
+			 c->in->tls_reason);
 	else
 		snprintf(reason, sizeof(reason), "%s", c->in->tls_reason);
 	smtp_client_tls_done(c->client, false, reason);
@@ -643,27 +634,29 @@ void delivery_ctx_close_idle(struct delivery_ctx *dc)
  * session (and it can fail no TLS check: its TLS is already up). Returns
  * the result type to report with the recipients, NULL when nothing was
  * demanded or nothing failed. */
-static const char *conn_tls_verdict(struct conn *c, const struct smtp_client_result *res)
+static enum smtp_tls_result conn_tls_verdict(struct conn *c, const struct smtp_client_result *res)
 {
 	struct delivery *d = c->d;
-	const char *sts_result = NULL;
+	enum smtp_tls_result sts_result = SMTP_TLS_RESULT_SUCCESS;
 
 	/* A session that never got as far as EHLO says nothing about TLS and
 	 * is not recorded. */
-	if (res->tls_result != NULL)
-		sts_result = smtp_conn_static_result(res->tls_result); /* REQUIRE failed closed */
+	if (res->tls_result != SMTP_TLS_RESULT_SUCCESS)
+		sts_result = res->tls_result; /* REQUIRE failed closed */
 	else if (c->in->tls_failed || (c->in->tls_up && !c->in->tls_verified))
-		sts_result = c->in->tls_result ? c->in->tls_result : "validation-failure";
+		sts_result = c->in->tls_result != SMTP_TLS_RESULT_SUCCESS
+				     ? c->in->tls_result
+				     : SMTP_TLS_RESULT_VALIDATION_FAILURE;
 	else if (!c->in->tls_up && res->esmtp && !res->caps.starttls &&
 		 d->tls_level != SMTP_TLS_NONE)
-		sts_result = "starttls-not-supported"; /* MAY went plaintext */
-	if (!c->tls_recorded &&
-	    (smtp_conn_tls(c->sc) != NULL || res->tls_result != NULL || res->esmtp)) {
-		const char *rt = sts_result;
+		sts_result = SMTP_TLS_RESULT_STARTTLS_NOT_SUPPORTED; /* MAY went plaintext */
+	if (!c->tls_recorded && (smtp_conn_tls(c->sc) != NULL ||
+				 res->tls_result != SMTP_TLS_RESULT_SUCCESS || res->esmtp)) {
+		enum smtp_tls_result rt = sts_result;
 		char reason[300];
 
 		c->tls_recorded = true;
-		if (rt != NULL && res->tls_result != NULL)
+		if (rt != SMTP_TLS_RESULT_SUCCESS && res->tls_result != SMTP_TLS_RESULT_SUCCESS)
 			snprintf(reason, sizeof(reason), "%s", res->diag);
 		else
 			snprintf(reason, sizeof(reason), "%s", c->in->tls_reason);
@@ -672,30 +665,33 @@ static const char *conn_tls_verdict(struct conn *c, const struct smtp_client_res
 			 * failure detail is the mismatch (RFC 8460 §4.4) */
 			char tls[sizeof(reason)];
 
-			if (rt != NULL)
-				snprintf(tls, sizeof(tls), " (TLS: %s: %s)", rt, reason);
+			if (rt != SMTP_TLS_RESULT_SUCCESS)
+				snprintf(tls, sizeof(tls), " (TLS: %s: %s)",
+					 smtp_tls_result_name(rt), reason);
 			else
 				tls[0] = '\0';
 			snprintf(reason, sizeof(reason), "mx-mismatch: %s not in the policy%s",
 				 c->in->host, tls);
-			rt = "validation-failure";
+			rt = SMTP_TLS_RESULT_VALIDATION_FAILURE;
 		}
-		record_session(d, rt, c->in->host, c->in->ip, c->in->local_ip, rt ? reason : NULL);
+		record_session(d, rt, c->in->host, c->in->ip, c->in->local_ip,
+			       rt != SMTP_TLS_RESULT_SUCCESS ? reason : NULL);
 	}
-	if (sts_result != NULL && d->decision == STS_DECISION_TESTING)
+	if (sts_result != SMTP_TLS_RESULT_SUCCESS && d->decision == STS_DECISION_TESTING)
 		log_msg(LOG_LVL_INFO, d->qid,
 			"%s: TLS check failed with %s (testing: delivery goes on), sts=%s, "
 			"sts_result=%s%s%s",
-			d->domain, c->in->relay, d->result.sts, sts_result,
+			d->domain, c->in->relay, d->result.sts, smtp_tls_result_name(sts_result),
 			c->in->tls_reason[0] ? ": " : "", c->in->tls_reason);
 	if (!d->check_tls)
-		sts_result = NULL; /* opportunistic: nothing was demanded, nothing failed */
+		sts_result = SMTP_TLS_RESULT_SUCCESS; /* opportunistic: nothing was demanded,
+						       * nothing failed */
 	return sts_result;
 }
 
 /* This host took responsibility: its verdicts are the attempt's. */
 static void conn_take_verdicts(struct conn *c, const struct smtp_client_result *res,
-			       const char *sts_result)
+			       enum smtp_tls_result sts_result)
 {
 	struct delivery *d = c->d;
 	char tls[DELIVERY_TLS_MAX];
@@ -717,7 +713,7 @@ static void conn_take_verdicts(struct conn *c, const struct smtp_client_result *
 		snprintf(r->tls, sizeof(r->tls), "%s", tls);
 		r->conn_use = c->uses;
 		r->sts_result = r->status == DELIVERY_SENT && d->decision != STS_DECISION_TESTING
-					? NULL
+					? SMTP_TLS_RESULT_SUCCESS
 					: sts_result;
 	}
 }
@@ -861,7 +857,7 @@ local_fail_free:
 local_fail:
 	/* A local problem will not go away by trying other hosts now. */
 	settle_all(d, DELIVERY_DEFER, "4.3.0", "local error: cannot start an SMTP session", NULL,
-		   NULL, NULL, NULL);
+		   NULL, NULL, SMTP_TLS_RESULT_SUCCESS);
 	finish(d);
 }
 
@@ -883,7 +879,7 @@ static void conn_end(struct conn *c)
 	struct delivery *d = c->d;
 	const struct smtp_client_result *res;
 	char tls[DELIVERY_TLS_MAX];
-	const char *sts_result = NULL;
+	enum smtp_tls_result sts_result;
 	size_t i;
 
 	if (d == NULL) {
@@ -901,15 +897,16 @@ static void conn_end(struct conn *c)
 
 			snprintf(reason, sizeof(reason), "mx-mismatch: %s not in the policy",
 				 c->in->host);
-			record_session(d, "validation-failure", c->in->host, c->in->ip, NULL,
-				       reason);
+			record_session(d, SMTP_TLS_RESULT_VALIDATION_FAILURE, c->in->host,
+				       c->in->ip, NULL, reason);
 		}
 		if (!d->aborted) {
 			const char *text = c->in->connect_err[0] ? c->in->connect_err
 								 : "connection aborted";
 
 			log_msg(LOG_LVL_INFO, d->qid, "%s", text);
-			note_failure(d, "4.4.1", text, c->in->relay, NULL, NULL, NULL);
+			note_failure(d, "4.4.1", text, c->in->relay, NULL, NULL,
+				     SMTP_TLS_RESULT_SUCCESS);
 		}
 		conn_free(c);
 		if (d->aborted)
@@ -969,9 +966,9 @@ static void conn_end(struct conn *c)
 			dsn4[0] = '4';
 		if (res->outcome == SMTP_CONN_TLS_FAILED && d->decision == STS_DECISION_ENFORCE)
 			d->policy_failures++;
-		if (sts_result != NULL)
+		if (sts_result != SMTP_TLS_RESULT_SUCCESS)
 			log_msg(LOG_LVL_INFO, d->qid, "%s, sts=%s, sts_result=%s", res->diag,
-				d->result.sts, sts_result);
+				d->result.sts, smtp_tls_result_name(sts_result));
 		else
 			log_msg(LOG_LVL_INFO, d->qid, "%s", res->diag);
 		note_failure(d, dsn4, res->diag, c->in->relay, tls, c->in->host, sts_result);
@@ -1003,7 +1000,7 @@ static bool host_allowed(struct delivery *d, const struct dns_mx_host *h)
 		char reason[DNS_NAME_MAX + 64];
 
 		snprintf(reason, sizeof(reason), "mx-mismatch: %s not in the policy", h->name);
-		record_session(d, "validation-failure", h->name, NULL, NULL, reason);
+		record_session(d, SMTP_TLS_RESULT_VALIDATION_FAILURE, h->name, NULL, NULL, reason);
 	}
 	log_msg(LOG_LVL_INFO, d->qid,
 		"%s: MX host %s does not match the MTA-STS policy, sts=%s, "
@@ -1038,7 +1035,7 @@ static void all_failed(struct delivery *d)
 		snprintf(text, sizeof(text), "no MX host of %s matches its MTA-STS policy (id %s)",
 			 d->domain, d->verdict->id);
 		settle_all(d, DELIVERY_DEFER, "4.4.8", text, NULL, NULL, NULL,
-			   "validation-failure");
+			   SMTP_TLS_RESULT_VALIDATION_FAILURE);
 	} else if (d->have_failure) {
 		const char *dsn = d->last_dsn;
 
@@ -1048,7 +1045,8 @@ static void all_failed(struct delivery *d)
 			   d->last_mta[0] ? d->last_mta : NULL, d->last_sts_result);
 	} else {
 		snprintf(text, sizeof(text), "no usable MX host address for %s", d->domain);
-		settle_all(d, DELIVERY_DEFER, "4.4.4", text, NULL, NULL, NULL, NULL);
+		settle_all(d, DELIVERY_DEFER, "4.4.4", text, NULL, NULL, NULL,
+			   SMTP_TLS_RESULT_SUCCESS);
 	}
 	finish(d);
 }
@@ -1072,9 +1070,9 @@ static void next_candidate(struct delivery *d)
 					 h->name,
 					 h->why && h->why[0] ? h->why : dns_status_name(h->status));
 				if (!d->have_failure)
-					note_failure(d,
-						     h->status == DNS_TEMPFAIL ? "4.4.3" : "4.4.4",
-						     text, NULL, NULL, NULL, NULL);
+					note_failure(
+						d, h->status == DNS_TEMPFAIL ? "4.4.3" : "4.4.4",
+						text, NULL, NULL, NULL, SMTP_TLS_RESULT_SUCCESS);
 			}
 			d->host_i++;
 			continue;
@@ -1197,14 +1195,16 @@ static void on_mx(struct dns_mx_result *res, void *arg)
 		return;
 	case DNS_NULL_MX:
 		snprintf(text, sizeof(text), "Domain %s does not accept mail (nullMX)", d->domain);
-		settle_all(d, DELIVERY_BOUNCE, "5.1.10", text, NULL, NULL, NULL, NULL);
+		settle_all(d, DELIVERY_BOUNCE, "5.1.10", text, NULL, NULL, NULL,
+			   SMTP_TLS_RESULT_SUCCESS);
 		break;
 	case DNS_NXDOMAIN:
 		snprintf(text, sizeof(text),
 			 "Host or domain name not found. Name service error for name=%s type=MX: "
 			 "Host not found",
 			 d->domain);
-		settle_all(d, DELIVERY_BOUNCE, "5.1.2", text, NULL, NULL, NULL, NULL);
+		settle_all(d, DELIVERY_BOUNCE, "5.1.2", text, NULL, NULL, NULL,
+			   SMTP_TLS_RESULT_SUCCESS);
 		break;
 	case DNS_NO_ADDRESS:
 	case DNS_NODATA:
@@ -1212,14 +1212,16 @@ static void on_mx(struct dns_mx_result *res, void *arg)
 			 "Host or domain name not found. Name service error for name=%s: "
 			 "no address for any MX host (%s)",
 			 d->domain, why);
-		settle_all(d, DELIVERY_BOUNCE, "5.1.2", text, NULL, NULL, NULL, NULL);
+		settle_all(d, DELIVERY_BOUNCE, "5.1.2", text, NULL, NULL, NULL,
+			   SMTP_TLS_RESULT_SUCCESS);
 		break;
 	default:
 		snprintf(text, sizeof(text),
 			 "Host or domain name not found. Name service error for name=%s type=MX: "
 			 "Host not found, try again (%s)",
 			 d->domain, why);
-		settle_all(d, DELIVERY_DEFER, "4.4.3", text, NULL, NULL, NULL, NULL);
+		settle_all(d, DELIVERY_DEFER, "4.4.3", text, NULL, NULL, NULL,
+			   SMTP_TLS_RESULT_SUCCESS);
 		break;
 	}
 	finish(d);
@@ -1233,7 +1235,8 @@ static void start_mx(struct delivery *d)
 
 		d->dq = NULL;
 		snprintf(text, sizeof(text), "cannot look up the MX of %s", d->domain);
-		settle_all(d, DELIVERY_DEFER, "4.4.3", text, NULL, NULL, NULL, NULL);
+		settle_all(d, DELIVERY_DEFER, "4.4.3", text, NULL, NULL, NULL,
+			   SMTP_TLS_RESULT_SUCCESS);
 		finish(d);
 	}
 }
@@ -1250,11 +1253,12 @@ static void on_policy(void *arg, struct sts_verdict *v)
 	}
 	d->verdict = v;
 	apply_policy(d);
-	if (v->error_type != NULL)
+	if (v->error_type != SMTP_TLS_RESULT_SUCCESS)
 		/* Discovery or fetch failed; a cached policy may still apply. The
 		 * engine reported the failure to TLS-RPT once (on_fetch_failed). */
 		log_msg(LOG_LVL_INFO, d->qid, "%s: MTA-STS policy problem: %s (%s); sts=%s",
-			d->domain, v->error_type, v->error_detail, d->result.sts);
+			d->domain, smtp_tls_result_name(v->error_type), v->error_detail,
+			d->result.sts);
 	start_mx(d);
 }
 

@@ -30,24 +30,6 @@ struct smtp_conn {
 	char rbuf[READ_BUF];
 };
 
-static const char *const result_types[] = {
-	"starttls-not-supported",  "certificate-host-mismatch", "certificate-expired",
-	"certificate-not-trusted", "validation-failure",        "sts-policy-fetch-error",
-	"sts-policy-invalid",      "sts-webpki-invalid",
-};
-
-const char *smtp_conn_static_result(const char *s)
-{
-	size_t i;
-
-	if (s == NULL)
-		return NULL;
-	for (i = 0; i < sizeof(result_types) / sizeof(result_types[0]); i++)
-		if (strcmp(s, result_types[i]) == 0)
-			return result_types[i];
-	return "validation-failure";
-}
-
 uint32_t smtp_conn_env_timeout_ms(const char *name, uint32_t dflt)
 {
 	const char *v = getenv(name);
@@ -299,10 +281,13 @@ ssize_t smtp_conn_write(struct smtp_conn *c, const void *buf, size_t len)
 
 /* ---- TLS ---- */
 
-static void tls_failed(struct smtp_conn *c, const char *result, const char *reason)
+/* A failure always has a result type: validation-failure when no
+ * certificate verdict names a better one. */
+static void tls_failed(struct smtp_conn *c, enum smtp_tls_result result, const char *reason)
 {
 	c->info.tls_failed = true;
-	c->info.tls_result = smtp_conn_static_result(result ? result : "validation-failure");
+	c->info.tls_result = result != SMTP_TLS_RESULT_SUCCESS ? result
+							       : SMTP_TLS_RESULT_VALIDATION_FAILURE;
 	snprintf(c->info.tls_reason, sizeof(c->info.tls_reason), "%s", reason);
 }
 
@@ -312,7 +297,7 @@ static int tls_step(struct smtp_conn *c)
 	int rc = smtp_tls_handshake(c->tls);
 
 	if (take_tls(c) != 0 || flush(c) != 0) {
-		tls_failed(c, NULL, "cannot send the TLS handshake");
+		tls_failed(c, SMTP_TLS_RESULT_VALIDATION_FAILURE, "cannot send the TLS handshake");
 		return -1;
 	}
 	if (rc == SMTP_TLS_AGAIN)
@@ -323,9 +308,7 @@ static int tls_step(struct smtp_conn *c)
 		c->info.tls_up = true;
 		snprintf(c->info.tls_version, sizeof(c->info.tls_version), "%s", v ? v : "TLS");
 		c->info.tls_verified = smtp_tls_verified(c->tls);
-		c->info.tls_result = c->info.tls_verified ? NULL
-							  : smtp_conn_static_result(
-								    smtp_tls_result_type(c->tls));
+		c->info.tls_result = smtp_tls_result_type(c->tls); /* SUCCESS iff verified */
 		snprintf(c->info.tls_reason, sizeof(c->info.tls_reason), "%s",
 			 smtp_tls_reason(c->tls));
 		return 1;
@@ -343,7 +326,7 @@ int smtp_conn_start_tls(struct smtp_conn *c, struct smtp_tls_ctx *ctx, bool veri
 		return -1;
 	c->tls = smtp_tls_new(ctx, c->info.host, verify, err, sizeof(err));
 	if (c->tls == NULL) {
-		tls_failed(c, NULL, err);
+		tls_failed(c, SMTP_TLS_RESULT_VALIDATION_FAILURE, err);
 		return -1;
 	}
 	return tls_step(c) < 0 ? -1 : 0; /* the ClientHello: never done at once */
@@ -412,7 +395,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	if (nread < 0) {
 		if (c->tls != NULL && !c->info.tls_up && !c->info.tls_failed) {
 			uv_read_stop(s);
-			tls_failed(c, NULL, "connection closed during the TLS handshake");
+			tls_failed(c, SMTP_TLS_RESULT_VALIDATION_FAILURE,
+				   "connection closed during the TLS handshake");
 			c->ops->tls_done(c, c->arg, false);
 			return;
 		}

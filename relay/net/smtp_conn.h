@@ -82,10 +82,10 @@ struct smtp_conn_info {
 	bool connect_failed;
 	char connect_err[SMTP_CONN_REASON_MAX]; /* "connect to host[ip]:25: Connection refused" */
 	bool tls_up;                            /* handshake completed */
-	bool tls_failed;        /* handshake failed (or the TLS object could not be made) */
-	bool tls_verified;      /* chain + name + dates checked out */
-	char tls_version[16];   /* "TLSv1.3", "" when no TLS */
-	const char *tls_result; /* static RFC 8460 result type, NULL = verified / no TLS */
+	bool tls_failed;      /* handshake failed (or the TLS object could not be made) */
+	bool tls_verified;    /* chain + name + dates checked out */
+	char tls_version[16]; /* "TLSv1.3", "" when no TLS */
+	enum smtp_tls_result tls_result;       /* SUCCESS = verified, or no TLS */
 	char tls_reason[SMTP_CONN_REASON_MAX]; /* "hostname mismatch", "" */
 	bool tls_handshake_error;              /* tls_failed by the handshake itself (not by a
 					     * lost connection or a setup error) */
@@ -130,10 +130,6 @@ void smtp_conn_close(struct smtp_conn *c);
 const struct smtp_conn_info *smtp_conn_info(const struct smtp_conn *c);
 /* The TLS object after smtp_conn_start_tls() (for the cipher etc.), else NULL. */
 struct smtp_tls *smtp_conn_tls(const struct smtp_conn *c);
-
-/* An RFC 8460 result type as a static string ("validation-failure" for an
- * unknown one, NULL for NULL): smtp_tls strings die with the smtp_tls. */
-const char *smtp_conn_static_result(const char *result_type);
 
 /* Seconds from environment variable `name` (e.g. STSRELAY_SMTP_TIMEOUT,
  * fractions allowed, 0 < s <= 86400) in ms, else dflt. */
