@@ -15,11 +15,15 @@
  *   loop: rc = smtp_tls_handshake(t);
  *         write out everything smtp_tls_take() gives;
  *         rc == SMTP_TLS_DONE -> smtp_client_tls_done(c, true, NULL)
- *         rc == SMTP_TLS_ERROR -> smtp_client_tls_done(c, false, smtp_tls_reason(t))
+ *         rc == SMTP_TLS_ERROR -> smtp_client_tls_done(c, false, reason), the
+ *                                 reason from smtp_tls_result_type()/_reason()
  *         rc == SMTP_TLS_AGAIN -> wait for socket bytes, smtp_tls_feed() them
- *   then:  socket bytes -> smtp_tls_feed(); smtp_tls_read() until 0 -> smtp_client_feed()
- *          smtp_client_output() -> smtp_tls_write(); smtp_tls_take() -> socket
- *          (also take() after read(): TLS 1.3 may answer post-handshake messages)
+ *   then:  socket bytes -> smtp_tls_feed(); smtp_tls_read() while > 0 -> smtp_client_feed()
+ *          (take() after each read(): TLS 1.3 may answer post-handshake messages)
+ *          smtp_client_output() -> smtp_tls_write() of a piece whose
+ *          ciphertext fits the driver's output bound; smtp_client_consume()
+ *          exactly the bytes written, the rest waits in the client for the
+ *          next round; smtp_tls_take() -> socket (relay/net/smtp_conn.c)
  *
  * Verification always runs, also with verify=false (opportunistic): then the
  * handshake succeeds whatever the certificate, and smtp_tls_verified() /
@@ -96,8 +100,9 @@ size_t smtp_tls_take(struct smtp_tls *t, void *buf, size_t cap);
 
 /* Application data after the handshake.
  * write: encrypts all len bytes into records waiting for take() and returns
- * len, or -1 (nothing usable was written: close the connection). The
- * ciphertext is about len + 1.5% long; a caller with a bounded output
+ * len (never fewer: no partial-write mode), or -1: the stream is broken
+ * (records of a part may already wait in take()), close the connection.
+ * The ciphertext is about len + 1.5% long; a caller with a bounded output
  * buffer writes in pieces that fit (see relay/net/smtp_conn.c).
  * read: > 0 bytes, 0 = needs more ciphertext, SMTP_TLS_EOF = peer sent
  * close_notify, SMTP_TLS_ERROR. */

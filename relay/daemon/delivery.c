@@ -638,7 +638,7 @@ void delivery_ctx_close_idle(struct delivery_ctx *dc)
  * successful-session-count as "the aggregate count of successfully
  * negotiated TLS-enabled connections", so a reused connection adds no
  * session (and it can fail no TLS check: its TLS is already up). Returns
- * the result type to report with the recipients, NULL when nothing was
+ * the result type to report with the recipients, SUCCESS when nothing was
  * demanded or nothing failed. */
 static enum smtp_tls_result conn_tls_verdict(struct conn *c, const struct smtp_client_result *res)
 {

@@ -104,8 +104,10 @@ void smtp_conn_close(struct smtp_conn *c)
 	uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
 }
 
-/* From loop callbacks only: the peer is gone or the socket failed. */
-static void report_eof(struct smtp_conn *c)
+/* The stream is unusable: the peer closed (EOF, a TLS close_notify), or a
+ * read, a write or TLS failed. Reported once, as ops.eof; from loop
+ * callbacks only. */
+static void report_lost(struct smtp_conn *c)
 {
 	if (c->eof_sent || c->closing)
 		return;
@@ -183,9 +185,10 @@ static int take_tls(struct smtp_conn *c)
 
 static void on_write(uv_write_t *req, int status);
 
-/* Starts a write of the pending buffer if none is in flight: one write at a
- * time keeps the order and is the back-pressure. -1 on a socket error. */
-static int flush(struct smtp_conn *c)
+/* Starts at most one write: the pending buffer goes out unless a write is
+ * already in flight (then on_write starts the next). One write at a time
+ * keeps the order and is the back-pressure. -1 on a socket error. */
+static int start_write(struct smtp_conn *c)
 {
 	char *t;
 	size_t tcap;
@@ -218,12 +221,12 @@ static void on_write(uv_write_t *req, int status)
 	c->wlen = 0;
 	if (c->closing)
 		return;
-	if (status < 0 || flush(c) != 0) {
+	if (status < 0 || start_write(c) != 0) {
 		/* The peer is gone. If its EOF was already reported, the owner is
 		 * waiting only for this write to end before it closes: tell it,
 		 * or it would sit until its stage timer (minutes) fires. */
 		if (!c->eof_sent)
-			report_eof(c);
+			report_lost(c);
 		else if (c->ops->drained != NULL)
 			c->ops->drained(c, c->arg);
 		return;
@@ -274,7 +277,7 @@ ssize_t smtp_conn_write(struct smtp_conn *c, const void *buf, size_t len)
 			c->plen += done;
 		}
 	}
-	if (flush(c) != 0)
+	if (start_write(c) != 0)
 		return -1;
 	return (ssize_t)done;
 }
@@ -296,7 +299,7 @@ static int tls_step(struct smtp_conn *c)
 {
 	int rc = smtp_tls_handshake(c->tls);
 
-	if (take_tls(c) != 0 || flush(c) != 0) {
+	if (take_tls(c) != 0 || start_write(c) != 0) {
 		tls_failed(c, SMTP_TLS_RESULT_VALIDATION_FAILURE, "cannot send the TLS handshake");
 		return -1;
 	}
@@ -347,7 +350,7 @@ static void feed_tls(struct smtp_conn *c, const char *buf, size_t n)
 	char plain[16384];
 
 	if (smtp_tls_feed(c->tls, buf, n) != 0) {
-		report_eof(c);
+		report_lost(c);
 		return;
 	}
 	if (!c->info.tls_up) {
@@ -372,8 +375,8 @@ static void feed_tls(struct smtp_conn *c, const char *buf, size_t n)
 		ssize_t r = smtp_tls_read(c->tls, plain, sizeof(plain));
 
 		/* TLS 1.3 may answer post-handshake messages */
-		if (take_tls(c) != 0 || flush(c) != 0) {
-			report_eof(c);
+		if (take_tls(c) != 0 || start_write(c) != 0) {
+			report_lost(c);
 			return;
 		}
 		if (r > 0) {
@@ -381,7 +384,7 @@ static void feed_tls(struct smtp_conn *c, const char *buf, size_t n)
 			continue;
 		}
 		if (r != 0)
-			report_eof(c); /* close_notify or a TLS error */
+			report_lost(c); /* close_notify or a TLS error */
 		return;
 	}
 }
@@ -400,7 +403,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 			c->ops->tls_done(c, c->arg, false);
 			return;
 		}
-		report_eof(c);
+		report_lost(c);
 		return;
 	}
 	if (nread == 0)

@@ -23,7 +23,8 @@
  *   smtp_conn_connect(c, host, addr, port, connect_timeout_ms)
  *     ops.connected  -> the session arms its stage timer, waits for data
  *     ops.data       -> plaintext from the peer (decrypted after STARTTLS)
- *     ops.eof        -> the peer closed or a read/write failed (at most once)
+ *     ops.eof        -> the peer closed (EOF, TLS close_notify) or a read, a
+ *                       write or TLS failed (at most once)
  *     ops.timeout    -> the timer armed with smtp_conn_timer() fired
  *     ops.tls_done   -> the handshake begun by smtp_conn_start_tls() ended
  *     ops.drained    -> (optional) every byte written so far is on the wire
@@ -40,9 +41,13 @@
  * not yet consumed is the session's business (STARTTLS injection): this
  * module never mixes plaintext into the TLS stream.
  *
- * Bounds: the output buffer holds at most SMTP_CONN_OUT_MAX bytes not yet
- * handed to the socket (ciphertext once TLS is up); smtp_conn_write() takes
- * what fits and says how much, the `drained` callback asks for the rest.
+ * Bounds: output goes through two buffers of at most SMTP_CONN_OUT_MAX bytes
+ * each (ciphertext once TLS is up): one collecting, one on its way to the
+ * socket (one write in flight at a time), so at most 2 * SMTP_CONN_OUT_MAX
+ * bytes per connection are not yet on the wire. smtp_conn_write() takes what
+ * fits in the collecting one (over TLS: whole records of up to 16 KiB of
+ * plaintext whose ciphertext surely fits) and says how much; the `drained`
+ * callback asks for the rest.
  * Reads are one buffer per callback; every TLS record that buffer completes
  * is decrypted and handed on before the callback returns (the records that
  * one socket read can complete are bounded by the read buffer).
