@@ -57,7 +57,7 @@ static const char *const result_names[SMTP_TLS_RESULT_COUNT] = {
 const char *smtp_tls_result_name(enum smtp_tls_result r)
 {
 	if ((unsigned)r >= SMTP_TLS_RESULT_COUNT)
-		return "validation-failure";
+		return result_names[SMTP_TLS_RESULT_VALIDATION_FAILURE];
 	return result_names[r];
 }
 
