@@ -64,8 +64,8 @@ static const struct smtp_conn_ops probe_ops = {
 };
 
 /* The first reason wins: later ones (a QUIT that fails after a refused
- * STARTTLS) only follow from it. result_type SUCCESS: a reason without an
- * RFC 8460 result type (the session never got as far as the TLS check). */
+ * STARTTLS) only follow from it. result_type SUCCESS: the reason has no
+ * RFC 8460 result type of its own. */
 static void note(struct mx_probe *p, enum smtp_tls_result result_type, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
