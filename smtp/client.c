@@ -428,7 +428,7 @@ static void enter(struct smtp_client *c, enum smtp_client_state next)
 
 	if (next >= SMTP_CLIENT_MAIL && next <= SMTP_CLIENT_EOD && c->tls == SMTP_TLS_REQUIRE &&
 	    !c->res.tls_active) {
-		c->res.tls_result = "starttls-not-supported";
+		c->res.tls_result = SMTP_TLS_RESULT_STARTTLS_NOT_SUPPORTED;
 		if (c->starttls_refusal[0])
 			fail_session(c, SMTP_CONN_TLS_FAILED, true, 0, "4.7.5", NULL,
 				     "TLS is required, but host %s refused to start TLS: %s",
@@ -751,7 +751,7 @@ static int set_envelope(struct smtp_client *c, const struct smtp_client_config *
 	c->res.diag[0] = '\0';
 	c->res.code = 0;
 	c->res.esc[0] = '\0';
-	c->res.tls_result = NULL;
+	c->res.tls_result = SMTP_TLS_RESULT_SUCCESS;
 	c->res.accepted = 0;
 	c->res.rcpts = c->rr;
 	c->res.nrcpts = c->nrcpts;

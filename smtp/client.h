@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include "smtp/reply.h"
+#include "smtp/tls.h" /* enum smtp_tls_result */
 
 /*
  * How the driver (relay/daemon/delivery.c) uses it, after connecting:
@@ -51,7 +52,7 @@
  * enter()), which traces "old -> new" at debug level and is also the one
  * place where required TLS is enforced: with SMTP_TLS_REQUIRE it refuses to
  * enter MAIL (and so never emits MAIL, RCPT, DATA or message bytes) unless
- * TLS is up, and ends the session with tls_result "starttls-not-supported"
+ * TLS is up, and ends the session with tls_result STARTTLS_NOT_SUPPORTED
  * (STARTTLS not offered, or refused), outcome SMTP_CONN_TLS_FAILED, every
  * recipient deferred with 4.7.5, then QUIT.
  *
@@ -195,9 +196,9 @@ struct smtp_client_result {
 	 * (SMTPUTF8) carries its own verdict. */
 	int code;
 	char esc[SMTP_REPLY_ESC_MAX];
-	const char *tls_result;               /* "starttls-not-supported" when the client
-					  * failed closed; NULL otherwise (handshake
-					  * results come from smtp_tls) */
+	enum smtp_tls_result tls_result;      /* STARTTLS_NOT_SUPPORTED when the client
+					       * failed closed; SUCCESS otherwise
+					       * (handshake results come from smtp_tls) */
 	bool tls_active;                      /* STARTTLS completed */
 	bool esmtp;                           /* EHLO accepted */
 	struct smtp_ehlo_caps caps;           /* of the last EHLO */

@@ -36,11 +36,42 @@ struct smtp_tls {
 	bool verify;
 	bool done, failed;
 	long verify_error;
-	const char *result_type;
+	enum smtp_tls_result result_type;
 	char reason[256];
 };
 
 static int tls_ex_index = -1;
+
+static const char *const result_names[SMTP_TLS_RESULT_COUNT] = {
+	[SMTP_TLS_RESULT_SUCCESS] = "success",
+	[SMTP_TLS_RESULT_STARTTLS_NOT_SUPPORTED] = "starttls-not-supported",
+	[SMTP_TLS_RESULT_CERTIFICATE_HOST_MISMATCH] = "certificate-host-mismatch",
+	[SMTP_TLS_RESULT_CERTIFICATE_EXPIRED] = "certificate-expired",
+	[SMTP_TLS_RESULT_CERTIFICATE_NOT_TRUSTED] = "certificate-not-trusted",
+	[SMTP_TLS_RESULT_VALIDATION_FAILURE] = "validation-failure",
+	[SMTP_TLS_RESULT_STS_POLICY_FETCH_ERROR] = "sts-policy-fetch-error",
+	[SMTP_TLS_RESULT_STS_POLICY_INVALID] = "sts-policy-invalid",
+	[SMTP_TLS_RESULT_STS_WEBPKI_INVALID] = "sts-webpki-invalid",
+};
+
+const char *smtp_tls_result_name(enum smtp_tls_result r)
+{
+	if ((unsigned)r >= SMTP_TLS_RESULT_COUNT)
+		return result_names[SMTP_TLS_RESULT_VALIDATION_FAILURE];
+	return result_names[r];
+}
+
+int smtp_tls_result_parse(const char *name, enum smtp_tls_result *out)
+{
+	unsigned i;
+
+	for (i = 0; i < SMTP_TLS_RESULT_COUNT; i++)
+		if (strcmp(name, result_names[i]) == 0) {
+			*out = (enum smtp_tls_result)i;
+			return 0;
+		}
+	return -1;
+}
 
 static void set_err(char *err, size_t errlen, const char *what)
 {
@@ -152,16 +183,16 @@ void smtp_tls_ctx_free(struct smtp_tls_ctx *ctx)
 	free(ctx);
 }
 
-const char *smtp_tls_result_type_for(long e)
+enum smtp_tls_result smtp_tls_result_type_for(long e)
 {
 	switch (e) {
 	case X509_V_OK:
-		return NULL;
+		return SMTP_TLS_RESULT_SUCCESS;
 	case X509_V_ERR_HOSTNAME_MISMATCH:
-		return "certificate-host-mismatch";
+		return SMTP_TLS_RESULT_CERTIFICATE_HOST_MISMATCH;
 	case X509_V_ERR_CERT_HAS_EXPIRED:
 	case X509_V_ERR_CERT_NOT_YET_VALID:
-		return "certificate-expired";
+		return SMTP_TLS_RESULT_CERTIFICATE_EXPIRED;
 	case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
 	case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
 	case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
@@ -169,9 +200,9 @@ const char *smtp_tls_result_type_for(long e)
 	case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
 	case X509_V_ERR_CERT_UNTRUSTED:
 	case X509_V_ERR_CERT_REJECTED:
-		return "certificate-not-trusted";
+		return SMTP_TLS_RESULT_CERTIFICATE_NOT_TRUSTED;
 	default:
-		return "validation-failure";
+		return SMTP_TLS_RESULT_VALIDATION_FAILURE;
 	}
 }
 
@@ -267,7 +298,7 @@ static void record_verify(struct smtp_tls *t, bool handshake_ok)
 	    SSL_get0_peer_certificate(t->ssl) == NULL)
 		t->verify_error = X509_V_ERR_UNSPECIFIED; /* no certificate at all */
 	t->result_type = smtp_tls_result_type_for(t->verify_error);
-	if (t->result_type)
+	if (t->result_type != SMTP_TLS_RESULT_SUCCESS)
 		snprintf(t->reason, sizeof(t->reason), "%s",
 			 X509_verify_cert_error_string(t->verify_error));
 	else
@@ -294,14 +325,14 @@ int smtp_tls_handshake(struct smtp_tls *t)
 		return SMTP_TLS_AGAIN;
 	t->failed = true;
 	record_verify(t, false);
-	if (!t->result_type) {
+	if (t->result_type == SMTP_TLS_RESULT_SUCCESS) {
 		/* Not a certificate verdict: protocol version, alert, garbage. */
 		unsigned long ee = ERR_peek_last_error();
 		char buf[200] = "unexpected end of handshake";
 
 		if (ee)
 			ERR_error_string_n(ee, buf, sizeof(buf));
-		t->result_type = "validation-failure";
+		t->result_type = SMTP_TLS_RESULT_VALIDATION_FAILURE;
 		snprintf(t->reason, sizeof(t->reason), "%s", buf);
 	}
 	ERR_clear_error();
@@ -399,7 +430,7 @@ const char *smtp_tls_cipher(const struct smtp_tls *t)
 
 bool smtp_tls_verified(const struct smtp_tls *t)
 {
-	return t->done && t->result_type == NULL;
+	return t->done && t->result_type == SMTP_TLS_RESULT_SUCCESS;
 }
 
 bool smtp_tls_resumed(const struct smtp_tls *t)
@@ -407,7 +438,7 @@ bool smtp_tls_resumed(const struct smtp_tls *t)
 	return t->done && SSL_session_reused(t->ssl) == 1;
 }
 
-const char *smtp_tls_result_type(const struct smtp_tls *t)
+enum smtp_tls_result smtp_tls_result_type(const struct smtp_tls *t)
 {
 	return t->result_type;
 }

@@ -15,11 +15,15 @@
  *   loop: rc = smtp_tls_handshake(t);
  *         write out everything smtp_tls_take() gives;
  *         rc == SMTP_TLS_DONE -> smtp_client_tls_done(c, true, NULL)
- *         rc == SMTP_TLS_ERROR -> smtp_client_tls_done(c, false, smtp_tls_reason(t))
+ *         rc == SMTP_TLS_ERROR -> smtp_client_tls_done(c, false, reason), the
+ *                                 reason from smtp_tls_result_type()/_reason()
  *         rc == SMTP_TLS_AGAIN -> wait for socket bytes, smtp_tls_feed() them
- *   then:  socket bytes -> smtp_tls_feed(); smtp_tls_read() until 0 -> smtp_client_feed()
- *          smtp_client_output() -> smtp_tls_write(); smtp_tls_take() -> socket
- *          (also take() after read(): TLS 1.3 may answer post-handshake messages)
+ *   then:  socket bytes -> smtp_tls_feed(); smtp_tls_read() while > 0 -> smtp_client_feed()
+ *          (take() after each read(): TLS 1.3 may answer post-handshake messages)
+ *          smtp_client_output() -> smtp_tls_write() of a piece whose
+ *          ciphertext fits the driver's output bound; smtp_client_consume()
+ *          exactly the bytes written, the rest waits in the client for the
+ *          next round; smtp_tls_take() -> socket (relay/net/smtp_conn.c)
  *
  * Verification always runs, also with verify=false (opportunistic): then the
  * handshake succeeds whatever the certificate, and smtp_tls_verified() /
@@ -32,6 +36,34 @@
 
 struct smtp_tls_ctx;
 struct smtp_tls;
+
+/* The RFC 8460 §4.3 result types this relay produces: the outcome of one
+ * TLS session, or of the MTA-STS policy discovery before it (the sts-*
+ * ones). SUCCESS is "nothing failed" (RFC 8460 counts it as a successful
+ * session; elsewhere it means "no result type to report"). The one enum for
+ * them from here upward: connection, delivery, policy engine, TLS-RPT
+ * recording; the names are made only at the edges (log lines, JSON, the
+ * report, the session lines on disk). */
+enum smtp_tls_result {
+	SMTP_TLS_RESULT_SUCCESS = 0,
+	SMTP_TLS_RESULT_STARTTLS_NOT_SUPPORTED,
+	SMTP_TLS_RESULT_CERTIFICATE_HOST_MISMATCH,
+	SMTP_TLS_RESULT_CERTIFICATE_EXPIRED,
+	SMTP_TLS_RESULT_CERTIFICATE_NOT_TRUSTED,
+	SMTP_TLS_RESULT_VALIDATION_FAILURE,
+	SMTP_TLS_RESULT_STS_POLICY_FETCH_ERROR,
+	SMTP_TLS_RESULT_STS_POLICY_INVALID,
+	SMTP_TLS_RESULT_STS_WEBPKI_INVALID,
+	SMTP_TLS_RESULT_COUNT
+};
+
+/* "success", "starttls-not-supported", ..., "sts-webpki-invalid" (static);
+ * "validation-failure" for a value out of range. */
+const char *smtp_tls_result_name(enum smtp_tls_result r);
+/* The inverse (exact match), for text read back from disk or a command
+ * line: 0, or -1 for a name that is none of the above. */
+int smtp_tls_result_parse(const char *name, enum smtp_tls_result *out)
+	__attribute__((warn_unused_result));
 
 enum { SMTP_TLS_DONE = 1, SMTP_TLS_AGAIN = 0, SMTP_TLS_ERROR = -1, SMTP_TLS_EOF = -2 };
 
@@ -68,8 +100,9 @@ size_t smtp_tls_take(struct smtp_tls *t, void *buf, size_t cap);
 
 /* Application data after the handshake.
  * write: encrypts all len bytes into records waiting for take() and returns
- * len, or -1 (nothing usable was written: close the connection). The
- * ciphertext is about len + 1.5% long; a caller with a bounded output
+ * len (never fewer: no partial-write mode), or -1: the stream is broken
+ * (records of a part may already wait in take()), close the connection.
+ * The ciphertext is about len + 1.5% long; a caller with a bounded output
  * buffer writes in pieces that fit (see relay/net/smtp_conn.c).
  * read: > 0 bytes, 0 = needs more ciphertext, SMTP_TLS_EOF = peer sent
  * close_notify, SMTP_TLS_ERROR. */
@@ -85,17 +118,18 @@ const char *smtp_tls_version(const struct smtp_tls *t); /* "TLSv1.3", NULL if no
 const char *smtp_tls_cipher(const struct smtp_tls *t);  /* NULL if none */
 bool smtp_tls_verified(const struct smtp_tls *t);       /* chain + name + dates OK */
 bool smtp_tls_resumed(const struct smtp_tls *t);
-/* RFC 8460 result type when not verified or failed: "certificate-host-mismatch",
- * "certificate-expired", "certificate-not-trusted", "validation-failure";
- * NULL when verified. */
-const char *smtp_tls_result_type(const struct smtp_tls *t);
+/* The result type when not verified or failed: CERTIFICATE_HOST_MISMATCH,
+ * _EXPIRED, _NOT_TRUSTED or VALIDATION_FAILURE; SUCCESS when verified (and
+ * before the handshake ended). */
+enum smtp_tls_result smtp_tls_result_type(const struct smtp_tls *t);
 /* Human reason ("hostname mismatch", "certificate has expired", an OpenSSL
  * error for a failed handshake); "" when verified. */
 const char *smtp_tls_reason(const struct smtp_tls *t);
 /* The raw X509_V_* verify result (X509_V_OK = 0). */
 long smtp_tls_verify_error(const struct smtp_tls *t);
 
-/* The mapping used above, exposed for tests: X509_V_ERR_* -> result type. */
-const char *smtp_tls_result_type_for(long x509_error);
+/* The mapping used above, exposed for tests: X509_V_ERR_* -> result type
+ * (X509_V_OK -> SUCCESS). */
+enum smtp_tls_result smtp_tls_result_type_for(long x509_error);
 
 #endif

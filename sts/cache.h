@@ -32,7 +32,7 @@ struct sts_cache_entry {
 	/* memory only */
 	char neg_id[STS_TXT_ID_MAX + 1]; /* id whose fetch failed ("" none) */
 	int64_t neg_until;               /* no new fetch for neg_id before this */
-	const char *neg_type;            /* STS_RT_* of that failure */
+	enum smtp_tls_result neg_type;   /* the result type of that failure */
 	char neg_detail[STS_DETAIL_MAX];
 	int64_t refresh_at; /* next proactive refresh, 0 = none */
 	bool refreshing;

@@ -214,11 +214,11 @@ static void refresh_done(struct sts_engine *e, struct sts_lookup *l)
 		return;
 	ce->refreshing = false;
 	if (ce->has_policy)
-		schedule_refresh(e, ce, now, l->v->error_type != NULL);
-	if (l->v->error_type != NULL)
+		schedule_refresh(e, ce, now, l->v->error_type != SMTP_TLS_RESULT_SUCCESS);
+	if (l->v->error_type != SMTP_TLS_RESULT_SUCCESS)
 		log_warn("sts: %s: background refresh failed, keeping policy id=%s: %s: %s",
-			 l->domain, ce->has_policy ? ce->id : "-", l->v->error_type,
-			 l->v->error_detail);
+			 l->domain, ce->has_policy ? ce->id : "-",
+			 smtp_tls_result_name(l->v->error_type), l->v->error_detail);
 }
 
 /* Ends a lookup: hands the verdict over (or consumes it for refreshes). */
@@ -283,7 +283,10 @@ static void on_fetch(void *arg, const struct sts_fetch_result *res)
 		verdict_set_cache(v, ce);
 	if (res->first) {
 		log_warn("sts: %s: policy fetch for id=%s failed: %s: %s", l->domain, l->fetch_id,
-			 res->result_type ? res->result_type : "-", res->detail);
+			 res->result_type != SMTP_TLS_RESULT_SUCCESS
+				 ? smtp_tls_result_name(res->result_type)
+				 : "-",
+			 res->detail);
 		if (ce != NULL) {
 			snprintf(ce->neg_id, sizeof(ce->neg_id), "%s", l->fetch_id);
 			ce->neg_until = now + STS_NEGATIVE_TTL;
@@ -380,7 +383,7 @@ static void on_txt(void *arg, enum sts_dns_status st, const char *why,
 			 in.txt_found ? v->txt_id : (ce != NULL ? ce->id : ""));
 		if (sts_fetch_start(e->fetcher, l->domain, on_fetch, l, &l->waiter) == 0)
 			return;
-		v->error_type = STS_RT_FETCH_ERROR;
+		v->error_type = SMTP_TLS_RESULT_STS_POLICY_FETCH_ERROR;
 		snprintf(v->error_detail, sizeof(v->error_detail), "could not start the fetch");
 		if (ce != NULL && ce->has_policy && in.now < ce->expires_at)
 			verdict_set_cache(v, ce);

@@ -9,7 +9,7 @@
 #include <uv.h>
 
 #include "sts/cache.h"
-#include "sts/fetch.h" /* struct sts_resolver, STS_RT_* result types */
+#include "sts/fetch.h" /* struct sts_resolver, enum smtp_tls_result */
 #include "sts/policy.h"
 #include "sts/txt.h"
 
@@ -52,8 +52,9 @@ struct sts_verdict {
 	size_t policy_text_len;
 
 	/* a discovery/fetch failure on this lookup (also when a cached policy
-	 * still applies): for TLS-RPT and logs; error_type NULL if none */
-	const char *error_type; /* STS_RT_FETCH_ERROR / _WEBPKI / _INVALID */
+	 * still applies): for TLS-RPT and logs; error_type SUCCESS if none,
+	 * else STS_POLICY_FETCH_ERROR, STS_WEBPKI_INVALID or STS_POLICY_INVALID */
+	enum smtp_tls_result error_type;
 	char error_detail[STS_DETAIL_MAX];
 
 	/* sts_engine_recheck only: the policy in force now differs from prev_id */

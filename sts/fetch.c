@@ -128,7 +128,7 @@ static void job_finish(struct fetch_job *j, struct sts_fetch_result *res)
 
 	job_unlink(j);
 	if (res->status == STS_FETCH_OK)
-		res->result_type = NULL;
+		res->result_type = SMTP_TLS_RESULT_SUCCESS;
 	res->fetched_at = clock_now();
 	while (j->waiters != NULL) {
 		struct sts_fetch_waiter *w = j->waiters;
@@ -154,10 +154,10 @@ static void job_fail(struct fetch_job *j, enum sts_fetch_status st, const char *
 
 	memset(&res, 0, sizeof(res));
 	res.status = st;
-	res.result_type = st == STS_FETCH_WEBPKI      ? STS_RT_WEBPKI
-			  : st == STS_FETCH_INVALID   ? STS_RT_INVALID
-			  : st == STS_FETCH_CANCELLED ? NULL
-						      : STS_RT_FETCH_ERROR;
+	res.result_type = st == STS_FETCH_WEBPKI      ? SMTP_TLS_RESULT_STS_WEBPKI_INVALID
+			  : st == STS_FETCH_INVALID   ? SMTP_TLS_RESULT_STS_POLICY_INVALID
+			  : st == STS_FETCH_CANCELLED ? SMTP_TLS_RESULT_SUCCESS
+						      : SMTP_TLS_RESULT_STS_POLICY_FETCH_ERROR;
 	va_start(ap, fmt);
 	vsnprintf(res.detail, sizeof(res.detail), fmt, ap);
 	va_end(ap);

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "smtp/tls.h" /* enum smtp_tls_result */
 #include "sts/policy.h"
 #include "sts/txt.h"
 
@@ -47,11 +48,6 @@ struct sts_resolver {
 
 /* ---- the fetch ---- */
 
-/* RFC 8460 §4.3.2 result types of a failed fetch. */
-#define STS_RT_FETCH_ERROR "sts-policy-fetch-error"
-#define STS_RT_WEBPKI "sts-webpki-invalid"
-#define STS_RT_INVALID "sts-policy-invalid"
-
 #define STS_DOMAIN_MAX 240 /* "mta-sts." + domain must stay <= 253 */
 #define STS_DETAIL_MAX 256
 
@@ -65,7 +61,9 @@ enum sts_fetch_status {
 
 struct sts_fetch_result {
 	enum sts_fetch_status status;
-	const char *result_type;     /* one of STS_RT_*, NULL if OK/CANCELLED */
+	/* RFC 8460 §4.3.2: STS_POLICY_FETCH_ERROR, STS_WEBPKI_INVALID or
+	 * STS_POLICY_INVALID; SUCCESS if OK/CANCELLED */
+	enum smtp_tls_result result_type;
 	char detail[STS_DETAIL_MAX]; /* human reason when not OK */
 	const char *body;            /* OK: the raw policy text */
 	size_t body_len;

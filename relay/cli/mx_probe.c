@@ -64,18 +64,19 @@ static const struct smtp_conn_ops probe_ops = {
 };
 
 /* The first reason wins: later ones (a QUIT that fails after a refused
- * STARTTLS) only follow from it. */
-static void note(struct mx_probe *p, const char *result_type, const char *fmt, ...)
+ * STARTTLS) only follow from it. result_type SUCCESS: the reason has no
+ * RFC 8460 result type of its own. */
+static void note(struct mx_probe *p, enum smtp_tls_result result_type, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
-static void note(struct mx_probe *p, const char *result_type, const char *fmt, ...)
+static void note(struct mx_probe *p, enum smtp_tls_result result_type, const char *fmt, ...)
 {
 	va_list ap;
 
 	if (p->res.detail[0] != '\0')
 		return;
-	if (result_type != NULL && p->res.result_type == NULL)
-		p->res.result_type = smtp_conn_static_result(result_type);
+	if (result_type != SMTP_TLS_RESULT_SUCCESS && p->res.result_type == SMTP_TLS_RESULT_SUCCESS)
+		p->res.result_type = result_type;
 	va_start(ap, fmt);
 	vsnprintf(p->res.detail, sizeof(p->res.detail), fmt, ap);
 	va_end(ap);
@@ -88,7 +89,8 @@ static void send_line(struct mx_probe *p, const char *line)
 	size_t n = strlen(line);
 
 	if (smtp_conn_write(p->conn, line, n) != (ssize_t)n) {
-		note(p, NULL, "cannot write to %s", smtp_conn_info(p->conn)->relay);
+		note(p, SMTP_TLS_RESULT_SUCCESS, "cannot write to %s",
+		     smtp_conn_info(p->conn)->relay);
 		enter(p, P_DONE);
 	}
 }
@@ -146,7 +148,7 @@ static void on_reply(struct mx_probe *p, const struct smtp_reply *r, size_t extr
 	switch (p->state) {
 	case P_BANNER:
 		if (!smtp_reply_ok(r)) {
-			note(p, NULL, "greeting refused: %s", sum);
+			note(p, SMTP_TLS_RESULT_SUCCESS, "greeting refused: %s", sum);
 			enter(p, P_QUIT);
 			return;
 		}
@@ -155,13 +157,14 @@ static void on_reply(struct mx_probe *p, const struct smtp_reply *r, size_t extr
 	case P_EHLO:
 		if (!smtp_reply_ok(r) || smtp_ehlo_parse(r, &caps) != 0) {
 			/* No ESMTP means no STARTTLS (RFC 3207). */
-			note(p, "starttls-not-supported", "EHLO refused: %s", sum);
+			note(p, SMTP_TLS_RESULT_STARTTLS_NOT_SUPPORTED, "EHLO refused: %s", sum);
 			enter(p, P_QUIT);
 			return;
 		}
 		p->res.esmtp = true;
 		if (!caps.starttls) {
-			note(p, "starttls-not-supported", "STARTTLS not offered in the EHLO reply");
+			note(p, SMTP_TLS_RESULT_STARTTLS_NOT_SUPPORTED,
+			     "STARTTLS not offered in the EHLO reply");
 			enter(p, P_QUIT);
 			return;
 		}
@@ -169,14 +172,15 @@ static void on_reply(struct mx_probe *p, const struct smtp_reply *r, size_t extr
 		return;
 	case P_STARTTLS:
 		if (r->code != 220) {
-			note(p, "starttls-not-supported", "STARTTLS refused: %s", sum);
+			note(p, SMTP_TLS_RESULT_STARTTLS_NOT_SUPPORTED, "STARTTLS refused: %s",
+			     sum);
 			enter(p, P_QUIT);
 			return;
 		}
 		if (extra > 0) {
 			/* Plaintext after the 220 would be read as if it came
 			 * through TLS (CVE-2011-0411 style injection). */
-			note(p, "validation-failure",
+			note(p, SMTP_TLS_RESULT_VALIDATION_FAILURE,
 			     "%zu bytes of plaintext after the STARTTLS reply (injection?)", extra);
 			enter(p, P_DONE);
 			return;
@@ -185,7 +189,7 @@ static void on_reply(struct mx_probe *p, const struct smtp_reply *r, size_t extr
 		return;
 	case P_EHLO_TLS:
 		if (!smtp_reply_ok(r))
-			note(p, NULL, "EHLO after STARTTLS refused: %s", sum);
+			note(p, SMTP_TLS_RESULT_SUCCESS, "EHLO after STARTTLS refused: %s", sum);
 		enter(p, P_QUIT);
 		return;
 	case P_QUIT:
@@ -210,8 +214,8 @@ static void on_data(struct smtp_conn *c, void *arg, const char *buf, size_t len)
 		int rc = smtp_reply_feed(&p->rp, buf, len, &used, &err);
 
 		if (rc < 0) {
-			note(p, NULL, "protocol error from %s: %s", smtp_conn_info(p->conn)->relay,
-			     err ? err : "bad reply");
+			note(p, SMTP_TLS_RESULT_SUCCESS, "protocol error from %s: %s",
+			     smtp_conn_info(p->conn)->relay, err ? err : "bad reply");
 			enter(p, P_DONE);
 			return;
 		}
@@ -240,7 +244,7 @@ static void on_eof(struct smtp_conn *c, void *arg)
 	if (p->state == P_DONE)
 		return;
 	if (p->state != P_QUIT)
-		note(p, NULL, "connection closed by %s while waiting for %s",
+		note(p, SMTP_TLS_RESULT_SUCCESS, "connection closed by %s while waiting for %s",
 		     smtp_conn_info(p->conn)->relay, state_waits[p->state]);
 	enter(p, P_DONE);
 }
@@ -253,9 +257,9 @@ static void on_timeout(struct smtp_conn *c, void *arg)
 	if (p->state == P_DONE)
 		return;
 	if (p->state == P_TLS)
-		note(p, "validation-failure", "timed out during the TLS handshake");
+		note(p, SMTP_TLS_RESULT_VALIDATION_FAILURE, "timed out during the TLS handshake");
 	else if (p->state != P_QUIT)
-		note(p, NULL, "timed out waiting for %s", state_waits[p->state]);
+		note(p, SMTP_TLS_RESULT_SUCCESS, "timed out waiting for %s", state_waits[p->state]);
 	enter(p, P_DONE);
 }
 
@@ -275,8 +279,10 @@ static void on_tls_done(struct smtp_conn *c, void *arg, bool ok)
 	snprintf(p->res.tls_version, sizeof(p->res.tls_version), "%s", in->tls_version);
 	p->res.verified = in->tls_verified;
 	if (!in->tls_verified)
-		note(p, in->tls_result ? in->tls_result : "validation-failure", "%s",
-		     in->tls_reason[0] ? in->tls_reason : "certificate not verified");
+		note(p,
+		     in->tls_result != SMTP_TLS_RESULT_SUCCESS ? in->tls_result
+							       : SMTP_TLS_RESULT_VALIDATION_FAILURE,
+		     "%s", in->tls_reason[0] ? in->tls_reason : "certificate not verified");
 	enter(p, P_EHLO_TLS);
 }
 

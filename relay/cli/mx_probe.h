@@ -53,8 +53,8 @@ struct mx_probe_result {
 	bool tls;                           /* the handshake completed */
 	char tls_version[16];               /* "TLSv1.3", "" without TLS */
 	bool verified;                      /* chain, dates and name check out */
-	const char *result_type;            /* static RFC 8460 type; NULL when verified
-					 * or when the probe never got to EHLO */
+	enum smtp_tls_result result_type;   /* SUCCESS when verified, or when the
+					     * probe never got to EHLO */
 	char detail[MX_PROBE_DETAIL_MAX];   /* why, for people: "hostname mismatch",
 					    * "STARTTLS not offered", "" when all is well */
 };

@@ -210,6 +210,9 @@ static void print_probe_text(const struct dns_mx_host *h, const struct probe_slo
 			     const char *match)
 {
 	const struct mx_probe_result *r = &s->res;
+	const char *rt = r->result_type != SMTP_TLS_RESULT_SUCCESS
+				 ? smtp_tls_result_name(r->result_type)
+				 : NULL;
 
 	printf("           %s  pref %u  policy match: %s  ", h->name, h->preference, match);
 	if (!s->started) {
@@ -223,24 +226,23 @@ static void print_probe_text(const struct dns_mx_host *h, const struct probe_slo
 	}
 	printf("[%s]  ", r->address);
 	if (!r->esmtp && !r->starttls) {
-		printf("STARTTLS: %s  (%s)\n", r->result_type ? "no" : "unknown", r->detail);
+		printf("STARTTLS: %s  (%s)\n", rt != NULL ? "no" : "unknown", r->detail);
 		return;
 	}
 	if (!r->starttls) {
-		printf("STARTTLS: no  (%s: %s)\n", r->result_type ? r->result_type : "error",
-		       r->detail);
+		printf("STARTTLS: no  (%s: %s)\n", rt != NULL ? rt : "error", r->detail);
 		return;
 	}
 	if (!r->tls) {
-		printf("STARTTLS: yes  TLS: failed  (%s: %s)\n",
-		       r->result_type ? r->result_type : "error", r->detail);
+		printf("STARTTLS: yes  TLS: failed  (%s: %s)\n", rt != NULL ? rt : "error",
+		       r->detail);
 		return;
 	}
 	printf("STARTTLS: yes  %s  certificate: ", r->tls_version);
 	if (r->verified)
 		printf("verified");
 	else
-		printf("%s (%s)", r->result_type ? r->result_type : "not verified", r->detail);
+		printf("%s (%s)", rt != NULL ? rt : "not verified", r->detail);
 	if (r->verified && r->detail[0])
 		printf("  (then: %s)", r->detail);
 	printf("\n");
@@ -259,7 +261,10 @@ static json_t *probe_json(const struct dns_mx_host *h, const struct probe_slot *
 	o = json_pack("{s:b, s:s, s:b, s:o, s:b, s:o, s:s}", "connected", r->connected, "address",
 		      r->address, "starttls", r->starttls, "tls_version",
 		      r->tls ? json_string(r->tls_version) : json_null(), "verified", r->verified,
-		      "result_type", r->result_type ? json_string(r->result_type) : json_null(),
+		      "result_type",
+		      r->result_type != SMTP_TLS_RESULT_SUCCESS
+			      ? json_string(smtp_tls_result_name(r->result_type))
+			      : json_null(),
 		      "detail", r->detail);
 	return o;
 }
@@ -304,7 +309,7 @@ static bool policy_tempfail(const struct sts_verdict *v)
 	if (has_policy(v))
 		return false;
 	return v->txt_dns == STS_DNS_TEMPFAIL ||
-	       (v->error_type != NULL && strcmp(v->error_type, STS_RT_FETCH_ERROR) == 0);
+	       v->error_type == SMTP_TLS_RESULT_STS_POLICY_FETCH_ERROR;
 }
 
 static const char *decision_name(const struct sts_verdict *v)
@@ -401,9 +406,10 @@ static int print_check_json(const struct check *c, const char *why)
 	} else {
 		json_object_set_new(root, "policy", json_null());
 	}
-	if (v->error_type != NULL)
+	if (v->error_type != SMTP_TLS_RESULT_SUCCESS)
 		json_object_set_new(root, "error",
-				    json_pack("{s:s, s:s}", "result_type", v->error_type, "detail",
+				    json_pack("{s:s, s:s}", "result_type",
+					      smtp_tls_result_name(v->error_type), "detail",
 					      v->error_detail));
 	else
 		json_object_set_new(root, "error", json_null());
@@ -457,8 +463,8 @@ static void print_check_text(const struct check *c, const char *why)
 	} else {
 		printf("policy:    none\n");
 	}
-	if (v->error_type != NULL)
-		printf("error:     %s: %s\n", v->error_type, v->error_detail);
+	if (v->error_type != SMTP_TLS_RESULT_SUCCESS)
+		printf("error:     %s: %s\n", smtp_tls_result_name(v->error_type), v->error_detail);
 	if (c->mx == NULL || c->mx->nhosts == 0)
 		printf("mx:        none (%s)\n",
 		       c->mx ? dns_status_name(c->mx->status) : "lookup failed");

@@ -627,7 +627,7 @@ static int cmd_record(const struct topts *o, const struct config *cfg)
 
 	memset(&s, 0, sizeof(s));
 	if (o->domain == NULL || o->result == NULL ||
-	    tlsrpt_result_parse(o->result, &s.result) != 0) {
+	    smtp_tls_result_parse(o->result, &s.result) != 0) {
 		fprintf(stderr, "%s record: needs --domain and a valid --result\n", PROG);
 		return EX_USAGE;
 	}

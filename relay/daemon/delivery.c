@@ -38,8 +38,25 @@ struct delivery_ctx {
 	bool no_reuse; /* stopping: pool nothing more */
 };
 
-/* Where a delivery is; only used for sanity and logs. */
-enum dstage { D_POLICY, D_MX, D_CONNECT, D_RECHECK, D_FINISH };
+/* Where a delivery is: what it waits for. Changed only by delivery_enter(),
+ * which starts what the new stage waits for; delivery_abort() cancels by it.
+ * Order: START -> [POLICY] -> MX -> SMTP (one per MX address tried, a
+ * connection runs the transaction) -> [RECHECK -> SMTP ...] -> DONE; any
+ * stage may go to DONE, and DONE is final. */
+enum dstage {
+	D_START,   /* delivery_start() is setting it up */
+	D_POLICY,  /* the MTA-STS verdict (d->sl) */
+	D_MX,      /* the MX lookup (d->dq) */
+	D_SMTP,    /* d->conn: connect, STARTTLS, the transaction */
+	D_RECHECK, /* enforce, no MX passed: the policy re-check (d->sl) */
+	D_DONE,    /* settled: the callback runs once the kick timer closed */
+	D_COUNT
+};
+
+static const char *const dstage_names[D_COUNT] = {
+	[D_START] = "start", [D_POLICY] = "policy",   [D_MX] = "mx",
+	[D_SMTP] = "smtp",   [D_RECHECK] = "recheck", [D_DONE] = "done",
+};
 
 struct conn;
 
@@ -62,7 +79,7 @@ struct delivery {
 	void *arg;
 	enum dstage stage;
 	bool aborted;
-	uv_timer_t kick; /* finishes the delivery from the loop */
+	uv_timer_t kick; /* closed on D_DONE; its close callback runs cb */
 
 	struct dns_query *dq;
 	struct sts_lookup *sl;
@@ -88,7 +105,7 @@ struct delivery {
 	char last_relay[DELIVERY_RELAY_MAX];
 	char last_tls[DELIVERY_TLS_MAX];
 	char last_mta[DNS_NAME_MAX + 1];
-	const char *last_sts_result;
+	enum smtp_tls_result last_sts_result;
 	unsigned policy_failures; /* TLS/cert failures under a policy (enforce) */
 	unsigned mx_mismatches;   /* MX hosts skipped by the policy */
 	unsigned mx_used;         /* MX hosts allowed by the policy */
@@ -116,22 +133,11 @@ struct conn {
 	uint64_t remaining; /* message bytes still to read */
 };
 
+static void delivery_enter(struct delivery *d, enum dstage next);
 static void next_candidate(struct delivery *d);
-static void finish(struct delivery *d);
 static void pool_unlink(struct conn *c);
 static void conn_close(struct conn *c);
-static bool conn_ready(struct conn *c);
-
-static enum tlsrpt_result tlsrpt_code(const char *rt)
-{
-	enum tlsrpt_result r;
-
-	if (rt == NULL)
-		return TLSRPT_SUCCESS;
-	if (tlsrpt_result_parse(rt, &r) != 0)
-		return TLSRPT_VALIDATION_FAILURE;
-	return r;
-}
+static bool conn_settle_and_pool(struct conn *c);
 
 /* ---- TLS-RPT ---- */
 
@@ -139,8 +145,9 @@ static enum tlsrpt_result tlsrpt_code(const char *rt)
  * applied (with its text, for the policy-string), or under policy-type sts
  * without a policy when discovery failed, else no-policy-found. */
 static void record_tlsrpt(struct delivery_ctx *dc, const char *qid, const char *domain,
-			  const struct sts_verdict *v, const char *result_type, const char *mx_host,
-			  const char *mx_ip, const char *local_ip, const char *reason)
+			  const struct sts_verdict *v, enum smtp_tls_result result,
+			  const char *mx_host, const char *mx_ip, const char *local_ip,
+			  const char *reason)
 {
 	struct tlsrpt_session s;
 
@@ -152,10 +159,10 @@ static void record_tlsrpt(struct delivery_ctx *dc, const char *qid, const char *
 		s.policy = &v->policy;
 		s.policy_text = v->policy_text;
 		s.policy_text_len = v->policy_text_len;
-	} else if (v != NULL && v->error_type != NULL) {
+	} else if (v != NULL && v->error_type != SMTP_TLS_RESULT_SUCCESS) {
 		s.sts_published = true;
 	}
-	s.result = tlsrpt_code(result_type);
+	s.result = result;
 	s.sending_mta_ip = local_ip;
 	s.mx_host = mx_host;
 	s.mx_ip = mx_ip;
@@ -248,7 +255,7 @@ void delivery_ctx_free(struct delivery_ctx *dc)
 		struct conn *c = dc->idle;
 
 		pool_unlink(c);
-		c->dc = NULL; /* orphaned: conn_end just frees it */
+		c->dc = NULL; /* orphaned: just freed once closed */
 		conn_close(c);
 	}
 	if (dc->sts != NULL)
@@ -267,7 +274,7 @@ void delivery_ctx_free(struct delivery_ctx *dc)
 /* Gives every recipient without a verdict in this attempt the same one. */
 static void settle_all(struct delivery *d, enum delivery_status st, const char *dsn,
 		       const char *text, const char *relay, const char *tls, const char *mta,
-		       const char *sts_result)
+		       enum smtp_tls_result sts_result)
 {
 	size_t i;
 
@@ -287,7 +294,7 @@ static void settle_all(struct delivery *d, enum delivery_status st, const char *
 }
 
 static void note_failure(struct delivery *d, const char *dsn, const char *text, const char *relay,
-			 const char *tls, const char *mta, const char *sts_result)
+			 const char *tls, const char *mta, enum smtp_tls_result sts_result)
 {
 	d->have_failure = true;
 	snprintf(d->last_dsn, sizeof(d->last_dsn), "%s", dsn);
@@ -320,26 +327,15 @@ static void on_kick_closed(uv_handle_t *h)
 	free(d);
 }
 
-/* Ends the attempt: the callback runs from the close callback of the kick
- * timer, so never inside delivery_start/abort and after every handle of
- * ours is gone. */
-static void finish(struct delivery *d)
-{
-	if (d->stage == D_FINISH)
-		return;
-	d->stage = D_FINISH;
-	d->result.aborted = d->aborted;
-	uv_close((uv_handle_t *)&d->kick, on_kick_closed);
-}
-
-static void finish_aborted(struct delivery *d)
+/* Every recipient not SENT comes back ABORTED; the attempt ends. */
+static void end_aborted(struct delivery *d)
 {
 	size_t i;
 
 	for (i = 0; i < d->n; i++)
 		if (d->rcpts[i].status != DELIVERY_SENT)
 			d->rcpts[i].status = DELIVERY_ABORTED;
-	finish(d);
+	delivery_enter(d, D_DONE);
 }
 
 /* ---- TLS-RPT of a delivery ---- */
@@ -350,21 +346,21 @@ static bool is_literal(const char *domain)
 	return domain[0] == '[';
 }
 
-static void record_session(struct delivery *d, const char *result_type, const char *mx_host,
+static void record_session(struct delivery *d, enum smtp_tls_result result, const char *mx_host,
 			   const char *mx_ip, const char *local_ip, const char *reason)
 {
 	if (d->flags & QUEUE_F_TLSRPT)
 		return; /* reports about reports would never end (RFC 8460 §5.3) */
 	if (is_literal(d->domain))
 		return; /* no domain to report to */
-	record_tlsrpt(d->dc, d->qid, d->domain, d->verdict, result_type, mx_host, mx_ip, local_ip,
+	record_tlsrpt(d->dc, d->qid, d->domain, d->verdict, result, mx_host, mx_ip, local_ip,
 		      reason);
 }
 
 /* ---- the connection ---- */
 
 static void conn_pump(struct conn *c);
-static void conn_end(struct conn *c);
+static void conn_closed(struct conn *c);
 
 static void conn_close(struct conn *c)
 {
@@ -425,7 +421,8 @@ static void tls_to_client(struct conn *c, bool ok)
 		return;
 	}
 	if (c->in->tls_handshake_error)
-		snprintf(reason, sizeof(reason), "%s: %s", c->in->tls_result, c->in->tls_reason);
+		snprintf(reason, sizeof(reason), "%s: %s", smtp_tls_result_name(c->in->tls_result),
+			 c->in->tls_reason);
 	else
 		snprintf(reason, sizeof(reason), "%s", c->in->tls_reason);
 	smtp_client_tls_done(c->client, false, reason);
@@ -451,7 +448,7 @@ static void conn_pump(struct conn *c)
 		}
 		flush_out(c);
 		if (ev == SMTP_CLIENT_EV_READY) {
-			if (conn_ready(c))
+			if (conn_settle_and_pool(c))
 				return;
 			continue; /* QUIT instead: send it */
 		}
@@ -521,7 +518,7 @@ static void on_sc_drained(struct smtp_conn *sc, void *arg)
 static void on_sc_closed(struct smtp_conn *sc, void *arg)
 {
 	(void)sc;
-	conn_end(arg);
+	conn_closed(arg);
 }
 
 static const struct smtp_conn_ops conn_ops = {
@@ -641,29 +638,31 @@ void delivery_ctx_close_idle(struct delivery_ctx *dc)
  * successful-session-count as "the aggregate count of successfully
  * negotiated TLS-enabled connections", so a reused connection adds no
  * session (and it can fail no TLS check: its TLS is already up). Returns
- * the result type to report with the recipients, NULL when nothing was
+ * the result type to report with the recipients, SUCCESS when nothing was
  * demanded or nothing failed. */
-static const char *conn_tls_verdict(struct conn *c, const struct smtp_client_result *res)
+static enum smtp_tls_result conn_tls_verdict(struct conn *c, const struct smtp_client_result *res)
 {
 	struct delivery *d = c->d;
-	const char *sts_result = NULL;
+	enum smtp_tls_result sts_result = SMTP_TLS_RESULT_SUCCESS;
 
 	/* A session that never got as far as EHLO says nothing about TLS and
 	 * is not recorded. */
-	if (res->tls_result != NULL)
-		sts_result = smtp_conn_static_result(res->tls_result); /* REQUIRE failed closed */
+	if (res->tls_result != SMTP_TLS_RESULT_SUCCESS)
+		sts_result = res->tls_result; /* REQUIRE failed closed */
 	else if (c->in->tls_failed || (c->in->tls_up && !c->in->tls_verified))
-		sts_result = c->in->tls_result ? c->in->tls_result : "validation-failure";
+		sts_result = c->in->tls_result != SMTP_TLS_RESULT_SUCCESS
+				     ? c->in->tls_result
+				     : SMTP_TLS_RESULT_VALIDATION_FAILURE;
 	else if (!c->in->tls_up && res->esmtp && !res->caps.starttls &&
 		 d->tls_level != SMTP_TLS_NONE)
-		sts_result = "starttls-not-supported"; /* MAY went plaintext */
-	if (!c->tls_recorded &&
-	    (smtp_conn_tls(c->sc) != NULL || res->tls_result != NULL || res->esmtp)) {
-		const char *rt = sts_result;
+		sts_result = SMTP_TLS_RESULT_STARTTLS_NOT_SUPPORTED; /* MAY went plaintext */
+	if (!c->tls_recorded && (smtp_conn_tls(c->sc) != NULL ||
+				 res->tls_result != SMTP_TLS_RESULT_SUCCESS || res->esmtp)) {
+		enum smtp_tls_result rt = sts_result;
 		char reason[300];
 
 		c->tls_recorded = true;
-		if (rt != NULL && res->tls_result != NULL)
+		if (rt != SMTP_TLS_RESULT_SUCCESS && res->tls_result != SMTP_TLS_RESULT_SUCCESS)
 			snprintf(reason, sizeof(reason), "%s", res->diag);
 		else
 			snprintf(reason, sizeof(reason), "%s", c->in->tls_reason);
@@ -672,30 +671,33 @@ static const char *conn_tls_verdict(struct conn *c, const struct smtp_client_res
 			 * failure detail is the mismatch (RFC 8460 §4.4) */
 			char tls[sizeof(reason)];
 
-			if (rt != NULL)
-				snprintf(tls, sizeof(tls), " (TLS: %s: %s)", rt, reason);
+			if (rt != SMTP_TLS_RESULT_SUCCESS)
+				snprintf(tls, sizeof(tls), " (TLS: %s: %s)",
+					 smtp_tls_result_name(rt), reason);
 			else
 				tls[0] = '\0';
 			snprintf(reason, sizeof(reason), "mx-mismatch: %s not in the policy%s",
 				 c->in->host, tls);
-			rt = "validation-failure";
+			rt = SMTP_TLS_RESULT_VALIDATION_FAILURE;
 		}
-		record_session(d, rt, c->in->host, c->in->ip, c->in->local_ip, rt ? reason : NULL);
+		record_session(d, rt, c->in->host, c->in->ip, c->in->local_ip,
+			       rt != SMTP_TLS_RESULT_SUCCESS ? reason : NULL);
 	}
-	if (sts_result != NULL && d->decision == STS_DECISION_TESTING)
+	if (sts_result != SMTP_TLS_RESULT_SUCCESS && d->decision == STS_DECISION_TESTING)
 		log_msg(LOG_LVL_INFO, d->qid,
 			"%s: TLS check failed with %s (testing: delivery goes on), sts=%s, "
 			"sts_result=%s%s%s",
-			d->domain, c->in->relay, d->result.sts, sts_result,
+			d->domain, c->in->relay, d->result.sts, smtp_tls_result_name(sts_result),
 			c->in->tls_reason[0] ? ": " : "", c->in->tls_reason);
 	if (!d->check_tls)
-		sts_result = NULL; /* opportunistic: nothing was demanded, nothing failed */
+		sts_result = SMTP_TLS_RESULT_SUCCESS; /* opportunistic: nothing was demanded,
+						       * nothing failed */
 	return sts_result;
 }
 
 /* This host took responsibility: its verdicts are the attempt's. */
 static void conn_take_verdicts(struct conn *c, const struct smtp_client_result *res,
-			       const char *sts_result)
+			       enum smtp_tls_result sts_result)
 {
 	struct delivery *d = c->d;
 	char tls[DELIVERY_TLS_MAX];
@@ -717,15 +719,17 @@ static void conn_take_verdicts(struct conn *c, const struct smtp_client_result *
 		snprintf(r->tls, sizeof(r->tls), "%s", tls);
 		r->conn_use = c->uses;
 		r->sts_result = r->status == DELIVERY_SENT && d->decision != STS_DECISION_TESTING
-					? NULL
+					? SMTP_TLS_RESULT_SUCCESS
 					: sts_result;
 	}
 }
 
-/* The server answered the end of data and the session is idle: hand the
- * verdicts to the delivery and keep the connection for the next one, or
- * say QUIT (false: the caller pumps the QUIT out). */
-static bool conn_ready(struct conn *c)
+/* The server answered the end of data and the session is idle. If the
+ * connection may be kept: the verdicts go to the delivery, which ends
+ * (D_DONE), and the connection waits in the pool for the next one (true).
+ * Else QUIT is queued and conn_end() settles the delivery once the
+ * connection is closed (false: the caller pumps the QUIT out). */
+static bool conn_settle_and_pool(struct conn *c)
 {
 	struct delivery *d = c->d;
 	const struct smtp_client_result *res;
@@ -734,7 +738,7 @@ static bool conn_ready(struct conn *c)
 		return true; /* idle in the pool already */
 	if (d->aborted || c->dc->no_reuse || c->uses >= DELIVERY_MAX_USES ||
 	    c->dc->nidle >= DELIVERY_MAX_IDLE) {
-		smtp_client_quit(c->client); /* conn_end takes the verdicts at close */
+		smtp_client_quit(c->client);
 		return false;
 	}
 	res = smtp_client_result(c->client);
@@ -744,7 +748,7 @@ static bool conn_ready(struct conn *c)
 	c->reused = false;
 	pool_put(c->dc, c);
 	smtp_conn_timer(c->sc, DELIVERY_IDLE_MS);
-	finish(d);
+	delivery_enter(d, D_DONE);
 	return true;
 }
 
@@ -770,7 +774,7 @@ static void client_config(struct delivery *d, struct conn *c, const char *peer,
 }
 
 /* Takes an idle connection for d's current candidate, if one fits. 0: the
- * transaction runs on it (conn_end follows as for a new one). */
+ * transaction runs on it (its end is judged as a new one's). */
 static int conn_reuse(struct delivery *d, const char *ip)
 {
 	struct smtp_client_config cc;
@@ -793,13 +797,13 @@ static int conn_reuse(struct delivery *d, const char *ip)
 	c->uses++;
 	c->reused = true;
 	d->conn = c;
-	d->stage = D_CONNECT;
+	delivery_enter(d, D_SMTP);
 	log_msg(LOG_LVL_DEBUG, d->qid, "reusing the connection to %s (conn_use=%u)", c->in->relay,
 		c->uses);
 	conn_pump(c);
 	return 0;
 drop:
-	conn_close(c); /* not pooled, no delivery: conn_end frees it */
+	conn_close(c); /* not pooled, no delivery: freed once closed */
 	return -1;
 }
 
@@ -850,10 +854,10 @@ static void conn_start(struct delivery *d, const struct dns_mx_host *h,
 	}
 	if (smtp_conn_connect(c->sc, h->name, addr, port, dc->connect_timeout_ms) != 0)
 		goto local_fail_free;
-	/* From here on conn_end runs once the connection is closed, also
-	 * after a refused or timed-out connect. */
+	/* From here on conn_end() judges it once it is closed, also after a
+	 * refused or timed-out connect. */
 	d->conn = c;
-	d->stage = D_CONNECT;
+	delivery_enter(d, D_SMTP);
 	return;
 
 local_fail_free:
@@ -861,8 +865,8 @@ local_fail_free:
 local_fail:
 	/* A local problem will not go away by trying other hosts now. */
 	settle_all(d, DELIVERY_DEFER, "4.3.0", "local error: cannot start an SMTP session", NULL,
-		   NULL, NULL, NULL);
-	finish(d);
+		   NULL, NULL, SMTP_TLS_RESULT_SUCCESS);
+	delivery_enter(d, D_DONE);
 }
 
 /* A reused connection that was dead before the server said anything to
@@ -877,21 +881,31 @@ static bool reuse_failed_early(const struct conn *c, const struct smtp_client_re
 	return res->code == 0 || res->code == 421;
 }
 
-/* Everything about one finished connection: log, TLS-RPT, and what next. */
-static void conn_end(struct conn *c)
+/* What the delivery does after one of its connections closed. */
+enum conn_next {
+	CONN_NEXT_NONE,         /* it was idle or orphaned: no delivery to move */
+	CONN_NEXT_ABORTED,      /* delivery_abort() came first: end as aborted */
+	CONN_NEXT_CANDIDATE,    /* the host's fault: the next address or MX host */
+	CONN_NEXT_SAME_ADDRESS, /* a reused connection was dead: a new one there */
+	CONN_NEXT_DONE,         /* this host decided: the verdicts are taken */
+};
+
+/* Judges one closed connection: the log line, the TLS-RPT session, the
+ * verdicts or the failure to remember, and which step follows. Moves
+ * nothing: conn_closed() acts on the step. */
+static enum conn_next conn_end(struct conn *c)
 {
 	struct delivery *d = c->d;
 	const struct smtp_client_result *res;
 	char tls[DELIVERY_TLS_MAX];
-	const char *sts_result = NULL;
+	enum smtp_tls_result sts_result;
 	size_t i;
 
 	if (d == NULL) {
 		/* Idle (closed by the server, the idle timer or a stop) or
 		 * orphaned: its transactions were settled long ago. */
 		pool_unlink(c);
-		conn_free(c);
-		return;
+		return CONN_NEXT_NONE;
 	}
 	d->conn = NULL;
 	if (c->in->connect_failed || !c->in->connected) {
@@ -901,22 +915,18 @@ static void conn_end(struct conn *c)
 
 			snprintf(reason, sizeof(reason), "mx-mismatch: %s not in the policy",
 				 c->in->host);
-			record_session(d, "validation-failure", c->in->host, c->in->ip, NULL,
-				       reason);
+			record_session(d, SMTP_TLS_RESULT_VALIDATION_FAILURE, c->in->host,
+				       c->in->ip, NULL, reason);
 		}
 		if (!d->aborted) {
 			const char *text = c->in->connect_err[0] ? c->in->connect_err
 								 : "connection aborted";
 
 			log_msg(LOG_LVL_INFO, d->qid, "%s", text);
-			note_failure(d, "4.4.1", text, c->in->relay, NULL, NULL, NULL);
+			note_failure(d, "4.4.1", text, c->in->relay, NULL, NULL,
+				     SMTP_TLS_RESULT_SUCCESS);
 		}
-		conn_free(c);
-		if (d->aborted)
-			finish_aborted(d);
-		else
-			next_candidate(d);
-		return;
+		return d->aborted ? CONN_NEXT_ABORTED : CONN_NEXT_CANDIDATE;
 	}
 
 	res = smtp_client_result(c->client);
@@ -935,9 +945,7 @@ static void conn_end(struct conn *c)
 			snprintf(d->rcpts[i].tls, sizeof(d->rcpts[i].tls), "%s", tls);
 			d->rcpts[i].conn_use = c->uses;
 		}
-		conn_free(c);
-		finish_aborted(d);
-		return;
+		return CONN_NEXT_ABORTED;
 	}
 
 	if (reuse_failed_early(c, res)) {
@@ -945,16 +953,12 @@ static void conn_end(struct conn *c)
 			"reused connection to %s failed before MAIL was answered (%s): "
 			"trying a new connection",
 			c->in->relay, res->diag);
-		conn_free(c);
-		conn_start(d, d->cur_host, d->cur_addr, false);
-		return;
+		return CONN_NEXT_SAME_ADDRESS;
 	}
 
 	if (res->outcome == SMTP_CONN_OK || !res->try_next_mx) {
 		conn_take_verdicts(c, res, sts_result);
-		conn_free(c);
-		finish(d);
-		return;
+		return CONN_NEXT_DONE;
 	}
 
 	/* The host's fault: remember why and try the next address / host. */
@@ -969,15 +973,40 @@ static void conn_end(struct conn *c)
 			dsn4[0] = '4';
 		if (res->outcome == SMTP_CONN_TLS_FAILED && d->decision == STS_DECISION_ENFORCE)
 			d->policy_failures++;
-		if (sts_result != NULL)
+		if (sts_result != SMTP_TLS_RESULT_SUCCESS)
 			log_msg(LOG_LVL_INFO, d->qid, "%s, sts=%s, sts_result=%s", res->diag,
-				d->result.sts, sts_result);
+				d->result.sts, smtp_tls_result_name(sts_result));
 		else
 			log_msg(LOG_LVL_INFO, d->qid, "%s", res->diag);
 		note_failure(d, dsn4, res->diag, c->in->relay, tls, c->in->host, sts_result);
 	}
+	return CONN_NEXT_CANDIDATE;
+}
+
+/* The one place that acts on conn_end()'s step; the connection is freed
+ * first, so the step may start another. */
+static void conn_closed(struct conn *c)
+{
+	struct delivery *d = c->d;
+	enum conn_next next = conn_end(c);
+
 	conn_free(c);
-	next_candidate(d);
+	switch (next) {
+	case CONN_NEXT_NONE:
+		break;
+	case CONN_NEXT_ABORTED:
+		end_aborted(d);
+		break;
+	case CONN_NEXT_CANDIDATE:
+		next_candidate(d);
+		break;
+	case CONN_NEXT_SAME_ADDRESS:
+		conn_start(d, d->cur_host, d->cur_addr, false);
+		break;
+	case CONN_NEXT_DONE:
+		delivery_enter(d, D_DONE);
+		break;
+	}
 }
 
 /* ---- MX walk ---- */
@@ -1003,7 +1032,7 @@ static bool host_allowed(struct delivery *d, const struct dns_mx_host *h)
 		char reason[DNS_NAME_MAX + 64];
 
 		snprintf(reason, sizeof(reason), "mx-mismatch: %s not in the policy", h->name);
-		record_session(d, "validation-failure", h->name, NULL, NULL, reason);
+		record_session(d, SMTP_TLS_RESULT_VALIDATION_FAILURE, h->name, NULL, NULL, reason);
 	}
 	log_msg(LOG_LVL_INFO, d->qid,
 		"%s: MX host %s does not match the MTA-STS policy, sts=%s, "
@@ -1020,25 +1049,17 @@ static bool host_allowed(struct delivery *d, const struct dns_mx_host *h)
 static void on_recheck(void *arg, struct sts_verdict *v);
 static void apply_policy(struct delivery *d);
 
-static void all_failed(struct delivery *d)
+/* Every MX host failed or was skipped: one deferral for all recipients,
+ * with the reason that says the most. */
+static void settle_all_failed(struct delivery *d)
 {
 	char text[QUEUE_ERROR_MAX];
 
-	if (d->decision == STS_DECISION_ENFORCE && !d->rechecked && d->dc->sts != NULL &&
-	    (d->policy_failures > 0 || d->mx_mismatches > 0)) {
-		/* RFC 8461 §5.2: a changed policy may list the MX we found. */
-		d->rechecked = true;
-		d->stage = D_RECHECK;
-		if (sts_engine_recheck(d->dc->sts, d->domain, d->verdict->id, on_recheck, d,
-				       &d->sl) == 0)
-			return;
-		d->sl = NULL;
-	}
 	if (d->decision == STS_DECISION_ENFORCE && d->mx_used == 0 && d->mx_mismatches > 0) {
 		snprintf(text, sizeof(text), "no MX host of %s matches its MTA-STS policy (id %s)",
 			 d->domain, d->verdict->id);
 		settle_all(d, DELIVERY_DEFER, "4.4.8", text, NULL, NULL, NULL,
-			   "validation-failure");
+			   SMTP_TLS_RESULT_VALIDATION_FAILURE);
 	} else if (d->have_failure) {
 		const char *dsn = d->last_dsn;
 
@@ -1048,15 +1069,30 @@ static void all_failed(struct delivery *d)
 			   d->last_mta[0] ? d->last_mta : NULL, d->last_sts_result);
 	} else {
 		snprintf(text, sizeof(text), "no usable MX host address for %s", d->domain);
-		settle_all(d, DELIVERY_DEFER, "4.4.4", text, NULL, NULL, NULL, NULL);
+		settle_all(d, DELIVERY_DEFER, "4.4.4", text, NULL, NULL, NULL,
+			   SMTP_TLS_RESULT_SUCCESS);
 	}
-	finish(d);
 }
 
+static void all_failed(struct delivery *d)
+{
+	if (d->decision == STS_DECISION_ENFORCE && !d->rechecked && d->dc->sts != NULL &&
+	    (d->policy_failures > 0 || d->mx_mismatches > 0)) {
+		/* RFC 8461 §5.2: a changed policy may list the MX we found. */
+		d->rechecked = true;
+		delivery_enter(d, D_RECHECK);
+		return;
+	}
+	settle_all_failed(d);
+	delivery_enter(d, D_DONE);
+}
+
+/* The MX walk: the next address of this host, or the next usable host,
+ * gets a connection (D_SMTP); none left: all_failed(). */
 static void next_candidate(struct delivery *d)
 {
 	if (d->aborted) {
-		finish_aborted(d);
+		end_aborted(d);
 		return;
 	}
 	while (d->host_i < d->mx->nhosts) {
@@ -1072,9 +1108,9 @@ static void next_candidate(struct delivery *d)
 					 h->name,
 					 h->why && h->why[0] ? h->why : dns_status_name(h->status));
 				if (!d->have_failure)
-					note_failure(d,
-						     h->status == DNS_TEMPFAIL ? "4.4.3" : "4.4.4",
-						     text, NULL, NULL, NULL, NULL);
+					note_failure(
+						d, h->status == DNS_TEMPFAIL ? "4.4.3" : "4.4.4",
+						text, NULL, NULL, NULL, SMTP_TLS_RESULT_SUCCESS);
 			}
 			d->host_i++;
 			continue;
@@ -1098,7 +1134,7 @@ static void on_recheck(void *arg, struct sts_verdict *v)
 	if (v->cancelled || d->aborted) {
 		sts_verdict_free(v);
 		if (d->aborted) {
-			finish_aborted(d);
+			end_aborted(d);
 			return;
 		}
 		all_failed(d);
@@ -1119,7 +1155,6 @@ static void on_recheck(void *arg, struct sts_verdict *v)
 	d->host_i = d->addr_i = 0;
 	d->have_failure = false;
 	d->policy_failures = d->mx_mismatches = d->mx_used = 0;
-	d->stage = D_CONNECT;
 	next_candidate(d);
 }
 
@@ -1187,24 +1222,25 @@ static void on_mx(struct dns_mx_result *res, void *arg)
 	d->dq = NULL;
 	d->mx = res;
 	if (d->aborted || res->status == DNS_CANCELLED) {
-		finish_aborted(d);
+		end_aborted(d);
 		return;
 	}
 	switch (res->status) {
 	case DNS_OK:
-		d->stage = D_CONNECT;
 		next_candidate(d);
 		return;
 	case DNS_NULL_MX:
 		snprintf(text, sizeof(text), "Domain %s does not accept mail (nullMX)", d->domain);
-		settle_all(d, DELIVERY_BOUNCE, "5.1.10", text, NULL, NULL, NULL, NULL);
+		settle_all(d, DELIVERY_BOUNCE, "5.1.10", text, NULL, NULL, NULL,
+			   SMTP_TLS_RESULT_SUCCESS);
 		break;
 	case DNS_NXDOMAIN:
 		snprintf(text, sizeof(text),
 			 "Host or domain name not found. Name service error for name=%s type=MX: "
 			 "Host not found",
 			 d->domain);
-		settle_all(d, DELIVERY_BOUNCE, "5.1.2", text, NULL, NULL, NULL, NULL);
+		settle_all(d, DELIVERY_BOUNCE, "5.1.2", text, NULL, NULL, NULL,
+			   SMTP_TLS_RESULT_SUCCESS);
 		break;
 	case DNS_NO_ADDRESS:
 	case DNS_NODATA:
@@ -1212,30 +1248,19 @@ static void on_mx(struct dns_mx_result *res, void *arg)
 			 "Host or domain name not found. Name service error for name=%s: "
 			 "no address for any MX host (%s)",
 			 d->domain, why);
-		settle_all(d, DELIVERY_BOUNCE, "5.1.2", text, NULL, NULL, NULL, NULL);
+		settle_all(d, DELIVERY_BOUNCE, "5.1.2", text, NULL, NULL, NULL,
+			   SMTP_TLS_RESULT_SUCCESS);
 		break;
 	default:
 		snprintf(text, sizeof(text),
 			 "Host or domain name not found. Name service error for name=%s type=MX: "
 			 "Host not found, try again (%s)",
 			 d->domain, why);
-		settle_all(d, DELIVERY_DEFER, "4.4.3", text, NULL, NULL, NULL, NULL);
+		settle_all(d, DELIVERY_DEFER, "4.4.3", text, NULL, NULL, NULL,
+			   SMTP_TLS_RESULT_SUCCESS);
 		break;
 	}
-	finish(d);
-}
-
-static void start_mx(struct delivery *d)
-{
-	d->stage = D_MX;
-	if (dns_resolve_mx(d->dc->dns, d->domain, on_mx, d, &d->dq) != 0) {
-		char text[QUEUE_ERROR_MAX];
-
-		d->dq = NULL;
-		snprintf(text, sizeof(text), "cannot look up the MX of %s", d->domain);
-		settle_all(d, DELIVERY_DEFER, "4.4.3", text, NULL, NULL, NULL, NULL);
-		finish(d);
-	}
+	delivery_enter(d, D_DONE);
 }
 
 static void on_policy(void *arg, struct sts_verdict *v)
@@ -1245,17 +1270,77 @@ static void on_policy(void *arg, struct sts_verdict *v)
 	d->sl = NULL;
 	if (v->cancelled || d->aborted) {
 		sts_verdict_free(v);
-		finish_aborted(d);
+		end_aborted(d);
 		return;
 	}
 	d->verdict = v;
 	apply_policy(d);
-	if (v->error_type != NULL)
+	if (v->error_type != SMTP_TLS_RESULT_SUCCESS)
 		/* Discovery or fetch failed; a cached policy may still apply. The
 		 * engine reported the failure to TLS-RPT once (on_fetch_failed). */
 		log_msg(LOG_LVL_INFO, d->qid, "%s: MTA-STS policy problem: %s (%s); sts=%s",
-			d->domain, v->error_type, v->error_detail, d->result.sts);
-	start_mx(d);
+			d->domain, smtp_tls_result_name(v->error_type), v->error_detail,
+			d->result.sts);
+	delivery_enter(d, D_MX);
+}
+
+/* ---- the transition function ---- */
+
+/* The only writer of d->stage (see enum dstage). It traces "old -> new" at
+ * debug level and starts what the new stage waits for; a start that fails
+ * moves on at once (no policy lookup: MX; no MX lookup or re-check: DONE).
+ * The callbacks of those starts run from the loop, never inside them. */
+static void delivery_enter(struct delivery *d, enum dstage next)
+{
+	enum dstage old = d->stage;
+
+	if (old == D_DONE)
+		return; /* final: the callback is already on its way */
+	if (old != next)
+		log_msg(LOG_LVL_DEBUG, d->qid, "delivery to %s: %s -> %s", d->domain,
+			dstage_names[old], dstage_names[next]);
+	d->stage = next;
+
+	switch (next) {
+	case D_POLICY:
+		if (sts_engine_lookup(d->dc->sts, d->domain, on_policy, d, &d->sl) == 0)
+			return;
+		d->sl = NULL;
+		log_msg(LOG_LVL_WARNING, d->qid, "%s: no MTA-STS lookup possible; sts=absent",
+			d->domain);
+		delivery_enter(d, D_MX);
+		return;
+	case D_MX:
+		if (dns_resolve_mx(d->dc->dns, d->domain, on_mx, d, &d->dq) != 0) {
+			char text[QUEUE_ERROR_MAX];
+
+			d->dq = NULL;
+			snprintf(text, sizeof(text), "cannot look up the MX of %s", d->domain);
+			settle_all(d, DELIVERY_DEFER, "4.4.3", text, NULL, NULL, NULL,
+				   SMTP_TLS_RESULT_SUCCESS);
+			delivery_enter(d, D_DONE);
+		}
+		return;
+	case D_RECHECK:
+		if (sts_engine_recheck(d->dc->sts, d->domain, d->verdict->id, on_recheck, d,
+				       &d->sl) == 0)
+			return;
+		d->sl = NULL;
+		settle_all_failed(d);
+		delivery_enter(d, D_DONE);
+		return;
+	case D_DONE:
+		/* The callback runs from the close callback of the kick timer:
+		 * never inside delivery_start/abort, and after every handle of
+		 * ours is gone. */
+		d->result.aborted = d->aborted;
+		uv_close((uv_handle_t *)&d->kick, on_kick_closed);
+		return;
+	case D_START:
+	case D_SMTP: /* entered by conn_start/conn_reuse once d->conn runs */
+	case D_COUNT:
+		return;
+	}
 }
 
 /* ---- public ---- */
@@ -1318,23 +1403,17 @@ int delivery_start(struct delivery_ctx *dc, const struct queue_envelope *env, co
 		*out = d;
 
 	apply_policy(d); /* absent until the engine says otherwise */
-	d->stage = D_POLICY;
 	if (d->flags & QUEUE_F_TLSRPT) {
 		log_msg(LOG_LVL_INFO, d->qid,
 			"%s: TLS-RPT report mail (TLS-Required: No): no MTA-STS, opportunistic TLS",
 			d->domain);
-		start_mx(d);
-		return 0;
+		delivery_enter(d, D_MX);
+	} else if (dc->sts != NULL && !is_literal(d->domain)) {
+		delivery_enter(d, D_POLICY);
+	} else {
+		/* An address literal has no MTA-STS policy (nor TLS-RPT): tls_default. */
+		delivery_enter(d, D_MX);
 	}
-	/* An address literal has no MTA-STS policy (nor TLS-RPT): tls_default. */
-	if (dc->sts != NULL && !is_literal(d->domain) &&
-	    sts_engine_lookup(dc->sts, d->domain, on_policy, d, &d->sl) == 0)
-		return 0;
-	d->sl = NULL;
-	if (dc->sts != NULL && !is_literal(d->domain))
-		log_msg(LOG_LVL_WARNING, d->qid, "%s: no MTA-STS lookup possible; sts=absent",
-			d->domain);
-	start_mx(d);
 	return 0;
 fail:
 	if (d->fd >= 0)
@@ -1350,7 +1429,7 @@ fail:
 
 void delivery_abort(struct delivery *d)
 {
-	if (d->aborted || d->stage == D_FINISH)
+	if (d->aborted || d->stage == D_DONE)
 		return;
 	d->aborted = true;
 	switch (d->stage) {
@@ -1360,22 +1439,26 @@ void delivery_abort(struct delivery *d)
 			sts_engine_cancel(d->sl);
 			d->sl = NULL;
 		}
-		finish_aborted(d);
+		end_aborted(d);
 		break;
 	case D_MX:
 		if (d->dq != NULL) {
 			dns_cancel(d->dq);
 			d->dq = NULL;
 		}
-		finish_aborted(d);
+		end_aborted(d);
 		break;
-	case D_CONNECT:
+	case D_SMTP:
 		if (d->conn != NULL)
-			conn_close(d->conn); /* conn_end sees d->aborted */
+			conn_close(d->conn); /* conn_end() sees d->aborted */
 		else
-			finish_aborted(d);
+			end_aborted(d);
 		break;
-	case D_FINISH:
+	case D_START:
+	case D_COUNT:
+		end_aborted(d);
+		break;
+	case D_DONE:
 		break;
 	}
 }

@@ -11,6 +11,7 @@
 #include "relay/net/dns.h"
 #include "relay/daemon/relay.h"
 #include "smtp/reply.h"
+#include "smtp/tls.h"
 
 /*
  * RFC 5321 §5.1 order: MX hosts by preference, each address of a host in
@@ -80,7 +81,7 @@ struct delivery_rcpt {
 	char remote_mta[DNS_NAME_MAX + 1]; /* MX host that answered, "" none */
 	char relay[DELIVERY_RELAY_MAX];    /* "mx.example.com[192.0.2.1]:25" or "none" */
 	char tls[DELIVERY_TLS_MAX];        /* "TLSv1.3 verified", "TLSv1.2 unverified", "none" */
-	const char *sts_result;            /* RFC 8460 result type of a failed check, or NULL */
+	enum smtp_tls_result sts_result;   /* result type of a failed check, or SUCCESS */
 	unsigned conn_use;                 /* transactions on that connection so far (Postfix
 					     * conn_use=), 0 when no connection decided */
 };

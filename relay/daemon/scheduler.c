@@ -65,8 +65,8 @@ struct rlog {
 	char dsn[SMTP_REPLY_ESC_MAX + 1];
 	char tls[DELIVERY_TLS_MAX];
 	char sts[DELIVERY_STS_MAX];
-	char sts_result[48];
-	char status[16]; /* sent, deferred, bounced */
+	enum smtp_tls_result sts_result; /* SUCCESS: no sts_result= field */
+	char status[16];                 /* sent, deferred, bounced */
 	char reason[QUEUE_ERROR_MAX + 112];
 };
 
@@ -502,8 +502,8 @@ static int64_t delay_ms(const struct smsg *m)
 /* The per-recipient line; written once the state it reports is durable
  * (see flush_logs). */
 static void log_rcpt(struct smsg *m, const char *addr, const char *relay, unsigned conn_use,
-		     const char *dsn, const char *tls, const char *sts, const char *sts_result,
-		     const char *status, const char *text)
+		     const char *dsn, const char *tls, const char *sts,
+		     enum smtp_tls_result sts_result, const char *status, const char *text)
 {
 	struct rlog *l = malloc(sizeof(*l));
 
@@ -520,7 +520,7 @@ static void log_rcpt(struct smsg *m, const char *addr, const char *relay, unsign
 	snprintf(l->dsn, sizeof(l->dsn), "%s", dsn);
 	snprintf(l->tls, sizeof(l->tls), "%s", tls);
 	snprintf(l->sts, sizeof(l->sts), "%s", sts);
-	snprintf(l->sts_result, sizeof(l->sts_result), "%s", sts_result ? sts_result : "");
+	l->sts_result = sts_result;
 	snprintf(l->status, sizeof(l->status), "%s", status);
 	snprintf(l->reason, sizeof(l->reason), "%s", text);
 	*m->logs_tail = l;
@@ -539,7 +539,10 @@ static void flush_logs(const struct smsg *m, struct rlog *l)
 			     LF_MS("delay", l->delay_ms), LF_STR("dsn", l->dsn),
 			     LF_STATUS(l->status, l->reason), LF_STR("tls", l->tls),
 			     LF_STR("sts", l->sts),
-			     LF_STR("sts_result", l->sts_result[0] ? l->sts_result : NULL), LF_END);
+			     LF_STR("sts_result", l->sts_result != SMTP_TLS_RESULT_SUCCESS
+							  ? smtp_tls_result_name(l->sts_result)
+							  : NULL),
+			     LF_END);
 }
 
 /* The status code found in a saved last_error ("... 4.7.5 ..."): the first
@@ -807,8 +810,8 @@ static void bounce_admin(struct smsg *m, struct bounce_list *bl)
 		q->status = QUEUE_BOUNCED;
 		q->last_try = now;
 		set_last_error(q, "5.0.0", "bounced by the administrator");
-		log_rcpt(m, q->address, NULL, 0, "5.0.0", "none", "absent", NULL, "bounced",
-			 "bounced by the administrator");
+		log_rcpt(m, q->address, NULL, 0, "5.0.0", "none", "absent", SMTP_TLS_RESULT_SUCCESS,
+			 "bounced", "bounced by the administrator");
 		add_bounce(bl, q, "5.0.0", "bounced by the administrator", NULL, NULL);
 	}
 }
@@ -983,7 +986,8 @@ static void bounce_undeliverable(struct smsg *m, size_t i, const char *dsn, cons
 	q->status = QUEUE_BOUNCED;
 	q->last_try = clock_now();
 	set_last_error(q, dsn, text);
-	log_rcpt(m, q->address, NULL, 0, dsn, "none", "absent", NULL, "bounced", text);
+	log_rcpt(m, q->address, NULL, 0, dsn, "none", "absent", SMTP_TLS_RESULT_SUCCESS, "bounced",
+		 text);
 	add_bounce(bl, q, dsn, text, NULL, NULL);
 }
 

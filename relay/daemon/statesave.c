@@ -83,7 +83,7 @@ static void work_cb(uv_work_t *req)
 	/* Unconditional: even a failed request may have changed queue/ (a
 	 * removal that found the message gone still unlinks its state). */
 	errno = 0;
-	if (queue_sync(ss->q, false) == 0)
+	if (queue_sync_queue_dir(ss->q) == 0)
 		return;
 	e = errno != 0 ? errno : EIO;
 	/* Renamed or unlinked, but not durable: report failure, as

@@ -12,7 +12,7 @@
  * Each request is one queue_save_state_nodirsync() or
  * queue_remove_nodirsync() call, run in a libuv worker; requests made in
  * the same loop turn share one worker job (the uv_prepare_t of
- * relay/daemon/commit.c), which ends with one queue_sync() of queue/. The done
+ * relay/daemon/commit.c), which ends with one queue_sync_queue_dir(). The done
  * callback runs on the loop after that fsync (status 0: durable, exactly
  * as queue_save_state/queue_remove promise; a failed directory fsync fails
  * every request of the batch), exactly once, never from inside the

@@ -30,24 +30,6 @@ struct smtp_conn {
 	char rbuf[READ_BUF];
 };
 
-static const char *const result_types[] = {
-	"starttls-not-supported",  "certificate-host-mismatch", "certificate-expired",
-	"certificate-not-trusted", "validation-failure",        "sts-policy-fetch-error",
-	"sts-policy-invalid",      "sts-webpki-invalid",
-};
-
-const char *smtp_conn_static_result(const char *s)
-{
-	size_t i;
-
-	if (s == NULL)
-		return NULL;
-	for (i = 0; i < sizeof(result_types) / sizeof(result_types[0]); i++)
-		if (strcmp(s, result_types[i]) == 0)
-			return result_types[i];
-	return "validation-failure";
-}
-
 uint32_t smtp_conn_env_timeout_ms(const char *name, uint32_t dflt)
 {
 	const char *v = getenv(name);
@@ -122,8 +104,10 @@ void smtp_conn_close(struct smtp_conn *c)
 	uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
 }
 
-/* From loop callbacks only: the peer is gone or the socket failed. */
-static void report_eof(struct smtp_conn *c)
+/* The stream is unusable: the peer closed (EOF, a TLS close_notify), or a
+ * read, a write or TLS failed. Reported once, as ops.eof; from loop
+ * callbacks only. */
+static void report_lost(struct smtp_conn *c)
 {
 	if (c->eof_sent || c->closing)
 		return;
@@ -201,9 +185,10 @@ static int take_tls(struct smtp_conn *c)
 
 static void on_write(uv_write_t *req, int status);
 
-/* Starts a write of the pending buffer if none is in flight: one write at a
- * time keeps the order and is the back-pressure. -1 on a socket error. */
-static int flush(struct smtp_conn *c)
+/* Starts at most one write: the pending buffer goes out unless a write is
+ * already in flight (then on_write starts the next). One write at a time
+ * keeps the order and is the back-pressure. -1 on a socket error. */
+static int start_write(struct smtp_conn *c)
 {
 	char *t;
 	size_t tcap;
@@ -236,12 +221,12 @@ static void on_write(uv_write_t *req, int status)
 	c->wlen = 0;
 	if (c->closing)
 		return;
-	if (status < 0 || flush(c) != 0) {
+	if (status < 0 || start_write(c) != 0) {
 		/* The peer is gone. If its EOF was already reported, the owner is
 		 * waiting only for this write to end before it closes: tell it,
 		 * or it would sit until its stage timer (minutes) fires. */
 		if (!c->eof_sent)
-			report_eof(c);
+			report_lost(c);
 		else if (c->ops->drained != NULL)
 			c->ops->drained(c, c->arg);
 		return;
@@ -292,17 +277,20 @@ ssize_t smtp_conn_write(struct smtp_conn *c, const void *buf, size_t len)
 			c->plen += done;
 		}
 	}
-	if (flush(c) != 0)
+	if (start_write(c) != 0)
 		return -1;
 	return (ssize_t)done;
 }
 
 /* ---- TLS ---- */
 
-static void tls_failed(struct smtp_conn *c, const char *result, const char *reason)
+/* A failure always has a result type: validation-failure when no
+ * certificate verdict names a better one. */
+static void tls_failed(struct smtp_conn *c, enum smtp_tls_result result, const char *reason)
 {
 	c->info.tls_failed = true;
-	c->info.tls_result = smtp_conn_static_result(result ? result : "validation-failure");
+	c->info.tls_result = result != SMTP_TLS_RESULT_SUCCESS ? result
+							       : SMTP_TLS_RESULT_VALIDATION_FAILURE;
 	snprintf(c->info.tls_reason, sizeof(c->info.tls_reason), "%s", reason);
 }
 
@@ -311,8 +299,8 @@ static int tls_step(struct smtp_conn *c)
 {
 	int rc = smtp_tls_handshake(c->tls);
 
-	if (take_tls(c) != 0 || flush(c) != 0) {
-		tls_failed(c, NULL, "cannot send the TLS handshake");
+	if (take_tls(c) != 0 || start_write(c) != 0) {
+		tls_failed(c, SMTP_TLS_RESULT_VALIDATION_FAILURE, "cannot send the TLS handshake");
 		return -1;
 	}
 	if (rc == SMTP_TLS_AGAIN)
@@ -323,9 +311,7 @@ static int tls_step(struct smtp_conn *c)
 		c->info.tls_up = true;
 		snprintf(c->info.tls_version, sizeof(c->info.tls_version), "%s", v ? v : "TLS");
 		c->info.tls_verified = smtp_tls_verified(c->tls);
-		c->info.tls_result = c->info.tls_verified ? NULL
-							  : smtp_conn_static_result(
-								    smtp_tls_result_type(c->tls));
+		c->info.tls_result = smtp_tls_result_type(c->tls); /* SUCCESS iff verified */
 		snprintf(c->info.tls_reason, sizeof(c->info.tls_reason), "%s",
 			 smtp_tls_reason(c->tls));
 		return 1;
@@ -343,7 +329,7 @@ int smtp_conn_start_tls(struct smtp_conn *c, struct smtp_tls_ctx *ctx, bool veri
 		return -1;
 	c->tls = smtp_tls_new(ctx, c->info.host, verify, err, sizeof(err));
 	if (c->tls == NULL) {
-		tls_failed(c, NULL, err);
+		tls_failed(c, SMTP_TLS_RESULT_VALIDATION_FAILURE, err);
 		return -1;
 	}
 	return tls_step(c) < 0 ? -1 : 0; /* the ClientHello: never done at once */
@@ -364,7 +350,7 @@ static void feed_tls(struct smtp_conn *c, const char *buf, size_t n)
 	char plain[16384];
 
 	if (smtp_tls_feed(c->tls, buf, n) != 0) {
-		report_eof(c);
+		report_lost(c);
 		return;
 	}
 	if (!c->info.tls_up) {
@@ -389,8 +375,8 @@ static void feed_tls(struct smtp_conn *c, const char *buf, size_t n)
 		ssize_t r = smtp_tls_read(c->tls, plain, sizeof(plain));
 
 		/* TLS 1.3 may answer post-handshake messages */
-		if (take_tls(c) != 0 || flush(c) != 0) {
-			report_eof(c);
+		if (take_tls(c) != 0 || start_write(c) != 0) {
+			report_lost(c);
 			return;
 		}
 		if (r > 0) {
@@ -398,7 +384,7 @@ static void feed_tls(struct smtp_conn *c, const char *buf, size_t n)
 			continue;
 		}
 		if (r != 0)
-			report_eof(c); /* close_notify or a TLS error */
+			report_lost(c); /* close_notify or a TLS error */
 		return;
 	}
 }
@@ -412,11 +398,12 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	if (nread < 0) {
 		if (c->tls != NULL && !c->info.tls_up && !c->info.tls_failed) {
 			uv_read_stop(s);
-			tls_failed(c, NULL, "connection closed during the TLS handshake");
+			tls_failed(c, SMTP_TLS_RESULT_VALIDATION_FAILURE,
+				   "connection closed during the TLS handshake");
 			c->ops->tls_done(c, c->arg, false);
 			return;
 		}
-		report_eof(c);
+		report_lost(c);
 		return;
 	}
 	if (nread == 0)

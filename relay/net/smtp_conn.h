@@ -23,7 +23,8 @@
  *   smtp_conn_connect(c, host, addr, port, connect_timeout_ms)
  *     ops.connected  -> the session arms its stage timer, waits for data
  *     ops.data       -> plaintext from the peer (decrypted after STARTTLS)
- *     ops.eof        -> the peer closed or a read/write failed (at most once)
+ *     ops.eof        -> the peer closed (EOF, TLS close_notify) or a read, a
+ *                       write or TLS failed (at most once)
  *     ops.timeout    -> the timer armed with smtp_conn_timer() fired
  *     ops.tls_done   -> the handshake begun by smtp_conn_start_tls() ended
  *     ops.drained    -> (optional) every byte written so far is on the wire
@@ -40,9 +41,13 @@
  * not yet consumed is the session's business (STARTTLS injection): this
  * module never mixes plaintext into the TLS stream.
  *
- * Bounds: the output buffer holds at most SMTP_CONN_OUT_MAX bytes not yet
- * handed to the socket (ciphertext once TLS is up); smtp_conn_write() takes
- * what fits and says how much, the `drained` callback asks for the rest.
+ * Bounds: output goes through two buffers of at most SMTP_CONN_OUT_MAX bytes
+ * each (ciphertext once TLS is up): one collecting, one on its way to the
+ * socket (one write in flight at a time), so at most 2 * SMTP_CONN_OUT_MAX
+ * bytes per connection are not yet on the wire. smtp_conn_write() takes what
+ * fits in the collecting one (over TLS: whole records of up to 16 KiB of
+ * plaintext whose ciphertext surely fits) and says how much; the `drained`
+ * callback asks for the rest.
  * Reads are one buffer per callback; every TLS record that buffer completes
  * is decrypted and handed on before the callback returns (the records that
  * one socket read can complete are bounded by the read buffer).
@@ -82,10 +87,10 @@ struct smtp_conn_info {
 	bool connect_failed;
 	char connect_err[SMTP_CONN_REASON_MAX]; /* "connect to host[ip]:25: Connection refused" */
 	bool tls_up;                            /* handshake completed */
-	bool tls_failed;        /* handshake failed (or the TLS object could not be made) */
-	bool tls_verified;      /* chain + name + dates checked out */
-	char tls_version[16];   /* "TLSv1.3", "" when no TLS */
-	const char *tls_result; /* static RFC 8460 result type, NULL = verified / no TLS */
+	bool tls_failed;      /* handshake failed (or the TLS object could not be made) */
+	bool tls_verified;    /* chain + name + dates checked out */
+	char tls_version[16]; /* "TLSv1.3", "" when no TLS */
+	enum smtp_tls_result tls_result;       /* SUCCESS = verified, or no TLS */
 	char tls_reason[SMTP_CONN_REASON_MAX]; /* "hostname mismatch", "" */
 	bool tls_handshake_error;              /* tls_failed by the handshake itself (not by a
 					     * lost connection or a setup error) */
@@ -130,10 +135,6 @@ void smtp_conn_close(struct smtp_conn *c);
 const struct smtp_conn_info *smtp_conn_info(const struct smtp_conn *c);
 /* The TLS object after smtp_conn_start_tls() (for the cipher etc.), else NULL. */
 struct smtp_tls *smtp_conn_tls(const struct smtp_conn *c);
-
-/* An RFC 8460 result type as a static string ("validation-failure" for an
- * unknown one, NULL for NULL): smtp_tls strings die with the smtp_tls. */
-const char *smtp_conn_static_result(const char *result_type);
 
 /* Seconds from environment variable `name` (e.g. STSRELAY_SMTP_TIMEOUT,
  * fractions allowed, 0 < s <= 86400) in ms, else dflt. */

@@ -156,7 +156,7 @@ static int take_line(struct tlsrpt_day *d, char *line, size_t len)
 	bool t2;
 	unsigned long want;
 	char *end;
-	enum tlsrpt_result res;
+	enum smtp_tls_result res;
 	int64_t when;
 	char day[TLSRPT_DAY_LEN + 1];
 
@@ -203,7 +203,7 @@ static int take_line(struct tlsrpt_day *d, char *line, size_t len)
 		return -1;
 	if (strcmp(f[3], "sts") != 0 && strcmp(f[3], "none") != 0)
 		return -1;
-	if (tlsrpt_result_parse(f[8], &res) != 0)
+	if (smtp_tls_result_parse(f[8], &res) != 0)
 		return -1;
 	if (strcmp(f[4], "-") != 0) {
 		enum sts_policy_mode m;
@@ -216,7 +216,7 @@ static int take_line(struct tlsrpt_day *d, char *line, size_t len)
 	{
 		const char *parts[K_COUNT] = { f[2], f[3], f[4],  f[5],  f[6], f[7],
 					       f[8], f[9], f[10], f[11], f[12] };
-		size_t nparts = res == TLSRPT_SUCCESS ? K_SIP : K_COUNT;
+		size_t nparts = res == SMTP_TLS_RESULT_SUCCESS ? K_SIP : K_COUNT;
 
 		for (i = 0; i < nparts; i++) {
 			size_t l = strlen(parts[i]);

@@ -32,37 +32,6 @@
 #define TLSRPT_PATH_MAX 1200
 #define KNOWN_POLICIES 16 /* policy files known to exist for the current day */
 
-static const char *const result_names[TLSRPT_RESULT_COUNT] = {
-	[TLSRPT_SUCCESS] = "success",
-	[TLSRPT_STARTTLS_NOT_SUPPORTED] = "starttls-not-supported",
-	[TLSRPT_CERTIFICATE_HOST_MISMATCH] = "certificate-host-mismatch",
-	[TLSRPT_CERTIFICATE_EXPIRED] = "certificate-expired",
-	[TLSRPT_CERTIFICATE_NOT_TRUSTED] = "certificate-not-trusted",
-	[TLSRPT_VALIDATION_FAILURE] = "validation-failure",
-	[TLSRPT_STS_POLICY_FETCH_ERROR] = "sts-policy-fetch-error",
-	[TLSRPT_STS_POLICY_INVALID] = "sts-policy-invalid",
-	[TLSRPT_STS_WEBPKI_INVALID] = "sts-webpki-invalid",
-};
-
-const char *tlsrpt_result_name(enum tlsrpt_result r)
-{
-	if ((unsigned)r >= TLSRPT_RESULT_COUNT)
-		return "validation-failure";
-	return result_names[r];
-}
-
-int tlsrpt_result_parse(const char *name, enum tlsrpt_result *out)
-{
-	unsigned i;
-
-	for (i = 0; i < TLSRPT_RESULT_COUNT; i++)
-		if (strcmp(name, result_names[i]) == 0) {
-			*out = (enum tlsrpt_result)i;
-			return 0;
-		}
-	return -1;
-}
-
 /* ---- days ---- */
 
 /* Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
@@ -170,7 +139,8 @@ int tlsrpt_line_format(const struct tlsrpt_session *s, int64_t when, char *buf, 
 	uLong crc;
 	bool sts = s->policy != NULL || s->sts_published;
 
-	if (s->domain == NULL || s->domain[0] == '\0' || (unsigned)s->result >= TLSRPT_RESULT_COUNT)
+	if (s->domain == NULL || s->domain[0] == '\0' ||
+	    (unsigned)s->result >= SMTP_TLS_RESULT_COUNT)
 		return -1;
 	dl = strlen(s->domain);
 	if (dl >= sizeof(domain))
@@ -230,7 +200,7 @@ int tlsrpt_line_format(const struct tlsrpt_session *s, int64_t when, char *buf, 
 		    put_field(buf, len, &o, NULL, false, 0) != 0)
 			return -1;
 	}
-	if (put_field(buf, len, &o, tlsrpt_result_name(s->result), false, 64) != 0 ||
+	if (put_field(buf, len, &o, smtp_tls_result_name(s->result), false, 64) != 0 ||
 	    put_field(buf, len, &o, s->sending_mta_ip, true, 64) != 0 ||
 	    put_field(buf, len, &o, s->mx_host, true, 253) != 0 ||
 	    put_field(buf, len, &o, s->mx_ip, true, 64) != 0 ||

@@ -9,28 +9,9 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "sts/tlsrpt/dkim.h"
+#include "smtp/tls.h" /* enum smtp_tls_result: the RFC 8460 §4.3 result types */
 #include "sts/policy.h"
-
-/* ---- result types (RFC 8460 §4.3) ---- */
-
-enum tlsrpt_result {
-	TLSRPT_SUCCESS = 0,
-	TLSRPT_STARTTLS_NOT_SUPPORTED,
-	TLSRPT_CERTIFICATE_HOST_MISMATCH,
-	TLSRPT_CERTIFICATE_EXPIRED,
-	TLSRPT_CERTIFICATE_NOT_TRUSTED,
-	TLSRPT_VALIDATION_FAILURE,
-	TLSRPT_STS_POLICY_FETCH_ERROR,
-	TLSRPT_STS_POLICY_INVALID,
-	TLSRPT_STS_WEBPKI_INVALID,
-	TLSRPT_RESULT_COUNT
-};
-
-/* "success", "starttls-not-supported", ..., "sts-webpki-invalid". */
-const char *tlsrpt_result_name(enum tlsrpt_result r);
-/* Inverse (exact). 0 or -1. */
-int tlsrpt_result_parse(const char *name, enum tlsrpt_result *out);
+#include "sts/tlsrpt/dkim.h"
 
 /* ---- UTC days ---- */
 
@@ -69,7 +50,7 @@ struct tlsrpt_session {
 	const char *policy_text;
 	size_t policy_text_len;
 	bool sts_published;
-	enum tlsrpt_result result;
+	enum smtp_tls_result result;
 	const char *sending_mta_ip; /* our source address for the session */
 	const char *mx_host;        /* receiving-mx-hostname */
 	const char *mx_ip;          /* receiving-ip */

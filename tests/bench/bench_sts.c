@@ -168,7 +168,7 @@ static void on_verdict(void *arg, struct sts_verdict *v)
 	else if (b->first_bad[0] == '\0')
 		snprintf(b->first_bad, sizeof(b->first_bad), "decision=%s source=%s error=%s %.150s",
 			 sts_decision_name(v->decision), sts_source_name(v->source),
-			 v->error_type ? v->error_type : "-", v->error_detail);
+			 v->error_type != SMTP_TLS_RESULT_SUCCESS ? smtp_tls_result_name(v->error_type) : "-", v->error_detail);
 	b->done++;
 	sts_verdict_free(v);
 	if (b->warm)

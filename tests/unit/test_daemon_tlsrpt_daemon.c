@@ -67,7 +67,7 @@ static void test_daemon_lifecycle(void **state)
 	struct relay r;
 	struct tlsrpt_daemon *d;
 	struct tlsrpt_store *st;
-	struct tlsrpt_session s = { .domain = "a.test", .result = TLSRPT_SUCCESS,
+	struct tlsrpt_session s = { .domain = "a.test", .result = SMTP_TLS_RESULT_SUCCESS,
 				    .when = DAY_START + 60 };
 	char spool[64], err[256], cmd[128];
 	uv_loop_t loop;

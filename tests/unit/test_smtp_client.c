@@ -303,7 +303,9 @@ static void directive(struct scn *s, const char *cmd, char *arg)
 	} else if (strcmp(cmd, "expect-tls-active") == 0) {
 		CHECK_STR(res->tls_active ? "yes" : "no", arg);
 	} else if (strcmp(cmd, "expect-tls-result") == 0) {
-		CHECK_STR(res->tls_result ? res->tls_result : "none", arg);
+		CHECK_STR(res->tls_result != SMTP_TLS_RESULT_SUCCESS ? smtp_tls_result_name(res->tls_result)
+								     : "none",
+			  arg);
 	} else if (strcmp(cmd, "expect-conn-status") == 0) {
 		char st[64];
 

@@ -223,7 +223,8 @@ static void on_fetch_failed(void *arg, const struct sts_verdict *v)
 {
 	(void)arg;
 	hook_calls++;
-	snprintf(hook_type, sizeof(hook_type), "%s", v->error_type ? v->error_type : "");
+	snprintf(hook_type, sizeof(hook_type), "%s",
+		 v->error_type != SMTP_TLS_RESULT_SUCCESS ? smtp_tls_result_name(v->error_type) : "");
 	snprintf(hook_policy_id, sizeof(hook_policy_id), "%s",
 		 v->source == STS_SOURCE_CACHE ? v->id : "");
 }
@@ -289,8 +290,8 @@ static void test_no_cache_fetch_fails(void **state)
 	assert_int_equal(g.v->source, STS_SOURCE_NONE);
 	assert_string_equal(g.v->txt_id, "A1");
 	assert_string_equal(g.v->txt_record, "v=STSv1; id=A1");
-	assert_non_null(g.v->error_type);
-	assert_string_equal(g.v->error_type, STS_RT_FETCH_ERROR);
+	assert_int_not_equal(g.v->error_type, SMTP_TLS_RESULT_SUCCESS);
+	assert_int_equal(g.v->error_type, SMTP_TLS_RESULT_STS_POLICY_FETCH_ERROR);
 	assert_non_null(strstr(g.v->error_detail, "mta-sts.example.com"));
 	assert_int_equal(hook_calls, 1);
 	assert_string_equal(hook_policy_id, "");  /* no cached policy applies */
@@ -300,7 +301,7 @@ static void test_no_cache_fetch_fails(void **state)
 	lookup("example.com", &g);
 	assert_int_equal(addr_lookups, 1);
 	assert_int_equal(g.v->decision, STS_DECISION_ABSENT);
-	assert_string_equal(g.v->error_type, STS_RT_FETCH_ERROR);
+	assert_int_equal(g.v->error_type, SMTP_TLS_RESULT_STS_POLICY_FETCH_ERROR);
 	assert_int_equal(hook_calls, 1);
 
 	/* once the negative entry has run out, it is tried again */
@@ -329,7 +330,7 @@ static void test_fresh_cache_same_id(void **state)
 	assert_int_equal(g.v->decision, STS_DECISION_ENFORCE);
 	assert_int_equal(g.v->source, STS_SOURCE_CACHE);
 	assert_string_equal(g.v->id, "A1");
-	assert_null(g.v->error_type);
+	assert_int_equal(g.v->error_type, SMTP_TLS_RESULT_SUCCESS);
 	assert_true(sts_mx_match(&g.v->policy, "mx1.example.com", NULL));
 	assert_true(sts_mx_match(&g.v->policy, "a.example.net", NULL));
 	assert_false(sts_mx_match(&g.v->policy, "evil.example.org", NULL));
@@ -373,7 +374,7 @@ static void test_txt_missing_keeps_cache(void **state)
 		txt_value = variants[i].value;
 		lookup("other.example", &g);
 		assert_int_equal(g.v->decision, STS_DECISION_ABSENT);
-		assert_null(g.v->error_type);
+		assert_int_equal(g.v->error_type, SMTP_TLS_RESULT_SUCCESS);
 	}
 	assert_int_equal(addr_lookups, 0);
 	sts_verdict_free(g.v);
@@ -392,10 +393,10 @@ static void test_new_id_fetch_fails_keeps_cache(void **state)
 	assert_int_equal(g.v->source, STS_SOURCE_CACHE);
 	assert_string_equal(g.v->id, "A1");
 	assert_string_equal(g.v->txt_id, "B2");
-	assert_string_equal(g.v->error_type, STS_RT_FETCH_ERROR);
+	assert_int_equal(g.v->error_type, SMTP_TLS_RESULT_STS_POLICY_FETCH_ERROR);
 	/* reported against the cached policy that still applies */
 	assert_int_equal(hook_calls, 1);
-	assert_string_equal(hook_type, STS_RT_FETCH_ERROR);
+	assert_string_equal(hook_type, "sts-policy-fetch-error");
 	assert_string_equal(hook_policy_id, "A1");
 	sts_verdict_free(g.v);
 }
@@ -430,9 +431,9 @@ static void test_domains_independent(void **state)
 	run_until(&a, 1);
 	run_until(&b, 1);
 	assert_int_equal(a.v->decision, STS_DECISION_ENFORCE);
-	assert_null(a.v->error_type);
+	assert_int_equal(a.v->error_type, SMTP_TLS_RESULT_SUCCESS);
 	assert_int_equal(b.v->decision, STS_DECISION_ABSENT);
-	assert_non_null(b.v->error_type);
+	assert_int_not_equal(b.v->error_type, SMTP_TLS_RESULT_SUCCESS);
 	sts_verdict_free(a.v);
 	sts_verdict_free(b.v);
 }
@@ -451,7 +452,7 @@ static void test_concurrent_fetches_coalesce(void **state)
 	assert_int_equal(addr_lookups, 1);
 	assert_int_equal(hook_calls, 1);  /* one shared fetch, one report */
 	for (i = 0; i < 5; i++) {
-		assert_string_equal(g[i].v->error_type, STS_RT_FETCH_ERROR);
+		assert_int_equal(g[i].v->error_type, SMTP_TLS_RESULT_STS_POLICY_FETCH_ERROR);
 		sts_verdict_free(g[i].v);
 	}
 }

@@ -80,15 +80,15 @@ static void test_days(void **state)
 
 static void test_result_names(void **state)
 {
-	enum tlsrpt_result r;
+	enum smtp_tls_result r;
 	unsigned i;
 
 	(void)state;
-	for (i = 0; i < TLSRPT_RESULT_COUNT; i++) {
-		assert_int_equal(tlsrpt_result_parse(tlsrpt_result_name(i), &r), 0);
+	for (i = 0; i < SMTP_TLS_RESULT_COUNT; i++) {
+		assert_int_equal(smtp_tls_result_parse(smtp_tls_result_name(i), &r), 0);
 		assert_int_equal(r, i);
 	}
-	assert_int_equal(tlsrpt_result_parse("tlsa-invalid", &r), -1);
+	assert_int_equal(smtp_tls_result_parse("tlsa-invalid", &r), -1);
 }
 
 static struct sts_policy policy_of(const char *text)
@@ -127,21 +127,21 @@ static void record_mixed_day(struct tlsrpt_store *st)
 	assert_int_equal(tlsrpt_record(st, &s), 0);
 	/* failures on a.test, each type, some twice */
 	{
-		static const enum tlsrpt_result fails[] = {
-			TLSRPT_STARTTLS_NOT_SUPPORTED, TLSRPT_CERTIFICATE_HOST_MISMATCH,
-			TLSRPT_CERTIFICATE_EXPIRED, TLSRPT_CERTIFICATE_NOT_TRUSTED,
-			TLSRPT_VALIDATION_FAILURE, TLSRPT_CERTIFICATE_EXPIRED,
+		static const enum smtp_tls_result fails[] = {
+			SMTP_TLS_RESULT_STARTTLS_NOT_SUPPORTED, SMTP_TLS_RESULT_CERTIFICATE_HOST_MISMATCH,
+			SMTP_TLS_RESULT_CERTIFICATE_EXPIRED, SMTP_TLS_RESULT_CERTIFICATE_NOT_TRUSTED,
+			SMTP_TLS_RESULT_VALIDATION_FAILURE, SMTP_TLS_RESULT_CERTIFICATE_EXPIRED,
 		};
 		for (i = 0; i < 6; i++) {
 			s.result = fails[i];
 			s.mx_host = "mx1.a.test";
 			s.mx_ip = "127.0.1.1";
-			s.reason = fails[i] == TLSRPT_VALIDATION_FAILURE ? "tls alert\t70\n" : NULL;
+			s.reason = fails[i] == SMTP_TLS_RESULT_VALIDATION_FAILURE ? "tls alert\t70\n" : NULL;
 			s.when = DAY_START + 200 + i;
 			assert_int_equal(tlsrpt_record(st, &s), 0);
 		}
 	}
-	s.result = TLSRPT_SUCCESS;
+	s.result = SMTP_TLS_RESULT_SUCCESS;
 	s.reason = NULL;
 	s.policy = &pa2;
 	s.when = DAY_START + 86399;
@@ -156,18 +156,18 @@ static void record_mixed_day(struct tlsrpt_store *st)
 		s.when = DAY_START + 300 + i;
 		assert_int_equal(tlsrpt_record(st, &s), 0);
 	}
-	s.result = TLSRPT_STARTTLS_NOT_SUPPORTED;
+	s.result = SMTP_TLS_RESULT_STARTTLS_NOT_SUPPORTED;
 	assert_int_equal(tlsrpt_record(st, &s), 0);
 
 	memset(&s, 0, sizeof(s));
 	s.domain = "c.test";
 	s.sts_published = true;
-	s.result = TLSRPT_STS_POLICY_FETCH_ERROR;
+	s.result = SMTP_TLS_RESULT_STS_POLICY_FETCH_ERROR;
 	s.when = DAY_START + 400;
 	assert_int_equal(tlsrpt_record(st, &s), 0);
-	s.result = TLSRPT_STS_POLICY_INVALID;
+	s.result = SMTP_TLS_RESULT_STS_POLICY_INVALID;
 	assert_int_equal(tlsrpt_record(st, &s), 0);
-	s.result = TLSRPT_STS_WEBPKI_INVALID;
+	s.result = SMTP_TLS_RESULT_STS_WEBPKI_INVALID;
 	assert_int_equal(tlsrpt_record(st, &s), 0);
 	/* another day: must not show up */
 	s.when = DAY_START + 86400;
@@ -312,7 +312,7 @@ static void test_mixed_day(void **state)
 static void test_torn_and_corrupt(void **state)
 {
 	struct tlsrpt_store *st;
-	struct tlsrpt_session s = { .domain = "t.test", .result = TLSRPT_SUCCESS,
+	struct tlsrpt_session s = { .domain = "t.test", .result = SMTP_TLS_RESULT_SUCCESS,
 				    .when = DAY_START + 5 };
 	struct tlsrpt_day *d;
 	char err[256], path[400], line[1024];
@@ -382,7 +382,7 @@ static void test_policy_string_as_published(void **state)
 	static const char text2[] = "version: STSv1\nmode: enforce\nmx: mx1.example.test\n"
 				    "mx: *.b.example.test\nmax_age: 31557600\n";
 	struct sts_policy p1 = policy_of(text1), p2 = policy_of(text2);
-	struct tlsrpt_session s = { .domain = "example.test", .result = TLSRPT_SUCCESS,
+	struct tlsrpt_session s = { .domain = "example.test", .result = SMTP_TLS_RESULT_SUCCESS,
 				    .sending_mta_ip = "192.0.2.1", .mx_host = "mx1.example.test",
 				    .mx_ip = "127.0.3.1" };
 	char err[256], path[600], h1[TLSRPT_POLICY_HASH_LEN + 1], h2[TLSRPT_POLICY_HASH_LEN + 1];
@@ -497,7 +497,7 @@ static void test_store_with_loop(void **state)
 {
 	uv_loop_t loop;
 	struct tlsrpt_store *st;
-	struct tlsrpt_session s = { .domain = "loop.test", .result = TLSRPT_SUCCESS,
+	struct tlsrpt_session s = { .domain = "loop.test", .result = SMTP_TLS_RESULT_SUCCESS,
 				    .when = DAY_START + 7 };
 	struct tlsrpt_day *d;
 	char err[256];
