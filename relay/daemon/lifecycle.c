@@ -462,7 +462,8 @@ static int spool_probe(struct queue *q, char *err, size_t errlen)
 /* spool_dir/lock (queue/queue.h): a second daemon on the same spool stops
  * here, before it binds, schedules or removes anything. *made_root: the
  * spool directory did not exist and was made now (only then is it handed
- * to `user`). -1 with err; errno EWOULDBLOCK when another process holds it. */
+ * to `user`). 0, or with err set EX_TEMPFAIL when another process holds
+ * it and EX_CANTCREAT for any other failure. */
 static int take_lock(struct serve *sv, bool *made_root, char *err, size_t errlen)
 {
 	const char *spool = sv->r.cfg.spool_dir;
@@ -483,8 +484,7 @@ static int take_lock(struct serve *sv, bool *made_root, char *err, size_t errlen
 			snprintf(err, errlen, "cannot lock spool %s (%s/%s): %s", spool, spool,
 				 QUEUE_LOCK_FILE,
 				 e == EINVAL ? "not a plain file with one link" : strerror(e));
-		errno = e;
-		return -1;
+		return e == EWOULDBLOCK ? EX_TEMPFAIL : EX_CANTCREAT;
 	}
 	if (queue_lock_note_pid(sv->lock_fd) != 0)
 		log_warn("spool %s/%s: cannot record the pid: %s", spool, QUEUE_LOCK_FILE,
@@ -521,147 +521,131 @@ static void walk_close(uv_handle_t *h, void *arg)
 		uv_close(h, NULL);
 }
 
-int lifecycle_run(const struct config *cfg, const char *config_path, const char *version)
+/* The start, in order. Each step returns 0, or the exit code of its failure
+ * (<sysexits.h>, as `serve --help` lists them) with err set. */
+
+/* What needs the start's privileges: the spool lock, the listeners bound,
+ * then `user` become, the spool handed over to it. *drop_gid: maildrop's
+ * group for queue_open, -1 once the spool was made as root. */
+static int start_privileged(struct serve *sv, long *drop_gid, char *err, size_t errlen)
 {
-	static const int signums[3] = { SIGTERM, SIGINT, SIGHUP };
-	struct serve *sv;
-	char err[1024];
 	struct group *gr;
-	long drop_gid;
 	bool made_root = false;
-	int rc, i, code = 0;
-
-	sv = calloc(1, sizeof(*sv));
-	if (sv == NULL) {
-		fputs("stsrelay: out of memory\n", stderr);
-		return EX_OSERR;
-	}
-	sv->lock_fd = -1;
-	sv->r.cfg = *cfg;
-	snprintf(sv->r.config_path, sizeof(sv->r.config_path), "%s", config_path);
-	setup_logging(&sv->r.cfg);
-	signal(SIGPIPE, SIG_IGN); /* a client gone mid-write is an error return */
-
-	rc = uv_loop_init(&sv->loop);
-	if (rc != 0) {
-		fprintf(stderr, "stsrelay: event loop: %s\n", uv_strerror(rc));
-		free(sv);
-		return EX_OSERR;
-	}
-	sv->r.loop = &sv->loop;
+	int code;
 
 	/* One daemon per spool, settled before anything binds or changes. */
-	if (take_lock(sv, &made_root, err, sizeof(err)) != 0) {
-		code = errno == EWOULDBLOCK ? EX_TEMPFAIL : EX_CANTCREAT;
-		goto fail;
-	}
-	if (smtpd_bind(&sv->r, &sv->smtpd, err, sizeof(err)) != 0) {
-		code = EX_OSERR;
-		goto fail;
-	}
+	code = take_lock(sv, &made_root, err, errlen);
+	if (code != 0)
+		return code;
+	if (smtpd_bind(&sv->r, &sv->smtpd, err, errlen) != 0)
+		return EX_OSERR;
 	gr = getgrnam(DROP_GROUP);
-	drop_gid = gr ? (long)gr->gr_gid : -1;
-	if (sv->r.cfg.user[0] != '\0') {
-		/* make the spool (and maildrop's group) as root, then hand it over;
-		 * the open after the switch leaves the group as it is */
+	*drop_gid = gr ? (long)gr->gr_gid : -1;
+	if (sv->r.cfg.user[0] == '\0')
+		return 0;
+	/* make the spool (and maildrop's group) as root, then hand it over;
+	 * the open after the switch leaves the group as it is */
+	if (getuid() == 0) {
 		struct queue *q0 = NULL;
-		if (getuid() == 0) {
-			if (queue_open(sv->r.cfg.spool_dir, true, drop_gid, &q0, err,
-				       sizeof(err)) != 0) {
-				code = EX_CANTCREAT;
-				goto fail;
-			}
-			queue_close(q0);
-		}
-		if (drop_privileges(sv->r.cfg.user, sv->r.cfg.spool_dir, made_root, sv->lock_fd,
-				    drop_gid, err, sizeof(err)) != 0) {
-			code = EX_NOPERM;
-			goto fail;
-		}
-		drop_gid = -1;
+
+		if (queue_open(sv->r.cfg.spool_dir, true, *drop_gid, &q0, err, errlen) != 0)
+			return EX_CANTCREAT;
+		queue_close(q0);
 	}
+	if (drop_privileges(sv->r.cfg.user, sv->r.cfg.spool_dir, made_root, sv->lock_fd, *drop_gid,
+			    err, errlen) != 0)
+		return EX_NOPERM;
+	*drop_gid = -1;
+	return 0;
+}
+
+/* The spool as the daemon's user: writable, opened, recovered. */
+static int start_spool(struct serve *sv, long drop_gid, char *err, size_t errlen)
+{
+	int rc;
+
 	if (access(sv->r.cfg.spool_dir, W_OK | X_OK) != 0) {
 		/* sts/, tlsrpt/ and the control sockets are made in it */
-		snprintf(err, sizeof(err),
+		snprintf(err, errlen,
 			 "spool %s is not writable%s%s: %s (stsrelay never changes "
 			 "the owner of an existing spool directory)",
 			 sv->r.cfg.spool_dir, sv->r.cfg.user[0] ? " by user " : "", sv->r.cfg.user,
 			 strerror(errno));
-		code = EX_NOPERM;
-		goto fail;
+		return EX_NOPERM;
 	}
-	if (queue_open(sv->r.cfg.spool_dir, true, drop_gid, &sv->r.queue, err, sizeof(err)) != 0) {
-		code = EX_CANTCREAT;
-		goto fail;
-	}
-	if (spool_probe(sv->r.queue, err, sizeof(err)) != 0) {
-		code = EX_CANTCREAT;
-		goto fail;
-	}
+	if (queue_open(sv->r.cfg.spool_dir, true, drop_gid, &sv->r.queue, err, errlen) != 0)
+		return EX_CANTCREAT;
+	if (spool_probe(sv->r.queue, err, errlen) != 0)
+		return EX_CANTCREAT;
 	rc = queue_recover(sv->r.queue);
 	if (rc < 0) {
-		snprintf(err, sizeof(err), "spool %s: recovery failed: %s", sv->r.cfg.spool_dir,
+		snprintf(err, errlen, "spool %s: recovery failed: %s", sv->r.cfg.spool_dir,
 			 strerror(errno));
-		code = EX_CANTCREAT;
-		goto fail;
+		return EX_CANTCREAT;
 	}
 	if (rc > 0)
 		log_info("recovery: removed %d unfinished file(s) from the spool", rc);
+	return 0;
+}
+
+/* What runs on the spool, the listeners last: nothing is accepted before
+ * the scheduler and the group commit can take it. */
+static int start_services(struct serve *sv, char *err, size_t errlen)
+{
 	if (scheduler_new(&sv->r, &sv->r.sched) != 0) {
-		snprintf(err, sizeof(err), "cannot load the queue in %s", sv->r.cfg.spool_dir);
-		code = EX_SOFTWARE;
-		goto fail;
+		snprintf(err, errlen, "cannot load the queue in %s", sv->r.cfg.spool_dir);
+		return EX_SOFTWARE;
 	}
 	if (commit_new(&sv->loop, sv->r.queue, &sv->commit) != 0) {
-		snprintf(err, sizeof(err), "out of memory");
-		code = EX_OSERR;
-		goto fail;
+		snprintf(err, errlen, "out of memory");
+		return EX_OSERR;
 	}
 	if (tlsrpt_daemon_start(&sv->r, &sv->r.tlsrpt) != 0) {
-		snprintf(err, sizeof(err), "cannot start the TLS-RPT schedule (see above)");
-		code = EX_CONFIG;
-		goto fail;
+		snprintf(err, errlen, "cannot start the TLS-RPT schedule (see above)");
+		return EX_CONFIG;
 	}
 	check_drop_group(sv->r.cfg.spool_dir);
 	if (pickup_start(&sv->r, &sv->pickup) != 0) {
-		snprintf(err, sizeof(err), "cannot start maildrop pickup");
-		code = EX_OSERR;
-		goto fail;
+		snprintf(err, errlen, "cannot start maildrop pickup");
+		return EX_OSERR;
 	}
-	if (control_start(&sv->r, sv->pickup, &sv->control, err, sizeof(err)) != 0) {
+	if (control_start(&sv->r, sv->pickup, &sv->control, err, errlen) != 0) {
 		/* mail still flows; queue commands fall back to the spool */
 		log_error("%s; running without a control socket", err);
 		sv->control = NULL;
 	}
-	if (smtpd_listen(sv->smtpd, sv->commit, err, sizeof(err)) != 0) {
-		code = EX_OSERR;
-		goto fail;
-	}
+	if (smtpd_listen(sv->smtpd, sv->commit, err, errlen) != 0)
+		return EX_OSERR;
+	return 0;
+}
+
+/* SIGTERM and SIGINT stop, SIGHUP reloads. */
+static int start_signals(struct serve *sv, char *err, size_t errlen)
+{
+	static const int signums[3] = { SIGTERM, SIGINT, SIGHUP };
+	int i, rc;
+
 	for (i = 0; i < 3; i++) {
 		rc = uv_signal_init(&sv->loop, &sv->sig[i]);
 		if (rc != 0) {
-			snprintf(err, sizeof(err), "signal handler: %s", uv_strerror(rc));
-			code = EX_OSERR;
-			goto fail;
+			snprintf(err, errlen, "signal handler: %s", uv_strerror(rc));
+			return EX_OSERR;
 		}
 		sv->nsig++;
 		sv->sig[i].data = sv;
 		rc = uv_signal_start(&sv->sig[i], on_signal, signums[i]);
 		if (rc != 0) {
-			snprintf(err, sizeof(err), "signal handler: %s", uv_strerror(rc));
-			code = EX_OSERR;
-			goto fail;
+			snprintf(err, errlen, "signal handler: %s", uv_strerror(rc));
+			return EX_OSERR;
 		}
 	}
-	log_info("started: stsrelay %s, config %s, spool %s, hostname %s", version,
-		 sv->r.config_path, sv->r.cfg.spool_dir, sv->r.cfg.hostname);
-	notify_ready("running");
+	return 0;
+}
 
-	uv_run(&sv->loop, UV_RUN_DEFAULT);
-	log_info("stopped");
-	goto out;
-
-fail:
+/* A failed start: closes what was started, and runs the loop until their
+ * handles are closed. */
+static void abort_start(struct serve *sv, const char *err)
+{
 	/* The log goes to stderr: one line, not a second copy of it. */
 	log_error("cannot start: %s", err);
 	if (sv->pickup != NULL)
@@ -683,7 +667,11 @@ fail:
 		scheduler_stop(sv->r.sched, NULL, NULL);
 	close_signals(sv);
 	uv_run(&sv->loop, UV_RUN_DEFAULT);
-out:
+}
+
+/* The end of a run, stopped or failed: the loop closed, sv freed. */
+static void serve_free(struct serve *sv)
+{
 	uv_walk(&sv->loop, walk_close, NULL); /* nothing should be left; be sure */
 	uv_run(&sv->loop, UV_RUN_DEFAULT);
 	if (uv_loop_close(&sv->loop) != 0)
@@ -697,5 +685,50 @@ out:
 	if (sv->lock_fd >= 0)
 		close(sv->lock_fd); /* last: the control socket is gone by now */
 	free(sv);
+}
+
+int lifecycle_run(const struct config *cfg, const char *config_path, const char *version)
+{
+	struct serve *sv;
+	char err[1024];
+	long drop_gid = -1;
+	int rc, code;
+
+	sv = calloc(1, sizeof(*sv));
+	if (sv == NULL) {
+		fputs("stsrelay: out of memory\n", stderr);
+		return EX_OSERR;
+	}
+	sv->lock_fd = -1;
+	sv->r.cfg = *cfg;
+	snprintf(sv->r.config_path, sizeof(sv->r.config_path), "%s", config_path);
+	setup_logging(&sv->r.cfg);
+	signal(SIGPIPE, SIG_IGN); /* a client gone mid-write is an error return */
+
+	rc = uv_loop_init(&sv->loop);
+	if (rc != 0) {
+		fprintf(stderr, "stsrelay: event loop: %s\n", uv_strerror(rc));
+		free(sv);
+		return EX_OSERR;
+	}
+	sv->r.loop = &sv->loop;
+
+	code = start_privileged(sv, &drop_gid, err, sizeof(err));
+	if (code == 0)
+		code = start_spool(sv, drop_gid, err, sizeof(err));
+	if (code == 0)
+		code = start_services(sv, err, sizeof(err));
+	if (code == 0)
+		code = start_signals(sv, err, sizeof(err));
+	if (code != 0) {
+		abort_start(sv, err);
+	} else {
+		log_info("started: stsrelay %s, config %s, spool %s, hostname %s", version,
+			 sv->r.config_path, sv->r.cfg.spool_dir, sv->r.cfg.hostname);
+		notify_ready("running");
+		uv_run(&sv->loop, UV_RUN_DEFAULT);
+		log_info("stopped");
+	}
+	serve_free(sv);
 	return code;
 }
