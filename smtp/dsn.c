@@ -177,18 +177,11 @@ static int make_token(char *out, size_t len)
 	return 0;
 }
 
-int smtp_dsn_compose(const struct smtp_dsn *d, char **out, size_t *outlen, const char **err)
+/* Refuses what cannot become a DSN: 0, or -1 with *err set. */
+static int dsn_check(const struct smtp_dsn *d, const char **err)
 {
-	struct core_buf b = CORE_BUF_INIT(SMTP_DSN_MAX - 1);
-	char date[40], adate[40], tok[17], boundary[96], v[SMTP_DSN_FIELD_MAX + 1];
-	char status[16];
-	bool failure = d->kind == SMTP_DSN_FAILURE;
-	size_t i, hlen = d->headers ? d->headers_len : 0;
-	int tries;
-	bool eight = false;
+	size_t i;
 
-	*out = NULL;
-	*outlen = 0;
 	if (!d->sender || !d->sender[0]) {
 		*err = "null sender: no DSN about a bounce";
 		return -1;
@@ -208,71 +201,99 @@ int smtp_dsn_compose(const struct smtp_dsn *d, char **out, size_t *outlen, const
 			return -1;
 		}
 	}
-	/* 8-bit anywhere (UTF-8 addresses, replies, headers) makes the outer
-	 * transfer encoding 8bit too (RFC 2045 §6.4). */
-	eight = eight_bit(d->headers, hlen) || any_8bit(d->sender);
+	return 0;
+}
+
+/* 8-bit anywhere (UTF-8 addresses, replies, headers) makes the outer
+ * transfer encoding 8bit too (RFC 2045 §6.4). */
+static bool dsn_8bit(const struct smtp_dsn *d, size_t hlen)
+{
+	bool eight = eight_bit(d->headers, hlen) || any_8bit(d->sender);
+	size_t i;
+
 	for (i = 0; i < d->nrcpts; i++)
 		eight = eight || any_8bit(d->rcpts[i].address) || any_8bit(d->rcpts[i].reason) ||
 			any_8bit(d->rcpts[i].diagnostic) || any_8bit(d->rcpts[i].remote_mta);
-	/* A boundary that the included headers cannot contain. */
+	return eight;
+}
+
+/* A boundary that the included headers cannot contain: 0, or -1 with *err. */
+static int make_boundary(const struct smtp_dsn *d, size_t hlen, char *boundary, size_t len,
+			 const char **err)
+{
+	char tok[17];
+	int tries;
+
 	for (tries = 0;; tries++) {
 		if (tries == 8 || make_token(tok, sizeof(tok)) < 0) {
 			*err = "cannot make a MIME boundary";
 			return -1;
 		}
-		snprintf(boundary, sizeof(boundary), "=_stsrelay_%s_%s",
-			 d->queue_id ? d->queue_id : "", tok);
+		snprintf(boundary, len, "=_stsrelay_%s_%s", d->queue_id ? d->queue_id : "", tok);
 		if (!d->headers || !memmem(d->headers, hlen, boundary, strlen(boundary)))
-			break;
+			return 0;
 	}
-	clock_rfc5322(d->now, date, sizeof(date));
-	clock_rfc5322(d->arrival, adate, sizeof(adate));
+}
 
-	/* ---- message header ---- */
-	core_buf_printf(&b, "From: MAILER-DAEMON@%s (Mail Delivery System)\r\n", d->reporting_mta);
-	core_buf_printf(&b, "To: <%s>\r\n", d->sender);
-	core_buf_printf(&b, "Subject: %s\r\n",
-			failure ? "Undelivered Mail Returned to Sender"
-				: "Delayed Mail (still being retried)");
-	core_buf_printf(&b, "Date: %s\r\n", date);
+/* The message's own header section: 0, or -1 with *err. */
+static int put_message_header(struct core_buf *b, const struct smtp_dsn *d, const char *boundary,
+			      bool eight, const char **err)
+{
+	char date[40], tok[17];
+
+	clock_rfc5322(d->now, date, sizeof(date));
+	core_buf_printf(b, "From: MAILER-DAEMON@%s (Mail Delivery System)\r\n", d->reporting_mta);
+	core_buf_printf(b, "To: <%s>\r\n", d->sender);
+	core_buf_printf(b, "Subject: %s\r\n",
+			d->kind == SMTP_DSN_FAILURE ? "Undelivered Mail Returned to Sender"
+						    : "Delayed Mail (still being retried)");
+	core_buf_printf(b, "Date: %s\r\n", date);
 	if (make_token(tok, sizeof(tok)) < 0) {
 		*err = "random failed";
-		goto fail;
+		return -1;
 	}
-	core_buf_printf(&b, "Message-ID: <%lld.%s.%s@%s>\r\n", (long long)d->now,
+	core_buf_printf(b, "Message-ID: <%lld.%s.%s@%s>\r\n", (long long)d->now,
 			d->queue_id ? d->queue_id : "dsn", tok, d->reporting_mta);
-	core_buf_adds(&b, "Auto-Submitted: auto-replied\r\n");
-	core_buf_adds(&b, "MIME-Version: 1.0\r\n");
-	core_buf_printf(&b,
+	core_buf_adds(b, "Auto-Submitted: auto-replied\r\n");
+	core_buf_adds(b, "MIME-Version: 1.0\r\n");
+	core_buf_printf(b,
 			"Content-Type: multipart/report; report-type=delivery-status;\r\n"
 			"\tboundary=\"%s\"\r\n",
 			boundary);
-	core_buf_printf(&b, "Content-Transfer-Encoding: %s\r\n", eight ? "8bit" : "7bit");
-	core_buf_adds(&b, "\r\nThis is a MIME-encapsulated message.\r\n\r\n");
+	core_buf_printf(b, "Content-Transfer-Encoding: %s\r\n", eight ? "8bit" : "7bit");
+	core_buf_adds(b, "\r\nThis is a MIME-encapsulated message.\r\n\r\n");
+	return 0;
+}
 
-	/* ---- 1: for people ---- */
-	core_buf_printf(&b, "--%s\r\n", boundary);
-	core_buf_printf(&b,
+/* Part 1, for people. */
+static void put_notification(struct core_buf *b, const struct smtp_dsn *d, const char *boundary,
+			     bool eight)
+{
+	char v[SMTP_DSN_FIELD_MAX + 1];
+	size_t i;
+
+	core_buf_printf(b, "--%s\r\n", boundary);
+	core_buf_printf(b,
 			"Content-Description: Notification\r\n"
 			"Content-Type: text/plain; charset=%s\r\n"
 			"Content-Transfer-Encoding: %s\r\n\r\n",
 			eight ? "utf-8" : "us-ascii", eight ? "8bit" : "7bit");
-	core_buf_printf(&b, "This is the mail system at host %s.\r\n\r\n", d->reporting_mta);
-	if (failure) {
-		core_buf_adds(&b,
+	core_buf_printf(b, "This is the mail system at host %s.\r\n\r\n", d->reporting_mta);
+	if (d->kind == SMTP_DSN_FAILURE) {
+		core_buf_adds(b,
 			      "Your message could not be delivered to one or more recipients.\r\n"
 			      "The reasons are given below; the message headers are attached.\r\n");
 	} else {
 		char until[40];
 
 		core_buf_adds(
-			&b, "Your message has not yet been delivered to one or more recipients.\r\n"
-			    "This is only a warning: no action is required on your part.\r\n");
+			b, "Your message has not yet been delivered to one or more recipients.\r\n"
+			   "This is only a warning: no action is required on your part.\r\n");
 		if (d->retry_until)
-			core_buf_printf(&b, "Delivery will be retried until %s.\r\n",
+			core_buf_printf(b, "Delivery will be retried until %s.\r\n",
 					clock_rfc5322(d->retry_until, until, sizeof(until)));
 	}
-	core_buf_adds(&b, "\r\nFor help, please send mail to postmaster.\r\n\r\n");
+	core_buf_adds(b, "\r\nFor help, please send mail to postmaster.\r\n\r\n");
 	for (i = 0; i < d->nrcpts; i++) {
 		const struct smtp_dsn_rcpt *r = &d->rcpts[i];
 
@@ -280,57 +301,95 @@ int smtp_dsn_compose(const struct smtp_dsn *d, char **out, size_t *outlen, const
 		      r->reason       ? r->reason
 		      : r->diagnostic ? r->diagnostic
 				      : "no reason");
-		core_buf_printf(&b, "<%s>: %s\r\n", r->address, v);
+		core_buf_printf(b, "<%s>: %s\r\n", r->address, v);
 	}
-	core_buf_adds(&b, "\r\n");
+	core_buf_adds(b, "\r\n");
+}
 
-	/* ---- 2: for programs (RFC 3464 §2.2, §2.3) ---- */
-	core_buf_printf(&b, "--%s\r\n", boundary);
-	core_buf_adds(&b, "Content-Description: Delivery report\r\n"
-			  "Content-Type: message/delivery-status\r\n\r\n");
-	core_buf_printf(&b, "Reporting-MTA: dns; %s\r\n", d->reporting_mta);
+/* One recipient's fields in part 2 (RFC 3464 §2.3). */
+static void put_rcpt_status(struct core_buf *b, const struct smtp_dsn *d,
+			    const struct smtp_dsn_rcpt *r)
+{
+	bool failure = d->kind == SMTP_DSN_FAILURE;
+	char status[16], when[40];
+
+	core_buf_adds(b, "\r\n");
+	core_buf_printf(b, "Final-Recipient: rfc822; %s\r\n", r->address);
+	core_buf_printf(b, "Action: %s\r\n", failure ? "failed" : "delayed");
+	status_for(status, sizeof(status), r->status, failure ? '5' : '4');
+	core_buf_printf(b, "Status: %s\r\n", status);
+	if (r->remote_mta && r->remote_mta[0])
+		core_buf_printf(b, "Remote-MTA: dns; %s\r\n", r->remote_mta);
+	if (r->diagnostic && r->diagnostic[0]) {
+		char v[SMTP_DSN_FIELD_MAX + 1], dv[SMTP_DSN_FIELD_MAX + 8];
+
+		clean(v, sizeof(v), r->diagnostic);
+		snprintf(dv, sizeof(dv), "smtp; %s", v);
+		field(b, "Diagnostic-Code", dv);
+	}
+	if (r->last_attempt)
+		core_buf_printf(b, "Last-Attempt-Date: %s\r\n",
+				clock_rfc5322(r->last_attempt, when, sizeof(when)));
+	if (!failure && d->retry_until)
+		core_buf_printf(b, "Will-Retry-Until: %s\r\n",
+				clock_rfc5322(d->retry_until, when, sizeof(when)));
+}
+
+/* Part 2, for programs (RFC 3464 §2.2, §2.3). */
+static void put_delivery_status(struct core_buf *b, const struct smtp_dsn *d, const char *boundary)
+{
+	char v[SMTP_DSN_FIELD_MAX + 1], adate[40];
+	size_t i;
+
+	core_buf_printf(b, "--%s\r\n", boundary);
+	core_buf_adds(b, "Content-Description: Delivery report\r\n"
+			 "Content-Type: message/delivery-status\r\n\r\n");
+	core_buf_printf(b, "Reporting-MTA: dns; %s\r\n", d->reporting_mta);
 	if (d->queue_id)
-		core_buf_printf(&b, "X-Stsrelay-Queue-ID: %s\r\n", d->queue_id);
+		core_buf_printf(b, "X-Stsrelay-Queue-ID: %s\r\n", d->queue_id);
 	clean(v, sizeof(v), d->sender);
-	core_buf_printf(&b, "X-Stsrelay-Sender: rfc822; %s\r\n", v);
+	core_buf_printf(b, "X-Stsrelay-Sender: rfc822; %s\r\n", v);
 	if (d->arrival)
-		core_buf_printf(&b, "Arrival-Date: %s\r\n", adate);
-	for (i = 0; i < d->nrcpts; i++) {
-		const struct smtp_dsn_rcpt *r = &d->rcpts[i];
-		char when[40];
+		core_buf_printf(b, "Arrival-Date: %s\r\n",
+				clock_rfc5322(d->arrival, adate, sizeof(adate)));
+	for (i = 0; i < d->nrcpts; i++)
+		put_rcpt_status(b, d, &d->rcpts[i]);
+	core_buf_adds(b, "\r\n");
+}
 
-		core_buf_adds(&b, "\r\n");
-		core_buf_printf(&b, "Final-Recipient: rfc822; %s\r\n", r->address);
-		core_buf_printf(&b, "Action: %s\r\n", failure ? "failed" : "delayed");
-		status_for(status, sizeof(status), r->status, failure ? '5' : '4');
-		core_buf_printf(&b, "Status: %s\r\n", status);
-		if (r->remote_mta && r->remote_mta[0])
-			core_buf_printf(&b, "Remote-MTA: dns; %s\r\n", r->remote_mta);
-		if (r->diagnostic && r->diagnostic[0]) {
-			char dv[SMTP_DSN_FIELD_MAX + 8];
-
-			clean(v, sizeof(v), r->diagnostic);
-			snprintf(dv, sizeof(dv), "smtp; %s", v);
-			field(&b, "Diagnostic-Code", dv);
-		}
-		if (r->last_attempt)
-			core_buf_printf(&b, "Last-Attempt-Date: %s\r\n",
-					clock_rfc5322(r->last_attempt, when, sizeof(when)));
-		if (!failure && d->retry_until)
-			core_buf_printf(&b, "Will-Retry-Until: %s\r\n",
-					clock_rfc5322(d->retry_until, when, sizeof(when)));
-	}
-	core_buf_adds(&b, "\r\n");
-
-	/* ---- 3: the original headers ---- */
-	core_buf_printf(&b, "--%s\r\n", boundary);
-	core_buf_adds(&b, "Content-Description: Undelivered Message Headers\r\n"
-			  "Content-Type: text/rfc822-headers\r\n");
+/* Part 3, the original headers, and the closing boundary. */
+static void put_original_headers(struct core_buf *b, const struct smtp_dsn *d, size_t hlen,
+				 const char *boundary)
+{
+	core_buf_printf(b, "--%s\r\n", boundary);
+	core_buf_adds(b, "Content-Description: Undelivered Message Headers\r\n"
+			 "Content-Type: text/rfc822-headers\r\n");
 	if (eight_bit(d->headers, hlen))
-		core_buf_adds(&b, "Content-Transfer-Encoding: 8bit\r\n");
-	core_buf_adds(&b, "\r\n");
-	put_headers(&b, d->headers, hlen);
-	core_buf_printf(&b, "\r\n--%s--\r\n", boundary);
+		core_buf_adds(b, "Content-Transfer-Encoding: 8bit\r\n");
+	core_buf_adds(b, "\r\n");
+	put_headers(b, d->headers, hlen);
+	core_buf_printf(b, "\r\n--%s--\r\n", boundary);
+}
+
+int smtp_dsn_compose(const struct smtp_dsn *d, char **out, size_t *outlen, const char **err)
+{
+	struct core_buf b = CORE_BUF_INIT(SMTP_DSN_MAX - 1);
+	char boundary[96];
+	size_t hlen = d->headers ? d->headers_len : 0;
+	bool eight;
+
+	*out = NULL;
+	*outlen = 0;
+	if (dsn_check(d, err) != 0)
+		return -1;
+	eight = dsn_8bit(d, hlen);
+	if (make_boundary(d, hlen, boundary, sizeof(boundary), err) != 0)
+		return -1;
+	if (put_message_header(&b, d, boundary, eight, err) != 0)
+		goto fail;
+	put_notification(&b, d, boundary, eight);
+	put_delivery_status(&b, d, boundary);
+	put_original_headers(&b, d, hlen, boundary);
 
 	*out = core_buf_take(&b, outlen); /* NULL if any append above failed */
 	if (*out == NULL) {

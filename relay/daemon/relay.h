@@ -1,5 +1,5 @@
 /* The daemon's shared context: one libuv loop, the configuration, the
- * spool, and the delivery scheduler. Owned by relay/cli/serve.c. */
+ * spool, and the delivery scheduler. Owned by relay/daemon/lifecycle.c. */
 #ifndef STSRELAY_RELAY_H
 #define STSRELAY_RELAY_H
 

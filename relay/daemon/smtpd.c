@@ -43,15 +43,35 @@
 #define SMTPD_CLOSE_WAIT_MS 10000 /* a client that does not read its last reply */
 #define SMTPD_STOP_GRACE_MS 10000 /* on SIGTERM, sessions in DATA may finish */
 
+/* The session's states, the SMTP phases included (RFC 5321 §4.1.4's order:
+ * HELO, then MAIL, RCPT, DATA). CONNECTED to RCPT read commands. */
 enum smtpd_state {
-	SMTPD_S_CMD,     /* reading commands */
-	SMTPD_S_DATA,    /* reading the message text */
-	SMTPD_S_COMMIT,  /* message handed to group commit; input paused */
-	SMTPD_S_CLOSING, /* last reply being written, then close */
-	SMTPD_S_CLOSED   /* handles closing; freed from the close callback */
+	SMTPD_S_NEW,       /* handles made, nothing sent yet */
+	SMTPD_S_CONNECTED, /* 220 sent; no HELO/EHLO yet */
+	SMTPD_S_HELO,      /* greeted; no transaction */
+	SMTPD_S_MAIL,      /* MAIL FROM accepted; no recipient yet */
+	SMTPD_S_RCPT,      /* one or more recipients accepted */
+	SMTPD_S_DATA,      /* reading the message text */
+	SMTPD_S_COMMIT,    /* message handed to group commit; input paused */
+	SMTPD_S_CLOSING,   /* last reply being written, then close */
+	SMTPD_S_CLOSED     /* handles closing; freed from the close callback */
 };
 
-static const char *const state_names[] = { "CMD", "DATA", "COMMIT", "CLOSING", "CLOSED" };
+static const char *const state_names[] = { "NEW",  "CONNECTED", "HELO",    "MAIL",  "RCPT",
+					   "DATA", "COMMIT",    "CLOSING", "CLOSED" };
+
+/* What a session reacts to; every libuv callback and every call from the
+ * listener set becomes one of these, handled by session_event(). */
+enum smtpd_event {
+	SE_ACCEPTED,  /* status: 0, or the error that left it half made */
+	SE_READ,      /* new bytes in s->in */
+	SE_READ_END,  /* status: UV_EOF or a read error */
+	SE_WRITTEN,   /* status: the write's result */
+	SE_TIMEOUT,   /* the state's timer ran out */
+	SE_COMMITTED, /* status, err_no: group commit's answer */
+	SE_STOP,      /* graceful stop: idle sessions get 421 */
+	SE_STOP_GRACE /* the stop's grace period is over */
+};
 
 /* DATA decoding: position within the current line. Only CRLF "." CRLF ends
  * the data (RFC 5321 §4.1.1.4): a line begun after a bare LF (D_BOL_LF) never
@@ -95,17 +115,20 @@ struct smtpd_session {
 	uv_timer_t timer;
 	uv_write_t wreq;
 	int handles_open;
-	enum smtpd_state state;
+	enum smtpd_state state; /* changed only by session_enter() */
 	char ip[INET6_ADDRSTRLEN];
 	char client[INET6_ADDRSTRLEN + 16]; /* "unknown[ip]": no reverse DNS */
 	int relay_ok;
-	int dead; /* socket error: no more replies */
+	/* The session ends (socket error, last reply written, timeout): no
+	 * more replies, and session_event() closes it once the event at hand
+	 * is handled (OpenSMTPD's "free me" flag), so no code below a
+	 * callback ever runs on a session whose handles are closing. */
+	int free_me;
 	unsigned errors, ncommands;
 
-	/* HELO and transaction */
+	/* HELO and transaction; the phase is in state */
 	char helo[SMTP_DOMAIN_MAX + 1];
 	int esmtp;
-	int have_mail;
 	char sender[SMTP_PATH_MAX + 1];
 	char **rcpts;
 	size_t nrcpts, rcpt_cap;
@@ -139,7 +162,6 @@ struct reject_conn { /* connection over max_sessions */
 };
 
 static void session_process(struct smtpd_session *s);
-static void session_close(struct smtpd_session *s);
 static void maybe_stop_done(struct smtpd *sd);
 
 /* ---- output ---- */
@@ -151,7 +173,7 @@ static void session_flush(struct smtpd_session *s)
 	uv_buf_t b;
 	int rc;
 
-	if (s->writing || s->outlen == 0 || s->dead || s->state == SMTPD_S_CLOSED)
+	if (s->writing || s->outlen == 0 || s->free_me || s->state == SMTPD_S_CLOSED)
 		return;
 	memcpy(s->wbuf, s->out, s->outlen);
 	b = uv_buf_init(s->wbuf, (unsigned)s->outlen);
@@ -159,8 +181,7 @@ static void session_flush(struct smtpd_session *s)
 	rc = uv_write(&s->wreq, (uv_stream_t *)&s->tcp, &b, 1, on_write);
 	if (rc != 0) {
 		log_debug("smtpd %s: write: %s", s->client, uv_strerror(rc));
-		s->dead = 1;
-		session_close(s);
+		s->free_me = 1;
 		return;
 	}
 	s->writing = 1;
@@ -171,20 +192,21 @@ static void reply(struct smtpd_session *s, const char *fmt, ...)
 
 /* Appends one reply (CRLF added). Callers check room first (session_process
  * keeps SMTPD_REPLY_MAX free before each command); a reply that still does
- * not fit means a bug, and the session is closed rather than overrun. */
+ * not fit means a bug, and the session ends rather than overrun. */
 static void reply(struct smtpd_session *s, const char *fmt, ...)
 {
 	va_list ap;
 	size_t room = sizeof(s->out) - s->outlen;
 	int n;
 
+	if (s->free_me)
+		return;
 	va_start(ap, fmt);
 	n = vsnprintf(s->out + s->outlen, room, fmt, ap);
 	va_end(ap);
 	if (n < 0 || (size_t)n + 2 >= room) {
 		log_error("smtpd %s: reply buffer full", s->client);
-		s->dead = 1;
-		session_close(s);
+		s->free_me = 1;
 		return;
 	}
 	s->outlen += (size_t)n;
@@ -192,31 +214,36 @@ static void reply(struct smtpd_session *s, const char *fmt, ...)
 	s->outlen += 2;
 }
 
-/* ---- the state machine: the only place that changes s->state ---- */
+/* ---- the state machine ---- */
+
+static int reads_commands(enum smtpd_state st)
+{
+	return st >= SMTPD_S_CONNECTED && st <= SMTPD_S_RCPT;
+}
 
 static uint64_t state_timeout_ms(const struct smtpd_session *s, enum smtpd_state st)
 {
-	switch (st) {
-	case SMTPD_S_CMD:
+	if (reads_commands(st))
 		return s->sd->cmd_timeout_ms;
-	case SMTPD_S_DATA:
+	if (st == SMTPD_S_DATA)
 		return s->sd->data_timeout_ms;
-	case SMTPD_S_CLOSING:
+	if (st == SMTPD_S_CLOSING)
 		return SMTPD_CLOSE_WAIT_MS;
-	default:
-		return 0;
-	}
+	return 0;
 }
 
 static void on_timer(uv_timer_t *t);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+static void on_session_closed(uv_handle_t *h);
+static void transaction_reset(struct smtpd_session *s);
 
-/* Reading runs only while input can be consumed: in CMD with room for the
- * replies, or in DATA. Otherwise the kernel buffers hold the client back. */
+/* Reading runs only while input can be consumed: reading commands with
+ * room for the replies, or in DATA. Otherwise the kernel buffers hold the
+ * client back. */
 static void update_reading(struct smtpd_session *s)
 {
-	int want = (s->state == SMTPD_S_CMD || s->state == SMTPD_S_DATA) && !s->dead &&
+	int want = (reads_commands(s->state) || s->state == SMTPD_S_DATA) && !s->free_me &&
 		   s->inlen < sizeof(s->in) &&
 		   (s->state == SMTPD_S_DATA || sizeof(s->out) - s->outlen >= SMTPD_REPLY_MAX);
 
@@ -239,15 +266,43 @@ static void restart_timer(struct smtpd_session *s)
 		uv_timer_start(&s->timer, on_timer, ms, 0);
 }
 
+/* Tears the session down; its memory goes in on_session_closed. Called only
+ * through session_enter(), which session_event() alone calls with CLOSED. A
+ * session whose timer could not be made (handles_open 1) was never
+ * announced, so it leaves no disconnect line either. */
+static void session_teardown(struct smtpd_session *s, int timer_made)
+{
+	if (timer_made)
+		log_info("disconnect from %s commands=%u", s->client, s->ncommands);
+	transaction_reset(s); /* frees an unfinished writer: temp file removed */
+	if (s->reading)
+		uv_read_stop((uv_stream_t *)&s->tcp);
+	s->reading = 0;
+	uv_close((uv_handle_t *)&s->tcp, on_session_closed);
+	if (timer_made) {
+		uv_timer_stop(&s->timer);
+		uv_close((uv_handle_t *)&s->timer, on_session_closed);
+	}
+}
+
+/* The only place that changes s->state (after curl's smtp state() and
+ * smtp/client.c's enter()): logs old -> new, restarts the timer when the
+ * timeout changes kind (the command timeout runs from the last read, not
+ * from each new phase), starts or stops reading. */
 static void session_enter(struct smtpd_session *s, enum smtpd_state ns)
 {
-	if (s->state == SMTPD_S_CLOSED)
+	enum smtpd_state old = s->state;
+
+	if (old == SMTPD_S_CLOSED || old == ns)
 		return;
-	log_debug("smtpd %s: %s -> %s", s->client, state_names[s->state], state_names[ns]);
+	log_debug("smtpd %s: %s -> %s", s->client, state_names[old], state_names[ns]);
 	s->state = ns;
-	if (ns == SMTPD_S_CLOSED)
+	if (ns == SMTPD_S_CLOSED) {
+		session_teardown(s, s->handles_open == 2);
 		return;
-	restart_timer(s);
+	}
+	if (!(reads_commands(old) && reads_commands(ns)))
+		restart_timer(s);
 	update_reading(s);
 }
 
@@ -262,7 +317,6 @@ static void transaction_reset(struct smtpd_session *s)
 	free(s->rcpts);
 	s->rcpts = NULL;
 	s->nrcpts = s->rcpt_cap = 0;
-	s->have_mail = 0;
 	s->sender[0] = '\0';
 	if (s->w != NULL) {
 		queue_writer_free(s->w); /* an uncommitted file is unlinked */
@@ -280,13 +334,13 @@ static void transaction_reset(struct smtpd_session *s)
 /* A final reply and then close: state CLOSING, no more input. */
 static void reply_and_close(struct smtpd_session *s, const char *line)
 {
-	if (s->state == SMTPD_S_CLOSING || s->state == SMTPD_S_CLOSED)
+	if (s->free_me || s->state == SMTPD_S_CLOSING || s->state == SMTPD_S_CLOSED)
 		return;
 	reply(s, "%s", line);
 	session_enter(s, SMTPD_S_CLOSING);
 	session_flush(s);
 	if (!s->writing)
-		session_close(s);
+		s->free_me = 1;
 }
 
 static void log_reject(struct smtpd_session *s, const char *stage, const char *text, const char *to)
@@ -373,20 +427,20 @@ static void data_end(struct smtpd_session *s)
 		log_reject(s, "END-OF-MESSAGE", text, NULL);
 		reply(s, "%s", text);
 		transaction_reset(s);
-		session_enter(s, SMTPD_S_CMD);
+		session_enter(s, SMTPD_S_HELO);
 		return;
 	}
 	if (s->write_err != 0) {
 		log_reject(s, "END-OF-MESSAGE", strerror(s->write_err), NULL);
 		reply_write_error(s, s->write_err);
 		transaction_reset(s);
-		session_enter(s, SMTPD_S_CMD);
+		session_enter(s, SMTPD_S_HELO);
 		return;
 	}
 	if (commit_submit(s->sd->commit, s->w, on_commit, s) != 0) {
 		reply_write_error(s, ENOMEM);
 		transaction_reset(s);
-		session_enter(s, SMTPD_S_CMD);
+		session_enter(s, SMTPD_S_HELO);
 		return;
 	}
 	session_enter(s, SMTPD_S_COMMIT);
@@ -557,9 +611,11 @@ fail:
 	return -1;
 }
 
-static void on_commit(void *arg, int status, int err_no)
+/* Group commit's answer; the queue writer is the session's again. A
+ * session that ended meanwhile (free_me) gets no reply and is closed by
+ * session_event() when this returns. */
+static void commit_done(struct smtpd_session *s, int status, int err_no)
 {
-	struct smtpd_session *s = arg;
 	struct smtpd *sd = s->sd;
 
 	if (status == 0) {
@@ -575,27 +631,22 @@ static void on_commit(void *arg, int status, int err_no)
 		log_fields_c(LOG_C_QMGR, LOG_LVL_INFO, s->qid, LF_ADDR("from", s->sender),
 			     LF_INT("size", queue_writer_size(s->w)), LF_INT("nrcpt", s->nrcpts),
 			     LF_NOTE("queue active"), LF_END);
-		if (!s->dead)
-			reply(s, "250 2.0.0 Ok: queued as %s", s->qid);
+		reply(s, "250 2.0.0 Ok: queued as %s", s->qid);
 		if (sd->r->sched != NULL)
 			scheduler_add(sd->r->sched, s->qid);
 	} else {
 		log_error("%s: commit failed: %s", s->qid,
 			  err_no ? strerror(err_no) : "unknown error");
-		if (!s->dead)
-			reply_write_error(s, err_no);
+		reply_write_error(s, err_no);
 	}
 	transaction_reset(s);
-	if (s->dead) {
-		session_enter(s, SMTPD_S_CMD); /* leave COMMIT so close proceeds */
-		session_close(s);
+	if (s->free_me)
 		return;
-	}
 	if (sd->stopping) {
 		reply_and_close(s, "421 4.3.2 Service shutting down");
 		return;
 	}
-	session_enter(s, SMTPD_S_CMD);
+	session_enter(s, SMTPD_S_HELO);
 	session_process(s); /* pipelined commands after the final "." */
 }
 
@@ -635,12 +686,169 @@ static void count_error(struct smtpd_session *s)
 	}
 }
 
+/* A command out of sequence: 503, counted as an error. */
+static int out_of_sequence(struct smtpd_session *s, const char *text)
+{
+	reply(s, "%s", text);
+	count_error(s);
+	return 0;
+}
+
+/* The checks: is the command allowed in this phase? 1, or 0 after the reply. */
+
+static int check_mail(struct smtpd_session *s)
+{
+	if (s->state == SMTPD_S_CONNECTED)
+		return out_of_sequence(s, "503 5.5.1 Error: send HELO/EHLO first");
+	if (s->state != SMTPD_S_HELO)
+		return out_of_sequence(s, "503 5.5.1 Error: nested MAIL command");
+	return 1;
+}
+
+static int check_rcpt(struct smtpd_session *s)
+{
+	if (s->state < SMTPD_S_MAIL)
+		return out_of_sequence(s, "503 5.5.1 Error: need MAIL command");
+	return 1;
+}
+
+static int check_data(struct smtpd_session *s)
+{
+	if (s->state < SMTPD_S_MAIL)
+		return out_of_sequence(s, "503 5.5.1 Error: need MAIL command");
+	if (s->state == SMTPD_S_MAIL)
+		return out_of_sequence(s, "503 5.5.1 Error: need RCPT command");
+	return 1;
+}
+
+/* The proceeds: what an allowed command does; each sends its own reply. */
+
+static void proceed_helo(struct smtpd_session *s, const struct smtp_command *cmd)
+{
+	const struct config *cfg = &s->sd->r->cfg;
+
+	transaction_reset(s);
+	snprintf(s->helo, sizeof(s->helo), "%s", cmd->arg);
+	s->esmtp = cmd->verb == SMTP_CMD_EHLO;
+	session_enter(s, SMTPD_S_HELO);
+	if (!s->esmtp) {
+		reply(s, "250 %s", cfg->hostname);
+		return;
+	}
+	reply(s, "250-%s", cfg->hostname);
+	reply(s, "250-PIPELINING");
+	reply(s, "250-SIZE %llu", (unsigned long long)cfg->max_message_size);
+	reply(s, "250-8BITMIME");
+	reply(s, "250 ENHANCEDSTATUSCODES");
+}
+
+static void proceed_mail(struct smtpd_session *s, const struct smtp_command *cmd)
+{
+	char text[128];
+
+	if (cmd->smtputf8) {
+		reply(s, "555 5.5.4 SMTPUTF8 not supported");
+		return;
+	}
+	snprintf(s->sender, sizeof(s->sender), "%s", cmd->path);
+	if (cmd->has_size && cmd->size > s->sd->r->cfg.max_message_size) {
+		snprintf(text, sizeof(text), "552 5.3.4 Message size exceeds fixed limit");
+		log_reject(s, "MAIL", text, NULL); /* names the refused sender */
+		s->sender[0] = '\0';
+		reply(s, "%s", text);
+		return;
+	}
+	session_enter(s, SMTPD_S_MAIL);
+	reply(s, "250 2.1.0 Ok");
+}
+
+static void proceed_rcpt(struct smtpd_session *s, const struct smtp_command *cmd)
+{
+	const struct config *cfg = &s->sd->r->cfg;
+	char text[SMTP_PATH_MAX + 128], alias[SMTP_PATH_MAX + 1] = "";
+
+	if (!s->relay_ok) {
+		snprintf(text, sizeof(text), "554 5.7.1 <%s>: Relay access denied", cmd->path);
+		log_reject(s, "RCPT", text, cmd->path);
+		reply(s, "%s", text);
+	} else if (s->nrcpts >= QUEUE_MAX_RCPTS) {
+		reply(s, "452 4.5.3 Error: too many recipients");
+	} else if (smtp_address_local(cmd->path, cfg->hostname, cfg->alias_root, alias,
+				      sizeof(alias)) == SMTP_LOCAL_REFUSED) {
+		/* A local mailbox that nobody reads here would defer for days
+		 * and then bounce: refuse it now, saying how to fix it. */
+		snprintf(text, sizeof(text),
+			 "550 5.1.1 <%s>: Recipient address rejected: local recipient and no "
+			 "alias_root configured",
+			 cmd->path);
+		log_reject(s, "RCPT", text, cmd->path);
+		reply(s, "%s", text);
+	} else if (add_rcpt(s, alias[0] ? alias : cmd->path) != 0) {
+		reply(s, "452 4.3.1 Insufficient system resources");
+	} else {
+		session_enter(s, SMTPD_S_RCPT);
+		reply(s, "250 2.1.5 Ok");
+	}
+}
+
+static void proceed_data(struct smtpd_session *s, const struct smtp_command *cmd)
+{
+	(void)cmd;
+	if (data_start(s) != 0)
+		return; /* data_start replied */
+	reply(s, "354 End data with <CR><LF>.<CR><LF>");
+	session_enter(s, SMTPD_S_DATA);
+}
+
+static void proceed_rset(struct smtpd_session *s, const struct smtp_command *cmd)
+{
+	(void)cmd;
+	transaction_reset(s);
+	if (s->state != SMTPD_S_CONNECTED)
+		session_enter(s, SMTPD_S_HELO); /* RSET does not undo HELO */
+	reply(s, "250 2.0.0 Ok");
+}
+
+static void proceed_quit(struct smtpd_session *s, const struct smtp_command *cmd)
+{
+	(void)cmd;
+	reply_and_close(s, "221 2.0.0 Bye");
+}
+
+/* The commands (after OpenSMTPD's smtp_session.c table): check may refuse
+ * in this phase (NULL: allowed in every phase); proceed does the command,
+ * or, when NULL, the fixed reply is the whole answer. */
+static const struct command_entry {
+	enum smtp_verb verb;
+	int (*check)(struct smtpd_session *s);
+	void (*proceed)(struct smtpd_session *s, const struct smtp_command *cmd);
+	const char *reply;
+} commands[] = {
+	{ .verb = SMTP_CMD_HELO, .proceed = proceed_helo },
+	{ .verb = SMTP_CMD_EHLO, .proceed = proceed_helo },
+	{ .verb = SMTP_CMD_MAIL, .check = check_mail, .proceed = proceed_mail },
+	{ .verb = SMTP_CMD_RCPT, .check = check_rcpt, .proceed = proceed_rcpt },
+	{ .verb = SMTP_CMD_DATA, .check = check_data, .proceed = proceed_data },
+	{ .verb = SMTP_CMD_RSET, .proceed = proceed_rset },
+	{ .verb = SMTP_CMD_NOOP, .reply = "250 2.0.0 Ok" },
+	{ .verb = SMTP_CMD_QUIT, .proceed = proceed_quit },
+	{ .verb = SMTP_CMD_VRFY,
+	  .reply = "252 2.0.0 Cannot VRFY user; try RCPT to attempt delivery" },
+	{ .verb = SMTP_CMD_EXPN, .reply = "502 5.5.1 Error: EXPN not supported" },
+	{ .verb = SMTP_CMD_HELP,
+	  .reply = "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP" },
+	/* a local submission relay: clients are on mynetworks */
+	{ .verb = SMTP_CMD_STARTTLS, .reply = "502 5.5.1 Error: STARTTLS not supported" },
+	{ .verb = SMTP_CMD_AUTH, .reply = "502 5.5.1 Error: AUTH not supported" },
+	{ .verb = SMTP_CMD_BDAT, .reply = "502 5.5.1 Error: BDAT not supported (no CHUNKING)" },
+};
+
 static void handle_command(struct smtpd_session *s, const char *line, size_t len)
 {
-	struct smtpd *sd = s->sd;
+	const struct command_entry *c = NULL;
 	struct smtp_command cmd;
 	const char *reason;
-	char text[SMTP_PATH_MAX + 128], alias[SMTP_PATH_MAX + 1] = "";
+	size_t i;
 	int rc;
 
 	s->ncommands++;
@@ -651,117 +859,20 @@ static void handle_command(struct smtpd_session *s, const char *line, size_t len
 		count_error(s);
 		return;
 	}
-	switch (cmd.verb) {
-	case SMTP_CMD_EHLO:
-	case SMTP_CMD_HELO:
-		transaction_reset(s);
-		snprintf(s->helo, sizeof(s->helo), "%s", cmd.arg);
-		s->esmtp = cmd.verb == SMTP_CMD_EHLO;
-		if (!s->esmtp) {
-			reply(s, "250 %s", sd->r->cfg.hostname);
-			break;
-		}
-		reply(s, "250-%s", sd->r->cfg.hostname);
-		reply(s, "250-PIPELINING");
-		reply(s, "250-SIZE %llu", (unsigned long long)sd->r->cfg.max_message_size);
-		reply(s, "250-8BITMIME");
-		reply(s, "250 ENHANCEDSTATUSCODES");
-		break;
-	case SMTP_CMD_MAIL:
-		if (s->helo[0] == '\0') {
-			reply(s, "503 5.5.1 Error: send HELO/EHLO first");
-			count_error(s);
-		} else if (s->have_mail) {
-			reply(s, "503 5.5.1 Error: nested MAIL command");
-			count_error(s);
-		} else if (cmd.smtputf8) {
-			reply(s, "555 5.5.4 SMTPUTF8 not supported");
-		} else if (cmd.has_size && cmd.size > sd->r->cfg.max_message_size) {
-			snprintf(s->sender, sizeof(s->sender), "%s", cmd.path);
-			snprintf(text, sizeof(text), "552 5.3.4 Message size exceeds fixed limit");
-			log_reject(s, "MAIL", text, NULL);
-			s->sender[0] = '\0';
-			reply(s, "%s", text);
-		} else {
-			s->have_mail = 1;
-			snprintf(s->sender, sizeof(s->sender), "%s", cmd.path);
-			reply(s, "250 2.1.0 Ok");
-		}
-		break;
-	case SMTP_CMD_RCPT:
-		if (!s->have_mail) {
-			reply(s, "503 5.5.1 Error: need MAIL command");
-			count_error(s);
-		} else if (!s->relay_ok) {
-			snprintf(text, sizeof(text), "554 5.7.1 <%s>: Relay access denied",
-				 cmd.path);
-			log_reject(s, "RCPT", text, cmd.path);
-			reply(s, "%s", text);
-		} else if (s->nrcpts >= QUEUE_MAX_RCPTS) {
-			reply(s, "452 4.5.3 Error: too many recipients");
-		} else if (smtp_address_local(cmd.path, sd->r->cfg.hostname, sd->r->cfg.alias_root,
-					      alias, sizeof(alias)) == SMTP_LOCAL_REFUSED) {
-			/* A local mailbox that nobody reads here would defer for days
-			 * and then bounce: refuse it now, saying how to fix it. */
-			snprintf(
-				text, sizeof(text),
-				"550 5.1.1 <%s>: Recipient address rejected: local recipient and no "
-				"alias_root configured",
-				cmd.path);
-			log_reject(s, "RCPT", text, cmd.path);
-			reply(s, "%s", text);
-		} else if (add_rcpt(s, alias[0] ? alias : cmd.path) != 0) {
-			reply(s, "452 4.3.1 Insufficient system resources");
-		} else {
-			reply(s, "250 2.1.5 Ok");
-		}
-		break;
-	case SMTP_CMD_DATA:
-		if (!s->have_mail) {
-			reply(s, "503 5.5.1 Error: need MAIL command");
-			count_error(s);
-		} else if (s->nrcpts == 0) {
-			reply(s, "503 5.5.1 Error: need RCPT command");
-			count_error(s);
-		} else if (data_start(s) == 0) {
-			reply(s, "354 End data with <CR><LF>.<CR><LF>");
-			session_enter(s, SMTPD_S_DATA);
-		}
-		break;
-	case SMTP_CMD_RSET:
-		transaction_reset(s);
-		reply(s, "250 2.0.0 Ok");
-		break;
-	case SMTP_CMD_NOOP:
-		reply(s, "250 2.0.0 Ok");
-		break;
-	case SMTP_CMD_QUIT:
-		reply_and_close(s, "221 2.0.0 Bye");
-		break;
-	case SMTP_CMD_VRFY:
-		reply(s, "252 2.0.0 Cannot VRFY user; try RCPT to attempt delivery");
-		break;
-	case SMTP_CMD_EXPN:
-		reply(s, "502 5.5.1 Error: EXPN not supported");
-		break;
-	case SMTP_CMD_HELP:
-		reply(s, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP");
-		break;
-	case SMTP_CMD_STARTTLS:
-		/* a local submission relay: clients are on mynetworks */
-		reply(s, "502 5.5.1 Error: STARTTLS not supported");
-		break;
-	case SMTP_CMD_AUTH:
-		reply(s, "502 5.5.1 Error: AUTH not supported");
-		break;
-	case SMTP_CMD_BDAT:
-		reply(s, "502 5.5.1 Error: BDAT not supported (no CHUNKING)");
-		break;
-	default:
+	for (i = 0; i < sizeof(commands) / sizeof(commands[0]) && c == NULL; i++)
+		if (commands[i].verb == cmd.verb)
+			c = &commands[i];
+	if (c == NULL) {
 		reply(s, "500 5.5.2 Error: command not recognized");
 		count_error(s);
-		break;
+		return;
 	}
+	if (c->check != NULL && !c->check(s))
+		return;
+	if (c->proceed != NULL)
+		c->proceed(s, &cmd);
+	else
+		reply(s, "%s", c->reply);
 }
 
 /* Consumes as much buffered input as the state allows; pipelined commands
@@ -770,8 +881,8 @@ static void session_process(struct smtpd_session *s)
 {
 	size_t pos = 0;
 
-	while (pos < s->inlen) {
-		if (s->state == SMTPD_S_CMD) {
+	while (pos < s->inlen && !s->free_me) {
+		if (reads_commands(s->state)) {
 			const char *start = s->in + pos;
 			const char *lf;
 			size_t avail = s->inlen - pos, linelen;
@@ -811,23 +922,127 @@ static void session_process(struct smtpd_session *s)
 		} else if (s->state == SMTPD_S_DATA) {
 			pos += data_feed(s, s->in + pos, s->inlen - pos);
 		} else {
-			break; /* COMMIT waits for on_commit; CLOSING drops input */
+			break; /* COMMIT waits for commit_done; CLOSING drops input */
 		}
 	}
-	if (s->state == SMTPD_S_CLOSED)
-		return;
-	if (s->state == SMTPD_S_CLOSING)
-		pos = s->inlen;
-	else if (s->state == SMTPD_S_CMD && s->sd->stopping)
+	if (reads_commands(s->state) && s->sd->stopping)
 		reply_and_close(s, "421 4.3.2 Service shutting down"); /* DATA ended during stop */
-	if (s->state == SMTPD_S_CLOSED)
-		return;
+	if (s->free_me)
+		return; /* session_event() closes it */
 	if (s->state == SMTPD_S_CLOSING)
 		pos = s->inlen;
 	memmove(s->in, s->in + pos, s->inlen - pos);
 	s->inlen -= pos;
 	session_flush(s);
 	update_reading(s);
+}
+
+/* ---- events ---- */
+
+static void peer_name(uv_tcp_t *tcp, struct sockaddr_storage *ss, char *ip, size_t iplen);
+
+static void session_accepted(struct smtpd_session *s, int status)
+{
+	struct smtpd *sd = s->sd;
+	struct sockaddr_storage ss;
+
+	if (status != 0) {
+		s->free_me = 1;
+		return;
+	}
+	peer_name(&s->tcp, &ss, s->ip, sizeof(s->ip));
+	snprintf(s->client, sizeof(s->client), "unknown[%s]", s->ip);
+	s->relay_ok = ss.ss_family != 0 &&
+		      config_mynetworks_match(&sd->r->cfg, (const struct sockaddr *)&ss);
+	log_info("connect from %s", s->client);
+	reply(s, "220 %s ESMTP stsrelay", sd->r->cfg.hostname);
+	session_enter(s, SMTPD_S_CONNECTED);
+	session_flush(s);
+}
+
+static void session_read_end(struct smtpd_session *s, int status)
+{
+	if (s->state == SMTPD_S_DATA)
+		log_msg(LOG_LVL_INFO, s->qid, "lost connection after DATA (%llu bytes) from %s",
+			(unsigned long long)s->data_bytes, s->client);
+	else if (status != UV_EOF)
+		log_info("lost connection from %s: %s", s->client, uv_strerror(status));
+	s->free_me = 1;
+}
+
+static void session_written(struct smtpd_session *s, int status)
+{
+	if (status != 0) {
+		s->free_me = 1;
+		return;
+	}
+	if (s->state == SMTPD_S_CLOSING) {
+		session_flush(s);
+		if (!s->writing)
+			s->free_me = 1;
+		return;
+	}
+	session_process(s); /* input may have waited for reply room */
+}
+
+static void session_timeout(struct smtpd_session *s)
+{
+	if (s->state == SMTPD_S_CLOSING) {
+		s->free_me = 1;
+		return;
+	}
+	log_msg(LOG_LVL_INFO, s->qid[0] ? s->qid : NULL, "timeout after %s from %s",
+		s->state == SMTPD_S_DATA ? "DATA" : "command", s->client);
+	s->outlen = 0; /* pending replies were never read; the 421 fits */
+	reply_and_close(s, "421 4.4.2 Error: timeout exceeded");
+}
+
+/* The one dispatcher: every libuv callback and listener call reaches the
+ * session here, and here alone a session is closed. During COMMIT the
+ * queue writer belongs to the commit worker, so an ended session waits for
+ * SE_COMMITTED to give it back. */
+static void session_event(struct smtpd_session *s, enum smtpd_event ev, int status, int err_no)
+{
+	if (s->state == SMTPD_S_CLOSED)
+		return; /* e.g. a write cancelled by uv_close */
+	switch (ev) {
+	case SE_ACCEPTED:
+		session_accepted(s, status);
+		break;
+	case SE_READ:
+		restart_timer(s);
+		session_process(s);
+		break;
+	case SE_READ_END:
+		session_read_end(s, status);
+		break;
+	case SE_WRITTEN:
+		session_written(s, status);
+		break;
+	case SE_TIMEOUT:
+		session_timeout(s);
+		break;
+	case SE_COMMITTED:
+		commit_done(s, status, err_no);
+		break;
+	case SE_STOP:
+		if (reads_commands(s->state)) {
+			if (sizeof(s->out) - s->outlen < SMTPD_REPLY_MAX)
+				s->outlen = 0;
+			reply_and_close(s, "421 4.3.2 Service shutting down");
+		}
+		break;
+	case SE_STOP_GRACE:
+		if (s->state == SMTPD_S_COMMIT)
+			break; /* closed once committed */
+		if (s->state == SMTPD_S_DATA)
+			log_msg(LOG_LVL_INFO, s->qid,
+				"shutdown: dropping unfinished message from %s", s->client);
+		s->free_me = 1;
+		break;
+	}
+	if (s->free_me && (s->state != SMTPD_S_COMMIT || ev == SE_COMMITTED))
+		session_enter(s, SMTPD_S_CLOSED);
 }
 
 /* ---- libuv callbacks ---- */
@@ -848,19 +1063,11 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 	if (nread == 0)
 		return;
 	if (nread < 0) {
-		if (s->state == SMTPD_S_DATA)
-			log_msg(LOG_LVL_INFO, s->qid,
-				"lost connection after DATA (%llu bytes) from %s",
-				(unsigned long long)s->data_bytes, s->client);
-		else if (nread != UV_EOF)
-			log_info("lost connection from %s: %s", s->client, uv_strerror((int)nread));
-		s->dead = 1;
-		session_close(s);
+		session_event(s, SE_READ_END, (int)nread, 0);
 		return;
 	}
 	s->inlen += (size_t)nread;
-	restart_timer(s);
-	session_process(s);
+	session_event(s, SE_READ, 0, 0);
 }
 
 static void on_write(uv_write_t *req, int status)
@@ -868,35 +1075,17 @@ static void on_write(uv_write_t *req, int status)
 	struct smtpd_session *s = req->handle->data;
 
 	s->writing = 0;
-	if (s->state == SMTPD_S_CLOSED)
-		return;
-	if (status != 0) {
-		s->dead = 1;
-		session_close(s);
-		return;
-	}
-	if (s->state == SMTPD_S_CLOSING) {
-		session_flush(s);
-		if (!s->writing)
-			session_close(s);
-		return;
-	}
-	session_process(s); /* input may have waited for reply room */
+	session_event(s, SE_WRITTEN, status, 0);
 }
 
 static void on_timer(uv_timer_t *t)
 {
-	struct smtpd_session *s = t->data;
+	session_event(t->data, SE_TIMEOUT, 0, 0);
+}
 
-	if (s->state == SMTPD_S_CLOSING) {
-		s->dead = 1;
-		session_close(s);
-		return;
-	}
-	log_msg(LOG_LVL_INFO, s->qid[0] ? s->qid : NULL, "timeout after %s from %s",
-		s->state == SMTPD_S_DATA ? "DATA" : "command", s->client);
-	s->outlen = 0; /* pending replies were never read; the 421 fits */
-	reply_and_close(s, "421 4.4.2 Error: timeout exceeded");
+static void on_commit(void *arg, int status, int err_no)
+{
+	session_event(arg, SE_COMMITTED, status, err_no);
 }
 
 static void on_session_closed(uv_handle_t *h)
@@ -915,27 +1104,6 @@ static void on_session_closed(uv_handle_t *h)
 	sd->nsessions--;
 	free(s);
 	maybe_stop_done(sd);
-}
-
-/* Tears the session down. During COMMIT the writer belongs to the commit
- * worker: the session only notes it is dead, and on_commit closes it. */
-static void session_close(struct smtpd_session *s)
-{
-	if (s->state == SMTPD_S_CLOSED)
-		return;
-	if (s->state == SMTPD_S_COMMIT) {
-		s->dead = 1;
-		return;
-	}
-	log_info("disconnect from %s commands=%u", s->client, s->ncommands);
-	transaction_reset(s); /* frees an unfinished writer: temp file removed */
-	if (s->reading)
-		uv_read_stop((uv_stream_t *)&s->tcp);
-	s->reading = 0;
-	uv_timer_stop(&s->timer);
-	session_enter(s, SMTPD_S_CLOSED);
-	uv_close((uv_handle_t *)&s->tcp, on_session_closed);
-	uv_close((uv_handle_t *)&s->timer, on_session_closed);
 }
 
 static void on_reject_closed(uv_handle_t *h)
@@ -1003,7 +1171,7 @@ static void on_connection(uv_stream_t *server, int status)
 	struct listener *l = server->data;
 	struct smtpd *sd = l->sd;
 	struct smtpd_session *s;
-	struct sockaddr_storage ss;
+	int rc;
 
 	if (status != 0) {
 		log_warn("accept: %s", uv_strerror(status));
@@ -1028,38 +1196,19 @@ static void on_connection(uv_stream_t *server, int status)
 		free(s);
 		return;
 	}
-	if (uv_timer_init(sd->r->loop, &s->timer) != 0) {
-		/* only the tcp handle needs closing; reuse the close path */
-		s->handles_open = 1;
-		s->next = sd->sessions;
-		if (sd->sessions)
-			sd->sessions->prev = s;
-		sd->sessions = s;
-		sd->nsessions++;
-		s->state = SMTPD_S_CLOSED;
-		uv_close((uv_handle_t *)&s->tcp, on_session_closed);
-		return;
+	s->handles_open = 1;
+	rc = uv_timer_init(sd->r->loop, &s->timer);
+	if (rc == 0) {
+		s->handles_open = 2;
+		rc = uv_accept(server, (uv_stream_t *)&s->tcp);
 	}
-	s->handles_open = 2;
+	/* counted even if half made: stop waits for its handles to close */
 	s->next = sd->sessions;
 	if (sd->sessions)
 		sd->sessions->prev = s;
 	sd->sessions = s;
 	sd->nsessions++;
-	s->state = SMTPD_S_CMD;
-	if (uv_accept(server, (uv_stream_t *)&s->tcp) != 0) {
-		s->dead = 1;
-		session_close(s);
-		return;
-	}
-	peer_name(&s->tcp, &ss, s->ip, sizeof(s->ip));
-	snprintf(s->client, sizeof(s->client), "unknown[%s]", s->ip);
-	s->relay_ok = ss.ss_family != 0 &&
-		      config_mynetworks_match(&sd->r->cfg, (const struct sockaddr *)&ss);
-	log_info("connect from %s", s->client);
-	reply(s, "220 %s ESMTP stsrelay", sd->r->cfg.hostname);
-	session_enter(s, SMTPD_S_CMD);
-	session_flush(s);
+	session_event(s, SE_ACCEPTED, rc, 0);
 }
 
 /* ---- listener set ---- */
@@ -1201,13 +1350,7 @@ static void on_stop_grace(uv_timer_t *t)
 
 	for (s = sd->sessions; s != NULL; s = next) {
 		next = s->next;
-		if (s->state == SMTPD_S_COMMIT)
-			continue; /* on_commit closes it */
-		if (s->state == SMTPD_S_DATA)
-			log_msg(LOG_LVL_INFO, s->qid,
-				"shutdown: dropping unfinished message from %s", s->client);
-		s->dead = 1;
-		session_close(s);
+		session_event(s, SE_STOP_GRACE, 0, 0);
 	}
 }
 
@@ -1225,11 +1368,7 @@ void smtpd_stop(struct smtpd *sd, void (*done)(void *arg), void *arg)
 	close_listeners(sd);
 	for (s = sd->sessions; s != NULL; s = next) {
 		next = s->next;
-		if (s->state == SMTPD_S_CMD) {
-			if (sizeof(s->out) - s->outlen < SMTPD_REPLY_MAX)
-				s->outlen = 0;
-			reply_and_close(s, "421 4.3.2 Service shutting down");
-		}
+		session_event(s, SE_STOP, 0, 0);
 	}
 	if (sd->nsessions > 0 && uv_timer_init(sd->r->loop, &sd->stop_timer) == 0) {
 		sd->stop_timer.data = sd;

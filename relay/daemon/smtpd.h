@@ -22,7 +22,7 @@ struct smtpd;
 int smtpd_bind(struct relay *r, struct smtpd **out, char *err, size_t errlen);
 
 /* Starts accepting; committed messages go through c and are announced to
- * r->sched. */
+ * r->sched. 0, or -1 with err set (a listen address in use). */
 int smtpd_listen(struct smtpd *sd, struct commit *c, char *err, size_t errlen);
 
 /* Graceful stop: closes the listeners, answers idle sessions with 421,

@@ -365,30 +365,156 @@ static int split_fields(const char *h, size_t len, struct field *f, size_t max, 
 	return 0;
 }
 
+/* The "bh=" value: base64 of the SHA-256 of the relaxed body. 0, or -1. */
+static int body_hash(const char *body, size_t len, struct core_buf *bh)
+{
+	unsigned char digest[EVP_MAX_MD_SIZE];
+	unsigned int dlen = 0;
+	size_t blen;
+	char *cbody = dkim_canon_body_relaxed(body, len, &blen);
+	int rc = -1;
+
+	if (cbody != NULL && EVP_Digest(cbody, blen, digest, &dlen, EVP_sha256(), NULL) == 1 &&
+	    core_buf_add_b64(bh, digest, dlen, 0, NULL) == 0)
+		rc = 0;
+	free(cbody);
+	return rc;
+}
+
+/* Header fields to sign, each name taking the last unused instance (RFC
+ * 6376 §5.4.2): canonicalized into hdata, their names (lower case) into
+ * names, colon-separated. 0, or -1 with err set. */
+static int add_signed_headers(struct field *fields, size_t nfields, const char *headers,
+			      struct core_buf *hdata, struct core_buf *names, char *err,
+			      size_t errlen)
+{
+	const char *p = headers;
+
+	while (*p != '\0') {
+		const char *e = strchr(p, ':');
+		size_t nl = e ? (size_t)(e - p) : strlen(p);
+		size_t j;
+
+		for (j = nfields; nl > 0 && j-- > 0;) {
+			size_t clen;
+			char *canon;
+
+			if (fields[j].used || fields[j].namelen != nl ||
+			    strncasecmp(fields[j].p, p, nl) != 0)
+				continue;
+			fields[j].used = true;
+			canon = dkim_canon_header_relaxed(fields[j].p, fields[j].len, &clen);
+			if (canon == NULL) {
+				snprintf(err, errlen, "out of memory");
+				return -1;
+			}
+			core_buf_add(hdata, canon, clen);
+			core_buf_add(hdata, "\r\n", 2);
+			free(canon);
+			if (core_buf_len(names) > 0)
+				core_buf_add(names, ":", 1);
+			for (size_t c = 0; c < nl; c++) {
+				char lc = (char)tolower((unsigned char)p[c]);
+
+				core_buf_add(names, &lc, 1);
+			}
+			break;
+		}
+		p = e ? e + 1 : p + nl;
+	}
+	if (core_buf_len(names) == 0 || core_buf_error(names) != 0) {
+		snprintf(err, errlen, "none of the headers to sign is present");
+		return -1;
+	}
+	return 0;
+}
+
+/* h= on lines of at most ~70 characters, split after a colon. */
+static void add_h_tag(struct core_buf *out, const char *hlist)
+{
+	size_t col = 12, s = 0, i;
+
+	for (i = 0; hlist[i] != '\0'; i++) {
+		if (hlist[i] == ':') {
+			size_t n = i + 1 - s;
+
+			if (col + n > 70) {
+				core_buf_adds(out, "\r\n\t ");
+				col = 2;
+			}
+			core_buf_add(out, hlist + s, n);
+			col += n;
+			s = i + 1;
+		}
+	}
+	if (col + (i - s) > 70)
+		core_buf_adds(out, "\r\n\t ");
+	core_buf_add(out, hlist + s, i - s);
+}
+
+/* The signature field as it will be sent, up to its empty b=. Folding
+ * points are WSP that relaxed canonicalization turns into one SP, so the
+ * signed text is exactly what verifiers reconstruct. */
+static void add_sig_field(struct core_buf *out, const struct dkim_key *k, int64_t t,
+			  const char *hlist, const char *bh)
+{
+	char tbuf[32];
+
+	snprintf(tbuf, sizeof(tbuf), "%" PRId64, t);
+	core_buf_adds(out, "DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=");
+	core_buf_adds(out, k->domain);
+	core_buf_adds(out, "; s=");
+	core_buf_adds(out, k->selector);
+	core_buf_adds(out, ";\r\n\tt=");
+	core_buf_adds(out, tbuf);
+	core_buf_adds(out, "; h=");
+	add_h_tag(out, hlist);
+	core_buf_adds(out, ";\r\n\tbh=");
+	core_buf_adds(out, bh);
+	core_buf_adds(out, ";\r\n\tb=");
+}
+
+/* rsa-sha256 over data: *raw malloc'd, *rawlen its length. 0, or -1. */
+static int rsa_sign(const struct dkim_key *k, const char *data, size_t len, unsigned char **raw,
+		    size_t *rawlen)
+{
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	int rc = -1;
+
+	*raw = NULL;
+	*rawlen = 0;
+	if (ctx == NULL || EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, k->pkey) != 1 ||
+	    EVP_DigestSign(ctx, NULL, rawlen, (const unsigned char *)data, len) != 1 ||
+	    (*raw = malloc(*rawlen)) == NULL ||
+	    EVP_DigestSign(ctx, *raw, rawlen, (const unsigned char *)data, len) != 1)
+		goto out;
+	rc = 0;
+out:
+	if (rc != 0) {
+		free(*raw);
+		*raw = NULL;
+	}
+	EVP_MD_CTX_free(ctx);
+	return rc;
+}
+
 int dkim_sign(const struct dkim_key *k, const char *msg, size_t len, const char *headers, int64_t t,
 	      char **sig, char *err, size_t errlen)
 {
 	struct field *fields = NULL;
-	size_t nfields = 0, hlen, blen, i, siglen = 0;
-	const char *sep = NULL;
-	char *cbody = NULL, *hlist = NULL, *canon = NULL;
-	unsigned char digest[EVP_MAX_MD_SIZE], *rawsig = NULL;
-	unsigned int dlen = 0;
+	size_t nfields = 0, hlen, siglen = 0, clen;
+	const char *sep;
+	char *hlist = NULL, *canon = NULL;
+	unsigned char *rawsig = NULL;
 	/* the signature header is small: a MiB is far more than it needs */
 	struct core_buf hdata = CORE_BUF_INIT(DKIM_BUF_MAX), out = CORE_BUF_INIT(DKIM_BUF_MAX),
 			names = CORE_BUF_INIT(DKIM_BUF_MAX), bh = CORE_BUF_INIT(DKIM_BUF_MAX);
-	EVP_MD_CTX *ctx = NULL;
-	char tbuf[32];
 	int rc = -1;
 
 	*sig = NULL;
 	if (headers == NULL)
 		headers = DKIM_DEFAULT_HEADERS;
-	for (i = 0; i + 3 < len; i++)
-		if (memcmp(msg + i, "\r\n\r\n", 4) == 0) {
-			sep = msg + i;
-			break;
-		}
+	sep = memmem(msg, len, "\r\n\r\n", 4);
 	if (sep == NULL) {
 		snprintf(err, errlen, "message has no header/body separator");
 		return -1;
@@ -403,125 +529,33 @@ int dkim_sign(const struct dkim_key *k, const char *msg, size_t len, const char 
 		snprintf(err, errlen, "malformed or too many header fields");
 		goto out;
 	}
-
-	/* body hash */
-	cbody = dkim_canon_body_relaxed(sep + 4, len - hlen - 2, &blen);
-	if (cbody == NULL || EVP_Digest(cbody, blen, digest, &dlen, EVP_sha256(), NULL) != 1 ||
-	    core_buf_add_b64(&bh, digest, dlen, 0, NULL) != 0) {
+	if (body_hash(sep + 4, len - hlen - 2, &bh) != 0) {
 		snprintf(err, errlen, "body hash failed");
 		goto out;
 	}
-
-	/* Header fields to sign, each name taking the last unused instance
-	 * (RFC 6376 §5.4.2), canonicalized into the data to be signed. */
-	{
-		const char *p = headers;
-
-		while (*p != '\0') {
-			const char *e = strchr(p, ':');
-			size_t nl = e ? (size_t)(e - p) : strlen(p);
-			size_t j;
-
-			for (j = nfields; nl > 0 && j-- > 0;) {
-				size_t clen;
-
-				if (fields[j].used || fields[j].namelen != nl ||
-				    strncasecmp(fields[j].p, p, nl) != 0)
-					continue;
-				fields[j].used = true;
-				canon = dkim_canon_header_relaxed(fields[j].p, fields[j].len,
-								  &clen);
-				if (canon == NULL) {
-					snprintf(err, errlen, "out of memory");
-					goto out;
-				}
-				core_buf_add(&hdata, canon, clen);
-				core_buf_add(&hdata, "\r\n", 2);
-				free(canon);
-				canon = NULL;
-				if (core_buf_len(&names) > 0)
-					core_buf_add(&names, ":", 1);
-				for (size_t c = 0; c < nl; c++) {
-					char lc = (char)tolower((unsigned char)p[c]);
-
-					core_buf_add(&names, &lc, 1);
-				}
-				break;
-			}
-			p = e ? e + 1 : p + nl;
-		}
-	}
-	if (core_buf_len(&names) == 0 || core_buf_error(&names) != 0) {
-		snprintf(err, errlen, "none of the headers to sign is present");
+	if (add_signed_headers(fields, nfields, headers, &hdata, &names, err, errlen) != 0)
 		goto out;
-	}
 	hlist = core_buf_take(&names, NULL);
 	if (hlist == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto out;
 	}
-
-	/* The signature field as it will be sent, with an empty b=. Folding
-	 * points are WSP that relaxed canonicalization turns into one SP, so
-	 * the signed text is exactly what verifiers reconstruct. */
-	snprintf(tbuf, sizeof(tbuf), "%" PRId64, t);
-	core_buf_adds(&out, "DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=");
-	core_buf_adds(&out, k->domain);
-	core_buf_adds(&out, "; s=");
-	core_buf_adds(&out, k->selector);
-	core_buf_adds(&out, ";\r\n\tt=");
-	core_buf_adds(&out, tbuf);
-	core_buf_adds(&out, "; h=");
-	{
-		/* h= on lines of at most ~70 characters, split after a colon */
-		size_t col = 12, s = 0;
-
-		for (i = 0; hlist[i] != '\0'; i++) {
-			if (hlist[i] == ':') {
-				size_t n = i + 1 - s;
-
-				if (col + n > 70) {
-					core_buf_adds(&out, "\r\n\t ");
-					col = 2;
-				}
-				core_buf_add(&out, hlist + s, n);
-				col += n;
-				s = i + 1;
-			}
-		}
-		if (col + (i - s) > 70)
-			core_buf_adds(&out, "\r\n\t ");
-		core_buf_add(&out, hlist + s, i - s);
-	}
-	core_buf_adds(&out, ";\r\n\tbh=");
-	core_buf_adds(&out, core_buf_str(&bh));
-	core_buf_adds(&out, ";\r\n\tb=");
+	add_sig_field(&out, k, t, hlist, core_buf_str(&bh));
 	if (core_buf_error(&out) != 0) {
 		snprintf(err, errlen, "out of memory");
 		goto out;
 	}
-	{
-		size_t clen;
-
-		canon = dkim_canon_header_relaxed(core_buf_str(&out), core_buf_len(&out), &clen);
-		if (canon == NULL) {
-			snprintf(err, errlen, "out of memory");
-			goto out;
-		}
-		core_buf_add(&hdata, canon, clen); /* last, without a CRLF (§3.7) */
+	canon = dkim_canon_header_relaxed(core_buf_str(&out), core_buf_len(&out), &clen);
+	if (canon == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto out;
 	}
+	core_buf_add(&hdata, canon, clen); /* last, without a CRLF (§3.7) */
 	if (core_buf_error(&hdata) != 0) {
 		snprintf(err, errlen, "out of memory");
 		goto out;
 	}
-
-	ctx = EVP_MD_CTX_new();
-	if (ctx == NULL || EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, k->pkey) != 1 ||
-	    EVP_DigestSign(ctx, NULL, &siglen, (const unsigned char *)core_buf_str(&hdata),
-			   core_buf_len(&hdata)) != 1 ||
-	    (rawsig = malloc(siglen)) == NULL ||
-	    EVP_DigestSign(ctx, rawsig, &siglen, (const unsigned char *)core_buf_str(&hdata),
-			   core_buf_len(&hdata)) != 1) {
+	if (rsa_sign(k, core_buf_str(&hdata), core_buf_len(&hdata), &rawsig, &siglen) != 0) {
 		snprintf(err, errlen, "RSA signing failed");
 		goto out;
 	}
@@ -535,9 +569,7 @@ int dkim_sign(const struct dkim_key *k, const char *msg, size_t len, const char 
 	}
 	rc = 0;
 out:
-	EVP_MD_CTX_free(ctx);
 	free(fields);
-	free(cbody);
 	free(rawsig);
 	free(hlist);
 	free(canon);

@@ -711,11 +711,145 @@ static size_t policy_prefix_len(const char *key)
 	return i;
 }
 
+/* One "failure-details" entry (RFC 8460 §4.4) from a group's key parts. */
+static json_t *failure_detail(const char *q[K_COUNT], uint64_t count, bool *ok)
+{
+	json_t *fd = json_object();
+
+	if (fd == NULL)
+		return NULL;
+	put(fd, "result-type", json_string(q[K_RESULT]), ok);
+	if (known(q[K_SIP]))
+		put(fd, "sending-mta-ip", json_string(q[K_SIP]), ok);
+	if (known(q[K_MXHOST]))
+		put(fd, "receiving-mx-hostname", json_string(q[K_MXHOST]), ok);
+	if (known(q[K_MXIP]))
+		put(fd, "receiving-ip", json_string(q[K_MXIP]), ok);
+	put(fd, "failed-session-count", json_integer((json_int_t)count), ok);
+	if (known(q[K_REASON]))
+		put(fd, "failure-reason-code", json_string(q[K_REASON]), ok);
+	return fd;
+}
+
+/* Counts the groups from i on whose key starts with the same policy part
+ * (plen bytes) into *succ and *fail, and their failure-details into
+ * details. Returns the index after the last one taken (where a failure
+ * stopped the walk, with *ok false). */
+static size_t add_groups(const struct tlsrpt_day *d, size_t i, size_t plen, json_t *details,
+			 uint64_t *succ, uint64_t *fail, bool *ok)
+{
+	const char *key = d->sorted[i].key;
+	json_t *prev_fd = NULL;
+	size_t j;
+
+	for (j = i;
+	     j < d->n && strncmp(d->sorted[j].key, key, plen) == 0 && d->sorted[j].key[plen] == SEP;
+	     j++) {
+		const char *q[K_COUNT] = { NULL };
+		json_t *fd;
+		char *copy;
+		size_t np;
+
+		/* failure-details are grouped by result type, sending IP, MX
+		 * host and IP only (RFC 8460 §4.4): groups that differ just in
+		 * the reason text are adjacent in key order and add up into
+		 * one entry that keeps the first reason. */
+		if (prev_fd != NULL && j > i &&
+		    same_detail(d->sorted[j - 1].key, d->sorted[j].key)) {
+			json_int_t c = json_integer_value(
+				json_object_get(prev_fd, "failed-session-count"));
+
+			c += (json_int_t)d->sorted[j].count;
+			*fail += d->sorted[j].count;
+			if (json_object_set_new(prev_fd, "failed-session-count", json_integer(c)) !=
+			    0)
+				*ok = false;
+			continue;
+		}
+
+		copy = strdup(d->sorted[j].key);
+		if (copy == NULL) {
+			*ok = false;
+			break;
+		}
+		np = split_key(copy, q);
+		if (strcmp(q[K_RESULT], "success") == 0) {
+			*succ += d->sorted[j].count;
+			free(copy);
+			continue;
+		}
+		*fail += d->sorted[j].count;
+		fd = np == K_COUNT ? failure_detail(q, d->sorted[j].count, ok) : NULL;
+		free(copy);
+		if (fd == NULL) {
+			*ok = false;
+			break;
+		}
+		if (json_array_append_new(details, fd) != 0)
+			*ok = false;
+		prev_fd = fd;
+	}
+	return j;
+}
+
+/* One entry of "policies": the policy of group i, and the summary and
+ * failure-details of every group sharing it. NULL if out of memory;
+ * *next is the group to look at after them. */
+static json_t *policy_entry(const struct tlsrpt_day *d, size_t i, size_t *next, bool *ok)
+{
+	const char *key = d->sorted[i].key;
+	const char *parts[K_COUNT] = { NULL };
+	uint64_t succ = 0, fail = 0;
+	json_t *entry = json_object(), *summary = json_object(), *details = json_array();
+	char *copy = strdup(key);
+	size_t j;
+
+	if (entry == NULL || summary == NULL || details == NULL || copy == NULL) {
+		json_decref(entry);
+		json_decref(summary);
+		json_decref(details);
+		free(copy);
+		return NULL;
+	}
+	split_key(copy, parts);
+	put(entry, "policy", policy_object(d, parts, ok), ok);
+	free(copy);
+	j = add_groups(d, i, policy_prefix_len(key), details, &succ, &fail, ok);
+	put(summary, "total-successful-session-count", json_integer((json_int_t)succ), ok);
+	put(summary, "total-failure-session-count", json_integer((json_int_t)fail), ok);
+	put(entry, "summary", summary, ok);
+	if (json_array_size(details) > 0)
+		put(entry, "failure-details", details, ok);
+	else
+		json_decref(details);
+	*next = j > i ? j : i + 1;
+	return entry;
+}
+
+/* The report's fields before "policies" (RFC 8460 §4.3). */
+static void put_report_meta(json_t *rep, const struct tlsrpt_day *d, const struct tlsrpt_meta *meta,
+			    const char *rid, bool *ok)
+{
+	json_t *range = json_object();
+	char start[32], end[32];
+
+	clock_rfc3339(d->start, start, sizeof(start));
+	clock_rfc3339(d->start + 86399, end, sizeof(end));
+	put(rep, "organization-name", json_string(meta->org_name), ok);
+	if (range != NULL) {
+		put(range, "start-datetime", json_string(start), ok);
+		put(range, "end-datetime", json_string(end), ok);
+	}
+	put(rep, "date-range", range, ok);
+	put(rep, "contact-info", json_string(meta->contact), ok);
+	put(rep, "report-id", json_string(rid), ok);
+}
+
 json_t *tlsrpt_report_build(const struct tlsrpt_day *d, const char *domain,
 			    const struct tlsrpt_meta *meta)
 {
-	json_t *rep = NULL, *policies = NULL, *range = NULL;
-	char start[32], end[32], rid[600];
+	json_t *rep = NULL, *policies = NULL;
+	char rid[600];
 	const char *submitter = tlsrpt_submitter(meta->contact);
 	size_t dl = strlen(domain), i;
 	bool ok = true;
@@ -723,119 +857,24 @@ json_t *tlsrpt_report_build(const struct tlsrpt_day *d, const char *domain,
 	if (tlsrpt_report_id(d->day, domain, submitter, rid, sizeof(rid)) != 0)
 		return NULL;
 	rep = json_object();
-	range = json_object();
 	policies = json_array();
-	if (rep == NULL || range == NULL || policies == NULL)
+	if (rep == NULL || policies == NULL)
 		goto fail;
-	clock_rfc3339(d->start, start, sizeof(start));
-	clock_rfc3339(d->start + 86399, end, sizeof(end));
-	put(rep, "organization-name", json_string(meta->org_name), &ok);
-	put(range, "start-datetime", json_string(start), &ok);
-	put(range, "end-datetime", json_string(end), &ok);
-	put(rep, "date-range", range, &ok);
-	range = NULL;
-	put(rep, "contact-info", json_string(meta->contact), &ok);
-	put(rep, "report-id", json_string(rid), &ok);
-
+	put_report_meta(rep, d, meta, rid, &ok);
 	i = 0;
 	while (i < d->n) {
 		const char *key = d->sorted[i].key;
-		size_t plen, j;
-		uint64_t succ = 0, fail = 0;
-		json_t *entry, *summary, *details, *prev_fd;
-		char *copy;
-		const char *parts[K_COUNT] = { NULL };
+		json_t *entry;
 
 		if (strncmp(key, domain, dl) != 0 || key[dl] != SEP) {
 			i++;
 			continue;
 		}
-		plen = policy_prefix_len(key);
-		entry = json_object();
-		summary = json_object();
-		details = json_array();
-		copy = strdup(key);
-		if (entry == NULL || summary == NULL || details == NULL || copy == NULL) {
-			json_decref(entry);
-			json_decref(summary);
-			json_decref(details);
-			free(copy);
+		entry = policy_entry(d, i, &i, &ok);
+		if (entry == NULL)
 			goto fail;
-		}
-		split_key(copy, parts);
-		put(entry, "policy", policy_object(d, parts, &ok), &ok);
-		free(copy);
-		/* every group of this domain with the same policy */
-		prev_fd = NULL;
-		for (j = i; j < d->n && strncmp(d->sorted[j].key, key, plen) == 0 &&
-			    d->sorted[j].key[plen] == SEP;
-		     j++) {
-			const char *q[K_COUNT] = { NULL };
-			json_t *fd;
-			size_t np;
-
-			/* failure-details are grouped by result type, sending IP, MX
-			 * host and IP only (RFC 8460 §4.4): groups that differ just in
-			 * the reason text are adjacent in key order and add up into
-			 * one entry that keeps the first reason. */
-			if (prev_fd != NULL && j > i &&
-			    same_detail(d->sorted[j - 1].key, d->sorted[j].key)) {
-				json_int_t c = json_integer_value(
-					json_object_get(prev_fd, "failed-session-count"));
-
-				c += (json_int_t)d->sorted[j].count;
-				fail += d->sorted[j].count;
-				if (json_object_set_new(prev_fd, "failed-session-count",
-							json_integer(c)) != 0)
-					ok = false;
-				continue;
-			}
-
-			copy = strdup(d->sorted[j].key);
-			if (copy == NULL) {
-				ok = false;
-				break;
-			}
-			np = split_key(copy, q);
-			if (strcmp(q[K_RESULT], "success") == 0) {
-				succ += d->sorted[j].count;
-				free(copy);
-				continue;
-			}
-			fail += d->sorted[j].count;
-			fd = json_object();
-			if (fd == NULL || np != K_COUNT) {
-				json_decref(fd);
-				free(copy);
-				ok = false;
-				break;
-			}
-			put(fd, "result-type", json_string(q[K_RESULT]), &ok);
-			if (known(q[K_SIP]))
-				put(fd, "sending-mta-ip", json_string(q[K_SIP]), &ok);
-			if (known(q[K_MXHOST]))
-				put(fd, "receiving-mx-hostname", json_string(q[K_MXHOST]), &ok);
-			if (known(q[K_MXIP]))
-				put(fd, "receiving-ip", json_string(q[K_MXIP]), &ok);
-			put(fd, "failed-session-count",
-			    json_integer((json_int_t)d->sorted[j].count), &ok);
-			if (known(q[K_REASON]))
-				put(fd, "failure-reason-code", json_string(q[K_REASON]), &ok);
-			if (json_array_append_new(details, fd) != 0)
-				ok = false;
-			prev_fd = fd;
-			free(copy);
-		}
-		put(summary, "total-successful-session-count", json_integer((json_int_t)succ), &ok);
-		put(summary, "total-failure-session-count", json_integer((json_int_t)fail), &ok);
-		put(entry, "summary", summary, &ok);
-		if (json_array_size(details) > 0)
-			put(entry, "failure-details", details, &ok);
-		else
-			json_decref(details);
 		if (json_array_append_new(policies, entry) != 0)
 			ok = false;
-		i = j > i ? j : i + 1;
 	}
 	if (json_array_size(policies) == 0)
 		goto fail;
@@ -846,7 +885,6 @@ json_t *tlsrpt_report_build(const struct tlsrpt_day *d, const char *domain,
 	return rep;
 fail:
 	json_decref(rep);
-	json_decref(range);
 	json_decref(policies);
 	return NULL;
 }
