@@ -4,6 +4,7 @@
 #include "sts/engine.h"
 #include "relay/core/clock.h"
 #include "relay/core/log.h"
+#include "relay/core/metrics.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -235,6 +236,8 @@ static void lookup_finish(struct sts_lookup *l)
 			refresh_done(e, l);
 		sts_verdict_free(v);
 	} else {
+		if (!v->cancelled)
+			metrics_inc(METRICS_STS_DECISIONS, sts_decision_name(v->decision));
 		l->cb(l->arg, v);
 	}
 	free(l);

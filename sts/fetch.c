@@ -3,6 +3,7 @@
 #include "sts/fetch.h"
 #include "relay/net/http.h"
 #include "relay/core/clock.h"
+#include "relay/core/metrics.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -129,6 +130,10 @@ static void job_finish(struct fetch_job *j, struct sts_fetch_result *res)
 	job_unlink(j);
 	if (res->status == STS_FETCH_OK)
 		res->result_type = SMTP_TLS_RESULT_SUCCESS;
+	if (res->status != STS_FETCH_CANCELLED)
+		metrics_inc(METRICS_POLICY_FETCHES,
+			    res->status == STS_FETCH_OK ? "success"
+							: smtp_tls_result_name(res->result_type));
 	res->fetched_at = clock_now();
 	while (j->waiters != NULL) {
 		struct sts_fetch_waiter *w = j->waiters;

@@ -23,6 +23,7 @@
 #include "relay/daemon/commit.h"
 #include "relay/daemon/control.h"
 #include "relay/core/log.h"
+#include "relay/daemon/metrics_http.h"
 #include "relay/daemon/notify.h"
 #include "relay/daemon/pickup.h"
 #include "relay/daemon/relay.h"
@@ -40,6 +41,7 @@ struct serve {
 	struct commit *commit;
 	struct pickup *pickup;
 	struct control *control;
+	struct metrics_http *metrics; /* NULL: metrics_listen is off */
 	uv_signal_t sig[3];
 	int nsig;
 	int exit_code;
@@ -59,6 +61,9 @@ static void on_scheduler_stopped(void *arg)
 {
 	struct serve *sv = arg;
 
+	/* /healthz answered "stopping" while sessions and deliveries ended */
+	metrics_http_close(sv->metrics);
+	sv->metrics = NULL;
 	close_signals(sv); /* the last handles: uv_run returns */
 }
 
@@ -148,6 +153,9 @@ static void reload(struct serve *sv)
 		log_warn("reload: spool_dir changed; takes effect after a restart");
 	if (strcmp(nc->user, cur->user) != 0)
 		log_warn("reload: user changed; takes effect after a restart");
+	if (memcmp(&nc->metrics_listen.sa, &cur->metrics_listen.sa,
+		   sizeof(nc->metrics_listen.sa)) != 0)
+		log_warn("reload: metrics_listen changed; takes effect after a restart");
 	/* The resolver, the TLS trust store and the MTA-STS engine are built once
 	 * at start (c-ares cannot swap servers under queries in flight). */
 	if (nc->ndns_servers != cur->ndns_servers ||
@@ -164,6 +172,7 @@ static void reload(struct serve *sv)
 	nc->nlisten = cur->nlisten;
 	memcpy(nc->spool_dir, cur->spool_dir, sizeof(nc->spool_dir));
 	memcpy(nc->user, cur->user, sizeof(nc->user));
+	nc->metrics_listen = cur->metrics_listen;
 	*cur = *nc;
 	free(nc);
 	setup_logging(cur);
@@ -539,6 +548,8 @@ static int start_privileged(struct serve *sv, long *drop_gid, char *err, size_t 
 		return code;
 	if (smtpd_bind(&sv->r, &sv->smtpd, err, errlen) != 0)
 		return EX_OSERR;
+	if (metrics_http_start(&sv->r, &sv->metrics, err, errlen) != 0)
+		return EX_OSERR;
 	gr = getgrnam(DROP_GROUP);
 	*drop_gid = gr ? (long)gr->gr_gid : -1;
 	if (sv->r.cfg.user[0] == '\0')
@@ -654,6 +665,7 @@ static void abort_start(struct serve *sv, const char *err)
 		control_close(sv->control);
 	if (sv->commit != NULL)
 		commit_close(sv->commit);
+	metrics_http_close(sv->metrics);
 	if (sv->r.tlsrpt != NULL)
 		tlsrpt_daemon_stop(sv->r.tlsrpt, NULL, NULL);
 	if (sv->smtpd != NULL) {

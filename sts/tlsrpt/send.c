@@ -11,6 +11,7 @@
 
 #include "relay/core/clock.h"
 #include "relay/core/log.h"
+#include "relay/core/metrics.h"
 #include "sts/tlsrpt/tlsrpt.h"
 #include "sts/txt.h"
 
@@ -64,9 +65,15 @@ static void job_enter(struct tlsrpt_job *j, enum job_state st)
 	j->state = st;
 }
 
+/* The line of one rua's outcome, and its count in tlsrpt_reports_total
+ * (status: the line's word, sent, deferred or skipped). */
 static void log_rua(const struct tlsrpt_job *j, enum log_level lvl, const char *qid,
 		    const char *status, const char *reason)
 {
+	metrics_inc2(METRICS_TLSRPT_REPORTS,
+		     strncmp(j->rua_key, "mailto:", 7) == 0 ? METRICS_TRANSPORT_MAILTO
+							    : METRICS_TRANSPORT_HTTPS,
+		     status);
 	log_fields(lvl, qid, LF_STR("tlsrpt", j->domain), LF_STR("day", j->day),
 		   LF_STR("rua", j->rua_key), LF_STATUS(status, reason), LF_END);
 }
