@@ -29,7 +29,7 @@ struct acq;
 struct sts_fleet {
 	uv_loop_t *loop;
 	struct redis *redis;
-	const char *node;
+	char node[64];
 	uint64_t lock_ms;
 	struct sts_shared table;
 	struct acq *acqs;
@@ -346,7 +346,7 @@ int sts_fleet_new(uv_loop_t *loop, struct redis *redis, const char *node, uint64
 		return -1;
 	f->loop = loop;
 	f->redis = redis;
-	f->node = node;
+	snprintf(f->node, sizeof(f->node), "%s", node);
 	f->lock_ms = (fetch_timeout_ms ? fetch_timeout_ms : 30000) + LOCK_EXTRA_MS;
 	f->table.ctx = f;
 	f->table.acquire = acquire;

@@ -34,8 +34,8 @@
 
 struct sts_fleet;
 
-/* redis and node (the name written into locks) must outlive the fleet;
- * fetch_timeout_ms is the fetcher's (sts_fetch_timeout). 0 or -1. */
+/* redis must outlive the fleet; node is the name written into locks
+ * (copied); fetch_timeout_ms is the fetcher's (sts_fetch_timeout). 0 or -1. */
 int sts_fleet_new(uv_loop_t *loop, struct redis *redis, const char *node, uint64_t fetch_timeout_ms,
 		  struct sts_fleet **out);
 
