@@ -3,6 +3,7 @@
 #define LOG_COMPONENT LOG_C_QMGR /* program name in logs, see relay/core/log.h */
 #include "relay/daemon/scheduler.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -70,6 +71,52 @@ struct rlog {
 	char reason[QUEUE_ERROR_MAX + 112];
 };
 
+/*
+ * The I/O life cycle of a message: what of its files is in flight in the
+ * thread pool (relay/daemon/statesave.h). m->io is written by io_enter()
+ * alone, and only these steps exist:
+ *
+ *   IDLE -> SAVING         a change (persist): save a snapshot of the states
+ *   IDLE -> REMOVING       the same, when every recipient is final and no
+ *                          delivery runs: remove the message instead
+ *   SAVING -> SAVING_DIRTY a change while the save runs: one more follows it
+ *   SAVING*, REMOVING -> IDLE   done; SAVING_DIRTY then saves (or removes)
+ *                          again at once, a failed removal saves (REMOVING
+ *                          done well frees m)
+ *   IDLE -> DELETED        the administrator's delete: removed on the loop
+ *   SAVING*, REMOVING -> DELETE_NEXT  the same while a save or removal runs
+ *   DELETE_NEXT -> DELETING -> DELETED  its removal follows the one in flight
+ *   DELETED                m is freed once the last delivery has returned
+ *
+ * Ordering invariant, which makes a crash cost a repeat, never a loss:
+ * 1. At most one save or removal of a message is in flight (they share
+ *    tmp/ID.state); what changes meanwhile waits for it and is coalesced.
+ *    The administrator's removal comes after the one in flight, never
+ *    beside it.
+ * 2. A DSN is committed (settle, on the loop) before the save that marks
+ *    its recipients bounced is submitted: a crash between them repeats the
+ *    bounce, never loses it.
+ * 3. The per-recipient log lines of an attempt are written when the save
+ *    covering them has returned (io_logs), never before.
+ * 4. The removal is submitted only when every recipient is final and no
+ *    delivery of the message runs, and only from IDLE: after the last save.
+ * 5. Rescheduling (the heap, the domain queues) never waits for the disk:
+ *    memory is ahead of it, which only matters after a crash, when the
+ *    attempt is repeated (at-least-once).
+ * 6. m is freed only with nothing in flight: no delivery (busy == 0) and
+ *    no I/O (a removal that succeeded, or DELETED).
+ */
+enum msg_io {
+	IO_IDLE,         /* nothing in flight */
+	IO_SAVING,       /* a save of the states in flight */
+	IO_SAVING_DIRTY, /* ... and m changed since its snapshot */
+	IO_REMOVING,     /* the finished message's removal in flight */
+	/* deleted by the administrator: unlinked from every index */
+	IO_DELETE_NEXT, /* a save or removal still in flight; the removal follows */
+	IO_DELETING,    /* the administrator's removal in flight */
+	IO_DELETED,     /* files removed; freed when no delivery runs */
+};
+
 struct sdomain;
 struct scheduler;
 
@@ -86,19 +133,13 @@ struct smsg {
 	struct queue_envelope env;
 	unsigned char *inflight;  /* per recipient */
 	unsigned busy;            /* deliveries running */
-	bool deleted;             /* unlinked from every index; free when idle */
 	bool admin_bounce;        /* `queue bounce`: finish once idle */
 	struct smsg *prev, *next; /* every live message */
 	struct smsg *hnext;       /* id hash chain */
 	size_t heap_i;            /* NO_HEAP when nothing is due */
 	int64_t due_ms;
 	struct swait *waits;
-	/* persistence, see statesave.h */
-	bool io_busy;                   /* a save or removal in flight */
-	bool io_dirty;                  /* changed since that snapshot */
-	bool io_removing;               /* the one in flight is a removal */
-	bool io_force_save;             /* removal failed: save instead */
-	bool remove_after_io;           /* deleted while a save was in flight */
+	enum msg_io io;                 /* persistence, see "the I/O life cycle" */
 	struct rlog *logs, **logs_tail; /* not yet covered by a submitted save */
 	struct rlog *io_logs;           /* covered by the one in flight */
 };
@@ -686,16 +727,54 @@ static const char *expiry_status(const char *last)
 
 /* ---- persistence (relay/daemon/statesave.h) ---- */
 
+static bool io_deleted(const struct smsg *m)
+{
+	return m->io >= IO_DELETE_NEXT;
+}
+
+/* Whether the life cycle has the step from -> to (see enum msg_io). */
+static bool io_step_exists(enum msg_io from, enum msg_io to)
+{
+	switch (from) {
+	case IO_IDLE:
+		return to == IO_SAVING || to == IO_REMOVING || to == IO_DELETED;
+	case IO_SAVING:
+		return to == IO_IDLE || to == IO_SAVING_DIRTY || to == IO_DELETE_NEXT;
+	case IO_SAVING_DIRTY:
+	case IO_REMOVING:
+		return to == IO_IDLE || to == IO_DELETE_NEXT;
+	case IO_DELETE_NEXT:
+		return to == IO_DELETING || to == IO_DELETED;
+	case IO_DELETING:
+		return to == IO_DELETED;
+	case IO_DELETED:
+		break;
+	}
+	return false;
+}
+
+/* The only writer of m->io. A step the life cycle lacks is a bug: the
+ * test build stops at it, the daemon says so and goes on. */
+static void io_enter(struct smsg *m, enum msg_io to)
+{
+	if (!io_step_exists(m->io, to)) {
+		log_msg(LOG_LVL_ERROR, m->env.id, "scheduler bug: I/O step %d -> %d", (int)m->io,
+			(int)to);
+		assert(!"a step the I/O life cycle lacks");
+	}
+	m->io = to;
+}
+
 static void maybe_free_deleted(struct scheduler *s, struct smsg *m)
 {
-	if (!m->deleted || m->busy > 0 || m->io_busy)
+	if (m->io != IO_DELETED || m->busy > 0)
 		return;
 	flush_logs(m, m->logs);
 	msg_free(m);
 	maybe_finish_stop(s);
 }
 
-static void start_io(struct scheduler *s, struct smsg *m);
+static void io_start(struct scheduler *s, struct smsg *m, bool force_save);
 
 static void on_io_done(void *arg, int status, int err_no)
 {
@@ -703,39 +782,36 @@ static void on_io_done(void *arg, int status, int err_no)
 	struct scheduler *s = m->s;
 	struct rlog *logs = m->io_logs;
 
-	m->io_busy = false;
 	m->io_logs = NULL;
-	if (m->remove_after_io) {
+	switch (m->io) {
+	case IO_DELETE_NEXT:
 		/* deleted by the administrator while a save ran: now the files go */
-		m->remove_after_io = false;
 		flush_logs(m, logs);
 		rlogs_free(logs);
-		m->io_removing = true;
-		m->io_busy = true;
+		io_enter(m, IO_DELETING);
 		if (statesave_remove(s->ss, m->env.id, on_io_done, m) != 0) {
-			m->io_busy = false;
 			if (queue_remove(s->r->queue, m->env.id) != 0)
 				log_msg(LOG_LVL_ERROR, m->env.id, "delete failed");
+			io_enter(m, IO_DELETED);
 		}
 		maybe_free_deleted(s, m);
 		return;
-	}
-	if (m->deleted) {
-		if (m->io_removing && status != 0 && err_no != ENOENT)
+	case IO_DELETING:
+		if (status != 0 && err_no != ENOENT)
 			log_msg(LOG_LVL_ERROR, m->env.id, "delete failed: %s", strerror(err_no));
 		flush_logs(m, logs);
 		rlogs_free(logs);
+		io_enter(m, IO_DELETED);
 		maybe_free_deleted(s, m);
 		return;
-	}
-	if (m->io_removing) {
+	case IO_REMOVING:
 		flush_logs(m, logs);
 		rlogs_free(logs);
 		if (status != 0) {
 			log_msg(LOG_LVL_ERROR, m->env.id, "cannot remove the finished message: %s",
 				strerror(err_no));
-			m->io_force_save = true;
-			start_io(s, m);
+			io_enter(m, IO_IDLE);
+			io_start(s, m, true);
 			return;
 		}
 		log_msg(LOG_LVL_INFO, m->env.id, "removed");
@@ -743,34 +819,43 @@ static void on_io_done(void *arg, int status, int err_no)
 		msg_free(m);
 		maybe_finish_stop(s);
 		return;
-	}
-	if (status != 0)
-		log_msg(LOG_LVL_ERROR, m->env.id,
-			"cannot save recipient states (a restart repeats this attempt): %s",
-			strerror(err_no));
-	flush_logs(m, logs);
-	rlogs_free(logs);
-	if (m->io_dirty)
-		start_io(s, m); /* may free m */
-	else
+	case IO_SAVING:
+	case IO_SAVING_DIRTY:
+		if (status != 0)
+			log_msg(LOG_LVL_ERROR, m->env.id,
+				"cannot save recipient states (a restart repeats this attempt): %s",
+				strerror(err_no));
+		flush_logs(m, logs);
+		rlogs_free(logs);
+		if (m->io == IO_SAVING_DIRTY) {
+			io_enter(m, IO_IDLE);
+			io_start(s, m, false); /* may free m */
+			return;
+		}
+		io_enter(m, IO_IDLE);
 		maybe_finish_stop(s);
+		return;
+	case IO_IDLE:
+	case IO_DELETED:
+		break; /* nothing was in flight */
+	}
+	assert(!"on_io_done without I/O in flight");
 }
 
-/* Submits the save (or, all final and idle, the removal) of m's state. May
- * free m (only when the thread pool is out of memory and the removal is
- * done right here). */
-static void start_io(struct scheduler *s, struct smsg *m)
+/* IDLE: submits the save of m's states, or, when every recipient is final
+ * and no delivery runs, the removal of m (force_save: a removal has just
+ * failed, save instead). May free m (only when the thread pool is out of
+ * memory and the removal is done right here). */
+static void io_start(struct scheduler *s, struct smsg *m, bool force_save)
 {
+	bool remove = m->busy == 0 && all_final(m) && !force_save;
 	int rc;
 
-	m->io_dirty = false;
 	m->io_logs = m->logs;
 	m->logs = NULL;
 	m->logs_tail = &m->logs;
-	m->io_busy = true;
-	m->io_removing = m->busy == 0 && all_final(m) && !m->io_force_save;
-	m->io_force_save = false;
-	if (m->io_removing)
+	io_enter(m, remove ? IO_REMOVING : IO_SAVING);
+	if (remove)
 		rc = statesave_remove(s->ss, m->env.id, on_io_done, m);
 	else
 		rc = statesave_save(s->ss, &m->env, on_io_done, m);
@@ -778,20 +863,30 @@ static void start_io(struct scheduler *s, struct smsg *m)
 		return;
 	/* Out of memory for the request: do it here, on the loop, as before. */
 	errno = 0;
-	if (m->io_removing)
+	if (remove)
 		rc = queue_remove(s->r->queue, m->env.id);
 	else
 		rc = queue_save_state(s->r->queue, &m->env);
 	on_io_done(m, rc, rc != 0 ? errno : 0);
 }
 
+/* m's recipient states changed in memory: make the disk follow. */
 static void persist(struct scheduler *s, struct smsg *m)
 {
-	if (m->io_busy) {
-		m->io_dirty = true; /* the next save after this one covers it */
+	switch (m->io) {
+	case IO_IDLE:
+		io_start(s, m, false);
+		return;
+	case IO_SAVING:
+		io_enter(m, IO_SAVING_DIRTY); /* the next save after this one covers it */
+		return;
+	case IO_SAVING_DIRTY:
+	case IO_REMOVING: /* done well: nothing left to save; failed: it saves */
+	case IO_DELETE_NEXT:
+	case IO_DELETING:
+	case IO_DELETED:
 		return;
 	}
-	start_io(s, m);
 }
 
 static void bounce_admin(struct smsg *m, struct bounce_list *bl)
@@ -927,7 +1022,7 @@ static void on_delivery_done(void *arg, const struct delivery_result *res)
 		if (res->rcpts[i].index < m->env.nrcpts)
 			m->inflight[res->rcpts[i].index] = 0;
 
-	if (m->deleted) {
+	if (io_deleted(m)) {
 		maybe_free_deleted(s, m); /* already unlinked and removed from the spool */
 	} else {
 		apply_result(s, m, res, &bl);
@@ -1331,17 +1426,18 @@ int scheduler_delete(struct scheduler *s, const char *id)
 
 	if (m == NULL)
 		return -1;
-	if (m->io_busy) {
+	if (m->io != IO_IDLE) {
 		/* A save of this id is running: the removal follows it (the two
 		 * must not race, see statesave.h). */
-		m->remove_after_io = true;
+		io_enter(m, IO_DELETE_NEXT);
 	} else if (queue_remove(s->r->queue, id) != 0) {
 		log_msg(LOG_LVL_ERROR, id, "delete failed");
 		return -1;
+	} else {
+		io_enter(m, IO_DELETED);
 	}
 	log_msg(LOG_LVL_INFO, id, "removed (deleted by the administrator)");
 	msg_unlink(s, m);
-	m->deleted = true;
 	if (m->busy > 0) {
 		/* An in-flight delivery still points at m: it is freed when the
 		 * last one reports back (the open file keeps its data readable). */
