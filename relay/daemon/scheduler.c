@@ -35,9 +35,14 @@
  * once when a domain is ready); a pass runs at most PASS_BUDGET messages and
  * then yields to the loop.
  *
+ * The queue is reached through a queue backend (queue/backend.h: the spool
+ * in the daemon, queue/ram.h in the unit tests), deliveries through a
+ * struct scheduler_delivery (relay/daemon/delivery.h in the daemon).
+ *
  * Durability: recipient states are saved (queue_save_state) and finished
  * messages removed (queue_remove) in the thread pool through
- * relay/daemon/statesave.h, batched per loop turn; at most one such operation per
+ * relay/daemon/statesave.h, batched per loop turn (the I/O life cycle,
+ * enum msg_io, says in which order); at most one such operation per
  * message is in flight (they share tmp/ID.state) and later changes are
  * coalesced into the next one. The per-recipient log lines of an attempt
  * are written when the save covering them has returned, so no line says
@@ -158,13 +163,15 @@ struct job {
 	struct scheduler *s;
 	struct smsg *m;
 	struct sdomain *dom;
-	struct delivery *d;
+	void *d; /* the delivery, for abort */
 	struct job *prev, *next;
 };
 
 struct scheduler {
 	struct relay *r;
-	struct delivery_ctx *dc;
+	struct queue_backend qb; /* the spool, or queue/ram.h in tests */
+	const struct scheduler_delivery *dv;
+	void *dc; /* dv's context */
 	struct statesave *ss;
 	uv_timer_t timer;
 	uv_timer_t stop_timer;
@@ -702,7 +709,8 @@ static void settle(struct scheduler *s, struct smsg *m, struct bounce_list *bl)
 		int rc;
 
 		fix_pointers(bl);
-		rc = bounce_enqueue(s->r->queue, s->r->cfg.hostname, &m->env, bl->r, bl->n, new_id);
+		rc = bounce_enqueue_backend(&s->qb, s->r->cfg.hostname, &m->env, bl->r, bl->n,
+					    new_id);
 		if (rc == 1)
 			scheduler_add_loaded(s, new_id);
 		else if (rc == 0)
@@ -790,7 +798,7 @@ static void on_io_done(void *arg, int status, int err_no)
 		rlogs_free(logs);
 		io_enter(m, IO_DELETING);
 		if (statesave_remove(s->ss, m->env.id, on_io_done, m) != 0) {
-			if (queue_remove(s->r->queue, m->env.id) != 0)
+			if (s->qb.ops->remove(s->qb.q, m->env.id) != 0)
 				log_msg(LOG_LVL_ERROR, m->env.id, "delete failed");
 			io_enter(m, IO_DELETED);
 		}
@@ -864,9 +872,9 @@ static void io_start(struct scheduler *s, struct smsg *m, bool force_save)
 	/* Out of memory for the request: do it here, on the loop, as before. */
 	errno = 0;
 	if (remove)
-		rc = queue_remove(s->r->queue, m->env.id);
+		rc = s->qb.ops->remove(s->qb.q, m->env.id);
 	else
-		rc = queue_save_state(s->r->queue, &m->env);
+		rc = s->qb.ops->save_state(s->qb.q, &m->env);
 	on_io_done(m, rc, rc != 0 ? errno : 0);
 }
 
@@ -1052,7 +1060,7 @@ static int start_job(struct scheduler *s, struct smsg *m, struct sdomain *dom, c
 	j->s = s;
 	j->m = m;
 	j->dom = dom;
-	if (delivery_start(s->dc, &m->env, dom->name, idx, n, on_delivery_done, j, &j->d) != 0) {
+	if (s->dv->start(s->dc, &m->env, dom->name, idx, n, on_delivery_done, j, &j->d) != 0) {
 		free(j);
 		return -1;
 	}
@@ -1247,6 +1255,58 @@ static void arm(struct scheduler *s)
 	uv_timer_start(&s->timer, on_timer, (uint64_t)wait, 0);
 }
 
+/* ---- the deliveries of relay/daemon/delivery.h ---- */
+
+static int smtp_ctx_new(struct relay *r, void *arg, void **ctx, char *err, size_t errlen)
+{
+	struct delivery_ctx *dc = NULL;
+
+	if (delivery_ctx_new(r, &dc, err, errlen) != 0)
+		return -1;
+	*ctx = dc;
+	return 0;
+}
+
+static int smtp_start(void *ctx, const struct queue_envelope *env, const char *domain,
+		      const size_t *idx, size_t n, delivery_done_cb done, void *arg, void **handle)
+{
+	struct delivery *d = NULL;
+	int rc = delivery_start(ctx, env, domain, idx, n, done, arg, &d);
+
+	*handle = d;
+	return rc;
+}
+
+static void smtp_abort(void *handle)
+{
+	delivery_abort(handle);
+}
+
+static void smtp_close_idle(void *ctx)
+{
+	delivery_ctx_close_idle(ctx);
+}
+
+static void smtp_ctx_free(void *ctx)
+{
+	delivery_ctx_free(ctx);
+}
+
+const struct scheduler_delivery scheduler_delivery_smtp = {
+	.ctx_new = smtp_ctx_new,
+	.start = smtp_start,
+	.abort = smtp_abort,
+	.close_idle = smtp_close_idle,
+	.ctx_free = smtp_ctx_free,
+};
+
+static void dv_free(struct scheduler *s)
+{
+	if (s->dc != NULL)
+		s->dv->ctx_free(s->dc);
+	s->dc = NULL;
+}
+
 /* ---- public ---- */
 
 static int load_message(struct scheduler *s, const char *id)
@@ -1260,7 +1320,7 @@ static int load_message(struct scheduler *s, const char *id)
 	m->s = s;
 	m->heap_i = NO_HEAP;
 	m->logs_tail = &m->logs;
-	if (queue_load(s->r->queue, id, &m->env, err, sizeof(err)) != 0) {
+	if (s->qb.ops->load(s->qb.q, id, &m->env, err, sizeof(err)) != 0) {
 		/* unreadable: leave it on disk for the operator, do not touch */
 		log_msg(LOG_LVL_ERROR, id, "cannot load queued message: %s", err);
 		free(m);
@@ -1298,6 +1358,14 @@ static void scheduler_add_loaded(struct scheduler *s, const char *id)
 
 int scheduler_new(struct relay *r, struct scheduler **out)
 {
+	struct queue_backend qb = queue_backend_spool(r->queue);
+
+	return scheduler_new_with(r, &qb, &scheduler_delivery_smtp, NULL, out);
+}
+
+int scheduler_new_with(struct relay *r, const struct queue_backend *qb,
+		       const struct scheduler_delivery *dv, void *dv_arg, struct scheduler **out)
+{
 	struct scheduler *s = calloc(1, sizeof(*s));
 	char(*ids)[QUEUE_ID_LEN + 1] = NULL;
 	char err[512];
@@ -1307,6 +1375,8 @@ int scheduler_new(struct relay *r, struct scheduler **out)
 	if (s == NULL)
 		return -1;
 	s->r = r;
+	s->qb = *qb;
+	s->dv = dv;
 	s->by_id = calloc(MSG_BUCKETS, sizeof(*s->by_id));
 	s->doms = calloc(DOM_BUCKETS, sizeof(*s->doms));
 	if (s->by_id == NULL || s->doms == NULL) {
@@ -1315,7 +1385,7 @@ int scheduler_new(struct relay *r, struct scheduler **out)
 		free(s);
 		return -1;
 	}
-	if (statesave_new(r->loop, r->queue, &s->ss) != 0) {
+	if (statesave_new_backend(r->loop, &s->qb, &s->ss) != 0) {
 		log_error("scheduler: cannot set up state saving");
 		free(s->by_id);
 		free(s->doms);
@@ -1334,11 +1404,11 @@ int scheduler_new(struct relay *r, struct scheduler **out)
 		goto fail;
 	}
 	ntimers++;
-	if (delivery_ctx_new(r, &s->dc, err, sizeof(err)) != 0) {
+	if (dv->ctx_new(r, dv_arg, &s->dc, err, sizeof(err)) != 0) {
 		log_error("scheduler: %s", err);
 		goto fail;
 	}
-	if (queue_scan(r->queue, &ids, &n) != 0) {
+	if (s->qb.ops->scan(s->qb.q, &ids, &n) != 0) {
 		log_error("scheduler: cannot scan the queue");
 		goto fail;
 	}
@@ -1362,8 +1432,7 @@ fail:
 		uv_close((uv_handle_t *)&s->timer, NULL);
 	if (ntimers > 1)
 		uv_close((uv_handle_t *)&s->stop_timer, NULL);
-	delivery_ctx_free(s->dc);
-	s->dc = NULL;
+	dv_free(s);
 	statesave_close(s->ss);
 	s->ss = NULL;
 	/* the timers live in s: freed after the loop has closed them */
@@ -1386,6 +1455,11 @@ static void flush_one(struct scheduler *s, struct smsg *m)
 		if (!is_final(m->env.rcpts[i].status))
 			m->env.rcpts[i].next_try = 0;
 	heap_set(s, m, msg_due(m));
+}
+
+void scheduler_clock_moved(struct scheduler *s)
+{
+	arm(s);
 }
 
 bool scheduler_knows(struct scheduler *s, const char *id)
@@ -1417,7 +1491,7 @@ static void abort_jobs_of(struct scheduler *s, struct smsg *m)
 
 	for (j = s->jobs; j != NULL; j = j->next)
 		if (m == NULL || j->m == m)
-			delivery_abort(j->d);
+			s->dv->abort(j->d);
 }
 
 int scheduler_delete(struct scheduler *s, const char *id)
@@ -1430,7 +1504,7 @@ int scheduler_delete(struct scheduler *s, const char *id)
 		/* A save of this id is running: the removal follows it (the two
 		 * must not race, see statesave.h). */
 		io_enter(m, IO_DELETE_NEXT);
-	} else if (queue_remove(s->r->queue, id) != 0) {
+	} else if (s->qb.ops->remove(s->qb.q, id) != 0) {
 		log_msg(LOG_LVL_ERROR, id, "delete failed");
 		return -1;
 	} else {
@@ -1494,8 +1568,7 @@ static void finish_stop(struct scheduler *s)
 		uv_close((uv_handle_t *)&s->timer, NULL);
 	if (!uv_is_closing((uv_handle_t *)&s->stop_timer))
 		uv_close((uv_handle_t *)&s->stop_timer, NULL);
-	delivery_ctx_free(s->dc);
-	s->dc = NULL;
+	dv_free(s);
 	statesave_close(s->ss);
 	s->ss = NULL;
 	if (s->stop_done)
@@ -1510,7 +1583,7 @@ void scheduler_stop(struct scheduler *s, void (*done)(void *arg), void *arg)
 		return;
 	s->stopping = true;
 	uv_timer_stop(&s->timer);
-	delivery_ctx_close_idle(s->dc); /* idle SMTP connections say QUIT now */
+	s->dv->close_idle(s->dc); /* idle SMTP connections say QUIT now */
 	if (s->running == 0 && statesave_busy(s->ss) == 0) {
 		finish_stop(s);
 		return;
