@@ -30,7 +30,8 @@ struct queue_ram {
 	pthread_mutex_t mu;
 	struct ram_msg **by_id; /* RAM_BUCKETS */
 	size_t n;
-	unsigned seq; /* the id's last 4 hex digits */
+	int64_t id_s; /* the seconds of the last id */
+	unsigned seq; /* the next id's last 4 hex digits */
 	struct {
 		int err_no;
 		unsigned count;
@@ -247,19 +248,21 @@ static ssize_t ram_read_data(void *q, const struct queue_envelope *env, void *bu
 	return got;
 }
 
-/* A fresh id (as the spool's: seconds, then 4 hex digits), or -1. */
-static int new_id(struct queue_ram *r, char id[QUEUE_ID_LEN + 1])
+/* A fresh id, as the spool's: 8 hex digits of seconds, 4 more (a counter
+ * here). The seconds run ahead of the clock when one second needs more
+ * than 65,536 ids, and never back, so ids rise: sorted by age, unique. */
+static void new_id(struct queue_ram *r, char id[QUEUE_ID_LEN + 1])
 {
-	unsigned tries;
+	int64_t now = clock_now();
 
-	for (tries = 0; tries < 65536; tries++) {
-		snprintf(id, QUEUE_ID_LEN + 1, "%08" PRIX32 "%04X", (uint32_t)clock_now(),
-			 r->seq++ & 0xFFFFu);
-		if (*find(r, id) == NULL)
-			return 0;
+	if (now > r->id_s) {
+		r->id_s = now;
+		r->seq = 0;
+	} else if (r->seq > 0xFFFFu) {
+		r->id_s++;
+		r->seq = 0;
 	}
-	errno = EAGAIN;
-	return -1;
+	snprintf(id, QUEUE_ID_LEN + 1, "%08" PRIX32 "%04X", (uint32_t)r->id_s, r->seq++);
 }
 
 static int ram_add(void *q, const struct queue_envelope *env, const void *data, size_t len,
@@ -280,8 +283,9 @@ static int ram_add(void *q, const struct queue_envelope *env, const void *data, 
 		goto out;
 	}
 	m = calloc(1, sizeof(*m));
-	if (m == NULL || new_id(r, m->id) != 0)
+	if (m == NULL)
 		goto out;
+	new_id(r, m->id);
 	/* the flag says what the bytes are, as the spool's writer sets it */
 	memcpy(e.id, m->id, sizeof(e.id));
 	e.flags &= ~(unsigned)QUEUE_F_8BITMIME;

@@ -13,8 +13,8 @@
  * load gives what the spool would give for the same history. Nothing is
  * durable and sync does nothing, but every change is written down in a
  * journal, in order, for tests to read; faults can be injected per
- * operation. Ids are made as the spool makes them (8 hex digits of
- * clock_now(), then 4 more: a counter here), so they sort by age.
+ * operation. Ids look like the spool's (8 hex digits of clock_now(), then
+ * 4 more: a counter here) and rise, so they sort by age.
  * Thread-safe (one mutex): the thread pool and the loop may use it at once.
  */
 
