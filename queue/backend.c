@@ -76,7 +76,7 @@ static int spool_remove_nodirsync(void *q, const char *id)
 
 static int spool_sync(void *q)
 {
-	return queue_sync(q, false);
+	return queue_sync_queue_dir(q);
 }
 
 static const struct queue_backend_ops spool_ops = {

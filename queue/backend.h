@@ -42,7 +42,7 @@ struct queue_backend_ops {
 	int (*remove)(void *q, const char *id);
 	int (*save_state_nodirsync)(void *q, const struct queue_envelope *env);
 	int (*remove_nodirsync)(void *q, const char *id);
-	/* queue_sync of queue/: makes the batch forms above durable. */
+	/* queue_sync_queue_dir: makes the batch forms above durable. */
 	int (*sync)(void *q);
 };
 

@@ -147,11 +147,11 @@ int queue_save_state(struct queue *q, const struct queue_envelope *env)
 int queue_remove(struct queue *q, const char *id) __attribute__((warn_unused_result));
 /* The same two without the final fsync of queue/, for batches (thread
  * pool, relay/daemon/statesave.c): do any number of them, then ONE
- * queue_sync(q, false), and only after it succeeded report any of them as
- * durable. A failed queue_sync leaves each change in place but in doubt
+ * queue_sync_queue_dir(q), and only after it succeeded report any of them as
+ * durable. A failed queue_sync_queue_dir leaves each change in place but in doubt
  * after a crash. queue_remove_nodirsync gives -1/ENOENT like queue_remove
  * when the message was already gone (its state file is still unlinked, so
- * the batch's queue_sync is needed then too). Callers must not run two of
+ * the batch's queue_sync_queue_dir is needed then too). Callers must not run two of
  * these for the same id at once (fixed temp name tmp/ID.state). */
 int queue_save_state_nodirsync(struct queue *q, const struct queue_envelope *env)
 	__attribute__((warn_unused_result));
@@ -194,7 +194,8 @@ int queue_writer_append(struct queue_writer *w, const void *buf, size_t len)
 uint64_t queue_writer_size(const struct queue_writer *w);
 /* fsync the file and rename it into queue/ (or maildrop/): 0 = renamed
  * (committed, see above), -1 = not renamed (nothing in the final
- * directory). Does NOT fsync the directory: call queue_sync() once for a
+ * directory). Does NOT fsync the directory: call queue_sync_queue_dir() (or
+ * queue_sync_maildrop_dir()) once for a
  * batch of commits before telling anyone the message is safe, and
  * queue_writer_withdraw() each of them if that fails. Thread-safe with
  * respect to the loop (touches only w's own file). */
@@ -208,12 +209,15 @@ int queue_writer_withdraw(struct queue_writer *w) __attribute__((warn_unused_res
 /* Commit, make durable, and apply the rule above, for one message: 0 = in
  * the queue (durable, or in doubt after an fsync error that could not be
  * undone, which is logged), -1 = not in the queue. The durable step is
- * queue_sync(), or for a drop by a caller who cannot read maildrop/ an
+ * queue_sync_queue_dir(), or queue_sync_maildrop_dir(), or for a drop by a caller who cannot read maildrop/ an
  * fsync of the file after its rename (see spool.c: never a global sync). */
 int queue_writer_commit_sync(struct queue_writer *w) __attribute__((warn_unused_result));
-/* fsync queue/ (or maildrop/ with drop=true). EACCES for a maildrop/ the
- * caller cannot read (a submitting user: use queue_writer_commit_sync). */
-int queue_sync(struct queue *q, bool drop) __attribute__((warn_unused_result));
+/* fsync the directory queue/: makes the renames and unlinks in it durable.
+ * EACCES when q has no queue/ open (a submitting user's queue). */
+int queue_sync_queue_dir(struct queue *q) __attribute__((warn_unused_result));
+/* fsync the directory maildrop/. EACCES for a maildrop/ the caller cannot
+ * read (a submitting user: use queue_writer_commit_sync). */
+int queue_sync_maildrop_dir(struct queue *q) __attribute__((warn_unused_result));
 /* Frees w; an uncommitted file is unlinked. */
 void queue_writer_free(struct queue_writer *w);
 

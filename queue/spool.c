@@ -652,16 +652,25 @@ int queue_open_data(struct queue *q, const struct queue_envelope *env)
 
 /* ---- state and removal ---- */
 
-int queue_sync(struct queue *q, bool drop)
+int queue_sync_queue_dir(struct queue *q)
+{
+	if (q->queue_fd < 0) {
+		errno = EACCES;
+		return -1;
+	}
+	return core_fs_fsync(q->queue_fd);
+}
+
+int queue_sync_maildrop_dir(struct queue *q)
 {
 	/* A submitting user cannot open maildrop/ for fsync (no read
 	 * permission, and fsync refuses O_PATH descriptors); its drops are made
 	 * durable through the file, by queue_writer_commit_sync(). */
-	if ((drop && !q->drop_readable) || (!drop && q->queue_fd < 0)) {
+	if (!q->drop_readable) {
 		errno = EACCES;
 		return -1;
 	}
-	return core_fs_fsync(drop ? q->drop_fd : q->queue_fd);
+	return core_fs_fsync(q->drop_fd);
 }
 
 int queue_save_state_nodirsync(struct queue *q, const struct queue_envelope *env)
@@ -703,7 +712,7 @@ int queue_save_state(struct queue *q, const struct queue_envelope *env)
 {
 	if (queue_save_state_nodirsync(q, env) != 0)
 		return -1;
-	return queue_sync(q, false);
+	return queue_sync_queue_dir(q);
 }
 
 int queue_remove_nodirsync(struct queue *q, const char *id)
@@ -747,7 +756,7 @@ int queue_remove(struct queue *q, const char *id)
 	 * unlinked; that too must be durable before we return. */
 	if (rc != 0 && e != ENOENT)
 		return -1;
-	if (queue_sync(q, false) != 0)
+	if (queue_sync_queue_dir(q) != 0)
 		return -1;
 	errno = e;
 	return rc;
@@ -1190,7 +1199,7 @@ static int writer_sync(struct queue_writer *w)
 {
 	if (w->drop && !w->q->drop_readable)
 		return core_fs_fsync(w->fd);
-	return queue_sync(w->q, w->drop);
+	return w->drop ? queue_sync_maildrop_dir(w->q) : queue_sync_queue_dir(w->q);
 }
 
 int queue_writer_commit_sync(struct queue_writer *w)
@@ -1406,7 +1415,7 @@ static void drop_retire(struct queue *q, const char *id, const char *new_id)
 			log_c(LOG_C_PICKUP, LOG_LVL_ERROR, new_id,
 			      "cannot move maildrop/%s aside: %s", id, strerror(errno));
 	}
-	if (queue_sync(q, true) < 0)
+	if (queue_sync_maildrop_dir(q) < 0)
 		log_c(LOG_C_PICKUP, LOG_LVL_WARNING, new_id, "maildrop fsync: %s", strerror(errno));
 }
 

@@ -70,7 +70,7 @@ static void work_cb(uv_work_t *req)
 	if (!any)
 		return;
 	errno = 0;
-	if (queue_sync(c->q, false) == 0)
+	if (queue_sync_queue_dir(c->q) == 0)
 		return;
 	e = errno != 0 ? errno : EIO;
 	/* Renamed but not durable: nobody gets a 250, so the file must not

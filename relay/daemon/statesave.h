@@ -14,7 +14,8 @@
  * queue backend (queue/backend.h; on the spool queue_save_state_nodirsync()
  * and queue_remove_nodirsync()), run in a libuv worker; requests made in
  * the same loop turn share one worker job (the uv_prepare_t of
- * relay/daemon/commit.c), which ends with one sync of queue/. The done
+ * relay/daemon/commit.c), which ends with one sync of queue/ (on the spool
+ * queue_sync_queue_dir()). The done
  * callback runs on the loop after that fsync (status 0: durable, exactly
  * as queue_save_state/queue_remove promise; a failed directory fsync fails
  * every request of the batch), exactly once, never from inside the

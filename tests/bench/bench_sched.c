@@ -29,7 +29,7 @@
  *   queue_save_state_nodirsync: deferred once, next try DELAY_S seconds
  *   from now; DELAY_S < 0: no state file, due at once), THREADS writers in
  *   parallel (default 8: each commit fsyncs its file, and parallel fsyncs
- *   share the device), one queue_sync at the end. Prints JSON.
+ *   share the device), one queue_sync_queue_dir at the end. Prints JSON.
  *
  * bench_sched run BASE [MAX]
  *   The micro-benchmark (printed, never asserted): for N = 10^3, 10^4,
@@ -228,7 +228,7 @@ static int fill(struct queue *q, long count, const char *rcpt, int64_t next_try,
 			rc = -1;
 		}
 	}
-	if (rc == 0 && queue_sync(q, false) != 0) {
+	if (rc == 0 && queue_sync_queue_dir(q) != 0) {
 		fprintf(stderr, "bench_sched: fsync of queue/: %s\n", strerror(errno));
 		rc = -1;
 	}

@@ -110,7 +110,7 @@ static int setup(void **state)
 		queue_writer_free(w);
 	}
 	queue_envelope_clear(&env);
-	assert_int_equal(queue_sync(f->q, false), 0);
+	assert_int_equal(queue_sync_queue_dir(f->q), 0);
 	assert_int_equal(uv_loop_init(&f->loop), 0);
 	assert_int_equal(statesave_new(&f->loop, f->q, &f->ss), 0);
 	atomic_store(&n_dir_fsync, 0);

@@ -153,7 +153,7 @@ static void test_close_error_after_rename_is_committed(void **state)
 	snprintf(id, sizeof(id), "%s", queue_writer_id(w));
 	queue_writer_free(w);
 	assert_true(queued(f, id));
-	assert_int_equal(queue_sync(f->q, false), 0);
+	assert_int_equal(queue_sync_queue_dir(f->q), 0);
 
 	/* the same through the single-message helper */
 	w = writer(f, false);

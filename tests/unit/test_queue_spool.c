@@ -108,7 +108,7 @@ static void put_message(struct queue *q, const struct queue_envelope *env, const
 	assert_int_equal(queue_writer_header(w, env), 0);
 	assert_int_equal(queue_writer_append(w, data, len), 0);
 	assert_int_equal(queue_writer_commit(w), 0);
-	assert_int_equal(queue_sync(q, false), 0);
+	assert_int_equal(queue_sync_queue_dir(q), 0);
 	memcpy(id_out, queue_writer_id(w), QUEUE_ID_LEN + 1);
 	queue_writer_free(w);
 }
@@ -216,7 +216,7 @@ static void test_write_load_round_trip(void **state)
 	free(ids);
 	assert_int_equal(queue_writer_commit(w), 0);
 	assert_int_equal(queue_writer_append(w, "x", 1), -1);
-	assert_int_equal(queue_sync(f->q, false), 0);
+	assert_int_equal(queue_sync_queue_dir(f->q), 0);
 	queue_writer_free(w);
 	assert_int_equal(count_entries(f, "tmp"), 0);
 
@@ -326,7 +326,7 @@ static void test_state_save_load_remove(void **state)
 }
 
 /* The batch variants: same files as queue_save_state/queue_remove, no
- * directory fsync of their own (the caller's queue_sync covers them). */
+ * directory fsync of their own (the caller's queue_sync_queue_dir covers them). */
 static void test_nodirsync_batch(void **state)
 {
 	struct fixture *f = *state;
@@ -354,7 +354,7 @@ static void test_nodirsync_batch(void **state)
 		queue_envelope_clear(&got);
 	}
 	assert_int_equal(queue_remove_nodirsync(f->q, id[2]), 0);
-	assert_int_equal(queue_sync(f->q, false), 0);
+	assert_int_equal(queue_sync_queue_dir(f->q), 0);
 
 	assert_int_equal(count_entries(f, "tmp"), 0);
 	assert_int_equal(count_entries(f, "queue"), 4);  /* 2 messages + 2 states */
@@ -396,7 +396,7 @@ static void test_nodirsync_batch(void **state)
 	assert_int_equal(queue_remove_nodirsync(f->q, "nothex"), -1);
 	assert_int_equal(errno, EINVAL);
 	queue_envelope_clear(&got);
-	assert_int_equal(queue_sync(f->q, false), 0);
+	assert_int_equal(queue_sync_queue_dir(f->q), 0);
 	assert_int_equal(count_entries(f, "queue"), 2);  /* id[0] and its state */
 	assert_int_equal(count_entries(f, "tmp"), 0);
 	queue_envelope_clear(&env);
@@ -650,7 +650,7 @@ static void test_unique_ids_across_processes(void **state)
 					fprintf(out, "%s\n", queue_writer_id(w));
 				queue_writer_free(w);
 			}
-			ok = ok && queue_sync(q, false) == 0;
+			ok = ok && queue_sync_queue_dir(q) == 0;
 			if (out != NULL && fclose(out) != 0)
 				ok = 0;
 			queue_envelope_clear(&env);
