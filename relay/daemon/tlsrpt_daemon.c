@@ -26,6 +26,7 @@ struct day_state {
 	bool complete;     /* every rua sent, or the window closed */
 	unsigned failures; /* runs that left something unsent */
 	int64_t retry_at;
+	bool waited; /* a fleet: the wait for other nodes' counts was logged */
 };
 
 struct tlsrpt_daemon {
@@ -206,9 +207,23 @@ static void on_prepared(void *arg, enum tlsrpt_fleet_status st, struct tlsrpt_da
 		if (start_job(d, d->job_start, data) == 0)
 			return;
 		log_error("tlsrpt %s: cannot start sending", day);
+	} else if (st == TLSRPT_FLEET_WAIT && s != NULL &&
+		   now >= d->job_start + 86400 + (int64_t)MERGE_WAIT_S +
+				   (int64_t)d->r->cfg.tlsrpt_send_at_min * 60) {
+		log_warn("tlsrpt %s: %s for %d hours; sending what the fleet has", day, why,
+			 MERGE_WAIT_S / 3600);
+		if (tlsrpt_fleet_prepare(d->r->tlsrpt_fleet, day, false, on_prepared, d,
+					 &d->prep) == 0)
+			return;
+		d->prep = NULL;
+		st = TLSRPT_FLEET_DOWN; /* no memory: a retry later */
 	} else if (st == TLSRPT_FLEET_WAIT && s != NULL) {
-		/* reports wait for every node's counts, up to MERGE_WAIT_S */
-		log_info("tlsrpt %s: %s; looking again in %d s", day, why, MERGE_RETRY_S);
+		/* reports wait for every node's counts, up to MERGE_WAIT_S; said
+		 * once, then looked at quietly */
+		if (!s->waited)
+			log_info("tlsrpt %s: %s; looking again every %d s", day, why,
+				 MERGE_RETRY_S);
+		s->waited = true;
 		s->retry_at = now + MERGE_RETRY_S;
 	} else {
 		log_warn("tlsrpt %s: the fleet's report waits: %s", day, why);
@@ -224,26 +239,19 @@ static void on_prepared(void *arg, enum tlsrpt_fleet_status st, struct tlsrpt_da
 }
 
 /* A run of the day starting at start: a fleet first gathers the day from
- * every node (waiting for their counts unless the wait is over or the
- * run is manual), a lone relay reads its spool. */
+ * every node (the daily run waits for their counts, up to MERGE_WAIT_S
+ * after the day's due time), a lone relay reads its spool. */
 static int run_day(struct tlsrpt_daemon *d, int64_t start)
 {
 	struct tlsrpt_fleet *fl = d->r->tlsrpt_fleet;
-	int64_t now = clock_now();
-	bool wait;
 	char day[TLSRPT_DAY_LEN + 1];
 
 	d->job_start = start;
 	if (fl == NULL)
 		return start_job(d, start, NULL);
 	tlsrpt_day_of(start, day);
-	wait = d->job_day != 0 && now < start + 86400 + (int64_t)MERGE_WAIT_S +
-						  (int64_t)d->r->cfg.tlsrpt_send_at_min * 60;
-	if (!wait && d->job_day != 0)
-		log_warn("tlsrpt %s: not every node merged its counts within %d hours; sending "
-			 "what the fleet has",
-			 day, MERGE_WAIT_S / 3600);
-	return tlsrpt_fleet_prepare(fl, day, wait, on_prepared, d, &d->prep);
+	/* the daily run waits (on_prepared says how long), a manual one not */
+	return tlsrpt_fleet_prepare(fl, day, d->job_day != 0, on_prepared, d, &d->prep);
 }
 
 /* Which day is due: the previous UTC day, and the one before while its

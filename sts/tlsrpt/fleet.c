@@ -311,7 +311,9 @@ static int read_lines(const char *path, uint64_t from, size_t max, char **out, s
 /* Thread pool: what is new in this node's files of the day. */
 static void step_work(uv_work_t *req)
 {
-	struct mjob *j = req->data;
+	/* f->job is set before the work is queued and left alone until it
+	 * is done; nothing else of f is touched here */
+	struct mjob *j = ((struct tlsrpt_fleet *)req->data)->job;
 	char path[PATH_MAX_LEN + 32], *buf = NULL;
 	struct stat sb;
 	size_t len = 0, i, k;
@@ -534,12 +536,14 @@ static void step_send(struct tlsrpt_fleet *f)
 		return;
 	}
 	ng = j->groups != NULL ? tlsrpt_day_ngroups(j->groups) : 0;
-	cap = 12 + 2 * ng + 3 * ng;
+	/* EVAL, script, nkeys, 4 + ndom keys, 6 fixed args, ndom names, 3 per
+	 * group; ndom <= ng */
+	cap = 13 + 2 * ng + 3 * ng;
 	argv = calloc(cap, sizeof(*argv));
 	lens = calloc(cap, sizeof(*lens));
 	doms = calloc(ng + 1, sizeof(*doms));
 	hkeys = calloc(ng + 1, sizeof(*hkeys));
-	nums = calloc(2 * ng + 1, sizeof(*nums));
+	nums = calloc(2 * ng + 2, sizeof(*nums)); /* nkeys, ndom, 2 per group */
 	if (argv == NULL || lens == NULL || doms == NULL || hkeys == NULL || nums == NULL)
 		goto out;
 	/* the domains of the step, each once, with their hash keys */
@@ -625,7 +629,7 @@ out:
 	}
 	free(doms);
 	free(hkeys);
-	for (i = 0; nums != NULL && i < 2 * ng + 1; i++)
+	for (i = 0; nums != NULL && i < 2 * ng + 2; i++)
 		free(nums[i]);
 	free(nums);
 	if (!ok) {
