@@ -94,7 +94,7 @@ static struct family families[METRICS_COUNT] = {
 	[METRICS_TLSRPT_REPORTS] = {
 		.name = "stsrelay_tlsrpt_reports_total",
 		.kind = K_COUNTER,
-		.help = "TLS-RPT report copies, by transport and outcome (sent; failed: retried "
+		.help = "TLS-RPT report copies, by transport and outcome (sent; deferred: retried "
 			"later; skipped: no DKIM key for mailto).",
 		.label = { "transport", "status" },
 	},
