@@ -4,6 +4,7 @@
 # TLS-RPT record of the same run say, kept across a reload; GET /healthz.
 import json
 import re
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -110,6 +111,21 @@ def test_metrics_scraped_and_parsed(world, relay):
                error=AssertionError)
     assert get(base + "/healthz")[2] == "ok\n"
     assert get(base + "/nothing")[0] == 404
+    # a request head larger than the server's bound is refused, not stored
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        c.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 65536 +
+                  b"\r\n\r\n")
+        head = b""
+        try:
+            while b"\r\n" not in head:
+                chunk = c.recv(4096)
+                if not chunk:
+                    break
+                head += chunk
+        except ConnectionResetError:
+            pass
+    assert head == b"" or re.match(rb"HTTP/1\.1 4\d\d ", head), head[:100]
+    assert get(base + "/healthz")[0] == 200
 
     total = 0
     for d, n in TRAFFIC.items():
