@@ -303,11 +303,16 @@ static void fleet_cli_close(struct fleet_cli *fc)
 		uv_close((uv_handle_t *)&fc->timer, NULL);
 }
 
-static bool day_over(const char *day)
+/* Whether a send of day waits for every node's counts: a day that is over
+ * and recent enough for the running daemons to finish merging it (each
+ * merges today and the two days before); today has no end to wait for,
+ * an older day has all the fleet will ever have. */
+static bool wait_for_nodes(const char *day)
 {
-	int64_t start;
+	int64_t start, now = clock_now();
 
-	return tlsrpt_day_parse(day, &start) == 0 && clock_now() >= start + 86400;
+	return tlsrpt_day_parse(day, &start) == 0 && now >= start + 86400 &&
+	       now < start + 3 * 86400;
 }
 
 static void print_text(const char *domain, const json_t *r)
@@ -511,9 +516,9 @@ static int cmd_send(const struct topts *o, const struct config *cfg)
 	memset(&fc, 0, sizeof(fc));
 	if (fleet) {
 		/* one report per (day, domain, rua) for the whole fleet: the
-		 * fleet's sums (every node merged, unless the day is today) and
-		 * its ledger */
-		rc = fleet_cli_load(&loop, cfg, day, day_over(day), &fc);
+		 * fleet's sums (every node merged, see wait_for_nodes) and its
+		 * ledger */
+		rc = fleet_cli_load(&loop, cfg, day, wait_for_nodes(day), &fc);
 		if (rc != 0) {
 			fprintf(stderr, "%s: %s: the fleet's report is not sent now: %s\n", PROG,
 				day, fc.why);

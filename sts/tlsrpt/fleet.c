@@ -23,6 +23,7 @@
 #define KEY_MAX 2400         /* key names (a rua may be long) */
 #define PATH_MAX_LEN (CONFIG_PATH_MAX + 64)
 #define PREFIX "stsrelay:tlsrpt:" /* then DAY: */
+#define SEEN_KEY PREFIX "seen"    /* hash: node -> when its daemon last merged */
 
 /* ---- scripts ---- */
 
@@ -46,6 +47,23 @@ static const char merge_lua[] =
 	"if ARGV[5] == '1' then redis.call('SADD', KEYS[3], ARGV[1]) end\n"
 	"for j = 2, #KEYS do redis.call('EXPIRE', KEYS[j], ttl) end\n"
 	"return {1, ARGV[3]}\n";
+
+/* KEYS: nodes, merged, seen. ARGV: the day's start. The nodes a report of
+ * the day waits for: those that merged some of it, and every daemon seen
+ * since it began (one that could not reach Redis all day has counts too),
+ * less those that merged all of it. */
+static const char check_lua[] =
+	"local want, out = {}, {}\n"
+	"for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do want[n] = true end\n"
+	"local seen = redis.call('HGETALL', KEYS[3])\n"
+	"for i = 1, #seen, 2 do\n"
+	"  if tonumber(seen[i + 1]) >= tonumber(ARGV[1]) then want[seen[i]] = true end\n"
+	"end\n"
+	"for n, _ in pairs(want) do\n"
+	"  if redis.call('SISMEMBER', KEYS[2], n) == 0 then table.insert(out, n) end\n"
+	"end\n"
+	"table.sort(out)\n"
+	"return out\n";
 
 /* KEYS: sent, claim. ARGV: member, node, ttl ms. */
 static const char claim_lua[] =
@@ -323,7 +341,10 @@ static void step_work(uv_work_t *req)
 	if (stat(path, &sb) != 0) {
 		if (errno != ENOENT)
 			snprintf(j->err, sizeof(j->err), "%s: %s", path, strerror(errno));
-		return; /* no sessions that day: ino 0, nothing to merge */
+		/* no sessions that day: ino 0, nothing to merge, and (once the day
+		 * is over) nothing the fleet's report waits for from this node */
+		j->final = errno == ENOENT;
+		return;
 	}
 	j->ino = (uint64_t)sb.st_ino;
 	/* another file than the cursor names (a new spool): all of it is new */
@@ -471,7 +492,7 @@ static void on_merged(void *arg, const redisReply *rp)
 		step_end(f, true, false);
 		return;
 	}
-	if (j->final && day_over(md) && j->ino != 0)
+	if (j->final && day_over(md))
 		md->final_done = true;
 	for (i = 0; i < j->ntexts; i++) {
 		memcpy(md->pushed[md->pushed_next], j->hash[i], TLSRPT_POLICY_HASH_LEN + 1);
@@ -495,7 +516,7 @@ static void step_send(struct tlsrpt_fleet *f)
 	const char **argv = NULL;
 	size_t *lens = NULL, argc = 0, nkeys, ndom = 0, ng, i, k, cap;
 	char **doms = NULL, **hkeys = NULL, **nums = NULL;
-	bool final = j->final && day_over(md) && j->ino != 0;
+	bool final = j->final && day_over(md);
 	bool ok = false;
 
 	snprintf(ttl, sizeof(ttl), "%" PRIu64, f->ttl_s);
@@ -731,7 +752,17 @@ static void step_begin(struct tlsrpt_fleet *f, struct mday *md)
 static void start_round(struct tlsrpt_fleet *f)
 {
 	int64_t today = clock_now() / 86400 * 86400;
+	char now[24];
+	const char *argv[4] = { "HSET", SEEN_KEY, f->node, now };
+	size_t lens[4];
 	int i;
+
+	/* this daemon is alive: reports of the days it sees wait for it */
+	snprintf(now, sizeof(now), "%" PRId64, clock_now());
+	for (i = 0; i < 4; i++)
+		lens[i] = strlen(argv[i]);
+	if (redis_up(f->redis) && redis_command(f->redis, NULL, NULL, NULL, 4, argv, lens) != 0)
+		log_debug("tlsrpt: cannot tell the fleet this node is alive now");
 
 	for (i = 0; i < 3; i++) {
 		char day[TLSRPT_DAY_LEN + 1];
@@ -988,6 +1019,9 @@ static void on_check(void *arg, const redisReply *rp)
 
 	prep_reply(p);
 	if (rp == NULL || rp->type != REDIS_REPLY_ARRAY) {
+		if (rp != NULL && rp->type == REDIS_REPLY_ERROR)
+			log_error("tlsrpt %s: the fleet's check script failed: %s", p->day,
+				  rp->str);
 		prep_done(p, TLSRPT_FLEET_DOWN, "Redis failed while checking the other nodes");
 		return;
 	}
@@ -1014,16 +1048,24 @@ static void prep_advance(struct tlsrpt_fleet_prep *p)
 	size_t lens[3];
 
 	if (p->phase == P_CHECK && p->wait) {
+		const char *cargv[7];
+		size_t clens[7], i;
+		char start[24];
+
 		day_key(k1, sizeof(k1), p->day, "nodes", NULL);
 		day_key(k2, sizeof(k2), p->day, "merged", NULL);
-		argv[0] = "SDIFF";
-		argv[1] = k1;
-		argv[2] = k2;
-		lens[0] = 5;
-		lens[1] = strlen(k1);
-		lens[2] = strlen(k2);
+		snprintf(start, sizeof(start), "%" PRId64, p->md->start);
+		cargv[0] = "EVAL";
+		cargv[1] = check_lua;
+		cargv[2] = "3";
+		cargv[3] = k1;
+		cargv[4] = k2;
+		cargv[5] = SEEN_KEY;
+		cargv[6] = start;
+		for (i = 0; i < 7; i++)
+			clens[i] = strlen(cargv[i]);
 		p->phase = P_DOMAINS; /* next, after the check passes */
-		if (prep_send(p, on_check, 3, argv, lens) != 0)
+		if (prep_send(p, on_check, 7, cargv, clens) != 0)
 			prep_done(p, TLSRPT_FLEET_DOWN, "cannot ask Redis");
 		return;
 	}

@@ -21,7 +21,11 @@
  *   stsrelay:tlsrpt:DAY:cursor:NODE     "INODE:OFFSET" of NODE's session file
  *                                       merged so far
  *   stsrelay:tlsrpt:DAY:nodes / merged  sets: nodes that recorded DAY / that
- *                                       merged all of it (the day is over)
+ *                                       merged all of it (the day is over;
+ *                                       also a node without sessions that day)
+ *   stsrelay:tlsrpt:seen                hash: node -> when its daemon last
+ *                                       merged (every 2 s); a report waits
+ *                                       for the nodes seen since its day began
  *   stsrelay:tlsrpt:DAY:domains         set of the policy domains
  *   stsrelay:tlsrpt:DAY:policy:HASH     a policy text the groups name
  *   stsrelay:tlsrpt:DAY:sent            set of "DOMAIN\tRUA" sent by any node
@@ -83,8 +87,9 @@ typedef void (*tlsrpt_fleet_prep_cb)(void *arg, enum tlsrpt_fleet_status st, str
 
 /* For a report of day: merges this node's records of the day now, then,
  * with wait_for_nodes, checks that every other node that recorded the day
- * merged all of it (a day not over yet never is: pass false to report the
- * sessions so far), then reads the fleet's sums. cb runs exactly once,
+ * or whose daemon was seen since it began merged all of it (a day not over
+ * yet never is: pass false to report the sessions so far; a daemon merges
+ * only today and the two days before), then reads the fleet's sums. cb runs exactly once,
  * from the loop, never inside this call (unless cancelled). 0 or -1. */
 int tlsrpt_fleet_prepare(struct tlsrpt_fleet *f, const char *day, bool wait_for_nodes,
 			 tlsrpt_fleet_prep_cb cb, void *arg, struct tlsrpt_fleet_prep **out);

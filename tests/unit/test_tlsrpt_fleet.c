@@ -86,6 +86,12 @@ static bool is_down(struct ctx *c)
 	return !redis_up(c->r);
 }
 
+static bool never(struct ctx *c)
+{
+	(void)c;
+	return false;
+}
+
 static bool is_done(struct ctx *c)
 {
 	return c->done;
@@ -296,6 +302,88 @@ static void test_lost_reply_not_double_counted(void **state)
 	test_rmtree(t.dir);
 }
 
+static int g_replies;
+static void on_reply(void *arg, const redisReply *rp)
+{
+	(void)arg;
+	(void)rp;
+	g_replies++;
+}
+
+static bool have_reply(struct ctx *c)
+{
+	(void)c;
+	return g_replies > 0;
+}
+
+/* HSET stsrelay:tlsrpt:seen NODE WHEN, as that node's daemon would. */
+static void seen(struct ctx *c, const char *node, int64_t when)
+{
+	char v[24];
+	const char *argv[4] = { "HSET", "stsrelay:tlsrpt:seen", node, v };
+	size_t lens[4], i;
+
+	snprintf(v, sizeof(v), "%lld", (long long)when);
+	for (i = 0; i < 4; i++)
+		lens[i] = strlen(argv[i]);
+	g_replies = 0;
+	assert_int_equal(redis_command(c->r, on_reply, c, NULL, 4, argv, lens), 0);
+	assert_true(run_until(c, have_reply, 3000));
+}
+
+/* A report of yesterday waits for a daemon seen since yesterday began
+ * that has not merged it (it may hold counts it could not send), not for
+ * one last seen before; a running daemon without sessions that day
+ * finishes it at once and is not waited for. */
+static void test_waits_for_seen_nodes(void **state)
+{
+	struct test_redis t = { .pid = -1 };
+	struct ctx c;
+	struct tlsrpt_fleet *bg = NULL;
+	struct tlsrpt_fleet_config fc = { .node = "node-c",
+					  .retention_s = 14 * 86400,
+					  .background = true };
+	char bgspool[64] = "/tmp/stsrelay-fleet-XXXXXX";
+	char yesterday[TLSRPT_DAY_LEN + 1];
+	int64_t ystart = clock_now() / 86400 * 86400 - 86400;
+	int i;
+
+	(void)state;
+	tlsrpt_day_of(ystart, yesterday);
+	assert_int_equal(test_redis_start(&t), 0);
+	start(&c, &t);
+	record_at(&c.n[0], "a.example", SMTP_TLS_RESULT_SUCCESS, 2, ystart + 60);
+	seen(&c, "node-ghost", clock_now());
+	assert_int_equal(prepare_day(&c, 0, yesterday, true), TLSRPT_FLEET_WAIT);
+	assert_non_null(strstr(c.why, "node-ghost"));
+	seen(&c, "node-ghost", ystart - 1);
+	assert_int_equal(prepare_day(&c, 0, yesterday, true), TLSRPT_FLEET_READY);
+	assert_int_equal(sessions(&c, "a.example"), 2);
+
+	/* a daemon's own rounds: seen now, and yesterday finished without a
+	 * file of it (within a few rounds of 2 s) */
+	assert_non_null(mkdtemp(bgspool));
+	fc.loop = &c.loop;
+	fc.redis = c.r;
+	fc.spool_dir = bgspool;
+	assert_int_equal(tlsrpt_fleet_new(&fc, &bg), 0);
+	tlsrpt_fleet_redis_state(bg, true);
+	for (i = 0; i < 20; i++) {
+		if (prepare_day(&c, 0, yesterday, true) == TLSRPT_FLEET_READY)
+			break;
+		assert_int_equal(c.st, TLSRPT_FLEET_WAIT);
+		assert_non_null(strstr(c.why, "node-c"));
+		run_until(&c, never, 250); /* its next round */
+	}
+	assert_int_equal(c.st, TLSRPT_FLEET_READY);
+	assert_int_equal(sessions(&c, "a.example"), 2);
+	tlsrpt_fleet_free(bg);
+	finish(&c);
+	test_rmtree(bgspool);
+	test_redis_stop(&t, SIGTERM);
+	test_rmtree(t.dir);
+}
+
 static void claimed(void *arg, enum tlsrpt_claim cl)
 {
 	struct ctx *c = arg;
@@ -360,6 +448,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_two_nodes_summed_once),
 		cmocka_unit_test(test_lost_reply_not_double_counted),
+		cmocka_unit_test(test_waits_for_seen_nodes),
 		cmocka_unit_test(test_ledger),
 	};
 
