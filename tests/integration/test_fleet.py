@@ -10,8 +10,11 @@ import json
 import re
 import smtplib
 import time
+import urllib.request
 
-from tests.world import sample_message, wait_until
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.world import free_port, sample_message, wait_until
 from test_tlsrpt_rfc import dkim_config, publish_dkim
 
 DAY = "2026-07-08"
@@ -21,6 +24,7 @@ T_TRAFFIC = DAY_START + 10 * 3600                 # D 10:00Z
 # the daily run of D is due at the first look of a restarted daemon
 T_RUN = DAY_START + 86400 + 15 * 60 + 3600 - 3
 DOMAINS = ["d%d.fleet.test" % i for i in range(10)]
+LATE = "late.fleet.test"     # first mailed while Redis is down
 GOOD_MX = "mx.fleet.test"
 RUA = "tlsrpt@reports.test"
 NODES = 3
@@ -28,15 +32,23 @@ PER_PHASE = 150      # messages before and during the Redis outage
 
 
 def fleet_world(world):
-    pf = world.postfix(DOMAINS + ["reports.test"], [GOOD_MX])
+    pf = world.postfix(DOMAINS + [LATE, "reports.test"], [GOOD_MX])
     with world.https.batch():
-        for d in DOMAINS:
+        for d in DOMAINS + [LATE]:
             world.sts(d, "enforce", [GOOD_MX])
-    for d in DOMAINS + ["reports.test"]:
+    for d in DOMAINS + [LATE, "reports.test"]:
         world.mx(d, [GOOD_MX])
-    for d in DOMAINS:
+    for d in DOMAINS + [LATE]:
         world.tlsrpt(d, "mailto:" + RUA)
     return pf
+
+
+def metrics(port):
+    """{(sample name, sorted labels): value} of GET /metrics."""
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as r:
+        text = r.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
 
 
 def start_nodes(world, relay, redis):
@@ -45,6 +57,7 @@ def start_nodes(world, relay, redis):
     nodes, dkim = [], None
     for i in range(NODES):
         r = relay({"redis_url": redis.url, "node_name": "node%d" % (i + 1),
+                   "metrics_listen": str(free_port()),
                    "tlsrpt_org_name": "Fleet Org", "tlsrpt_contact": "tls@relay.world.test",
                    "tlsrpt_send_at": "00:15", "retry_schedule": "1s,2s,5s"},
                   start=False, env={"STSRELAY_FAKE_NOW": str(T_TRAFFIC)})
@@ -73,7 +86,7 @@ def send_batch(nodes, start, n):
 
 
 def sent_count(r):
-    return len(re.findall(r"to=<user\d+@d\d\.fleet\.test>, .*status=sent", r.log()))
+    return len(re.findall(r"to=<user\d+@(d\d|late)\.fleet\.test>, .*status=sent", r.log()))
 
 
 def wait_all_sent(nodes, total, timeout=120):
@@ -131,19 +144,35 @@ def test_three_nodes_one_redis(world, relay):
     for r in nodes:
         assert len(lines(r, r"to=<user\d+@d\d\.fleet\.test>, .*status=sent.*sts=enforce")) \
             == sent_count(r)
-    # the fleet's copies came from Redis: the nodes that did not fetch say so
-    assert len(redis.keys("stsrelay:sts:*")) >= len(DOMAINS), redis.keys("stsrelay:*")
+    # the fleet's copies came from Redis: the nodes that did not fetch count
+    # them as hits, and all fetches together are one per domain
+    assert len(redis.keys("stsrelay:sts:policy:*")) == len(DOMAINS), redis.keys("stsrelay:*")
+    ms = [metrics(int(r.config["metrics_listen"])) for r in nodes]
+    hits = [m.get(("stsrelay_fleet_policies_total", (("result", "hit"),)), 0) for m in ms]
+    fetches = [m.get(("stsrelay_policy_fetches_total", (("result", "success"),)), 0)
+               for m in ms]
+    assert sum(fetches) == len(DOMAINS) and sum(hits) == (NODES - 1) * len(DOMAINS), \
+        (fetches, hits)
+    assert all(m[("stsrelay_redis_up", ())] == 1 for m in ms)
 
     # --- Redis killed mid-run: mail keeps flowing, one warning per node ---
     redis.kill9()
     for r in nodes:
         r.wait_log(r"warning: redis .*working from the local cache", timeout=20)
     send_batch(nodes, PER_PHASE, PER_PHASE)
-    wait_all_sent(nodes, 2 * PER_PHASE)
+    # a domain none of them knows yet: each node fetches its policy alone,
+    # at once, instead of waiting for the fleet
+    for i, r in enumerate(nodes):
+        rcpt = "user%d@%s" % (1000 + i, LATE)
+        assert r.send("sender@client.world.test", [rcpt], sample_message(to=rcpt)) == {}
+    wait_all_sent(nodes, 2 * PER_PHASE + NODES)
+    assert world.https.fetch_count(LATE, NODES) == NODES
     time.sleep(3)    # several reconnect tries of each node fail meanwhile
     for r in nodes:
         assert len(lines(r, r"warning: redis ")) == 1, lines(r, r"warning: |error: ")
-    assert len(pf.wait_messages(count=2 * PER_PHASE, timeout=30)) == 2 * PER_PHASE
+        assert metrics(int(r.config["metrics_listen"]))[("stsrelay_redis_up", ())] == 0
+    assert len(pf.wait_messages(count=2 * PER_PHASE + NODES, timeout=30)) == \
+        2 * PER_PHASE + NODES
 
     # --- Redis back (its append-only file): the counts merged once ---
     redis.start()
@@ -153,8 +182,8 @@ def test_three_nodes_one_redis(world, relay):
     for r in nodes:
         for d, rep in show(r, True, T_TRAFFIC + 600).items():
             add_summaries(local.setdefault(d, {}), summarize(rep))
-    assert sorted(local) == sorted(DOMAINS)
-    for d in DOMAINS:
+    assert sorted(local) == sorted(DOMAINS + [LATE])
+    for d in DOMAINS + [LATE]:
         assert sum(s + f for s, f, _ in local[d].values()) >= 1
 
     def fleet_equals_local():
@@ -173,7 +202,7 @@ def test_three_nodes_one_redis(world, relay):
         r.start()
     for r in nodes:
         r.wait_log(r"tlsrpt %s: run complete" % DAY, timeout=90)
-    mails = pf.wait_messages(RUA, count=len(DOMAINS), timeout=60)
+    mails = pf.wait_messages(RUA, count=len(DOMAINS) + 1, timeout=60)
     time.sleep(3)    # a second copy would have arrived by now
     mails = pf.messages(RUA)
     got = {}
@@ -183,11 +212,11 @@ def test_three_nodes_one_redis(world, relay):
         att = [p for p in m.msg.walk() if p.get_content_type() == "application/tlsrpt+gzip"]
         assert len(att) == 1
         got[domain] = json.loads(gzip.decompress(att[0].get_payload(decode=True)))
-    assert sorted(got) == sorted(DOMAINS)
+    assert sorted(got) == sorted(DOMAINS + [LATE])
     for d, rep in got.items():
         assert summarize(rep) == local[d], d
     sent_by = [len(lines(r, r"tlsrpt=[^,]+, day=%s, rua=mailto:%s, status=sent" % (
         DAY, re.escape(RUA)))) for r in nodes]
-    assert sum(sent_by) == len(DOMAINS), sent_by
+    assert sum(sent_by) == len(DOMAINS) + 1, sent_by
     for r in nodes:
         assert lines(r, r"error: ") == [], lines(r, r"error: ")
