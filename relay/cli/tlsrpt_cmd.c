@@ -556,9 +556,12 @@ static int cmd_send(const struct topts *o, const struct config *cfg)
 		goto out;
 	}
 	printf("tlsrpt %s: %u domain%s, %u sent, %u already sent, %u failed, %u without "
-	       "_smtp._tls, %u skipped (no DKIM key)\n",
+	       "_smtp._tls, %u skipped (no DKIM key)",
 	       day, st.res.domains, st.res.domains == 1 ? "" : "s", st.res.sent, st.res.already,
 	       st.res.failed, st.res.no_record, st.res.skipped);
+	if (st.res.elsewhere > 0) /* a fleet: sent by the node that claimed them */
+		printf(", %u being sent by another node", st.res.elsewhere);
+	printf("\n");
 	rc = st.res.failed == 0 ? 0 : EX_TEMPFAIL;
 	/* the daily action also applies the retention (tlsrpt_retention) */
 	if (tlsrpt_prune(cfg->spool_dir, clock_now(), cfg->tlsrpt_retention_s) < 0)

@@ -18,7 +18,9 @@
 #define WINDOW_S 86400      /* retries for up to 24 h (RFC 8460 §5.5) */
 #define MAX_WAKE_MS 3600000 /* re-evaluate at least hourly (clock changes) */
 #define NSLOTS 4
-#define MERGE_RETRY_S 15   /* a fleet node has not merged its day yet */
+#define MERGE_RETRY_S \
+	15                 /* a fleet node has not merged its day yet, or is
+			    * sending a copy this one would have sent */
 #define MERGE_WAIT_S 21600 /* then, 6 hours after the due time, send without it */
 
 struct day_state {
@@ -141,7 +143,14 @@ static void on_job_done(void *arg, const struct tlsrpt_job_result *res)
 		struct day_state *s = slot_for(d, d->job_day);
 
 		tlsrpt_day_of(d->job_day, day);
-		if (res->failed == 0 && !res->cancelled) {
+		if (res->failed == 0 && res->elsewhere > 0 && !res->cancelled) {
+			/* another node is sending those: look again to see them
+			 * sent (or claim them if that node gave them back) */
+			s->retry_at = now + MERGE_RETRY_S;
+			log_info("tlsrpt %s: %u report copies being sent by other nodes of the "
+				 "fleet; looking again in %d s",
+				 day, res->elsewhere, MERGE_RETRY_S);
+		} else if (res->failed == 0 && !res->cancelled) {
 			s->complete = true;
 			log_info("tlsrpt %s: run complete: %u domains, %u sent, %u already sent, "
 				 "%u without _smtp._tls, %u skipped (no DKIM key)",

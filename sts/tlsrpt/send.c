@@ -388,9 +388,10 @@ static void on_claim(void *arg, enum tlsrpt_claim c)
 		j->res.already++; /* by another node of the fleet */
 		break;
 	case TLSRPT_CLAIM_BUSY:
+		/* not a failure: that node sends it, or gives the claim back */
 		log_rua(j, LOG_LVL_INFO, NULL, "deferred",
 			"another node of the fleet is sending it");
-		j->res.failed++;
+		j->res.elsewhere++;
 		break;
 	case TLSRPT_CLAIM_ERROR:
 		log_rua(j, LOG_LVL_WARNING, NULL, "deferred",

@@ -61,6 +61,7 @@ struct tlsrpt_job_result {
 	unsigned already;   /* rua copies the ledger says were sent before */
 	unsigned failed;    /* rua copies (or lookups) that failed: retry later */
 	unsigned skipped;   /* mailto: copies not made: no DKIM key (RFC 8460 §3) */
+	unsigned elsewhere; /* a fleet: copies another node is sending now (look again) */
 	bool cancelled;
 };
 
