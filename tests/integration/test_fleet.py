@@ -226,4 +226,6 @@ def test_three_nodes_one_redis(world, relay):
         DAY, re.escape(RUA)))) for r in nodes]
     assert sum(sent_by) == len(DOMAINS) + 1, sent_by
     for r in nodes:
-        assert lines(r, r"error: ") == [], lines(r, r"error: ")
+        assert r.stop() == 0
+        assert lines(r, r"error: |Sanitizer|runtime error") == [], \
+            lines(r, r"error: |Sanitizer|runtime error")
