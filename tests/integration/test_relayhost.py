@@ -7,13 +7,17 @@ import datetime
 import hashlib
 import json
 import os
+import pwd
 import re
+import shutil
 import smtplib
 import subprocess
+import tempfile
 import time
 
 import pytest
 
+from serve_helpers import TEST_USER, ensure_test_user
 from tests.world.util import free_ip, free_port, wait_until
 
 USER, PASSWORD = "relayuser", "Up:stream pass 7"
@@ -105,6 +109,26 @@ def queue_entry(relay, qid):
     return [m for m in json.loads(p.stdout)["messages"] if m["id"] == qid][0]
 
 
+def mailq_reasons(relay, qid):
+    """What `mailq` (Postfix's layout) says for qid: {recipient: reason},
+    the reason being the indented line under each deferred recipient."""
+    p = relay.cli("mailq")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.decode().splitlines()
+    start = [i for i, l in enumerate(lines) if l.startswith(qid + " ")]
+    assert start, p.stdout
+    out, rcpt = {}, None
+    for l in lines[start[0] + 1:]:
+        if not l.strip():
+            break
+        m = re.match(r"^ {20,}(\S+@\S+) \(deferred", l)
+        if m:
+            rcpt = m.group(1)
+        elif rcpt is not None:
+            out[rcpt] = l.strip()
+    return out
+
+
 def delivered(pf, rcpt, subject):
     """The message with that subject in rcpt's maildir at Postfix."""
     def find():
@@ -190,6 +214,11 @@ def test_wrong_password_defers_and_sighup_fixes_it(up, tmp_path):
     for rc in queue_entry(r, qid)["recipients"]:
         assert rc["status"] == "deferred"
         assert rc["last_error"].startswith("4.7.8 SASL authentication failed"), rc
+    reasons = mailq_reasons(r, qid)
+    assert set(reasons) == {"i@d1.test", "j@d2.test"}, reasons
+    for why in reasons.values():
+        assert why.startswith("4.7.8 SASL authentication failed; server %s[%s] said: 535" % (
+            UP, up.w.ips[UP])), why
     assert len(up.pf.messages()) == before        # nothing was sent
     assert "not the password" not in r.log()
     assert up.fake.sessions == []
@@ -209,6 +238,8 @@ def test_wrong_certificate_defers_and_sends_nothing(up, tmp_path):
     assert "dsn=4.7.5" in line and "sts_result=certificate-host-mismatch" in line, line
     err = queue_entry(r, qid)["recipients"][0]["last_error"]
     assert err.startswith("4.7.5 ") and "certificate-host-mismatch" in err, err
+    why = mailq_reasons(r, qid)["k@d3.test"]
+    assert why.startswith("4.7.5 ") and "certificate-host-mismatch" in why, why
     # Postfix saw a TLS handshake end, and neither AUTH nor MAIL
     log = [l for l in up.pf.log().splitlines() if "postfix/%s/" % WRONGNAME in l]
     assert any("connect from" in l for l in log), log
@@ -313,3 +344,69 @@ def test_auth_file_mode_and_check(up, tmp_path):
     os.chmod(r.config["relayhost_auth_file"], 0o640)
     p = r.cli("check")
     assert b"relayhost_auth_file" not in p.stderr, p.stderr
+
+
+def check_errors(relay, conf_lines):
+    """`stsrelay check` of the relay's config with conf_lines at its end
+    (replacing the keys they set): (exit code, its stderr lines about
+    relayhost_auth_file, the config path)."""
+    path = os.path.join(relay.dir, "check.conf")
+    keys = {l.split("=")[0].strip() for l in conf_lines}
+    with open(relay.conf) as f:
+        base = "".join(l for l in f if l.split("=")[0].strip() not in keys)
+    with open(path, "w") as f:
+        f.write(base + "".join(l + "\n" for l in conf_lines))
+    p = relay.cli("check", "-c", path)
+    err = p.stderr.decode()
+    assert PASSWORD not in err and "s3cret" not in err, err
+    return p.returncode, [l for l in err.splitlines() if "relayhost_auth_file" in l], path
+
+
+def test_check_validates_relayhost_auth_file(up, tmp_path):
+    """`stsrelay check`: the file exists, has the format, and `user` can
+    read it (tried as that user), each error as FILE:LINE: reason."""
+    r = up.w.relay({"relayhost": "[%s]:%d" % (UP, up.port)}, start=False)
+    n = len(open(r.conf).read().splitlines())   # the added keys follow
+    d = tempfile.mkdtemp(prefix="stsrelay-relayhost-check-")
+    try:
+        os.chmod(d, 0o755)      # TEST_USER may enter
+        missing = os.path.join(d, "missing")
+        rc, lines, conf = check_errors(r, ["relayhost_auth_file = " + missing])
+        assert rc == 78
+        assert lines == ["%s:%d: relayhost_auth_file %s: No such file or directory" % (
+            conf, n + 1, missing)], lines
+        bad = os.path.join(d, "bad")
+        for content, why in [("# comment\nuser-without-password\n",
+                              "%s:2: " % bad),
+                             ("a:s3cret\nb:s3cret\n", "%s:2: more than one credentials line" % bad),
+                             ("# only a comment\n\n", "%s: no user:password line" % bad),
+                             (":s3cret\n", "%s:1: " % bad)]:
+            with open(bad, "w") as f:
+                f.write(content)
+            os.chmod(bad, 0o600)
+            rc, lines, conf = check_errors(r, ["relayhost_auth_file = " + bad])
+            assert rc == 78, content
+            assert len(lines) == 1 and lines[0].startswith(
+                "%s:%d: relayhost_auth_file %s" % (conf, n + 1, why)), (content, lines)
+        # root's file, 0600: the daemon as TEST_USER could not read it
+        ensure_test_user()
+        good = os.path.join(d, "good")
+        with open(good, "w") as f:
+            f.write("%s:%s\n" % (USER, PASSWORD))
+        os.chmod(good, 0o600)
+        rc, lines, conf = check_errors(r, ["user = " + TEST_USER,
+                                           "relayhost_auth_file = " + good])
+        assert rc == 78
+        assert lines == ["%s:%d: relayhost_auth_file %s is not readable by user %s: "
+                         "Permission denied" % (conf, n + 2, good, TEST_USER)], lines
+        os.chown(good, pwd.getpwnam(TEST_USER).pw_uid, -1)
+        rc, lines, conf = check_errors(r, ["user = " + TEST_USER,
+                                           "relayhost_auth_file = " + good])
+        assert lines == [], lines
+        # the file without relayhost: a warning, not an error
+        rc, lines, conf = check_errors(r, ["relayhost =", "user = " + TEST_USER,
+                                           "relayhost_auth_file = " + good])
+        assert lines == ["%s:%d: warning: relayhost_auth_file is set but relayhost is not: "
+                         "it is not used" % (conf, n + 2)], lines
+    finally:
+        shutil.rmtree(d)
