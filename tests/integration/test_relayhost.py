@@ -28,6 +28,8 @@ EXPIRED = "expired.upstream.test"      # expired certificate, enforce policy
 SMTPS = "smtps.upstream.test"          # implicit TLS on 465
 FAKE = "mx.elsewhere.test"             # the MX of every recipient domain
 POLICY_ID = "20261203000001"
+README_USER, README_PASSWORD = "apikey", "the password from the provider"
+SRC = os.environ.get("STSRELAY_SRC", os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
 class Up:
@@ -43,7 +45,7 @@ def up(module_world):
     u.pf = w.postfix(DOMAINS, [UP, WRONGNAME, EXPIRED], port=u.port,
                      tls={WRONGNAME: w.ca.leaf([WRONGNAME], "wrongname"),
                           EXPIRED: w.ca.leaf([EXPIRED], "expired")},
-                     sasl_users={USER: PASSWORD})
+                     sasl_users={USER: PASSWORD, README_USER: README_PASSWORD})
     # implicit TLS (RFC 8314): its own instance on port 465, same account
     w.host(SMTPS, free_ip(465, used=set(w.ips.values())))
     u.pf465 = w.postfix(DOMAINS, [SMTPS], port=465, sasl_users={USER: PASSWORD},
@@ -410,3 +412,33 @@ def test_check_validates_relayhost_auth_file(up, tmp_path):
                          "it is not used" % (conf, n + 2)], lines
     finally:
         shutil.rmtree(d)
+
+
+def test_readme_cloud_host_config_as_written(up, tmp_path):
+    """README "Cloud host with port 25 blocked": its two keys and its
+    password line, only the provider's name and port swapped for the
+    world's upstream, deliver through it."""
+    text = open(os.path.join(SRC, "README.md")).read()
+    sec = text.split("### Cloud host with port 25 blocked", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```\n(.*?)```", sec, re.S)
+    keys = dict(re.match(r"^(\w+) = (\S+)$", l).groups()
+                for l in blocks[0].splitlines() if l and not l.startswith("#"))
+    assert keys == {"relayhost": "[smtp.example.net]:587",
+                    "relayhost_auth_file": "/etc/stsrelay/relayhost_auth"}, keys
+    line = re.search(r"printf '%s\\n' '([^']*)' > (\S+)", blocks[1])
+    assert line and line.group(2) == keys["relayhost_auth_file"], blocks[1]
+    assert line.group(1) == "%s:%s" % (README_USER, README_PASSWORD)
+    assert "install -m 0640 " in blocks[1]
+    pw = tmp_path / "relayhost_auth"
+    pw.write_text(line.group(1) + "\n")
+    os.chmod(pw, 0o640)
+    relayhost = keys["relayhost"].replace("smtp.example.net", UP).replace(
+        ":587", ":%d" % up.port)
+    r = up.w.relay({"relayhost": relayhost, "relayhost_auth_file": str(pw)})
+    p = r.cli("check")
+    assert p.returncode == 0, p.stderr
+    qid, msg = submit(r, ["readme@d2.test"], "readme config")
+    wait_rcpt_lines(r, qid, "sent", 1)
+    assert body_sha(delivered(up.pf, "readme@d2.test", "readme config").raw) == body_sha(msg)
+    assert "sasl_username=%s@" % README_USER in up.pf.log()
+    assert README_PASSWORD not in r.log()
