@@ -285,6 +285,19 @@ def test_enforce_policy_of_relayhost_domain_defers_475(up, tmp_path):
     assert up.w.https.fetch_count(EXPIRED) >= 1
     assert all(up.w.https.fetch_count(d) == 0 for d in DOMAINS)
     assert up.fake.sessions == []
+    # TLS-RPT files the failed sessions under the relay host's name
+    today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    p = r.cli("tlsrpt", "show", "--json", "--day", today)
+    assert p.returncode == 0, p.stderr
+    reports = {rep["policies"][0]["policy"]["policy-domain"]: rep
+               for rep in json.loads(p.stdout)}
+    assert set(reports) == {EXPIRED}, reports
+    pol = reports[EXPIRED]["policies"][0]
+    assert pol["policy"]["policy-type"] == "sts"
+    assert pol["summary"]["total-successful-session-count"] == 0
+    assert pol["summary"]["total-failure-session-count"] >= 1
+    assert {f["result-type"] for f in pol["failure-details"]} == {"certificate-expired"}
+    assert all(f["receiving-mx-hostname"] == EXPIRED for f in pol["failure-details"])
 
 
 def test_tlsrpt_against_relayhost_and_report_via_relayhost(up, tmp_path):
