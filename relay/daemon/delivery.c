@@ -695,7 +695,9 @@ static enum smtp_tls_result conn_tls_verdict(struct conn *c, const struct smtp_c
 		record_session(d, rt, c->in->host, c->in->ip, c->in->local_ip,
 			       rt != SMTP_TLS_RESULT_SUCCESS ? reason : NULL);
 	}
-	if (sts_result != SMTP_TLS_RESULT_SUCCESS && d->decision == STS_DECISION_TESTING)
+	/* testing goes on unless TLS was demanded anyway (a relay host) */
+	if (sts_result != SMTP_TLS_RESULT_SUCCESS && d->decision == STS_DECISION_TESTING &&
+	    !d->tls_verify)
 		log_msg(LOG_LVL_INFO, d->qid,
 			"%s: TLS check failed with %s (testing: delivery goes on), sts=%s, "
 			"sts_result=%s%s%s",

@@ -28,6 +28,7 @@ EXPIRED = "expired.upstream.test"      # expired certificate, enforce policy
 SMTPS = "smtps.upstream.test"          # implicit TLS on 465
 FAKE = "mx.elsewhere.test"             # the MX of every recipient domain
 POLICY_ID = "20261203000001"
+REFUSED = "gone@d3.test"               # the upstream says 554 5.1.1 to it
 README_USER, README_PASSWORD = "apikey", "the password from the provider"
 SRC = os.environ.get("STSRELAY_SRC", os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -42,7 +43,15 @@ def up(module_world):
     u = Up()
     u.w = w
     u.port = free_port()
+    # one recipient the upstream refuses for good (5xx at RCPT)
+    access = os.path.join(w.dir, "rcpt_access")
+    with open(access, "w") as f:
+        f.write("%s REJECT 5.1.1 no such user here\n" % REFUSED)
+    os.chmod(access, 0o644)
     u.pf = w.postfix(DOMAINS, [UP, WRONGNAME, EXPIRED], port=u.port,
+                     main_extra={"smtpd_recipient_restrictions":
+                                 "check_recipient_access texthash:%s, "
+                                 "permit_sasl_authenticated, reject" % access},
                      tls={WRONGNAME: w.ca.leaf([WRONGNAME], "wrongname"),
                           EXPIRED: w.ca.leaf([EXPIRED], "expired")},
                      sasl_users={USER: PASSWORD, README_USER: README_PASSWORD})
@@ -455,3 +464,35 @@ def test_readme_cloud_host_config_as_written(up, tmp_path):
     assert body_sha(delivered(up.pf, "readme@d2.test", "readme config").raw) == body_sha(msg)
     assert "sasl_username=%s@" % README_USER in up.pf.log()
     assert README_PASSWORD not in r.log()
+
+
+def test_upstream_5xx_bounces_through_the_relay_host(up, tmp_path):
+    """Bounces as without relayhost: a recipient the upstream refuses with
+    5xx bounces, the others of the transaction are sent, and the DSN to
+    the sender goes out through the relay host as well."""
+    r = relay_for(up, tmp_path, "[%s]:%d" % (UP, up.port))
+    body = b"bounce test body\r\n"
+    msg = (b"From: <app@d4.test>\r\nTo: <%s>\r\nSubject: partly refused\r\n"
+           b"Message-ID: <%d@d4.test>\r\n\r\n" % (REFUSED.encode(), time.time_ns())) + body
+    with smtplib.SMTP(r.host, r.port, local_hostname="client.test", timeout=30) as s:
+        s.ehlo()
+        assert s.mail("app@d4.test")[0] == 250
+        for rc in (REFUSED, "p@d1.test"):
+            assert s.rcpt(rc)[0] == 250
+        code, text = s.data(msg)
+        assert code == 250, text
+        qid = re.search(rb"queued as ([0-9A-F]{12})", text).group(1).decode()
+    line = wait_rcpt_lines(r, qid, "bounced", 1)[0]
+    assert "to=<%s>" % REFUSED in line and "dsn=5.1.1" in line, line
+    assert "relay=%s[%s]:%d," % (UP, up.w.ips[UP], up.port) in line, line
+    assert "said: 554 5.1.1" in line and "no such user here" in line, line
+    assert "to=<p@d1.test>" in wait_rcpt_lines(r, qid, "sent", 1)[0]
+    # the DSN: from <> to app@d4.test, via the upstream into d4.test's box
+    dsn = wait_until(lambda: [m for m in up.pf.messages("app@d4.test")
+                              if "Undelivered" in (m.msg["Subject"] or "")
+                              or m.msg.get_content_type() == "multipart/report"], 30,
+                     error=AssertionError, what="the DSN at the upstream")[0]
+    assert REFUSED.encode() in dsn.raw and b"no such user here" in dsn.raw
+    assert re.search(r"\bwith ESMTPSA\b", dsn.received()[0])
+    assert not up.pf.messages(REFUSED)
+    assert up.fake.sessions == []
