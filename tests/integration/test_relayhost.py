@@ -496,3 +496,16 @@ def test_upstream_5xx_bounces_through_the_relay_host(up, tmp_path):
     assert re.search(r"\bwith ESMTPSA\b", dsn.received()[0])
     assert not up.pf.messages(REFUSED)
     assert up.fake.sessions == []
+
+
+def test_relayhost_name_not_found_defers(up, tmp_path):
+    """A relay host name that does not resolve is our configuration's
+    fault, not the recipients': the mail waits (4.4.4), never bounces."""
+    r = relay_for(up, tmp_path, "[nosuch.upstream.test]:%d" % up.port, retry_schedule="1h")
+    qid, _ = submit(r, ["q@d1.test", "s@d2.test"], "no such relay host")
+    for line in wait_rcpt_lines(r, qid, "deferred", 2):
+        assert "dsn=4.4.4" in line, line
+        assert "Name service error for relayhost name=nosuch.upstream.test type=A" in line, line
+    assert not rcpt_lines(r, qid, "bounced")
+    assert set(mailq_reasons(r, qid)) == {"q@d1.test", "s@d2.test"}
+    assert up.fake.sessions == []
