@@ -2,6 +2,7 @@
  * that the unit runs before every start and reload: FILE:LINE: reason lines, exit 0 or 78. */
 #include "relay/cli/cli.h"
 #include "relay/cli/commands.h"
+#include "relay/core/authfile.h"
 #include "relay/daemon/relay.h"
 #include "smtp/tls.h"
 #include "sts/tlsrpt/dkim.h"
@@ -266,6 +267,23 @@ static void check_dkim_key(struct checker *c)
 		       c->cfg->dkim_key_file, (unsigned)(st.st_mode & 07777));
 }
 
+/* relayhost_auth_file as serve reads it (mode, one user:password line);
+ * whether `user` can read it is check_readable_as_user()'s. */
+static void check_relayhost_auth(struct checker *c)
+{
+	struct authfile_cred cred;
+	char err[768];
+
+	if (c->cfg->relayhost_auth_file[0] == '\0')
+		return;
+	if (c->cfg->relayhost[0] == '\0')
+		report(c, false, "relayhost_auth_file",
+		       "relayhost_auth_file is set but relayhost is not: it is not used");
+	if (authfile_load(c->cfg->relayhost_auth_file, &cred, err, sizeof(err)) != 0)
+		report(c, true, "relayhost_auth_file", "relayhost_auth_file %s", err);
+	authfile_wipe(&cred);
+}
+
 /* RFC 8460 §3: receivers ignore reports not signed by the reporting
  * domain. The daemon only warns at start; here it is an error. */
 static void check_dkim_domain(struct checker *c)
@@ -276,18 +294,22 @@ static void check_dkim_domain(struct checker *c)
 		report(c, true, "dkim_domain", "%s", why);
 }
 
-/* serve reads ca_file and dkim_key_file after it has become `user`: try
- * them as that user (a child process that switches for good), so a key
- * left 0600 root is found now rather than at the first report. */
+/* serve reads ca_file, dkim_key_file and relayhost_auth_file after it has
+ * become `user`: try them as that user (a child process that switches for
+ * good), so a key left 0600 root is found now rather than at the first
+ * report. */
+#define AS_USER_FILES 3
 static int check_readable_as_user(struct checker *c)
 {
-	const char *paths[2] = { c->cfg->ca_file, c->cfg->dkim_key_file };
-	const char *keys[2] = { "ca_file", "dkim_key_file" };
-	int errs[2] = { 0, 0 }, fds[2], status, i;
+	const char *paths[AS_USER_FILES] = { c->cfg->ca_file, c->cfg->dkim_key_file,
+					     c->cfg->relayhost_auth_file };
+	const char *keys[AS_USER_FILES] = { "ca_file", "dkim_key_file", "relayhost_auth_file" };
+	int errs[AS_USER_FILES] = { 0 }, fds[2], status, i;
 	ssize_t got = 0, n;
 	pid_t pid;
 
-	if (!c->have_user || getuid() != 0 || c->uid == 0 || (!paths[0][0] && !paths[1][0]))
+	if (!c->have_user || getuid() != 0 || c->uid == 0 ||
+	    (!paths[0][0] && !paths[1][0] && !paths[2][0]))
 		return 0;
 	if (pipe2(fds, O_CLOEXEC) != 0) {
 		fprintf(stderr, "%s: pipe: %s\n", PROG, strerror(errno));
@@ -309,7 +331,7 @@ static int check_readable_as_user(struct checker *c)
 		    setuid(c->uid) != 0) {
 			code = 1;
 		} else {
-			for (i = 0; i < 2; i++) {
+			for (i = 0; i < AS_USER_FILES; i++) {
 				int fd = paths[i][0] ? open(paths[i], O_RDONLY | O_CLOEXEC) : -2;
 
 				errs[i] = fd == -1 ? errno : 0;
@@ -342,7 +364,7 @@ static int check_readable_as_user(struct checker *c)
 		       c->cfg->user);
 		return 0;
 	}
-	for (i = 0; i < 2; i++)
+	for (i = 0; i < AS_USER_FILES; i++)
 		if (errs[i] != 0)
 			report(c, true, keys[i], "%s %s is not readable by user %s: %s", keys[i],
 			       paths[i], c->cfg->user, strerror(errs[i]));
@@ -362,9 +384,10 @@ static const char check_help[] =
 	"usage: stsrelay check [-c FILE]\n"
 	"\n"
 	"Tests the configuration the way `stsrelay serve` would use it: the file's\n"
-	"syntax, the spool directory, the user, the group " RELAY_DROP_GROUP ", ca_file\n"
-	"and the DKIM key (also whether `user` can read them). Problems are printed\n"
-	"as FILE:LINE: reason (warnings as FILE:LINE: warning: reason) on stderr.\n"
+	"syntax, the spool directory, the user, the group " RELAY_DROP_GROUP ", ca_file,\n"
+	"the DKIM key and relayhost_auth_file (also whether `user` can read them).\n"
+	"Problems are printed as FILE:LINE: reason (warnings as FILE:LINE: warning:\n"
+	"reason) on stderr.\n"
 	"  -c FILE     configuration file (else $STSRELAY_CONF, else\n"
 	"              " CONFIG_DEFAULT_PATH ")\n"
 	"  -h, --help  this text\n"
@@ -408,6 +431,7 @@ int cmd_conf_check(int argc, char **argv)
 	check_ca_file(&c);
 	check_dkim_key(&c);
 	check_dkim_domain(&c);
+	check_relayhost_auth(&c);
 	check_hostname(&c);
 	if (check_readable_as_user(&c) != 0)
 		ex = EX_OSERR;

@@ -812,6 +812,84 @@ static int set_user(struct config *c, const char *v, char *why, size_t whylen)
 	return 0;
 }
 
+/* An all-digit top label: an IPv4 address, not a host name. */
+static int numeric_top_label(const char *name)
+{
+	const char *top = strrchr(name, '.');
+
+	top = top != NULL ? top + 1 : name;
+	return strspn(top, "0123456789") == strlen(top);
+}
+
+/* "[host]:port", "[host]", "host:port" or "host": a DNS name (never an
+ * address: TLS to the relay host is verified against its name). Brackets
+ * mean no MX lookup (Postfix). Port 465 is implicit TLS, as RFC 8314 §3.3
+ * assigns it to submission over TLS; every other port speaks STARTTLS. */
+static int set_relayhost(struct config *c, const char *v, char *why, size_t whylen)
+{
+	char host[sizeof(c->relayhost)];
+	const char *end, *port = NULL;
+	uint64_t pv = 25;
+	bool bracket = v[0] == '[';
+	size_t n, i;
+
+	if (v[0] == '\0') {
+		c->relayhost[0] = '\0';
+		c->relayhost_port = 0;
+		c->relayhost_mx = c->relayhost_implicit_tls = false;
+		return 0;
+	}
+	if (bracket) {
+		end = strchr(v, ']');
+		if (end == NULL) {
+			snprintf(why, whylen, "missing ']'");
+			return -1;
+		}
+		v++;
+		if (end[1] == ':')
+			port = end + 2;
+		else if (end[1] != '\0')
+			goto bad;
+	} else {
+		end = strchr(v, ':');
+		if (end != NULL)
+			port = end + 1;
+		else
+			end = v + strlen(v);
+	}
+	n = (size_t)(end - v);
+	if (n >= sizeof(host))
+		goto bad;
+	memcpy(host, v, n);
+	host[n] = '\0';
+	if (n > 0 && host[n - 1] == '.')
+		host[--n] = '\0';
+	for (i = 0; i < n; i++)
+		host[i] = (char)((host[i] >= 'A' && host[i] <= 'Z') ? host[i] - 'A' + 'a'
+								    : host[i]);
+	if (!valid_dns_name(host) || numeric_top_label(host))
+		goto bad;
+	if (port != NULL && parse_uint_range(port, 1, 65535, &pv) < 0) {
+		snprintf(why, whylen, "port must be a number from 1 to 65535");
+		return -1;
+	}
+	copy_str(c->relayhost, sizeof(c->relayhost), host);
+	c->relayhost_port = (uint16_t)pv;
+	c->relayhost_mx = !bracket;
+	c->relayhost_implicit_tls = pv == 465;
+	return 0;
+bad:
+	snprintf(why, whylen,
+		 "must be [host]:port, [host], host:port or host, with a host name (not an "
+		 "address: TLS is verified against the name)");
+	return -1;
+}
+
+static int set_relayhost_auth_file(struct config *c, const char *v, char *why, size_t whylen)
+{
+	return set_path(c->relayhost_auth_file, sizeof(c->relayhost_auth_file), v, why, whylen);
+}
+
 enum key_flags {
 	KEY_EMPTY_OK = 1,  /* "key =" is meaningful (means: unset/none) */
 	KEY_NO_BLANKS = 2, /* a value with inner blanks is a mistake */
@@ -851,6 +929,8 @@ static const struct key_def keys[] = {
 	{ "log_format", set_log_format, KEY_NO_BLANKS },
 	{ "log_target", set_log_target, KEY_NO_BLANKS },
 	{ "alias_root", set_alias_root, KEY_EMPTY_OK | KEY_NO_BLANKS },
+	{ "relayhost", set_relayhost, KEY_EMPTY_OK | KEY_NO_BLANKS },
+	{ "relayhost_auth_file", set_relayhost_auth_file, KEY_EMPTY_OK },
 };
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 _Static_assert(NKEYS <= CONFIG_MAX_KEYS, "raise CONFIG_MAX_KEYS in config.h");

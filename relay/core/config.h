@@ -70,6 +70,16 @@ struct config {
 	enum config_log_format log_format;
 	enum config_log_target log_target;
 	char alias_root[256]; /* "": local recipients are refused */
+	/* relayhost (DESIGN "Remote submission"): "" = deliver to each
+	 * domain's MX. "[host]:port" = that host's A/AAAA (no MX lookup),
+	 * "host:port" = the MX hosts of host (Postfix's notation); port 25 when
+	 * omitted; port 465 means implicit TLS (RFC 8314), any other STARTTLS.
+	 * The name is lower case, without brackets or a trailing dot. */
+	char relayhost[256];
+	uint16_t relayhost_port;
+	bool relayhost_mx;                         /* written without brackets: look up its MX */
+	bool relayhost_implicit_tls;               /* port 465 */
+	char relayhost_auth_file[CONFIG_PATH_MAX]; /* "": no AUTH to the relay host */
 	/* Line of each key in the file last parsed (0: not set there, the
 	 * default applies), indexed like the key table; see config_key_line(). */
 	unsigned key_line[CONFIG_MAX_KEYS];

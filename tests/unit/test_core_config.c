@@ -92,6 +92,12 @@ static void dump_field(const struct config *c, const char *key, char *out, size_
 		APPEND("%d", (int)c->log_target);
 	} else if (strcmp(key, "alias_root") == 0) {
 		APPEND("%s", c->alias_root);
+	} else if (strcmp(key, "relayhost") == 0) {
+		/* name|port|mx|implicit-tls */
+		APPEND("%s|%u|%d|%d", c->relayhost, (unsigned)c->relayhost_port, c->relayhost_mx,
+		       c->relayhost_implicit_tls);
+	} else if (strcmp(key, "relayhost_auth_file") == 0) {
+		APPEND("%s", c->relayhost_auth_file);
 	} else {
 		fail_msg("test table names unknown field %s", key);
 	}
@@ -104,6 +110,7 @@ static const char *const all_fields[] = {
 	"tls_default", "queue_lifetime", "retry_schedule", "max_connections_per_domain",
 	"tlsrpt_org_name", "tlsrpt_contact", "tlsrpt_send_at", "max_sessions", "user",
 	"tlsrpt_retention", "dkim", "log_format", "log_target", "alias_root",
+	"relayhost", "relayhost_auth_file",
 };
 
 static int parse_str(struct config *c, const char *text, char *err, size_t errlen)
@@ -220,6 +227,18 @@ static const struct ok_case ok_cases[] = {
 	{ "log_target = journal", "log_target", "3" },
 	{ "alias_root = admin@example.org", "alias_root", "admin@example.org" },
 	{ "alias_root =", "alias_root", "" },
+	/* relayhost: name|port|mx lookup|implicit TLS (port 465) */
+	{ "relayhost = [smtp.example.net]:587", "relayhost", "smtp.example.net|587|0|0" },
+	{ "relayhost = [smtp.example.net]:465", "relayhost", "smtp.example.net|465|0|1" },
+	{ "relayhost = [smtp.example.net]", "relayhost", "smtp.example.net|25|0|0" },
+	{ "relayhost = example.net:587", "relayhost", "example.net|587|1|0" },
+	{ "relayhost = example.net", "relayhost", "example.net|25|1|0" },
+	{ "relayhost = [SMTP.Example.NET.]:2525", "relayhost", "smtp.example.net|2525|0|0" },
+	{ "relayhost = localhost:465", "relayhost", "localhost|465|1|1" },
+	{ "relayhost =", "relayhost", "|0|0|0" },
+	{ "relayhost_auth_file = /etc/stsrelay/relay auth", "relayhost_auth_file",
+	  "/etc/stsrelay/relay auth" },
+	{ "relayhost_auth_file =", "relayhost_auth_file", "" },
 	/* hostname, and the report identity that follows it */
 	{ "hostname = relay.example.com", "hostname", "relay.example.com" },
 	{ "hostname = relay.example.com", "tlsrpt_org_name", "relay.example.com" },
@@ -368,6 +387,32 @@ static const struct err_case err_cases[] = {
 	{ "alias_root = <a@b.example>", "t.conf:1: bad value '<a@b.example>' for key 'alias_root': "
 					"must be a full address like admin@example.org" },
 	{ "hostname =", "t.conf:1: key 'hostname' needs a value" },
+	{ "relayhost = [192.0.2.1]:587",
+	  "t.conf:1: bad value '[192.0.2.1]:587' for key 'relayhost': must be [host]:port, "
+	  "[host], host:port or host, with a host name (not an address: TLS is verified "
+	  "against the name)" },
+	{ "relayhost = [2001:db8::1]:587",
+	  "t.conf:1: bad value '[2001:db8::1]:587' for key 'relayhost': must be [host]:port, "
+	  "[host], host:port or host, with a host name (not an address: TLS is verified "
+	  "against the name)" },
+	{ "relayhost = [smtp.example.net:587",
+	  "t.conf:1: bad value '[smtp.example.net:587' for key 'relayhost': missing ']'" },
+	{ "relayhost = [smtp.example.net]587",
+	  "t.conf:1: bad value '[smtp.example.net]587' for key 'relayhost': must be "
+	  "[host]:port, [host], host:port or host, with a host name (not an address: TLS is "
+	  "verified against the name)" },
+	{ "relayhost = smtp.example.net:0",
+	  "t.conf:1: bad value 'smtp.example.net:0' for key 'relayhost': port must be a number "
+	  "from 1 to 65535" },
+	{ "relayhost = [smtp.example.net]:65536",
+	  "t.conf:1: bad value '[smtp.example.net]:65536' for key 'relayhost': port must be a "
+	  "number from 1 to 65535" },
+	{ "relayhost = []:25",
+	  "t.conf:1: bad value '[]:25' for key 'relayhost': must be [host]:port, [host], "
+	  "host:port or host, with a host name (not an address: TLS is verified against the "
+	  "name)" },
+	{ "relayhost = smtp.exa mple.net",
+	  "t.conf:1: bad value 'smtp.exa mple.net' for key 'relayhost': unexpected blank" },
 	{ "max_message_size =", "t.conf:1: key 'max_message_size' needs a value" },
 	{ "smtp_port =", "t.conf:1: key 'smtp_port' needs a value" },
 	{ "sts_https_port =", "t.conf:1: key 'sts_https_port' needs a value" },
@@ -1032,7 +1077,7 @@ static void test_example_conf_lists_every_key(void **state)
 		"tls_default", "queue_lifetime", "retry_schedule", "max_connections_per_domain",
 		"tlsrpt_org_name", "tlsrpt_contact", "tlsrpt_send_at", "max_sessions", "user",
 		"tlsrpt_retention", "dkim_domain", "dkim_selector", "dkim_key_file", "log_format",
-		"log_target", "alias_root",
+		"log_target", "alias_root", "relayhost", "relayhost_auth_file",
 	};
 	FILE *f = fopen(TEST_SRCDIR "/conf/stsrelay.conf", "r");
 	char line[512];
