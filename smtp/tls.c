@@ -528,8 +528,13 @@ struct smtp_tls_server_ctx *smtp_tls_server_ctx_new(const char *cert_file, const
 		goto fail;
 	}
 	if (SSL_CTX_use_PrivateKey_file(ctx->ssl_ctx, key_file, SSL_FILETYPE_PEM) != 1) {
-		snprintf(what, sizeof(what), "cannot load tls_key_file %.*s", CERT_PATH_SHOW,
-			 key_file);
+		/* OpenSSL checks the pair already here; say it in the operator's words */
+		bool mismatch = ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH;
+
+		snprintf(what, sizeof(what),
+			 mismatch ? "tls_key_file %.*s does not match tls_cert_file"
+				  : "cannot load tls_key_file %.*s",
+			 CERT_PATH_SHOW, key_file);
 		set_err(err, errlen, what);
 		goto fail;
 	}
