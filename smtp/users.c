@@ -63,7 +63,8 @@ const char *smtp_users_check_pattern(const char *p)
 
 static const char *check_hash(const char *h)
 {
-	size_t i, n = strlen(h);
+	size_t i, n = strlen(h), want;
+	const char *last;
 
 	if (strncmp(h, "$y$", 3) != 0 && strncmp(h, "$6$", 3) != 0)
 		return "password hash is neither yescrypt ($y$...) nor sha512-crypt ($6$...) "
@@ -73,7 +74,14 @@ static const char *check_hash(const char *h)
 	for (i = 0; i < n; i++)
 		if (h[i] <= 0x20 || h[i] >= 0x7f || h[i] == ',')
 			return "password hash holds a character crypt(3) never writes";
-	if (crypt_checksalt(h) != CRYPT_SALT_OK)
+	/* checksalt judges the setting; the digest after the last '$' must
+	 * be there too, in its scheme's length (a bare setting would make
+	 * every password fail without a word) */
+	last = strrchr(h, '$');
+	want = h[1] == 'y' ? 43 : 86;
+	if (crypt_checksalt(h) != CRYPT_SALT_OK || strlen(last + 1) != want ||
+	    strspn(last + 1, "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") !=
+		    want)
 		return "password hash is not one libcrypt accepts";
 	return NULL;
 }
