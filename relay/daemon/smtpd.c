@@ -1065,8 +1065,10 @@ static int check_mail(struct smtpd_session *s)
 		return out_of_sequence(s, "503 5.5.1 Error: send HELO/EHLO first");
 	if (s->state != SMTPD_S_HELO)
 		return out_of_sequence(s, "503 5.5.1 Error: nested MAIL command");
-	/* RFC 6409 §4.3: a submission server knows who submits */
-	if (s->kind != SMTPD_RELAY && s->user == NULL) {
+	/* RFC 6409 §4.3: a submission server knows who submits: by AUTH, or
+	 * (as Postfix's permit_mynetworks) by a mynetworks address, over TLS
+	 * all the same */
+	if (s->kind != SMTPD_RELAY && (s->tls == NULL || (s->user == NULL && !s->relay_ok))) {
 		const char *text = s->tls != NULL ? "530 5.7.0 Authentication required"
 						  : "530 5.7.0 Must issue a STARTTLS command first";
 
