@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+from faults_util import SAN_ENV, assert_no_sanitizer_report
 from smtp_util import RawSMTP
 from tests.world import free_port
 
@@ -59,7 +60,7 @@ class Submission:
                "auth_users_file": self.users, "mynetworks": "127.0.0.1/32",
                "max_sessions": 400}
         cfg.update(extra)
-        self.r = relay(cfg, start=False)
+        self.r = relay(cfg, start=False, env=SAN_ENV)
         self.user_add("alice", "--sender", "*@client.world.test", "--sender",
                       "boss@elsewhere.test")
         self.user_add("bob")
@@ -100,8 +101,23 @@ class Submission:
 
 
 @pytest.fixture
-def sub(world, relay):
-    return Submission(world, relay)
+def make_sub(world, relay):
+    """Submission(world, relay, **config); each one is stopped at the end:
+    exit 0 and no sanitizer report (sessions of every kind were open)."""
+    made = []
+
+    def make(**extra):
+        made.append(Submission(world, relay, **extra))
+        return made[-1]
+    yield make
+    for s in made:
+        assert s.r.stop() == 0, s.r.log(4000)
+        assert_no_sanitizer_report(s.r.log())
+
+
+@pytest.fixture
+def sub(make_sub):
+    return make_sub()
 
 
 def queued_id(out):
@@ -240,8 +256,8 @@ def test_five_failures_block_the_address_with_421(sub):
     assert sub.pf.wait_messages("after@" + DOMAIN, timeout=30)
 
 
-def test_sessions_per_ip_limit(world, relay):
-    sub = Submission(world, relay, max_sessions_per_ip=3)
+def test_sessions_per_ip_limit(make_sub):
+    sub = make_sub(max_sessions_per_ip=3)
     src = sub.sources.next()
     conns = [RawSMTP("127.0.0.1", sub.sub_port, timeout=20, source=src) for _ in range(3)]
     for c in conns:
