@@ -414,3 +414,22 @@ def test_user_command_add_list_del(sub):
     # an unknown name is not logged (it may be a password typed there)
     assert re.search(r"SASL PLAIN authentication failed: authentication failure$",
                      r.log(), re.M), r.log()[-2000:]
+
+
+def test_check_loads_certificate_key_and_users(sub):
+    r = sub.r
+    p = r.cli("check")
+    assert p.returncode == 0, p
+    # the key of another certificate: refused, naming the key
+    shutil.copyfile(sub.world.ca.leaf(["other.world.test"]).key, sub.key)
+    p = r.cli("check")
+    assert p.returncode == 78, p
+    assert re.search(rb"tls_key_file", p.stderr), p.stderr
+    # and the running daemon keeps its certificate when reloaded with it
+    r.reload()
+    r.wait_log(r"reload: .*new sessions keep the previous certificate")
+    with open(sub.users, "a") as f:
+        f.write("carol:not-a-hash\n")
+    p = r.cli("check")
+    assert p.returncode == 78, p
+    assert ("%s:3:" % sub.users).encode() in p.stderr, p.stderr
