@@ -17,7 +17,7 @@
 
 /* "secret", hashed by libcrypt (Python's crypt.crypt) */
 #define Y_SECRET "$y$j9T$pv2XEnWzQF90nKzaFfIbR.$e/naGgbrpdTQDpNgbHrzxpKWT31z998MXH07gB3ilx0"
-#define S_SECRET                                                                          \
+#define S_SECRET                                                                               \
 	"$6$rounds=5000$saltsaltsalt$PMWE8DTlam1JU37Piyk43bHcMxTJq6sgu5DKB0/tGPjanN35jcY68Qkp" \
 	"DfPFUGPWX5uCxIQkSPzMmqEiVNgts."
 
@@ -122,9 +122,9 @@ static void test_parse_errors(void **state)
 		assert_null(strstr(err, "pv2XEn"));
 	}
 	/* a NUL byte anywhere */
-	assert_int_equal(smtp_users_parse("a:b\0", 4, "users", (struct smtp_users **)err, err,
-					  sizeof(err)),
-			 -1);
+	assert_int_equal(
+		smtp_users_parse("a:b\0", 4, "users", (struct smtp_users **)err, err, sizeof(err)),
+		-1);
 	assert_string_equal(err, "users: NUL byte in the file");
 }
 
@@ -254,7 +254,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_parse_good),   cmocka_unit_test(test_parse_errors),
 		cmocka_unit_test(test_parse_limits), cmocka_unit_test(test_verify),
-		cmocka_unit_test(test_hash),	     cmocka_unit_test(test_senders),
+		cmocka_unit_test(test_hash),         cmocka_unit_test(test_senders),
 		cmocka_unit_test(test_refs),
 	};
 
