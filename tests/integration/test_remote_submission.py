@@ -235,6 +235,27 @@ def test_refusals_530_535_553_538(sub):
     assert "NOQUEUE: reject: MAIL from unknown[%s]: 553 5.7.1" % src in sub.r.log()
 
 
+def test_auth_lines_are_bounded(sub):
+    """An AUTH command or SASL response over 1000 octets is refused whole
+    (not a failed authentication); the session goes on."""
+    c = RawSMTP("127.0.0.1", sub.sub_port, timeout=20, source=sub.sources.next())
+    assert c.reply()[0] == 220
+    assert c.cmd("EHLO raw.test")[0] == 250
+    assert c.cmd("STARTTLS")[0] == 220
+    c.sock = sub.context().wrap_socket(c.sock, server_hostname=HOST)
+    assert c.cmd("EHLO raw.test")[0] == 250
+    code, text = c.cmd("AUTH PLAIN " + "A" * 2000)
+    assert code == 500, text
+    assert c.cmd("AUTH LOGIN")[0] == 334
+    code, text = c.cmd("B" * 5000)
+    assert code == 500 and "5.5.6" in text, text
+    token = base64.b64encode(b"\0alice\0" + PASSWORDS["alice"].encode()).decode()
+    assert c.cmd("AUTH PLAIN " + token)[0] == 235
+    assert c.cmd("MAIL FROM:<%s>" % SENDER)[0] == 250
+    c.cmd("QUIT")
+    assert "authentication failed" not in sub.r.log()
+
+
 def test_five_failures_block_the_address_with_421(sub):
     src, other = sub.sources.next(), sub.sources.next()
     for i in range(5):
