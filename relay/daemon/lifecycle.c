@@ -184,6 +184,14 @@ static void reload(struct serve *sv)
 	if (nc->nlisten != cur->nlisten ||
 	    memcmp(nc->listen, cur->listen, sizeof(nc->listen[0]) * nc->nlisten) != 0)
 		log_warn("reload: listen changed; takes effect after a restart");
+	if (nc->nsubmission_listen != cur->nsubmission_listen ||
+	    memcmp(nc->submission_listen, cur->submission_listen,
+		   sizeof(nc->submission_listen[0]) * nc->nsubmission_listen) != 0 ||
+	    nc->nsmtps_listen != cur->nsmtps_listen ||
+	    memcmp(nc->smtps_listen, cur->smtps_listen,
+		   sizeof(nc->smtps_listen[0]) * nc->nsmtps_listen) != 0)
+		log_warn("reload: submission_listen/smtps_listen changed; take effect after a "
+			 "restart");
 	if (strcmp(nc->spool_dir, cur->spool_dir) != 0)
 		log_warn("reload: spool_dir changed; takes effect after a restart");
 	if (strcmp(nc->user, cur->user) != 0)
@@ -202,6 +210,10 @@ static void reload(struct serve *sv)
 			"reload: sts_https_port/sts_fetch_timeout changed; take effect after a restart");
 	memcpy(nc->listen, cur->listen, sizeof(nc->listen));
 	nc->nlisten = cur->nlisten;
+	memcpy(nc->submission_listen, cur->submission_listen, sizeof(nc->submission_listen));
+	nc->nsubmission_listen = cur->nsubmission_listen;
+	memcpy(nc->smtps_listen, cur->smtps_listen, sizeof(nc->smtps_listen));
+	nc->nsmtps_listen = cur->nsmtps_listen;
 	memcpy(nc->spool_dir, cur->spool_dir, sizeof(nc->spool_dir));
 	memcpy(nc->user, cur->user, sizeof(nc->user));
 	*cur = *nc;
@@ -212,6 +224,8 @@ static void reload(struct serve *sv)
 	setup_logging(cur);
 	log_info("configuration reloaded from %s", sv->r.config_path);
 	log_relayhost(&sv->r);
+	/* the certificate and the users: re-read off the loop, swapped in later */
+	smtpd_reload(sv->smtpd);
 	notify_ready("running");
 }
 
@@ -661,6 +675,9 @@ static int start_services(struct serve *sv, char *err, size_t errlen)
 		log_error("%s; running without a control socket", err);
 		sv->control = NULL;
 	}
+	/* as `user`: the key and the users file are read again on SIGHUP */
+	if (smtpd_submission_load(sv->smtpd, err, errlen) != 0)
+		return EX_CONFIG;
 	if (smtpd_listen(sv->smtpd, sv->commit, err, errlen) != 0)
 		return EX_OSERR;
 	return 0;
