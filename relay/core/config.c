@@ -888,678 +888,663 @@ bad:
 static int set_relayhost_auth_file(struct config *c, const char *v, char *why, size_t whylen)
 {
 	return set_path(c->relayhost_auth_file, sizeof(c->relayhost_auth_file), v, why, whylen);
-	static int set_submission_listen(struct config * c, const char *v, char *why, size_t whylen)
-	{
-		return parse_addr_list(v, 587, c->submission_listen, CONFIG_MAX_LISTEN,
-				       &c->nsubmission_listen, why, whylen);
-	}
+}
 
-	static int set_smtps_listen(struct config * c, const char *v, char *why, size_t whylen)
-	{
-		return parse_addr_list(v, 465, c->smtps_listen, CONFIG_MAX_LISTEN,
-				       &c->nsmtps_listen, why, whylen);
-	}
+static int set_submission_listen(struct config *c, const char *v, char *why, size_t whylen)
+{
+	return parse_addr_list(v, 587, c->submission_listen, CONFIG_MAX_LISTEN,
+			       &c->nsubmission_listen, why, whylen);
+}
 
-	static int set_tls_cert_file(struct config * c, const char *v, char *why, size_t whylen)
-	{
-		return set_path(c->tls_cert_file, sizeof(c->tls_cert_file), v, why, whylen);
-	}
+static int set_smtps_listen(struct config *c, const char *v, char *why, size_t whylen)
+{
+	return parse_addr_list(v, 465, c->smtps_listen, CONFIG_MAX_LISTEN, &c->nsmtps_listen, why,
+			       whylen);
+}
 
-	static int set_tls_key_file(struct config * c, const char *v, char *why, size_t whylen)
-	{
-		return set_path(c->tls_key_file, sizeof(c->tls_key_file), v, why, whylen);
-	}
+static int set_tls_cert_file(struct config *c, const char *v, char *why, size_t whylen)
+{
+	return set_path(c->tls_cert_file, sizeof(c->tls_cert_file), v, why, whylen);
+}
 
-	static int set_auth_users_file(struct config * c, const char *v, char *why, size_t whylen)
-	{
-		return set_path(c->auth_users_file, sizeof(c->auth_users_file), v, why, whylen);
-	}
+static int set_tls_key_file(struct config *c, const char *v, char *why, size_t whylen)
+{
+	return set_path(c->tls_key_file, sizeof(c->tls_key_file), v, why, whylen);
+}
 
-	/* Postfix's spelling of booleans. */
-	static int set_bool(bool *dst, const char *v, char *why, size_t whylen)
-	{
-		if (strcmp(v, "yes") == 0)
-			*dst = true;
-		else if (strcmp(v, "no") == 0)
-			*dst = false;
-		else {
-			snprintf(why, whylen, "must be yes or no");
-			return -1;
-		}
-		return 0;
-	}
+static int set_auth_users_file(struct config *c, const char *v, char *why, size_t whylen)
+{
+	return set_path(c->auth_users_file, sizeof(c->auth_users_file), v, why, whylen);
+}
 
-	static int set_received_show_auth(struct config * c, const char *v, char *why,
-					  size_t whylen)
-	{
-		return set_bool(&c->received_show_auth, v, why, whylen);
-	}
-
-	static int set_max_sessions_per_ip(struct config * c, const char *v, char *why,
-					   size_t whylen)
-	{
-		return set_unsigned(&c->max_sessions_per_ip, v, 1, MAX_SESSIONS, why, whylen);
-	}
-
-	enum key_flags {
-		KEY_EMPTY_OK = 1,  /* "key =" is meaningful (means: unset/none) */
-		KEY_NO_BLANKS = 2, /* a value with inner blanks is a mistake */
-	};
-
-	struct key_def {
-		const char *name;
-		setter_fn set;
-		unsigned flags;
-	};
-
-	/* The DESIGN.md table, in its order. */
-	static const struct key_def keys[] = {
-		{ "listen", set_listen, 0 },
-		{ "spool_dir", set_spool_dir, 0 },
-		{ "hostname", set_hostname, KEY_NO_BLANKS },
-		{ "mynetworks", set_mynetworks, KEY_EMPTY_OK },
-		{ "max_message_size", set_max_message_size, KEY_NO_BLANKS },
-		{ "dns_servers", set_dns_servers, KEY_EMPTY_OK },
-		{ "ca_file", set_ca_file, KEY_EMPTY_OK },
-		{ "smtp_port", set_smtp_port, KEY_NO_BLANKS },
-		{ "sts_https_port", set_sts_https_port, KEY_NO_BLANKS },
-		{ "sts_fetch_timeout", set_sts_fetch_timeout, KEY_NO_BLANKS },
-		{ "tls_default", set_tls_default, KEY_NO_BLANKS },
-		{ "queue_lifetime", set_queue_lifetime, KEY_NO_BLANKS },
-		{ "retry_schedule", set_retry_schedule, 0 },
-		{ "max_connections_per_domain", set_max_connections_per_domain, KEY_NO_BLANKS },
-		{ "tlsrpt_org_name", set_tlsrpt_org_name, 0 },
-		{ "tlsrpt_contact", set_tlsrpt_contact, 0 },
-		{ "tlsrpt_send_at", set_tlsrpt_send_at, KEY_NO_BLANKS },
-		{ "max_sessions", set_max_sessions, KEY_NO_BLANKS },
-		{ "user", set_user, KEY_EMPTY_OK | KEY_NO_BLANKS },
-		{ "tlsrpt_retention", set_tlsrpt_retention, KEY_NO_BLANKS },
-		{ "dkim_domain", set_dkim_domain, KEY_EMPTY_OK | KEY_NO_BLANKS },
-		{ "dkim_selector", set_dkim_selector, KEY_EMPTY_OK | KEY_NO_BLANKS },
-		{ "dkim_key_file", set_dkim_key_file, KEY_EMPTY_OK },
-		{ "log_format", set_log_format, KEY_NO_BLANKS },
-		{ "log_target", set_log_target, KEY_NO_BLANKS },
-		{ "alias_root", set_alias_root, KEY_EMPTY_OK | KEY_NO_BLANKS },
-		{ "relayhost", set_relayhost, KEY_EMPTY_OK | KEY_NO_BLANKS },
-		{ "relayhost_auth_file", set_relayhost_auth_file, KEY_EMPTY_OK },
-		{ "submission_listen", set_submission_listen, KEY_EMPTY_OK },
-		{ "smtps_listen", set_smtps_listen, KEY_EMPTY_OK },
-		{ "tls_cert_file", set_tls_cert_file, KEY_EMPTY_OK },
-		{ "tls_key_file", set_tls_key_file, KEY_EMPTY_OK },
-		{ "auth_users_file", set_auth_users_file, 0 },
-		{ "received_show_auth", set_received_show_auth, KEY_NO_BLANKS },
-		{ "max_sessions_per_ip", set_max_sessions_per_ip, KEY_NO_BLANKS },
-	};
-#define NKEYS (sizeof(keys) / sizeof(keys[0]))
-	_Static_assert(NKEYS <= CONFIG_MAX_KEYS, "raise CONFIG_MAX_KEYS in config.h");
-
-	static size_t key_index(const char *name)
-	{
-		for (size_t i = 0; i < NKEYS; i++)
-			if (strcmp(keys[i].name, name) == 0)
-				return i;
-		return NKEYS;
-	}
-
-	/* ---- defaults, parse, load ------------------------------------------------ */
-
-	static void set_report_defaults(struct config * c, int org, int contact)
-	{
-		if (org)
-			copy_str(c->tlsrpt_org_name, sizeof(c->tlsrpt_org_name), c->hostname);
-		if (contact)
-			snprintf(c->tlsrpt_contact, sizeof(c->tlsrpt_contact), "postmaster@%s",
-				 c->hostname);
-	}
-
-	void config_defaults(struct config * cfg)
-	{
-		static const uint64_t retry[] = { 300, 600, 1200, 2400, 3600, 7200, 14400 };
-		char why[16];
-
-		memset(cfg, 0, sizeof(*cfg));
-		if (set_listen(cfg, "127.0.0.1:2525", why, sizeof(why)) < 0)
-			cfg->nlisten = 0; /* cannot happen: a constant */
-		copy_str(cfg->spool_dir, sizeof(cfg->spool_dir), "/var/spool/stsrelay");
-		/* gethostname() may leave the buffer unterminated on truncation. */
-		if (gethostname(cfg->hostname, sizeof(cfg->hostname) - 1) < 0 ||
-		    cfg->hostname[0] == '\0')
-			copy_str(cfg->hostname, sizeof(cfg->hostname), "localhost");
-		cfg->hostname[sizeof(cfg->hostname) - 1] = '\0';
-		if (set_mynetworks(cfg, "127.0.0.0/8, ::1/128", why, sizeof(why)) < 0)
-			cfg->nmynetworks = 0; /* cannot happen: a constant */
-		cfg->max_message_size = 52428800;
-		cfg->ndns_servers = 0;
-		cfg->smtp_port = 25;
-		cfg->sts_https_port = 443;
-		cfg->sts_fetch_timeout_ms = 30000;
-		cfg->tls_default = TLS_DEFAULT_OPPORTUNISTIC;
-		cfg->queue_lifetime_s = 5 * 86400;
-		memcpy(cfg->retry_schedule_s, retry, sizeof(retry));
-		cfg->nretry_schedule = sizeof(retry) / sizeof(retry[0]);
-		cfg->max_connections_per_domain = 10;
-		set_report_defaults(cfg, 1, 1);
-		cfg->tlsrpt_send_at_min = 15;
-		cfg->max_sessions = 1000;
-		cfg->tlsrpt_retention_s = 14 * 86400;
-		cfg->log_format = CONFIG_LOG_TEXT;
-		cfg->log_target = CONFIG_LOG_TARGET_AUTO;
-		copy_str(cfg->auth_users_file, sizeof(cfg->auth_users_file), CONFIG_DEFAULT_USERS);
-		cfg->max_sessions_per_ip = 50; /* Postfix's smtpd_client_connection_count_limit */
-	}
-
-	bool config_submission_on(const struct config *cfg)
-	{
-		return cfg->nsubmission_listen > 0 || cfg->nsmtps_listen > 0;
-	}
-
-	/* The three listen keys bind sockets of one process: an address in two of
- * them would fail at bind time with a less helpful message. 0, or -1 with
- * the line and reason. */
-	static int check_listen_overlap(const struct config *c, const unsigned *seen_line,
-					unsigned *line, char *reason, size_t rlen)
-	{
-		const struct {
-			const char *key;
-			const struct config_addr *a;
-			size_t n;
-		} lists[] = {
-			{ "listen", c->listen, c->nlisten },
-			{ "submission_listen", c->submission_listen, c->nsubmission_listen },
-			{ "smtps_listen", c->smtps_listen, c->nsmtps_listen },
-		};
-		size_t i, j, x, y;
-
-		for (i = 0; i < 3; i++)
-			for (j = i + 1; j < 3; j++)
-				for (x = 0; x < lists[i].n; x++)
-					for (y = 0; y < lists[j].n; y++) {
-						const struct config_addr *a = &lists[i].a[x],
-									 *b = &lists[j].a[y];
-
-						if (a->salen != b->salen ||
-						    memcmp(&a->sa, &b->sa, a->salen) != 0)
-							continue;
-						*line = seen_line[key_index(lists[j].key)];
-						if (*line == 0)
-							*line = seen_line[key_index(lists[i].key)];
-						snprintf(reason, rlen,
-							 "address %s:%u is in both %s and %s",
-							 a->host, a->port, lists[i].key,
-							 lists[j].key);
-						return -1;
-					}
-		return 0;
-	}
-
-	/* Quotes a value for an error message: cut to CONFIG_SHOW_MAX bytes, and
- * anything not plain printable ASCII shown as '?', since the message goes
- * to a terminal or log line. */
-	static void show(char *dst, size_t dstlen, const char *s)
-	{
-		size_t n = 0;
-
-		for (; *s != '\0' && n + 4 < dstlen; s++) {
-			unsigned char c = (unsigned char)*s;
-
-			if (n == CONFIG_SHOW_MAX) {
-				memcpy(dst + n, "...", 3);
-				n += 3;
-				break;
-			}
-			dst[n++] = (c < 0x20 || c >= 0x7f) ? '?' : (char)c;
-		}
-		dst[n] = '\0';
-	}
-
-	static void set_err(char *err, size_t errlen, const char *fname, unsigned line,
-			    const char *reason)
-	{
-		if (err == NULL || errlen == 0)
-			return;
-		if (line > 0)
-			snprintf(err, errlen, "%s:%u: %s", fname, line, reason);
-		else
-			snprintf(err, errlen, "%s: %s", fname, reason);
-	}
-
-	/* Handles one line (terminator removed, no NUL inside, at most
- * CONFIG_LINE_MAX bytes). Returns 0, or -1 with reason set. */
-	static int parse_line(struct config * c, char *line, unsigned lineno, unsigned *seen_line,
-			      char *reason, size_t rlen)
-	{
-		char *key, *val, *eq, *end, sk[CONFIG_SHOW_MAX + 8], sv[CONFIG_SHOW_MAX + 8];
-		char why[160];
-		size_t k;
-
-		/* Strip a comment: '#' at the start or after a blank. A '#' glued to
-	 * other text (a path like /etc/x#1) stays part of the value. */
-		for (char *p = line; *p != '\0'; p++) {
-			if (*p == '#' && (p == line || is_blank(p[-1]))) {
-				*p = '\0';
-				break;
-			}
-		}
-		for (char *p = line; *p != '\0'; p++) {
-			unsigned char ch = (unsigned char)*p;
-
-			if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
-				snprintf(reason, rlen, "control character 0x%02x in line", ch);
-				return -1;
-			}
-		}
-		key = line;
-		while (is_blank(*key))
-			key++;
-		if (*key == '\0')
-			return 0; /* blank or comment-only line */
-		eq = strchr(key, '=');
-		if (eq == NULL) {
-			show(sk, sizeof(sk), key);
-			snprintf(reason, rlen, "expected 'key = value', got '%s'", sk);
-			return -1;
-		}
-		end = eq;
-		while (end > key && is_blank(end[-1]))
-			end--;
-		*end = '\0';
-		val = eq + 1;
-		while (is_blank(*val))
-			val++;
-		end = val + strlen(val);
-		while (end > val && is_blank(end[-1]))
-			end--;
-		*end = '\0';
-
-		show(sk, sizeof(sk), key);
-		show(sv, sizeof(sv), val);
-		if (*key == '\0') {
-			snprintf(reason, rlen, "missing key before '=' (value '%s')", sv);
-			return -1;
-		}
-		k = key_index(key);
-		if (k == NKEYS) {
-			snprintf(reason, rlen, "unknown key '%s'", sk);
-			return -1;
-		}
-		if (seen_line[k] != 0) {
-			snprintf(reason, rlen, "key '%s' repeated (first set on line %u)", sk,
-				 seen_line[k]);
-			return -1;
-		}
-		seen_line[k] = lineno;
-		if (*val == '\0' && !(keys[k].flags & KEY_EMPTY_OK)) {
-			snprintf(reason, rlen, "key '%s' needs a value", sk);
-			return -1;
-		}
-		if ((keys[k].flags & KEY_NO_BLANKS) && has_blank(val)) {
-			snprintf(reason, rlen, "bad value '%s' for key '%s': unexpected blank", sv,
-				 sk);
-			return -1;
-		}
-		if (!printable_text(val)) {
-			snprintf(reason, rlen, "bad value '%s' for key '%s': control character", sv,
-				 sk);
-			return -1;
-		}
-		why[0] = '\0';
-		if (keys[k].set(c, val, why, sizeof(why)) < 0) {
-			snprintf(reason, rlen, "bad value '%s' for key '%s': %s", sv, sk, why);
-			return -1;
-		}
-		return 0;
-	}
-
-	int config_parse(struct config * cfg, const char *buf, size_t len, const char *fname,
-			 char *err, size_t errlen)
-	{
-		/* Work on a copy so that a failed parse (a bad SIGHUP reload) leaves
-	 * the running configuration untouched. */
-		struct config c = *cfg;
-		unsigned seen_line[NKEYS] = { 0 };
-		char line[CONFIG_LINE_MAX + 1];
-		char reason[512];
-		size_t pos = 0;
-		unsigned lineno = 0, dkim_line = 0;
-		int ndkim = 0;
-
-		if (fname == NULL)
-			fname = "(config)";
-		if (err != NULL && errlen > 0)
-			err[0] = '\0';
-		if (buf == NULL && len > 0) {
-			set_err(err, errlen, fname, 0, "no data");
-			return -1;
-		}
-		if (len > CONFIG_FILE_MAX) {
-			snprintf(reason, sizeof(reason), "file larger than %d bytes",
-				 CONFIG_FILE_MAX);
-			set_err(err, errlen, fname, 0, reason);
-			return -1;
-		}
-		/* An editor's UTF-8 byte order mark is not part of the first key. */
-		if (len >= 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0)
-			pos = 3;
-		while (pos < len) {
-			const char *s = buf + pos;
-			const char *nl = memchr(s, '\n', len - pos);
-			size_t n = nl != NULL ? (size_t)(nl - s) : len - pos;
-
-			lineno++;
-			pos += n + (nl != NULL);
-			if (n > 0 && s[n - 1] == '\r')
-				n--; /* CRLF files are fine */
-			if (n > CONFIG_LINE_MAX) {
-				snprintf(reason, sizeof(reason), "line longer than %d bytes",
-					 CONFIG_LINE_MAX);
-				set_err(err, errlen, fname, lineno, reason);
-				return -1;
-			}
-			if (memchr(s, '\0', n) != NULL) {
-				set_err(err, errlen, fname, lineno, "NUL byte in line");
-				return -1;
-			}
-			memcpy(line, s, n);
-			line[n] = '\0';
-			if (parse_line(&c, line, lineno, seen_line, reason, sizeof(reason)) < 0) {
-				set_err(err, errlen, fname, lineno, reason);
-				return -1;
-			}
-		}
-
-		/* Report identity follows a hostname set in this file, unless the
-	 * file names it itself; an empty one (zeroed struct) is filled too. */
-		{
-			size_t ih = key_index("hostname"), io = key_index("tlsrpt_org_name"),
-			       ic = key_index("tlsrpt_contact");
-			int host_set = seen_line[ih] != 0;
-
-			set_report_defaults(
-				&c, !seen_line[io] && (host_set || c.tlsrpt_org_name[0] == '\0'),
-				!seen_line[ic] && (host_set || c.tlsrpt_contact[0] == '\0'));
-		}
-
-		/* DKIM keys go together: a half-configured signer is an operator
-	 * mistake that would otherwise only show when a report is sent. */
-		{
-			static const char *const dk[] = { "dkim_domain", "dkim_selector",
-							  "dkim_key_file" };
-
-			for (size_t i = 0; i < 3; i++) {
-				size_t ki = key_index(dk[i]);
-
-				if (seen_line[ki] > dkim_line)
-					dkim_line = seen_line[ki];
-			}
-			ndkim = (c.dkim_domain[0] != '\0') + (c.dkim_selector[0] != '\0') +
-				(c.dkim_key_file[0] != '\0');
-			if (ndkim != 0 && ndkim != 3) {
-				set_err(err, errlen, fname, dkim_line,
-					"'dkim_domain', 'dkim_selector' and 'dkim_key_file' must be "
-					"set all together or not at all");
-				return -1;
-			}
-		}
-		/* Submission is TLS-only (AUTH never in plaintext): no listener
-	 * without a certificate, and a certificate comes with its key. */
-		{
-			size_t ic = key_index("tls_cert_file"), ik = key_index("tls_key_file");
-			unsigned sline = seen_line[key_index("submission_listen")];
-
-			if (sline == 0)
-				sline = seen_line[key_index("smtps_listen")];
-			if (config_submission_on(&c) &&
-			    (c.tls_cert_file[0] == '\0' || c.tls_key_file[0] == '\0')) {
-				set_err(err, errlen, fname, sline,
-					"submission_listen and smtps_listen need tls_cert_file and "
-					"tls_key_file (AUTH is offered only over TLS)");
-				return -1;
-			}
-			if ((c.tls_cert_file[0] == '\0') != (c.tls_key_file[0] == '\0')) {
-				set_err(err, errlen, fname,
-					seen_line[ic] > seen_line[ik] ? seen_line[ic]
-								      : seen_line[ik],
-					"'tls_cert_file' and 'tls_key_file' must be set together");
-				return -1;
-			}
-			if (check_listen_overlap(&c, seen_line, &sline, reason, sizeof(reason)) !=
-			    0) {
-				set_err(err, errlen, fname, sline, reason);
-				return -1;
-			}
-		}
-		memcpy(c.key_line, seen_line, sizeof(seen_line));
-		*cfg = c;
-		return 0;
-	}
-
-	unsigned config_key_line(const struct config *cfg, const char *key)
-	{
-		size_t k = key_index(key);
-
-		return k < NKEYS ? cfg->key_line[k] : 0;
-	}
-
-	int config_check_dkim_domain(const struct config *cfg, char *why, size_t whylen)
-	{
-		const char *at = strrchr(cfg->tlsrpt_contact, '@');
-		const char *sub = at != NULL ? at + 1 : cfg->tlsrpt_contact;
-		const char *dk = cfg->dkim_domain;
-		size_t sl = strlen(sub), dl = strlen(dk);
-
-		if (why != NULL && whylen > 0)
-			why[0] = '\0';
-		if (dl > 0 && dk[dl - 1] == '.')
-			dl--;
-		if (sl > 0 && sub[sl - 1] == '.')
-			sl--;
-		if (dl == 0)
-			return 0;
-		/* equal, or a parent: sub ends in "." + dk (DNS names compare caselessly) */
-		if ((sl == dl && strncasecmp(sub, dk, dl) == 0) ||
-		    (sl > dl && sub[sl - dl - 1] == '.' && strncasecmp(sub + sl - dl, dk, dl) == 0))
-			return 0;
-		if (why != NULL)
-			snprintf(
-				why, whylen,
-				"dkim_domain '%.*s' is neither the report submitter's domain '%.*s' "
-				"(from tlsrpt_contact) nor a parent of it: receivers ignore reports not "
-				"signed by the reporting domain (RFC 8460 §3)",
-				(int)dl, dk, (int)sl, sub);
+/* Postfix's spelling of booleans. */
+static int set_bool(bool *dst, const char *v, char *why, size_t whylen)
+{
+	if (strcmp(v, "yes") == 0)
+		*dst = true;
+	else if (strcmp(v, "no") == 0)
+		*dst = false;
+	else {
+		snprintf(why, whylen, "must be yes or no");
 		return -1;
 	}
+	return 0;
+}
 
-	int config_load(struct config * cfg, const char *path, char *err, size_t errlen)
+static int set_received_show_auth(struct config *c, const char *v, char *why, size_t whylen)
+{
+	return set_bool(&c->received_show_auth, v, why, whylen);
+}
+
+static int set_max_sessions_per_ip(struct config *c, const char *v, char *why, size_t whylen)
+{
+	return set_unsigned(&c->max_sessions_per_ip, v, 1, MAX_SESSIONS, why, whylen);
+}
+
+enum key_flags {
+	KEY_EMPTY_OK = 1,  /* "key =" is meaningful (means: unset/none) */
+	KEY_NO_BLANKS = 2, /* a value with inner blanks is a mistake */
+};
+
+struct key_def {
+	const char *name;
+	setter_fn set;
+	unsigned flags;
+};
+
+/* The DESIGN.md table, in its order. */
+static const struct key_def keys[] = {
+	{ "listen", set_listen, 0 },
+	{ "spool_dir", set_spool_dir, 0 },
+	{ "hostname", set_hostname, KEY_NO_BLANKS },
+	{ "mynetworks", set_mynetworks, KEY_EMPTY_OK },
+	{ "max_message_size", set_max_message_size, KEY_NO_BLANKS },
+	{ "dns_servers", set_dns_servers, KEY_EMPTY_OK },
+	{ "ca_file", set_ca_file, KEY_EMPTY_OK },
+	{ "smtp_port", set_smtp_port, KEY_NO_BLANKS },
+	{ "sts_https_port", set_sts_https_port, KEY_NO_BLANKS },
+	{ "sts_fetch_timeout", set_sts_fetch_timeout, KEY_NO_BLANKS },
+	{ "tls_default", set_tls_default, KEY_NO_BLANKS },
+	{ "queue_lifetime", set_queue_lifetime, KEY_NO_BLANKS },
+	{ "retry_schedule", set_retry_schedule, 0 },
+	{ "max_connections_per_domain", set_max_connections_per_domain, KEY_NO_BLANKS },
+	{ "tlsrpt_org_name", set_tlsrpt_org_name, 0 },
+	{ "tlsrpt_contact", set_tlsrpt_contact, 0 },
+	{ "tlsrpt_send_at", set_tlsrpt_send_at, KEY_NO_BLANKS },
+	{ "max_sessions", set_max_sessions, KEY_NO_BLANKS },
+	{ "user", set_user, KEY_EMPTY_OK | KEY_NO_BLANKS },
+	{ "tlsrpt_retention", set_tlsrpt_retention, KEY_NO_BLANKS },
+	{ "dkim_domain", set_dkim_domain, KEY_EMPTY_OK | KEY_NO_BLANKS },
+	{ "dkim_selector", set_dkim_selector, KEY_EMPTY_OK | KEY_NO_BLANKS },
+	{ "dkim_key_file", set_dkim_key_file, KEY_EMPTY_OK },
+	{ "log_format", set_log_format, KEY_NO_BLANKS },
+	{ "log_target", set_log_target, KEY_NO_BLANKS },
+	{ "alias_root", set_alias_root, KEY_EMPTY_OK | KEY_NO_BLANKS },
+	{ "relayhost", set_relayhost, KEY_EMPTY_OK | KEY_NO_BLANKS },
+	{ "relayhost_auth_file", set_relayhost_auth_file, KEY_EMPTY_OK },
+	{ "submission_listen", set_submission_listen, KEY_EMPTY_OK },
+	{ "smtps_listen", set_smtps_listen, KEY_EMPTY_OK },
+	{ "tls_cert_file", set_tls_cert_file, KEY_EMPTY_OK },
+	{ "tls_key_file", set_tls_key_file, KEY_EMPTY_OK },
+	{ "auth_users_file", set_auth_users_file, 0 },
+	{ "received_show_auth", set_received_show_auth, KEY_NO_BLANKS },
+	{ "max_sessions_per_ip", set_max_sessions_per_ip, KEY_NO_BLANKS },
+};
+#define NKEYS (sizeof(keys) / sizeof(keys[0]))
+_Static_assert(NKEYS <= CONFIG_MAX_KEYS, "raise CONFIG_MAX_KEYS in config.h");
+
+static size_t key_index(const char *name)
+{
+	for (size_t i = 0; i < NKEYS; i++)
+		if (strcmp(keys[i].name, name) == 0)
+			return i;
+	return NKEYS;
+}
+
+/* ---- defaults, parse, load ------------------------------------------------ */
+
+static void set_report_defaults(struct config *c, int org, int contact)
+{
+	if (org)
+		copy_str(c->tlsrpt_org_name, sizeof(c->tlsrpt_org_name), c->hostname);
+	if (contact)
+		snprintf(c->tlsrpt_contact, sizeof(c->tlsrpt_contact), "postmaster@%s",
+			 c->hostname);
+}
+
+void config_defaults(struct config *cfg)
+{
+	static const uint64_t retry[] = { 300, 600, 1200, 2400, 3600, 7200, 14400 };
+	char why[16];
+
+	memset(cfg, 0, sizeof(*cfg));
+	if (set_listen(cfg, "127.0.0.1:2525", why, sizeof(why)) < 0)
+		cfg->nlisten = 0; /* cannot happen: a constant */
+	copy_str(cfg->spool_dir, sizeof(cfg->spool_dir), "/var/spool/stsrelay");
+	/* gethostname() may leave the buffer unterminated on truncation. */
+	if (gethostname(cfg->hostname, sizeof(cfg->hostname) - 1) < 0 || cfg->hostname[0] == '\0')
+		copy_str(cfg->hostname, sizeof(cfg->hostname), "localhost");
+	cfg->hostname[sizeof(cfg->hostname) - 1] = '\0';
+	if (set_mynetworks(cfg, "127.0.0.0/8, ::1/128", why, sizeof(why)) < 0)
+		cfg->nmynetworks = 0; /* cannot happen: a constant */
+	cfg->max_message_size = 52428800;
+	cfg->ndns_servers = 0;
+	cfg->smtp_port = 25;
+	cfg->sts_https_port = 443;
+	cfg->sts_fetch_timeout_ms = 30000;
+	cfg->tls_default = TLS_DEFAULT_OPPORTUNISTIC;
+	cfg->queue_lifetime_s = 5 * 86400;
+	memcpy(cfg->retry_schedule_s, retry, sizeof(retry));
+	cfg->nretry_schedule = sizeof(retry) / sizeof(retry[0]);
+	cfg->max_connections_per_domain = 10;
+	set_report_defaults(cfg, 1, 1);
+	cfg->tlsrpt_send_at_min = 15;
+	cfg->max_sessions = 1000;
+	cfg->tlsrpt_retention_s = 14 * 86400;
+	cfg->log_format = CONFIG_LOG_TEXT;
+	cfg->log_target = CONFIG_LOG_TARGET_AUTO;
+	copy_str(cfg->auth_users_file, sizeof(cfg->auth_users_file), CONFIG_DEFAULT_USERS);
+	cfg->max_sessions_per_ip = 50; /* Postfix's smtpd_client_connection_count_limit */
+}
+
+bool config_submission_on(const struct config *cfg)
+{
+	return cfg->nsubmission_listen > 0 || cfg->nsmtps_listen > 0;
+}
+
+/* The three listen keys bind sockets of one process: an address in two of
+ * them would fail at bind time with a less helpful message. 0, or -1 with
+ * the line and reason. */
+static int check_listen_overlap(const struct config *c, const unsigned *seen_line, unsigned *line,
+				char *reason, size_t rlen)
+{
+	const struct {
+		const char *key;
+		const struct config_addr *a;
+		size_t n;
+	} lists[] = {
+		{ "listen", c->listen, c->nlisten },
+		{ "submission_listen", c->submission_listen, c->nsubmission_listen },
+		{ "smtps_listen", c->smtps_listen, c->nsmtps_listen },
+	};
+	size_t i, j, x, y;
+
+	for (i = 0; i < 3; i++)
+		for (j = i + 1; j < 3; j++)
+			for (x = 0; x < lists[i].n; x++)
+				for (y = 0; y < lists[j].n; y++) {
+					const struct config_addr *a = &lists[i].a[x],
+								 *b = &lists[j].a[y];
+
+					if (a->salen != b->salen ||
+					    memcmp(&a->sa, &b->sa, a->salen) != 0)
+						continue;
+					*line = seen_line[key_index(lists[j].key)];
+					if (*line == 0)
+						*line = seen_line[key_index(lists[i].key)];
+					snprintf(reason, rlen, "address %s:%u is in both %s and %s",
+						 a->host, a->port, lists[i].key, lists[j].key);
+					return -1;
+				}
+	return 0;
+}
+
+/* Quotes a value for an error message: cut to CONFIG_SHOW_MAX bytes, and
+ * anything not plain printable ASCII shown as '?', since the message goes
+ * to a terminal or log line. */
+static void show(char *dst, size_t dstlen, const char *s)
+{
+	size_t n = 0;
+
+	for (; *s != '\0' && n + 4 < dstlen; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (n == CONFIG_SHOW_MAX) {
+			memcpy(dst + n, "...", 3);
+			n += 3;
+			break;
+		}
+		dst[n++] = (c < 0x20 || c >= 0x7f) ? '?' : (char)c;
+	}
+	dst[n] = '\0';
+}
+
+static void set_err(char *err, size_t errlen, const char *fname, unsigned line, const char *reason)
+{
+	if (err == NULL || errlen == 0)
+		return;
+	if (line > 0)
+		snprintf(err, errlen, "%s:%u: %s", fname, line, reason);
+	else
+		snprintf(err, errlen, "%s: %s", fname, reason);
+}
+
+/* Handles one line (terminator removed, no NUL inside, at most
+ * CONFIG_LINE_MAX bytes). Returns 0, or -1 with reason set. */
+static int parse_line(struct config *c, char *line, unsigned lineno, unsigned *seen_line,
+		      char *reason, size_t rlen)
+{
+	char *key, *val, *eq, *end, sk[CONFIG_SHOW_MAX + 8], sv[CONFIG_SHOW_MAX + 8];
+	char why[160];
+	size_t k;
+
+	/* Strip a comment: '#' at the start or after a blank. A '#' glued to
+	 * other text (a path like /etc/x#1) stays part of the value. */
+	for (char *p = line; *p != '\0'; p++) {
+		if (*p == '#' && (p == line || is_blank(p[-1]))) {
+			*p = '\0';
+			break;
+		}
+	}
+	for (char *p = line; *p != '\0'; p++) {
+		unsigned char ch = (unsigned char)*p;
+
+		if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
+			snprintf(reason, rlen, "control character 0x%02x in line", ch);
+			return -1;
+		}
+	}
+	key = line;
+	while (is_blank(*key))
+		key++;
+	if (*key == '\0')
+		return 0; /* blank or comment-only line */
+	eq = strchr(key, '=');
+	if (eq == NULL) {
+		show(sk, sizeof(sk), key);
+		snprintf(reason, rlen, "expected 'key = value', got '%s'", sk);
+		return -1;
+	}
+	end = eq;
+	while (end > key && is_blank(end[-1]))
+		end--;
+	*end = '\0';
+	val = eq + 1;
+	while (is_blank(*val))
+		val++;
+	end = val + strlen(val);
+	while (end > val && is_blank(end[-1]))
+		end--;
+	*end = '\0';
+
+	show(sk, sizeof(sk), key);
+	show(sv, sizeof(sv), val);
+	if (*key == '\0') {
+		snprintf(reason, rlen, "missing key before '=' (value '%s')", sv);
+		return -1;
+	}
+	k = key_index(key);
+	if (k == NKEYS) {
+		snprintf(reason, rlen, "unknown key '%s'", sk);
+		return -1;
+	}
+	if (seen_line[k] != 0) {
+		snprintf(reason, rlen, "key '%s' repeated (first set on line %u)", sk,
+			 seen_line[k]);
+		return -1;
+	}
+	seen_line[k] = lineno;
+	if (*val == '\0' && !(keys[k].flags & KEY_EMPTY_OK)) {
+		snprintf(reason, rlen, "key '%s' needs a value", sk);
+		return -1;
+	}
+	if ((keys[k].flags & KEY_NO_BLANKS) && has_blank(val)) {
+		snprintf(reason, rlen, "bad value '%s' for key '%s': unexpected blank", sv, sk);
+		return -1;
+	}
+	if (!printable_text(val)) {
+		snprintf(reason, rlen, "bad value '%s' for key '%s': control character", sv, sk);
+		return -1;
+	}
+	why[0] = '\0';
+	if (keys[k].set(c, val, why, sizeof(why)) < 0) {
+		snprintf(reason, rlen, "bad value '%s' for key '%s': %s", sv, sk, why);
+		return -1;
+	}
+	return 0;
+}
+
+int config_parse(struct config *cfg, const char *buf, size_t len, const char *fname, char *err,
+		 size_t errlen)
+{
+	/* Work on a copy so that a failed parse (a bad SIGHUP reload) leaves
+	 * the running configuration untouched. */
+	struct config c = *cfg;
+	unsigned seen_line[NKEYS] = { 0 };
+	char line[CONFIG_LINE_MAX + 1];
+	char reason[512];
+	size_t pos = 0;
+	unsigned lineno = 0, dkim_line = 0;
+	int ndkim = 0;
+
+	if (fname == NULL)
+		fname = "(config)";
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
+	if (buf == NULL && len > 0) {
+		set_err(err, errlen, fname, 0, "no data");
+		return -1;
+	}
+	if (len > CONFIG_FILE_MAX) {
+		snprintf(reason, sizeof(reason), "file larger than %d bytes", CONFIG_FILE_MAX);
+		set_err(err, errlen, fname, 0, reason);
+		return -1;
+	}
+	/* An editor's UTF-8 byte order mark is not part of the first key. */
+	if (len >= 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0)
+		pos = 3;
+	while (pos < len) {
+		const char *s = buf + pos;
+		const char *nl = memchr(s, '\n', len - pos);
+		size_t n = nl != NULL ? (size_t)(nl - s) : len - pos;
+
+		lineno++;
+		pos += n + (nl != NULL);
+		if (n > 0 && s[n - 1] == '\r')
+			n--; /* CRLF files are fine */
+		if (n > CONFIG_LINE_MAX) {
+			snprintf(reason, sizeof(reason), "line longer than %d bytes",
+				 CONFIG_LINE_MAX);
+			set_err(err, errlen, fname, lineno, reason);
+			return -1;
+		}
+		if (memchr(s, '\0', n) != NULL) {
+			set_err(err, errlen, fname, lineno, "NUL byte in line");
+			return -1;
+		}
+		memcpy(line, s, n);
+		line[n] = '\0';
+		if (parse_line(&c, line, lineno, seen_line, reason, sizeof(reason)) < 0) {
+			set_err(err, errlen, fname, lineno, reason);
+			return -1;
+		}
+	}
+
+	/* Report identity follows a hostname set in this file, unless the
+	 * file names it itself; an empty one (zeroed struct) is filled too. */
 	{
-		char reason[256];
-		char *buf = NULL;
-		size_t len = 0;
-		int fd = -1, rc = -1;
+		size_t ih = key_index("hostname"), io = key_index("tlsrpt_org_name"),
+		       ic = key_index("tlsrpt_contact");
+		int host_set = seen_line[ih] != 0;
 
-		config_defaults(cfg);
-		if (path == NULL)
-			path = config_path(NULL);
-		fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0) {
-			snprintf(reason, sizeof(reason), "cannot open: %s", strerror(errno));
+		set_report_defaults(&c,
+				    !seen_line[io] && (host_set || c.tlsrpt_org_name[0] == '\0'),
+				    !seen_line[ic] && (host_set || c.tlsrpt_contact[0] == '\0'));
+	}
+
+	/* DKIM keys go together: a half-configured signer is an operator
+	 * mistake that would otherwise only show when a report is sent. */
+	{
+		static const char *const dk[] = { "dkim_domain", "dkim_selector", "dkim_key_file" };
+
+		for (size_t i = 0; i < 3; i++) {
+			size_t ki = key_index(dk[i]);
+
+			if (seen_line[ki] > dkim_line)
+				dkim_line = seen_line[ki];
+		}
+		ndkim = (c.dkim_domain[0] != '\0') + (c.dkim_selector[0] != '\0') +
+			(c.dkim_key_file[0] != '\0');
+		if (ndkim != 0 && ndkim != 3) {
+			set_err(err, errlen, fname, dkim_line,
+				"'dkim_domain', 'dkim_selector' and 'dkim_key_file' must be "
+				"set all together or not at all");
+			return -1;
+		}
+	}
+	/* Submission is TLS-only (AUTH never in plaintext): no listener
+	 * without a certificate, and a certificate comes with its key. */
+	{
+		size_t ic = key_index("tls_cert_file"), ik = key_index("tls_key_file");
+		unsigned sline = seen_line[key_index("submission_listen")];
+
+		if (sline == 0)
+			sline = seen_line[key_index("smtps_listen")];
+		if (config_submission_on(&c) &&
+		    (c.tls_cert_file[0] == '\0' || c.tls_key_file[0] == '\0')) {
+			set_err(err, errlen, fname, sline,
+				"submission_listen and smtps_listen need tls_cert_file and "
+				"tls_key_file (AUTH is offered only over TLS)");
+			return -1;
+		}
+		if ((c.tls_cert_file[0] == '\0') != (c.tls_key_file[0] == '\0')) {
+			set_err(err, errlen, fname,
+				seen_line[ic] > seen_line[ik] ? seen_line[ic] : seen_line[ik],
+				"'tls_cert_file' and 'tls_key_file' must be set together");
+			return -1;
+		}
+		if (check_listen_overlap(&c, seen_line, &sline, reason, sizeof(reason)) != 0) {
+			set_err(err, errlen, fname, sline, reason);
+			return -1;
+		}
+	}
+	memcpy(c.key_line, seen_line, sizeof(seen_line));
+	*cfg = c;
+	return 0;
+}
+
+unsigned config_key_line(const struct config *cfg, const char *key)
+{
+	size_t k = key_index(key);
+
+	return k < NKEYS ? cfg->key_line[k] : 0;
+}
+
+int config_check_dkim_domain(const struct config *cfg, char *why, size_t whylen)
+{
+	const char *at = strrchr(cfg->tlsrpt_contact, '@');
+	const char *sub = at != NULL ? at + 1 : cfg->tlsrpt_contact;
+	const char *dk = cfg->dkim_domain;
+	size_t sl = strlen(sub), dl = strlen(dk);
+
+	if (why != NULL && whylen > 0)
+		why[0] = '\0';
+	if (dl > 0 && dk[dl - 1] == '.')
+		dl--;
+	if (sl > 0 && sub[sl - 1] == '.')
+		sl--;
+	if (dl == 0)
+		return 0;
+	/* equal, or a parent: sub ends in "." + dk (DNS names compare caselessly) */
+	if ((sl == dl && strncasecmp(sub, dk, dl) == 0) ||
+	    (sl > dl && sub[sl - dl - 1] == '.' && strncasecmp(sub + sl - dl, dk, dl) == 0))
+		return 0;
+	if (why != NULL)
+		snprintf(why, whylen,
+			 "dkim_domain '%.*s' is neither the report submitter's domain '%.*s' "
+			 "(from tlsrpt_contact) nor a parent of it: receivers ignore reports not "
+			 "signed by the reporting domain (RFC 8460 §3)",
+			 (int)dl, dk, (int)sl, sub);
+	return -1;
+}
+
+int config_load(struct config *cfg, const char *path, char *err, size_t errlen)
+{
+	char reason[256];
+	char *buf = NULL;
+	size_t len = 0;
+	int fd = -1, rc = -1;
+
+	config_defaults(cfg);
+	if (path == NULL)
+		path = config_path(NULL);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		snprintf(reason, sizeof(reason), "cannot open: %s", strerror(errno));
+		set_err(err, errlen, path, 0, reason);
+		goto out;
+	}
+	/* One byte more than the limit tells "too large" from "exactly 1 MiB". */
+	buf = malloc(CONFIG_FILE_MAX + 1);
+	if (buf == NULL) {
+		set_err(err, errlen, path, 0, "out of memory");
+		goto out;
+	}
+	while (len < CONFIG_FILE_MAX + 1) {
+		ssize_t r = read(fd, buf + len, CONFIG_FILE_MAX + 1 - len);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			snprintf(reason, sizeof(reason), "cannot read: %s", strerror(errno));
 			set_err(err, errlen, path, 0, reason);
 			goto out;
 		}
-		/* One byte more than the limit tells "too large" from "exactly 1 MiB". */
-		buf = malloc(CONFIG_FILE_MAX + 1);
-		if (buf == NULL) {
-			set_err(err, errlen, path, 0, "out of memory");
-			goto out;
-		}
-		while (len < CONFIG_FILE_MAX + 1) {
-			ssize_t r = read(fd, buf + len, CONFIG_FILE_MAX + 1 - len);
-
-			if (r < 0 && errno == EINTR)
-				continue;
-			if (r < 0) {
-				snprintf(reason, sizeof(reason), "cannot read: %s",
-					 strerror(errno));
-				set_err(err, errlen, path, 0, reason);
-				goto out;
-			}
-			if (r == 0)
-				break;
-			len += (size_t)r;
-		}
-		rc = config_parse(cfg, buf, len, path, err, errlen);
-		if (rc == 0)
-			rc = config_resolve_spool(cfg, path, err, errlen);
-	out:
-		free(buf);
-		if (fd >= 0)
-			close(fd);
-		return rc;
+		if (r == 0)
+			break;
+		len += (size_t)r;
 	}
+	rc = config_parse(cfg, buf, len, path, err, errlen);
+	if (rc == 0)
+		rc = config_resolve_spool(cfg, path, err, errlen);
+out:
+	free(buf);
+	if (fd >= 0)
+		close(fd);
+	return rc;
+}
 
-	/* Joins base and rel into out and removes "." and ".." segments (lexically:
+/* Joins base and rel into out and removes "." and ".." segments (lexically:
  * the spool is made by stsrelay, so no link in it is followed here). */
-	static int join_clean(const char *base, const char *rel, char *out, size_t outlen)
-	{
-		char tmp[2 * CONFIG_PATH_MAX + 2];
-		size_t n = 0;
-		char *p, *seg;
+static int join_clean(const char *base, const char *rel, char *out, size_t outlen)
+{
+	char tmp[2 * CONFIG_PATH_MAX + 2];
+	size_t n = 0;
+	char *p, *seg;
 
-		if (snprintf(tmp, sizeof(tmp), "%s/%s", base, rel) >= (int)sizeof(tmp))
-			return -1;
-		if (outlen < 2)
-			return -1;
-		out[0] = '\0';
-		p = tmp;
-		while ((seg = strsep(&p, "/")) != NULL) {
-			if (seg[0] == '\0' || strcmp(seg, ".") == 0)
-				continue;
-			if (strcmp(seg, "..") == 0) {
-				while (n > 0 && out[n - 1] != '/')
-					n--;
-				if (n > 0)
-					n--; /* the slash before the dropped segment */
-				out[n] = '\0';
-				continue;
-			}
-			if (n + 1 + strlen(seg) + 1 > outlen)
-				return -1;
-			out[n++] = '/';
-			memcpy(out + n, seg, strlen(seg) + 1);
-			n += strlen(seg);
+	if (snprintf(tmp, sizeof(tmp), "%s/%s", base, rel) >= (int)sizeof(tmp))
+		return -1;
+	if (outlen < 2)
+		return -1;
+	out[0] = '\0';
+	p = tmp;
+	while ((seg = strsep(&p, "/")) != NULL) {
+		if (seg[0] == '\0' || strcmp(seg, ".") == 0)
+			continue;
+		if (strcmp(seg, "..") == 0) {
+			while (n > 0 && out[n - 1] != '/')
+				n--;
+			if (n > 0)
+				n--; /* the slash before the dropped segment */
+			out[n] = '\0';
+			continue;
 		}
-		if (n == 0) {
-			out[0] = '/';
-			out[1] = '\0';
-		}
+		if (n + 1 + strlen(seg) + 1 > outlen)
+			return -1;
+		out[n++] = '/';
+		memcpy(out + n, seg, strlen(seg) + 1);
+		n += strlen(seg);
+	}
+	if (n == 0) {
+		out[0] = '/';
+		out[1] = '\0';
+	}
+	return 0;
+}
+
+int config_resolve_spool(struct config *cfg, const char *path, char *err, size_t errlen)
+{
+	char cwd[CONFIG_PATH_MAX], real_cwd[PATH_MAX], *real_file = NULL, abs[CONFIG_PATH_MAX];
+	char reason[CONFIG_PATH_MAX + 256];
+	size_t clen;
+	int rc = -1;
+
+	if (cfg->spool_dir[0] == '/')
 		return 0;
+	if (getcwd(cwd, sizeof(cwd)) == NULL) {
+		snprintf(reason, sizeof(reason),
+			 "spool_dir '%s' is relative and the working "
+			 "directory is unknown (%s): give an absolute path",
+			 cfg->spool_dir, strerror(errno));
+		goto out;
 	}
-
-	int config_resolve_spool(struct config * cfg, const char *path, char *err, size_t errlen)
-	{
-		char cwd[CONFIG_PATH_MAX], real_cwd[PATH_MAX], *real_file = NULL,
-							       abs[CONFIG_PATH_MAX];
-		char reason[CONFIG_PATH_MAX + 256];
-		size_t clen;
-		int rc = -1;
-
-		if (cfg->spool_dir[0] == '/')
-			return 0;
-		if (getcwd(cwd, sizeof(cwd)) == NULL) {
-			snprintf(reason, sizeof(reason),
-				 "spool_dir '%s' is relative and the working "
-				 "directory is unknown (%s): give an absolute path",
-				 cfg->spool_dir, strerror(errno));
-			goto out;
-		}
-		real_file = realpath(path, NULL);
-		if (realpath(cwd, real_cwd) == NULL || real_file == NULL) {
-			snprintf(reason, sizeof(reason),
-				 "spool_dir '%s' is relative: give an absolute path",
-				 cfg->spool_dir);
-			goto out;
-		}
-		clen = strlen(real_cwd);
-		if (strcmp(real_cwd, "/") == 0 || strncmp(real_file, real_cwd, clen) != 0 ||
-		    real_file[clen] != '/') {
-			snprintf(
-				reason, sizeof(reason),
-				"spool_dir '%s' is relative, which is allowed only for a configuration "
-				"file below the working directory (here %s, file %s): give an absolute "
-				"path such as /var/spool/stsrelay",
-				cfg->spool_dir, cwd, real_file);
-			goto out;
-		}
-		if (join_clean(cwd, cfg->spool_dir, abs, sizeof(abs)) != 0) {
-			snprintf(reason, sizeof(reason), "spool_dir: path longer than %d bytes",
-				 CONFIG_PATH_MAX - 1);
-			goto out;
-		}
-		copy_str(cfg->spool_dir, sizeof(cfg->spool_dir), abs);
-		rc = 0;
-	out:
-		if (rc != 0)
-			set_err(err, errlen, path, config_key_line(cfg, "spool_dir"), reason);
-		free(real_file);
-		return rc;
+	real_file = realpath(path, NULL);
+	if (realpath(cwd, real_cwd) == NULL || real_file == NULL) {
+		snprintf(reason, sizeof(reason),
+			 "spool_dir '%s' is relative: give an absolute path", cfg->spool_dir);
+		goto out;
 	}
-
-	const char *config_path(const char *explicit_path)
-	{
-		const char *env;
-
-		if (explicit_path != NULL && explicit_path[0] != '\0')
-			return explicit_path;
-		env = getenv("STSRELAY_CONF");
-		if (env != NULL && env[0] != '\0')
-			return env;
-		return CONFIG_DEFAULT_PATH;
+	clen = strlen(real_cwd);
+	if (strcmp(real_cwd, "/") == 0 || strncmp(real_file, real_cwd, clen) != 0 ||
+	    real_file[clen] != '/') {
+		snprintf(reason, sizeof(reason),
+			 "spool_dir '%s' is relative, which is allowed only for a configuration "
+			 "file below the working directory (here %s, file %s): give an absolute "
+			 "path such as /var/spool/stsrelay",
+			 cfg->spool_dir, cwd, real_file);
+		goto out;
 	}
-
-	/* ---- mynetworks ----------------------------------------------------------- */
-
-	static bool prefix_match(const uint8_t *a, const uint8_t *net, unsigned prefix)
-	{
-		unsigned full = prefix / 8, rest = prefix % 8;
-
-		if (memcmp(a, net, full) != 0)
-			return false;
-		if (rest == 0)
-			return true;
-		return ((a[full] ^ net[full]) & (uint8_t)(0xff << (8 - rest))) == 0;
+	if (join_clean(cwd, cfg->spool_dir, abs, sizeof(abs)) != 0) {
+		snprintf(reason, sizeof(reason), "spool_dir: path longer than %d bytes",
+			 CONFIG_PATH_MAX - 1);
+		goto out;
 	}
+	copy_str(cfg->spool_dir, sizeof(cfg->spool_dir), abs);
+	rc = 0;
+out:
+	if (rc != 0)
+		set_err(err, errlen, path, config_key_line(cfg, "spool_dir"), reason);
+	free(real_file);
+	return rc;
+}
 
-	bool config_mynetworks_match(const struct config *cfg, const struct sockaddr *sa)
-	{
-		uint8_t v4[4], v6[16];
-		bool has4 = false, has6 = false;
+const char *config_path(const char *explicit_path)
+{
+	const char *env;
 
-		if (cfg == NULL || sa == NULL)
-			return false;
-		if (sa->sa_family == AF_INET) {
-			memcpy(v4, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+	if (explicit_path != NULL && explicit_path[0] != '\0')
+		return explicit_path;
+	env = getenv("STSRELAY_CONF");
+	if (env != NULL && env[0] != '\0')
+		return env;
+	return CONFIG_DEFAULT_PATH;
+}
+
+/* ---- mynetworks ----------------------------------------------------------- */
+
+static bool prefix_match(const uint8_t *a, const uint8_t *net, unsigned prefix)
+{
+	unsigned full = prefix / 8, rest = prefix % 8;
+
+	if (memcmp(a, net, full) != 0)
+		return false;
+	if (rest == 0)
+		return true;
+	return ((a[full] ^ net[full]) & (uint8_t)(0xff << (8 - rest))) == 0;
+}
+
+bool config_mynetworks_match(const struct config *cfg, const struct sockaddr *sa)
+{
+	uint8_t v4[4], v6[16];
+	bool has4 = false, has6 = false;
+
+	if (cfg == NULL || sa == NULL)
+		return false;
+	if (sa->sa_family == AF_INET) {
+		memcpy(v4, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+		has4 = true;
+	} else if (sa->sa_family == AF_INET6) {
+		const struct in6_addr *a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+
+		memcpy(v6, a6, 16);
+		has6 = true;
+		/* A dual-stack socket shows IPv4 clients as ::ffff:a.b.c.d. */
+		if (IN6_IS_ADDR_V4MAPPED(a6)) {
+			memcpy(v4, v6 + 12, 4);
 			has4 = true;
-		} else if (sa->sa_family == AF_INET6) {
-			const struct in6_addr *a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
-
-			memcpy(v6, a6, 16);
-			has6 = true;
-			/* A dual-stack socket shows IPv4 clients as ::ffff:a.b.c.d. */
-			if (IN6_IS_ADDR_V4MAPPED(a6)) {
-				memcpy(v4, v6 + 12, 4);
-				has4 = true;
-			}
-		} else {
-			return false;
 		}
-		for (size_t i = 0; i < cfg->nmynetworks && i < CONFIG_MAX_NETWORKS; i++) {
-			const struct config_network *n = &cfg->mynetworks[i];
-
-			if (n->family == AF_INET && has4 && n->prefix <= 32 &&
-			    prefix_match(v4, n->addr, n->prefix))
-				return true;
-			if (n->family == AF_INET6 && has6 && n->prefix <= 128 &&
-			    prefix_match(v6, n->addr, n->prefix))
-				return true;
-		}
+	} else {
 		return false;
 	}
+	for (size_t i = 0; i < cfg->nmynetworks && i < CONFIG_MAX_NETWORKS; i++) {
+		const struct config_network *n = &cfg->mynetworks[i];
+
+		if (n->family == AF_INET && has4 && n->prefix <= 32 &&
+		    prefix_match(v4, n->addr, n->prefix))
+			return true;
+		if (n->family == AF_INET6 && has6 && n->prefix <= 128 &&
+		    prefix_match(v6, n->addr, n->prefix))
+			return true;
+	}
+	return false;
+}
