@@ -93,6 +93,11 @@ struct delivery {
 	const struct dns_mx_host *cur_host; /* the candidate being tried (in mx) */
 	const struct sockaddr_storage *cur_addr;
 
+	/* relayhost: every recipient goes to that next hop, whose name is the
+	 * policy domain (RFC 8461 §3.4) in domain[] */
+	bool relay;
+	uint16_t port; /* smtp_port, or relayhost's port */
+
 	/* TLS demands for this domain */
 	enum smtp_tls_level tls_level;
 	bool tls_verify;
@@ -418,6 +423,8 @@ static void tls_to_client(struct conn *c, bool ok)
 	char reason[512];
 
 	if (ok) {
+		/* AUTH is sent only on a session the driver vouches for */
+		smtp_client_tls_verified(c->client, c->in->tls_verified);
 		smtp_client_tls_done(c->client, true, NULL);
 		return;
 	}
@@ -593,6 +600,11 @@ static bool pool_fits(const struct conn *c, const struct delivery *d, const char
 	if (strcasecmp(c->domain, d->domain) != 0 || strcasecmp(c->in->host, host) != 0 ||
 	    strcmp(c->in->ip, ip) != 0 || c->in->port != port)
 		return false;
+	/* relayhost with credentials: a session that has not authenticated
+	 * (made before a reload added them) is not taken */
+	if (d->relay && d->dc->r->relayhost_auth.set &&
+	    !smtp_client_result(c->client)->authenticated)
+		return false;
 	if (d->tls_verify)
 		/* TLS >= 1.2 (smtp/tls.c), chain, dates and the name of this MX
 		 * host checked out; the walk checked the host against the policy. */
@@ -684,7 +696,9 @@ static enum smtp_tls_result conn_tls_verdict(struct conn *c, const struct smtp_c
 		record_session(d, rt, c->in->host, c->in->ip, c->in->local_ip,
 			       rt != SMTP_TLS_RESULT_SUCCESS ? reason : NULL);
 	}
-	if (sts_result != SMTP_TLS_RESULT_SUCCESS && d->decision == STS_DECISION_TESTING)
+	/* testing goes on unless TLS was demanded anyway (a relay host) */
+	if (sts_result != SMTP_TLS_RESULT_SUCCESS && d->decision == STS_DECISION_TESTING &&
+	    !d->tls_verify)
 		log_msg(LOG_LVL_INFO, d->qid,
 			"%s: TLS check failed with %s (testing: delivery goes on), sts=%s, "
 			"sts_result=%s%s%s",
@@ -772,6 +786,16 @@ static void client_config(struct delivery *d, struct conn *c, const char *peer,
 	cc->keep_open = true;
 	/* BODY=8BITMIME, or no MAIL to an MX without 8BITMIME (smtp/client.h) */
 	cc->eight_bit = (d->flags & QUEUE_F_8BITMIME) != 0;
+	if (d->relay) {
+		const struct relay *r = d->dc->r;
+
+		/* apply_policy() made the level REQUIRE with verification */
+		cc->implicit_tls = r->cfg.relayhost_implicit_tls;
+		if (r->relayhost_auth.set) {
+			cc->auth_user = r->relayhost_auth.user;
+			cc->auth_password = r->relayhost_auth.password;
+		}
+	}
 }
 
 /* Takes an idle connection for d's current candidate, if one fits. 0: the
@@ -780,7 +804,7 @@ static int conn_reuse(struct delivery *d, const char *ip)
 {
 	struct smtp_client_config cc;
 	const char *cerr = NULL;
-	struct conn *c = pool_take(d, d->cur_host->name, ip, d->dc->r->cfg.smtp_port);
+	struct conn *c = pool_take(d, d->cur_host->name, ip, d->port);
 
 	if (c == NULL)
 		return -1;
@@ -815,7 +839,7 @@ static void conn_start(struct delivery *d, const struct dns_mx_host *h,
 	struct smtp_client_config cc;
 	struct conn *c;
 	const char *cerr = NULL;
-	uint16_t port = dc->r->cfg.smtp_port;
+	uint16_t port = d->port;
 	char ip[SMTP_CONN_IP_MAX] = "", peer[DNS_NAME_MAX + SMTP_CONN_IP_MAX + 4];
 
 	d->cur_host = h;
@@ -1161,6 +1185,17 @@ static void on_recheck(void *arg, struct sts_verdict *v)
 
 /* ---- policy and MX resolution ---- */
 
+/* DESIGN: TLS to a relay host is always verified against its name,
+ * whatever its policy says (a policy can only add the MX name check). */
+static void relay_tls(struct delivery *d)
+{
+	if (!d->relay)
+		return;
+	d->tls_level = SMTP_TLS_REQUIRE;
+	d->tls_verify = true;
+	d->check_tls = true;
+}
+
 /* The TLS demands of DESIGN.md for the verdict in d->verdict. */
 static void apply_policy(struct delivery *d)
 {
@@ -1170,12 +1205,15 @@ static void apply_policy(struct delivery *d)
 		/* Our own TLS-RPT report mail carries TLS-Required: No: RFC 8460
 		 * §5.3.1 and RFC 8689 §5 want it delivered despite the very TLS
 		 * failures it reports: no MTA-STS (nor tls_default = verify),
-		 * STARTTLS when offered, any certificate, plaintext otherwise. */
+		 * STARTTLS when offered, any certificate, plaintext otherwise.
+		 * To a relay host it still goes over verified TLS (below): that
+		 * hop is our own configuration, and it may carry credentials. */
 		d->decision = STS_DECISION_NONE;
 		snprintf(d->result.sts, sizeof(d->result.sts), "none tls_required=no");
 		d->tls_level = SMTP_TLS_MAY;
 		d->tls_verify = false;
 		d->check_tls = false;
+		relay_tls(d);
 		return;
 	}
 	d->decision = d->verdict ? d->verdict->decision : STS_DECISION_ABSENT;
@@ -1212,6 +1250,7 @@ static void apply_policy(struct delivery *d)
 		}
 		break;
 	}
+	relay_tls(d);
 }
 
 static void on_mx(struct dns_mx_result *res, void *arg)
@@ -1224,6 +1263,22 @@ static void on_mx(struct dns_mx_result *res, void *arg)
 	d->mx = res;
 	if (d->aborted || res->status == DNS_CANCELLED) {
 		end_aborted(d);
+		return;
+	}
+	if (res->status == DNS_OK) {
+		next_candidate(d);
+		return;
+	}
+	if (d->relay) {
+		/* The relay host is our configuration, not the recipients'
+		 * domain: nothing about its name is a reason to bounce. */
+		snprintf(text, sizeof(text),
+			 "Host or domain name not found. Name service error for relayhost "
+			 "name=%s type=%s: %s",
+			 d->domain, d->dc->r->cfg.relayhost_mx ? "MX" : "A", why);
+		settle_all(d, DELIVERY_DEFER, res->status == DNS_TEMPFAIL ? "4.4.3" : "4.4.4", text,
+			   NULL, NULL, NULL, SMTP_TLS_RESULT_SUCCESS);
+		delivery_enter(d, D_DONE);
 		return;
 	}
 	switch (res->status) {
@@ -1312,7 +1367,10 @@ static void delivery_enter(struct delivery *d, enum dstage next)
 		delivery_enter(d, D_MX);
 		return;
 	case D_MX:
-		if (dns_resolve_mx(d->dc->dns, d->domain, on_mx, d, &d->dq) != 0) {
+		/* relayhost = [host]: that host's addresses, no MX lookup */
+		if ((d->relay && !d->dc->r->cfg.relayhost_mx
+			     ? dns_resolve_host(d->dc->dns, d->domain, on_mx, d, &d->dq)
+			     : dns_resolve_mx(d->dc->dns, d->domain, on_mx, d, &d->dq)) != 0) {
 			char text[QUEUE_ERROR_MAX];
 
 			d->dq = NULL;
@@ -1353,6 +1411,8 @@ int delivery_start(struct delivery_ctx *dc, const struct queue_envelope *env, co
 	struct delivery *d;
 	size_t i;
 
+	if (dc->r->cfg.relayhost[0] != '\0')
+		domain = dc->r->cfg.relayhost; /* the next hop for every recipient */
 	if (n == 0 || n > SMTP_CLIENT_MAX_RCPTS || strlen(domain) > DNS_NAME_MAX)
 		return -1;
 	d = calloc(1, sizeof(*d));
@@ -1360,6 +1420,8 @@ int delivery_start(struct delivery_ctx *dc, const struct queue_envelope *env, co
 		return -1;
 	d->dc = dc;
 	d->fd = -1;
+	d->relay = dc->r->cfg.relayhost[0] != '\0';
+	d->port = d->relay ? dc->r->cfg.relayhost_port : dc->r->cfg.smtp_port;
 	snprintf(d->qid, sizeof(d->qid), "%s", env->id);
 	snprintf(d->domain, sizeof(d->domain), "%s", domain);
 	snprintf(d->sender, sizeof(d->sender), "%s", env->sender);
@@ -1405,9 +1467,10 @@ int delivery_start(struct delivery_ctx *dc, const struct queue_envelope *env, co
 
 	apply_policy(d); /* absent until the engine says otherwise */
 	if (d->flags & QUEUE_F_TLSRPT) {
-		log_msg(LOG_LVL_INFO, d->qid,
-			"%s: TLS-RPT report mail (TLS-Required: No): no MTA-STS, opportunistic TLS",
-			d->domain);
+		log_msg(LOG_LVL_INFO, d->qid, "%s: TLS-RPT report mail (TLS-Required: No): %s",
+			d->domain,
+			d->relay ? "no MTA-STS, verified TLS to the relay host"
+				 : "no MTA-STS, opportunistic TLS");
 		delivery_enter(d, D_MX);
 	} else if (dc->sts != NULL && !is_literal(d->domain)) {
 		delivery_enter(d, D_POLICY);

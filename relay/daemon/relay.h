@@ -6,6 +6,7 @@
 #include <uv.h>
 
 #include "queue/queue.h"
+#include "relay/core/authfile.h"
 #include "relay/core/config.h"
 
 struct scheduler;
@@ -30,6 +31,9 @@ struct relay {
 	const struct sts_shared *sts_shared;
 	struct tlsrpt_fleet *tlsrpt_fleet;
 	int stopping; /* SIGTERM seen: accept nothing new */
+	/* relayhost_auth_file as read at start and at the last good SIGHUP
+	 * (set = false without one); wiped at exit. */
+	struct authfile_cred relayhost_auth;
 };
 
 /* Control socket (spool_dir/control, mode 0600): one request line, one reply
