@@ -133,15 +133,19 @@ def test_metrics_scraped_and_parsed(world, relay):
             rcpt = "user%d@%s" % (i, d)
             assert r.send("sender@client.world.test", [rcpt], sample_message(to=rcpt)) == {}
             total += 1
+    # and one through the sendmail command (the maildrop, picked up)
+    p = r.cli("sendmail", "-f", "sender@client.world.test", "viasendmail@good.test",
+              input=sample_message(to="viasendmail@good.test"))
+    assert p.returncode == 0, p.stderr
     r.wait_log(r"status=sent", count=TRAFFIC["good.test"] + TRAFFIC["exp.test"] +
-               TRAFFIC["plain.test"] + TRAFFIC["nopol.test"], timeout=60)
+               TRAFFIC["plain.test"] + TRAFFIC["nopol.test"] + 1, timeout=60)
     r.wait_log(r"status=bounced", count=TRAFFIC["bounce.test"], timeout=30)
     r.wait_log(r"status=deferred", count=TRAFFIC["defer.test"], timeout=30)
     # the bounce notices to sender@client.world.test bounce too (the name
     # does not exist) and are dropped: let them be logged before comparing
     wait_until(lambda: log_statuses(r)["bounced"] >= 2 * TRAFFIC["bounce.test"], 30,
                what="the bounce notices' own bounces", error=AssertionError)
-    pf.wait_messages(domain="good.test", count=TRAFFIC["good.test"], timeout=15)
+    pf.wait_messages(domain="good.test", count=TRAFFIC["good.test"] + 1, timeout=15)
 
     m = scrape(base)
     for fam, typ in FAMILIES.items():
@@ -154,9 +158,14 @@ def test_metrics_scraped_and_parsed(world, relay):
         assert value(m, "stsrelay_deliveries", "stsrelay_deliveries_total", status=s) == st[s], s
     assert value(m, "stsrelay_accepted_messages", "stsrelay_accepted_messages_total",
                  source="smtp") == total
+    assert value(m, "stsrelay_accepted_messages", "stsrelay_accepted_messages_total",
+                 source="sendmail") == 1
+    assert value(m, "stsrelay_accepted_messages", "stsrelay_accepted_messages_total",
+                 source="submission") == 0
     # bounce notices are made inside: not accepted from anyone
     assert sum(v for (name, _), v in m["stsrelay_accepted_messages"][1].items()
-               if name.endswith("_total")) == total
+               if name.endswith("_total")) == total + 1
+    # the 250 after DATA: SMTP sessions only (a sendmail drop has no DATA)
     assert value(m, "stsrelay_accept_seconds", "stsrelay_accept_seconds_count") == total
     assert value(m, "stsrelay_delivery_seconds", "stsrelay_delivery_seconds_count") == st["sent"]
     buckets = sorted((float(dict(lbl)["le"]), v) for (name, lbl), v in
