@@ -19,8 +19,11 @@
 #define BATCH_MAX (1u << 20) /* session bytes per merge step */
 #define MERGE_EVERY_MS 2000  /* background merge interval */
 #define MAX_TEXTS 16         /* policy texts pushed per step */
-#define CLAIM_TTL_MS 7200000 /* a claimed copy is another node's for 2 h */
-#define KEY_MAX 2400         /* key names (a rua may be long) */
+/* A claimed copy is that node's for 10 minutes: sending one takes a queue
+ * commit or an HTTPS POST (60 s at most); a node that dies meanwhile leaves
+ * it to the others after that. */
+#define CLAIM_TTL_MS 600000
+#define KEY_MAX 2400 /* key names (a rua may be long) */
 #define PATH_MAX_LEN (CONFIG_PATH_MAX + 64)
 #define PREFIX "stsrelay:tlsrpt:" /* then DAY: */
 #define SEEN_KEY PREFIX "seen"    /* hash: node -> when its daemon last merged */

@@ -44,7 +44,7 @@
  *
  * The ledger (struct tlsrpt_ledger): a copy is MINE after a script found
  * it neither in the sent set nor claimed by another node, and claimed it
- * for 2 hours; release adds it to the sent set (sent) and drops the claim.
+ * for 10 minutes; release adds it to the sent set (sent) and drops the claim.
  * Each node's own sent ledger (store.c) is added to the set whenever the
  * connection comes (back) up, so a copy sent while Redis was away is
  * known to the fleet before anyone could claim it again.
