@@ -9,6 +9,7 @@ import gzip
 import json
 import re
 import smtplib
+import threading
 import time
 import urllib.request
 
@@ -71,18 +72,33 @@ def start_nodes(world, relay, redis):
 
 
 def send_batch(nodes, start, n):
-    """n messages, message k to DOMAINS[k % 10] through node k % 3, each
-    node's share over one SMTP connection."""
+    """n messages, message k to DOMAINS[k % 10] through node k % 3: the
+    nodes at the same time (one thread and SMTP connection each), so the
+    first message for a domain reaches several nodes at once."""
     per_node = {}
     for k in range(start, start + n):
         per_node.setdefault(k % len(nodes), []).append(k)
-    for i, ks in per_node.items():
-        r = nodes[i]
-        with smtplib.SMTP(r.host, r.port, local_hostname="client.world.test", timeout=30) as s:
-            for k in ks:
-                rcpt = "user%d@%s" % (k, DOMAINS[k % len(DOMAINS)])
-                assert s.sendmail("sender@client.world.test", [rcpt],
-                                  sample_message(to=rcpt, subject="fleet %d" % k)) == {}
+    errors = []
+
+    def submit(r, ks):
+        try:
+            with smtplib.SMTP(r.host, r.port, local_hostname="client.world.test",
+                              timeout=30) as s:
+                for k in ks:
+                    rcpt = "user%d@%s" % (k, DOMAINS[k % len(DOMAINS)])
+                    refused = s.sendmail("sender@client.world.test", [rcpt],
+                                         sample_message(to=rcpt, subject="fleet %d" % k))
+                    if refused:
+                        errors.append(refused)
+        except (OSError, smtplib.SMTPException) as e:
+            errors.append(e)
+    threads = [threading.Thread(target=submit, args=(nodes[i], ks))
+               for i, ks in per_node.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads) and errors == [], errors
 
 
 def sent_count(r):
