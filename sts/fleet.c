@@ -46,6 +46,7 @@ struct acq {
 	uv_timer_t timer;
 	bool timer_open;
 	uint64_t give_up_ms; /* 0 until the lock was first seen held by another */
+	bool locked;         /* this node took the lock: one more look, then fetch */
 	struct acq *next, **prevp;
 };
 
@@ -129,7 +130,14 @@ static void on_lock(void *arg, const redisReply *rp)
 		acq_wait(a);
 		return;
 	}
-	/* "OK": ours; an error or no reply: the fleet cannot be asked */
+	if (rp != NULL && rp->type == REDIS_REPLY_STATUS) {
+		/* ours, but the node that held it may have published and let go
+		 * between our look and the lock: look once more before fetching */
+		a->locked = true;
+		acq_get(a);
+		return;
+	}
+	/* an error or no reply: the fleet cannot be asked */
 	answer_fetch(a);
 }
 
@@ -213,6 +221,10 @@ static void on_get(void *arg, const redisReply *rp)
 	if (rp->element[1]->type == REDIS_REPLY_STRING &&
 	    parse_failure(rp->element[1], &res, detail, sizeof(detail))) {
 		answer(a, &res);
+		return;
+	}
+	if (a->locked) {
+		answer_fetch(a); /* nothing there: the lock is ours, fetch */
 		return;
 	}
 	if (a->give_up_ms != 0 && uv_now(a->f->loop) >= a->give_up_ms) {

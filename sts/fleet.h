@@ -21,7 +21,8 @@
  *
  * acquire: GET the policy and the failure; a policy with the id, newer than
  * asked and not expired is a HIT; a failure is FAILED; else SET the lock:
- * taken -> FETCH; held by another node -> look again every 200 ms until
+ * taken -> look once more (the holder may have published and let go just
+ * before), then FETCH; held by another node -> look again every 200 ms until
  * its policy or failure appears, or the lock is gone (that node died: try
  * to take it), or the lock time has passed (-> FETCH). Redis down, slow
  * (no reply within the client's timeout) or refusing: FETCH at once, so a
