@@ -245,3 +245,7 @@ def test_three_nodes_one_redis(world, relay):
         assert r.stop() == 0
         assert lines(r, r"error: |Sanitizer|runtime error") == [], \
             lines(r, r"error: |Sanitizer|runtime error")
+        # the outage's one warning is the only one of the whole run (a copy
+        # another node was sending is not a failure)
+        warnings = lines(r, r"warning: ")
+        assert len(warnings) == 1 and "warning: redis " in warnings[0], warnings
