@@ -725,10 +725,27 @@ static void on_cursor(void *arg, const redisReply *rp)
 		step_end(f, false, false);
 		return;
 	}
-	if (rp->type == REDIS_REPLY_NIL)
-		set_cursor(f->cur, "", 0);
-	else
-		set_cursor(f->cur, rp->str, rp->len);
+	{
+		struct mday *md = f->cur;
+		const char *v = rp->type == REDIS_REPLY_NIL ? "" : rp->str;
+		size_t len = rp->type == REDIS_REPLY_NIL ? 0 : rp->len;
+		uint64_t ino, off;
+
+		if (md->known && (len != strlen(md->cursor) || memcmp(v, md->cursor, len) != 0)) {
+			/* moved by someone else (a `tlsrpt` command of this node:
+			 * go on from there), or lost (Redis emptied: everything
+			 * of the day again, texts and sent ledger included) */
+			if (parse_cursor(md->cursor, &ino, &off) == 0 &&
+			    (len == 0 || (parse_cursor(v, &ino, &off) == 0 && off < md->off)))
+				log_warn("tlsrpt %s: the fleet lost this node's counts (Redis "
+					 "emptied?); merging them again",
+					 md->day);
+			md->final_done = false;
+			md->sent_sync = 0;
+			md->npushed = md->pushed_next = 0;
+		}
+		set_cursor(md, v, len);
+	}
 	step_start_work(f);
 }
 
@@ -738,11 +755,9 @@ static void step_begin(struct tlsrpt_fleet *f, struct mday *md)
 	const char *argv[2] = { "GET", k };
 	size_t lens[2];
 
+	/* the cursor is read at every step (one GET): a Redis that lost it
+	 * without a reconnect (emptied, a replica promoted) is noticed */
 	f->cur = md;
-	if (md->known) {
-		step_start_work(f);
-		return;
-	}
 	day_key(k, sizeof(k), md->day, "cursor", f->node);
 	lens[0] = 3;
 	lens[1] = strlen(k);

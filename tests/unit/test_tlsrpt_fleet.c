@@ -265,6 +265,10 @@ static void test_two_nodes_summed_once(void **state)
 	test_rmtree(t.dir);
 }
 
+static int g_replies;
+static void on_reply(void *arg, const redisReply *rp);
+static bool have_reply(struct ctx *c);
+
 /* The merge script sent to a paused Redis: its reply never comes (the
  * connection is dropped after the timeout) though Redis may run it when
  * it resumes. The next merge reads the cursor again: the new lines count
@@ -297,12 +301,26 @@ static void test_lost_reply_not_double_counted(void **state)
 	assert_true(run_until(&c, is_up, 10000));
 	assert_int_equal(prepare(&c, 0, false), TLSRPT_FLEET_READY);
 	assert_int_equal(sessions(&c, "a.example"), 9);
+
+	/* a Redis that lost everything (FLUSHALL: a new, empty one) gets this
+	 * node's whole day again, once */
+	{
+		const char *argv[1] = { "FLUSHALL" };
+		size_t lens[1] = { 8 };
+
+		g_replies = 0;
+		assert_int_equal(redis_command(c.r, on_reply, &c, NULL, 1, argv, lens), 0);
+		assert_true(run_until(&c, have_reply, 3000));
+	}
+	assert_int_equal(prepare(&c, 0, false), TLSRPT_FLEET_READY);
+	assert_int_equal(sessions(&c, "a.example"), 9);
+	assert_int_equal(prepare(&c, 0, false), TLSRPT_FLEET_READY);
+	assert_int_equal(sessions(&c, "a.example"), 9);
 	finish(&c);
 	test_redis_stop(&t, SIGTERM);
 	test_rmtree(t.dir);
 }
 
-static int g_replies;
 static void on_reply(void *arg, const redisReply *rp)
 {
 	(void)arg;
