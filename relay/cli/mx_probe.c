@@ -119,7 +119,7 @@ static void enter(struct mx_probe *p, enum pstate next)
 		break;
 	case P_TLS:
 		p->res.starttls = true;
-		if (smtp_conn_start_tls(p->conn, p->cfg.tls, false) != 0) {
+		if (smtp_conn_start_tls(p->conn, p->cfg.tls, false, NULL) != 0) {
 			const struct smtp_conn_info *in = smtp_conn_info(p->conn);
 
 			note(p, in->tls_result, "TLS handshake failed: %s", in->tls_reason);
