@@ -91,7 +91,8 @@ static void on_tlsa(struct dns_tlsa_result *r, void *arg)
 			l->at_host = true;
 			if (query(l, l->host) == 0)
 				return;
-			finish(l, DANE_FAILED, "the TLSA lookup at the MX host name could not start");
+			finish(l, DANE_FAILED,
+			       "the TLSA lookup at the MX host name could not start");
 			return;
 		}
 		l->res.tlsa.n = 0;
@@ -114,7 +115,8 @@ static void on_tlsa(struct dns_tlsa_result *r, void *arg)
 	if (!l->res.secure)
 		finish(l, DANE_NONE, "the TLSA records are not DNSSEC-validated");
 	else if (smtp_tlsa_count_usable(&l->res.tlsa) == 0)
-		finish(l, DANE_NONE, "no usable TLSA record (PKIX-TA/PKIX-EE or unknown types only)");
+		finish(l, DANE_NONE,
+		       "no usable TLSA record (PKIX-TA/PKIX-EE or unknown types only)");
 	else
 		finish(l, DANE_USABLE, "");
 }

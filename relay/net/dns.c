@@ -690,8 +690,9 @@ static void deliver(struct dns_query *q)
 		query_free(q, true);
 		return;
 	}
-	log_debug("dns: %s %s: %s%s%s%s", qkind_names[q->kind], q->name, dns_status_name(query_status(q)), query_why(q)[0] ? " (" : "",
-		  query_why(q), query_why(q)[0] ? ")" : "");
+	log_debug("dns: %s %s: %s%s%s%s", qkind_names[q->kind], q->name,
+		  dns_status_name(query_status(q)), query_why(q)[0] ? " (" : "", query_why(q),
+		  query_why(q)[0] ? ")" : "");
 	d->depth++;
 	switch (q->kind) {
 	case Q_TXT:
@@ -968,8 +969,8 @@ static void tlsa_answer(struct dns_query *q, int status, const unsigned char *ab
 	const char *why;
 
 	r->status = map_ares(status, &r->why);
-	r->secure = q->main.ad && (r->status == DNS_OK || r->status == DNS_NODATA ||
-				   r->status == DNS_NXDOMAIN);
+	r->secure = q->main.ad &&
+		    (r->status == DNS_OK || r->status == DNS_NODATA || r->status == DNS_NXDOMAIN);
 	if (r->status != DNS_OK)
 		return;
 	if (dns_msg_tlsa(abuf, (size_t)alen, &info, &r->set, &r->unparsed, &why) != 0) {

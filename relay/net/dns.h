@@ -170,7 +170,7 @@ void dns_mx_result_free(struct dns_mx_result *res);
 struct dns_tlsa_result {
 	enum dns_status status;
 	const char *why;
-	bool secure; /* the answer (records or denial) had AD */
+	bool secure;     /* the answer (records or denial) had AD */
 	size_t unparsed; /* records too short or too long to parse */
 	struct smtp_tlsa_set set;
 };
