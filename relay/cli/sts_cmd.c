@@ -4,7 +4,9 @@
 #include "relay/core/clock.h"
 #include "relay/cli/commands.h"
 #include "relay/net/dns.h"
+#include "relay/net/dane.h"
 #include "relay/core/log.h"
+#include "relay/core/tls_policy.h"
 #include "relay/cli/mx_probe.h"
 #include "sts/dns.h"
 #include "sts/cache.h"
@@ -131,6 +133,14 @@ struct probe_slot {
 	struct mx_probe_result res;
 };
 
+/* What DANE says about one MX host (the delivery's rules, relay/net/dane.h). */
+struct dane_slot {
+	bool looked_up, done;
+	const char *why; /* when not looked up: why DANE does not apply */
+	size_t *pending;
+	struct dane_result res;
+};
+
 struct check {
 	struct sts_verdict *v;
 	bool v_done;
@@ -140,7 +150,63 @@ struct check {
 	struct probe_slot *probes; /* one per MX host when probing */
 	size_t probes_pending;
 	uint16_t smtp_port;
+	bool dane_on;            /* `dane` (or level dane), not level sts-only */
+	struct dane_slot *danes; /* one per MX host */
+	size_t danes_pending;
 };
+
+static void on_dane(void *arg, const struct dane_result *res)
+{
+	struct dane_slot *s = arg;
+
+	s->res = *res;
+	s->done = true;
+	(*s->pending)--;
+}
+
+/* The TLSA verdict of every MX host, as the delivery would find it. */
+static int run_dane(struct check *c, struct dns *dns, uint16_t port, uv_loop_t *loop)
+{
+	size_t i;
+
+	if (c->mx == NULL || c->mx->nhosts == 0)
+		return 0;
+	c->danes = calloc(c->mx->nhosts, sizeof(*c->danes));
+	if (c->danes == NULL)
+		return -1;
+	for (i = 0; i < c->mx->nhosts; i++) {
+		struct dane_slot *s = &c->danes[i];
+
+		s->pending = &c->danes_pending;
+		if (!c->dane_on) {
+			s->why = "dane = off (or level sts-only) for this domain";
+			continue;
+		}
+		if (!dane_applies(c->mx, &c->mx->hosts[i], &s->why))
+			continue;
+		c->danes_pending++;
+		if (dane_lookup(dns, &c->mx->hosts[i], port, on_dane, s, NULL) != 0) {
+			c->danes_pending--;
+			s->why = "the TLSA lookup could not start";
+			continue;
+		}
+		s->looked_up = true;
+	}
+	while (c->danes_pending > 0)
+		if (uv_run(loop, UV_RUN_ONCE) == 0 && c->danes_pending > 0)
+			break;
+	return c->danes_pending == 0 ? 0 : -1;
+}
+
+static bool dane_usable(const struct check *c, size_t i)
+{
+	return c->danes != NULL && c->danes[i].done && c->danes[i].res.state == DANE_USABLE;
+}
+
+static bool dane_failed(const struct check *c, size_t i)
+{
+	return c->danes != NULL && c->danes[i].done && c->danes[i].res.state == DANE_FAILED;
+}
 
 static void on_probe(void *arg, const struct mx_probe_result *res);
 
@@ -179,10 +245,15 @@ static int run_probes(struct check *c, const struct config *cfg, uv_loop_t *loop
 		struct probe_slot *s = &c->probes[i];
 
 		s->pending = &c->probes_pending;
-		if (h->naddrs == 0)
-			continue;
+		if (h->naddrs == 0 || dane_failed(c, i))
+			continue; /* a failed TLSA lookup: the daemon never connects */
 		c->probes_pending++;
-		if (mx_probe_start(&pc, h->name, h->addrs, h->naddrs, on_probe, s) != 0) {
+		if (mx_probe_start(&pc, h->name, h->addrs, h->naddrs,
+				   dane_usable(c, i)
+					   ? &(struct smtp_conn_dane){ &c->danes[i].res.tlsa,
+								       c->danes[i].res.base }
+					   : NULL,
+				   on_probe, s) != 0) {
 			c->probes_pending--;
 			continue; /* printed as not probed */
 		}
@@ -216,8 +287,12 @@ static void print_probe_text(const struct dns_mx_host *h, const struct probe_slo
 
 	printf("           %s  pref %u  policy match: %s  ", h->name, h->preference, match);
 	if (!s->started) {
-		printf("not probed: no address (%s)\n",
-		       h->status == DNS_OK ? "no A/AAAA record" : dns_status_name(h->status));
+		if (h->naddrs > 0)
+			printf("not probed: its TLSA lookup failed (dnssec-invalid)\n");
+		else
+			printf("not probed: no address (%s)\n",
+			       h->status == DNS_OK ? "no A/AAAA record"
+						   : dns_status_name(h->status));
 		return;
 	}
 	if (!r->connected) {
@@ -238,9 +313,9 @@ static void print_probe_text(const struct dns_mx_host *h, const struct probe_slo
 		       r->detail);
 		return;
 	}
-	printf("STARTTLS: yes  %s  certificate: ", r->tls_version);
+	printf("STARTTLS: yes  %s  %s: ", r->tls_version, r->dane ? "DANE" : "certificate");
 	if (r->verified)
-		printf("verified");
+		printf(r->dane ? "verified by TLSA" : "verified");
 	else
 		printf("%s (%s)", rt != NULL ? rt : "not verified", r->detail);
 	if (r->verified && r->detail[0])
@@ -258,15 +333,67 @@ static json_t *probe_json(const struct dns_mx_host *h, const struct probe_slot *
 				 0, "tls_version", "verified", 0, "result_type", "address",
 				 "detail",
 				 h->status == DNS_OK ? "no address" : dns_status_name(h->status));
-	o = json_pack("{s:b, s:s, s:b, s:o, s:b, s:o, s:s}", "connected", r->connected, "address",
-		      r->address, "starttls", r->starttls, "tls_version",
+	o = json_pack("{s:b, s:s, s:b, s:o, s:b, s:o, s:s, s:b}", "connected", r->connected,
+		      "address", r->address, "starttls", r->starttls, "tls_version",
 		      r->tls ? json_string(r->tls_version) : json_null(), "verified", r->verified,
 		      "result_type",
 		      r->result_type != SMTP_TLS_RESULT_SUCCESS
 			      ? json_string(smtp_tls_result_name(r->result_type))
 			      : json_null(),
-		      "detail", r->detail);
+		      "detail", r->detail, "dane", r->dane);
 	return o;
+}
+
+/* The DANE outcome of host i: "usable" (DANE decides; with --probe:
+ * "verified" or the RFC 8460 result type of the failed check), "none"
+ * (DANE does not apply) or "dnssec-invalid" (the lookup failed: not used). */
+static const char *dane_result(const struct check *c, size_t i)
+{
+	const struct dane_slot *d = &c->danes[i];
+
+	if (!d->done || d->res.state == DANE_NONE)
+		return "none";
+	if (d->res.state == DANE_FAILED)
+		return "dnssec-invalid";
+	if (c->probes == NULL || !c->probes[i].started)
+		return "usable";
+	if (c->probes[i].res.verified)
+		return "verified";
+	return c->probes[i].res.result_type != SMTP_TLS_RESULT_SUCCESS
+		       ? smtp_tls_result_name(c->probes[i].res.result_type)
+		       : "tlsa-invalid";
+}
+
+static json_t *dane_json(const struct check *c, size_t i)
+{
+	const struct dane_slot *d = &c->danes[i];
+	json_t *recs = json_array();
+
+	for (size_t k = 0; d->done && recs != NULL && k < d->res.tlsa.n; k++) {
+		char one[SMTP_TLSA_TEXT_MAX];
+
+		if (smtp_tlsa_format(&d->res.tlsa.rec[k], one, sizeof(one)) >= 0)
+			json_array_append_new(recs, json_string(one));
+	}
+	return json_pack("{s:o, s:b, s:s, s:s, s:s?}", "tlsa", recs ? recs : json_array(), "secure",
+			 d->done && d->res.secure, "result", dane_result(c, i), "detail",
+			 d->done ? d->res.why : d->why, "name", d->done ? d->res.qname : NULL);
+}
+
+static void print_dane_text(const struct check *c, size_t i)
+{
+	const struct dane_slot *d = &c->danes[i];
+	const char *r = dane_result(c, i);
+
+	printf("           dane: %s", r);
+	if (d->done && d->res.state == DANE_USABLE)
+		printf(" (%zu usable TLSA record%s at %s)", smtp_tlsa_count_usable(&d->res.tlsa),
+		       smtp_tlsa_count_usable(&d->res.tlsa) == 1 ? "" : "s", d->res.qname);
+	else if (d->done)
+		printf(" (%s%s%s)", d->res.why, d->res.qname[0] ? " at " : "", d->res.qname);
+	else if (d->why != NULL && d->why[0])
+		printf(" (%s)", d->why);
+	printf("\n");
 }
 
 static void on_verdict(void *arg, struct sts_verdict *v)
@@ -323,7 +450,7 @@ static bool mx_usable(const struct check *c, size_t i)
 {
 	const struct probe_slot *s;
 
-	if (!sts_mx_match(&c->v->policy, c->mx->hosts[i].name, NULL))
+	if (!sts_mx_match(&c->v->policy, c->mx->hosts[i].name, NULL) || dane_failed(c, i))
 		return false;
 	if (c->probes == NULL)
 		return true;
@@ -422,6 +549,8 @@ static int print_check_json(const struct check *c, const char *why)
 
 		if (m != NULL && c->probes != NULL)
 			json_object_set_new(m, "probe", probe_json(h, &c->probes[i]));
+		if (m != NULL && c->danes != NULL)
+			json_object_set_new(m, "dane", dane_json(c, i));
 		json_array_append_new(mxs, m);
 	}
 	json_object_set_new(root, "mx", mxs);
@@ -483,6 +612,8 @@ static void print_check_text(const struct check *c, const char *why)
 			what = "does NOT match the policy (testing: reported, still used)";
 		printf("%s %3u %s%s: %s\n", i == 0 ? "mx:       " : "          ", h->preference,
 		       h->name, c->mx->implicit ? " (implicit MX)" : "", what);
+		if (c->danes != NULL)
+			print_dane_text(c, i);
 	}
 	if (c->probes != NULL && c->mx != NULL && c->mx->nhosts > 0) {
 		printf("probe:     port %u, STARTTLS and certificate check per MX host\n",
@@ -514,6 +645,9 @@ static int cmd_check(const struct sopts *o)
 	struct sts_engine *eng = NULL;
 	struct sts_resolver res;
 	struct sts_engine_config ec;
+	struct dns_options dopts;
+	struct tls_policy *tp = NULL;
+	enum tls_level level;
 	char dir[CONFIG_PATH_MAX + 8], norm[STS_DOMAIN_MAX + 1];
 	uv_loop_t loop;
 	int rc = EX_SOFTWARE;
@@ -533,7 +667,21 @@ static int cmd_check(const struct sopts *o)
 	if (uv_loop_init(&loop) != 0)
 		return EX_OSERR;
 	rc = EX_SOFTWARE;
-	if (dns_new(&loop, cfg.dns_servers, cfg.ndns_servers, NULL, &dns) != 0) {
+	if (cfg.tls_policy_file[0] != '\0') {
+		char perr[1200];
+
+		if (tls_policy_load(cfg.tls_policy_file, &tp, perr, sizeof(perr)) != 0) {
+			fprintf(stderr, "stsrelay: sts check: tls_policy_file %s\n", perr);
+			rc = EX_CONFIG;
+			goto out;
+		}
+	}
+	if (!tls_policy_lookup(tp, norm, &level))
+		level = TLS_LEVEL_MAY;
+	c.dane_on = level == TLS_LEVEL_DANE || (cfg.dane && level != TLS_LEVEL_STS_ONLY);
+	memset(&dopts, 0, sizeof(dopts));
+	dopts.dnssec = true;
+	if (dns_new(&loop, cfg.dns_servers, cfg.ndns_servers, &dopts, &dns) != 0) {
 		fprintf(stderr, "stsrelay: sts check: cannot start the resolver\n");
 		rc = EX_OSERR;
 		goto out;
@@ -567,6 +715,10 @@ static int cmd_check(const struct sopts *o)
 		goto out;
 	}
 	c.smtp_port = cfg.smtp_port;
+	if (run_dane(&c, dns, cfg.smtp_port, &loop) != 0) {
+		fprintf(stderr, "stsrelay: sts check: the TLSA lookups did not finish\n");
+		goto out;
+	}
 	if (o->probe && run_probes(&c, &cfg, &loop) != 0) {
 		fprintf(stderr, "stsrelay: sts check: the MX probe could not run\n");
 		goto out;
@@ -587,6 +739,8 @@ static int cmd_check(const struct sopts *o)
 out:
 	sts_verdict_free(c.v);
 	free(c.probes);
+	free(c.danes);
+	tls_policy_free(tp);
 	if (c.mx != NULL)
 		dns_mx_result_free(c.mx);
 	sts_engine_free(eng);
