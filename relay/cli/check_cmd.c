@@ -2,6 +2,7 @@
  * that the unit runs before every start and reload: FILE:LINE: reason lines, exit 0 or 78. */
 #include "relay/cli/cli.h"
 #include "relay/cli/commands.h"
+#include "relay/core/tls_policy.h"
 #include "relay/daemon/relay.h"
 #include "smtp/tls.h"
 #include "sts/tlsrpt/dkim.h"
@@ -240,6 +241,21 @@ static void check_ca_file(struct checker *c)
 	smtp_tls_ctx_free(ctx);
 }
 
+/* Every line of the per-domain levels, as serve and SIGHUP read them. */
+static void check_tls_policy_file(struct checker *c)
+{
+	struct tls_policy *p = NULL;
+	char err[1200];
+
+	if (c->cfg->tls_policy_file[0] == '\0')
+		return;
+	if (tls_policy_load(c->cfg->tls_policy_file, &p, err, sizeof(err)) != 0) {
+		report(c, true, "tls_policy_file", "tls_policy_file %s", err);
+		return;
+	}
+	tls_policy_free(p);
+}
+
 static void check_dkim_key(struct checker *c)
 {
 	struct dkim_key *k = NULL;
@@ -281,13 +297,15 @@ static void check_dkim_domain(struct checker *c)
  * left 0600 root is found now rather than at the first report. */
 static int check_readable_as_user(struct checker *c)
 {
-	const char *paths[2] = { c->cfg->ca_file, c->cfg->dkim_key_file };
-	const char *keys[2] = { "ca_file", "dkim_key_file" };
-	int errs[2] = { 0, 0 }, fds[2], status, i;
+	/* tls_policy_file too: SIGHUP re-reads it as that user. */
+	const char *paths[3] = { c->cfg->ca_file, c->cfg->dkim_key_file, c->cfg->tls_policy_file };
+	const char *keys[3] = { "ca_file", "dkim_key_file", "tls_policy_file" };
+	int errs[3] = { 0, 0, 0 }, fds[2], status, i;
 	ssize_t got = 0, n;
 	pid_t pid;
 
-	if (!c->have_user || getuid() != 0 || c->uid == 0 || (!paths[0][0] && !paths[1][0]))
+	if (!c->have_user || getuid() != 0 || c->uid == 0 ||
+	    (!paths[0][0] && !paths[1][0] && !paths[2][0]))
 		return 0;
 	if (pipe2(fds, O_CLOEXEC) != 0) {
 		fprintf(stderr, "%s: pipe: %s\n", PROG, strerror(errno));
@@ -309,7 +327,7 @@ static int check_readable_as_user(struct checker *c)
 		    setuid(c->uid) != 0) {
 			code = 1;
 		} else {
-			for (i = 0; i < 2; i++) {
+			for (i = 0; i < 3; i++) {
 				int fd = paths[i][0] ? open(paths[i], O_RDONLY | O_CLOEXEC) : -2;
 
 				errs[i] = fd == -1 ? errno : 0;
@@ -342,7 +360,7 @@ static int check_readable_as_user(struct checker *c)
 		       c->cfg->user);
 		return 0;
 	}
-	for (i = 0; i < 2; i++)
+	for (i = 0; i < 3; i++)
 		if (errs[i] != 0)
 			report(c, true, keys[i], "%s %s is not readable by user %s: %s", keys[i],
 			       paths[i], c->cfg->user, strerror(errs[i]));
@@ -406,6 +424,7 @@ int cmd_conf_check(int argc, char **argv)
 	check_drop_group(&c);
 	check_spool(&c);
 	check_ca_file(&c);
+	check_tls_policy_file(&c);
 	check_dkim_key(&c);
 	check_dkim_domain(&c);
 	check_hostname(&c);
