@@ -7,7 +7,7 @@ import threading
 
 import dnslib
 
-from .util import (WorldError, free_port, listen_tcp, make_dir, port_free, run, spawn,
+from .util import (WorldError, free_ip, free_port, listen_tcp, make_dir, port_free, run, spawn,
                    stop_process, wait_until, read_text)
 
 ZONE = "test."
@@ -119,9 +119,17 @@ class UnboundDNS:
     `servers` is the relay's dns_servers value.
     """
 
-    def __init__(self, directory, records=None, ipv6=None):
+    def __init__(self, directory, records=None, ipv6=None, signed=None):
         self.dir = make_dir(os.path.abspath(directory))
         self.port = free_port("127.0.0.1", udp_too=True)
+        # A dnssec.SignedZone: validated with its trust anchor, and the
+        # resolver also answers on <ip>:53 (glibc's resolv.conf has no
+        # port) for peers that use the system resolver (Postfix as sender).
+        self.signed = signed
+        self.resolv_ip = None
+        if signed is not None:
+            self.resolv_ip = free_ip(53, ())
+            signed.resolver = self
         if ipv6 is None:
             ipv6 = port_free("::1", self.port) and port_free("::1", self.port, socket.SOCK_DGRAM)
         self.ipv6 = ipv6
@@ -138,6 +146,20 @@ class UnboundDNS:
     @property
     def servers(self):
         return "127.0.0.1:%d" % self.port
+
+    def resolv_conf(self, path):
+        """Write a resolv.conf pointing at this resolver (port 53 address);
+        trust-ad: glibc 2.31+ clears the AD bit of answers otherwise."""
+        if self.resolv_ip is None:
+            raise WorldError("this resolver has no port-53 address (no signed zone)")
+        with open(path, "w") as f:
+            f.write("nameserver %s\noptions trust-ad edns0\n" % self.resolv_ip)
+        return path
+
+    def flush_zone(self, zone):
+        self.control("flush_zone", fqdn(zone))
+        self.control("flush_bogus")
+        self.control("flush_negative")
 
     # --- records -------------------------------------------------------
     @staticmethod
@@ -217,6 +239,8 @@ class UnboundDNS:
                  "  port: %d" % self.port]
         if self.ipv6:
             lines.append("  interface: ::1@%d" % self.port)
+        if self.resolv_ip:
+            lines.append("  interface: %s@53" % self.resolv_ip)
         lines += [
             "  do-ip6: %s" % ("yes" if self.ipv6 else "no"),
             "  do-daemonize: no",
@@ -229,7 +253,7 @@ class UnboundDNS:
             "  log-queries: yes",
             "  verbosity: 1",
             "  num-threads: 1",
-            '  module-config: "iterator"',
+            '  module-config: "%s"' % ("validator iterator" if self.signed else "iterator"),
             "  do-not-query-localhost: no",
             "  access-control: 127.0.0.0/8 allow",
             "  access-control: ::1/128 allow",
@@ -239,6 +263,12 @@ class UnboundDNS:
             "  val-log-level: 0",
             "  local-zone: %s static" % q(ZONE),
         ]
+        if self.signed:
+            # the signed zone is resolved through its authority (names with
+            # local-data under it are still answered from here, unsigned)
+            lines += ["  local-zone: %s transparent" % q(self.signed.zone),
+                      "  trust-anchor-file: %s" % q(self.signed.trust_anchor),
+                      "  val-log-level: 2"]
         for z, mode in self.failing.items():
             lines.append("  local-zone: %s %s" % (q(z), "deny" if mode == "timeout" else "transparent"))
         for r in self.records:
@@ -252,6 +282,9 @@ class UnboundDNS:
                   "  control-enable: yes",
                   "  control-interface: %s" % q(self.ctl),
                   "  control-use-cert: no"]
+        if self.signed:
+            lines += ["stub-zone:", "  name: %s" % q(self.signed.zone),
+                      "  stub-addr: %s" % self.signed.stub]
         for z, mode in self.failing.items():
             if mode != "timeout":
                 lines += ["forward-zone:", "  name: %s" % q(z),
