@@ -47,6 +47,8 @@ static const char *take_domain(const char *f, size_t n, char *out)
 	}
 	if (n <= start)
 		return "empty domain";
+	if (f[n - 1] == '.')
+		return "not a domain name (empty label)"; /* "a.example.." */
 	if (n - start > TLS_POLICY_DOMAIN_MAX)
 		return "domain longer than 253 characters";
 	for (i = start; i < n; i++) {
@@ -188,7 +190,8 @@ int tls_policy_parse(const char *buf, size_t len, const char *fname, struct tls_
 		e.line = line;
 		p->e[p->n++] = e;
 	}
-	qsort(p->e, p->n, sizeof(*p->e), cmp_entry);
+	if (p->n > 1)
+		qsort(p->e, p->n, sizeof(*p->e), cmp_entry);
 	for (i = 1; i < p->n; i++)
 		if (strcmp(p->e[i - 1].domain, p->e[i].domain) == 0) {
 			snprintf(err, errlen, "%s:%u: %s listed again (first on line %u)", fname,

@@ -38,8 +38,10 @@ static int read_name(const unsigned char *m, size_t len, size_t *off, char *out)
 				end = p + 1;
 			break;
 		}
+		/* RFC 1035 §3.1: 255 octets with the root's zero, so at most 253
+		 * characters in presentation form (what out holds). */
 		wire += l + 1;
-		if (wire > 255 || p + 1 + l > len || o + l + 1 > DNS_MSG_NAME_MAX + 1)
+		if (wire > 254 || p + 1 + l > len || o + (o > 0) + l > DNS_MSG_NAME_MAX)
 			return -1;
 		if (o > 0)
 			out[o++] = '.';
