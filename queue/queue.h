@@ -101,7 +101,19 @@ bool queue_id_valid(const char *s, size_t len) __attribute__((warn_unused_result
 uint64_t queue_retry_delay(const uint64_t *schedule_s, size_t n, unsigned attempts)
 	__attribute__((warn_unused_result));
 
-/* ---- the spool ---- */
+/* ---- the spool ----
+ *
+ * Every function from here on does blocking file I/O (reads, writes,
+ * fsyncs) on the caller's thread; none starts a thread of its own. The
+ * daemon runs the slow ones in libuv's thread pool: commits
+ * (relay/daemon/commit.c), state saves and removals
+ * (relay/daemon/statesave.c), the drop import (relay/daemon/pickup.c) and
+ * the queue listing (relay/daemon/control.c). On its loop stay the scan
+ * and load at start (before the loop runs), writes into a queue writer
+ * (page cache, no fsync: the listener), in the scheduler the load of a
+ * message handed over after its commit, an administrator's delete and the
+ * commit of a bounce, and the commit of the daily TLS-RPT report mails
+ * (sts/tlsrpt/send.c): the last three rare. */
 
 struct queue;
 

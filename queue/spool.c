@@ -1269,17 +1269,179 @@ static void uid_name(uid_t uid, char *out, size_t outlen)
 	snprintf(out, outlen, "%lu", (unsigned long)uid);
 }
 
+/* Opens drop file id for the import and checks what it is. Returns the
+ * descriptor, or -1 with *bad set (a file no retry can import: set it
+ * aside; the reason may be written into why[whylen]) or with err and
+ * errno (a local failure: leave it for another try). */
+static int drop_open(struct queue *q, const char *id, struct stat *st, const char **bad, char *why,
+		     size_t whylen, char *err, size_t errlen)
+{
+	int fd, e;
+
+	/* O_NOFOLLOW: a user could plant a symlink to a file they cannot read;
+	 * O_NONBLOCK: or a FIFO, which would block the import forever. */
+	fd = openat(q->drop_fd, id, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ELOOP) {
+			*bad = "symbolic link";
+			return -1;
+		}
+		/* Retrying cannot help a file this process may not read (its
+		 * group is not ours): it is set aside once, with the reason. */
+		if (errno == EACCES || errno == EPERM) {
+			struct stat ls;
+
+			if (fstatat(q->drop_fd, id, &ls, AT_SYMLINK_NOFOLLOW) == 0)
+				snprintf(why, whylen,
+					 "cannot read it: %s (owner uid %lu, group %lu, mode %04o; "
+					 "the daemon reads drop files through group stsrelay-drop)",
+					 strerror(EACCES), (unsigned long)ls.st_uid,
+					 (unsigned long)ls.st_gid, (unsigned)(ls.st_mode & 07777));
+			else
+				snprintf(why, whylen, "cannot read it: %s", strerror(EACCES));
+			*bad = why;
+			return -1;
+		}
+		set_err(err, errlen, "maildrop/%s: %s", id, strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, st) < 0) {
+		e = errno;
+		set_err(err, errlen, "maildrop/%s: %s", id, strerror(e));
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	if (!S_ISREG(st->st_mode))
+		*bad = "not a regular file";
+	else if (st->st_nlink != 1)
+		*bad = "file has several links";
+	if (*bad != NULL) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* Reads and vets the drop file's header into env, with what the submitter
+ * may not choose replaced. 0, or -1 with *bad or err (as drop_open). */
+static int drop_envelope(int fd, const struct stat *st, const char *id, uint64_t max_size,
+			 struct queue_envelope *env, const char **bad, char *err, size_t errlen)
+{
+	char *hdr = NULL;
+	size_t hlen;
+	int rc = -1;
+
+	if (read_header(fd, (uint64_t)st->st_size, &hdr, &hlen) < 0) {
+		set_err(err, errlen, "maildrop/%s: %s", id, strerror(errno));
+		return -1;
+	}
+	if (queue_header_decode(hdr, hlen, env, bad) < 0)
+		goto out;
+	if ((uint64_t)st->st_size - env->data_offset > max_size) {
+		*bad = "message too large";
+		goto out;
+	}
+	/* What the submitter may not choose: who they are, where they came
+	 * from, internal flags, a time in the future. */
+	uid_name(st->st_uid, env->submitter, sizeof(env->submitter));
+	env->client[0] = '\0';
+	env->flags &= QUEUE_F_NOBOUNCE;
+	if (env->queued_at > clock_now())
+		env->queued_at = clock_now();
+	rc = 0;
+out:
+	free(hdr);
+	return rc;
+}
+
+/* Copies env and the drop file's data into a new queue writer (*w, the
+ * caller's to free), exactly the size seen at fstat: later growth by the
+ * owner is ignored. 0, or -1 with *bad or err (as drop_open). */
+static int drop_copy(struct queue *q, int fd, const char *id, const struct stat *st,
+		     const struct queue_envelope *env, struct queue_writer **w, const char **bad,
+		     char *err, size_t errlen)
+{
+	uint64_t off = env->data_offset, left = (uint64_t)st->st_size - env->data_offset;
+	char *chunk = NULL;
+	int rc = -1;
+
+	if (queue_writer_new(q, false, w) < 0 || queue_writer_header(*w, env) < 0) {
+		set_err(err, errlen, "queue write: %s", strerror(errno));
+		return -1;
+	}
+	chunk = malloc(WRITER_BUF);
+	if (chunk == NULL) {
+		set_err(err, errlen, "out of memory");
+		return -1;
+	}
+	while (left > 0) {
+		size_t want = left < WRITER_BUF ? (size_t)left : WRITER_BUF, got;
+
+		if (pread_full(fd, chunk, want, off, &got) < 0) {
+			set_err(err, errlen, "maildrop/%s: %s", id, strerror(errno));
+			goto out;
+		}
+		if (got < want) {
+			*bad = "file shrank while being read";
+			goto out;
+		}
+		if (queue_writer_append(*w, chunk, got) < 0) {
+			set_err(err, errlen, "queue write: %s", strerror(errno));
+			goto out;
+		}
+		off += got;
+		left -= got;
+	}
+	rc = 0;
+out:
+	free(chunk);
+	return rc;
+}
+
+/* The copy new_id is safe in the queue: takes drop file id away. A drop
+ * file that cannot be removed would be imported again on every scan, so it
+ * is at least moved out of the scan's sight. Failures are logged only: the
+ * import has succeeded. */
+static void drop_retire(struct queue *q, const char *id, const char *new_id)
+{
+	if (unlinkat(q->drop_fd, id, 0) < 0) {
+		char aside[QUEUE_ID_LEN + sizeof(BAD_PREFIX)];
+
+		log_c(LOG_C_PICKUP, LOG_LVL_ERROR, new_id, "cannot remove imported maildrop/%s: %s",
+		      id, strerror(errno));
+		snprintf(aside, sizeof(aside), BAD_PREFIX "%s", id);
+		if (renameat(q->drop_fd, id, q->drop_fd, aside) < 0)
+			log_c(LOG_C_PICKUP, LOG_LVL_ERROR, new_id,
+			      "cannot move maildrop/%s aside: %s", id, strerror(errno));
+	}
+	if (queue_sync_maildrop_dir(q) < 0)
+		log_c(LOG_C_PICKUP, LOG_LVL_WARNING, new_id, "maildrop fsync: %s", strerror(errno));
+}
+
+/* Moves bad drop file id aside to maildrop/.bad-ID (never delivered) and
+ * says so in err; the caller logs err: one line per bad file. */
+static void drop_set_aside(struct queue *q, const char *id, const char *bad, char *err,
+			   size_t errlen)
+{
+	char aside[QUEUE_ID_LEN + sizeof(BAD_PREFIX)];
+
+	snprintf(aside, sizeof(aside), BAD_PREFIX "%s", id);
+	if (renameat(q->drop_fd, id, q->drop_fd, aside) < 0)
+		set_err(err, errlen, "maildrop/%s: %s; cannot set it aside: %s", id, bad,
+			strerror(errno));
+	else
+		set_err(err, errlen, "maildrop/%s: %s; set aside as maildrop/%s", id, bad, aside);
+}
+
 int queue_drop_import(struct queue *q, const char *id, uint64_t max_size,
 		      char new_id[QUEUE_ID_LEN + 1], char *err, size_t errlen)
 {
 	struct queue_envelope env = { 0 };
 	struct queue_writer *w = NULL;
 	const char *bad = NULL;
-	char unreadable[256];
-	char *hdr = NULL, *chunk = NULL;
+	char why[256];
 	struct stat st;
-	uint64_t off, left;
-	size_t hlen;
 	int fd = -1, rc = -1, saved;
 
 	new_id[0] = '\0';
@@ -1293,94 +1455,12 @@ int queue_drop_import(struct queue *q, const char *id, uint64_t max_size,
 		errno = EACCES;
 		return -1;
 	}
-	/* O_NOFOLLOW: a user could plant a symlink to a file they cannot read;
-	 * O_NONBLOCK: or a FIFO, which would block the import forever. */
-	fd = openat(q->drop_fd, id, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-	if (fd < 0) {
-		if (errno == ELOOP) {
-			bad = "symbolic link";
-			goto out;
-		}
-		/* Retrying cannot help a file this process may not read (its
-		 * group is not ours): it is set aside once, with the reason. */
-		if (errno == EACCES || errno == EPERM) {
-			struct stat ls;
-
-			if (fstatat(q->drop_fd, id, &ls, AT_SYMLINK_NOFOLLOW) == 0)
-				snprintf(unreadable, sizeof(unreadable),
-					 "cannot read it: %s (owner uid %lu, group %lu, mode %04o; "
-					 "the daemon reads drop files through group stsrelay-drop)",
-					 strerror(EACCES), (unsigned long)ls.st_uid,
-					 (unsigned long)ls.st_gid, (unsigned)(ls.st_mode & 07777));
-			else
-				snprintf(unreadable, sizeof(unreadable), "cannot read it: %s",
-					 strerror(EACCES));
-			bad = unreadable;
-			goto out;
-		}
-		set_err(err, errlen, "maildrop/%s: %s", id, strerror(errno));
+	fd = drop_open(q, id, &st, &bad, why, sizeof(why), err, errlen);
+	if (fd < 0)
 		goto out;
-	}
-	if (fstat(fd, &st) < 0) {
-		set_err(err, errlen, "maildrop/%s: %s", id, strerror(errno));
+	if (drop_envelope(fd, &st, id, max_size, &env, &bad, err, errlen) < 0 ||
+	    drop_copy(q, fd, id, &st, &env, &w, &bad, err, errlen) < 0)
 		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		bad = "not a regular file";
-		goto out;
-	}
-	if (st.st_nlink != 1) {
-		bad = "file has several links";
-		goto out;
-	}
-	if (read_header(fd, (uint64_t)st.st_size, &hdr, &hlen) < 0) {
-		set_err(err, errlen, "maildrop/%s: %s", id, strerror(errno));
-		goto out;
-	}
-	if (queue_header_decode(hdr, hlen, &env, &bad) < 0)
-		goto out;
-	if ((uint64_t)st.st_size - env.data_offset > max_size) {
-		bad = "message too large";
-		goto out;
-	}
-	/* What the submitter may not choose: who they are, where they came
-	 * from, internal flags, a time in the future. */
-	uid_name(st.st_uid, env.submitter, sizeof(env.submitter));
-	env.client[0] = '\0';
-	env.flags &= QUEUE_F_NOBOUNCE;
-	if (env.queued_at > clock_now())
-		env.queued_at = clock_now();
-
-	if (queue_writer_new(q, false, &w) < 0 || queue_writer_header(w, &env) < 0) {
-		set_err(err, errlen, "queue write: %s", strerror(errno));
-		goto out;
-	}
-	chunk = malloc(WRITER_BUF);
-	if (chunk == NULL) {
-		set_err(err, errlen, "out of memory");
-		goto out;
-	}
-	/* Exactly the size seen at fstat: later growth by the owner is ignored. */
-	off = env.data_offset;
-	left = (uint64_t)st.st_size - env.data_offset;
-	while (left > 0) {
-		size_t want = left < WRITER_BUF ? (size_t)left : WRITER_BUF, got;
-
-		if (pread_full(fd, chunk, want, off, &got) < 0) {
-			set_err(err, errlen, "maildrop/%s: %s", id, strerror(errno));
-			goto out;
-		}
-		if (got < want) {
-			bad = "file shrank while being read";
-			goto out;
-		}
-		if (queue_writer_append(w, chunk, got) < 0) {
-			set_err(err, errlen, "queue write: %s", strerror(errno));
-			goto out;
-		}
-		off += got;
-		left -= got;
-	}
 	/* On failure the copy is not in queue/ (a copy whose fsync failed is
 	 * taken back out), and the drop file stays for another try. */
 	if (queue_writer_commit_sync(w) < 0) {
@@ -1388,42 +1468,17 @@ int queue_drop_import(struct queue *q, const char *id, uint64_t max_size,
 		goto out;
 	}
 	memcpy(new_id, w->id, QUEUE_ID_LEN + 1);
-	/* The message is safe in the queue: from here on, success. A drop file
-	 * that cannot be removed would be imported again on every scan, so it
-	 * is at least moved out of the scan's sight. */
-	if (unlinkat(q->drop_fd, id, 0) < 0) {
-		char aside[QUEUE_ID_LEN + sizeof(BAD_PREFIX)];
-
-		log_c(LOG_C_PICKUP, LOG_LVL_ERROR, new_id, "cannot remove imported maildrop/%s: %s",
-		      id, strerror(errno));
-		snprintf(aside, sizeof(aside), BAD_PREFIX "%s", id);
-		if (renameat(q->drop_fd, id, q->drop_fd, aside) < 0)
-			log_c(LOG_C_PICKUP, LOG_LVL_ERROR, new_id,
-			      "cannot move maildrop/%s aside: %s", id, strerror(errno));
-	}
-	if (queue_sync_maildrop_dir(q) < 0)
-		log_c(LOG_C_PICKUP, LOG_LVL_WARNING, new_id, "maildrop fsync: %s", strerror(errno));
+	drop_retire(q, id, new_id);
 	rc = 0;
 out:
 	saved = errno;
 	if (rc < 0 && bad != NULL) {
-		char aside[QUEUE_ID_LEN + sizeof(BAD_PREFIX)];
-
-		/* the caller logs err: one line per bad file */
-		snprintf(aside, sizeof(aside), BAD_PREFIX "%s", id);
-		if (renameat(q->drop_fd, id, q->drop_fd, aside) < 0)
-			set_err(err, errlen, "maildrop/%s: %s; cannot set it aside: %s", id, bad,
-				strerror(errno));
-		else
-			set_err(err, errlen, "maildrop/%s: %s; set aside as maildrop/%s", id, bad,
-				aside);
+		drop_set_aside(q, id, bad, err, errlen);
 		saved = EBADMSG;
 		new_id[0] = '\0';
 	}
 	queue_writer_free(w);
 	queue_envelope_clear(&env);
-	free(hdr);
-	free(chunk);
 	if (fd >= 0)
 		close(fd);
 	errno = saved;

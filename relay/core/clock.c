@@ -2,12 +2,14 @@
  * schedulers' behaviour over days can be tested in seconds. */
 #include "relay/core/clock.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
 static int64_t offset_ms;
 static int offset_ready;
+static _Atomic int64_t stopped_ms; /* clock_fake_set_ms(); 0 = running */
 
 static int64_t real_ms(void)
 {
@@ -32,8 +34,17 @@ static void offset_init(void)
 	offset_ms = (int64_t)v * 1000 - real_ms();
 }
 
+void clock_fake_set_ms(int64_t ms)
+{
+	atomic_store_explicit(&stopped_ms, ms, memory_order_relaxed);
+}
+
 int64_t clock_now_ms(void)
 {
+	int64_t stopped = atomic_load_explicit(&stopped_ms, memory_order_relaxed);
+
+	if (stopped != 0)
+		return stopped;
 	if (!offset_ready)
 		offset_init();
 	return real_ms() + offset_ms;

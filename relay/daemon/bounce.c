@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "relay/core/clock.h"
 #include "relay/core/log.h"
@@ -18,33 +17,23 @@ int bounce_wanted(const struct queue_envelope *env)
 }
 
 /* The original header section (at most SMTP_DSN_HEADERS_MAX bytes). */
-static char *read_headers(struct queue *q, const struct queue_envelope *env, size_t *len)
+static char *read_headers(const struct queue_backend *qb, const struct queue_envelope *env,
+			  size_t *len)
 {
 	size_t cap = env->size < SMTP_DSN_HEADERS_MAX ? (size_t)env->size : SMTP_DSN_HEADERS_MAX;
-	size_t got = 0;
+	ssize_t got;
 	char *buf;
-	int fd;
 
 	*len = 0;
 	buf = malloc(cap + 1);
 	if (buf == NULL)
 		return NULL;
-	fd = queue_open_data(q, env);
-	if (fd < 0) {
+	got = qb->ops->read_data(qb->q, env, buf, cap);
+	if (got < 0) {
 		free(buf);
 		return NULL;
 	}
-	while (got < cap) {
-		ssize_t n = read(fd, buf + got, cap - got);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		got += (size_t)n;
-	}
-	close(fd);
-	*len = smtp_dsn_header_len(buf, got);
+	*len = smtp_dsn_header_len(buf, (size_t)got);
 	buf[*len] = '\0';
 	return buf;
 }
@@ -52,9 +41,17 @@ static char *read_headers(struct queue *q, const struct queue_envelope *env, siz
 int bounce_enqueue(struct queue *q, const char *hostname, const struct queue_envelope *env,
 		   const struct smtp_dsn_rcpt *rcpts, size_t n, char new_id[QUEUE_ID_LEN + 1])
 {
+	struct queue_backend qb = queue_backend_spool(q);
+
+	return bounce_enqueue_backend(&qb, hostname, env, rcpts, n, new_id);
+}
+
+int bounce_enqueue_backend(const struct queue_backend *qb, const char *hostname,
+			   const struct queue_envelope *env, const struct smtp_dsn_rcpt *rcpts,
+			   size_t n, char new_id[QUEUE_ID_LEN + 1])
+{
 	struct smtp_dsn dsn;
 	struct queue_envelope benv;
-	struct queue_writer *w = NULL;
 	const char *err = NULL;
 	char *hdrs = NULL, *msg = NULL;
 	size_t hlen = 0, mlen = 0;
@@ -63,7 +60,7 @@ int bounce_enqueue(struct queue *q, const char *hostname, const struct queue_env
 	if (!bounce_wanted(env))
 		return 0;
 	memset(&benv, 0, sizeof(benv));
-	hdrs = read_headers(q, env, &hlen); /* NULL: a report without the headers */
+	hdrs = read_headers(qb, env, &hlen); /* NULL: a report without the headers */
 
 	memset(&dsn, 0, sizeof(dsn));
 	dsn.kind = SMTP_DSN_FAILURE;
@@ -88,20 +85,16 @@ int bounce_enqueue(struct queue *q, const char *hostname, const struct queue_env
 			env->sender);
 		goto out;
 	}
-	if (queue_writer_new(q, false, &w) != 0 || queue_writer_header(w, &benv) != 0 ||
-	    queue_writer_append(w, msg, mlen) != 0 || queue_writer_commit_sync(w) != 0) {
+	if (qb->ops->add(qb->q, &benv, msg, mlen, new_id) != 0) {
 		log_msg(LOG_LVL_ERROR, env->id, "cannot queue a bounce: %s", strerror(errno));
 		goto out;
 	}
-	snprintf(new_id, QUEUE_ID_LEN + 1, "%s", queue_writer_id(w));
 	log_msg(LOG_LVL_INFO, env->id, "sender non-delivery notification: %s", new_id);
 	/* as Postfix's qmgr logs a bounce it queues: its size for pflogsumm */
-	log_fields(LOG_LVL_INFO, new_id, LF_ADDR("from", ""), LF_INT("size", queue_writer_size(w)),
+	log_fields(LOG_LVL_INFO, new_id, LF_ADDR("from", ""), LF_INT("size", mlen),
 		   LF_INT("nrcpt", 1), LF_NOTE("queue active"), LF_END);
 	rc = 1;
 out:
-	if (w != NULL)
-		queue_writer_free(w);
 	queue_envelope_clear(&benv);
 	free(msg);
 	free(hdrs);

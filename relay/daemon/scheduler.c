@@ -3,6 +3,7 @@
 #define LOG_COMPONENT LOG_C_QMGR /* program name in logs, see relay/core/log.h */
 #include "relay/daemon/scheduler.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -34,9 +35,14 @@
  * once when a domain is ready); a pass runs at most PASS_BUDGET messages and
  * then yields to the loop.
  *
+ * The queue is reached through a queue backend (queue/backend.h: the spool
+ * in the daemon, queue/ram.h in the unit tests), deliveries through a
+ * struct scheduler_delivery (relay/daemon/delivery.h in the daemon).
+ *
  * Durability: recipient states are saved (queue_save_state) and finished
  * messages removed (queue_remove) in the thread pool through
- * relay/daemon/statesave.h, batched per loop turn; at most one such operation per
+ * relay/daemon/statesave.h, batched per loop turn (the I/O life cycle,
+ * enum msg_io, says in which order); at most one such operation per
  * message is in flight (they share tmp/ID.state) and later changes are
  * coalesced into the next one. The per-recipient log lines of an attempt
  * are written when the save covering them has returned, so no line says
@@ -71,6 +77,52 @@ struct rlog {
 	char reason[QUEUE_ERROR_MAX + 112];
 };
 
+/*
+ * The I/O life cycle of a message: what of its files is in flight in the
+ * thread pool (relay/daemon/statesave.h). m->io is written by io_enter()
+ * alone, and only these steps exist:
+ *
+ *   IDLE -> SAVING         a change (persist): save a snapshot of the states
+ *   IDLE -> REMOVING       the same, when every recipient is final and no
+ *                          delivery runs: remove the message instead
+ *   SAVING -> SAVING_DIRTY a change while the save runs: one more follows it
+ *   SAVING*, REMOVING -> IDLE   done; SAVING_DIRTY then saves (or removes)
+ *                          again at once, a failed removal saves (REMOVING
+ *                          done well frees m)
+ *   IDLE -> DELETED        the administrator's delete: removed on the loop
+ *   SAVING*, REMOVING -> DELETE_NEXT  the same while a save or removal runs
+ *   DELETE_NEXT -> DELETING -> DELETED  its removal follows the one in flight
+ *   DELETED                m is freed once the last delivery has returned
+ *
+ * Ordering invariant, which makes a crash cost a repeat, never a loss:
+ * 1. At most one save or removal of a message is in flight (they share
+ *    tmp/ID.state); what changes meanwhile waits for it and is coalesced.
+ *    The administrator's removal comes after the one in flight, never
+ *    beside it.
+ * 2. A DSN is committed (settle, on the loop) before the save that marks
+ *    its recipients bounced is submitted: a crash between them repeats the
+ *    bounce, never loses it.
+ * 3. The per-recipient log lines of an attempt are written when the save
+ *    covering them has returned (io_logs), never before.
+ * 4. The removal is submitted only when every recipient is final and no
+ *    delivery of the message runs, and only from IDLE: after the last save.
+ * 5. Rescheduling (the heap, the domain queues) never waits for the disk:
+ *    memory is ahead of it, which only matters after a crash, when the
+ *    attempt is repeated (at-least-once).
+ * 6. m is freed only with nothing in flight: no delivery (busy == 0) and
+ *    no I/O (a removal that succeeded, or DELETED).
+ */
+enum msg_io {
+	IO_IDLE,         /* nothing in flight */
+	IO_SAVING,       /* a save of the states in flight */
+	IO_SAVING_DIRTY, /* ... and m changed since its snapshot */
+	IO_REMOVING,     /* the finished message's removal in flight */
+	/* deleted by the administrator: unlinked from every index */
+	IO_DELETE_NEXT, /* a save or removal still in flight; the removal follows */
+	IO_DELETING,    /* the administrator's removal in flight */
+	IO_DELETED,     /* files removed; freed when no delivery runs */
+};
+
 struct sdomain;
 struct scheduler;
 
@@ -87,19 +139,13 @@ struct smsg {
 	struct queue_envelope env;
 	unsigned char *inflight;  /* per recipient */
 	unsigned busy;            /* deliveries running */
-	bool deleted;             /* unlinked from every index; free when idle */
 	bool admin_bounce;        /* `queue bounce`: finish once idle */
 	struct smsg *prev, *next; /* every live message */
 	struct smsg *hnext;       /* id hash chain */
 	size_t heap_i;            /* NO_HEAP when nothing is due */
 	int64_t due_ms;
 	struct swait *waits;
-	/* persistence, see statesave.h */
-	bool io_busy;                   /* a save or removal in flight */
-	bool io_dirty;                  /* changed since that snapshot */
-	bool io_removing;               /* the one in flight is a removal */
-	bool io_force_save;             /* removal failed: save instead */
-	bool remove_after_io;           /* deleted while a save was in flight */
+	enum msg_io io;                 /* persistence, see "the I/O life cycle" */
 	struct rlog *logs, **logs_tail; /* not yet covered by a submitted save */
 	struct rlog *io_logs;           /* covered by the one in flight */
 };
@@ -118,13 +164,15 @@ struct job {
 	struct scheduler *s;
 	struct smsg *m;
 	struct sdomain *dom;
-	struct delivery *d;
+	void *d; /* the delivery, for abort */
 	struct job *prev, *next;
 };
 
 struct scheduler {
 	struct relay *r;
-	struct delivery_ctx *dc;
+	struct queue_backend qb; /* the spool, or queue/ram.h in tests */
+	const struct scheduler_delivery *dv;
+	void *dc; /* dv's context */
 	struct statesave *ss;
 	uv_timer_t timer;
 	uv_timer_t stop_timer;
@@ -667,7 +715,8 @@ static void settle(struct scheduler *s, struct smsg *m, struct bounce_list *bl)
 		int rc;
 
 		fix_pointers(bl);
-		rc = bounce_enqueue(s->r->queue, s->r->cfg.hostname, &m->env, bl->r, bl->n, new_id);
+		rc = bounce_enqueue_backend(&s->qb, s->r->cfg.hostname, &m->env, bl->r, bl->n,
+					    new_id);
 		if (rc == 1)
 			scheduler_add_loaded(s, new_id);
 		else if (rc == 0)
@@ -692,16 +741,54 @@ static const char *expiry_status(const char *last)
 
 /* ---- persistence (relay/daemon/statesave.h) ---- */
 
+static bool io_deleted(const struct smsg *m)
+{
+	return m->io >= IO_DELETE_NEXT;
+}
+
+/* Whether the life cycle has the step from -> to (see enum msg_io). */
+static bool io_step_exists(enum msg_io from, enum msg_io to)
+{
+	switch (from) {
+	case IO_IDLE:
+		return to == IO_SAVING || to == IO_REMOVING || to == IO_DELETED;
+	case IO_SAVING:
+		return to == IO_IDLE || to == IO_SAVING_DIRTY || to == IO_DELETE_NEXT;
+	case IO_SAVING_DIRTY:
+	case IO_REMOVING:
+		return to == IO_IDLE || to == IO_DELETE_NEXT;
+	case IO_DELETE_NEXT:
+		return to == IO_DELETING || to == IO_DELETED;
+	case IO_DELETING:
+		return to == IO_DELETED;
+	case IO_DELETED:
+		break;
+	}
+	return false;
+}
+
+/* The only writer of m->io. A step the life cycle lacks is a bug: the
+ * test build stops at it, the daemon says so and goes on. */
+static void io_enter(struct smsg *m, enum msg_io to)
+{
+	if (!io_step_exists(m->io, to)) {
+		log_msg(LOG_LVL_ERROR, m->env.id, "scheduler bug: I/O step %d -> %d", (int)m->io,
+			(int)to);
+		assert(!"a step the I/O life cycle lacks");
+	}
+	m->io = to;
+}
+
 static void maybe_free_deleted(struct scheduler *s, struct smsg *m)
 {
-	if (!m->deleted || m->busy > 0 || m->io_busy)
+	if (m->io != IO_DELETED || m->busy > 0)
 		return;
 	flush_logs(m, m->logs);
 	msg_free(m);
 	maybe_finish_stop(s);
 }
 
-static void start_io(struct scheduler *s, struct smsg *m);
+static void io_start(struct scheduler *s, struct smsg *m, bool force_save);
 
 static void on_io_done(void *arg, int status, int err_no)
 {
@@ -709,39 +796,36 @@ static void on_io_done(void *arg, int status, int err_no)
 	struct scheduler *s = m->s;
 	struct rlog *logs = m->io_logs;
 
-	m->io_busy = false;
 	m->io_logs = NULL;
-	if (m->remove_after_io) {
+	switch (m->io) {
+	case IO_DELETE_NEXT:
 		/* deleted by the administrator while a save ran: now the files go */
-		m->remove_after_io = false;
 		flush_logs(m, logs);
 		rlogs_free(logs);
-		m->io_removing = true;
-		m->io_busy = true;
+		io_enter(m, IO_DELETING);
 		if (statesave_remove(s->ss, m->env.id, on_io_done, m) != 0) {
-			m->io_busy = false;
-			if (queue_remove(s->r->queue, m->env.id) != 0)
+			if (s->qb.ops->remove(s->qb.q, m->env.id) != 0)
 				log_msg(LOG_LVL_ERROR, m->env.id, "delete failed");
+			io_enter(m, IO_DELETED);
 		}
 		maybe_free_deleted(s, m);
 		return;
-	}
-	if (m->deleted) {
-		if (m->io_removing && status != 0 && err_no != ENOENT)
+	case IO_DELETING:
+		if (status != 0 && err_no != ENOENT)
 			log_msg(LOG_LVL_ERROR, m->env.id, "delete failed: %s", strerror(err_no));
 		flush_logs(m, logs);
 		rlogs_free(logs);
+		io_enter(m, IO_DELETED);
 		maybe_free_deleted(s, m);
 		return;
-	}
-	if (m->io_removing) {
+	case IO_REMOVING:
 		flush_logs(m, logs);
 		rlogs_free(logs);
 		if (status != 0) {
 			log_msg(LOG_LVL_ERROR, m->env.id, "cannot remove the finished message: %s",
 				strerror(err_no));
-			m->io_force_save = true;
-			start_io(s, m);
+			io_enter(m, IO_IDLE);
+			io_start(s, m, true);
 			return;
 		}
 		log_msg(LOG_LVL_INFO, m->env.id, "removed");
@@ -749,34 +833,43 @@ static void on_io_done(void *arg, int status, int err_no)
 		msg_free(m);
 		maybe_finish_stop(s);
 		return;
-	}
-	if (status != 0)
-		log_msg(LOG_LVL_ERROR, m->env.id,
-			"cannot save recipient states (a restart repeats this attempt): %s",
-			strerror(err_no));
-	flush_logs(m, logs);
-	rlogs_free(logs);
-	if (m->io_dirty)
-		start_io(s, m); /* may free m */
-	else
+	case IO_SAVING:
+	case IO_SAVING_DIRTY:
+		if (status != 0)
+			log_msg(LOG_LVL_ERROR, m->env.id,
+				"cannot save recipient states (a restart repeats this attempt): %s",
+				strerror(err_no));
+		flush_logs(m, logs);
+		rlogs_free(logs);
+		if (m->io == IO_SAVING_DIRTY) {
+			io_enter(m, IO_IDLE);
+			io_start(s, m, false); /* may free m */
+			return;
+		}
+		io_enter(m, IO_IDLE);
 		maybe_finish_stop(s);
+		return;
+	case IO_IDLE:
+	case IO_DELETED:
+		break; /* nothing was in flight */
+	}
+	assert(!"on_io_done without I/O in flight");
 }
 
-/* Submits the save (or, all final and idle, the removal) of m's state. May
- * free m (only when the thread pool is out of memory and the removal is
- * done right here). */
-static void start_io(struct scheduler *s, struct smsg *m)
+/* IDLE: submits the save of m's states, or, when every recipient is final
+ * and no delivery runs, the removal of m (force_save: a removal has just
+ * failed, save instead). May free m (only when the thread pool is out of
+ * memory and the removal is done right here). */
+static void io_start(struct scheduler *s, struct smsg *m, bool force_save)
 {
+	bool remove = m->busy == 0 && all_final(m) && !force_save;
 	int rc;
 
-	m->io_dirty = false;
 	m->io_logs = m->logs;
 	m->logs = NULL;
 	m->logs_tail = &m->logs;
-	m->io_busy = true;
-	m->io_removing = m->busy == 0 && all_final(m) && !m->io_force_save;
-	m->io_force_save = false;
-	if (m->io_removing)
+	io_enter(m, remove ? IO_REMOVING : IO_SAVING);
+	if (remove)
 		rc = statesave_remove(s->ss, m->env.id, on_io_done, m);
 	else
 		rc = statesave_save(s->ss, &m->env, on_io_done, m);
@@ -784,20 +877,30 @@ static void start_io(struct scheduler *s, struct smsg *m)
 		return;
 	/* Out of memory for the request: do it here, on the loop, as before. */
 	errno = 0;
-	if (m->io_removing)
-		rc = queue_remove(s->r->queue, m->env.id);
+	if (remove)
+		rc = s->qb.ops->remove(s->qb.q, m->env.id);
 	else
-		rc = queue_save_state(s->r->queue, &m->env);
+		rc = s->qb.ops->save_state(s->qb.q, &m->env);
 	on_io_done(m, rc, rc != 0 ? errno : 0);
 }
 
+/* m's recipient states changed in memory: make the disk follow. */
 static void persist(struct scheduler *s, struct smsg *m)
 {
-	if (m->io_busy) {
-		m->io_dirty = true; /* the next save after this one covers it */
+	switch (m->io) {
+	case IO_IDLE:
+		io_start(s, m, false);
+		return;
+	case IO_SAVING:
+		io_enter(m, IO_SAVING_DIRTY); /* the next save after this one covers it */
+		return;
+	case IO_SAVING_DIRTY:
+	case IO_REMOVING: /* done well: nothing left to save; failed: it saves */
+	case IO_DELETE_NEXT:
+	case IO_DELETING:
+	case IO_DELETED:
 		return;
 	}
-	start_io(s, m);
 }
 
 static void bounce_admin(struct smsg *m, struct bounce_list *bl)
@@ -933,7 +1036,7 @@ static void on_delivery_done(void *arg, const struct delivery_result *res)
 		if (res->rcpts[i].index < m->env.nrcpts)
 			m->inflight[res->rcpts[i].index] = 0;
 
-	if (m->deleted) {
+	if (io_deleted(m)) {
 		maybe_free_deleted(s, m); /* already unlinked and removed from the spool */
 	} else {
 		apply_result(s, m, res, &bl);
@@ -963,7 +1066,7 @@ static int start_job(struct scheduler *s, struct smsg *m, struct sdomain *dom, c
 	j->s = s;
 	j->m = m;
 	j->dom = dom;
-	if (delivery_start(s->dc, &m->env, dom->name, idx, n, on_delivery_done, j, &j->d) != 0) {
+	if (s->dv->start(s->dc, &m->env, dom->name, idx, n, on_delivery_done, j, &j->d) != 0) {
 		free(j);
 		return -1;
 	}
@@ -1159,6 +1262,58 @@ static void arm(struct scheduler *s)
 	uv_timer_start(&s->timer, on_timer, (uint64_t)wait, 0);
 }
 
+/* ---- the deliveries of relay/daemon/delivery.h ---- */
+
+static int smtp_ctx_new(struct relay *r, void *arg, void **ctx, char *err, size_t errlen)
+{
+	struct delivery_ctx *dc = NULL;
+
+	if (delivery_ctx_new(r, &dc, err, errlen) != 0)
+		return -1;
+	*ctx = dc;
+	return 0;
+}
+
+static int smtp_start(void *ctx, const struct queue_envelope *env, const char *domain,
+		      const size_t *idx, size_t n, delivery_done_cb done, void *arg, void **handle)
+{
+	struct delivery *d = NULL;
+	int rc = delivery_start(ctx, env, domain, idx, n, done, arg, &d);
+
+	*handle = d;
+	return rc;
+}
+
+static void smtp_abort(void *handle)
+{
+	delivery_abort(handle);
+}
+
+static void smtp_close_idle(void *ctx)
+{
+	delivery_ctx_close_idle(ctx);
+}
+
+static void smtp_ctx_free(void *ctx)
+{
+	delivery_ctx_free(ctx);
+}
+
+const struct scheduler_delivery scheduler_delivery_smtp = {
+	.ctx_new = smtp_ctx_new,
+	.start = smtp_start,
+	.abort = smtp_abort,
+	.close_idle = smtp_close_idle,
+	.ctx_free = smtp_ctx_free,
+};
+
+static void dv_free(struct scheduler *s)
+{
+	if (s->dc != NULL)
+		s->dv->ctx_free(s->dc);
+	s->dc = NULL;
+}
+
 /* ---- public ---- */
 
 static int load_message(struct scheduler *s, const char *id)
@@ -1172,7 +1327,7 @@ static int load_message(struct scheduler *s, const char *id)
 	m->s = s;
 	m->heap_i = NO_HEAP;
 	m->logs_tail = &m->logs;
-	if (queue_load(s->r->queue, id, &m->env, err, sizeof(err)) != 0) {
+	if (s->qb.ops->load(s->qb.q, id, &m->env, err, sizeof(err)) != 0) {
 		/* unreadable: leave it on disk for the operator, do not touch */
 		log_msg(LOG_LVL_ERROR, id, "cannot load queued message: %s", err);
 		free(m);
@@ -1210,6 +1365,14 @@ static void scheduler_add_loaded(struct scheduler *s, const char *id)
 
 int scheduler_new(struct relay *r, struct scheduler **out)
 {
+	struct queue_backend qb = queue_backend_spool(r->queue);
+
+	return scheduler_new_with(r, &qb, &scheduler_delivery_smtp, NULL, out);
+}
+
+int scheduler_new_with(struct relay *r, const struct queue_backend *qb,
+		       const struct scheduler_delivery *dv, void *dv_arg, struct scheduler **out)
+{
 	struct scheduler *s = calloc(1, sizeof(*s));
 	char(*ids)[QUEUE_ID_LEN + 1] = NULL;
 	char err[512];
@@ -1219,6 +1382,8 @@ int scheduler_new(struct relay *r, struct scheduler **out)
 	if (s == NULL)
 		return -1;
 	s->r = r;
+	s->qb = *qb;
+	s->dv = dv;
 	s->by_id = calloc(MSG_BUCKETS, sizeof(*s->by_id));
 	s->doms = calloc(DOM_BUCKETS, sizeof(*s->doms));
 	if (s->by_id == NULL || s->doms == NULL) {
@@ -1227,7 +1392,7 @@ int scheduler_new(struct relay *r, struct scheduler **out)
 		free(s);
 		return -1;
 	}
-	if (statesave_new(r->loop, r->queue, &s->ss) != 0) {
+	if (statesave_new_backend(r->loop, &s->qb, &s->ss) != 0) {
 		log_error("scheduler: cannot set up state saving");
 		free(s->by_id);
 		free(s->doms);
@@ -1246,11 +1411,11 @@ int scheduler_new(struct relay *r, struct scheduler **out)
 		goto fail;
 	}
 	ntimers++;
-	if (delivery_ctx_new(r, &s->dc, err, sizeof(err)) != 0) {
+	if (dv->ctx_new(r, dv_arg, &s->dc, err, sizeof(err)) != 0) {
 		log_error("scheduler: %s", err);
 		goto fail;
 	}
-	if (queue_scan(r->queue, &ids, &n) != 0) {
+	if (s->qb.ops->scan(s->qb.q, &ids, &n) != 0) {
 		log_error("scheduler: cannot scan the queue");
 		goto fail;
 	}
@@ -1274,8 +1439,7 @@ fail:
 		uv_close((uv_handle_t *)&s->timer, NULL);
 	if (ntimers > 1)
 		uv_close((uv_handle_t *)&s->stop_timer, NULL);
-	delivery_ctx_free(s->dc);
-	s->dc = NULL;
+	dv_free(s);
 	statesave_close(s->ss);
 	s->ss = NULL;
 	/* the timers live in s: freed after the loop has closed them */
@@ -1298,6 +1462,11 @@ static void flush_one(struct scheduler *s, struct smsg *m)
 		if (!is_final(m->env.rcpts[i].status))
 			m->env.rcpts[i].next_try = 0;
 	heap_set(s, m, msg_due(m));
+}
+
+void scheduler_clock_moved(struct scheduler *s)
+{
+	arm(s);
 }
 
 bool scheduler_knows(struct scheduler *s, const char *id)
@@ -1329,7 +1498,7 @@ static void abort_jobs_of(struct scheduler *s, struct smsg *m)
 
 	for (j = s->jobs; j != NULL; j = j->next)
 		if (m == NULL || j->m == m)
-			delivery_abort(j->d);
+			s->dv->abort(j->d);
 }
 
 int scheduler_delete(struct scheduler *s, const char *id)
@@ -1338,17 +1507,18 @@ int scheduler_delete(struct scheduler *s, const char *id)
 
 	if (m == NULL)
 		return -1;
-	if (m->io_busy) {
+	if (m->io != IO_IDLE) {
 		/* A save of this id is running: the removal follows it (the two
 		 * must not race, see statesave.h). */
-		m->remove_after_io = true;
-	} else if (queue_remove(s->r->queue, id) != 0) {
+		io_enter(m, IO_DELETE_NEXT);
+	} else if (s->qb.ops->remove(s->qb.q, id) != 0) {
 		log_msg(LOG_LVL_ERROR, id, "delete failed");
 		return -1;
+	} else {
+		io_enter(m, IO_DELETED);
 	}
 	log_msg(LOG_LVL_INFO, id, "removed (deleted by the administrator)");
 	msg_unlink(s, m);
-	m->deleted = true;
 	if (m->busy > 0) {
 		/* An in-flight delivery still points at m: it is freed when the
 		 * last one reports back (the open file keeps its data readable). */
@@ -1405,8 +1575,7 @@ static void finish_stop(struct scheduler *s)
 		uv_close((uv_handle_t *)&s->timer, NULL);
 	if (!uv_is_closing((uv_handle_t *)&s->stop_timer))
 		uv_close((uv_handle_t *)&s->stop_timer, NULL);
-	delivery_ctx_free(s->dc);
-	s->dc = NULL;
+	dv_free(s);
 	statesave_close(s->ss);
 	s->ss = NULL;
 	if (s->stop_done)
@@ -1421,7 +1590,7 @@ void scheduler_stop(struct scheduler *s, void (*done)(void *arg), void *arg)
 		return;
 	s->stopping = true;
 	uv_timer_stop(&s->timer);
-	delivery_ctx_close_idle(s->dc); /* idle SMTP connections say QUIT now */
+	s->dv->close_idle(s->dc); /* idle SMTP connections say QUIT now */
 	if (s->running == 0 && statesave_busy(s->ss) == 0) {
 		finish_stop(s);
 		return;

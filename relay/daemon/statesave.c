@@ -25,7 +25,7 @@ struct ss_item {
 
 struct statesave {
 	uv_loop_t *loop;
-	struct queue *q;
+	struct queue_backend qb;
 	uv_prepare_t prepare;
 	uv_work_t work;
 	struct ss_item *pending, **pending_tail;
@@ -37,12 +37,19 @@ struct statesave {
 
 int statesave_new(uv_loop_t *loop, struct queue *q, struct statesave **out)
 {
+	struct queue_backend qb = queue_backend_spool(q);
+
+	return statesave_new_backend(loop, &qb, out);
+}
+
+int statesave_new_backend(uv_loop_t *loop, const struct queue_backend *qb, struct statesave **out)
+{
 	struct statesave *ss = calloc(1, sizeof(*ss));
 
 	if (ss == NULL)
 		return -1;
 	ss->loop = loop;
-	ss->q = q;
+	ss->qb = *qb;
 	ss->pending_tail = &ss->pending;
 	if (uv_prepare_init(loop, &ss->prepare) != 0) {
 		free(ss);
@@ -73,9 +80,9 @@ static void work_cb(uv_work_t *req)
 	for (it = ss->batch; it != NULL; it = it->next) {
 		errno = 0;
 		if (it->kind == SS_SAVE)
-			it->status = queue_save_state_nodirsync(ss->q, &it->env);
+			it->status = ss->qb.ops->save_state_nodirsync(ss->qb.q, &it->env);
 		else
-			it->status = queue_remove_nodirsync(ss->q, it->env.id);
+			it->status = ss->qb.ops->remove_nodirsync(ss->qb.q, it->env.id);
 		it->err_no = it->status != 0 ? errno : 0;
 	}
 	if (ss->batch == NULL)
@@ -83,7 +90,7 @@ static void work_cb(uv_work_t *req)
 	/* Unconditional: even a failed request may have changed queue/ (a
 	 * removal that found the message gone still unlinks its state). */
 	errno = 0;
-	if (queue_sync_queue_dir(ss->q) == 0)
+	if (ss->qb.ops->sync(ss->qb.q) == 0)
 		return;
 	e = errno != 0 ? errno : EIO;
 	/* Renamed or unlinked, but not durable: report failure, as

@@ -6,13 +6,16 @@
 #include <stddef.h>
 #include <uv.h>
 
+#include "queue/backend.h"
 #include "queue/queue.h"
 
 /*
- * Each request is one queue_save_state_nodirsync() or
- * queue_remove_nodirsync() call, run in a libuv worker; requests made in
+ * Each request is one save_state_nodirsync or remove_nodirsync of the
+ * queue backend (queue/backend.h; on the spool queue_save_state_nodirsync()
+ * and queue_remove_nodirsync()), run in a libuv worker; requests made in
  * the same loop turn share one worker job (the uv_prepare_t of
- * relay/daemon/commit.c), which ends with one queue_sync_queue_dir(). The done
+ * relay/daemon/commit.c), which ends with one sync of queue/ (on the spool
+ * queue_sync_queue_dir()). The done
  * callback runs on the loop after that fsync (status 0: durable, exactly
  * as queue_save_state/queue_remove promise; a failed directory fsync fails
  * every request of the batch), exactly once, never from inside the
@@ -28,7 +31,10 @@ struct statesave;
 
 typedef void (*statesave_done_cb)(void *arg, int status, int err_no);
 
+/* On the spool q. */
 int statesave_new(uv_loop_t *loop, struct queue *q, struct statesave **out);
+/* On any queue backend (*qb is copied; its queue must outlive ss). */
+int statesave_new_backend(uv_loop_t *loop, const struct queue_backend *qb, struct statesave **out);
 
 /* Saves a snapshot of env's recipient states (copied now: env may change
  * right after). -1: out of memory, nothing queued, done will not run. */

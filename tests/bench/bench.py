@@ -932,32 +932,39 @@ class Bench:
 
     # ---- 6: the scheduler micro-benchmark --------------------------------
     def sched_phase(self):
-        """bench_sched run: per-operation cost at 10^3, 10^4, 10^5 queued
-        (printed into the notes; not a row: there is no Postfix side)."""
+        """bench_sched run and run-ram: per-operation cost at 10^3, 10^4, 10^5
+        queued, on a spool on tmpfs and on the in-memory queue (printed into
+        the notes; not a row: there is no Postfix side)."""
         b = self.args.bench_sched
         if not b or not os.path.exists(b):
             self.notes.append("scheduler micro-benchmark: n/a (bench_sched not built)")
             return
         base = "/dev/shm" if os.path.isdir("/dev/shm") else self.base
-        try:
-            p = subprocess.run([b, "run", base, str(100000)], capture_output=True, timeout=600)
-        except subprocess.TimeoutExpired:
-            self.notes.append("scheduler micro-benchmark: timed out")
-            return
-        lines = [json.loads(x) for x in p.stdout.decode().splitlines() if x.startswith("{")]
+        lines = []
+        for mode in ("run", "run-ram"):
+            try:
+                p = subprocess.run([b, mode, base, str(100000)], capture_output=True,
+                                   timeout=600)
+            except subprocess.TimeoutExpired:
+                self.notes.append("scheduler micro-benchmark (%s): timed out" % mode)
+                continue
+            got = [json.loads(x) for x in p.stdout.decode().splitlines() if x.startswith("{")]
+            if p.returncode != 0 or not got:
+                self.notes.append("scheduler micro-benchmark (%s) failed: %s" %
+                                  (mode, p.stdout.decode(errors="replace")[-300:]))
+                continue
+            lines += got
         self.raw["scheduler micro-benchmark"] = lines
-        if p.returncode != 0 or not lines:
-            self.notes.append("scheduler micro-benchmark failed: %s" %
-                              p.stdout.decode(errors="replace")[-300:])
+        if not lines:
             return
-        self.sched = ["| queued | load (us/msg) | flush (us/call) | due (us/msg) | "
-                      "add (us/call) |", "| ---: | ---: | ---: | ---: | ---: |"]
+        self.sched = ["| queue | queued | load (us/msg) | flush (us/call) | due (us/msg) | "
+                      "add (us/call) |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
         for j in lines:
-            self.sched.append("| {:,} | {:.1f} ({:.1f} CPU) | {:.2f} ({:.2f} CPU) | {:.1f} "
+            self.sched.append("| {} | {:,} | {:.1f} ({:.1f} CPU) | {:.2f} ({:.2f} CPU) | {:.1f} "
                               "({:.1f} CPU) | {:.1f} ({:.1f} CPU) |".format(
-                                  j["queued"], j["load_us"], j["load_cpu_us"], j["flush_us"],
-                                  j["flush_cpu_us"], j["due_us"], j["due_cpu_us"], j["add_us"],
-                                  j["add_cpu_us"]))
+                                  j.get("queue", "spool"), j["queued"], j["load_us"],
+                                  j["load_cpu_us"], j["flush_us"], j["flush_cpu_us"],
+                                  j["due_us"], j["due_cpu_us"], j["add_us"], j["add_cpu_us"]))
         log("scheduler micro-benchmark: %s" % lines)
 
     # ---- output -------------------------------------------------------
@@ -1011,7 +1018,8 @@ class Bench:
                       "| run | stsrelay | Postfix |", "| --- | --- | --- |"] + self.spread
         if getattr(self, "sched", None):
             lines += ["", "Scheduler micro-benchmark (tests/bench/bench_sched.c, spool on "
-                      "tmpfs, K = 1,000 operations each; wall microseconds, CPU in "
+                      "tmpfs and in-memory queue (queue/ram.h), K = 1,000 operations each; "
+                      "wall microseconds, CPU in "
                       "brackets; flat means the cost does not grow with the queue):", ""]
             lines += self.sched
         lines += ["", "Notes:", ""]

@@ -15,6 +15,7 @@
 #include <uv.h>
 
 #include "queue/queue.h"
+#include "queue/ram.h"
 #include "relay/core/clock.h"
 #include "relay/core/config.h"
 #include "relay/core/log.h"
@@ -51,9 +52,14 @@
  *     add    K new deferred messages written (untimed), then
  *            scheduler_add(ID) each, per call (load + index)
  *   Wall and CPU microseconds per operation (CPU: getrusage of the whole
- *   process, thread pool included). The scheduler has no in-memory queue
- *   back end yet, so every number includes reading or removing real spool
- *   files; on tmpfs that is page-cache work only.
+ *   process, thread pool included). Every number includes reading or
+ *   removing real spool files; on tmpfs that is page-cache work only.
+ *
+ * bench_sched run-ram BASE [MAX]
+ *   The same on the in-memory queue (queue/ram.h) instead of a spool: the
+ *   scheduler's own cost plus the in-memory copies and format parsing,
+ *   without a file system (BASE holds only the log and the MTA-STS cache
+ *   directory of the delivery context).
  */
 
 #define K_OPS 1000
@@ -104,6 +110,38 @@ struct fill_job {
 	int err;
 };
 
+/* The ~1 KB of data of a filler message to rcpt; tag goes into the
+ * subject. The length, or 0 when it does not fit. */
+static size_t fill_body(char *data, size_t cap, const char *rcpt, const char *tag)
+{
+	size_t len;
+	int n, i;
+
+	n = snprintf(data, cap, "From: <>\r\nTo: <%s>\r\nSubject: bench queue %s\r\n\r\n", rcpt,
+		     tag);
+	if (n < 0 || (size_t)n + BODY_LINES * 78 > cap)
+		return 0;
+	len = (size_t)n;
+	for (i = 0; i < BODY_LINES; i++) {
+		memset(data + len, 'x', 76);
+		memcpy(data + len + 76, "\r\n", 2);
+		len += 78;
+	}
+	return len;
+}
+
+/* env's only recipient as a first attempt left it: deferred once, next
+ * try at next_try. */
+static void fill_deferred(struct queue_envelope *env, int64_t next_try)
+{
+	env->rcpts[0].status = QUEUE_DEFERRED;
+	env->rcpts[0].attempts = 1;
+	env->rcpts[0].last_try = env->queued_at;
+	env->rcpts[0].next_try = next_try;
+	snprintf(env->rcpts[0].last_error, sizeof(env->rcpts[0].last_error),
+		 "4.4.3 bench: deferred by the queue filler");
+}
+
 /* One message: header, ~1 KB of data, commit (fsync + rename), then a
  * state file "deferred once" unless no_state. 0 or -1 (errno). */
 static int fill_one(struct fill_job *j, char id_out[QUEUE_ID_LEN + 1])
@@ -112,7 +150,7 @@ static int fill_one(struct fill_job *j, char id_out[QUEUE_ID_LEN + 1])
 	struct queue_envelope env;
 	char data[BODY_LINES * 80 + 256];
 	size_t len;
-	int n, i, rc = -1;
+	int rc = -1;
 
 	memset(&env, 0, sizeof(env));
 	env.queued_at = clock_now();
@@ -122,26 +160,14 @@ static int fill_one(struct fill_job *j, char id_out[QUEUE_ID_LEN + 1])
 		goto out;
 	if (queue_writer_header(w, &env) != 0)
 		goto out;
-	n = snprintf(data, sizeof(data), "From: <>\r\nTo: <%s>\r\nSubject: bench queue %s\r\n\r\n",
-		     j->rcpt, queue_writer_id(w));
-	if (n < 0 || (size_t)n >= sizeof(data))
+	len = fill_body(data, sizeof(data), j->rcpt, queue_writer_id(w));
+	if (len == 0)
 		goto out;
-	len = (size_t)n;
-	for (i = 0; i < BODY_LINES; i++) {
-		memset(data + len, 'x', 76);
-		memcpy(data + len + 76, "\r\n", 2);
-		len += 78;
-	}
 	if (queue_writer_append(w, data, len) != 0 || queue_writer_commit(w) != 0)
 		goto out;
 	snprintf(env.id, sizeof(env.id), "%s", queue_writer_id(w));
 	if (!j->no_state) {
-		env.rcpts[0].status = QUEUE_DEFERRED;
-		env.rcpts[0].attempts = 1;
-		env.rcpts[0].last_try = env.queued_at;
-		env.rcpts[0].next_try = j->next_try;
-		snprintf(env.rcpts[0].last_error, sizeof(env.rcpts[0].last_error),
-			 "4.4.3 bench: deferred by the queue filler");
+		fill_deferred(&env, j->next_try);
 		if (queue_save_state_nodirsync(j->q, &env) != 0)
 			goto out;
 	}
@@ -207,6 +233,55 @@ static int fill(struct queue *q, long count, const char *rcpt, int64_t next_try,
 		rc = -1;
 	}
 	return rc;
+}
+
+/* The in-memory counterpart of fill(): count messages as fill_one writes
+ * them, into the queue behind qb (one thread: it holds one mutex). */
+static int fill_ram(const struct queue_backend *qb, long count, const char *rcpt,
+		    int64_t next_try, char (*ids)[QUEUE_ID_LEN + 1])
+{
+	struct queue_envelope env;
+	char data[BODY_LINES * 80 + 256], id[QUEUE_ID_LEN + 1];
+	size_t len;
+	long i;
+	int rc = -1;
+
+	memset(&env, 0, sizeof(env));
+	env.queued_at = clock_now();
+	len = fill_body(data, sizeof(data), rcpt, "in memory");
+	if (len == 0 || queue_envelope_add_rcpt(&env, rcpt) != 0)
+		goto out;
+	for (i = 0; i < count; i++) {
+		if (qb->ops->add(qb->q, &env, data, len, id) != 0)
+			goto out;
+		memcpy(env.id, id, sizeof(id));
+		fill_deferred(&env, next_try);
+		if (qb->ops->save_state(qb->q, &env) != 0)
+			goto out;
+		if (ids != NULL)
+			memcpy(ids[i], id, sizeof(id));
+	}
+	rc = 0;
+out:
+	if (rc != 0)
+		fprintf(stderr, "bench_sched: filling the in-memory queue: %s\n", strerror(errno));
+	queue_envelope_clear(&env);
+	return rc;
+}
+
+/* The queue a run measures: the spool, or (ram != NULL) the in-memory one. */
+struct bench_queue {
+	struct queue *q;
+	struct queue_ram *ram;
+	struct queue_backend qb;
+};
+
+static int bq_fill(struct bench_queue *bq, long count, const char *rcpt, int64_t next_try,
+		   char (*ids)[QUEUE_ID_LEN + 1])
+{
+	if (bq->ram != NULL)
+		return fill_ram(&bq->qb, count, rcpt, next_try, ids);
+	return fill(bq->q, count, rcpt, next_try, false, 8, ids);
 }
 
 static int cmd_fill(const char *spool, long count, const char *rcpt, long delay, long threads)
@@ -312,8 +387,9 @@ static void show_log_tail(const char *logpath, long max)
 	fclose(f);
 }
 
-static int run_size(const char *base, long nq, const char *logpath, bool report)
+static int run_size(const char *base, long nq, const char *logpath, bool report, bool ram)
 {
+	struct bench_queue bq;
 	char spool[4096], conf[8192], err[512];
 	char(*due_ids)[QUEUE_ID_LEN + 1] = NULL, (*add_ids)[QUEUE_ID_LEN + 1] = NULL;
 	struct relay r;
@@ -325,6 +401,7 @@ static int run_size(const char *base, long nq, const char *logpath, bool report)
 
 	memset(&r, 0, sizeof(r));
 	memset(&wt, 0, sizeof(wt));
+	memset(&bq, 0, sizeof(bq));
 	snprintf(spool, sizeof(spool), "%s/bench-sched-%ld-%ld", base, (long)getpid(), nq);
 	due_ids = calloc(K_OPS, sizeof(*due_ids));
 	add_ids = calloc(K_OPS, sizeof(*add_ids));
@@ -344,9 +421,19 @@ static int run_size(const char *base, long nq, const char *logpath, bool report)
 		goto out;
 	loop_ok = 1;
 	r.loop = &loop;
+	/* run-ram too: the delivery context keeps its MTA-STS cache there */
 	if (queue_open(spool, true, -1, &r.queue, err, sizeof(err)) != 0) {
 		fprintf(stderr, "bench_sched: %s\n", err);
 		goto out;
+	}
+	bq.q = r.queue;
+	bq.qb = queue_backend_spool(r.queue);
+	if (ram) {
+		if (queue_ram_new(&bq.ram) != 0) {
+			fprintf(stderr, "bench_sched: out of memory\n");
+			goto out;
+		}
+		bq.qb = queue_ram_backend(bq.ram);
 	}
 	/* scheduler_new's fixed cost (delivery context: TLS trust store, DNS,
 	 * MTA-STS engine) on the empty spool, subtracted from the load below:
@@ -357,7 +444,7 @@ static int run_size(const char *base, long nq, const char *logpath, bool report)
 
 		t0 = now_s();
 		c0 = cpu_s();
-		if (scheduler_new(&r, &r.sched) != 0) {
+		if (scheduler_new_with(&r, &bq.qb, &scheduler_delivery_smtp, NULL, &r.sched) != 0) {
 			fprintf(stderr, "bench_sched: scheduler_new failed\n");
 			goto out;
 		}
@@ -372,15 +459,15 @@ static int run_size(const char *base, long nq, const char *logpath, bool report)
 	}
 
 	t0 = now_s();
-	if (fill(r.queue, nq - K_OPS, "user@bench.invalid", clock_now() + 3600, false, 8, NULL) != 0 ||
-	    fill(r.queue, K_OPS, "bench-no-domain", clock_now() + 3600, false, 8, due_ids) != 0)
+	if (bq_fill(&bq, nq - K_OPS, "user@bench.invalid", clock_now() + 3600, NULL) != 0 ||
+	    bq_fill(&bq, K_OPS, "bench-no-domain", clock_now() + 3600, due_ids) != 0)
 		goto out;
 	t_fill = now_s() - t0;
 
 	/* load */
 	t0 = now_s();
 	c0 = cpu_s();
-	if (scheduler_new(&r, &r.sched) != 0) {
+	if (scheduler_new_with(&r, &bq.qb, &scheduler_delivery_smtp, NULL, &r.sched) != 0) {
 		fprintf(stderr, "bench_sched: scheduler_new failed\n");
 		goto out;
 	}
@@ -422,7 +509,7 @@ static int run_size(const char *base, long nq, const char *logpath, bool report)
 	}
 
 	/* add K deferred messages */
-	if (fill(r.queue, K_OPS, "user@bench.invalid", clock_now() + 3600, false, 8, add_ids) != 0)
+	if (bq_fill(&bq, K_OPS, "user@bench.invalid", clock_now() + 3600, add_ids) != 0)
 		goto out;
 	t0 = now_s();
 	c0 = cpu_s();
@@ -432,12 +519,12 @@ static int run_size(const char *base, long nq, const char *logpath, bool report)
 	c_add = cpu_s() - c0;
 
 	if (report)
-		printf("{\"queued\": %ld, \"fill_s\": %.2f, \"fixed_ms\": %.1f, "
+		printf("{\"queue\": \"%s\", \"queued\": %ld, \"fill_s\": %.2f, \"fixed_ms\": %.1f, "
 		       "\"load_us\": %.2f, \"load_cpu_us\": %.2f, "
 		       "\"flush_us\": %.3f, \"flush_cpu_us\": %.3f, "
 		       "\"due_us\": %.2f, \"due_cpu_us\": %.2f, "
 		       "\"add_us\": %.2f, \"add_cpu_us\": %.2f}\n",
-		       nq, t_fill, t_fixed * 1e3, t_load * 1e6 / (double)nq, c_load * 1e6 / (double)nq,
+		       ram ? "ram" : "spool", nq, t_fill, t_fixed * 1e3, t_load * 1e6 / (double)nq, c_load * 1e6 / (double)nq,
 		       t_flush * 1e6 / K_OPS, c_flush * 1e6 / K_OPS, t_due * 1e6 / K_OPS,
 		       c_due * 1e6 / K_OPS, t_add * 1e6 / K_OPS, c_add * 1e6 / K_OPS);
 	fflush(stdout);
@@ -455,6 +542,7 @@ out:
 	}
 	if (r.sched != NULL)
 		scheduler_free(r.sched);
+	queue_ram_free(bq.ram);
 	if (r.queue != NULL)
 		queue_close(r.queue);
 	if (lf != NULL)
@@ -465,7 +553,7 @@ out:
 	return rc;
 }
 
-static int cmd_run(const char *base, long max)
+static int cmd_run(const char *base, long max, bool ram)
 {
 	char logpath[4096];
 	long nq;
@@ -481,9 +569,9 @@ static int cmd_run(const char *base, long max)
 	setvbuf(stderr, NULL, _IOLBF, 0);
 	/* a first, unreported pass at 10^3: page faults of fresh heap arenas,
 	 * cold caches and the first thread-pool start land there */
-	rc = run_size(base, 1000, logpath, false);
+	rc = run_size(base, 1000, logpath, false, ram);
 	for (nq = 1000; nq <= max && rc == 0; nq *= 10)
-		rc = run_size(base, nq, logpath, true);
+		rc = run_size(base, nq, logpath, true, ram);
 	if (rc != 0) {
 		fflush(stderr);
 		show_log_tail(logpath, 2048);
@@ -507,13 +595,15 @@ int main(int argc, char **argv)
 			goto usage;
 		return cmd_fill(argv[2], count, argv[4], delay, threads);
 	}
-	if ((argc == 3 || argc == 4) && strcmp(argv[1], "run") == 0) {
+	if ((argc == 3 || argc == 4) &&
+	    (strcmp(argv[1], "run") == 0 || strcmp(argv[1], "run-ram") == 0)) {
 		if (argc == 4 && parse_long(argv[3], 1000, 1000000, &max) != 0)
 			goto usage;
-		return cmd_run(argv[2], max);
+		return cmd_run(argv[2], max, strcmp(argv[1], "run-ram") == 0);
 	}
 usage:
 	fprintf(stderr, "usage: bench_sched fill SPOOL COUNT RCPT DELAY_S [THREADS]\n"
-			"       bench_sched run BASE [MAX]\n");
+			"       bench_sched run BASE [MAX]\n"
+			"       bench_sched run-ram BASE [MAX]\n");
 	return 2;
 }

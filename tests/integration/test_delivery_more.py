@@ -61,7 +61,7 @@ def test_enforce_mx_mismatch_recheck_finds_new_policy(world, relay):
     # The attempt is now waiting for slow's greeting: publish the fix.
     slow.wait_sessions(1, timeout=20, closed=False)
     world.sts(dom, "enforce", ["slow.recheck.test", "mx1.recheck.test"], id=new_id)
-    assert world.https.fetch_count(dom) == 1
+    assert world.https.fetch_count(dom, 1) == 1
 
     line = wait_rcpt(r, qid, "amy@" + dom, "sent", timeout=40)
     assert "sts=enforce id=%s" % new_id in line
@@ -74,7 +74,7 @@ def test_enforce_mx_mismatch_recheck_finds_new_policy(world, relay):
     # one attempt: nothing was deferred before the message went out
     assert not rcpt_lines(r, qid, "amy@" + dom, "deferred")
     # nginx: the policy was fetched twice, the second time for the re-check
-    assert world.https.fetch_count(dom) == 2
+    assert world.https.fetch_count(dom, 2) == 2
     msgs = pf.wait_messages("amy@" + dom, timeout=20)
     assert len(msgs) == 1
     # the listed host never got a transaction

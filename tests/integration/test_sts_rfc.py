@@ -204,7 +204,7 @@ def test_invalid_policy_update_reported_against_cached_policy(world, relay):
     r = relay({"retry_schedule": "1h"})
     send(r, "dan@upd.test", "before the update")
     r.wait_log(r"to=<dan@upd\.test>, .*status=sent .*tls=TLSv1\.3 verified, sts=enforce id=id1")
-    assert world.https.fetch_count("upd.test") == 1
+    assert world.https.fetch_count("upd.test", 1) == 1
 
     world.sts("upd.test", body="version: STSv1\r\nmode: enforce\r\nmx: mx.upd.test\r\n"
               "max_age: soon\r\n", id="id2")
@@ -213,7 +213,7 @@ def test_invalid_policy_update_reported_against_cached_policy(world, relay):
         send(r, "%s@upd.test" % who, "after the update")
         r.wait_log(r"to=<%s@upd\.test>, .*status=sent .*verified, sts=enforce id=id1" % who)
     pf.wait_messages(domain="upd.test", count=3, timeout=15)
-    assert world.https.fetch_count("upd.test") == 2
+    assert world.https.fetch_count("upd.test", 2) == 2
     assert len(re.findall(r"upd\.test: MTA-STS policy problem: sts-policy-invalid",
                           r.log())) == 2
 

@@ -496,7 +496,7 @@ def test_mixed_day_to_postfix_mailbox(world, relay):
         # (the later messages fell into the 5-minute back-off): the reports
         # count that one fetch, not the messages
         for d in ("f404.test", "invalid.test"):
-            assert world.https.fetch_count(d) == 1, d
+            assert world.https.fetch_count(d, 1) == 1, d
 
         # each MX saw what the expectations assume (Postfix's own local
         # delivery may lag the relay's "sent" by a moment)

@@ -4,6 +4,7 @@
 import contextlib
 import os
 import re
+import time
 import urllib.request
 
 from .util import (WorldError, free_port, make_dir, read_text, run, spawn,
@@ -254,6 +255,15 @@ http {
                 out.append((host, sni, req, status))
         return out
 
-    def fetch_count(self, domain):
-        """How many policy fetches for domain reached nginx."""
-        return sum(1 for r in self.requests(domain) if (" " + POLICY_PATH + " ") in r[2])
+    def fetch_count(self, domain, at_least=0, timeout=5.0):
+        """How many policy fetches for domain reached nginx.
+
+        nginx writes the access-log line after the last byte of the response
+        has gone out, so a client can finish before its line exists: with
+        at_least, wait (bounded) until that many lines are there."""
+        deadline = time.monotonic() + timeout
+        while True:
+            n = sum(1 for r in self.requests(domain) if (" " + POLICY_PATH + " ") in r[2])
+            if n >= at_least or time.monotonic() >= deadline:
+                return n
+            time.sleep(0.02)
