@@ -151,6 +151,7 @@ struct check {
 	size_t probes_pending;
 	uint16_t smtp_port;
 	bool dane_on;            /* `dane` (or level dane), not level sts-only */
+	bool dane_required;      /* tls_policy_file level dane */
 	struct dane_slot *danes; /* one per MX host */
 	size_t danes_pending;
 };
@@ -206,6 +207,17 @@ static bool dane_usable(const struct check *c, size_t i)
 static bool dane_failed(const struct check *c, size_t i)
 {
 	return c->danes != NULL && c->danes[i].done && c->danes[i].res.state == DANE_FAILED;
+}
+
+/* The daemon would not deliver to host i because of DANE: its TLSA lookup
+ * failed, level dane finds no usable records, or (probed) the TLSA records
+ * did not match what the host presented. */
+static bool dane_refuses(const struct check *c, size_t i)
+{
+	if (dane_failed(c, i) || (c->dane_required && !dane_usable(c, i)))
+		return true;
+	return dane_usable(c, i) && c->probes != NULL && c->probes[i].started &&
+	       !c->probes[i].res.verified;
 }
 
 static void on_probe(void *arg, const struct mx_probe_result *res);
@@ -450,7 +462,7 @@ static bool mx_usable(const struct check *c, size_t i)
 {
 	const struct probe_slot *s;
 
-	if (!sts_mx_match(&c->v->policy, c->mx->hosts[i].name, NULL) || dane_failed(c, i))
+	if (!sts_mx_match(&c->v->policy, c->mx->hosts[i].name, NULL) || dane_refuses(c, i))
 		return false;
 	if (c->probes == NULL)
 		return true;
@@ -462,11 +474,12 @@ static bool mx_usable(const struct check *c, size_t i)
  *   0   mail can go as the policy demands (or no policy applies);
  *   1   an enforce policy cannot be met: no MX matches it (or, probed,
  *       none of the matching ones offers STARTTLS with a valid certificate);
+ *       or DANE refuses every MX host with an address (dane_refuses);
  *   75  temporary: see policy_tempfail, or the MX lookup failed for now. */
 static int check_result(const struct check *c, char *why, size_t whylen)
 {
 	const struct sts_verdict *v = c->v;
-	size_t i, n = c->mx != NULL ? c->mx->nhosts : 0;
+	size_t i, n = c->mx != NULL ? c->mx->nhosts : 0, refused = 0, others = 0;
 
 	if (policy_tempfail(v)) {
 		snprintf(why, whylen,
@@ -479,6 +492,20 @@ static int check_result(const struct check *c, char *why, size_t whylen)
 	if (c->mx == NULL || c->mx->status == DNS_TEMPFAIL) {
 		snprintf(why, whylen, "temporary failure: the MX lookup failed");
 		return EX_TEMPFAIL;
+	}
+	for (i = 0; i < n && c->danes != NULL; i++) {
+		if (dane_refuses(c, i))
+			refused++;
+		else if (c->mx->hosts[i].naddrs > 0)
+			others++;
+	}
+	if (refused > 0 && others == 0) {
+		snprintf(why, whylen,
+			 "fails: DANE refuses every MX host (%s): mail stays deferred (4.7.5) and "
+			 "bounces after queue_lifetime",
+			 c->dane_required ? "level dane needs usable DNSSEC-validated TLSA records"
+					  : "a TLSA lookup failed or no TLSA record matched");
+		return 1;
 	}
 	if (v->decision != STS_DECISION_ENFORCE) {
 		snprintf(why, whylen, "ok: %s",
@@ -678,7 +705,8 @@ static int cmd_check(const struct sopts *o)
 	}
 	if (!tls_policy_lookup(tp, norm, &level))
 		level = TLS_LEVEL_MAY;
-	c.dane_on = level == TLS_LEVEL_DANE || (cfg.dane && level != TLS_LEVEL_STS_ONLY);
+	c.dane_required = level == TLS_LEVEL_DANE;
+	c.dane_on = c.dane_required || (cfg.dane && level != TLS_LEVEL_STS_ONLY);
 	memset(&dopts, 0, sizeof(dopts));
 	dopts.dnssec = true;
 	if (dns_new(&loop, cfg.dns_servers, cfg.ndns_servers, &dopts, &dns) != 0) {

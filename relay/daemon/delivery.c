@@ -742,7 +742,11 @@ static enum smtp_tls_result conn_tls_verdict(struct conn *c, const struct smtp_c
 		record_session(d, rt, c->in->host, c->in->ip, c->in->local_ip,
 			       rt != SMTP_TLS_RESULT_SUCCESS ? reason : NULL);
 	}
-	if (sts_result != SMTP_TLS_RESULT_SUCCESS && d->decision == STS_DECISION_TESTING)
+	/* Only when the session went on: a failed DANE check, or no TLS under
+	 * a listed level that requires it, closed it, and the delivery line
+	 * says so. */
+	if (sts_result != SMTP_TLS_RESULT_SUCCESS && d->decision == STS_DECISION_TESTING &&
+	    !c->dane && !(level == SMTP_TLS_REQUIRE && !c->in->tls_up))
 		log_msg(LOG_LVL_INFO, d->qid,
 			"%s: TLS check failed with %s (testing: delivery goes on), sts=%s, "
 			"sts_result=%s%s%s",

@@ -153,6 +153,9 @@ def test_stsrelay_dane_scenario(dane_world, relay_run, scn):
         assert "tls=TLSv1.3 verified" in line, line
     if scn == "mismatch":
         assert "sts=testing id=" in line and "sts_result=tlsa-invalid" in line, line
+        # the testing policy's "delivery goes on" would be false here
+        assert not [x for x in r.log().splitlines()
+                    if domain_of(scn) in x and "delivery goes on" in x]
     if scn == "bogus":
         assert "sts_result=dnssec-invalid" in line, line
         assert "relay=none" in line, line  # never connected, never plaintext
@@ -200,20 +203,32 @@ def test_tlsrpt_records_tlsa_policies(dane_world, relay_run):
 def test_sts_check_shows_dane(dane_world, relay_run):
     r, _ = relay_run
     p = r.cli("sts", "check", domain_of("ee-match"), "--json", "--probe")
+    assert p.returncode == 0, p.stdout
     out = json.loads(p.stdout)
     d = out["mx"][0]["dane"]
     assert d["secure"] is True and d["result"] == "verified", out
     assert d["tlsa"] == ["3 1 1 " + spki_sha256(dane_world.pf.tls[mx_of("ee-match")].cert)]
     assert out["mx"][0]["probe"]["dane"] is True and out["mx"][0]["probe"]["verified"] is True
+    # without --probe the records are usable and nothing is known to fail
+    p = r.cli("sts", "check", domain_of("mismatch"), "--json")
+    assert p.returncode == 0, p.stdout
+    assert json.loads(p.stdout)["mx"][0]["dane"]["result"] == "usable"
+    # probed, the records match nothing: the testing policy would deliver,
+    # DANE does not (exit 1, as for an enforce policy nothing meets)
     p = r.cli("sts", "check", domain_of("mismatch"), "--json", "--probe")
-    d = json.loads(p.stdout)["mx"][0]["dane"]
+    out = json.loads(p.stdout)
+    d = out["mx"][0]["dane"]
     assert d["result"] == "tlsa-invalid", d
+    assert p.returncode == 1 and out["result"].startswith("fails: DANE refuses every MX host"), out
     p = r.cli("sts", "check", domain_of("bogus"), "--json")
-    d = json.loads(p.stdout)["mx"][0]["dane"]
+    out = json.loads(p.stdout)
+    d = out["mx"][0]["dane"]
     assert d["result"] == "dnssec-invalid" and d["tlsa"] == [], d
+    assert p.returncode == 1 and out["result"].startswith("fails: DANE refuses"), out
     p = r.cli("sts", "check", domain_of("unsigned"), "--json")
     d = json.loads(p.stdout)["mx"][0]["dane"]
     assert d["result"] == "none" and d["secure"] is False, d
+    assert p.returncode == 0, p.stdout
     p = r.cli("sts", "check", domain_of("ee-match"), "--probe")
     assert re.search(r"dane: verified \(1 usable TLSA record at _%d\._tcp\.%s\)" % (
         dane_world.smtp_port, re.escape(mx_of("ee-match"))), p.stdout.decode()), p.stdout
@@ -229,6 +244,42 @@ def test_dane_off_ignores_tlsa(dane_world, stsrelay_bin):
         r.send(SENDER, [to], sample_message(SENDER, to, "dane off"))
         line = delivery_line(r, to)
         assert "status=sent" in line and "dane=no" in line, line
+    finally:
+        r.stop()
+
+
+def test_levels_dane_and_sts_only(dane_world, stsrelay_bin):
+    """tls_policy_file: level dane refuses an MX host without validated TLSA
+    records (dane-required, never a connection); level sts-only skips the
+    TLSA lookup, so the mismatching records play no part and the testing
+    MTA-STS policy delivers."""
+    w = dane_world
+    pol = os.path.join(w.dir, "tls_policy_dane")
+    with open(pol, "w") as f:
+        f.write("%s dane\n%s sts-only\n" % (domain_of("unsigned"), domain_of("mismatch")))
+    r = w.relay({"tls_policy_file": pol, "retry_schedule": "1h"}, binary=stsrelay_bin)
+    try:
+        to = "required@" + domain_of("unsigned")
+        r.send(SENDER, [to], sample_message(SENDER, to, "level dane"))
+        line = delivery_line(r, to)
+        assert "status=deferred" in line and "dsn=4.7.5" in line, line
+        assert "relay=none" in line and "dane=yes" in line, line
+        assert "sts_result=dane-required" in line, line
+        time.sleep(0.5)
+        assert w.pf.messages(to) == []
+        to2 = "stsonly@" + domain_of("mismatch")
+        r.send(SENDER, [to2], sample_message(SENDER, to2, "level sts-only"))
+        line = delivery_line(r, to2)
+        assert "status=sent" in line and "dane=no" in line, line
+        assert w.pf.wait_messages(to2)
+        # sts check knows the levels too
+        p = r.cli("sts", "check", domain_of("unsigned"))
+        out = p.stdout.decode()
+        assert p.returncode == 1, out
+        assert "fails: DANE refuses every MX host (level dane needs" in out, out
+        p = r.cli("sts", "check", domain_of("mismatch"), "--json", "--probe")
+        d = json.loads(p.stdout)["mx"][0]["dane"]
+        assert p.returncode == 0 and d["result"] == "none", d
     finally:
         r.stop()
 
