@@ -21,7 +21,6 @@ if _ROOT not in sys.path:
 from tests.world import World, sample_message  # noqa: E402
 from tests.world.dnssec import cert_sha256, spki_sha256, tlsa_name  # noqa: E402
 from tests.world.postfix_sender import PostfixSender  # noqa: E402
-from tests.world.util import read_text, wait_until  # noqa: E402
 
 SENDER = "alice@sender.test"
 

@@ -36,6 +36,34 @@ def txt_rdata(text):
     return " ".join(out)
 
 
+
+def unbound_start(conf, text, log, stderr_path, what, answering, timeout):
+    """Writes `text` to `conf`, checks it, starts `unbound -d` and waits
+    until answering() says it serves (raising with its logs should it exit
+    first). Returns the process. The world's resolver and the signed zone's
+    authoritative server both start this way."""
+    with open(conf, "w") as f:
+        f.write(text)
+    run(["unbound-checkconf", conf])
+    proc = spawn(["unbound", "-d", "-c", conf], stderr_path)
+
+    def ready():
+        if proc.poll() is not None:
+            raise WorldError("%s exited (%s): %s %s" % (
+                what, proc.returncode, read_text(log), read_text(stderr_path)))
+        return answering()
+    wait_until(ready, timeout, what="%s to answer" % what)
+    return proc
+
+
+def unbound_control(conf, *args):
+    p = run(["unbound-control", "-c", conf] + list(args), timeout=10)
+    out = p.stdout.decode(errors="replace")
+    if out.startswith("error"):
+        raise WorldError("unbound-control %s: %s" % (" ".join(args), out))
+    return out
+
+
 class FailUpstream:
     """UDP+TCP DNS responder Unbound forwards 'broken' names to. Mode per
     query name: servfail, refused, garbage (unparseable bytes), drop."""
@@ -296,34 +324,22 @@ class UnboundDNS:
         return "\n".join(lines) + "\n"
 
     def start(self, timeout=10):
-        with open(self.conf, "w") as f:
-            f.write(self._config())
-        run(["unbound-checkconf", self.conf])
-        self.proc = spawn(["unbound", "-d", "-c", self.conf],
-                          os.path.join(self.dir, "unbound.stderr"))
-
-        def ready():
-            if self.proc.poll() is not None:
-                raise WorldError("unbound exited (%s): %s %s" % (
-                    self.proc.returncode, read_text(self.log),
-                    read_text(os.path.join(self.dir, "unbound.stderr"))))
+        def answering():
             try:
                 q = dnslib.DNSRecord.question("world-probe." + ZONE, "A")
                 q.send("127.0.0.1", self.port, timeout=0.3)
                 return os.path.exists(self.ctl)
             except (OSError, socket.timeout):
                 return False
-        wait_until(ready, timeout, what="unbound to answer")
+        self.proc = unbound_start(self.conf, self._config(), self.log,
+                                  os.path.join(self.dir, "unbound.stderr"), "unbound",
+                                  answering, timeout)
         return self
 
     def control(self, *args):
         if self.proc is None:
             raise WorldError("unbound not running")
-        p = run(["unbound-control", "-c", self.conf] + list(args), timeout=10)
-        out = p.stdout.decode(errors="replace")
-        if out.startswith("error"):
-            raise WorldError("unbound-control %s: %s" % (" ".join(args), out))
-        return out
+        return unbound_control(self.conf, *args)
 
     def query(self, name, rtype="A", timeout=3, tcp=False):
         """Ask the world's Unbound; returns a dnslib.DNSRecord."""

@@ -6,8 +6,8 @@ import hashlib
 import os
 import subprocess
 
-from .util import (WorldError, free_port, make_dir, port_free, read_text, run, spawn,
-                   stop_process, wait_until)
+from .dns import unbound_control, unbound_start
+from .util import WorldError, free_port, make_dir, port_free, run, stop_process
 
 SIGNED_ZONE = "sec.test."
 
@@ -176,27 +176,15 @@ class SignedZone:
 
     def start(self, timeout=10):
         self.publish()
-        with open(self.conf, "w") as f:
-            f.write(self._config())
-        run(["unbound-checkconf", self.conf])
-        self.proc = spawn(["unbound", "-d", "-c", self.conf],
-                          os.path.join(self.dir, "auth.stderr"))
-
-        def ready():
-            if self.proc.poll() is not None:
-                raise WorldError("authoritative unbound exited (%s): %s %s" % (
-                    self.proc.returncode, read_text(self.log),
-                    read_text(os.path.join(self.dir, "auth.stderr"))))
-            return os.path.exists(self.ctl) and not port_free("127.0.0.1", self.port)
-        wait_until(ready, timeout, what="authoritative unbound")
+        self.proc = unbound_start(
+            self.conf, self._config(), self.log, os.path.join(self.dir, "auth.stderr"),
+            "authoritative unbound",
+            lambda: os.path.exists(self.ctl) and not port_free("127.0.0.1", self.port),
+            timeout)
         return self
 
     def control(self, *args):
-        p = run(["unbound-control", "-c", self.conf] + list(args), timeout=10)
-        out = p.stdout.decode(errors="replace")
-        if out.startswith("error"):
-            raise WorldError("unbound-control %s: %s" % (" ".join(args), out))
-        return out
+        return unbound_control(self.conf, *args)
 
     def stop(self):
         if self.proc is not None:

@@ -257,3 +257,58 @@ class PostfixMX:
         """True if the message's newest Received header says ESMTPS."""
         rec = message.received()
         return bool(rec) and re.search(r"\bwith ESMTPS\b", rec[0]) is not None
+
+
+class SendingPostfix(PostfixMX):
+    """A private Postfix that SENDS: one smtpd on 127.0.0.1:`port` takes mail
+    from mynetworks and its smtp(8) delivers it to the recipient domains' MX
+    hosts. The main.cf every such sender shares is `_sender_main()`; the
+    world's DANE sender (postfix_sender.py) and the benchmark's
+    (tests/bench/peers.py) add their own keys to it."""
+
+    def __init__(self, directory, ca, hostname, port):
+        super().__init__(directory, ca, hosts={hostname: "127.0.0.1"}, port=port, domains=[])
+        self.hostname = hostname
+
+    @property
+    def pid(self):
+        return self.master_pid
+
+    def _sender_main(self):
+        domain = self.hostname.split(".", 1)[1]
+        return {
+            "compatibility_level": "3.6",
+            "queue_directory": self.queue_dir,
+            "data_directory": self.data_dir,
+            "mail_owner": "postfix",
+            "setgid_group": "postdrop",
+            "maillog_file": self.maillog,
+            "maillog_file_prefixes": self.dir,
+            "inet_interfaces": "127.0.0.1",
+            "inet_protocols": "ipv4",
+            "myhostname": self.hostname,
+            "mydomain": domain,
+            "myorigin": self.hostname,
+            "mydestination": "",
+            "relay_domains": "",
+            "mynetworks": "127.0.0.0/8",
+            "alias_maps": "",
+            "alias_database": "",
+            "local_recipient_maps": "",
+            "biff": "no",
+            "smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination",
+            "smtpd_tls_security_level": "none",
+            # stsrelay does no reverse lookup of its clients either
+            "smtpd_peername_lookup": "no",
+            "notify_classes": "",
+            "delay_warning_time": "0",
+            "default_transport": "smtp",
+            "relay_transport": "smtp",
+            "smtp_host_lookup": "dns",
+            "smtp_address_preference": "ipv4",
+            "smtp_tls_loglevel": "1",
+            "import_environment": "MAIL_CONFIG MAIL_DEBUG TZ LANG=C",
+        }
+
+    def _master_cf(self):
+        return _MASTER_BASE + "127.0.0.1:%d inet n - n - - smtpd\n" % self.port

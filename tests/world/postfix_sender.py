@@ -6,11 +6,11 @@ import os
 import re
 import smtplib
 
-from .postfix import PostfixMX, _MASTER_BASE
+from .postfix import SendingPostfix
 from .util import WorldError, free_port, read_text, run_tty, wait_until
 
 
-class PostfixSender(PostfixMX):
+class PostfixSender(SendingPostfix):
     """A private Postfix whose smtpd on 127.0.0.1:`port` relays everything it
     is given to the recipient domain's MX hosts on `smtp_port`, with DANE
     (RFC 7672) as Postfix does it: smtp_dns_support_level = dnssec,
@@ -18,59 +18,26 @@ class PostfixSender(PostfixMX):
     have a signed zone, hence its port-53 address)."""
 
     def __init__(self, directory, ca, dns, smtp_port, extra=None):
-        super().__init__(directory, ca, hosts={"pf-sender.world.test": "127.0.0.1"},
-                         port=free_port(), domains=[])
+        super().__init__(directory, ca, "pf-sender.world.test", free_port())
         self.dns = dns
         self.smtp_port = smtp_port
         self.extra = dict(extra or {})
         self.resolv = dns.resolv_conf(os.path.join(self.dir, "resolv.conf"))
 
     def _main_cf(self):
-        main = {
-            "compatibility_level": "3.6",
-            "queue_directory": self.queue_dir,
-            "data_directory": self.data_dir,
-            "mail_owner": "postfix",
-            "setgid_group": "postdrop",
-            "maillog_file": self.maillog,
-            "maillog_file_prefixes": self.dir,
-            "inet_interfaces": "127.0.0.1",
-            "inet_protocols": "ipv4",
-            "myhostname": "pf-sender.world.test",
-            "mydomain": "world.test",
-            "myorigin": "pf-sender.world.test",
-            "mydestination": "",
-            "relay_domains": "",
-            "mynetworks": "127.0.0.0/8",
-            "alias_maps": "",
-            "alias_database": "",
-            "local_recipient_maps": "",
-            "biff": "no",
-            "smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination",
-            "smtpd_tls_security_level": "none",
-            "smtpd_peername_lookup": "no",
-            "notify_classes": "",
-            "delay_warning_time": "0",
-            "default_transport": "smtp",
-            "relay_transport": "smtp",
-            "smtp_host_lookup": "dns",
-            "smtp_address_preference": "ipv4",
+        main = self._sender_main()
+        main.update({
             "smtp_tcp_port": str(self.smtp_port),
             # DANE as documented in Postfix's TLS_README
             "smtp_dns_support_level": "dnssec",
             "smtp_tls_security_level": "dane",
-            "smtp_tls_loglevel": "1",
             # no probe of the root zone (the world forwards "." nowhere)
             "dnssec_probe": "",
             "queue_run_delay": "300s",
             "minimal_backoff_time": "300s",
-            "import_environment": "MAIL_CONFIG MAIL_DEBUG TZ LANG=C",
-        }
+        })
         main.update(self.extra)
         return "".join("%s = %s\n" % kv for kv in main.items())
-
-    def _master_cf(self):
-        return _MASTER_BASE + "127.0.0.1:%d inet n - n - - smtpd\n" % self.port
 
     def _postfix(self, *args, check=True, timeout=60):
         if args[:1] != ("start",):
