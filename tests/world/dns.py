@@ -37,6 +37,25 @@ def txt_rdata(text):
 
 
 
+def unbound_process_lines(directory, pidfile, log):
+    """The `server:` lines every Unbound of the world has: in the foreground,
+    as the caller, its files in `directory`, one thread, loopback clients."""
+    q = lambda s: '"%s"' % s  # noqa: E731
+    return [
+        "  do-daemonize: no",
+        '  username: ""',
+        '  chroot: ""',
+        "  directory: %s" % q(directory),
+        "  pidfile: %s" % q(os.path.join(directory, pidfile)),
+        "  use-syslog: no",
+        "  logfile: %s" % q(log),
+        "  verbosity: 1",
+        "  num-threads: 1",
+        "  access-control: 127.0.0.0/8 allow",
+        "  so-reuseport: no",
+    ]
+
+
 def unbound_start(conf, text, log, stderr_path, what, answering, timeout):
     """Writes `text` to `conf`, checks it, starts `unbound -d` and waits
     until answering() says it serves (raising with its logs should it exit
@@ -269,24 +288,13 @@ class UnboundDNS:
             lines.append("  interface: ::1@%d" % self.port)
         if self.resolv_ip:
             lines.append("  interface: %s@53" % self.resolv_ip)
-        lines += [
+        lines += unbound_process_lines(self.dir, "unbound.pid", self.log) + [
             "  do-ip6: %s" % ("yes" if self.ipv6 else "no"),
-            "  do-daemonize: no",
-            '  username: ""',
-            '  chroot: ""',
-            "  directory: %s" % q(self.dir),
-            "  pidfile: %s" % q(os.path.join(self.dir, "unbound.pid")),
-            "  use-syslog: no",
-            "  logfile: %s" % q(self.log),
             "  log-queries: yes",
-            "  verbosity: 1",
-            "  num-threads: 1",
             '  module-config: "%s"' % ("validator iterator" if self.signed else "iterator"),
             "  do-not-query-localhost: no",
-            "  access-control: 127.0.0.0/8 allow",
             "  access-control: ::1/128 allow",
             "  outgoing-range: 64",
-            "  so-reuseport: no",
             "  cache-max-negative-ttl: 1",
             "  val-log-level: 0",
             "  local-zone: %s static" % q(ZONE),

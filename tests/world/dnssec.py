@@ -6,7 +6,7 @@ import hashlib
 import os
 import subprocess
 
-from .dns import unbound_control, unbound_start
+from .dns import unbound_control, unbound_process_lines, unbound_start
 from .util import WorldError, free_port, make_dir, port_free, run, stop_process
 
 SIGNED_ZONE = "sec.test."
@@ -148,18 +148,8 @@ class SignedZone:
             "  interface: 127.0.0.1@%d" % self.port,
             "  port: %d" % self.port,
             "  do-ip6: no",
-            "  do-daemonize: no",
-            '  username: ""',
-            '  chroot: ""',
-            "  directory: %s" % q(self.dir),
-            "  pidfile: %s" % q(os.path.join(self.dir, "auth.pid")),
-            "  use-syslog: no",
-            "  logfile: %s" % q(self.log),
-            "  verbosity: 1",
-            "  num-threads: 1",
+        ] + unbound_process_lines(self.dir, "auth.pid", self.log) + [
             '  module-config: "iterator"',
-            "  access-control: 127.0.0.0/8 allow",
-            "  so-reuseport: no",
             # "test." is one of Unbound's default local zones (RFC 6761),
             # which would answer before the auth-zone
             '  local-zone: "test." nodefault',

@@ -92,12 +92,10 @@ class PostfixMX:
         nobody = pwd.getpwnam("nobody")
         self.uid, self.gid = nobody.pw_uid, nobody.pw_gid
 
-    def _main_cf(self):
-        vmap = os.path.join(self.conf_dir, "vmailbox")
-        with open(vmap, "w") as f:
-            for d in self.domains:
-                f.write("@%s %s/\n" % (d, d))
-        main = {
+    def _instance_main(self):
+        """main.cf keys of every private instance: its own directories and
+        log, loopback IPv4 only."""
+        return {
             "compatibility_level": "3.6",
             "queue_directory": self.queue_dir,
             "data_directory": self.data_dir,
@@ -110,6 +108,15 @@ class PostfixMX:
             # master.cf bind to 127.x.y.z regardless.
             "inet_interfaces": "127.0.0.1",
             "inet_protocols": "ipv4",
+        }
+
+    def _main_cf(self):
+        vmap = os.path.join(self.conf_dir, "vmailbox")
+        with open(vmap, "w") as f:
+            for d in self.domains:
+                f.write("@%s %s/\n" % (d, d))
+        main = self._instance_main()
+        main.update({
             "myhostname": "world-postfix.test",
             "mydomain": "test",
             "myorigin": "world-postfix.test",
@@ -143,7 +150,7 @@ class PostfixMX:
             "smtpd_client_connection_count_limit": "0",
             "smtpd_client_connection_rate_limit": "0",
             "import_environment": "MAIL_CONFIG MAIL_DEBUG TZ LANG=C",
-        }
+        })
         main.update(self.main_extra)
         return "".join("%s = %s\n" % kv for kv in main.items())
 
@@ -276,16 +283,8 @@ class SendingPostfix(PostfixMX):
 
     def _sender_main(self):
         domain = self.hostname.split(".", 1)[1]
-        return {
-            "compatibility_level": "3.6",
-            "queue_directory": self.queue_dir,
-            "data_directory": self.data_dir,
-            "mail_owner": "postfix",
-            "setgid_group": "postdrop",
-            "maillog_file": self.maillog,
-            "maillog_file_prefixes": self.dir,
-            "inet_interfaces": "127.0.0.1",
-            "inet_protocols": "ipv4",
+        main = self._instance_main()
+        main.update({
             "myhostname": self.hostname,
             "mydomain": domain,
             "myorigin": self.hostname,
@@ -308,7 +307,8 @@ class SendingPostfix(PostfixMX):
             "smtp_address_preference": "ipv4",
             "smtp_tls_loglevel": "1",
             "import_environment": "MAIL_CONFIG MAIL_DEBUG TZ LANG=C",
-        }
+        })
+        return main
 
     def _master_cf(self):
         return _MASTER_BASE + "127.0.0.1:%d inet n - n - - smtpd\n" % self.port
