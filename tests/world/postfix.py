@@ -108,6 +108,17 @@ class PostfixMX:
             # master.cf bind to 127.x.y.z regardless.
             "inet_interfaces": "127.0.0.1",
             "inet_protocols": "ipv4",
+            # no local delivery, no aliases: loopback clients relay, others
+            # only to the instance's own domains
+            "mydestination": "",
+            "relay_domains": "",
+            "mynetworks": "127.0.0.0/8",
+            "alias_maps": "",
+            "alias_database": "",
+            "local_recipient_maps": "",
+            "biff": "no",
+            "smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination",
+            "import_environment": "MAIL_CONFIG MAIL_DEBUG TZ LANG=C",
         }
 
     def _main_cf(self):
@@ -120,19 +131,11 @@ class PostfixMX:
             "myhostname": "world-postfix.test",
             "mydomain": "test",
             "myorigin": "world-postfix.test",
-            "mydestination": "",
-            "relay_domains": "",
-            "mynetworks": "127.0.0.0/8",
-            "alias_maps": "",
-            "alias_database": "",
-            "local_recipient_maps": "",
-            "biff": "no",
             "smtputf8_enable": "yes",
             "smtpd_banner": "$myhostname ESMTP world",
             "smtpd_tls_security_level": "may",
             "smtpd_tls_received_header": "yes",
             "smtpd_tls_loglevel": "1",
-            "smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination",
             "virtual_mailbox_domains": ", ".join(self.domains) or "world-none.invalid",
             "virtual_mailbox_base": self.mail_dir,
             "virtual_mailbox_maps": "texthash:" + vmap,
@@ -149,7 +152,6 @@ class PostfixMX:
             "queue_run_delay": "10s",
             "smtpd_client_connection_count_limit": "0",
             "smtpd_client_connection_rate_limit": "0",
-            "import_environment": "MAIL_CONFIG MAIL_DEBUG TZ LANG=C",
         })
         main.update(self.main_extra)
         return "".join("%s = %s\n" % kv for kv in main.items())
@@ -288,14 +290,6 @@ class SendingPostfix(PostfixMX):
             "myhostname": self.hostname,
             "mydomain": domain,
             "myorigin": self.hostname,
-            "mydestination": "",
-            "relay_domains": "",
-            "mynetworks": "127.0.0.0/8",
-            "alias_maps": "",
-            "alias_database": "",
-            "local_recipient_maps": "",
-            "biff": "no",
-            "smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination",
             "smtpd_tls_security_level": "none",
             # stsrelay does no reverse lookup of its clients either
             "smtpd_peername_lookup": "no",
@@ -306,7 +300,6 @@ class SendingPostfix(PostfixMX):
             "smtp_host_lookup": "dns",
             "smtp_address_preference": "ipv4",
             "smtp_tls_loglevel": "1",
-            "import_environment": "MAIL_CONFIG MAIL_DEBUG TZ LANG=C",
         })
         return main
 
