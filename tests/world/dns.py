@@ -12,6 +12,11 @@ from .util import (WorldError, free_ip, free_port, listen_tcp, make_dir, port_fr
 
 ZONE = "test."
 
+# `sts check --json`'s mx[].dane for an MX host of this (unsigned) zone:
+# DANE does not apply (the signed zone is tests/world/dnssec.py).
+UNSIGNED_DANE = {"tlsa": [], "secure": False, "result": "none",
+                 "detail": "the MX records are not DNSSEC-validated", "name": None}
+
 
 def fqdn(name):
     name = name.strip().lower()
