@@ -33,6 +33,15 @@ EXPECT = {
     "ta-wrongname": "deferred",    # DANE-TA(2) matches the CA, the leaf names another host
     "ta-good": "delivered",        # DANE-TA(2), the leaf names the MX host
     "ee-expired": "delivered",     # DANE-EE(3) of an expired certificate (RFC 7672 §3.1.1)
+    # RFC 7672 §2.2.3: the MX host is an alias (a signed CNAME)
+    "cname-target": "delivered",   # TLSA at the end of the chain (the ee-match host's)
+    "cname-host": "delivered",     # none there: the TLSA at the alias name itself
+}
+
+# MX host names that are aliases: scenario -> (alias, the host it points to)
+ALIASES = {
+    "cname-target": ("alias.cname-target.sec.test", "mx.ee-match.sec.test"),
+    "cname-host": ("alias.cname-host.sec.test", "mx.cname-host.sec.test"),
 }
 
 
@@ -41,7 +50,13 @@ def domain_of(scn):
 
 
 def mx_of(scn):
-    return "mx." + domain_of(scn)
+    """The name in the domain's MX record."""
+    return ALIASES[scn][0] if scn in ALIASES else "mx." + domain_of(scn)
+
+
+def server_of(scn):
+    """The name of the Postfix host that answers for the scenario."""
+    return ALIASES[scn][1] if scn in ALIASES else "mx." + domain_of(scn)
 
 
 def chain_with_ca(world, leaf, name):
@@ -72,15 +87,17 @@ def dane_world(world_ca):
             "ta-wrongname": ca.leaf([mx_of("ta-wrongname")], "wrongname"),
             "ta-good": ca.leaf([mx_of("ta-good")], "good"),
             "ee-expired": ca.leaf([mx_of("ee-expired")], "expired"),
+            "cname-host": ca.leaf([server_of("cname-host")], "good"),
         }
         other = ca.leaf(["someone-else.sec.test"], "good")
-        tls = {mx_of(s): leaf for s, leaf in leaves.items()}
+        tls = {server_of(s): leaf for s, leaf in leaves.items()}
         opts = {mx_of(s): {"smtpd_tls_chain_files": chain_with_ca(w, leaves[s], s)}
                 for s in ("ta-wrongname", "ta-good")}
-        w.pf = w.postfix([domain_of(s) for s in EXPECT], [mx_of(s) for s in EXPECT],
-                         tls=tls, host_options=opts)
+        w.pf = w.postfix([domain_of(s) for s in EXPECT], sorted(tls), tls=tls, host_options=opts)
         for s in EXPECT:
             w.mx(domain_of(s), [mx_of(s)])
+        for alias, target in ALIASES.values():
+            w.signed.add(alias, "CNAME", target + ".")
         ee = lambda leaf: "3 1 1 " + spki_sha256(leaf.cert)  # noqa: E731
         z = w.signed
         z.add(tlsa_name(mx_of("ee-match"), port), "TLSA", ee(leaves["ee-match"]))
@@ -90,6 +107,9 @@ def dane_world(world_ca):
         z.add(tlsa_name(mx_of("ta-wrongname"), port), "TLSA", "2 0 1 " + cert_sha256(ca.ca_file))
         z.add(tlsa_name(mx_of("ta-good"), port), "TLSA", "2 0 1 " + cert_sha256(ca.ca_file))
         z.add(tlsa_name(mx_of("ee-expired"), port), "TLSA", ee(leaves["ee-expired"]))
+        # cname-target has none of its own: the ee-match host's apply;
+        # cname-host's server has none: the records at the alias apply
+        z.add(tlsa_name(mx_of("cname-host"), port), "TLSA", ee(leaves["cname-host"]))
         # unsigned: plain local-data, a TLSA that matches nothing
         w.dns.add(tlsa_name(mx_of("unsigned"), port), "TLSA", ee(other))
         # the mismatch domain also has a testing MTA-STS policy, which alone
@@ -141,6 +161,11 @@ def test_stsrelay_dane_scenario(dane_world, relay_run, scn):
     if EXPECT[scn] == "delivered":
         msgs = dane_world.pf.wait_messages(rcpt(scn))
         assert dane_world.pf.tls_received(msgs[0])
+        if scn in ALIASES:
+            # the TLSA base domain the daemon used (RFC 7672 §2.2.3)
+            base = ALIASES[scn][1] if scn == "cname-target" else ALIASES[scn][0]
+            r.wait_log(r"MX host %s: DANE applies: 1 usable TLSA record\(s\) at %s$" % (
+                re.escape(mx_of(scn)), re.escape(tlsa_name(base, dane_world.smtp_port))))
     else:
         time.sleep(0.5)
         assert dane_world.pf.messages(rcpt(scn)) == []
@@ -148,7 +173,7 @@ def test_stsrelay_dane_scenario(dane_world, relay_run, scn):
     # every delivery line says whether DANE judged the MX host
     want = "dane=no" if scn == "unsigned" else "dane=yes"
     assert want in line, line
-    if scn in ("ee-match", "ta-good", "ee-expired"):
+    if scn in ("ee-match", "ta-good", "ee-expired", "cname-target", "cname-host"):
         assert "tls=TLSv1.3 verified" in line, line
     if scn == "mismatch":
         assert "sts=testing id=" in line and "sts_result=tlsa-invalid" in line, line
