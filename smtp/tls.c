@@ -310,6 +310,12 @@ int smtp_tls_set_dane(struct smtp_tls *t, const struct smtp_tlsa_set *set, const
 		set_err(err, errlen, "cannot enable DANE for the connection");
 		return -1;
 	}
+	/* RFC 7672 §8.1: the client MUST name the TLSA base domain in SNI. */
+	if (base != NULL && base[0] && strcasecmp(base, t->host) != 0 &&
+	    SSL_set_tlsext_host_name(t->ssl, base) != 1) {
+		set_err(err, errlen, "cannot set SNI to the TLSA base domain");
+		return -1;
+	}
 	/* RFC 7672 §3.1.1: a DANE-EE match needs no name (nor date) check. */
 	SSL_dane_set_flags(t->ssl, DANE_FLAG_NO_DANE_EE_NAMECHECKS);
 	for (i = 0; i < set->n; i++) {

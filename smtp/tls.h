@@ -102,8 +102,9 @@ void smtp_tls_free(struct smtp_tls *t);
  * (§3.1.1). DANE-TA(2): a certificate of the chain (or the key of its
  * issuer) must match, then the chain from it is checked as PKIX does,
  * dates included, and the leaf must name `base` (the TLSA base domain) or
- * the MX host given to smtp_tls_new (§3.2.2), SAN DNS-IDs only. A DANE
- * session is never resumed nor kept for resumption (a resumed session
+ * the MX host given to smtp_tls_new (§3.2.2), SAN DNS-IDs only. The SNI
+ * becomes `base` (§8.1), so a server behind a CNAME sends the chain its
+ * records describe. A DANE session is never resumed nor kept for resumption (a resumed session
  * would skip a check against records that may have changed, and one kept
  * could be offered to a later non-DANE connection as "verified").
  * verify as given to smtp_tls_new: true fails the handshake on a mismatch

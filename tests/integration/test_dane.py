@@ -258,6 +258,27 @@ def test_sts_check_shows_dane(dane_world, relay_run):
         dane_world.smtp_port, re.escape(mx_of("ee-match"))), p.stdout.decode()), p.stdout
 
 
+def test_sni_names_the_tlsa_base_domain(dane_world, stsrelay_bin):
+    """RFC 7672 §8.1: behind a signed CNAME whose target has the TLSA
+    records, the client names the target (the TLSA base domain) in SNI."""
+    w = dane_world
+    leaf = w.ca.leaf(["sni-target.sec.test"], "good")
+    fm = w.fake_mx("sni-target.sec.test", {"cert": leaf})
+    w.signed.add("alias.sni.sec.test", "CNAME", "sni-target.sec.test.")
+    w.mx("sni.sec.test", ["alias.sni.sec.test"])
+    w.signed.add(tlsa_name("sni-target.sec.test", w.smtp_port), "TLSA",
+                 "3 1 1 " + spki_sha256(leaf.cert))
+    r = w.relay({"retry_schedule": "1h"}, binary=stsrelay_bin)
+    try:
+        to = "sni@sni.sec.test"
+        r.send(SENDER, [to], sample_message(SENDER, to, "sni"))
+        line = delivery_line(r, to)
+        assert "status=sent" in line and "dane=yes" in line, line
+        assert [s.sni for s in fm.sessions if s.messages] == ["sni-target.sec.test"]
+    finally:
+        r.stop()
+
+
 def test_dane_off_ignores_tlsa(dane_world, stsrelay_bin):
     """dane = off: the mismatching TLSA records play no part (the testing
     MTA-STS policy delivers)."""
