@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "relay/core/b64.h"
 #include "relay/core/log.h"
 #include "smtp/address.h"
 
@@ -28,6 +29,10 @@ _Static_assert(SMTP_CLIENT_MAX_RCPTS *(sizeof("RCPT TO:<>\r\n") - 1 + SMTP_ADDRE
 			       2 * CMD_LINE_MAX <
 		       OUT_MAX,
 	       "a pipelined envelope must fit the output buffer");
+/* base64 of "\0user\0password" at their longest, and the AUTH line with it. */
+#define AUTH_B64_MAX (((2 * SMTP_CLIENT_AUTH_MAX + 2 + 2) / 3) * 4)
+_Static_assert(sizeof("AUTH PLAIN \r\n") - 1 + AUTH_B64_MAX < CMD_LINE_MAX,
+	       "AUTH PLAIN with the longest credentials must fit one command line");
 #define PULL_CHUNK 8192
 #define PULL_ROUNDS 16 /* bounded work per smtp_client_event() */
 
@@ -48,6 +53,7 @@ static const char *const state_names[SMTP_CLIENT_STATE_COUNT] = {
 	[SMTP_CLIENT_HELO] = "HELO",
 	[SMTP_CLIENT_STARTTLS] = "STARTTLS",
 	[SMTP_CLIENT_TLS_HANDSHAKE] = "TLS_HANDSHAKE",
+	[SMTP_CLIENT_AUTH] = "AUTH",
 	[SMTP_CLIENT_MAIL] = "MAIL",
 	[SMTP_CLIENT_RCPT] = "RCPT",
 	[SMTP_CLIENT_DATA] = "DATA",
@@ -65,6 +71,7 @@ static const char *const in_reply_to[SMTP_CLIENT_STATE_COUNT] = {
 	[SMTP_CLIENT_HELO] = "HELO command",
 	[SMTP_CLIENT_STARTTLS] = "STARTTLS command",
 	[SMTP_CLIENT_TLS_HANDSHAKE] = "STARTTLS command",
+	[SMTP_CLIENT_AUTH] = "AUTH command",
 	[SMTP_CLIENT_MAIL] = "MAIL FROM command",
 	[SMTP_CLIENT_RCPT] = "RCPT TO command",
 	[SMTP_CLIENT_DATA] = "DATA command",
@@ -82,6 +89,7 @@ static const char *const while_doing[SMTP_CLIENT_STATE_COUNT] = {
 	[SMTP_CLIENT_HELO] = "performing the HELO handshake",
 	[SMTP_CLIENT_STARTTLS] = "sending STARTTLS",
 	[SMTP_CLIENT_TLS_HANDSHAKE] = "performing the TLS handshake",
+	[SMTP_CLIENT_AUTH] = "performing the SASL authentication",
 	[SMTP_CLIENT_MAIL] = "sending MAIL FROM",
 	[SMTP_CLIENT_RCPT] = "sending RCPT TO",
 	[SMTP_CLIENT_DATA] = "sending DATA command",
@@ -109,9 +117,12 @@ struct smtp_client {
 	struct smtp_client_timeouts to;
 	smtp_client_read_fn read;
 	void *read_arg;
-	bool keep_open;        /* READY instead of QUIT after the end-of-data reply */
-	bool eight_bit;        /* the message has 8-bit data: BODY=8BITMIME or no MAIL */
-	unsigned transactions; /* MAIL transactions started on this session */
+	bool keep_open;              /* READY instead of QUIT after the end-of-data reply */
+	bool eight_bit;              /* the message has 8-bit data: BODY=8BITMIME or no MAIL */
+	unsigned transactions;       /* MAIL transactions started on this session */
+	bool implicit_tls;           /* TLS before the greeting (RFC 8314) */
+	char *auth_user, *auth_pass; /* the session's credentials, NULL: no AUTH */
+	bool auth_wanted;            /* this transaction needs an authenticated session */
 
 	struct smtp_client_result res;
 	bool failed;                                 /* res.outcome/diag set; first failure wins */
@@ -179,7 +190,7 @@ static int out_cmd(struct smtp_client *c, const char *fmt, ...)
 {
 	char line[CMD_LINE_MAX];
 	va_list ap;
-	int n;
+	int n, rc;
 
 	va_start(ap, fmt);
 	n = vsnprintf(line, sizeof(line) - 2, fmt, ap);
@@ -188,7 +199,9 @@ static int out_cmd(struct smtp_client *c, const char *fmt, ...)
 		return -1;
 	line[n++] = '\r';
 	line[n++] = '\n';
-	return out_put(c, line, (size_t)n);
+	rc = out_put(c, line, (size_t)n);
+	explicit_bzero(line, (size_t)n); /* it may have been AUTH PLAIN */
+	return rc;
 }
 
 static size_t out_pending(const struct smtp_client *c)
@@ -418,15 +431,52 @@ static bool local_refusal(struct smtp_client *c)
 	return false;
 }
 
-/* The only place that changes c->state. It sends the command belonging to
- * the new state and holds the single fail-closed check for required TLS:
- * no transaction state is entered without TLS when TLS is required. */
-static void enter(struct smtp_client *c, enum smtp_client_state next)
+/* AUTH PLAIN with an initial response (RFC 4954 §4): the RFC 4616 message
+ * is an empty authorization identity, NUL, the user, NUL, the password,
+ * in base64. The stack copies are wiped; the output buffer's copy goes to
+ * the TLS stream (enter() sends AUTH over verified TLS only). */
+static int send_auth(struct smtp_client *c)
 {
-	enum smtp_client_state old = c->state;
-	int rc = 0;
+	char raw[2 * SMTP_CLIENT_AUTH_MAX + 2];
+	char b64[AUTH_B64_MAX + 1];
+	size_t u = strlen(c->auth_user), p = strlen(c->auth_pass);
+	int rc = -1;
 
-	if (next >= SMTP_CLIENT_MAIL && next <= SMTP_CLIENT_EOD && c->tls == SMTP_TLS_REQUIRE &&
+	raw[0] = '\0';
+	memcpy(raw + 1, c->auth_user, u);
+	raw[1 + u] = '\0';
+	memcpy(raw + 2 + u, c->auth_pass, p);
+	if (core_b64_encode(raw, 2 + u + p, b64, sizeof(b64)) >= 0)
+		rc = out_cmd(c, "AUTH PLAIN %s", b64);
+	explicit_bzero(raw, sizeof(raw));
+	explicit_bzero(b64, sizeof(b64));
+	return rc;
+}
+
+/* A refused AUTH defers, as Postfix's smtp_sasl_auth_soft_bounce does:
+ * "SASL authentication failed; server X said: 535 5.7.8 ...", with the
+ * server's status made temporary. The reply names no credential. */
+static void auth_failed(struct smtp_client *c, const struct smtp_reply *r)
+{
+	char summary[SMTP_CLIENT_DIAG_MAX], esc[SMTP_REPLY_ESC_MAX];
+
+	smtp_reply_summary(r, summary, sizeof(summary));
+	if (r->esc[0])
+		snprintf(esc, sizeof(esc), "%s", r->esc);
+	else
+		snprintf(esc, sizeof(esc), "4.7.0");
+	esc[0] = '4';
+	fail_session(c, SMTP_CONN_TEMPFAIL, true, r->code, esc, summary,
+		     "SASL authentication failed; server %s said: %s", c->peer, summary);
+}
+
+/* Why the session may not enter `next` for lack of TLS or AUTH; the
+ * failure is recorded and true returned (the caller goes to QUIT). This is
+ * the single fail-closed point: nothing of AUTH or of a transaction is
+ * written while it says no. */
+static bool fail_closed(struct smtp_client *c, enum smtp_client_state next)
+{
+	if (next >= SMTP_CLIENT_AUTH && next <= SMTP_CLIENT_EOD && c->tls == SMTP_TLS_REQUIRE &&
 	    !c->res.tls_active) {
 		c->res.tls_result = SMTP_TLS_RESULT_STARTTLS_NOT_SUPPORTED;
 		if (c->starttls_refusal[0])
@@ -436,8 +486,42 @@ static void enter(struct smtp_client *c, enum smtp_client_state next)
 		else
 			fail_session(c, SMTP_CONN_TLS_FAILED, true, 0, "4.7.5", NULL,
 				     "TLS is required, but was not offered by host %s", c->peer);
-		next = SMTP_CLIENT_QUIT;
+		return true;
 	}
+	if (next == SMTP_CLIENT_AUTH && !(c->res.tls_active && c->res.tls_verified)) {
+		fail_session(c, SMTP_CONN_TLS_FAILED, true, 0, "4.7.5", NULL,
+			     "not sending credentials to host %s: its TLS certificate was not "
+			     "verified",
+			     c->peer);
+		return true;
+	}
+	if (next == SMTP_CLIENT_AUTH && !c->res.caps.auth_plain) {
+		fail_session(c, SMTP_CONN_TEMPFAIL, true, 0, "4.7.0", NULL,
+			     "host %s offers no SASL mechanism PLAIN after TLS, and credentials "
+			     "are configured for it",
+			     c->peer);
+		return true;
+	}
+	if (next == SMTP_CLIENT_MAIL && c->auth_wanted && !c->res.authenticated) {
+		fail_session(c, SMTP_CONN_TEMPFAIL, true, 0, "4.7.0", NULL,
+			     "session with %s is not authenticated", c->peer);
+		return true;
+	}
+	return false;
+}
+
+/* The only place that changes c->state. It sends the command belonging to
+ * the new state and holds the single fail-closed check (fail_closed()):
+ * no AUTH and no transaction state is entered without TLS when TLS is
+ * required, no AUTH without verified TLS, no MAIL unauthenticated when
+ * AUTH was asked for. */
+static void enter(struct smtp_client *c, enum smtp_client_state next)
+{
+	enum smtp_client_state old = c->state;
+	int rc = 0;
+
+	if (fail_closed(c, next))
+		next = SMTP_CLIENT_QUIT;
 	if (next == SMTP_CLIENT_MAIL && local_refusal(c))
 		next = SMTP_CLIENT_QUIT;
 
@@ -455,6 +539,9 @@ static void enter(struct smtp_client *c, enum smtp_client_state next)
 		break;
 	case SMTP_CLIENT_STARTTLS:
 		rc = out_cmd(c, "STARTTLS");
+		break;
+	case SMTP_CLIENT_AUTH:
+		rc = send_auth(c);
 		break;
 	case SMTP_CLIENT_MAIL:
 		c->transactions++;
@@ -492,11 +579,13 @@ static void enter(struct smtp_client *c, enum smtp_client_state next)
 	}
 }
 
-/* After a successful EHLO or HELO: STARTTLS or the transaction. */
+/* After a successful EHLO or HELO: STARTTLS, AUTH or the transaction. */
 static void after_greeting(struct smtp_client *c)
 {
 	if (!c->res.tls_active && c->tls != SMTP_TLS_NONE && c->res.caps.starttls)
 		enter(c, SMTP_CLIENT_STARTTLS);
+	else if (c->auth_user != NULL && !c->res.authenticated)
+		enter(c, SMTP_CLIENT_AUTH);
 	else
 		enter(c, SMTP_CLIENT_MAIL);
 }
@@ -574,6 +663,17 @@ static void on_reply(struct smtp_client *c, const struct smtp_reply *r)
 			 * fails closed in enter(). */
 			smtp_reply_summary(r, c->starttls_refusal, sizeof(c->starttls_refusal));
 			enter(c, SMTP_CLIENT_MAIL);
+		}
+		break;
+	case SMTP_CLIENT_AUTH:
+		/* 235 (RFC 4954 §6); a 334 would want more than PLAIN's one
+		 * response and counts as a failure like any other reply. */
+		if (r->code == 235) {
+			c->res.authenticated = true;
+			enter(c, SMTP_CLIENT_MAIL);
+		} else {
+			auth_failed(c, r);
+			enter(c, SMTP_CLIENT_QUIT);
 		}
 		break;
 	case SMTP_CLIENT_MAIL:
@@ -673,6 +773,16 @@ static bool clean_string(const char *s, size_t max)
 	return true;
 }
 
+/* A user name or password for AUTH PLAIN: 1..SMTP_CLIENT_AUTH_MAX bytes,
+ * nothing that would end the command line (NUL cannot occur in a C string;
+ * PLAIN itself forbids it). */
+static bool auth_string(const char *s)
+{
+	size_t n = strlen(s);
+
+	return n > 0 && n <= SMTP_CLIENT_AUTH_MAX && strpbrk(s, "\r\n") == NULL;
+}
+
 /* The envelope checks shared by smtp_client_new() and smtp_client_next():
  * nothing that could break a command line gets into one. The addresses
  * are judged by the rule the listener, sendmail and the scheduler use. */
@@ -689,6 +799,14 @@ static const char *check_envelope(const struct smtp_client_config *cfg)
 	for (i = 0; i < cfg->nrcpts; i++)
 		if (!smtp_address_sendable(cfg->rcpts[i], false, NULL))
 			return "bad recipient address";
+	if ((cfg->auth_user == NULL) != (cfg->auth_password == NULL))
+		return "AUTH needs both a user and a password";
+	if (cfg->auth_user != NULL &&
+	    (!auth_string(cfg->auth_user) || !auth_string(cfg->auth_password)))
+		return "bad AUTH user or password";
+	/* Credentials go over verified TLS or nowhere. */
+	if ((cfg->auth_user != NULL || cfg->implicit_tls) && cfg->tls != SMTP_TLS_REQUIRE)
+		return "AUTH and implicit TLS need SMTP_TLS_REQUIRE";
 	return NULL;
 }
 
@@ -742,8 +860,9 @@ static int set_envelope(struct smtp_client *c, const struct smtp_client_config *
 	c->read_arg = cfg->read_arg;
 	c->keep_open = cfg->keep_open;
 	c->eight_bit = cfg->eight_bit;
+	c->auth_wanted = cfg->auth_user != NULL;
 
-	/* per-transaction state; the session's TLS, EHLO and caps stay */
+	/* per-transaction state; the session's TLS, AUTH, EHLO and caps stay */
 	c->failed = false;
 	c->res.outcome = SMTP_CONN_OK;
 	c->res.try_next_mx = false;
@@ -787,8 +906,16 @@ struct smtp_client *smtp_client_new(const struct smtp_client_config *cfg, const 
 	c->peer = strdup(cfg->peer ? cfg->peer : "unknown");
 	if (!c->helo || !c->peer || set_envelope(c, cfg) < 0)
 		goto nomem;
+	if (cfg->auth_user != NULL) {
+		c->auth_user = strdup(cfg->auth_user);
+		c->auth_pass = strdup(cfg->auth_password);
+		if (!c->auth_user || !c->auth_pass)
+			goto nomem;
+	}
 	c->to = cfg->timeouts ? *cfg->timeouts : smtp_client_default_timeouts;
-	c->state = SMTP_CLIENT_BANNER;
+	/* Implicit TLS: the handshake comes before the greeting. */
+	c->implicit_tls = cfg->implicit_tls;
+	c->state = c->implicit_tls ? SMTP_CLIENT_TLS_HANDSHAKE : SMTP_CLIENT_BANNER;
 	smtp_reply_parser_init(&c->parser);
 	return c;
 nomem:
@@ -833,6 +960,14 @@ unsigned smtp_client_transactions(const struct smtp_client *c)
 	return c->transactions;
 }
 
+static void free_secret(char *s)
+{
+	if (s != NULL) {
+		explicit_bzero(s, strlen(s));
+		free(s);
+	}
+}
+
 void smtp_client_free(struct smtp_client *c)
 {
 	if (!c)
@@ -840,7 +975,11 @@ void smtp_client_free(struct smtp_client *c)
 	free_envelope(c->qid, c->sender, c->rcpts, c->rr, c->nrcpts);
 	free(c->helo);
 	free(c->peer);
+	if (c->out != NULL && c->auth_user != NULL)
+		explicit_bzero(c->out, c->out_cap); /* it held AUTH PLAIN once */
 	free(c->out);
+	free_secret(c->auth_user);
+	free_secret(c->auth_pass);
 	free(c);
 }
 
@@ -924,6 +1063,7 @@ uint32_t smtp_client_timeout_ms(const struct smtp_client *c)
 	case SMTP_CLIENT_HELO:
 	case SMTP_CLIENT_STARTTLS:
 	case SMTP_CLIENT_TLS_HANDSHAKE:
+	case SMTP_CLIENT_AUTH:
 		return c->to.helo;
 	case SMTP_CLIENT_MAIL:
 		return c->to.mail;
@@ -1105,7 +1245,15 @@ void smtp_client_tls_done(struct smtp_client *c, bool ok, const char *reason)
 	c->res.esmtp = false;
 	memset(&c->res.caps, 0, sizeof(c->res.caps));
 	smtp_reply_parser_init(&c->parser);
-	enter(c, SMTP_CLIENT_EHLO);
+	/* Implicit TLS: the greeting comes now, over TLS (STARTTLS is never
+	 * entered on such a session, so this is its only handshake). */
+	enter(c, c->implicit_tls ? SMTP_CLIENT_BANNER : SMTP_CLIENT_EHLO);
+}
+
+void smtp_client_tls_verified(struct smtp_client *c, bool verified)
+{
+	if (c->state == SMTP_CLIENT_TLS_HANDSHAKE)
+		c->res.tls_verified = verified;
 }
 
 enum smtp_client_state smtp_client_state(const struct smtp_client *c)

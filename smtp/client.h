@@ -27,6 +27,7 @@
  *             SMTP_CLIENT_EV_IO        write pending output, wait for input
  *             SMTP_CLIENT_EV_NEED_TLS  flush output, run the handshake with
  *                                      smtp/tls.h on the same stream, then
+ *                                      smtp_client_tls_verified(c, v) and
  *                                      smtp_client_tls_done(c, ok, reason)
  *             SMTP_CLIENT_EV_WANT_DATA smtp_client_data(c, ...) with the next
  *                                      message bytes, smtp_client_data_end(c)
@@ -60,6 +61,28 @@
  * (RFC 2920) and the replies are matched in order; otherwise one at a time.
  * STARTTLS is never pipelined; bytes that arrive after its 220 and before the
  * handshake end the session (STARTTLS injection).
+ *
+ * Implicit TLS (cfg.implicit_tls, RFC 8314: a relay host on port 465): the
+ * session starts in TLS_HANDSHAKE (event NEED_TLS before any byte), the
+ * greeting is read over TLS, and STARTTLS is never sent.
+ *
+ * SMTP AUTH (RFC 4954, cfg.auth_user/auth_password, PLAIN with an initial
+ * response, RFC 4616): after the EHLO that follows TLS the client enters
+ * AUTH, and MAIL only once the server said 235. The same single transition
+ * function refuses to enter AUTH unless TLS is up AND the driver reported
+ * the peer's certificate as verified (smtp_client_tls_verified): the
+ * credentials never go over plaintext or to an unauthenticated peer
+ * (outcome SMTP_CONN_TLS_FAILED, 4.7.5, nothing of AUTH written). It also
+ * refuses MAIL on a session that was asked for AUTH and is not
+ * authenticated (a READY session reused with credentials it never sent):
+ * TEMPFAIL with code 0 in state MAIL, before any byte. A server without
+ * AUTH PLAIN: TEMPFAIL 4.7.0, try_next_mx. A failed AUTH (535, any 4xx or
+ * 5xx) defers: TEMPFAIL with the server's reply and a 4.x.x status (a 5xx
+ * becomes 4.x.x, Postfix's smtp_sasl_auth_soft_bounce: a wrong password is
+ * the sender's configuration, the recipients are not at fault), try_next_mx.
+ * AUTH needs cfg.tls == SMTP_TLS_REQUIRE (smtp_client_new refuses it
+ * otherwise). The credentials are copied, never logged or put into a
+ * diagnostic, and wiped from memory when the client is freed.
  *
  * Refusals the client makes itself when it would enter MAIL, before any
  * byte of the transaction is written (the failure then belongs to the
@@ -102,6 +125,7 @@ enum smtp_client_state {
 	SMTP_CLIENT_HELO, /* EHLO got 5xx (before TLS only) */
 	SMTP_CLIENT_STARTTLS,
 	SMTP_CLIENT_TLS_HANDSHAKE, /* the driver runs the handshake */
+	SMTP_CLIENT_AUTH,          /* AUTH PLAIN sent, waiting for 235 */
 	SMTP_CLIENT_MAIL,
 	SMTP_CLIENT_RCPT,
 	SMTP_CLIENT_DATA,
@@ -168,7 +192,15 @@ struct smtp_client_config {
 	void *read_arg;
 	bool keep_open; /* READY instead of QUIT after the end-of-data reply */
 	bool eight_bit; /* the message holds bytes >= 0x80 (QUEUE_F_8BITMIME) */
+	/* AUTH PLAIN after verified TLS (NULL: no AUTH). Both or neither, each
+	 * 1..SMTP_CLIENT_AUTH_MAX bytes without NUL, CR or LF. smtp_client_next
+	 * only checks that the session is authenticated when they are set. */
+	const char *auth_user;
+	const char *auth_password;
+	bool implicit_tls; /* TLS from the first byte (RFC 8314); only at smtp_client_new */
 };
+
+#define SMTP_CLIENT_AUTH_MAX 255 /* bytes of a user name or password */
 
 #define SMTP_CLIENT_MAX_RCPTS 1000 /* per transaction; the driver splits larger ones */
 #define SMTP_CLIENT_DIAG_MAX 512   /* == QUEUE_ERROR_MAX */
@@ -199,7 +231,9 @@ struct smtp_client_result {
 	enum smtp_tls_result tls_result;      /* STARTTLS_NOT_SUPPORTED when the client
 					       * failed closed; SUCCESS otherwise
 					       * (handshake results come from smtp_tls) */
-	bool tls_active;                      /* STARTTLS completed */
+	bool tls_active;                      /* STARTTLS (or implicit TLS) completed */
+	bool tls_verified;                    /* the driver said the peer was verified */
+	bool authenticated;                   /* 235 to AUTH on this session */
 	bool esmtp;                           /* EHLO accepted */
 	struct smtp_ehlo_caps caps;           /* of the last EHLO */
 	size_t accepted;                      /* recipients with 2xx to RCPT */
@@ -249,7 +283,13 @@ void smtp_client_consume(struct smtp_client *c, size_t n);
 
 enum smtp_client_event smtp_client_event(struct smtp_client *c);
 
-/* After EV_NEED_TLS: ok = handshake done (then EHLO is sent again); !ok =
+/* After EV_NEED_TLS and a completed handshake, before smtp_client_tls_done:
+ * whether the peer's certificate chain and name checked out. AUTH is only
+ * ever sent on a session marked verified. */
+void smtp_client_tls_verified(struct smtp_client *c, bool verified);
+
+/* After EV_NEED_TLS: ok = handshake done (then EHLO is sent again; with
+ * implicit TLS the greeting is awaited); !ok =
  * failed, the session ends with SMTP_CONN_TLS_FAILED. reason (may be NULL)
  * goes into the diagnostics, e.g. "certificate-host-mismatch: ...". */
 void smtp_client_tls_done(struct smtp_client *c, bool ok, const char *reason);

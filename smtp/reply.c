@@ -237,6 +237,45 @@ static bool keyword(const char *line, size_t n, const char *kw, const char **par
 	return true;
 }
 
+/* The pre-RFC 4954 spelling "AUTH=PLAIN LOGIN" that old servers still
+ * send beside (or instead of) "AUTH PLAIN LOGIN". */
+static bool keyword_eq(const char *line, size_t n, const char *kw, const char **param, size_t *plen)
+{
+	size_t k = strlen(kw), i;
+
+	if (n <= k || line[k] != '=')
+		return false;
+	for (i = 0; i < k; i++)
+		if (lower(line[i]) != lower(kw[i]))
+			return false;
+	*param = line + k + 1;
+	*plen = n - k - 1;
+	return true;
+}
+
+/* A SASL mechanism name among the space-separated ones of an AUTH line. */
+static bool has_mechanism(const char *p, size_t n, const char *mech)
+{
+	size_t k = strlen(mech), i = 0;
+
+	while (i < n) {
+		size_t start, j;
+
+		while (i < n && p[i] == ' ')
+			i++;
+		start = i;
+		while (i < n && p[i] != ' ')
+			i++;
+		if (i - start != k)
+			continue;
+		for (j = 0; j < k && lower(p[start + j]) == lower(mech[j]); j++)
+			;
+		if (j == k)
+			return true;
+	}
+	return false;
+}
+
 int smtp_ehlo_parse(const struct smtp_reply *r, struct smtp_ehlo_caps *caps)
 {
 	const char *t = r->text, *end = r->text + r->textlen;
@@ -264,6 +303,9 @@ int smtp_ehlo_parse(const struct smtp_reply *r, struct smtp_ehlo_caps *caps)
 				caps->smtputf8 = true;
 			else if (keyword(t, n, "CHUNKING", &param, &plen))
 				caps->chunking = true;
+			else if (keyword(t, n, "AUTH", &param, &plen) ||
+				 keyword_eq(t, n, "AUTH", &param, &plen))
+				caps->auth_plain |= has_mechanism(param, plen, "PLAIN");
 			else if (keyword(t, n, "SIZE", &param, &plen)) {
 				/* RFC 1870: "SIZE" [SP number]; at most 20 digits. */
 				uint64_t v = 0;

@@ -74,7 +74,7 @@ static inline bool smtp_reply_perm(const struct smtp_reply *r)
 	return r->code / 100 == 5;
 }
 
-/* EHLO keywords we act on (RFC 5321 §4.1.1.1, RFC 1870/2920/3207/6152/2034/6531). */
+/* EHLO keywords we act on (RFC 5321 §4.1.1.1, RFC 1870/2920/3207/6152/2034/6531/4954). */
 struct smtp_ehlo_caps {
 	bool pipelining;
 	bool starttls;
@@ -84,6 +84,7 @@ struct smtp_ehlo_caps {
 	bool enhancedstatuscodes;
 	bool smtputf8;
 	bool chunking;
+	bool auth_plain; /* "AUTH ... PLAIN ..." (or the old "AUTH=PLAIN") among the mechanisms */
 };
 
 /* Fills caps from a 250 reply to EHLO: the first line is the greeting, each

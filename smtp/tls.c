@@ -1,5 +1,6 @@
-/* OpenSSL client on a pair of memory BIOs: the driver moves ciphertext, this
- * file handshakes, verifies against the MX name and names the outcome. */
+/* OpenSSL on a pair of memory BIOs: the driver moves ciphertext, this file
+ * handshakes; as a client it verifies against the MX name and names the
+ * outcome, as a server (submission) it presents the configured certificate. */
 #include "smtp/tls.h"
 
 #include <arpa/inet.h>
@@ -8,12 +9,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
 #define HOST_MAX 255
+#define CERT_PATH_SHOW 200 /* bytes of a file name in an error */
 #define SESSION_SLOTS 64
 
 struct session_slot {
@@ -34,7 +37,8 @@ struct smtp_tls {
 	BIO *rbio, *wbio; /* owned by ssl */
 	char host[HOST_MAX + 1];
 	bool verify;
-	bool dane; /* smtp_tls_set_dane(): never resumed, never cached */
+	bool dane;   /* smtp_tls_set_dane(): never resumed, never cached */
+	bool server; /* made by smtp_tls_accept(): no peer certificate to judge */
 	bool done, failed;
 	long verify_error;
 	enum smtp_tls_result result_type;
@@ -384,6 +388,13 @@ void smtp_tls_free(struct smtp_tls *t)
  * result of the chain it rejected is still there. */
 static void record_verify(struct smtp_tls *t, bool handshake_ok)
 {
+	if (t->server) {
+		/* clients present no certificate: a failure is the handshake's */
+		t->verify_error = X509_V_OK;
+		t->result_type = SMTP_TLS_RESULT_SUCCESS;
+		t->reason[0] = '\0';
+		return;
+	}
 	t->verify_error = SSL_get_verify_result(t->ssl);
 	if (handshake_ok && t->verify_error == X509_V_OK &&
 	    SSL_get0_peer_certificate(t->ssl) == NULL)
@@ -542,4 +553,137 @@ const char *smtp_tls_reason(const struct smtp_tls *t)
 long smtp_tls_verify_error(const struct smtp_tls *t)
 {
 	return t->verify_error;
+}
+
+/* ---- server side ---- */
+
+struct smtp_tls_server_ctx {
+	SSL_CTX *ssl_ctx;
+	char describe[300];
+};
+
+/* "CN=..., not after YYYY-MM-DD" of the leaf, for the log lines that say
+ * which certificate is in use. */
+static void describe_cert(struct smtp_tls_server_ctx *ctx)
+{
+	X509 *leaf = SSL_CTX_get0_certificate(ctx->ssl_ctx);
+	char cn[256] = "?";
+	struct tm tm;
+
+	if (leaf == NULL)
+		return;
+	if (X509_NAME_get_text_by_NID(X509_get_subject_name(leaf), NID_commonName, cn, sizeof(cn)) <
+	    0)
+		snprintf(cn, sizeof(cn), "(no CN)");
+	if (ASN1_TIME_to_tm(X509_get0_notAfter(leaf), &tm) == 1)
+		snprintf(ctx->describe, sizeof(ctx->describe), "CN=%s, not after %04d-%02d-%02d",
+			 cn, tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday);
+	else
+		snprintf(ctx->describe, sizeof(ctx->describe), "CN=%s", cn);
+}
+
+struct smtp_tls_server_ctx *smtp_tls_server_ctx_new(const char *cert_file, const char *key_file,
+						    char *err, size_t errlen)
+{
+	struct smtp_tls_server_ctx *ctx = calloc(1, sizeof(*ctx));
+	char what[CERT_PATH_SHOW + 64];
+	static const unsigned char sid_ctx[] = "stsrelay-submission";
+
+	if (!ctx) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	ERR_clear_error();
+	ctx->ssl_ctx = SSL_CTX_new(TLS_server_method());
+	if (!ctx->ssl_ctx) {
+		set_err(err, errlen, "SSL_CTX_new");
+		goto fail;
+	}
+	if (SSL_CTX_set_min_proto_version(ctx->ssl_ctx, TLS1_2_VERSION) != 1) {
+		set_err(err, errlen, "cannot require TLS 1.2");
+		goto fail;
+	}
+	/* Client-initiated renegotiation costs the server a handshake per
+	 * request for nothing; the server picks the cipher. */
+	SSL_CTX_set_options(ctx->ssl_ctx,
+			    SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+	SSL_CTX_set_mode(ctx->ssl_ctx, SSL_MODE_RELEASE_BUFFERS);
+	if (SSL_CTX_set_session_id_context(ctx->ssl_ctx, sid_ctx, sizeof(sid_ctx) - 1) != 1) {
+		set_err(err, errlen, "cannot set the session id context");
+		goto fail;
+	}
+	if (SSL_CTX_use_certificate_chain_file(ctx->ssl_ctx, cert_file) != 1) {
+		snprintf(what, sizeof(what), "cannot load tls_cert_file %.*s", CERT_PATH_SHOW,
+			 cert_file);
+		set_err(err, errlen, what);
+		goto fail;
+	}
+	if (SSL_CTX_use_PrivateKey_file(ctx->ssl_ctx, key_file, SSL_FILETYPE_PEM) != 1) {
+		/* OpenSSL checks the pair already here; say it in the operator's words */
+		bool mismatch = ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH;
+
+		snprintf(what, sizeof(what),
+			 mismatch ? "tls_key_file %.*s does not match tls_cert_file"
+				  : "cannot load tls_key_file %.*s",
+			 CERT_PATH_SHOW, key_file);
+		set_err(err, errlen, what);
+		goto fail;
+	}
+	if (SSL_CTX_check_private_key(ctx->ssl_ctx) != 1) {
+		snprintf(what, sizeof(what), "tls_key_file %.*s does not match tls_cert_file",
+			 CERT_PATH_SHOW, key_file);
+		set_err(err, errlen, what);
+		goto fail;
+	}
+	describe_cert(ctx);
+	return ctx;
+fail:
+	smtp_tls_server_ctx_free(ctx);
+	return NULL;
+}
+
+void smtp_tls_server_ctx_free(struct smtp_tls_server_ctx *ctx)
+{
+	if (!ctx)
+		return;
+	SSL_CTX_free(ctx->ssl_ctx); /* connections made from it keep their reference */
+	free(ctx);
+}
+
+const char *smtp_tls_server_ctx_describe(const struct smtp_tls_server_ctx *ctx)
+{
+	return ctx->describe;
+}
+
+struct smtp_tls *smtp_tls_accept(struct smtp_tls_server_ctx *ctx, char *err, size_t errlen)
+{
+	struct smtp_tls *t = calloc(1, sizeof(*t));
+
+	if (!t) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	t->server = true;
+	t->verify_error = X509_V_OK;
+	ERR_clear_error();
+	t->ssl = SSL_new(ctx->ssl_ctx);
+	if (!t->ssl) {
+		set_err(err, errlen, "SSL_new");
+		goto fail;
+	}
+	t->rbio = BIO_new(BIO_s_mem());
+	t->wbio = BIO_new(BIO_s_mem());
+	if (!t->rbio || !t->wbio) {
+		BIO_free(t->rbio);
+		BIO_free(t->wbio);
+		set_err(err, errlen, "BIO_new");
+		goto fail;
+	}
+	BIO_set_mem_eof_return(t->rbio, -1);
+	SSL_set_bio(t->ssl, t->rbio, t->wbio);
+	SSL_set_accept_state(t->ssl);
+	return t;
+fail:
+	smtp_tls_free(t);
+	return NULL;
 }

@@ -1,5 +1,6 @@
-/* STARTTLS client side with OpenSSL on memory BIOs: ciphertext in and out as
- * bytes, certificate verification against the MX name, RFC 8460 result types. */
+/* TLS with OpenSSL on memory BIOs, ciphertext in and out as bytes: the
+ * STARTTLS client (certificate verification against the MX name, RFC 8460
+ * result types) and the server of the submission listeners. */
 #ifndef STSRELAY_SMTP_TLS_H
 #define STSRELAY_SMTP_TLS_H
 
@@ -164,5 +165,33 @@ long smtp_tls_verify_error(const struct smtp_tls *t);
 /* The mapping used above, exposed for tests: X509_V_ERR_* -> result type
  * (X509_V_OK -> SUCCESS). */
 enum smtp_tls_result smtp_tls_result_type_for(long x509_error);
+
+/*
+ * Server side (submission_listen STARTTLS, smtps_listen): the same
+ * struct smtp_tls and the same feed/take/handshake/read/write/shutdown
+ * calls as above, made by smtp_tls_accept() instead of smtp_tls_new(). No
+ * client certificate is asked for: verified() is false, result_type()
+ * SUCCESS, and reason() after a failed handshake holds OpenSSL's error.
+ *
+ * Ownership differs from the client's: a server ctx may be freed while
+ * connections made from it are still open (each holds OpenSSL's own
+ * reference to the certificate), which is how a reload swaps certificates
+ * without dropping sessions.
+ */
+struct smtp_tls_server_ctx;
+
+/* TLS >= 1.2 server context presenting cert_file (PEM: the leaf, then its
+ * chain) with key_file (PEM private key), which must match it; no
+ * renegotiation; the server's cipher order. Reads both files: call it off
+ * the event loop once the daemon runs. NULL with a reason in err. */
+struct smtp_tls_server_ctx *smtp_tls_server_ctx_new(const char *cert_file, const char *key_file,
+						    char *err, size_t errlen);
+void smtp_tls_server_ctx_free(struct smtp_tls_server_ctx *ctx);
+/* "CN=mail.example.org, not after 2027-03-01" of the leaf, for logs. */
+const char *smtp_tls_server_ctx_describe(const struct smtp_tls_server_ctx *ctx);
+
+/* One accepted connection, waiting for the client's hello. NULL with a
+ * reason in err. Freed with smtp_tls_free(). */
+struct smtp_tls *smtp_tls_accept(struct smtp_tls_server_ctx *ctx, char *err, size_t errlen);
 
 #endif

@@ -2,9 +2,12 @@
  * that the unit runs before every start and reload: FILE:LINE: reason lines, exit 0 or 78. */
 #include "relay/cli/cli.h"
 #include "relay/cli/commands.h"
+#include "relay/core/authfile.h"
+#include "relay/core/fs.h"
 #include "relay/core/tls_policy.h"
 #include "relay/daemon/relay.h"
 #include "smtp/tls.h"
+#include "smtp/users.h"
 #include "sts/tlsrpt/dkim.h"
 
 #include <errno.h>
@@ -282,6 +285,69 @@ static void check_dkim_key(struct checker *c)
 		       c->cfg->dkim_key_file, (unsigned)(st.st_mode & 07777));
 }
 
+/* relayhost_auth_file as serve reads it (mode, one user:password line);
+ * whether `user` can read it is check_readable_as_user()'s. */
+static void check_relayhost_auth(struct checker *c)
+{
+	struct authfile_cred cred;
+	char err[768];
+
+	if (c->cfg->relayhost_auth_file[0] == '\0')
+		return;
+	if (c->cfg->relayhost[0] == '\0')
+		report(c, false, "relayhost_auth_file",
+		       "relayhost_auth_file is set but relayhost is not: it is not used");
+	if (authfile_load(c->cfg->relayhost_auth_file, &cred, err, sizeof(err)) != 0)
+		report(c, true, "relayhost_auth_file", "relayhost_auth_file %s", err);
+	authfile_wipe(&cred);
+}
+
+/* The submission listeners' certificate and users, loaded as serve loads
+ * them: the certificate and key must load and match, auth_users_file must
+ * parse (missing: a warning, nobody could authenticate). */
+static void check_submission(struct checker *c)
+{
+	const struct config *cfg = c->cfg;
+	struct smtp_tls_server_ctx *ctx;
+	struct smtp_users *users = NULL;
+	struct stat st;
+	char err[1200], *text = NULL;
+	size_t len = 0;
+
+	if (!config_submission_on(cfg))
+		return;
+	ctx = smtp_tls_server_ctx_new(cfg->tls_cert_file, cfg->tls_key_file, err, sizeof(err));
+	if (ctx == NULL)
+		report(c, true, strstr(err, "tls_key_file") ? "tls_key_file" : "tls_cert_file",
+		       "%s", err);
+	smtp_tls_server_ctx_free(ctx);
+	if (stat(cfg->tls_key_file, &st) == 0 && (st.st_mode & S_IROTH))
+		report(c, false, "tls_key_file",
+		       "tls_key_file %s is readable by every user (mode %04o): chmod o-r",
+		       cfg->tls_key_file, (unsigned)(st.st_mode & 07777));
+	if (core_fs_read_file(cfg->auth_users_file, SMTP_USERS_FILE_MAX, &text, &len) != 0) {
+		if (errno == ENOENT)
+			report(c, false, "auth_users_file",
+			       "auth_users_file %s does not exist: nobody can authenticate on "
+			       "submission_listen/smtps_listen (stsrelay user add NAME)",
+			       cfg->auth_users_file);
+		else
+			report(c, true, "auth_users_file", "auth_users_file %s: %s",
+			       cfg->auth_users_file,
+			       errno == EFBIG ? "larger than 4 MiB" : strerror(errno));
+		return;
+	}
+	if (smtp_users_parse(text, len, cfg->auth_users_file, &users, err, sizeof(err)) != 0)
+		report(c, true, "auth_users_file", "auth_users_file %s", err);
+	smtp_users_unref(users);
+	explicit_bzero(text, len);
+	free(text);
+	if (stat(cfg->auth_users_file, &st) == 0 && (st.st_mode & S_IROTH))
+		report(c, false, "auth_users_file",
+		       "auth_users_file %s is readable by every user (mode %04o): chmod o-r",
+		       cfg->auth_users_file, (unsigned)(st.st_mode & 07777));
+}
+
 /* RFC 8460 §3: receivers ignore reports not signed by the reporting
  * domain. The daemon only warns at start; here it is an error. */
 static void check_dkim_domain(struct checker *c)
@@ -292,20 +358,33 @@ static void check_dkim_domain(struct checker *c)
 		report(c, true, "dkim_domain", "%s", why);
 }
 
-/* serve reads ca_file and dkim_key_file after it has become `user`: try
+/* serve reads ca_file, dkim_key_file, relayhost_auth_file and the
+ * submission files after it has become `user` (the certificate and the users again at every SIGHUP): try
  * them as that user (a child process that switches for good), so a key
- * left 0600 root is found now rather than at the first report. */
+ * left 0600 root is found now rather than at the first report or reload. */
+#define NREADABLE 7
 static int check_readable_as_user(struct checker *c)
 {
 	/* tls_policy_file too: SIGHUP re-reads it as that user. */
-	const char *paths[3] = { c->cfg->ca_file, c->cfg->dkim_key_file, c->cfg->tls_policy_file };
-	const char *keys[3] = { "ca_file", "dkim_key_file", "tls_policy_file" };
-	int errs[3] = { 0, 0, 0 }, fds[2], status, i;
+	bool sub = config_submission_on(c->cfg);
+	const char *paths[NREADABLE] = { c->cfg->ca_file,
+					 c->cfg->dkim_key_file,
+					 sub ? c->cfg->tls_cert_file : "",
+					 sub ? c->cfg->tls_key_file : "",
+					 sub ? c->cfg->auth_users_file : "",
+					 c->cfg->relayhost_auth_file,
+					 c->cfg->tls_policy_file };
+	const char *keys[NREADABLE] = { "ca_file",        "dkim_key_file",   "tls_cert_file",
+					"tls_key_file",   "auth_users_file", "relayhost_auth_file",
+					"tls_policy_file" };
+	int errs[NREADABLE] = { 0 }, fds[2], status, i;
+	bool any = false;
 	ssize_t got = 0, n;
 	pid_t pid;
 
-	if (!c->have_user || getuid() != 0 || c->uid == 0 ||
-	    (!paths[0][0] && !paths[1][0] && !paths[2][0]))
+	for (i = 0; i < NREADABLE; i++)
+		any = any || paths[i][0] != '\0';
+	if (!c->have_user || getuid() != 0 || c->uid == 0 || !any)
 		return 0;
 	if (pipe2(fds, O_CLOEXEC) != 0) {
 		fprintf(stderr, "%s: pipe: %s\n", PROG, strerror(errno));
@@ -327,10 +406,11 @@ static int check_readable_as_user(struct checker *c)
 		    setuid(c->uid) != 0) {
 			code = 1;
 		} else {
-			for (i = 0; i < 3; i++) {
+			for (i = 0; i < NREADABLE; i++) {
 				int fd = paths[i][0] ? open(paths[i], O_RDONLY | O_CLOEXEC) : -2;
 
-				errs[i] = fd == -1 ? errno : 0;
+				/* a users file that does not exist is reported above */
+				errs[i] = fd == -1 && !(i == 4 && errno == ENOENT) ? errno : 0;
 				if (fd >= 0)
 					close(fd);
 			}
@@ -360,7 +440,7 @@ static int check_readable_as_user(struct checker *c)
 		       c->cfg->user);
 		return 0;
 	}
-	for (i = 0; i < 3; i++)
+	for (i = 0; i < NREADABLE; i++)
 		if (errs[i] != 0)
 			report(c, true, keys[i], "%s %s is not readable by user %s: %s", keys[i],
 			       paths[i], c->cfg->user, strerror(errs[i]));
@@ -380,9 +460,12 @@ static const char check_help[] =
 	"usage: stsrelay check [-c FILE]\n"
 	"\n"
 	"Tests the configuration the way `stsrelay serve` would use it: the file's\n"
-	"syntax, the spool directory, the user, the group " RELAY_DROP_GROUP ", ca_file\n"
-	"and the DKIM key (also whether `user` can read them). Problems are printed\n"
-	"as FILE:LINE: reason (warnings as FILE:LINE: warning: reason) on stderr.\n"
+	"syntax, the spool directory, the user, the group " RELAY_DROP_GROUP ", ca_file,\n"
+	"the DKIM key, relayhost_auth_file, and with submission_listen/smtps_listen\n"
+	"the certificate (tls_cert_file and tls_key_file load and match) and\n"
+	"auth_users_file (also whether `user` can read them all). Problems are\n"
+	"printed as FILE:LINE: reason (warnings as FILE:LINE: warning: reason) on\n"
+	"stderr.\n"
 	"  -c FILE     configuration file (else $STSRELAY_CONF, else\n"
 	"              " CONFIG_DEFAULT_PATH ")\n"
 	"  -h, --help  this text\n"
@@ -427,6 +510,8 @@ int cmd_conf_check(int argc, char **argv)
 	check_tls_policy_file(&c);
 	check_dkim_key(&c);
 	check_dkim_domain(&c);
+	check_relayhost_auth(&c);
+	check_submission(&c);
 	check_hostname(&c);
 	if (check_readable_as_user(&c) != 0)
 		ex = EX_OSERR;

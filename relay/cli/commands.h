@@ -11,5 +11,6 @@ int cmd_queue(int argc, char **argv);      /* relay/cli/queue_cmd.c */
 int cmd_sts(int argc, char **argv);        /* relay/cli/sts_cmd.c */
 int cmd_tlsrpt(int argc, char **argv);     /* relay/cli/tlsrpt_cmd.c */
 int cmd_conf_check(int argc, char **argv); /* relay/cli/check_cmd.c: the configuration test */
+int cmd_user(int argc, char **argv);       /* relay/cli/user_cmd.c: auth_users_file */
 
 #endif

@@ -16,6 +16,7 @@ static void usage(FILE *f)
 	      "       stsrelay sts check DOMAIN [--json] [--probe] [--update-cache] | sts cache [--json]\n"
 	      "       stsrelay tlsrpt show [--day YYYY-MM-DD] [--json] | tlsrpt send [--day YYYY-MM-DD]\n"
 	      "       stsrelay tlsrpt dkim-keygen [--selector S] [--out PATH] [--force]\n"
+	      "       stsrelay user add NAME [--sender PATTERN]... | user del NAME | user list [--json]\n"
 	      "       stsrelay --version | -V\n"
 	      "Every subcommand takes -c FILE (else $STSRELAY_CONF, else /etc/stsrelay/stsrelay.conf)\n"
 	      "and --help. Exit codes follow sysexits.h; see stsrelay(8).\n",
@@ -30,7 +31,7 @@ int main(int argc, char **argv)
 	} cmds[] = {
 		{ "serve", cmd_serve },      { "sendmail", cmd_sendmail }, { "queue", cmd_queue },
 		{ "mailq", cmd_mailq },      { "sts", cmd_sts },           { "tlsrpt", cmd_tlsrpt },
-		{ "check", cmd_conf_check },
+		{ "check", cmd_conf_check }, { "user", cmd_user },
 	};
 	const char *base = strrchr(argv[0], '/');
 	size_t i;

@@ -1,5 +1,6 @@
-/* Base64 encoding (RFC 4648 §4, with padding) into a caller's fixed buffer,
- * for MIME bodies, DKIM tags and RFC 2047 encoded words. */
+/* Base64 (RFC 4648 §4, with padding) into a caller's fixed buffer: encoding
+ * for MIME bodies, DKIM tags and RFC 2047 encoded words; strict decoding for
+ * SASL responses (RFC 4954). */
 #ifndef STSRELAY_CORE_B64_H
 #define STSRELAY_CORE_B64_H
 
@@ -14,5 +15,13 @@ size_t core_b64_len(size_t n);
  * number of characters written (core_b64_len(n)), or -1 with nothing
  * written if outsize is smaller than that plus one. */
 ssize_t core_b64_encode(const void *in, size_t n, char *out, size_t outsize);
+
+/* Decodes n characters of canonical base64 (the alphabet above, padding to
+ * a multiple of 4, no blanks or line breaks, the bits after the last byte
+ * zero) into out. Returns the number of bytes written, or -1 with nothing
+ * promised about out when the text is not canonical base64 or the result
+ * would not fit in outsize bytes. "" decodes to 0 bytes. */
+ssize_t core_b64_decode(const char *in, size_t n, void *out, size_t outsize)
+	__attribute__((warn_unused_result));
 
 #endif

@@ -832,6 +832,135 @@ static int set_user(struct config *c, const char *v, char *why, size_t whylen)
 	return 0;
 }
 
+/* An all-digit top label: an IPv4 address, not a host name. */
+static int numeric_top_label(const char *name)
+{
+	const char *top = strrchr(name, '.');
+
+	top = top != NULL ? top + 1 : name;
+	return strspn(top, "0123456789") == strlen(top);
+}
+
+/* "[host]:port", "[host]", "host:port" or "host": a DNS name (never an
+ * address: TLS to the relay host is verified against its name). Brackets
+ * mean no MX lookup (Postfix). Port 465 is implicit TLS, as RFC 8314 §3.3
+ * assigns it to submission over TLS; every other port speaks STARTTLS. */
+static int set_relayhost(struct config *c, const char *v, char *why, size_t whylen)
+{
+	char host[sizeof(c->relayhost)];
+	const char *end, *port = NULL;
+	uint64_t pv = 25;
+	bool bracket = v[0] == '[';
+	size_t n, i;
+
+	if (v[0] == '\0') {
+		c->relayhost[0] = '\0';
+		c->relayhost_port = 0;
+		c->relayhost_mx = c->relayhost_implicit_tls = false;
+		return 0;
+	}
+	if (bracket) {
+		end = strchr(v, ']');
+		if (end == NULL) {
+			snprintf(why, whylen, "missing ']'");
+			return -1;
+		}
+		v++;
+		if (end[1] == ':')
+			port = end + 2;
+		else if (end[1] != '\0')
+			goto bad;
+	} else {
+		end = strchr(v, ':');
+		if (end != NULL)
+			port = end + 1;
+		else
+			end = v + strlen(v);
+	}
+	n = (size_t)(end - v);
+	if (n >= sizeof(host))
+		goto bad;
+	memcpy(host, v, n);
+	host[n] = '\0';
+	if (n > 0 && host[n - 1] == '.')
+		host[--n] = '\0';
+	for (i = 0; i < n; i++)
+		host[i] = (char)((host[i] >= 'A' && host[i] <= 'Z') ? host[i] - 'A' + 'a'
+								    : host[i]);
+	if (!valid_dns_name(host) || numeric_top_label(host))
+		goto bad;
+	if (port != NULL && parse_uint_range(port, 1, 65535, &pv) < 0) {
+		snprintf(why, whylen, "port must be a number from 1 to 65535");
+		return -1;
+	}
+	copy_str(c->relayhost, sizeof(c->relayhost), host);
+	c->relayhost_port = (uint16_t)pv;
+	c->relayhost_mx = !bracket;
+	c->relayhost_implicit_tls = pv == 465;
+	return 0;
+bad:
+	snprintf(why, whylen,
+		 "must be [host]:port, [host], host:port or host, with a host name (not an "
+		 "address: TLS is verified against the name)");
+	return -1;
+}
+
+static int set_relayhost_auth_file(struct config *c, const char *v, char *why, size_t whylen)
+{
+	return set_path(c->relayhost_auth_file, sizeof(c->relayhost_auth_file), v, why, whylen);
+}
+
+static int set_submission_listen(struct config *c, const char *v, char *why, size_t whylen)
+{
+	return parse_addr_list(v, 587, c->submission_listen, CONFIG_MAX_LISTEN,
+			       &c->nsubmission_listen, why, whylen);
+}
+
+static int set_smtps_listen(struct config *c, const char *v, char *why, size_t whylen)
+{
+	return parse_addr_list(v, 465, c->smtps_listen, CONFIG_MAX_LISTEN, &c->nsmtps_listen, why,
+			       whylen);
+}
+
+static int set_tls_cert_file(struct config *c, const char *v, char *why, size_t whylen)
+{
+	return set_path(c->tls_cert_file, sizeof(c->tls_cert_file), v, why, whylen);
+}
+
+static int set_tls_key_file(struct config *c, const char *v, char *why, size_t whylen)
+{
+	return set_path(c->tls_key_file, sizeof(c->tls_key_file), v, why, whylen);
+}
+
+static int set_auth_users_file(struct config *c, const char *v, char *why, size_t whylen)
+{
+	return set_path(c->auth_users_file, sizeof(c->auth_users_file), v, why, whylen);
+}
+
+/* Postfix's spelling of booleans. */
+static int set_bool(bool *dst, const char *v, char *why, size_t whylen)
+{
+	if (strcmp(v, "yes") == 0)
+		*dst = true;
+	else if (strcmp(v, "no") == 0)
+		*dst = false;
+	else {
+		snprintf(why, whylen, "must be yes or no");
+		return -1;
+	}
+	return 0;
+}
+
+static int set_received_show_auth(struct config *c, const char *v, char *why, size_t whylen)
+{
+	return set_bool(&c->received_show_auth, v, why, whylen);
+}
+
+static int set_max_sessions_per_ip(struct config *c, const char *v, char *why, size_t whylen)
+{
+	return set_unsigned(&c->max_sessions_per_ip, v, 1, MAX_SESSIONS, why, whylen);
+}
+
 enum key_flags {
 	KEY_EMPTY_OK = 1,  /* "key =" is meaningful (means: unset/none) */
 	KEY_NO_BLANKS = 2, /* a value with inner blanks is a mistake */
@@ -873,6 +1002,15 @@ static const struct key_def keys[] = {
 	{ "alias_root", set_alias_root, KEY_EMPTY_OK | KEY_NO_BLANKS },
 	{ "dane", set_dane, KEY_NO_BLANKS },
 	{ "tls_policy_file", set_tls_policy_file, KEY_EMPTY_OK },
+	{ "relayhost", set_relayhost, KEY_EMPTY_OK | KEY_NO_BLANKS },
+	{ "relayhost_auth_file", set_relayhost_auth_file, KEY_EMPTY_OK },
+	{ "submission_listen", set_submission_listen, KEY_EMPTY_OK },
+	{ "smtps_listen", set_smtps_listen, KEY_EMPTY_OK },
+	{ "tls_cert_file", set_tls_cert_file, KEY_EMPTY_OK },
+	{ "tls_key_file", set_tls_key_file, KEY_EMPTY_OK },
+	{ "auth_users_file", set_auth_users_file, 0 },
+	{ "received_show_auth", set_received_show_auth, KEY_NO_BLANKS },
+	{ "max_sessions_per_ip", set_max_sessions_per_ip, KEY_NO_BLANKS },
 };
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 _Static_assert(NKEYS <= CONFIG_MAX_KEYS, "raise CONFIG_MAX_KEYS in config.h");
@@ -928,6 +1066,50 @@ void config_defaults(struct config *cfg)
 	cfg->tlsrpt_retention_s = 14 * 86400;
 	cfg->log_format = CONFIG_LOG_TEXT;
 	cfg->log_target = CONFIG_LOG_TARGET_AUTO;
+	copy_str(cfg->auth_users_file, sizeof(cfg->auth_users_file), CONFIG_DEFAULT_USERS);
+	cfg->max_sessions_per_ip = 50; /* Postfix's smtpd_client_connection_count_limit */
+}
+
+bool config_submission_on(const struct config *cfg)
+{
+	return cfg->nsubmission_listen > 0 || cfg->nsmtps_listen > 0;
+}
+
+/* The three listen keys bind sockets of one process: an address in two of
+ * them would fail at bind time with a less helpful message. 0, or -1 with
+ * the line and reason. */
+static int check_listen_overlap(const struct config *c, const unsigned *seen_line, unsigned *line,
+				char *reason, size_t rlen)
+{
+	const struct {
+		const char *key;
+		const struct config_addr *a;
+		size_t n;
+	} lists[] = {
+		{ "listen", c->listen, c->nlisten },
+		{ "submission_listen", c->submission_listen, c->nsubmission_listen },
+		{ "smtps_listen", c->smtps_listen, c->nsmtps_listen },
+	};
+	size_t i, j, x, y;
+
+	for (i = 0; i < 3; i++)
+		for (j = i + 1; j < 3; j++)
+			for (x = 0; x < lists[i].n; x++)
+				for (y = 0; y < lists[j].n; y++) {
+					const struct config_addr *a = &lists[i].a[x],
+								 *b = &lists[j].a[y];
+
+					if (a->salen != b->salen ||
+					    memcmp(&a->sa, &b->sa, a->salen) != 0)
+						continue;
+					*line = seen_line[key_index(lists[j].key)];
+					if (*line == 0)
+						*line = seen_line[key_index(lists[i].key)];
+					snprintf(reason, rlen, "address %s:%u is in both %s and %s",
+						 a->host, a->port, lists[i].key, lists[j].key);
+					return -1;
+				}
+	return 0;
 }
 
 /* Quotes a value for an error message: cut to CONFIG_SHOW_MAX bytes, and
@@ -1130,6 +1312,32 @@ int config_parse(struct config *cfg, const char *buf, size_t len, const char *fn
 			set_err(err, errlen, fname, dkim_line,
 				"'dkim_domain', 'dkim_selector' and 'dkim_key_file' must be "
 				"set all together or not at all");
+			return -1;
+		}
+	}
+	/* Submission is TLS-only (AUTH never in plaintext): no listener
+	 * without a certificate, and a certificate comes with its key. */
+	{
+		size_t ic = key_index("tls_cert_file"), ik = key_index("tls_key_file");
+		unsigned sline = seen_line[key_index("submission_listen")];
+
+		if (sline == 0)
+			sline = seen_line[key_index("smtps_listen")];
+		if (config_submission_on(&c) &&
+		    (c.tls_cert_file[0] == '\0' || c.tls_key_file[0] == '\0')) {
+			set_err(err, errlen, fname, sline,
+				"submission_listen and smtps_listen need tls_cert_file and "
+				"tls_key_file (AUTH is offered only over TLS)");
+			return -1;
+		}
+		if ((c.tls_cert_file[0] == '\0') != (c.tls_key_file[0] == '\0')) {
+			set_err(err, errlen, fname,
+				seen_line[ic] > seen_line[ik] ? seen_line[ic] : seen_line[ik],
+				"'tls_cert_file' and 'tls_key_file' must be set together");
+			return -1;
+		}
+		if (check_listen_overlap(&c, seen_line, &sline, reason, sizeof(reason)) != 0) {
+			set_err(err, errlen, fname, sline, reason);
 			return -1;
 		}
 	}

@@ -14,7 +14,8 @@
 #define CONFIG_MAX_RETRY 32
 #define CONFIG_PATH_MAX 1024
 #define CONFIG_DEFAULT_PATH "/etc/stsrelay/stsrelay.conf"
-#define CONFIG_MAX_KEYS 64 /* room for every key of the table in config.c */
+#define CONFIG_DEFAULT_USERS "/etc/stsrelay/users" /* auth_users_file */
+#define CONFIG_MAX_KEYS 64                         /* room for every key of the table in config.c */
 
 /* tls_default for domains without a policy: opportunistic (also spelt
  * may-plain) = STARTTLS when offered, unverified, else plaintext; encrypt =
@@ -75,10 +76,35 @@ struct config {
 	char alias_root[256];                  /* "": local recipients are refused */
 	bool dane;                             /* DANE (RFC 7672) for MX hosts with TLSA records */
 	char tls_policy_file[CONFIG_PATH_MAX]; /* "": no per-domain levels */
+	/* relayhost (DESIGN "Remote submission"): "" = deliver to each
+	 * domain's MX. "[host]:port" = that host's A/AAAA (no MX lookup),
+	 * "host:port" = the MX hosts of host (Postfix's notation); port 25 when
+	 * omitted; port 465 means implicit TLS (RFC 8314), any other STARTTLS.
+	 * The name is lower case, without brackets or a trailing dot. */
+	char relayhost[256];
+	uint16_t relayhost_port;
+	bool relayhost_mx;                         /* written without brackets: look up its MX */
+	bool relayhost_implicit_tls;               /* port 465 */
+	char relayhost_auth_file[CONFIG_PATH_MAX]; /* "": no AUTH to the relay host */
+	/* Remote submission (RFC 6409 STARTTLS, RFC 8314 implicit TLS), AUTH
+	 * against auth_users_file; a listen list may be empty (off). Both need
+	 * tls_cert_file and tls_key_file (config_parse checks). */
+	struct config_addr submission_listen[CONFIG_MAX_LISTEN];
+	size_t nsubmission_listen;
+	struct config_addr smtps_listen[CONFIG_MAX_LISTEN];
+	size_t nsmtps_listen;
+	char tls_cert_file[CONFIG_PATH_MAX]; /* PEM leaf + chain */
+	char tls_key_file[CONFIG_PATH_MAX];
+	char auth_users_file[CONFIG_PATH_MAX];
+	bool received_show_auth;      /* name the AUTH user in Received: */
+	unsigned max_sessions_per_ip; /* submission sessions per client address */
 	/* Line of each key in the file last parsed (0: not set there, the
 	 * default applies), indexed like the key table; see config_key_line(). */
 	unsigned key_line[CONFIG_MAX_KEYS];
 };
+
+/* True when submission_listen or smtps_listen names an address. */
+bool config_submission_on(const struct config *cfg);
 
 /* Fills every field with its default (hostname from gethostname()). */
 void config_defaults(struct config *cfg);

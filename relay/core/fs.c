@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 int core_fs_write_all(int fd, const void *buf, size_t len, size_t *written)
@@ -121,6 +122,78 @@ int core_fs_write_atomic(const char *dir, const char *name, const void *buf, siz
 	rc = core_fs_write_atomic_at(dfd, tmp, dfd, name, buf, len, mode);
 	e = errno;
 	close(dfd);
+	errno = e;
+	return rc;
+}
+
+int core_fs_read_fd(int fd, size_t max, char **out, size_t *len)
+{
+	size_t cap = 4096, n = 0;
+	char *buf = NULL;
+	int e;
+
+	*out = NULL;
+	*len = 0;
+	if (max >= (size_t)SSIZE_MAX) {
+		errno = EINVAL;
+		return -1;
+	}
+	for (;;) {
+		ssize_t r;
+
+		if (n == cap - 1 || buf == NULL) {
+			char *nb;
+
+			if (buf != NULL) {
+				if (cap > max + 1) {
+					e = EFBIG;
+					goto fail;
+				}
+				cap *= 2;
+			}
+			nb = realloc(buf, cap);
+			if (nb == NULL) {
+				e = ENOMEM;
+				goto fail;
+			}
+			buf = nb;
+		}
+		r = read(fd, buf + n, cap - 1 - n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			e = errno;
+			goto fail;
+		}
+		if (r == 0)
+			break;
+		n += (size_t)r;
+		if (n > max) {
+			e = EFBIG;
+			goto fail;
+		}
+	}
+	buf[n] = '\0';
+	*out = buf;
+	*len = n;
+	return 0;
+fail:
+	free(buf);
+	errno = e;
+	return -1;
+}
+
+int core_fs_read_file(const char *path, size_t max, char **out, size_t *len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC), rc, e;
+
+	*out = NULL;
+	*len = 0;
+	if (fd < 0)
+		return -1;
+	rc = core_fs_read_fd(fd, max, out, len);
+	e = errno;
+	close(fd);
 	errno = e;
 	return rc;
 }

@@ -1,5 +1,6 @@
 /* Durable file writes shared by the queue, the policy cache and TLS-RPT:
- * complete writes, EINTR-safe fsync, directory fsync and atomic replacement. */
+ * complete writes, EINTR-safe fsync, directory fsync and atomic replacement;
+ * and bounded whole-file reads. */
 #ifndef STSRELAY_CORE_FS_H
 #define STSRELAY_CORE_FS_H
 
@@ -51,5 +52,14 @@ int core_fs_write_atomic_nodirsync_at(int tmp_dirfd, const char *tmp_name, int d
  * suffix). ENAMETOOLONG if that name does not fit. */
 int core_fs_write_atomic(const char *dir, const char *name, const void *buf, size_t len,
 			 mode_t mode) __attribute__((warn_unused_result));
+
+/* Reads all of the open file fd (from its current offset) into a new
+ * buffer of *len bytes plus a NUL (free it; *out is NULL on failure). A
+ * file longer than max bytes fails with EFBIG. */
+int core_fs_read_fd(int fd, size_t max, char **out, size_t *len)
+	__attribute__((warn_unused_result));
+/* The same by path (opened read-only, close-on-exec). */
+int core_fs_read_file(const char *path, size_t max, char **out, size_t *len)
+	__attribute__((warn_unused_result));
 
 #endif

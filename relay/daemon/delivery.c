@@ -97,6 +97,11 @@ struct delivery {
 	const struct dns_mx_host *cur_host; /* the candidate being tried (in mx) */
 	const struct sockaddr_storage *cur_addr;
 
+	/* relayhost: every recipient goes to that next hop, whose name is the
+	 * policy domain (RFC 8461 §3.4) in domain[] */
+	bool relay;
+	uint16_t port; /* smtp_port, or relayhost's port */
+
 	/* TLS demands for this domain */
 	enum tls_level level; /* tls_policy_file's, else from tls_default */
 	bool level_listed;    /* the domain is in tls_policy_file */
@@ -465,6 +470,8 @@ static void tls_to_client(struct conn *c, bool ok)
 	char reason[512];
 
 	if (ok) {
+		/* AUTH is sent only on a session the driver vouches for */
+		smtp_client_tls_verified(c->client, c->in->tls_verified);
 		smtp_client_tls_done(c->client, true, NULL);
 		return;
 	}
@@ -646,6 +653,11 @@ static bool pool_fits(const struct conn *c, const struct delivery *d, const char
 	if (strcasecmp(c->domain, d->domain) != 0 || strcasecmp(c->in->host, host) != 0 ||
 	    strcmp(c->in->ip, ip) != 0 || c->in->port != port)
 		return false;
+	/* relayhost with credentials: a session that has not authenticated
+	 * (made before a reload added them) is not taken */
+	if (d->relay && d->dc->r->relayhost_auth.set &&
+	    !smtp_client_result(c->client)->authenticated)
+		return false;
 	if (d->host_dane)
 		/* the host's TLSA records checked it (they were looked up again
 		 * for this delivery and still are usable) */
@@ -742,11 +754,11 @@ static enum smtp_tls_result conn_tls_verdict(struct conn *c, const struct smtp_c
 		record_session(d, rt, c->in->host, c->in->ip, c->in->local_ip,
 			       rt != SMTP_TLS_RESULT_SUCCESS ? reason : NULL);
 	}
-	/* Only when the session went on: a failed DANE check, or no TLS under
-	 * a listed level that requires it, closed it, and the delivery line
-	 * says so. */
+	/* Only when the session went on: TLS demanded anyway (a relay host,
+	 * level verify), a failed DANE check, or no TLS under a listed level
+	 * that requires it closed it, and the delivery line says so. */
 	if (sts_result != SMTP_TLS_RESULT_SUCCESS && d->decision == STS_DECISION_TESTING &&
-	    !c->dane && !(level == SMTP_TLS_REQUIRE && !c->in->tls_up))
+	    !d->tls_verify && !c->dane && !(level == SMTP_TLS_REQUIRE && !c->in->tls_up))
 		log_msg(LOG_LVL_INFO, d->qid,
 			"%s: TLS check failed with %s (testing: delivery goes on), sts=%s, "
 			"sts_result=%s%s%s",
@@ -836,6 +848,16 @@ static void client_config(struct delivery *d, struct conn *c, const char *peer,
 	cc->keep_open = true;
 	/* BODY=8BITMIME, or no MAIL to an MX without 8BITMIME (smtp/client.h) */
 	cc->eight_bit = (d->flags & QUEUE_F_8BITMIME) != 0;
+	if (d->relay) {
+		const struct relay *r = d->dc->r;
+
+		/* apply_policy() made the level REQUIRE with verification */
+		cc->implicit_tls = r->cfg.relayhost_implicit_tls;
+		if (r->relayhost_auth.set) {
+			cc->auth_user = r->relayhost_auth.user;
+			cc->auth_password = r->relayhost_auth.password;
+		}
+	}
 }
 
 /* Takes an idle connection for d's current candidate, if one fits. 0: the
@@ -844,7 +866,7 @@ static int conn_reuse(struct delivery *d, const char *ip)
 {
 	struct smtp_client_config cc;
 	const char *cerr = NULL;
-	struct conn *c = pool_take(d, d->cur_host->name, ip, d->dc->r->cfg.smtp_port);
+	struct conn *c = pool_take(d, d->cur_host->name, ip, d->port);
 
 	if (c == NULL)
 		return -1;
@@ -879,7 +901,7 @@ static void conn_start(struct delivery *d, const struct dns_mx_host *h,
 	struct smtp_client_config cc;
 	struct conn *c;
 	const char *cerr = NULL;
-	uint16_t port = dc->r->cfg.smtp_port;
+	uint16_t port = d->port;
 	char ip[SMTP_CONN_IP_MAX] = "", peer[DNS_NAME_MAX + SMTP_CONN_IP_MAX + 4];
 
 	d->cur_host = h;
@@ -1326,6 +1348,17 @@ static void on_recheck(void *arg, struct sts_verdict *v)
 
 /* ---- policy and MX resolution ---- */
 
+/* DESIGN: TLS to a relay host is always verified against its name,
+ * whatever its policy says (a policy can only add the MX name check). */
+static void relay_tls(struct delivery *d)
+{
+	if (!d->relay)
+		return;
+	d->tls_level = SMTP_TLS_REQUIRE;
+	d->tls_verify = true;
+	d->check_tls = true;
+}
+
 /* The TLS demands of DESIGN.md for the verdict in d->verdict. */
 /* The demands of a level alone (before MTA-STS and DANE tighten them). */
 static void level_demands(struct delivery *d, enum tls_level l)
@@ -1360,7 +1393,9 @@ static void apply_policy(struct delivery *d)
 		 * §5.3.1 and RFC 8689 §5 want it delivered despite the very TLS
 		 * failures it reports: no MTA-STS, no DANE, no tls_policy_file
 		 * level (nor tls_default = verify), STARTTLS when offered, any
-		 * certificate, plaintext otherwise. */
+		 * certificate, plaintext otherwise. To a relay host it still goes
+		 * over verified TLS (below): that hop is our own configuration,
+		 * and it may carry credentials. */
 		d->decision = STS_DECISION_NONE;
 		snprintf(d->result.sts, sizeof(d->result.sts), "none tls_required=no");
 		d->level = TLS_LEVEL_MAY;
@@ -1369,6 +1404,7 @@ static void apply_policy(struct delivery *d)
 		d->tls_verify = false;
 		d->check_tls = false;
 		d->dane_on = d->dane_required = false;
+		relay_tls(d);
 		return;
 	}
 	d->level_listed = !is_literal(d->domain) &&
@@ -1407,6 +1443,7 @@ static void apply_policy(struct delivery *d)
 		level_demands(d, d->level);
 		break;
 	}
+	relay_tls(d);
 }
 
 static void on_mx(struct dns_mx_result *res, void *arg)
@@ -1419,6 +1456,22 @@ static void on_mx(struct dns_mx_result *res, void *arg)
 	d->mx = res;
 	if (d->aborted || res->status == DNS_CANCELLED) {
 		end_aborted(d);
+		return;
+	}
+	if (res->status == DNS_OK) {
+		next_candidate(d);
+		return;
+	}
+	if (d->relay) {
+		/* The relay host is our configuration, not the recipients'
+		 * domain: nothing about its name is a reason to bounce. */
+		snprintf(text, sizeof(text),
+			 "Host or domain name not found. Name service error for relayhost "
+			 "name=%s type=%s: %s",
+			 d->domain, d->dc->r->cfg.relayhost_mx ? "MX" : "A", why);
+		settle_all(d, DELIVERY_DEFER, res->status == DNS_TEMPFAIL ? "4.4.3" : "4.4.4", text,
+			   NULL, NULL, NULL, SMTP_TLS_RESULT_SUCCESS);
+		delivery_enter(d, D_DONE);
 		return;
 	}
 	switch (res->status) {
@@ -1507,7 +1560,10 @@ static void delivery_enter(struct delivery *d, enum dstage next)
 		delivery_enter(d, D_MX);
 		return;
 	case D_MX:
-		if (dns_resolve_mx(d->dc->dns, d->domain, on_mx, d, &d->dq) != 0) {
+		/* relayhost = [host]: that host's addresses, no MX lookup */
+		if ((d->relay && !d->dc->r->cfg.relayhost_mx
+			     ? dns_resolve_host(d->dc->dns, d->domain, on_mx, d, &d->dq)
+			     : dns_resolve_mx(d->dc->dns, d->domain, on_mx, d, &d->dq)) != 0) {
 			char text[QUEUE_ERROR_MAX];
 
 			d->dq = NULL;
@@ -1518,8 +1574,9 @@ static void delivery_enter(struct delivery *d, enum dstage next)
 		}
 		return;
 	case D_DANE:
-		if (dane_lookup(d->dc->dns, &d->mx->hosts[d->host_i], d->dc->r->cfg.smtp_port,
-				on_dane, d, &d->dl) == 0)
+		/* TLSA at the port the connection will use (a relay host's too) */
+		if (dane_lookup(d->dc->dns, &d->mx->hosts[d->host_i], d->port, on_dane, d,
+				&d->dl) == 0)
 			return;
 		d->dl = NULL;
 		/* no lookup, no verdict: the host is not used (as a failed one) */
@@ -1559,6 +1616,8 @@ int delivery_start(struct delivery_ctx *dc, const struct queue_envelope *env, co
 	struct delivery *d;
 	size_t i;
 
+	if (dc->r->cfg.relayhost[0] != '\0')
+		domain = dc->r->cfg.relayhost; /* the next hop for every recipient */
 	if (n == 0 || n > SMTP_CLIENT_MAX_RCPTS || strlen(domain) > DNS_NAME_MAX)
 		return -1;
 	d = calloc(1, sizeof(*d));
@@ -1566,6 +1625,8 @@ int delivery_start(struct delivery_ctx *dc, const struct queue_envelope *env, co
 		return -1;
 	d->dc = dc;
 	d->fd = -1;
+	d->relay = dc->r->cfg.relayhost[0] != '\0';
+	d->port = d->relay ? dc->r->cfg.relayhost_port : dc->r->cfg.smtp_port;
 	snprintf(d->qid, sizeof(d->qid), "%s", env->id);
 	snprintf(d->domain, sizeof(d->domain), "%s", domain);
 	snprintf(d->sender, sizeof(d->sender), "%s", env->sender);
@@ -1611,9 +1672,10 @@ int delivery_start(struct delivery_ctx *dc, const struct queue_envelope *env, co
 
 	apply_policy(d); /* absent until the engine says otherwise */
 	if (d->flags & QUEUE_F_TLSRPT) {
-		log_msg(LOG_LVL_INFO, d->qid,
-			"%s: TLS-RPT report mail (TLS-Required: No): no MTA-STS, opportunistic TLS",
-			d->domain);
+		log_msg(LOG_LVL_INFO, d->qid, "%s: TLS-RPT report mail (TLS-Required: No): %s",
+			d->domain,
+			d->relay ? "no MTA-STS, verified TLS to the relay host"
+				 : "no MTA-STS, opportunistic TLS");
 		delivery_enter(d, D_MX);
 	} else if (dc->sts != NULL && !is_literal(d->domain)) {
 		delivery_enter(d, D_POLICY);

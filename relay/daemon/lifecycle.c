@@ -122,6 +122,44 @@ static void setup_logging(const struct config *cfg)
 	log_use_components(1);
 }
 
+/* relayhost_auth_file, read as the daemon's user, as every SIGHUP reads it
+ * again: a file only root could read fails the start, not a later reload.
+ * Without the key: no credentials. */
+static int load_relayhost_auth(const struct config *cfg, struct authfile_cred *out, char *err,
+			       size_t errlen)
+{
+	char why[768];
+
+	memset(out, 0, sizeof(*out));
+	if (cfg->relayhost_auth_file[0] == '\0')
+		return 0;
+	if (authfile_load(cfg->relayhost_auth_file, out, why, sizeof(why)) != 0) {
+		snprintf(err, errlen, "relayhost_auth_file %s", why);
+		return -1;
+	}
+	return 0;
+}
+
+/* The start line of relay host mode; never the credentials. */
+static void log_relayhost(const struct relay *r)
+{
+	const struct config *c = &r->cfg;
+
+	if (c->relayhost[0] == '\0') {
+		if (c->relayhost_auth_file[0] != '\0')
+			log_warn("relayhost_auth_file is set but relayhost is not: not used");
+		return;
+	}
+	log_info("relayhost %s%s%s:%u: all mail goes there (%s, certificate verified for %s; "
+		 "%s; MTA-STS policy of %s)",
+		 c->relayhost_mx ? "" : "[", c->relayhost, c->relayhost_mx ? "" : "]",
+		 (unsigned)c->relayhost_port,
+		 c->relayhost_implicit_tls ? "implicit TLS" : "STARTTLS",
+		 c->relayhost_mx ? "each MX host" : c->relayhost,
+		 r->relayhost_auth.set ? "AUTH PLAIN with relayhost_auth_file" : "no AUTH",
+		 c->relayhost);
+}
+
 /* SIGHUP: a bad new file changes nothing. Keys bound to sockets, the spool
  * or the process identity need a restart and keep their running values. */
 static void reload(struct serve *sv)
@@ -129,6 +167,7 @@ static void reload(struct serve *sv)
 	struct config *nc = calloc(1, sizeof(*nc));
 	struct config *cur = &sv->r.cfg;
 	struct tls_policy *np;
+	struct authfile_cred auth;
 	char err[1024];
 
 	notify_reloading();
@@ -137,7 +176,8 @@ static void reload(struct serve *sv)
 		notify_ready("running (reload failed: out of memory)");
 		return;
 	}
-	if (config_load(nc, sv->r.config_path, err, sizeof(err)) != 0) {
+	if (config_load(nc, sv->r.config_path, err, sizeof(err)) != 0 ||
+	    load_relayhost_auth(nc, &auth, err, sizeof(err)) != 0) {
 		log_error("reload failed: %s; keeping the running configuration", err);
 		notify_ready("running (reload refused: configuration error)");
 		free(nc);
@@ -151,12 +191,21 @@ static void reload(struct serve *sv)
 		log_error("reload failed: tls_policy_file %s; keeping the running configuration",
 			  err);
 		notify_ready("running (reload refused: configuration error)");
+		authfile_wipe(&auth);
 		free(nc);
 		return;
 	}
 	if (nc->nlisten != cur->nlisten ||
 	    memcmp(nc->listen, cur->listen, sizeof(nc->listen[0]) * nc->nlisten) != 0)
 		log_warn("reload: listen changed; takes effect after a restart");
+	if (nc->nsubmission_listen != cur->nsubmission_listen ||
+	    memcmp(nc->submission_listen, cur->submission_listen,
+		   sizeof(nc->submission_listen[0]) * nc->nsubmission_listen) != 0 ||
+	    nc->nsmtps_listen != cur->nsmtps_listen ||
+	    memcmp(nc->smtps_listen, cur->smtps_listen,
+		   sizeof(nc->smtps_listen[0]) * nc->nsmtps_listen) != 0)
+		log_warn("reload: submission_listen/smtps_listen changed; take effect after a "
+			 "restart");
 	if (strcmp(nc->spool_dir, cur->spool_dir) != 0)
 		log_warn("reload: spool_dir changed; takes effect after a restart");
 	if (strcmp(nc->user, cur->user) != 0)
@@ -175,14 +224,24 @@ static void reload(struct serve *sv)
 			"reload: sts_https_port/sts_fetch_timeout changed; take effect after a restart");
 	memcpy(nc->listen, cur->listen, sizeof(nc->listen));
 	nc->nlisten = cur->nlisten;
+	memcpy(nc->submission_listen, cur->submission_listen, sizeof(nc->submission_listen));
+	nc->nsubmission_listen = cur->nsubmission_listen;
+	memcpy(nc->smtps_listen, cur->smtps_listen, sizeof(nc->smtps_listen));
+	nc->nsmtps_listen = cur->nsmtps_listen;
 	memcpy(nc->spool_dir, cur->spool_dir, sizeof(nc->spool_dir));
 	memcpy(nc->user, cur->user, sizeof(nc->user));
 	*cur = *nc;
 	free(nc);
 	tls_policy_free(sv->r.tls_policy);
 	sv->r.tls_policy = np;
+	authfile_wipe(&sv->r.relayhost_auth);
+	sv->r.relayhost_auth = auth;
+	authfile_wipe(&auth);
 	setup_logging(cur);
 	log_info("configuration reloaded from %s", sv->r.config_path);
+	log_relayhost(&sv->r);
+	/* the certificate and the users: re-read off the loop, swapped in later */
+	smtpd_reload(sv->smtpd);
 	notify_ready("running");
 }
 
@@ -607,6 +666,9 @@ static int start_spool(struct serve *sv, long drop_gid, char *err, size_t errlen
  * the scheduler and the group commit can take it. */
 static int start_services(struct serve *sv, char *err, size_t errlen)
 {
+	if (load_relayhost_auth(&sv->r.cfg, &sv->r.relayhost_auth, err, errlen) != 0)
+		return EX_CONFIG;
+	log_relayhost(&sv->r);
 	if (scheduler_new(&sv->r, &sv->r.sched) != 0) {
 		snprintf(err, errlen, "cannot load the queue in %s", sv->r.cfg.spool_dir);
 		return EX_SOFTWARE;
@@ -629,6 +691,9 @@ static int start_services(struct serve *sv, char *err, size_t errlen)
 		log_error("%s; running without a control socket", err);
 		sv->control = NULL;
 	}
+	/* as `user`: the key and the users file are read again on SIGHUP */
+	if (smtpd_submission_load(sv->smtpd, err, errlen) != 0)
+		return EX_CONFIG;
 	if (smtpd_listen(sv->smtpd, sv->commit, err, errlen) != 0)
 		return EX_OSERR;
 	return 0;
@@ -700,6 +765,7 @@ static void serve_free(struct serve *sv)
 	if (sv->lock_fd >= 0)
 		close(sv->lock_fd); /* last: the control socket is gone by now */
 	tls_policy_free(sv->r.tls_policy);
+	authfile_wipe(&sv->r.relayhost_auth);
 	free(sv);
 }
 

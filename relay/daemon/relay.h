@@ -6,6 +6,7 @@
 #include <uv.h>
 
 #include "queue/queue.h"
+#include "relay/core/authfile.h"
 #include "relay/core/config.h"
 
 struct scheduler;
@@ -21,6 +22,9 @@ struct relay {
 	struct scheduler *sched;
 	struct tlsrpt_daemon *tlsrpt; /* daily TLS-RPT run; NULL until started */
 	int stopping;                 /* SIGTERM seen: accept nothing new */
+	/* relayhost_auth_file as read at start and at the last good SIGHUP
+	 * (set = false without one); wiped at exit. */
+	struct authfile_cred relayhost_auth;
 };
 
 /* Control socket (spool_dir/control, mode 0600): one request line, one reply

@@ -246,6 +246,18 @@ static bool domain_of(const char *addr, char *out, size_t len)
 	return out[0] != '\0';
 }
 
+/* Where the recipient addr goes (its destination, the key of the domain
+ * queues and of max_connections_per_domain): its domain, or with relayhost
+ * the relay host, the one next hop of every recipient, so that a message's
+ * recipients share one transaction whatever their domains. */
+static bool dest_of(const struct scheduler *s, const char *addr, char *out, size_t len)
+{
+	if (!domain_of(addr, out, len))
+		return false;
+	if (s->r->cfg.relayhost[0] != '\0')
+		snprintf(out, len, "%s", s->r->cfg.relayhost);
+	return true;
+}
 
 /* ---- the due-time heap ---- */
 
@@ -1157,11 +1169,11 @@ static void run_message(struct scheduler *s, struct smsg *m, int64_t now_ms)
 			bounce_undeliverable(m, i, dsn, why, &bl);
 			continue;
 		}
-		if (!domain_of(q->address, dom, sizeof(dom))) {
+		if (!dest_of(s, q->address, dom, sizeof(dom))) {
 			bounce_undeliverable(m, i, "5.1.3", "bad address syntax: no domain", &bl);
 			continue;
 		}
-		/* every due recipient of this domain goes into one transaction;
+		/* every due recipient of this destination goes into one transaction;
 		 * one that cannot go out waits for its own bounce above */
 		n = 0;
 		for (k = i; k < m->env.nrcpts && n < SMTP_CLIENT_MAX_RCPTS; k++) {
@@ -1170,7 +1182,8 @@ static void run_message(struct scheduler *s, struct smsg *m, int64_t now_ms)
 			if (taken[k] || is_final(q2->status) || m->inflight[k] ||
 			    q2->next_try * 1000 > now_ms)
 				continue;
-			if (!domain_of(q2->address, dom2, sizeof(dom2)) || strcmp(dom, dom2) != 0 ||
+			if (!dest_of(s, q2->address, dom2, sizeof(dom2)) ||
+			    strcmp(dom, dom2) != 0 ||
 			    !smtp_address_sendable(q2->address, false, NULL))
 				continue;
 			taken[k] = 1;

@@ -1,6 +1,9 @@
 /* The SMTP listener and its sessions (RFC 5321 server side): one explicit
  * state machine per client, commands parsed by smtp/command.c, DATA streamed
  * through a bounded buffer into a queue writer, 250 only after group commit.
+ * Three kinds of listener share it: `listen` (the local relay, plaintext,
+ * mynetworks), `submission_listen` (RFC 6409: STARTTLS, then AUTH, then
+ * MAIL) and `smtps_listen` (RFC 8314: TLS from the first byte).
  *
  * Choices documented here because RFC 5321 leaves them open:
  * - command lines longer than 512 octets (with CRLF, §4.5.3.1.4) get
@@ -14,7 +17,16 @@
  * Fairness: a session reads into its own 16 KiB buffer and libuv stops after
  * 32 reads per callback, so one fast client gets at most 512 KiB per loop
  * turn; a session that cannot consume (waiting for commit, or for its
- * replies to drain) stops reading altogether. */
+ * replies to drain) stops reading altogether.
+ * TLS (smtp/tls.c on memory BIOs): a socket read is fed to OpenSSL at once
+ * and the socket is read again only once OpenSSL has no whole record left
+ * (tls_starved), so it never holds more than one read's ciphertext;
+ * plaintext comes out into the same 16 KiB input buffer, and replies are
+ * encrypted only once the previous ciphertext is written.
+ * AUTH (smtp/sasl.c): lines of up to SMTP_SASL_LINE_MAX octets; the
+ * password check runs in the thread pool (relay/daemon/auth.c) and the
+ * session waits for it without reading; a failure is answered after
+ * SMTPD_AUTH_FAIL_DELAY_MS. */
 #define LOG_COMPONENT LOG_C_SMTPD /* program name in logs, see relay/core/log.h */
 #include "relay/daemon/smtpd.h"
 #include "smtp/address.h"
@@ -27,12 +39,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <strings.h>
+
 #include "queue/queue.h"
 #include "relay/core/clock.h"
 #include "relay/core/log.h"
+#include "relay/daemon/auth.h"
 #include "relay/daemon/scheduler.h"
 #include "smtp/command.h"
 #include "smtp/msgid.h"
+#include "smtp/sasl.h"
+#include "smtp/tls.h"
+#include "smtp/users.h"
 
 #define SMTPD_INBUF 16384         /* unprocessed input per session */
 #define SMTPD_OUTBUF 8192         /* replies waiting to be written */
@@ -42,35 +60,55 @@
 #define SMTPD_ERROR_LIMIT 50      /* then 421: binary garbage or a broken client */
 #define SMTPD_CLOSE_WAIT_MS 10000 /* a client that does not read its last reply */
 #define SMTPD_STOP_GRACE_MS 10000 /* on SIGTERM, sessions in DATA may finish */
+/* A failed AUTH is answered this much later (Postfix's smtpd_error_sleep_time):
+ * together with AUTH_FAIL_LIMIT it slows guessing to a trickle. */
+#define SMTPD_AUTH_FAIL_DELAY_MS 1000
 
 /* The session's states, the SMTP phases included (RFC 5321 §4.1.4's order:
- * HELO, then MAIL, RCPT, DATA). CONNECTED to RCPT read commands. */
+ * HELO, then MAIL, RCPT, DATA). CONNECTED to RCPT read commands; AUTH reads
+ * SASL response lines (RFC 4954 §4). */
 enum smtpd_state {
-	SMTPD_S_NEW,       /* handles made, nothing sent yet */
-	SMTPD_S_CONNECTED, /* 220 sent; no HELO/EHLO yet */
-	SMTPD_S_HELO,      /* greeted; no transaction */
-	SMTPD_S_MAIL,      /* MAIL FROM accepted; no recipient yet */
-	SMTPD_S_RCPT,      /* one or more recipients accepted */
-	SMTPD_S_DATA,      /* reading the message text */
-	SMTPD_S_COMMIT,    /* message handed to group commit; input paused */
-	SMTPD_S_CLOSING,   /* last reply being written, then close */
-	SMTPD_S_CLOSED     /* handles closing; freed from the close callback */
+	SMTPD_S_NEW,        /* handles made, nothing sent yet */
+	SMTPD_S_TLS,        /* TLS handshake (smtps at once, or after STARTTLS) */
+	SMTPD_S_CONNECTED,  /* 220 sent (or TLS up after STARTTLS); no EHLO yet */
+	SMTPD_S_HELO,       /* greeted; no transaction */
+	SMTPD_S_MAIL,       /* MAIL FROM accepted; no recipient yet */
+	SMTPD_S_RCPT,       /* one or more recipients accepted */
+	SMTPD_S_STARTTLS,   /* "220 Ready" going out in plaintext; input dropped */
+	SMTPD_S_AUTH,       /* a challenge sent; reading the response line */
+	SMTPD_S_AUTH_CHECK, /* password checked in the pool, or a failure's delay */
+	SMTPD_S_DATA,       /* reading the message text */
+	SMTPD_S_COMMIT,     /* message handed to group commit; input paused */
+	SMTPD_S_CLOSING,    /* last reply being written, then close */
+	SMTPD_S_CLOSED      /* handles closing; freed from the close callback */
 };
 
-static const char *const state_names[] = { "NEW",  "CONNECTED", "HELO",    "MAIL",  "RCPT",
-					   "DATA", "COMMIT",    "CLOSING", "CLOSED" };
+static const char *const state_names[] = { "NEW",    "TLS",      "CONNECTED", "HELO",       "MAIL",
+					   "RCPT",   "STARTTLS", "AUTH",      "AUTH_CHECK", "DATA",
+					   "COMMIT", "CLOSING",  "CLOSED" };
+
+/* Which `*listen` key the session came through. */
+enum smtpd_kind {
+	SMTPD_RELAY,      /* listen: mynetworks may relay, no TLS, no AUTH */
+	SMTPD_SUBMISSION, /* submission_listen: STARTTLS, AUTH, MAIL */
+	SMTPD_SMTPS       /* smtps_listen: TLS from the start, AUTH, MAIL */
+};
+
+static const char *const kind_names[] = { "smtp", "submission", "smtps" };
+static const char *const kind_keys[] = { "listen", "submission_listen", "smtps_listen" };
 
 /* What a session reacts to; every libuv callback and every call from the
  * listener set becomes one of these, handled by session_event(). */
 enum smtpd_event {
-	SE_ACCEPTED,  /* status: 0, or the error that left it half made */
-	SE_READ,      /* new bytes in s->in */
-	SE_READ_END,  /* status: UV_EOF or a read error */
-	SE_WRITTEN,   /* status: the write's result */
-	SE_TIMEOUT,   /* the state's timer ran out */
-	SE_COMMITTED, /* status, err_no: group commit's answer */
-	SE_STOP,      /* graceful stop: idle sessions get 421 */
-	SE_STOP_GRACE /* the stop's grace period is over */
+	SE_ACCEPTED,    /* status: 0, or the error that left it half made */
+	SE_READ,        /* new bytes in s->in */
+	SE_READ_END,    /* status: UV_EOF or a read error */
+	SE_WRITTEN,     /* status: the write's result */
+	SE_TIMEOUT,     /* the state's timer ran out */
+	SE_COMMITTED,   /* status, err_no: group commit's answer */
+	SE_STOP,        /* graceful stop: idle sessions get 421 */
+	SE_STOP_GRACE,  /* the stop's grace period is over */
+	SE_AUTH_CHECKED /* the thread pool's password verdict is in s->check */
 };
 
 /* DATA decoding: position within the current line. Only CRLF "." CRLF ends
@@ -86,15 +124,30 @@ struct listener {
 	uv_tcp_t tcp;
 	struct smtpd *sd;
 	int open;
+	enum smtpd_kind kind;
+	struct config_addr addr;
 };
+
+#define SMTPD_MAX_LISTENERS (3 * CONFIG_MAX_LISTEN)
+
+struct reload_job;
 
 struct smtpd_session;
 
 struct smtpd {
 	struct relay *r;
 	struct commit *commit;
-	struct listener listeners[CONFIG_MAX_LISTEN];
+	struct listener listeners[SMTPD_MAX_LISTENERS];
 	size_t nlisteners;
+	/* Submission (NULL while submission_listen and smtps_listen are off):
+	 * the certificate new TLS sessions get, and AUTH. */
+	struct smtp_tls_server_ctx *tls_ctx;
+	struct auth *auth;
+	struct reload_job *reload; /* in the thread pool */
+	int reload_again;          /* a SIGHUP came meanwhile */
+	/* One socket read of a TLS session, fed to OpenSSL at once (libuv
+	 * calls alloc and read back to back, so one buffer serves all). */
+	char tls_rbuf[SMTPD_INBUF];
 	size_t nopen;                   /* listener handles not yet closed */
 	struct smtpd_session *sessions; /* doubly linked */
 	size_t nsessions;
@@ -116,9 +169,20 @@ struct smtpd_session {
 	uv_write_t wreq;
 	int handles_open;
 	enum smtpd_state state; /* changed only by session_enter() */
+	enum smtpd_kind kind;
 	char ip[INET6_ADDRSTRLEN];
 	char client[INET6_ADDRSTRLEN + 16]; /* "unknown[ip]": no reverse DNS */
-	int relay_ok;
+	int relay_ok;                       /* the client is in mynetworks */
+
+	/* TLS and AUTH (submission listeners) */
+	struct smtp_tls *tls; /* NULL: plaintext */
+	int tls_starved;      /* OpenSSL needs more ciphertext: read the socket */
+	struct smtp_sasl sasl;
+	struct auth_check check;      /* holds the users table of user */
+	int auth_running;             /* check is queued or in the pool */
+	const char *auth_fail_reply;  /* the 535 to send when the delay ends */
+	const struct smtp_user *user; /* authenticated; NULL: not */
+	enum smtp_sasl_mech auth_mech;
 	/* The session ends (socket error, last reply written, timeout): no
 	 * more replies, and session_event() closes it once the event at hand
 	 * is handled (OpenSMTPD's "free me" flag), so no code below a
@@ -168,16 +232,40 @@ static void maybe_stop_done(struct smtpd *sd);
 
 static void on_write(uv_write_t *req, int status);
 
+/* Starts writing what is waiting: the replies, or over TLS their
+ * ciphertext. Replies are encrypted only once OpenSSL's output is empty, so
+ * the ciphertext held is that of one output buffer (handshake messages
+ * aside) and a client that does not read stops the session reading
+ * (update_reading) instead of growing a memory BIO. The last reply of a
+ * closing TLS session is followed by close_notify. */
 static void session_flush(struct smtpd_session *s)
 {
+	size_t n;
 	uv_buf_t b;
 	int rc;
 
-	if (s->writing || s->outlen == 0 || s->free_me || s->state == SMTPD_S_CLOSED)
+	if (s->writing || s->free_me || s->state == SMTPD_S_CLOSED)
 		return;
-	memcpy(s->wbuf, s->out, s->outlen);
-	b = uv_buf_init(s->wbuf, (unsigned)s->outlen);
-	s->outlen = 0;
+	if (s->tls != NULL) {
+		if (smtp_tls_pending(s->tls) == 0 && s->outlen > 0 && s->state != SMTPD_S_TLS) {
+			if (smtp_tls_write(s->tls, s->out, s->outlen) != (ssize_t)s->outlen) {
+				log_info("%s: TLS write failed", s->client);
+				s->free_me = 1;
+				return;
+			}
+			s->outlen = 0;
+			if (s->state == SMTPD_S_CLOSING)
+				smtp_tls_shutdown(s->tls);
+		}
+		n = smtp_tls_take(s->tls, s->wbuf, sizeof(s->wbuf));
+	} else {
+		n = s->outlen;
+		memcpy(s->wbuf, s->out, n);
+		s->outlen = 0;
+	}
+	if (n == 0)
+		return;
+	b = uv_buf_init(s->wbuf, (unsigned)n);
 	rc = uv_write(&s->wreq, (uv_stream_t *)&s->tcp, &b, 1, on_write);
 	if (rc != 0) {
 		log_debug("smtpd %s: write: %s", s->client, uv_strerror(rc));
@@ -221,9 +309,17 @@ static int reads_commands(enum smtpd_state st)
 	return st >= SMTPD_S_CONNECTED && st <= SMTPD_S_RCPT;
 }
 
+/* Input is read line by line: commands, or SASL responses. */
+static int reads_lines(enum smtpd_state st)
+{
+	return reads_commands(st) || st == SMTPD_S_AUTH;
+}
+
 static uint64_t state_timeout_ms(const struct smtpd_session *s, enum smtpd_state st)
 {
-	if (reads_commands(st))
+	/* AUTH_CHECK has no timeout: the check ends by itself, and the
+	 * failure delay sets the timer of its own (auth_refused) */
+	if (reads_lines(st) || st == SMTPD_S_TLS || st == SMTPD_S_STARTTLS)
 		return s->sd->cmd_timeout_ms;
 	if (st == SMTPD_S_DATA)
 		return s->sd->data_timeout_ms;
@@ -238,14 +334,22 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 static void on_session_closed(uv_handle_t *h);
 static void transaction_reset(struct smtpd_session *s);
 
-/* Reading runs only while input can be consumed: reading commands with
- * room for the replies, or in DATA. Otherwise the kernel buffers hold the
- * client back. */
+/* Reading runs only while input can be consumed: reading lines with room
+ * for the replies, or in DATA, or a TLS handshake; and over TLS only once
+ * OpenSSL has used up what it was given. Otherwise the kernel buffers hold
+ * the client back. */
 static void update_reading(struct smtpd_session *s)
 {
-	int want = (reads_commands(s->state) || s->state == SMTPD_S_DATA) && !s->free_me &&
-		   s->inlen < sizeof(s->in) &&
-		   (s->state == SMTPD_S_DATA || sizeof(s->out) - s->outlen >= SMTPD_REPLY_MAX);
+	int want;
+
+	if (s->free_me || (s->tls != NULL && !s->tls_starved))
+		want = 0;
+	else if (s->state == SMTPD_S_TLS)
+		want = 1;
+	else
+		want = (reads_lines(s->state) || s->state == SMTPD_S_DATA) &&
+		       s->inlen < sizeof(s->in) &&
+		       (s->state == SMTPD_S_DATA || sizeof(s->out) - s->outlen >= SMTPD_REPLY_MAX);
 
 	if (want && !s->reading) {
 		if (uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read) == 0)
@@ -275,6 +379,8 @@ static void session_teardown(struct smtpd_session *s, int timer_made)
 	if (timer_made)
 		log_info("disconnect from %s commands=%u", s->client, s->ncommands);
 	transaction_reset(s); /* frees an unfinished writer: temp file removed */
+	smtp_sasl_clear(&s->sasl);
+	auth_check_release(&s->check); /* never running here: see session_event */
 	if (s->reading)
 		uv_read_stop((uv_stream_t *)&s->tcp);
 	s->reading = 0;
@@ -539,7 +645,8 @@ static size_t data_feed(struct smtpd_session *s, const char *buf, size_t len)
 static int data_start(struct smtpd_session *s)
 {
 	struct queue_envelope env;
-	char date[40], hdr[1024];
+	char date[40], hdr[1536], tls_note[160] = "", auth_note[SMTP_USERS_NAME_MAX + 40] = "";
+	char proto[16];
 	int n, e;
 	size_t i;
 
@@ -568,12 +675,22 @@ static int data_start(struct smtpd_session *s)
 	queue_envelope_clear(&env);
 
 	clock_rfc5322(clock_now(), date, sizeof(date));
+	if (s->tls != NULL)
+		snprintf(tls_note, sizeof(tls_note), "\t(using %s with cipher %s)\r\n",
+			 smtp_tls_version(s->tls), smtp_tls_cipher(s->tls));
+	if (s->user != NULL && s->sd->r->cfg.received_show_auth)
+		snprintf(auth_note, sizeof(auth_note), "\t(Authenticated sender: %s)\r\n",
+			 s->user->name);
+	/* RFC 3848: ESMTPS over TLS, ESMTPA authenticated, ESMTPSA both */
+	snprintf(proto, sizeof(proto), "%s%s%s", s->esmtp ? "ESMTP" : "SMTP",
+		 s->tls != NULL ? "S" : "", s->user != NULL ? "A" : "");
 	n = snprintf(hdr, sizeof(hdr),
 		     "Received: from %s (unknown [%s%s])\r\n"
+		     "%s%s"
 		     "\tby %s (stsrelay) with %s id %s%s%s%s;\r\n"
 		     "\t%s\r\n",
-		     s->helo, strchr(s->ip, ':') ? "IPv6:" : "", s->ip, s->sd->r->cfg.hostname,
-		     s->esmtp ? "ESMTP" : "SMTP", s->qid, s->nrcpts == 1 ? "\r\n\tfor <" : "",
+		     s->helo, strchr(s->ip, ':') ? "IPv6:" : "", s->ip, tls_note, auth_note,
+		     s->sd->r->cfg.hostname, proto, s->qid, s->nrcpts == 1 ? "\r\n\tfor <" : "",
 		     s->nrcpts == 1 ? s->rcpts[0] : "", s->nrcpts == 1 ? ">" : "", date);
 	if (n < 0 || (size_t)n >= sizeof(hdr)) {
 		e = EINVAL;
@@ -624,7 +741,10 @@ static void commit_done(struct smtpd_session *s, int status, int err_no)
 		/* Postfix's pair: smtpd names the client, qmgr the queued
 		 * message; only for a committed message, so pflogsumm's
 		 * "received" counts exactly what was queued. */
-		log_msg(LOG_LVL_INFO, s->qid, "client=%s", s->client);
+		log_fields(LOG_LVL_INFO, s->qid, LF_STR("client", s->client),
+			   LF_STR("sasl_method",
+				  s->user != NULL ? smtp_sasl_mech_name(s->auth_mech) : NULL),
+			   LF_STR("sasl_username", s->user != NULL ? s->user->name : NULL), LF_END);
 		if (smtp_msgid_value(&s->msgid) != NULL)
 			log_fields(LOG_LVL_INFO, s->qid,
 				   LF_STR("message-id", smtp_msgid_value(&s->msgid)), LF_END);
@@ -650,7 +770,7 @@ static void commit_done(struct smtpd_session *s, int status, int err_no)
 	session_process(s); /* pipelined commands after the final "." */
 }
 
-/* ---- commands ---- */
+/* ---- recipients and errors ---- */
 
 /* A recipient named twice (or twice after alias_root) is kept once, as
  * Postfix's cleanup does: one copy per address. */
@@ -694,6 +814,249 @@ static int out_of_sequence(struct smtpd_session *s, const char *text)
 	return 0;
 }
 
+/* ---- TLS and greeting ---- */
+
+/* Sessions on submission listeners from ip that are not on their way out:
+ * what max_sessions_per_ip limits. */
+static unsigned sessions_from(const struct smtpd *sd, const char *ip)
+{
+	const struct smtpd_session *o;
+	unsigned n = 0;
+
+	for (o = sd->sessions; o != NULL; o = o->next)
+		if (o->kind != SMTPD_RELAY && o->state != SMTPD_S_CLOSING &&
+		    o->state != SMTPD_S_CLOSED && !o->free_me && strcmp(o->ip, ip) == 0)
+			n++;
+	return n;
+}
+
+/* The 220, or a 421 for a client of a submission listener that is blocked
+ * after failed authentications or has too many sessions open (clients in
+ * mynetworks are not counted, as Postfix exempts them from its anvil
+ * limits). Over smtps this comes after the handshake, so the client can
+ * read it. */
+static void session_greet(struct smtpd_session *s)
+{
+	const struct config *cfg = &s->sd->r->cfg;
+	unsigned n;
+
+	char text[SMTPD_REPLY_MAX];
+
+	if (s->kind != SMTPD_RELAY && auth_blocked(s->sd->auth, s->ip)) {
+		log_warn("%s: refused: too many failed authentications from %s", s->client, s->ip);
+		snprintf(text, sizeof(text),
+			 "421 4.7.0 %s Error: too many failed authentications from %s; try again "
+			 "later",
+			 cfg->hostname, s->ip);
+		reply_and_close(s, text);
+		return;
+	}
+	if (s->kind != SMTPD_RELAY && !s->relay_ok &&
+	    (n = sessions_from(s->sd, s->ip)) > cfg->max_sessions_per_ip) {
+		log_warn("Connection concurrency limit exceeded: %u from %s for service %s", n,
+			 s->client, kind_names[s->kind]);
+		snprintf(text, sizeof(text), "421 4.7.0 %s Error: too many connections from %s",
+			 cfg->hostname, s->ip);
+		reply_and_close(s, text);
+		return;
+	}
+	reply(s, "220 %s ESMTP stsrelay", cfg->hostname);
+	session_enter(s, SMTPD_S_CONNECTED);
+}
+
+/* TLS begins: after "220 Ready" went out (STARTTLS) or at once (smtps),
+ * with the certificate loaded now; the session keeps it whatever a reload
+ * brings. */
+static void tls_start(struct smtpd_session *s)
+{
+	char err[256];
+
+	s->tls = smtp_tls_accept(s->sd->tls_ctx, err, sizeof(err));
+	if (s->tls == NULL) {
+		log_error("%s: cannot start TLS: %s", s->client, err);
+		s->free_me = 1;
+		return;
+	}
+	s->tls_starved = 1;
+	s->inlen = 0;
+	session_enter(s, SMTPD_S_TLS);
+}
+
+static void tls_established(struct smtpd_session *s)
+{
+	log_info("Anonymous TLS connection established from %s: %s with cipher %s", s->client,
+		 smtp_tls_version(s->tls), smtp_tls_cipher(s->tls));
+	if (s->kind == SMTPD_SMTPS) {
+		session_greet(s);
+		return;
+	}
+	/* RFC 3207 §4.2: what the client said before TLS counts for nothing;
+	 * it starts again with EHLO (no new greeting). */
+	transaction_reset(s);
+	s->helo[0] = '\0';
+	s->esmtp = 0;
+	session_enter(s, SMTPD_S_CONNECTED);
+}
+
+/* Drives the handshake with the ciphertext fed so far. */
+static void tls_handshake(struct smtpd_session *s)
+{
+	int rc = smtp_tls_handshake(s->tls);
+
+	if (rc == SMTP_TLS_AGAIN) {
+		s->tls_starved = 1;
+		return;
+	}
+	if (rc == SMTP_TLS_ERROR) {
+		log_info("SSL_accept error from %s: %s", s->client, smtp_tls_reason(s->tls));
+		session_enter(s, SMTPD_S_CLOSING); /* the alert goes out, then close */
+		session_flush(s);
+		if (!s->writing)
+			s->free_me = 1;
+		return;
+	}
+	tls_established(s);
+}
+
+/* Decrypts what OpenSSL holds into s->in, as far as there is room and the
+ * state takes input. Returns the bytes added; 0 also when OpenSSL needs
+ * more ciphertext (tls_starved) or the session ended (free_me). */
+static size_t tls_fill(struct smtpd_session *s)
+{
+	ssize_t n;
+
+	if (s->tls == NULL || s->free_me || s->inlen == sizeof(s->in) ||
+	    !(reads_lines(s->state) || s->state == SMTPD_S_DATA))
+		return 0;
+	n = smtp_tls_read(s->tls, s->in + s->inlen, sizeof(s->in) - s->inlen);
+	if (n > 0) {
+		s->inlen += (size_t)n;
+		return (size_t)n;
+	}
+	if (n == 0) {
+		s->tls_starved = 1;
+		return 0;
+	}
+	if (n == SMTP_TLS_EOF) {
+		if (s->state == SMTPD_S_DATA)
+			log_msg(LOG_LVL_INFO, s->qid,
+				"lost connection after DATA (%llu bytes) from %s",
+				(unsigned long long)s->data_bytes, s->client);
+	} else {
+		log_info("lost connection from %s: TLS error", s->client);
+	}
+	s->free_me = 1;
+	return 0;
+}
+
+/* ---- AUTH ---- */
+
+static void auth_done(struct auth_check *c);
+
+/* The password is checked off the loop; the session waits, reading
+ * nothing (a client must not pipeline past AUTH, RFC 4954 §4). */
+static void auth_check(struct smtpd_session *s)
+{
+	if (auth_check_start(s->sd->auth, &s->check, s->sasl.user, s->sasl.pass, auth_done) != 0) {
+		/* cannot happen: smtp/sasl.h bounds the fields as smtp/users.h */
+		smtp_sasl_clear(&s->sasl);
+		reply(s, "454 4.7.0 Temporary authentication failure");
+		session_enter(s, SMTPD_S_HELO);
+		return;
+	}
+	s->auth_mech = s->sasl.mech;
+	smtp_sasl_clear(&s->sasl); /* the check holds its own copy, wiped once used */
+	s->auth_running = 1;
+	session_enter(s, SMTPD_S_AUTH_CHECK);
+}
+
+/* A failed authentication: logged as Postfix does (the user name only when
+ * it is a known account, so a password typed into the name field never
+ * reaches the log), counted against the address, answered after a delay. */
+static void auth_refused(struct smtpd_session *s, const char *name, bool known,
+			 const char *reply_text)
+{
+	log_warn("%s: SASL %s authentication failed: authentication failure%s%s", s->client,
+		 smtp_sasl_mech_name(s->auth_mech), known ? ", sasl_username=" : "",
+		 known ? name : "");
+	if (auth_failed(s->sd->auth, s->ip))
+		log_warn("%s: %d failed authentications: AUTH and new sessions from %s refused "
+			 "for %d minutes",
+			 s->client, AUTH_FAIL_LIMIT, s->ip, AUTH_BLOCK_MS / 60000);
+	s->auth_fail_reply = reply_text;
+	session_enter(s, SMTPD_S_AUTH_CHECK);
+	uv_timer_start(&s->timer, on_timer, SMTPD_AUTH_FAIL_DELAY_MS, 0);
+}
+
+/* What smtp_sasl_start/step said. */
+static void auth_next(struct smtpd_session *s, enum smtp_sasl_rc rc, const char *r)
+{
+	switch (rc) {
+	case SMTP_SASL_CHALLENGE:
+		reply(s, "%s", r);
+		session_enter(s, SMTPD_S_AUTH);
+		return;
+	case SMTP_SASL_DONE:
+		auth_check(s);
+		return;
+	case SMTP_SASL_DENIED:
+		s->auth_mech = s->sasl.mech;
+		auth_refused(s, "", false, r);
+		return;
+	case SMTP_SASL_FAIL:
+		reply(s, "%s", r);
+		session_enter(s, SMTPD_S_HELO);
+		count_error(s);
+		return;
+	}
+}
+
+static void auth_verdict(struct smtpd_session *s)
+{
+	s->auth_running = 0;
+	if (s->state != SMTPD_S_AUTH_CHECK || s->free_me) {
+		auth_check_release(&s->check); /* the session ended meanwhile */
+		return;
+	}
+	if (s->check.user != NULL) {
+		s->user = s->check.user; /* s->check keeps its table alive */
+		log_debug("%s: authenticated as %s (%s)", s->client, s->user->name,
+			  smtp_sasl_mech_name(s->auth_mech));
+		reply(s, "235 2.7.0 Authentication successful");
+		session_enter(s, SMTPD_S_HELO);
+		session_process(s);
+		return;
+	}
+	{
+		bool known = smtp_users_find(s->check.users, s->check.name) != NULL;
+		char name[SMTP_USERS_NAME_MAX + 1];
+
+		snprintf(name, sizeof(name), "%s", s->check.name);
+		auth_check_release(&s->check);
+		auth_refused(s, name, known,
+			     "535 5.7.8 Error: authentication failed: authentication failure");
+	}
+}
+
+/* The failure delay is over. */
+static void auth_fail_reply(struct smtpd_session *s)
+{
+	reply(s, "%s", s->auth_fail_reply);
+	s->auth_fail_reply = NULL;
+	session_enter(s, SMTPD_S_HELO);
+	count_error(s);
+	session_process(s);
+}
+
+static void handle_sasl_line(struct smtpd_session *s, const char *line, size_t len)
+{
+	const char *r;
+
+	auth_next(s, smtp_sasl_step(&s->sasl, line, len, &r), r);
+}
+
+/* ---- commands ---- */
+
 /* The checks: is the command allowed in this phase? 1, or 0 after the reply. */
 
 static int check_mail(struct smtpd_session *s)
@@ -702,6 +1065,17 @@ static int check_mail(struct smtpd_session *s)
 		return out_of_sequence(s, "503 5.5.1 Error: send HELO/EHLO first");
 	if (s->state != SMTPD_S_HELO)
 		return out_of_sequence(s, "503 5.5.1 Error: nested MAIL command");
+	/* RFC 6409 §4.3: a submission server knows who submits: by AUTH, or
+	 * (as Postfix's permit_mynetworks) by a mynetworks address, over TLS
+	 * all the same */
+	if (s->kind != SMTPD_RELAY && (s->tls == NULL || (s->user == NULL && !s->relay_ok))) {
+		const char *text = s->tls != NULL ? "530 5.7.0 Authentication required"
+						  : "530 5.7.0 Must issue a STARTTLS command first";
+
+		log_info("NOQUEUE: reject: MAIL from %s: %s; proto=%s helo=<%s>", s->client, text,
+			 s->esmtp ? "ESMTP" : "SMTP", s->helo);
+		return out_of_sequence(s, text);
+	}
 	return 1;
 }
 
@@ -718,6 +1092,45 @@ static int check_data(struct smtpd_session *s)
 		return out_of_sequence(s, "503 5.5.1 Error: need MAIL command");
 	if (s->state == SMTPD_S_MAIL)
 		return out_of_sequence(s, "503 5.5.1 Error: need RCPT command");
+	return 1;
+}
+
+static int check_starttls(struct smtpd_session *s)
+{
+	if (s->kind == SMTPD_RELAY) {
+		/* a local relay: clients are on mynetworks */
+		reply(s, "502 5.5.1 Error: STARTTLS not supported");
+		return 0;
+	}
+	if (s->tls != NULL)
+		return out_of_sequence(s, "554 5.5.1 Error: TLS already active");
+	if (s->state == SMTPD_S_MAIL || s->state == SMTPD_S_RCPT)
+		return out_of_sequence(s, "503 5.5.1 Error: MAIL transaction in progress");
+	return 1;
+}
+
+static int check_auth(struct smtpd_session *s)
+{
+	if (s->kind == SMTPD_RELAY) {
+		reply(s, "502 5.5.1 Error: AUTH not supported");
+		return 0;
+	}
+	if (auth_blocked(s->sd->auth, s->ip)) {
+		log_warn("%s: AUTH refused: too many failed authentications", s->client);
+		reply_and_close(s, "421 4.7.0 Error: too many failed authentications; try again "
+				   "later");
+		return 0;
+	}
+	/* never a password in plaintext: AUTH is not even offered before TLS */
+	if (s->tls == NULL)
+		return out_of_sequence(
+			s, "538 5.7.11 Encryption required for requested authentication mechanism");
+	if (!s->esmtp)
+		return out_of_sequence(s, "503 5.5.1 Error: send EHLO first");
+	if (s->user != NULL)
+		return out_of_sequence(s, "503 5.5.1 Error: already authenticated");
+	if (s->state == SMTPD_S_MAIL || s->state == SMTPD_S_RCPT)
+		return out_of_sequence(s, "503 5.5.1 Error: MAIL transaction in progress");
 	return 1;
 }
 
@@ -738,13 +1151,17 @@ static void proceed_helo(struct smtpd_session *s, const struct smtp_command *cmd
 	reply(s, "250-%s", cfg->hostname);
 	reply(s, "250-PIPELINING");
 	reply(s, "250-SIZE %llu", (unsigned long long)cfg->max_message_size);
+	if (s->kind != SMTPD_RELAY && s->tls == NULL)
+		reply(s, "250-STARTTLS");
+	if (s->kind != SMTPD_RELAY && s->tls != NULL)
+		reply(s, "250-AUTH PLAIN LOGIN");
 	reply(s, "250-8BITMIME");
 	reply(s, "250 ENHANCEDSTATUSCODES");
 }
 
 static void proceed_mail(struct smtpd_session *s, const struct smtp_command *cmd)
 {
-	char text[128];
+	char text[SMTP_PATH_MAX + SMTP_USERS_NAME_MAX + 80];
 
 	if (cmd->smtputf8) {
 		reply(s, "555 5.5.4 SMTPUTF8 not supported");
@@ -758,6 +1175,16 @@ static void proceed_mail(struct smtpd_session *s, const struct smtp_command *cmd
 		reply(s, "%s", text);
 		return;
 	}
+	if (s->user != NULL && !smtp_user_may_send(s->user, cmd->path)) {
+		/* Postfix's reject_sender_login_mismatch, in its words */
+		snprintf(text, sizeof(text),
+			 "553 5.7.1 <%s>: Sender address rejected: not owned by user %s", cmd->path,
+			 s->user->name);
+		log_reject(s, "MAIL", text, NULL);
+		s->sender[0] = '\0';
+		reply(s, "%s", text);
+		return;
+	}
 	session_enter(s, SMTPD_S_MAIL);
 	reply(s, "250 2.1.0 Ok");
 }
@@ -767,7 +1194,7 @@ static void proceed_rcpt(struct smtpd_session *s, const struct smtp_command *cmd
 	const struct config *cfg = &s->sd->r->cfg;
 	char text[SMTP_PATH_MAX + 128], alias[SMTP_PATH_MAX + 1] = "";
 
-	if (!s->relay_ok) {
+	if (!s->relay_ok && s->user == NULL) {
 		snprintf(text, sizeof(text), "554 5.7.1 <%s>: Relay access denied", cmd->path);
 		log_reject(s, "RCPT", text, cmd->path);
 		reply(s, "%s", text);
@@ -815,6 +1242,23 @@ static void proceed_quit(struct smtpd_session *s, const struct smtp_command *cmd
 	reply_and_close(s, "221 2.0.0 Bye");
 }
 
+/* The reply goes out in plaintext; then session_written() starts TLS.
+ * Commands pipelined behind STARTTLS are dropped unread (RFC 3207 §4.2:
+ * they would otherwise count as said inside TLS, CVE-2011-0411). */
+static void proceed_starttls(struct smtpd_session *s, const struct smtp_command *cmd)
+{
+	(void)cmd;
+	reply(s, "220 2.0.0 Ready to start TLS");
+	session_enter(s, SMTPD_S_STARTTLS);
+}
+
+static void proceed_auth(struct smtpd_session *s, const struct smtp_command *cmd)
+{
+	const char *r;
+
+	auth_next(s, smtp_sasl_start(&s->sasl, cmd->arg, strlen(cmd->arg), &r), r);
+}
+
 /* The commands (after OpenSMTPD's smtp_session.c table): check may refuse
  * in this phase (NULL: allowed in every phase); proceed does the command,
  * or, when NULL, the fixed reply is the whole answer. */
@@ -837,9 +1281,8 @@ static const struct command_entry {
 	{ .verb = SMTP_CMD_EXPN, .reply = "502 5.5.1 Error: EXPN not supported" },
 	{ .verb = SMTP_CMD_HELP,
 	  .reply = "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP" },
-	/* a local submission relay: clients are on mynetworks */
-	{ .verb = SMTP_CMD_STARTTLS, .reply = "502 5.5.1 Error: STARTTLS not supported" },
-	{ .verb = SMTP_CMD_AUTH, .reply = "502 5.5.1 Error: AUTH not supported" },
+	{ .verb = SMTP_CMD_STARTTLS, .check = check_starttls, .proceed = proceed_starttls },
+	{ .verb = SMTP_CMD_AUTH, .check = check_auth, .proceed = proceed_auth },
 	{ .verb = SMTP_CMD_BDAT, .reply = "502 5.5.1 Error: BDAT not supported (no CHUNKING)" },
 };
 
@@ -865,27 +1308,53 @@ static void handle_command(struct smtpd_session *s, const char *line, size_t len
 	if (c == NULL) {
 		reply(s, "500 5.5.2 Error: command not recognized");
 		count_error(s);
-		return;
-	}
-	if (c->check != NULL && !c->check(s))
-		return;
-	if (c->proceed != NULL)
+	} else if (c->check != NULL && !c->check(s)) {
+		/* refused; the check replied */
+	} else if (c->proceed != NULL) {
 		c->proceed(s, &cmd);
-	else
+	} else {
 		reply(s, "%s", c->reply);
+	}
+	if (cmd.verb == SMTP_CMD_AUTH)
+		explicit_bzero(&cmd, sizeof(cmd)); /* an initial response */
 }
 
-/* Consumes as much buffered input as the state allows; pipelined commands
- * are handled in order and their replies leave in one write. */
-static void session_process(struct smtpd_session *s)
+/* The longest line the state takes: AUTH lines (the command with an
+ * initial response, and SASL responses) may be longer than commands. */
+static size_t line_max(const struct smtpd_session *s, const char *line, size_t avail)
+{
+	if (s->kind == SMTPD_RELAY)
+		return SMTPD_CMD_LINE_MAX;
+	if (s->state == SMTPD_S_AUTH || (avail >= 5 && strncasecmp(line, "AUTH ", 5) == 0))
+		return SMTP_SASL_LINE_MAX;
+	return SMTPD_CMD_LINE_MAX;
+}
+
+static void line_too_long(struct smtpd_session *s)
+{
+	if (s->state == SMTPD_S_AUTH) {
+		smtp_sasl_clear(&s->sasl);
+		reply(s, "500 5.5.6 Authentication exchange line is too long");
+		session_enter(s, SMTPD_S_HELO);
+	} else {
+		reply(s, "500 5.5.2 Error: line too long");
+	}
+	count_error(s);
+}
+
+/* Consumes as much of s->in as the state allows and moves the rest to the
+ * front; pipelined commands are handled in order and their replies leave
+ * in one write. */
+static void session_consume(struct smtpd_session *s)
 {
 	size_t pos = 0;
 
 	while (pos < s->inlen && !s->free_me) {
-		if (reads_commands(s->state)) {
-			const char *start = s->in + pos;
+		if (reads_lines(s->state)) {
+			char *start = s->in + pos;
 			const char *lf;
-			size_t avail = s->inlen - pos, linelen;
+			size_t avail = s->inlen - pos, linelen, max = line_max(s, start, avail);
+			int sasl = s->state == SMTPD_S_AUTH;
 
 			if (sizeof(s->out) - s->outlen < SMTPD_REPLY_MAX) {
 				session_flush(s);
@@ -900,12 +1369,11 @@ static void session_process(struct smtpd_session *s)
 				}
 				pos += (size_t)(lf - start) + 1;
 				s->discard_line = 0;
-				reply(s, "500 5.5.2 Error: line too long");
-				count_error(s);
+				line_too_long(s);
 				continue;
 			}
 			if (lf == NULL) {
-				if (avail >= SMTPD_CMD_LINE_MAX) {
+				if (avail >= max) {
 					s->discard_line = 1;
 					pos = s->inlen;
 				}
@@ -913,26 +1381,44 @@ static void session_process(struct smtpd_session *s)
 			}
 			linelen = (size_t)(lf - start) + 1;
 			pos += linelen;
-			if (linelen > SMTPD_CMD_LINE_MAX) {
-				reply(s, "500 5.5.2 Error: line too long");
-				count_error(s);
+			if (linelen > max) {
+				line_too_long(s);
 				continue;
 			}
-			handle_command(s, start, linelen);
+			if (sasl)
+				handle_sasl_line(s, start, linelen);
+			else
+				handle_command(s, start, linelen);
+			if (sasl || max == SMTP_SASL_LINE_MAX)
+				explicit_bzero(start, linelen); /* credentials */
 		} else if (s->state == SMTPD_S_DATA) {
 			pos += data_feed(s, s->in + pos, s->inlen - pos);
 		} else {
-			break; /* COMMIT waits for commit_done; CLOSING drops input */
+			/* COMMIT and AUTH_CHECK wait; STARTTLS and CLOSING drop input */
+			if (s->state == SMTPD_S_STARTTLS || s->state == SMTPD_S_CLOSING)
+				pos = s->inlen;
+			break;
 		}
 	}
+	if (s->free_me)
+		return;
+	memmove(s->in, s->in + pos, s->inlen - pos);
+	s->inlen -= pos;
+}
+
+/* Handles the input there is, plaintext or decrypted, until the state
+ * waits or the input runs out. */
+static void session_process(struct smtpd_session *s)
+{
+	do {
+		session_consume(s);
+	} while (tls_fill(s) > 0);
 	if (reads_commands(s->state) && s->sd->stopping)
 		reply_and_close(s, "421 4.3.2 Service shutting down"); /* DATA ended during stop */
 	if (s->free_me)
 		return; /* session_event() closes it */
-	if (s->state == SMTPD_S_CLOSING)
-		pos = s->inlen;
-	memmove(s->in, s->in + pos, s->inlen - pos);
-	s->inlen -= pos;
+	if (s->state == SMTPD_S_CLOSING || s->state == SMTPD_S_STARTTLS)
+		s->inlen = 0;
 	session_flush(s);
 	update_reading(s);
 }
@@ -955,8 +1441,11 @@ static void session_accepted(struct smtpd_session *s, int status)
 	s->relay_ok = ss.ss_family != 0 &&
 		      config_mynetworks_match(&sd->r->cfg, (const struct sockaddr *)&ss);
 	log_info("connect from %s", s->client);
-	reply(s, "220 %s ESMTP stsrelay", sd->r->cfg.hostname);
-	session_enter(s, SMTPD_S_CONNECTED);
+	if (s->kind == SMTPD_SMTPS) {
+		tls_start(s); /* RFC 8314: the greeting comes inside TLS */
+		return;
+	}
+	session_greet(s);
 	session_flush(s);
 }
 
@@ -982,13 +1471,35 @@ static void session_written(struct smtpd_session *s, int status)
 			s->free_me = 1;
 		return;
 	}
+	if (s->state == SMTPD_S_STARTTLS) {
+		session_flush(s); /* replies written before the 220 */
+		if (!s->writing)
+			tls_start(s); /* the 220 is out: TLS from the next byte */
+		return;
+	}
 	session_process(s); /* input may have waited for reply room */
+}
+
+/* Socket bytes of a TLS session are with OpenSSL (on_read fed them). */
+static void session_tls_read(struct smtpd_session *s)
+{
+	s->tls_starved = 0;
+	if (s->state == SMTPD_S_TLS)
+		tls_handshake(s);
+	if (s->free_me)
+		return;
+	session_process(s); /* flushes the handshake's messages too */
 }
 
 static void session_timeout(struct smtpd_session *s)
 {
 	if (s->state == SMTPD_S_CLOSING) {
 		s->free_me = 1;
+		return;
+	}
+	if (s->state == SMTPD_S_AUTH_CHECK) {
+		if (s->auth_fail_reply != NULL)
+			auth_fail_reply(s); /* the failure delay is over */
 		return;
 	}
 	log_msg(LOG_LVL_INFO, s->qid[0] ? s->qid : NULL, "timeout after %s from %s",
@@ -1011,7 +1522,10 @@ static void session_event(struct smtpd_session *s, enum smtpd_event ev, int stat
 		break;
 	case SE_READ:
 		restart_timer(s);
-		session_process(s);
+		if (s->tls != NULL)
+			session_tls_read(s);
+		else
+			session_process(s);
 		break;
 	case SE_READ_END:
 		session_read_end(s, status);
@@ -1025,8 +1539,12 @@ static void session_event(struct smtpd_session *s, enum smtpd_event ev, int stat
 	case SE_COMMITTED:
 		commit_done(s, status, err_no);
 		break;
+	case SE_AUTH_CHECKED:
+		auth_verdict(s);
+		break;
 	case SE_STOP:
-		if (reads_commands(s->state)) {
+		if (reads_lines(s->state) || s->state == SMTPD_S_TLS ||
+		    s->state == SMTPD_S_STARTTLS || s->state == SMTPD_S_AUTH_CHECK) {
 			if (sizeof(s->out) - s->outlen < SMTPD_REPLY_MAX)
 				s->outlen = 0;
 			reply_and_close(s, "421 4.3.2 Service shutting down");
@@ -1041,7 +1559,11 @@ static void session_event(struct smtpd_session *s, enum smtpd_event ev, int stat
 		s->free_me = 1;
 		break;
 	}
-	if (s->free_me && (s->state != SMTPD_S_COMMIT || ev == SE_COMMITTED))
+	/* The thread pool may still read s->check: a queued check is taken
+	 * back, a running one is waited for (SE_AUTH_CHECKED). */
+	if (s->free_me && s->auth_running && auth_check_cancel(&s->check) == 0)
+		s->auth_running = 0;
+	if (s->free_me && !s->auth_running && (s->state != SMTPD_S_COMMIT || ev == SE_COMMITTED))
 		session_enter(s, SMTPD_S_CLOSED);
 }
 
@@ -1052,21 +1574,30 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	struct smtpd_session *s = h->data;
 
 	(void)suggested;
-	*buf = uv_buf_init(s->in + s->inlen, (unsigned)(sizeof(s->in) - s->inlen));
+	if (s->tls != NULL)
+		*buf = uv_buf_init(s->sd->tls_rbuf, sizeof(s->sd->tls_rbuf));
+	else
+		*buf = uv_buf_init(s->in + s->inlen, (unsigned)(sizeof(s->in) - s->inlen));
 }
 
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
 	struct smtpd_session *s = st->data;
 
-	(void)buf;
 	if (nread == 0)
 		return;
 	if (nread < 0) {
 		session_event(s, SE_READ_END, (int)nread, 0);
 		return;
 	}
-	s->inlen += (size_t)nread;
+	if (s->tls != NULL) {
+		if (smtp_tls_feed(s->tls, buf->base, (size_t)nread) != 0) {
+			session_event(s, SE_READ_END, UV_ENOMEM, 0);
+			return;
+		}
+	} else {
+		s->inlen += (size_t)nread;
+	}
 	session_event(s, SE_READ, 0, 0);
 }
 
@@ -1088,6 +1619,14 @@ static void on_commit(void *arg, int status, int err_no)
 	session_event(arg, SE_COMMITTED, status, err_no);
 }
 
+static void auth_done(struct auth_check *c)
+{
+	struct smtpd_session *s = (struct smtpd_session *)((char *)c -
+							   offsetof(struct smtpd_session, check));
+
+	session_event(s, SE_AUTH_CHECKED, 0, 0);
+}
+
 static void on_session_closed(uv_handle_t *h)
 {
 	struct smtpd_session *s = h->data;
@@ -1102,6 +1641,7 @@ static void on_session_closed(uv_handle_t *h)
 	if (s->next)
 		s->next->prev = s->prev;
 	sd->nsessions--;
+	smtp_tls_free(s->tls);
 	free(s);
 	maybe_stop_done(sd);
 }
@@ -1159,6 +1699,11 @@ static void reject_connection(struct smtpd *sd, uv_stream_t *server)
 	peer_name(&rc->tcp, &ss, ip, sizeof(ip));
 	log_warn("connect from unknown[%s]: 421 too many connections (max_sessions=%u)", ip,
 		 sd->r->cfg.max_sessions);
+	if (((struct listener *)server->data)->kind == SMTPD_SMTPS) {
+		/* a TLS client would take a plaintext 421 for a broken handshake */
+		uv_close((uv_handle_t *)&rc->tcp, on_reject_closed);
+		return;
+	}
 	snprintf(rc->msg, sizeof(rc->msg), "421 4.7.0 %s Error: too many connections\r\n",
 		 sd->r->cfg.hostname);
 	b = uv_buf_init(rc->msg, (unsigned)strlen(rc->msg));
@@ -1190,6 +1735,7 @@ static void on_connection(uv_stream_t *server, int status)
 		return;
 	}
 	s->sd = sd;
+	s->kind = l->kind;
 	s->tcp.data = s;
 	s->timer.data = s;
 	if (uv_tcp_init(sd->r->loop, &s->tcp) != 0) {
@@ -1274,11 +1820,42 @@ static void close_listeners(struct smtpd *sd)
 	}
 }
 
+/* One listening socket, bound (not yet listening). */
+static int bind_one(struct smtpd *sd, enum smtpd_kind kind, const struct config_addr *a, char *err,
+		    size_t errlen)
+{
+	struct listener *l = &sd->listeners[sd->nlisteners];
+	int rc;
+
+	l->sd = sd;
+	l->kind = kind;
+	l->addr = *a;
+	l->tcp.data = l;
+	rc = uv_tcp_init(sd->r->loop, &l->tcp);
+	if (rc != 0) {
+		snprintf(err, errlen, "%s %s:%u: %s", kind_keys[kind], a->host, a->port,
+			 uv_strerror(rc));
+		return -1;
+	}
+	l->open = 1;
+	sd->nopen++;
+	sd->nlisteners++;
+	/* IPv6 sockets only for IPv6, so [::]:25 and 0.0.0.0:25 can coexist */
+	rc = uv_tcp_bind(&l->tcp, (const struct sockaddr *)&a->sa,
+			 a->sa.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
+	if (rc != 0) {
+		snprintf(err, errlen, "%s %s:%u: %s", kind_keys[kind], a->host, a->port,
+			 uv_strerror(rc));
+		return -1;
+	}
+	return 0;
+}
+
 int smtpd_bind(struct relay *r, struct smtpd **out, char *err, size_t errlen)
 {
 	struct smtpd *sd = calloc(1, sizeof(*sd));
+	const struct config *cfg = &r->cfg;
 	size_t i;
-	int rc;
 
 	if (sd == NULL) {
 		snprintf(err, errlen, "out of memory");
@@ -1287,30 +1864,15 @@ int smtpd_bind(struct relay *r, struct smtpd **out, char *err, size_t errlen)
 	sd->r = r;
 	sd->cmd_timeout_ms = timeout_from_env(SMTPD_CMD_TIMEOUT_S);
 	sd->data_timeout_ms = timeout_from_env(SMTPD_DATA_TIMEOUT_S);
-	for (i = 0; i < r->cfg.nlisten; i++) {
-		const struct config_addr *a = &r->cfg.listen[i];
-		struct listener *l = &sd->listeners[i];
-
-		l->sd = sd;
-		l->tcp.data = l;
-		rc = uv_tcp_init(r->loop, &l->tcp);
-		if (rc != 0) {
-			snprintf(err, errlen, "listen %s:%u: %s", a->host, a->port,
-				 uv_strerror(rc));
+	for (i = 0; i < cfg->nlisten; i++)
+		if (bind_one(sd, SMTPD_RELAY, &cfg->listen[i], err, errlen) != 0)
 			goto fail;
-		}
-		l->open = 1;
-		sd->nopen++;
-		sd->nlisteners = i + 1;
-		/* IPv6 sockets only for IPv6, so [::]:25 and 0.0.0.0:25 can coexist */
-		rc = uv_tcp_bind(&l->tcp, (const struct sockaddr *)&a->sa,
-				 a->sa.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
-		if (rc != 0) {
-			snprintf(err, errlen, "listen %s:%u: %s", a->host, a->port,
-				 uv_strerror(rc));
+	for (i = 0; i < cfg->nsubmission_listen; i++)
+		if (bind_one(sd, SMTPD_SUBMISSION, &cfg->submission_listen[i], err, errlen) != 0)
 			goto fail;
-		}
-	}
+	for (i = 0; i < cfg->nsmtps_listen; i++)
+		if (bind_one(sd, SMTPD_SMTPS, &cfg->smtps_listen[i], err, errlen) != 0)
+			goto fail;
 	*out = sd;
 	return 0;
 fail:
@@ -1328,17 +1890,20 @@ int smtpd_listen(struct smtpd *sd, struct commit *c, char *err, size_t errlen)
 
 	sd->commit = c;
 	for (i = 0; i < sd->nlisteners; i++) {
-		const struct config_addr *a = &sd->r->cfg.listen[i];
+		const struct listener *l = &sd->listeners[i];
+		const struct config_addr *a = &l->addr;
 
 		/* uv_tcp_bind reports EADDRINUSE only here, at listen() */
 		rc = uv_listen((uv_stream_t *)&sd->listeners[i].tcp, 511, on_connection);
 		if (rc != 0) {
-			snprintf(err, errlen, "listen %s:%u: %s", a->host, a->port,
+			snprintf(err, errlen, "%s %s:%u: %s", kind_keys[l->kind], a->host, a->port,
 				 uv_strerror(rc));
 			return -1;
 		}
-		log_info("listening on %s%s%s:%u", a->sa.ss_family == AF_INET6 ? "[" : "", a->host,
-			 a->sa.ss_family == AF_INET6 ? "]" : "", a->port);
+		log_info("listening on %s%s%s:%u%s%s", a->sa.ss_family == AF_INET6 ? "[" : "",
+			 a->host, a->sa.ss_family == AF_INET6 ? "]" : "", a->port,
+			 l->kind == SMTPD_RELAY ? "" : " for ",
+			 l->kind == SMTPD_RELAY ? "" : kind_names[l->kind]);
 	}
 	return 0;
 }
@@ -1385,5 +1950,132 @@ size_t smtpd_sessions(const struct smtpd *sd)
 
 void smtpd_free(struct smtpd *sd)
 {
+	if (sd == NULL)
+		return;
+	auth_free(sd->auth);
+	smtp_tls_server_ctx_free(sd->tls_ctx);
 	free(sd);
+}
+
+/* ---- submission: certificate and users ---- */
+
+int smtpd_submission_load(struct smtpd *sd, char *err, size_t errlen)
+{
+	const struct config *cfg = &sd->r->cfg;
+	struct smtp_users *users = NULL;
+	char why[1024];
+	int rc;
+
+	if (!config_submission_on(cfg))
+		return 0;
+	sd->tls_ctx = smtp_tls_server_ctx_new(cfg->tls_cert_file, cfg->tls_key_file, err, errlen);
+	if (sd->tls_ctx == NULL)
+		return -1;
+	log_info("submission certificate %s (%s)", cfg->tls_cert_file,
+		 smtp_tls_server_ctx_describe(sd->tls_ctx));
+	rc = auth_load_users(cfg->auth_users_file, &users, why, sizeof(why));
+	if (rc < 0) {
+		snprintf(err, errlen, "auth_users_file %s", why);
+		return -1;
+	}
+	if (rc > 0)
+		log_warn("auth_users_file %s", why);
+	else
+		log_info("auth_users_file %s: %zu user(s)", cfg->auth_users_file,
+			 smtp_users_count(users));
+	if (auth_new(sd->r->loop, users, &sd->auth) != 0) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	return 0;
+}
+
+/* A reload reads the certificate, the key and the users file in the
+ * thread pool; the loop swaps in what loaded and keeps the rest. */
+struct reload_job {
+	uv_work_t work;
+	struct smtpd *sd;
+	char cert[CONFIG_PATH_MAX], key[CONFIG_PATH_MAX], users_path[CONFIG_PATH_MAX];
+	struct smtp_tls_server_ctx *ctx;
+	struct smtp_users *users;
+	int users_rc;
+	char ctx_err[1024], users_err[1024];
+};
+
+static void on_reload_work(uv_work_t *w)
+{
+	struct reload_job *j = w->data;
+
+	j->ctx = smtp_tls_server_ctx_new(j->cert, j->key, j->ctx_err, sizeof(j->ctx_err));
+	j->users_rc = auth_load_users(j->users_path, &j->users, j->users_err, sizeof(j->users_err));
+}
+
+static void start_reload(struct smtpd *sd);
+
+static void on_reload_done(uv_work_t *w, int status)
+{
+	struct reload_job *j = w->data;
+	struct smtpd *sd = j->sd;
+
+	(void)status;
+	sd->reload = NULL;
+	if (j->ctx == NULL) {
+		log_error("reload: %s; new sessions keep the previous certificate", j->ctx_err);
+	} else {
+		smtp_tls_server_ctx_free(sd->tls_ctx); /* open sessions keep theirs */
+		sd->tls_ctx = j->ctx;
+		log_info("reload: submission certificate %s (%s)", j->cert,
+			 smtp_tls_server_ctx_describe(j->ctx));
+	}
+	if (j->users_rc < 0) {
+		log_error("reload: auth_users_file %s; keeping the previous users", j->users_err);
+	} else {
+		if (j->users_rc > 0)
+			log_warn("reload: auth_users_file %s", j->users_err);
+		else
+			log_info("reload: auth_users_file %s: %zu user(s)", j->users_path,
+				 smtp_users_count(j->users));
+		auth_set_users(sd->auth, j->users);
+	}
+	free(j);
+	if (sd->reload_again && !sd->stopping) {
+		sd->reload_again = 0;
+		start_reload(sd);
+	}
+}
+
+static void start_reload(struct smtpd *sd)
+{
+	const struct config *cfg = &sd->r->cfg;
+	struct reload_job *j;
+	int rc;
+
+	if (sd->reload != NULL) {
+		sd->reload_again = 1; /* read the files again once this is done */
+		return;
+	}
+	j = calloc(1, sizeof(*j));
+	if (j == NULL) {
+		log_error("reload: out of memory; keeping the certificate and users");
+		return;
+	}
+	j->sd = sd;
+	j->work.data = j;
+	snprintf(j->cert, sizeof(j->cert), "%s", cfg->tls_cert_file);
+	snprintf(j->key, sizeof(j->key), "%s", cfg->tls_key_file);
+	snprintf(j->users_path, sizeof(j->users_path), "%s", cfg->auth_users_file);
+	rc = uv_queue_work(sd->r->loop, &j->work, on_reload_work, on_reload_done);
+	if (rc != 0) {
+		log_error("reload: uv_queue_work: %s", uv_strerror(rc));
+		free(j);
+		return;
+	}
+	sd->reload = j;
+}
+
+void smtpd_reload(struct smtpd *sd)
+{
+	if (sd->auth == NULL || sd->stopping)
+		return; /* no submission listener */
+	start_reload(sd);
 }

@@ -1,5 +1,6 @@
-/* The SMTP listener: accepts clients on every `listen` address and runs one
- * session state machine per client, streaming DATA into the queue. */
+/* The SMTP listener: accepts clients on every `listen`, `submission_listen`
+ * and `smtps_listen` address and runs one session state machine per client,
+ * streaming DATA into the queue. */
 #ifndef STSRELAY_SMTPD_H
 #define STSRELAY_SMTPD_H
 
@@ -20,6 +21,19 @@ struct smtpd;
  * set on failure: *out is still set, its handles are closing; run the loop
  * to finish that, then smtpd_free(*out). */
 int smtpd_bind(struct relay *r, struct smtpd **out, char *err, size_t errlen);
+
+/* Loads what the submission listeners need, as the daemon's user: the
+ * certificate (tls_cert_file, tls_key_file) and auth_users_file (missing:
+ * a warning, nobody can authenticate). Nothing to do when both submission
+ * keys are empty. 0, or -1 with err set (a certificate or key that does not
+ * load or match, a users file with an error): a configuration error. */
+int smtpd_submission_load(struct smtpd *sd, char *err, size_t errlen);
+
+/* SIGHUP, after the configuration was swapped: reads the certificate, key
+ * and auth_users_file again in the thread pool. What loads replaces the old
+ * for new sessions and new AUTH commands; open sessions keep theirs; what
+ * fails is logged and the old stays. */
+void smtpd_reload(struct smtpd *sd);
 
 /* Starts accepting; committed messages go through c and are announced to
  * r->sched. 0, or -1 with err set (a listen address in use). */

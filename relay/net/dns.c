@@ -1238,6 +1238,27 @@ int dns_resolve_mx(struct dns *dns, const char *domain, dns_mx_cb cb, void *arg,
 	return 0;
 }
 
+int dns_resolve_host(struct dns *dns, const char *host, dns_mx_cb cb, void *arg,
+		     struct dns_query **qp)
+{
+	int err;
+	struct dns_query *q = query_new(dns, Q_MX, host, arg, &err);
+	struct mx_tmp self;
+
+	if (q == NULL)
+		return err;
+	q->cb.mx = cb;
+	/* The answer an MX lookup gives for a domain without MX records:
+	 * mx_finish() then judges the one host's addresses the same way. */
+	self.host = q->name;
+	self.pref = 0;
+	self.shuffle = 0;
+	q->res.mx->implicit = true;
+	mx_hosts_start(q, &self, 1);
+	query_launched(q, qp);
+	return 0;
+}
+
 /* The one c-ares callback: route the answer to its part, then release. */
 static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 {

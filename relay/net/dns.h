@@ -179,4 +179,11 @@ int dns_lookup_tlsa(struct dns *dns, const char *name, dns_tlsa_cb cb, void *arg
 		    struct dns_query **qp);
 void dns_tlsa_result_free(struct dns_tlsa_result *res);
 
+/* A next hop written as [host] (relayhost, Postfix's notation): no MX
+ * lookup, host's own A/AAAA, answered in the form of dns_resolve_mx for a
+ * domain without MX records (implicit = true, one host, the same statuses:
+ * OK, TEMPFAIL, NXDOMAIN, NO_ADDRESS). Same contract as dns_resolve_mx. */
+int dns_resolve_host(struct dns *dns, const char *host, dns_mx_cb cb, void *arg,
+		     struct dns_query **qp);
+
 #endif

@@ -208,6 +208,36 @@ def test_two_postfix_instances_and_no_tls_option(world):
     assert a.master_pid != b.master_pid
 
 
+def test_postfix_sasl_submission_server(world):
+    """sasl_users: AUTH (Cyrus SASL, sasldb2 by saslpasswd2) only after
+    STARTTLS, nothing relayed without it, a wrong password 535."""
+    port = free_port()
+    pf = world.postfix(["sub.test"], ["smtp.sub.test"], port=port,
+                       sasl_users={"u1": "pass word:1"})
+    ip = world.ips["smtp.sub.test"]
+    with smtplib.SMTP(ip, port, timeout=10) as s:
+        s.ehlo("client.test")
+        assert not s.has_extn("auth")          # smtpd_tls_auth_only
+        code, _ = s.docmd("AUTH", "PLAIN AHUxAHBhc3Mgd29yZDox")
+        assert code == 503 or code == 538, code
+        s.mail("s@client.test")
+        assert s.rcpt("r@sub.test")[0] == 554   # no relaying without AUTH
+    base = ["swaks", "--server", ip, "--port", str(port), "--to", "r@sub.test",
+            "--from", "s@client.test", "--helo", "client.test", "--tls", "--tls-verify",
+            "--tls-ca-path", world.ca.ca_file, "--tls-sni", "smtp.sub.test",
+            "--timeout", "10", "--header", "Subject: sasl self-test", "--auth", "PLAIN",
+            "--auth-user", "u1"]
+    p = subprocess.run(base + ["--auth-password", "wrong"], capture_output=True, timeout=30)
+    assert p.returncode != 0 and b"535 5.7.8" in p.stdout, p.stdout
+    p = subprocess.run(base + ["--auth-password", "pass word:1"], capture_output=True,
+                       timeout=30)
+    assert p.returncode == 0, p.stdout.decode(errors="replace")
+    m = pf.wait_messages("r@sub.test")[0]
+    assert "with ESMTPSA" in m.received()[0], m.received()[0]
+    assert "sasl_method=PLAIN, sasl_username=u1@" in pf.log()
+    assert len(pf.messages()) == 1
+
+
 # --- fake MX ---------------------------------------------------------------
 
 def _client(mx, timeout=5):

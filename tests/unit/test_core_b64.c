@@ -1,5 +1,6 @@
 /* Unit tests of base64 into a fixed buffer (relay/core/b64.h): RFC 4648
- * vectors, all byte values, exact output sizes and refusal when too small. */
+ * vectors both ways, all byte values, exact output sizes, refusal when too
+ * small, and strict decoding (padding, alphabet, non-canonical bits). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -78,12 +79,84 @@ static void test_output_size(void **state)
 	assert_int_equal(core_b64_encode(buf, SIZE_MAX, buf, sizeof(buf)), -1);
 }
 
+static void test_decode_vectors(void **state)
+{
+	static const char *const plain[] = { "", "f", "fo", "foo", "foob", "fooba", "foobar" };
+	static const char *const enc[] = { "",         "Zg==",     "Zm8=",    "Zm9v",
+					   "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy" };
+	char buf[16];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < 7; i++) {
+		memset(buf, 0, sizeof(buf));
+		assert_int_equal(core_b64_decode(enc[i], strlen(enc[i]), buf, sizeof(buf)),
+				 (ssize_t)strlen(plain[i]));
+		assert_memory_equal(buf, plain[i], strlen(plain[i]));
+	}
+}
+
+/* Every byte value survives encode then decode; the output bound is exact. */
+static void test_decode_round_trip(void **state)
+{
+	unsigned char in[256], out[256];
+	char text[400];
+	size_t n, i;
+
+	(void)state;
+	for (i = 0; i < 256; i++)
+		in[i] = (unsigned char)i;
+	for (n = 0; n <= 256; n += 1 + n / 3) {
+		ssize_t len = core_b64_encode(in, n, text, sizeof(text));
+
+		assert_true(len >= 0);
+		assert_int_equal(core_b64_decode(text, (size_t)len, out, n), (ssize_t)n);
+		assert_memory_equal(out, in, n);
+		if (n > 0) /* one byte less room: refused */
+			assert_int_equal(core_b64_decode(text, (size_t)len, out, n - 1), -1);
+	}
+}
+
+/* What RFC 4648 §3 lets a decoder refuse, and SASL (RFC 4954 §4) wants
+ * refused: anything but the canonical form. */
+static void test_decode_rejects(void **state)
+{
+	static const char *const bad[] = {
+		"Zg",       /* no padding */
+		"Zg=",      /* short padding */
+		"Z===",     /* three pads */
+		"=Zg=",     /* pad first */
+		"Zg=a",     /* data after a pad */
+		"Zg==Zg==", /* padding inside */
+		"Zh==",     /* non-zero bits after the last byte */
+		"Zm9=",     /* same, one pad */
+		"Zm 9v",    /* blank */
+		"Zm9v\n",   /* line break */
+		"Zm9-",     /* base64url alphabet */
+		"Zm9_",
+		"Zm9\x80",
+		"====",
+	};
+	char buf[16];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (core_b64_decode(bad[i], strlen(bad[i]), buf, sizeof(buf)) != -1)
+			fail_msg("decoded '%s'", bad[i]);
+	/* a NUL inside is not the end of the text */
+	assert_int_equal(core_b64_decode("Zg\0=", 4, buf, sizeof(buf)), -1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_vectors),
 		cmocka_unit_test(test_all_bytes),
 		cmocka_unit_test(test_output_size),
+		cmocka_unit_test(test_decode_vectors),
+		cmocka_unit_test(test_decode_round_trip),
+		cmocka_unit_test(test_decode_rejects),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -31,9 +31,16 @@ static void dump_field(const struct config *c, const char *key, char *out, size_
 		assert_true(w_ >= 0 && (size_t)w_ < outlen - n); \
 		n += (size_t)w_; \
 	} while (0)
-	if (strcmp(key, "listen") == 0 || strcmp(key, "dns_servers") == 0) {
-		const struct config_addr *a = key[0] == 'l' ? c->listen : c->dns_servers;
-		size_t cnt = key[0] == 'l' ? c->nlisten : c->ndns_servers;
+	if (strcmp(key, "listen") == 0 || strcmp(key, "dns_servers") == 0 ||
+	    strcmp(key, "submission_listen") == 0 || strcmp(key, "smtps_listen") == 0) {
+		const struct config_addr *a = key[0] == 'l'   ? c->listen
+					      : key[0] == 'd' ? c->dns_servers
+					      : key[1] == 'u' ? c->submission_listen
+							      : c->smtps_listen;
+		size_t cnt = key[0] == 'l'   ? c->nlisten
+			     : key[0] == 'd' ? c->ndns_servers
+			     : key[1] == 'u' ? c->nsubmission_listen
+					     : c->nsmtps_listen;
 
 		for (size_t i = 0; i < cnt; i++) {
 			int v6 = strchr(a[i].host, ':') != NULL;
@@ -96,6 +103,20 @@ static void dump_field(const struct config *c, const char *key, char *out, size_
 		APPEND("%d", (int)c->dane);
 	} else if (strcmp(key, "tls_policy_file") == 0) {
 		APPEND("%s", c->tls_policy_file);
+	} else if (strcmp(key, "relayhost") == 0) {
+		/* name|port|mx|implicit-tls */
+		APPEND("%s|%u|%d|%d", c->relayhost, (unsigned)c->relayhost_port, c->relayhost_mx,
+		       c->relayhost_implicit_tls);
+	} else if (strcmp(key, "relayhost_auth_file") == 0) {
+		APPEND("%s", c->relayhost_auth_file);
+	} else if (strcmp(key, "tls") == 0) {
+		APPEND("%s|%s", c->tls_cert_file, c->tls_key_file);
+	} else if (strcmp(key, "auth_users_file") == 0) {
+		APPEND("%s", c->auth_users_file);
+	} else if (strcmp(key, "received_show_auth") == 0) {
+		APPEND("%d", (int)c->received_show_auth);
+	} else if (strcmp(key, "max_sessions_per_ip") == 0) {
+		APPEND("%u", c->max_sessions_per_ip);
 	} else {
 		fail_msg("test table names unknown field %s", key);
 	}
@@ -107,8 +128,10 @@ static const char *const all_fields[] = {
 	"dns_servers", "ca_file", "smtp_port", "sts_https_port", "sts_fetch_timeout",
 	"tls_default", "queue_lifetime", "retry_schedule", "max_connections_per_domain",
 	"tlsrpt_org_name", "tlsrpt_contact", "tlsrpt_send_at", "max_sessions", "user",
-	"tlsrpt_retention", "dkim", "log_format", "log_target", "alias_root", "dane",
-	"tls_policy_file",
+	"tlsrpt_retention", "dkim", "log_format", "log_target", "alias_root", "dane", "tls_policy_file",
+	"relayhost", "relayhost_auth_file",
+	"submission_listen", "smtps_listen", "tls", "auth_users_file", "received_show_auth",
+	"max_sessions_per_ip",
 };
 
 static int parse_str(struct config *c, const char *text, char *err, size_t errlen)
@@ -153,6 +176,12 @@ static void test_defaults(void **state)
 		{ "log_format", "0" },
 		{ "dane", "1" },
 		{ "tls_policy_file", "" },
+		{ "submission_listen", "" },
+		{ "smtps_listen", "" },
+		{ "tls", "|" },
+		{ "auth_users_file", "/etc/stsrelay/users" },
+		{ "received_show_auth", "0" },
+		{ "max_sessions_per_ip", "50" },
 	};
 	for (size_t i = 0; i < ARRAY_LEN(want); i++) {
 		dump_field(&c, want[i].field, buf, sizeof(buf));
@@ -227,6 +256,18 @@ static const struct ok_case ok_cases[] = {
 	{ "log_target = journal", "log_target", "3" },
 	{ "alias_root = admin@example.org", "alias_root", "admin@example.org" },
 	{ "alias_root =", "alias_root", "" },
+	/* relayhost: name|port|mx lookup|implicit TLS (port 465) */
+	{ "relayhost = [smtp.example.net]:587", "relayhost", "smtp.example.net|587|0|0" },
+	{ "relayhost = [smtp.example.net]:465", "relayhost", "smtp.example.net|465|0|1" },
+	{ "relayhost = [smtp.example.net]", "relayhost", "smtp.example.net|25|0|0" },
+	{ "relayhost = example.net:587", "relayhost", "example.net|587|1|0" },
+	{ "relayhost = example.net", "relayhost", "example.net|25|1|0" },
+	{ "relayhost = [SMTP.Example.NET.]:2525", "relayhost", "smtp.example.net|2525|0|0" },
+	{ "relayhost = localhost:465", "relayhost", "localhost|465|1|1" },
+	{ "relayhost =", "relayhost", "|0|0|0" },
+	{ "relayhost_auth_file = /etc/stsrelay/relay auth", "relayhost_auth_file",
+	  "/etc/stsrelay/relay auth" },
+	{ "relayhost_auth_file =", "relayhost_auth_file", "" },
 	/* hostname, and the report identity that follows it */
 	{ "hostname = relay.example.com", "hostname", "relay.example.com" },
 	{ "hostname = relay.example.com", "tlsrpt_org_name", "relay.example.com" },
@@ -328,6 +369,23 @@ static const struct ok_case ok_cases[] = {
 	{ "max_sessions = 8", "max_sessions", "8" },
 	{ "max_sessions = 9\r", "max_sessions", "9" },
 	{ "\n\n   \n# c\nmax_sessions = 10 # ten\n\n", "max_sessions", "10" },
+	/* remote submission: default ports 587 and 465, empty = off */
+	{ "submission_listen = 0.0.0.0, [::]:2587\ntls_cert_file = /c\ntls_key_file = /k",
+	  "submission_listen", "0.0.0.0:587,[::]:2587" },
+	{ "smtps_listen = 192.0.2.1\ntls_cert_file = /c\ntls_key_file = /k", "smtps_listen",
+	  "192.0.2.1:465" },
+	{ "smtps_listen = 192.0.2.1\ntls_cert_file = /c\ntls_key_file = /k", "tls", "/c|/k" },
+	{ "submission_listen =\nsmtps_listen =", "submission_listen", "" },
+	{ "tls_cert_file = /etc/ssl/c.pem\ntls_key_file = /etc/ssl/k.pem", "tls",
+	  "/etc/ssl/c.pem|/etc/ssl/k.pem" },
+	{ "auth_users_file = /srv/users", "auth_users_file", "/srv/users" },
+	{ "received_show_auth = yes", "received_show_auth", "1" },
+	{ "received_show_auth = no", "received_show_auth", "0" },
+	{ "max_sessions_per_ip = 300", "max_sessions_per_ip", "300" },
+	/* the same port on other addresses is no overlap */
+	{ "listen = 127.0.0.1:25\nsubmission_listen = 127.0.0.2:25\ntls_cert_file = /c\n"
+	  "tls_key_file = /k",
+	  "submission_listen", "127.0.0.2:25" },
 };
 
 static void test_ok_table(void **state)
@@ -383,6 +441,32 @@ static const struct err_case err_cases[] = {
 	{ "alias_root = <a@b.example>", "t.conf:1: bad value '<a@b.example>' for key 'alias_root': "
 					"must be a full address like admin@example.org" },
 	{ "hostname =", "t.conf:1: key 'hostname' needs a value" },
+	{ "relayhost = [192.0.2.1]:587",
+	  "t.conf:1: bad value '[192.0.2.1]:587' for key 'relayhost': must be [host]:port, "
+	  "[host], host:port or host, with a host name (not an address: TLS is verified "
+	  "against the name)" },
+	{ "relayhost = [2001:db8::1]:587",
+	  "t.conf:1: bad value '[2001:db8::1]:587' for key 'relayhost': must be [host]:port, "
+	  "[host], host:port or host, with a host name (not an address: TLS is verified "
+	  "against the name)" },
+	{ "relayhost = [smtp.example.net:587",
+	  "t.conf:1: bad value '[smtp.example.net:587' for key 'relayhost': missing ']'" },
+	{ "relayhost = [smtp.example.net]587",
+	  "t.conf:1: bad value '[smtp.example.net]587' for key 'relayhost': must be "
+	  "[host]:port, [host], host:port or host, with a host name (not an address: TLS is "
+	  "verified against the name)" },
+	{ "relayhost = smtp.example.net:0",
+	  "t.conf:1: bad value 'smtp.example.net:0' for key 'relayhost': port must be a number "
+	  "from 1 to 65535" },
+	{ "relayhost = [smtp.example.net]:65536",
+	  "t.conf:1: bad value '[smtp.example.net]:65536' for key 'relayhost': port must be a "
+	  "number from 1 to 65535" },
+	{ "relayhost = []:25",
+	  "t.conf:1: bad value '[]:25' for key 'relayhost': must be [host]:port, [host], "
+	  "host:port or host, with a host name (not an address: TLS is verified against the "
+	  "name)" },
+	{ "relayhost = smtp.exa mple.net",
+	  "t.conf:1: bad value 'smtp.exa mple.net' for key 'relayhost': unexpected blank" },
 	{ "max_message_size =", "t.conf:1: key 'max_message_size' needs a value" },
 	{ "smtp_port =", "t.conf:1: key 'smtp_port' needs a value" },
 	{ "sts_https_port =", "t.conf:1: key 'sts_https_port' needs a value" },
@@ -421,6 +505,30 @@ static const struct err_case err_cases[] = {
 	{ "max_sessions =", "t.conf:1: key 'max_sessions' needs a value" },
 	{ "tlsrpt_retention =", "t.conf:1: key 'tlsrpt_retention' needs a value" },
 	{ "log_format =", "t.conf:1: key 'log_format' needs a value" },
+	/* remote submission */
+	{ "auth_users_file =", "t.conf:1: key 'auth_users_file' needs a value" },
+	{ "received_show_auth = true",
+	  "t.conf:1: bad value 'true' for key 'received_show_auth': must be yes or no" },
+	{ "max_sessions_per_ip = 0",
+	  "t.conf:1: bad value '0' for key 'max_sessions_per_ip': must be a number from 1 to "
+	  "1000000" },
+	{ "submission_listen = localhost:587",
+	  "t.conf:1: bad value 'localhost:587' for key 'submission_listen': not a numeric IPv4 or "
+	  "IPv6 address" },
+	{ "# x\nsubmission_listen = 0.0.0.0",
+	  "t.conf:2: submission_listen and smtps_listen need tls_cert_file and tls_key_file "
+	  "(AUTH is offered only over TLS)" },
+	{ "smtps_listen = 0.0.0.0\ntls_cert_file = /c",
+	  "t.conf:1: submission_listen and smtps_listen need tls_cert_file and tls_key_file "
+	  "(AUTH is offered only over TLS)" },
+	{ "tls_cert_file = /c\n\ntls_key_file =",
+	  "t.conf:3: 'tls_cert_file' and 'tls_key_file' must be set together" },
+	{ "listen = 127.0.0.1:2525\ntls_cert_file = /c\ntls_key_file = /k\n"
+	  "smtps_listen = 127.0.0.1:2525",
+	  "t.conf:4: address 127.0.0.1:2525 is in both listen and smtps_listen" },
+	{ "submission_listen = [::1]:587\ntls_cert_file = /c\ntls_key_file = /k\n"
+	  "smtps_listen = [::1]:587",
+	  "t.conf:4: address ::1:587 is in both submission_listen and smtps_listen" },
 	/* listen / dns_servers */
 	{ "listen = localhost:25",
 	  "t.conf:1: bad value 'localhost:25' for key 'listen': not a numeric IPv4 or IPv6 address" },
@@ -1048,7 +1156,10 @@ static void test_example_conf_lists_every_key(void **state)
 		"tls_default", "queue_lifetime", "retry_schedule", "max_connections_per_domain",
 		"tlsrpt_org_name", "tlsrpt_contact", "tlsrpt_send_at", "max_sessions", "user",
 		"tlsrpt_retention", "dkim_domain", "dkim_selector", "dkim_key_file", "log_format",
-		"log_target", "alias_root", "dane", "tls_policy_file",
+		"log_target", "alias_root", "relayhost", "relayhost_auth_file", "dane",
+		"tls_policy_file",
+		"log_target", "alias_root", "submission_listen", "smtps_listen", "tls_cert_file",
+		"tls_key_file", "auth_users_file", "received_show_auth", "max_sessions_per_ip",
 	};
 	FILE *f = fopen(TEST_SRCDIR "/conf/stsrelay.conf", "r");
 	char line[512];

@@ -23,9 +23,11 @@
  *                                 | keep-open (READY instead of QUIT after ".")
  *                                 | eight-bit (the message has 8-bit data; also
  *                                   for the transactions of `next`)
+ *                                 | auth USER PASS (AUTH PLAIN after TLS; also
+ *                                   for `next`) | implicit-tls
  *   dialogue:  S text / SRAW text   server bytes (S adds CRLF)
  *              C text / CRAW text   exact client bytes expected (C adds CRLF)
- *              tls-done ok|fail, eof, timeout STATE
+ *              tls-done ok|unverified|fail (ok: verified), eof, timeout STATE
  *              next ADDR... (READY: a new transaction to these recipients;
  *                the M lines that follow are its message), quit (READY)
  *   checks:    expect-event io|need-tls|want-data|done, expect-state NAME,
@@ -37,12 +39,14 @@
  *              connection-level failure; "0 " when none),
  *              expect-timeout-ms N, expect-accepted N,
  *              expect-tls-active yes|no, expect-transactions N,
- *              expect-next-fails (smtp_client_next refused in this state)
+ *              expect-next-fails (smtp_client_next refused in this state),
+ *              expect-authenticated yes|no
  * Consecutive S lines are fed at once; the C lines after them must equal
  * everything the client wrote in response (message data is pushed in
  * `chunk`-byte pieces, or pulled through the read callback).
- * Every scenario also checks one invariant: with tls=require nothing of a
- * mail transaction is written before tls-done ok.
+ * Every scenario also checks two invariants: with tls=require nothing of a
+ * mail transaction is written before tls-done ok|unverified, and nothing
+ * of AUTH (nor the password, in any form) before tls-done ok.
  */
 
 #define MAXR 16
@@ -85,14 +89,15 @@ struct scn {
 	size_t nto;
 	enum smtp_tls_level tls;
 	uint64_t size;
-	bool pull, keep_open, eight_bit;
+	bool pull, keep_open, eight_bit, implicit_tls;
+	char auth_user[64], auth_pass[64];
 	size_t chunk;
 	struct buf msg;
 	size_t msg_off;
 
 	struct smtp_client *c;
 	struct buf sbuf, cbuf, got;
-	bool tls_ok;
+	bool tls_ok, tls_verified;
 	bool transaction_seen;
 };
 
@@ -132,6 +137,11 @@ static void make_client(struct scn *s)
 	cfg.timeouts = &to;
 	cfg.keep_open = s->keep_open;
 	cfg.eight_bit = s->eight_bit;
+	cfg.implicit_tls = s->implicit_tls;
+	if (s->auth_user[0]) {
+		cfg.auth_user = s->auth_user;
+		cfg.auth_password = s->auth_pass;
+	}
 	if (s->pull) {
 		cfg.read = pull_read;
 		cfg.read_arg = s;
@@ -156,6 +166,9 @@ static void drain(struct scn *s)
 	    (strstr(s->got.p, "MAIL FROM") || strstr(s->got.p, "RCPT TO") ||
 	     strstr(s->got.p, "\r\nDATA\r\n")))
 		fail_msg("%s:%d: transaction sent without TLS under tls=require", s->file, s->lineno);
+	if (!s->tls_verified && (strstr(s->got.p, "AUTH") ||
+				 (s->auth_pass[0] && strstr(s->got.p, s->auth_pass))))
+		fail_msg("%s:%d: AUTH sent without verified TLS", s->file, s->lineno);
 }
 
 /* Feeds pending server bytes, runs the data pump, compares the output. */
@@ -247,8 +260,13 @@ static void directive(struct scn *s, const char *cmd, char *arg)
 	settle(s);
 	res = smtp_client_result(s->c);
 	if (strcmp(cmd, "tls-done") == 0) {
-		s->tls_ok = strcmp(arg, "ok") == 0;
+		s->tls_ok = strcmp(arg, "ok") == 0 || strcmp(arg, "unverified") == 0;
+		s->tls_verified = strcmp(arg, "ok") == 0;
+		if (s->tls_ok)
+			smtp_client_tls_verified(s->c, s->tls_verified);
 		smtp_client_tls_done(s->c, s->tls_ok, s->tls_ok ? NULL : "certificate-expired: test");
+	} else if (strcmp(cmd, "expect-authenticated") == 0) {
+		CHECK_STR(res->authenticated ? "yes" : "no", arg);
 	} else if (strcmp(cmd, "eof") == 0) {
 		smtp_client_eof(s->c);
 	} else if (strcmp(cmd, "next") == 0 || strcmp(cmd, "expect-next-fails") == 0) {
@@ -277,6 +295,10 @@ static void directive(struct scn *s, const char *cmd, char *arg)
 		cfg.tls = s->tls;
 		cfg.keep_open = s->keep_open;
 		cfg.eight_bit = s->eight_bit;
+		if (s->auth_user[0]) {
+			cfg.auth_user = s->auth_user;
+			cfg.auth_password = s->auth_pass;
+		}
 		if (s->pull) {
 			cfg.read = pull_read;
 			cfg.read_arg = s;
@@ -402,6 +424,10 @@ static void run_file(const char *path)
 			s.keep_open = true;
 		} else if (strcmp(cmd, "eight-bit") == 0) {
 			s.eight_bit = true;
+		} else if (strcmp(cmd, "implicit-tls") == 0) {
+			s.implicit_tls = true;
+		} else if (strcmp(cmd, "auth") == 0) {
+			assert_int_equal(sscanf(arg, "%63s %63s", s.auth_user, s.auth_pass), 2);
 		} else if (strcmp(cmd, "chunk") == 0) {
 			s.chunk = strtoul(arg, NULL, 10);
 		} else if (strcmp(cmd, "M") == 0) {
@@ -641,6 +667,102 @@ static void test_config_checks(void **state)
 	assert_null(smtp_client_new(&cfg, &err));
 }
 
+/* AUTH and implicit TLS settings the client refuses to start with: the
+ * credentials go over required TLS or nowhere, and nothing in them may
+ * break the command line. */
+static void test_auth_config_checks(void **state)
+{
+	static const char *rcpt[] = {"bob@example.com"};
+	char longpw[SMTP_CLIENT_AUTH_MAX + 2];
+	struct smtp_client_config cfg = {0};
+	struct smtp_client *c;
+	const char *err = NULL;
+
+	(void)state;
+	memset(longpw, 'p', sizeof(longpw) - 1);
+	longpw[sizeof(longpw) - 1] = '\0';
+	cfg.helo_name = "relay.example.org";
+	cfg.sender = "a@example.org";
+	cfg.rcpts = rcpt;
+	cfg.nrcpts = 1;
+	cfg.tls = SMTP_TLS_REQUIRE;
+	cfg.auth_user = "user";
+	cfg.auth_password = "secret";
+	c = smtp_client_new(&cfg, &err);
+	assert_non_null(c);
+	smtp_client_free(c);
+
+	cfg.tls = SMTP_TLS_MAY; /* AUTH would be possible in plaintext */
+	assert_null(smtp_client_new(&cfg, &err));
+	cfg.tls = SMTP_TLS_NONE;
+	assert_null(smtp_client_new(&cfg, &err));
+	cfg.tls = SMTP_TLS_REQUIRE;
+	cfg.auth_password = NULL;
+	assert_null(smtp_client_new(&cfg, &err));
+	cfg.auth_password = "";
+	assert_null(smtp_client_new(&cfg, &err));
+	cfg.auth_password = "se\r\ncret";
+	assert_null(smtp_client_new(&cfg, &err));
+	cfg.auth_password = longpw;
+	assert_null(smtp_client_new(&cfg, &err));
+	longpw[SMTP_CLIENT_AUTH_MAX] = '\0'; /* exactly the maximum */
+	c = smtp_client_new(&cfg, &err);
+	assert_non_null(c);
+	smtp_client_free(c);
+	cfg.auth_user = NULL;
+	cfg.auth_password = NULL;
+	cfg.implicit_tls = true;
+	cfg.tls = SMTP_TLS_MAY;
+	assert_null(smtp_client_new(&cfg, &err));
+	cfg.tls = SMTP_TLS_REQUIRE;
+	c = smtp_client_new(&cfg, &err);
+	assert_non_null(c);
+	/* implicit TLS: the handshake before any byte */
+	assert_int_equal(smtp_client_event(c), SMTP_CLIENT_EV_NEED_TLS);
+	smtp_client_free(c);
+}
+
+/* The longest credentials still make one AUTH PLAIN line that a server
+ * decodes to exactly "\0user\0password". */
+static void test_auth_plain_longest(void **state)
+{
+	static const char *rcpt[] = {"bob@example.com"};
+	char user[SMTP_CLIENT_AUTH_MAX + 1], pass[SMTP_CLIENT_AUTH_MAX + 1];
+	struct smtp_client_config cfg = {0};
+	struct smtp_client *c;
+	const char *p;
+	size_t n;
+
+	(void)state;
+	memset(user, 'u', SMTP_CLIENT_AUTH_MAX);
+	user[SMTP_CLIENT_AUTH_MAX] = '\0';
+	memset(pass, ':', SMTP_CLIENT_AUTH_MAX);
+	pass[SMTP_CLIENT_AUTH_MAX] = '\0';
+	cfg.helo_name = "relay.example.org";
+	cfg.sender = "a@example.org";
+	cfg.rcpts = rcpt;
+	cfg.nrcpts = 1;
+	cfg.tls = SMTP_TLS_REQUIRE;
+	cfg.implicit_tls = true;
+	cfg.auth_user = user;
+	cfg.auth_password = pass;
+	c = smtp_client_new(&cfg, NULL);
+	assert_non_null(c);
+	smtp_client_tls_verified(c, true);
+	smtp_client_tls_done(c, true, NULL);
+	feed_str(c, "220 relay\r\n");
+	smtp_client_output(c, &p, &n);
+	smtp_client_consume(c, n);
+	feed_str(c, "250-relay\r\n250 AUTH PLAIN\r\n");
+	assert_int_equal(smtp_client_state(c), SMTP_CLIENT_AUTH);
+	smtp_client_output(c, &p, &n);
+	/* "AUTH PLAIN " + base64 of 2 + 2 * 255 bytes (4 * 171 = 684) + CRLF */
+	assert_int_equal(n, 11 + 684 + 2);
+	assert_memory_equal(p, "AUTH PLAIN AHV1dX", 17);
+	assert_memory_equal(p + n - 6, "Ojo=\r\n", 6);
+	smtp_client_free(c);
+}
+
 static void test_default_timeouts(void **state)
 {
 	static const char *rcpt[] = {"bob@example.com"};
@@ -700,7 +822,7 @@ int main(void)
 		return 1;
 	}
 	qsort(files, nfiles, sizeof(*files), by_name);
-	tests = calloc(nfiles + 4, sizeof(*tests));
+	tests = calloc(nfiles + 6, sizeof(*tests));
 	for (i = 0; i < nfiles; i++) {
 		tests[nt].name = strrchr(files[i], '/') + 1;
 		tests[nt].test_func = test_scenario;
@@ -711,6 +833,8 @@ int main(void)
 	tests[nt++] = (struct CMUnitTest)cmocka_unit_test(test_body_large);
 	tests[nt++] = (struct CMUnitTest)cmocka_unit_test(test_config_checks);
 	tests[nt++] = (struct CMUnitTest)cmocka_unit_test(test_default_timeouts);
+	tests[nt++] = (struct CMUnitTest)cmocka_unit_test(test_auth_config_checks);
+	tests[nt++] = (struct CMUnitTest)cmocka_unit_test(test_auth_plain_longest);
 	rc = _cmocka_run_group_tests("smtp_client", tests, nt, NULL, NULL);
 	for (i = 0; i < nfiles; i++)
 		free(files[i]);

@@ -384,7 +384,7 @@ static void test_summary(void **state)
 /* Rows name their fields; a field left out is 0 or NULL. */
 struct ecase {
 	const char *in;
-	int pipelining, starttls, size, eightbit, esc, utf8;
+	int pipelining, starttls, size, eightbit, esc, utf8, auth_plain;
 	uint64_t size_max;
 };
 
@@ -406,6 +406,16 @@ static const struct ecase ecases[] = {
 	{ .in = "250-mx\r\n250 STARTTLSX\r\n" },
 	/* The greeting line is not a keyword. */
 	{ .in = "250-STARTTLS\r\n250 8BITMIME\r\n", .eightbit = 1 },
+	/* AUTH (RFC 4954): PLAIN among the mechanisms, any case, either spelling */
+	{ .in = "250-mx\r\n250 AUTH PLAIN LOGIN\r\n", .auth_plain = 1 },
+	{ .in = "250-mx\r\n250 AUTH LOGIN plain\r\n", .auth_plain = 1 },
+	{ .in = "250-mx\r\n250-AUTH=PLAIN LOGIN\r\n250 PIPELINING\r\n", .auth_plain = 1,
+	  .pipelining = 1 },
+	{ .in = "250-mx\r\n250 AUTH LOGIN CRAM-MD5\r\n" },
+	{ .in = "250-mx\r\n250 AUTH PLAINX XPLAIN\r\n" },
+	{ .in = "250-mx\r\n250 AUTH\r\n" },
+	{ .in = "250-mx\r\n250 AUTHPLAIN\r\n" },
+	{ .in = "250-AUTH PLAIN\r\n250 8BITMIME\r\n", .eightbit = 1 },
 };
 
 static void test_ehlo(void **state)
@@ -428,6 +438,8 @@ static void test_ehlo(void **state)
 		assert_int_equal(caps.eightbitmime, e->eightbit);
 		assert_int_equal(caps.enhancedstatuscodes, e->esc);
 		assert_int_equal(caps.smtputf8, e->utf8);
+		if (caps.auth_plain != (e->auth_plain != 0))
+			fail_msg("ecase %zu: auth_plain %d", i, caps.auth_plain);
 	}
 	assert_int_equal(smtp_reply_parse("550 no\r\n", 8, r, &used, &err), 1);
 	assert_int_equal(smtp_ehlo_parse(r, &caps), -1);

@@ -98,12 +98,22 @@ class World:
         self.dns.set("_smtp._tls." + domain, "TXT", "v=TLSRPTv1; rua=%s" % rua)
 
     # --- MX hosts ------------------------------------------------------
-    def postfix(self, domains, hosts, tls=None, host_options=None, main_extra=None):
+    def postfix(self, domains, hosts, tls=None, host_options=None, main_extra=None,
+                port=None, sasl_users=None):
         """Start a Postfix instance accepting mail for `domains` on MX
-        `hosts` (names; each gets an A record). tls: {host: ca.Leaf}."""
-        pf = PostfixMX(self._subdir("postfix"), self.ca,
-                       {h: self.host(h) for h in hosts}, self.smtp_port, domains,
-                       tls=tls, host_options=host_options, main_extra=main_extra)
+        `hosts` (names; each gets an A record) on `port` (default
+        smtp_port; another port gets addresses where it is free).
+        tls: {host: ca.Leaf}; sasl_users: {name: password} requires AUTH
+        over TLS (PostfixMX)."""
+        port = port or self.smtp_port
+        ips = {}
+        for h in hosts:
+            if port != self.smtp_port and h.lower().rstrip(".") not in self.ips:
+                self.host(h, free_ip(port, used=set(self.ips.values())))
+            ips[h] = self.host(h)
+        pf = PostfixMX(self._subdir("postfix"), self.ca, ips, port, domains,
+                       tls=tls, host_options=host_options, main_extra=main_extra,
+                       sasl_users=sasl_users)
         self._stoppers.append(pf.stop)
         pf.start()
         return pf
