@@ -2,12 +2,12 @@
  * its loader, and the lookup by exact domain, then by nearest ".parent" entry. */
 #include "relay/core/tls_policy.h"
 
+#include "relay/core/fs.h"
+
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 static const char *const level_names[TLS_LEVEL_COUNT] = {
 	[TLS_LEVEL_NONE] = "none",     [TLS_LEVEL_MAY] = "may",   [TLS_LEVEL_ENCRYPT] = "encrypt",
@@ -212,41 +212,19 @@ bad:
 int tls_policy_load(const char *path, struct tls_policy **out, char *err, size_t errlen)
 {
 	char *buf = NULL;
-	size_t have = 0;
-	int fd, rc = -1;
+	size_t len = 0;
+	int rc;
 
 	*out = NULL;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+	if (core_fs_read_file(path, TLS_POLICY_FILE_MAX, &buf, &len) != 0) {
+		if (errno == EFBIG)
+			snprintf(err, errlen, "%s: larger than 16 MiB", path);
+		else
+			snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		return -1;
 	}
-	buf = malloc(TLS_POLICY_FILE_MAX + 1);
-	if (buf == NULL) {
-		snprintf(err, errlen, "%s: out of memory", path);
-		goto out;
-	}
-	for (;;) {
-		ssize_t n = read(fd, buf + have, TLS_POLICY_FILE_MAX + 1 - have);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			snprintf(err, errlen, "%s: %s", path, strerror(errno));
-			goto out;
-		}
-		if (n == 0)
-			break;
-		have += (size_t)n;
-		if (have > TLS_POLICY_FILE_MAX) {
-			snprintf(err, errlen, "%s: larger than 16 MiB", path);
-			goto out;
-		}
-	}
-	rc = tls_policy_parse(buf, have, path, out, err, errlen);
-out:
+	rc = tls_policy_parse(buf, len, path, out, err, errlen);
 	free(buf);
-	close(fd);
 	return rc;
 }
 

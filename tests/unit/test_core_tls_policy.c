@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -162,6 +163,14 @@ static void test_load(void **state)
 	assert_int_equal(tls_policy_load(path, &p, err, sizeof(err)), 0);
 	assert_int_equal(p->n, 6);
 	tls_policy_free(p);
+	/* one byte over the bound: refused whole, never parsed in part */
+	fd = open(path, O_WRONLY | O_TRUNC);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, TLS_POLICY_FILE_MAX + 1), 0);
+	close(fd);
+	assert_int_equal(tls_policy_load(path, &p, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, ": larger than 16 MiB"));
+	assert_null(p);
 	unlink(path);
 	assert_int_equal(tls_policy_load(path, &p, err, sizeof(err)), -1);
 	assert_non_null(strstr(err, "No such file"));
