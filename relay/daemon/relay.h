@@ -11,10 +11,12 @@
 
 struct scheduler;
 struct tlsrpt_daemon;
+struct tls_policy;
 
 struct relay {
 	uv_loop_t *loop;
 	struct config cfg;
+	struct tls_policy *tls_policy; /* cfg.tls_policy_file's table; NULL: none */
 	char config_path[CONFIG_PATH_MAX];
 	struct queue *queue;
 	struct scheduler *sched;

@@ -192,7 +192,8 @@ static int take_line(struct tlsrpt_day *d, char *line, size_t len)
 		for (i = NFIELDS - 2; i > 7; i--)
 			f[i] = f[i - 1];
 		f[7] = "-";
-	} else if (strcmp(f[7], "-") != 0 && (!is_hash(f[7]) || strcmp(f[4], "-") == 0)) {
+	} else if (strcmp(f[7], "-") != 0 &&
+		   (!is_hash(f[7]) || (strcmp(f[4], "-") == 0 && strcmp(f[3], "tlsa") != 0))) {
 		return -1;
 	}
 	if (!all_digits(f[1]))
@@ -201,7 +202,9 @@ static int take_line(struct tlsrpt_day *d, char *line, size_t len)
 	tlsrpt_day_of(when, day);
 	if (strcmp(day, d->day) != 0)
 		return -1;
-	if (strcmp(f[3], "sts") != 0 && strcmp(f[3], "none") != 0)
+	if (strcmp(f[3], "sts") != 0 && strcmp(f[3], "none") != 0 && strcmp(f[3], "tlsa") != 0)
+		return -1;
+	if (strcmp(f[3], "tlsa") == 0 && (strcmp(f[4], "-") != 0 || strcmp(f[5], "-") != 0))
 		return -1;
 	if (smtp_tls_result_parse(f[8], &res) != 0)
 		return -1;
@@ -642,6 +645,20 @@ static json_t *policy_object(const struct tlsrpt_day *d, const char *parts[K_COU
 	if (strcmp(parts[K_PTYPE], "none") == 0) {
 		put(p, "policy-type", json_string("no-policy-found"), ok);
 		put(p, "policy-domain", json_string(parts[K_DOMAIN]), ok);
+		return p;
+	}
+	if (strcmp(parts[K_PTYPE], "tlsa") == 0) {
+		/* RFC 8460 §4.4: the TLSA records as strings; the MX host they
+		 * belong to. No records (the lookup failed): an empty list. */
+		const struct ptext *t = known(parts[K_PHASH]) ? ptext_find(d, parts[K_PHASH])
+							      : NULL;
+		json_t *lines = t != NULL ? text_lines(t) : json_array();
+
+		put(p, "policy-type", json_string("tlsa"), ok);
+		put(p, "policy-string", lines != NULL ? lines : json_array(), ok);
+		put(p, "policy-domain", json_string(parts[K_DOMAIN]), ok);
+		if (known(parts[K_MX]))
+			put(p, "mx-host", json_pack("[s]", parts[K_MX]), ok);
 		return p;
 	}
 	put(p, "policy-type", json_string("sts"), ok);
