@@ -37,6 +37,7 @@ struct smtp_tls {
 	BIO *rbio, *wbio; /* owned by ssl */
 	char host[HOST_MAX + 1];
 	bool verify;
+	bool dane;   /* smtp_tls_set_dane(): never resumed, never cached */
 	bool server; /* made by smtp_tls_accept(): no peer certificate to judge */
 	bool done, failed;
 	long verify_error;
@@ -56,6 +57,9 @@ static const char *const result_names[SMTP_TLS_RESULT_COUNT] = {
 	[SMTP_TLS_RESULT_STS_POLICY_FETCH_ERROR] = "sts-policy-fetch-error",
 	[SMTP_TLS_RESULT_STS_POLICY_INVALID] = "sts-policy-invalid",
 	[SMTP_TLS_RESULT_STS_WEBPKI_INVALID] = "sts-webpki-invalid",
+	[SMTP_TLS_RESULT_TLSA_INVALID] = "tlsa-invalid",
+	[SMTP_TLS_RESULT_DNSSEC_INVALID] = "dnssec-invalid",
+	[SMTP_TLS_RESULT_DANE_REQUIRED] = "dane-required",
 };
 
 const char *smtp_tls_result_name(enum smtp_tls_result r)
@@ -108,7 +112,8 @@ static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
 	struct session_slot *slot;
 	size_t i;
 
-	if (!t || SSL_get_verify_result(ssl) != X509_V_OK || SSL_get0_peer_certificate(ssl) == NULL)
+	if (!t || t->dane || SSL_get_verify_result(ssl) != X509_V_OK ||
+	    SSL_get0_peer_certificate(ssl) == NULL)
 		return 0;
 	slot = find_slot(t->ctx, t->host);
 	if (!slot) {
@@ -165,6 +170,11 @@ struct smtp_tls_ctx *smtp_tls_ctx_new(const char *ca_file, char *err, size_t err
 		set_err(err, errlen, "cannot load the system CA store");
 		goto fail;
 	}
+	/* DANE's digests (SHA2-256 and SHA2-512) for smtp_tls_set_dane(). */
+	if (SSL_CTX_dane_enable(ctx->ssl_ctx) <= 0) {
+		set_err(err, errlen, "cannot enable DANE");
+		goto fail;
+	}
 	SSL_CTX_set_session_cache_mode(ctx->ssl_ctx,
 				       SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
 	SSL_CTX_sess_set_new_cb(ctx->ssl_ctx, new_session_cb);
@@ -205,6 +215,8 @@ enum smtp_tls_result smtp_tls_result_type_for(long e)
 	case X509_V_ERR_CERT_UNTRUSTED:
 	case X509_V_ERR_CERT_REJECTED:
 		return SMTP_TLS_RESULT_CERTIFICATE_NOT_TRUSTED;
+	case X509_V_ERR_DANE_NO_MATCH:
+		return SMTP_TLS_RESULT_TLSA_INVALID;
 	default:
 		return SMTP_TLS_RESULT_VALIDATION_FAILURE;
 	}
@@ -282,6 +294,85 @@ struct smtp_tls *smtp_tls_new(struct smtp_tls_ctx *ctx, const char *host, bool v
 fail:
 	smtp_tls_free(t);
 	return NULL;
+}
+
+int smtp_tls_set_dane(struct smtp_tls *t, const struct smtp_tlsa_set *set, const char *base,
+		      char *err, size_t errlen)
+{
+	size_t i, added = 0;
+
+	if (t->done || t->failed) {
+		snprintf(err, errlen, "DANE after the handshake began");
+		return -1;
+	}
+	ERR_clear_error();
+	/* The base domain becomes the first reference identifier; the MX
+	 * host (smtp_tls_new's name, the SNI) the second. */
+	if (SSL_dane_enable(t->ssl, base != NULL && base[0] ? base : t->host) <= 0 ||
+	    (base != NULL && base[0] && strcasecmp(base, t->host) != 0 &&
+	     SSL_add1_host(t->ssl, t->host) != 1)) {
+		set_err(err, errlen, "cannot enable DANE for the connection");
+		return -1;
+	}
+	/* RFC 7672 §8.1: the client MUST name the TLSA base domain in SNI. */
+	if (base != NULL && base[0] && strcasecmp(base, t->host) != 0 &&
+	    SSL_set_tlsext_host_name(t->ssl, base) != 1) {
+		set_err(err, errlen, "cannot set SNI to the TLSA base domain");
+		return -1;
+	}
+	/* RFC 7672 §3.1.1: a DANE-EE match needs no name (nor date) check. */
+	SSL_dane_set_flags(t->ssl, DANE_FLAG_NO_DANE_EE_NAMECHECKS);
+	for (i = 0; i < set->n; i++) {
+		const struct smtp_tlsa *r = &set->rec[i];
+		int rc;
+
+		if (!smtp_tlsa_usable(r))
+			continue;
+		rc = SSL_dane_tlsa_add(t->ssl, r->usage, r->selector, r->mtype, r->data, r->len);
+		if (rc < 0) {
+			set_err(err, errlen, "cannot add a TLSA record");
+			return -1;
+		}
+		added += rc > 0;
+	}
+	ERR_clear_error();
+	if (added == 0) {
+		snprintf(err, errlen, "no usable TLSA record");
+		return -1;
+	}
+	SSL_set_session(t->ssl, NULL); /* drop a session smtp_tls_new offered */
+	t->dane = true;
+	return 0;
+}
+
+bool smtp_tls_dane(const struct smtp_tls *t)
+{
+	return t->dane;
+}
+
+int smtp_tls_dane_match(const struct smtp_tls *t, char *buf, size_t len)
+{
+	uint8_t usage, selector, mtype;
+	unsigned const char *data = NULL;
+	size_t dlen = 0;
+	struct smtp_tlsa rec;
+	int depth;
+
+	if (len > 0)
+		buf[0] = '\0';
+	if (!t->dane || !t->done)
+		return -1;
+	depth = SSL_get0_dane_tlsa(t->ssl, &usage, &selector, &mtype, &data, &dlen);
+	if (depth < 0 || data == NULL)
+		return -1;
+	rec.usage = usage;
+	rec.selector = selector;
+	rec.mtype = mtype;
+	rec.len = dlen > SMTP_TLSA_DATA_MAX ? SMTP_TLSA_DATA_MAX : dlen;
+	memcpy(rec.data, data, rec.len);
+	if (smtp_tlsa_format(&rec, buf, len) < 0 && len > 0)
+		snprintf(buf, len, "%u %u %u", usage, selector, mtype);
+	return depth;
 }
 
 void smtp_tls_free(struct smtp_tls *t)

@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "smtp/tlsa.h"
+
 /*
  * The driver owns the socket. Per connection, after the client state machine
  * asks for the handshake (SMTP_CLIENT_EV_NEED_TLS):
@@ -55,10 +57,17 @@ enum smtp_tls_result {
 	SMTP_TLS_RESULT_STS_POLICY_FETCH_ERROR,
 	SMTP_TLS_RESULT_STS_POLICY_INVALID,
 	SMTP_TLS_RESULT_STS_WEBPKI_INVALID,
+	/* DANE (RFC 8460 §4.3.2.1): no usable TLSA record matched the chain
+	 * (tlsa-invalid), the TLSA lookup failed (SERVFAIL: bogus or
+	 * unreachable, dnssec-invalid), DANE demanded but no secure usable
+	 * TLSA records for that MX (dane-required, tls_policy_file level dane) */
+	SMTP_TLS_RESULT_TLSA_INVALID,
+	SMTP_TLS_RESULT_DNSSEC_INVALID,
+	SMTP_TLS_RESULT_DANE_REQUIRED,
 	SMTP_TLS_RESULT_COUNT
 };
 
-/* "success", "starttls-not-supported", ..., "sts-webpki-invalid" (static);
+/* "success", "starttls-not-supported", ..., "dane-required" (static);
  * "validation-failure" for a value out of range. */
 const char *smtp_tls_result_name(enum smtp_tls_result r);
 /* The inverse (exact match), for text read back from disk or a command
@@ -86,6 +95,29 @@ void smtp_tls_ctx_free(struct smtp_tls_ctx *ctx);
 struct smtp_tls *smtp_tls_new(struct smtp_tls_ctx *ctx, const char *host, bool verify, char *err,
 			      size_t errlen);
 void smtp_tls_free(struct smtp_tls *t);
+
+/* DANE (RFC 7672 §3) for this connection, after smtp_tls_new() and before
+ * the first smtp_tls_handshake(): the usable records of set become the
+ * only trust, the ca_file/system store play no part. DANE-EE(3): the leaf
+ * certificate or its key must match; its names and dates are not checked
+ * (§3.1.1). DANE-TA(2): a certificate of the chain (or the key of its
+ * issuer) must match, then the chain from it is checked as PKIX does,
+ * dates included, and the leaf must name `base` (the TLSA base domain) or
+ * the MX host given to smtp_tls_new (§3.2.2), SAN DNS-IDs only. The SNI
+ * becomes `base` (§8.1), so a server behind a CNAME sends the chain its
+ * records describe. A DANE session is never resumed nor kept for resumption (a resumed session
+ * would skip a check against records that may have changed, and one kept
+ * could be offered to a later non-DANE connection as "verified").
+ * verify as given to smtp_tls_new: true fails the handshake on a mismatch
+ * (delivery), false only records it (`sts check --probe`).
+ * 0, or -1 with err (no usable record in set, OpenSSL error). */
+int smtp_tls_set_dane(struct smtp_tls *t, const struct smtp_tlsa_set *set, const char *base,
+		      char *err, size_t errlen);
+/* smtp_tls_set_dane() succeeded for t. */
+bool smtp_tls_dane(const struct smtp_tls *t);
+/* After a verified DANE handshake: the record that matched, as "2 0 1 HEX..."
+ * into buf and the depth it matched at (0 = the leaf); -1 when none did. */
+int smtp_tls_dane_match(const struct smtp_tls *t, char *buf, size_t len);
 
 /* Drives the handshake: SMTP_TLS_DONE, SMTP_TLS_AGAIN (needs more input
  * after sending what take() gives), or SMTP_TLS_ERROR (see result_type/reason). */
@@ -120,7 +152,8 @@ const char *smtp_tls_cipher(const struct smtp_tls *t);  /* NULL if none */
 bool smtp_tls_verified(const struct smtp_tls *t);       /* chain + name + dates OK */
 bool smtp_tls_resumed(const struct smtp_tls *t);
 /* The result type when not verified or failed: CERTIFICATE_HOST_MISMATCH,
- * _EXPIRED, _NOT_TRUSTED or VALIDATION_FAILURE; SUCCESS when verified (and
+ * _EXPIRED, _NOT_TRUSTED, TLSA_INVALID (DANE: no record matched) or
+ * VALIDATION_FAILURE; SUCCESS when verified (and
  * before the handshake ended). */
 enum smtp_tls_result smtp_tls_result_type(const struct smtp_tls *t);
 /* Human reason ("hostname mismatch", "certificate has expired", an OpenSSL

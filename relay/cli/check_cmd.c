@@ -4,6 +4,7 @@
 #include "relay/cli/commands.h"
 #include "relay/core/authfile.h"
 #include "relay/core/fs.h"
+#include "relay/core/tls_policy.h"
 #include "relay/daemon/relay.h"
 #include "smtp/tls.h"
 #include "smtp/users.h"
@@ -243,6 +244,21 @@ static void check_ca_file(struct checker *c)
 	smtp_tls_ctx_free(ctx);
 }
 
+/* Every line of the per-domain levels, as serve and SIGHUP read them. */
+static void check_tls_policy_file(struct checker *c)
+{
+	struct tls_policy *p = NULL;
+	char err[1200];
+
+	if (c->cfg->tls_policy_file[0] == '\0')
+		return;
+	if (tls_policy_load(c->cfg->tls_policy_file, &p, err, sizeof(err)) != 0) {
+		report(c, true, "tls_policy_file", "tls_policy_file %s", err);
+		return;
+	}
+	tls_policy_free(p);
+}
+
 static void check_dkim_key(struct checker *c)
 {
 	struct dkim_key *k = NULL;
@@ -346,18 +362,21 @@ static void check_dkim_domain(struct checker *c)
  * submission files after it has become `user` (the certificate and the users again at every SIGHUP): try
  * them as that user (a child process that switches for good), so a key
  * left 0600 root is found now rather than at the first report or reload. */
-#define NREADABLE 6
+#define NREADABLE 7
 static int check_readable_as_user(struct checker *c)
 {
+	/* tls_policy_file too: SIGHUP re-reads it as that user. */
 	bool sub = config_submission_on(c->cfg);
 	const char *paths[NREADABLE] = { c->cfg->ca_file,
 					 c->cfg->dkim_key_file,
 					 sub ? c->cfg->tls_cert_file : "",
 					 sub ? c->cfg->tls_key_file : "",
 					 sub ? c->cfg->auth_users_file : "",
-					 c->cfg->relayhost_auth_file };
-	const char *keys[NREADABLE] = { "ca_file",      "dkim_key_file",   "tls_cert_file",
-					"tls_key_file", "auth_users_file", "relayhost_auth_file" };
+					 c->cfg->relayhost_auth_file,
+					 c->cfg->tls_policy_file };
+	const char *keys[NREADABLE] = { "ca_file",        "dkim_key_file",   "tls_cert_file",
+					"tls_key_file",   "auth_users_file", "relayhost_auth_file",
+					"tls_policy_file" };
 	int errs[NREADABLE] = { 0 }, fds[2], status, i;
 	bool any = false;
 	ssize_t got = 0, n;
@@ -488,6 +507,7 @@ int cmd_conf_check(int argc, char **argv)
 	check_drop_group(&c);
 	check_spool(&c);
 	check_ca_file(&c);
+	check_tls_policy_file(&c);
 	check_dkim_key(&c);
 	check_dkim_domain(&c);
 	check_relayhost_auth(&c);

@@ -43,6 +43,9 @@ struct mx_probe {
 	mx_probe_cb cb;
 	void *arg;
 	struct mx_probe_result res;
+	bool dane; /* check the certificate against tlsa/base instead of WebPKI */
+	struct smtp_tlsa_set tlsa;
+	char base[DNS_NAME_MAX + 1];
 	struct smtp_reply_parser rp; /* large: the probe lives on the heap */
 };
 
@@ -119,7 +122,9 @@ static void enter(struct mx_probe *p, enum pstate next)
 		break;
 	case P_TLS:
 		p->res.starttls = true;
-		if (smtp_conn_start_tls(p->conn, p->cfg.tls, false) != 0) {
+		if (smtp_conn_start_tls(p->conn, p->cfg.tls, false,
+					p->dane ? &(struct smtp_conn_dane){ &p->tlsa, p->base }
+						: NULL) != 0) {
 			const struct smtp_conn_info *in = smtp_conn_info(p->conn);
 
 			note(p, in->tls_result, "TLS handshake failed: %s", in->tls_reason);
@@ -346,7 +351,8 @@ static int try_address(struct mx_probe *p)
 }
 
 int mx_probe_start(const struct mx_probe_config *cfg, const char *host,
-		   const struct sockaddr_storage *addrs, size_t naddrs, mx_probe_cb cb, void *arg)
+		   const struct sockaddr_storage *addrs, size_t naddrs,
+		   const struct smtp_conn_dane *dane, mx_probe_cb cb, void *arg)
 {
 	struct mx_probe *p;
 	size_t i;
@@ -360,6 +366,11 @@ int mx_probe_start(const struct mx_probe_config *cfg, const char *host,
 	p->cb = cb;
 	p->arg = arg;
 	snprintf(p->res.host, sizeof(p->res.host), "%s", host);
+	if (dane != NULL) {
+		p->dane = p->res.dane = true;
+		p->tlsa = *dane->tlsa;
+		snprintf(p->base, sizeof(p->base), "%s", dane->base ? dane->base : host);
+	}
 	p->naddrs = naddrs < MX_PROBE_MAX_ADDRS ? naddrs : MX_PROBE_MAX_ADDRS;
 	for (i = 0; i < p->naddrs; i++)
 		p->addrs[i] = addrs[i];

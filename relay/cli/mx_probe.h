@@ -19,7 +19,9 @@
  * DATA: the only commands are EHLO, STARTTLS and QUIT. The handshake runs
  * with verify=false, so it completes whatever the certificate and the
  * result still says what an MTA-STS check (chain to ca_file or the system
- * store, dates, RFC 6125 name match against the MX host) would decide.
+ * store, dates, RFC 6125 name match against the MX host) would decide, or,
+ * given the host's usable TLSA records, what the DANE check would (the
+ * delivery's: smtp_tls_set_dane).
  *
  * Addresses: the first that accepts a TCP connection is probed; after a
  * refused or timed-out connect the next one is tried, up to
@@ -52,7 +54,9 @@ struct mx_probe_result {
 	bool starttls;                      /* STARTTLS offered and accepted (220) */
 	bool tls;                           /* the handshake completed */
 	char tls_version[16];               /* "TLSv1.3", "" without TLS */
-	bool verified;                      /* chain, dates and name check out */
+	bool verified;                      /* chain, dates and name check out (or,
+					     * with dane, the TLSA records match) */
+	bool dane;                          /* checked against TLSA records */
 	enum smtp_tls_result result_type;   /* SUCCESS when verified, or when the
 					     * probe never got to EHLO */
 	char detail[MX_PROBE_DETAIL_MAX];   /* why, for people: "hostname mismatch",
@@ -62,9 +66,11 @@ struct mx_probe_result {
 struct mx_probe;
 typedef void (*mx_probe_cb)(void *arg, const struct mx_probe_result *res);
 
-/* Starts probing `host` at addrs[0..naddrs). 0: cb will run; -1: nothing
- * started (no address, bad name, out of memory), cb never runs. */
+/* Starts probing `host` at addrs[0..naddrs). dane (NULL: WebPKI) is copied.
+ * 0: cb will run; -1: nothing started (no address, bad name, out of
+ * memory), cb never runs. */
 int mx_probe_start(const struct mx_probe_config *cfg, const char *host,
-		   const struct sockaddr_storage *addrs, size_t naddrs, mx_probe_cb cb, void *arg);
+		   const struct sockaddr_storage *addrs, size_t naddrs,
+		   const struct smtp_conn_dane *dane, mx_probe_cb cb, void *arg);
 
 #endif

@@ -4,7 +4,9 @@
 #include "relay/core/clock.h"
 #include "relay/cli/commands.h"
 #include "relay/net/dns.h"
+#include "relay/net/dane.h"
 #include "relay/core/log.h"
+#include "relay/core/tls_policy.h"
 #include "relay/cli/mx_probe.h"
 #include "sts/dns.h"
 #include "sts/cache.h"
@@ -33,12 +35,15 @@ static void sts_usage(FILE *f)
 	      "       stsrelay sts cache [--json] [-c FILE]\n"
 	      "\n"
 	      "sts check: the _mta-sts TXT record, the policy (from the cache or fetched\n"
-	      "now), the MX hosts and whether each matches the policy, and the decision.\n"
+	      "now), the MX hosts and whether each matches the policy, the DANE verdict\n"
+	      "of each (its TLSA records, when DNSSEC vouches for them), and the decision.\n"
 	      "  --json          one JSON document instead of text\n"
 	      "  --probe         also connect to each MX host on smtp_port: greeting, EHLO,\n"
 	      "                  STARTTLS, TLS handshake (SNI = MX name) and the certificate\n"
-	      "                  check against ca_file or the system store, then QUIT (no mail\n"
-	      "                  is sent); each stage waits at most 10 s\n"
+	      "                  check against ca_file or the system store (where DANE\n"
+	      "                  applies: against the TLSA records, SNI = their base\n"
+	      "                  domain), then QUIT (no mail is sent); each stage waits at\n"
+	      "                  most 10 s\n"
 	      "                  (STSRELAY_SMTP_TIMEOUT=SECONDS overrides)\n"
 	      "  --update-cache  write a newly fetched policy into the daemon's cache under\n"
 	      "                  spool_dir/sts (without it the cache is only read); a running\n"
@@ -50,7 +55,9 @@ static void sts_usage(FILE *f)
 	      "  -h, --help      this text\n"
 	      "Exit: 0 done (check: mail can go as the policy demands, or none applies),\n"
 	      "1 check: an enforce policy cannot be met (no MX matches it; with --probe,\n"
-	      "none of the matching ones passes STARTTLS and the certificate check),\n"
+	      "none of the matching ones passes STARTTLS and the certificate check), or\n"
+	      "DANE refuses every MX host (failed TLSA lookups, level dane without\n"
+	      "records, with --probe records that match nothing),\n"
 	      "64 usage, 65 not a domain name, 70 the engine could not run, 71 system\n"
 	      "error, 74 the cache cannot be read, 75 check: temporary failure of the TXT\n"
 	      "lookup, the policy fetch or the MX lookup (decision tempfail), 78\n"
@@ -131,6 +138,14 @@ struct probe_slot {
 	struct mx_probe_result res;
 };
 
+/* What DANE says about one MX host (the delivery's rules, relay/net/dane.h). */
+struct dane_slot {
+	bool looked_up, done;
+	const char *why; /* when not looked up: why DANE does not apply */
+	size_t *pending;
+	struct dane_result res;
+};
+
 struct check {
 	struct sts_verdict *v;
 	bool v_done;
@@ -140,7 +155,75 @@ struct check {
 	struct probe_slot *probes; /* one per MX host when probing */
 	size_t probes_pending;
 	uint16_t smtp_port;
+	bool dane_on;            /* `dane` (or level dane), not level sts-only */
+	bool dane_required;      /* tls_policy_file level dane */
+	struct dane_slot *danes; /* one per MX host */
+	size_t danes_pending;
 };
+
+static void on_dane(void *arg, const struct dane_result *res)
+{
+	struct dane_slot *s = arg;
+
+	s->res = *res;
+	s->done = true;
+	(*s->pending)--;
+}
+
+/* The TLSA verdict of every MX host, as the delivery would find it. */
+static int run_dane(struct check *c, struct dns *dns, uint16_t port, uv_loop_t *loop)
+{
+	size_t i;
+
+	if (c->mx == NULL || c->mx->nhosts == 0)
+		return 0;
+	c->danes = calloc(c->mx->nhosts, sizeof(*c->danes));
+	if (c->danes == NULL)
+		return -1;
+	for (i = 0; i < c->mx->nhosts; i++) {
+		struct dane_slot *s = &c->danes[i];
+
+		s->pending = &c->danes_pending;
+		if (!c->dane_on) {
+			s->why = "dane = off (or level sts-only) for this domain";
+			continue;
+		}
+		if (!dane_applies(c->mx, &c->mx->hosts[i], &s->why))
+			continue;
+		c->danes_pending++;
+		if (dane_lookup(dns, &c->mx->hosts[i], port, on_dane, s, NULL) != 0) {
+			c->danes_pending--;
+			s->why = "the TLSA lookup could not start";
+			continue;
+		}
+		s->looked_up = true;
+	}
+	while (c->danes_pending > 0)
+		if (uv_run(loop, UV_RUN_ONCE) == 0 && c->danes_pending > 0)
+			break;
+	return c->danes_pending == 0 ? 0 : -1;
+}
+
+static bool dane_usable(const struct check *c, size_t i)
+{
+	return c->danes != NULL && c->danes[i].done && c->danes[i].res.state == DANE_USABLE;
+}
+
+static bool dane_failed(const struct check *c, size_t i)
+{
+	return c->danes != NULL && c->danes[i].done && c->danes[i].res.state == DANE_FAILED;
+}
+
+/* The daemon would not deliver to host i because of DANE: its TLSA lookup
+ * failed, level dane finds no usable records, or (probed) the TLSA records
+ * did not match what the host presented. */
+static bool dane_refuses(const struct check *c, size_t i)
+{
+	if (dane_failed(c, i) || (c->dane_required && !dane_usable(c, i)))
+		return true;
+	return dane_usable(c, i) && c->probes != NULL && c->probes[i].started &&
+	       !c->probes[i].res.verified;
+}
 
 static void on_probe(void *arg, const struct mx_probe_result *res);
 
@@ -179,10 +262,15 @@ static int run_probes(struct check *c, const struct config *cfg, uv_loop_t *loop
 		struct probe_slot *s = &c->probes[i];
 
 		s->pending = &c->probes_pending;
-		if (h->naddrs == 0)
-			continue;
+		if (h->naddrs == 0 || dane_failed(c, i))
+			continue; /* a failed TLSA lookup: the daemon never connects */
 		c->probes_pending++;
-		if (mx_probe_start(&pc, h->name, h->addrs, h->naddrs, on_probe, s) != 0) {
+		if (mx_probe_start(&pc, h->name, h->addrs, h->naddrs,
+				   dane_usable(c, i)
+					   ? &(struct smtp_conn_dane){ &c->danes[i].res.tlsa,
+								       c->danes[i].res.base }
+					   : NULL,
+				   on_probe, s) != 0) {
 			c->probes_pending--;
 			continue; /* printed as not probed */
 		}
@@ -216,8 +304,12 @@ static void print_probe_text(const struct dns_mx_host *h, const struct probe_slo
 
 	printf("           %s  pref %u  policy match: %s  ", h->name, h->preference, match);
 	if (!s->started) {
-		printf("not probed: no address (%s)\n",
-		       h->status == DNS_OK ? "no A/AAAA record" : dns_status_name(h->status));
+		if (h->naddrs > 0)
+			printf("not probed: its TLSA lookup failed (dnssec-invalid)\n");
+		else
+			printf("not probed: no address (%s)\n",
+			       h->status == DNS_OK ? "no A/AAAA record"
+						   : dns_status_name(h->status));
 		return;
 	}
 	if (!r->connected) {
@@ -238,9 +330,9 @@ static void print_probe_text(const struct dns_mx_host *h, const struct probe_slo
 		       r->detail);
 		return;
 	}
-	printf("STARTTLS: yes  %s  certificate: ", r->tls_version);
+	printf("STARTTLS: yes  %s  %s: ", r->tls_version, r->dane ? "DANE" : "certificate");
 	if (r->verified)
-		printf("verified");
+		printf(r->dane ? "verified by TLSA" : "verified");
 	else
 		printf("%s (%s)", rt != NULL ? rt : "not verified", r->detail);
 	if (r->verified && r->detail[0])
@@ -258,15 +350,67 @@ static json_t *probe_json(const struct dns_mx_host *h, const struct probe_slot *
 				 0, "tls_version", "verified", 0, "result_type", "address",
 				 "detail",
 				 h->status == DNS_OK ? "no address" : dns_status_name(h->status));
-	o = json_pack("{s:b, s:s, s:b, s:o, s:b, s:o, s:s}", "connected", r->connected, "address",
-		      r->address, "starttls", r->starttls, "tls_version",
+	o = json_pack("{s:b, s:s, s:b, s:o, s:b, s:o, s:s, s:b}", "connected", r->connected,
+		      "address", r->address, "starttls", r->starttls, "tls_version",
 		      r->tls ? json_string(r->tls_version) : json_null(), "verified", r->verified,
 		      "result_type",
 		      r->result_type != SMTP_TLS_RESULT_SUCCESS
 			      ? json_string(smtp_tls_result_name(r->result_type))
 			      : json_null(),
-		      "detail", r->detail);
+		      "detail", r->detail, "dane", r->dane);
 	return o;
+}
+
+/* The DANE outcome of host i: "usable" (DANE decides; with --probe:
+ * "verified" or the RFC 8460 result type of the failed check), "none"
+ * (DANE does not apply) or "dnssec-invalid" (the lookup failed: not used). */
+static const char *dane_result(const struct check *c, size_t i)
+{
+	const struct dane_slot *d = &c->danes[i];
+
+	if (!d->done || d->res.state == DANE_NONE)
+		return "none";
+	if (d->res.state == DANE_FAILED)
+		return "dnssec-invalid";
+	if (c->probes == NULL || !c->probes[i].started)
+		return "usable";
+	if (c->probes[i].res.verified)
+		return "verified";
+	return c->probes[i].res.result_type != SMTP_TLS_RESULT_SUCCESS
+		       ? smtp_tls_result_name(c->probes[i].res.result_type)
+		       : "tlsa-invalid";
+}
+
+static json_t *dane_json(const struct check *c, size_t i)
+{
+	const struct dane_slot *d = &c->danes[i];
+	json_t *recs = json_array();
+
+	for (size_t k = 0; d->done && recs != NULL && k < d->res.tlsa.n; k++) {
+		char one[SMTP_TLSA_TEXT_MAX];
+
+		if (smtp_tlsa_format(&d->res.tlsa.rec[k], one, sizeof(one)) >= 0)
+			json_array_append_new(recs, json_string(one));
+	}
+	return json_pack("{s:o, s:b, s:s, s:s, s:s?}", "tlsa", recs ? recs : json_array(), "secure",
+			 d->done && d->res.secure, "result", dane_result(c, i), "detail",
+			 d->done ? d->res.why : d->why, "name", d->done ? d->res.qname : NULL);
+}
+
+static void print_dane_text(const struct check *c, size_t i)
+{
+	const struct dane_slot *d = &c->danes[i];
+	const char *r = dane_result(c, i);
+
+	printf("           dane: %s", r);
+	if (d->done && d->res.state == DANE_USABLE)
+		printf(" (%zu usable TLSA record%s at %s)", smtp_tlsa_count_usable(&d->res.tlsa),
+		       smtp_tlsa_count_usable(&d->res.tlsa) == 1 ? "" : "s", d->res.qname);
+	else if (d->done)
+		printf(" (%s%s%s)", d->res.why, d->res.qname[0] ? " at " : "", d->res.qname);
+	else if (d->why != NULL && d->why[0])
+		printf(" (%s)", d->why);
+	printf("\n");
 }
 
 static void on_verdict(void *arg, struct sts_verdict *v)
@@ -323,7 +467,7 @@ static bool mx_usable(const struct check *c, size_t i)
 {
 	const struct probe_slot *s;
 
-	if (!sts_mx_match(&c->v->policy, c->mx->hosts[i].name, NULL))
+	if (!sts_mx_match(&c->v->policy, c->mx->hosts[i].name, NULL) || dane_refuses(c, i))
 		return false;
 	if (c->probes == NULL)
 		return true;
@@ -335,11 +479,12 @@ static bool mx_usable(const struct check *c, size_t i)
  *   0   mail can go as the policy demands (or no policy applies);
  *   1   an enforce policy cannot be met: no MX matches it (or, probed,
  *       none of the matching ones offers STARTTLS with a valid certificate);
+ *       or DANE refuses every MX host with an address (dane_refuses);
  *   75  temporary: see policy_tempfail, or the MX lookup failed for now. */
 static int check_result(const struct check *c, char *why, size_t whylen)
 {
 	const struct sts_verdict *v = c->v;
-	size_t i, n = c->mx != NULL ? c->mx->nhosts : 0;
+	size_t i, n = c->mx != NULL ? c->mx->nhosts : 0, refused = 0, others = 0;
 
 	if (policy_tempfail(v)) {
 		snprintf(why, whylen,
@@ -352,6 +497,20 @@ static int check_result(const struct check *c, char *why, size_t whylen)
 	if (c->mx == NULL || c->mx->status == DNS_TEMPFAIL) {
 		snprintf(why, whylen, "temporary failure: the MX lookup failed");
 		return EX_TEMPFAIL;
+	}
+	for (i = 0; i < n && c->danes != NULL; i++) {
+		if (dane_refuses(c, i))
+			refused++;
+		else if (c->mx->hosts[i].naddrs > 0)
+			others++;
+	}
+	if (refused > 0 && others == 0) {
+		snprintf(why, whylen,
+			 "fails: DANE refuses every MX host (%s): mail stays deferred (4.7.5) and "
+			 "bounces after queue_lifetime",
+			 c->dane_required ? "level dane needs usable DNSSEC-validated TLSA records"
+					  : "a TLSA lookup failed or no TLSA record matched");
+		return 1;
 	}
 	if (v->decision != STS_DECISION_ENFORCE) {
 		snprintf(why, whylen, "ok: %s",
@@ -422,6 +581,8 @@ static int print_check_json(const struct check *c, const char *why)
 
 		if (m != NULL && c->probes != NULL)
 			json_object_set_new(m, "probe", probe_json(h, &c->probes[i]));
+		if (m != NULL && c->danes != NULL)
+			json_object_set_new(m, "dane", dane_json(c, i));
 		json_array_append_new(mxs, m);
 	}
 	json_object_set_new(root, "mx", mxs);
@@ -483,6 +644,8 @@ static void print_check_text(const struct check *c, const char *why)
 			what = "does NOT match the policy (testing: reported, still used)";
 		printf("%s %3u %s%s: %s\n", i == 0 ? "mx:       " : "          ", h->preference,
 		       h->name, c->mx->implicit ? " (implicit MX)" : "", what);
+		if (c->danes != NULL)
+			print_dane_text(c, i);
 	}
 	if (c->probes != NULL && c->mx != NULL && c->mx->nhosts > 0) {
 		printf("probe:     port %u, STARTTLS and certificate check per MX host\n",
@@ -514,6 +677,9 @@ static int cmd_check(const struct sopts *o)
 	struct sts_engine *eng = NULL;
 	struct sts_resolver res;
 	struct sts_engine_config ec;
+	struct dns_options dopts;
+	struct tls_policy *tp = NULL;
+	enum tls_level level;
 	char dir[CONFIG_PATH_MAX + 8], norm[STS_DOMAIN_MAX + 1];
 	uv_loop_t loop;
 	int rc = EX_SOFTWARE;
@@ -533,7 +699,22 @@ static int cmd_check(const struct sopts *o)
 	if (uv_loop_init(&loop) != 0)
 		return EX_OSERR;
 	rc = EX_SOFTWARE;
-	if (dns_new(&loop, cfg.dns_servers, cfg.ndns_servers, NULL, &dns) != 0) {
+	if (cfg.tls_policy_file[0] != '\0') {
+		char perr[1200];
+
+		if (tls_policy_load(cfg.tls_policy_file, &tp, perr, sizeof(perr)) != 0) {
+			fprintf(stderr, "stsrelay: sts check: tls_policy_file %s\n", perr);
+			rc = EX_CONFIG;
+			goto out;
+		}
+	}
+	if (!tls_policy_lookup(tp, norm, &level))
+		level = TLS_LEVEL_MAY;
+	c.dane_required = level == TLS_LEVEL_DANE;
+	c.dane_on = c.dane_required || (cfg.dane && level != TLS_LEVEL_STS_ONLY);
+	memset(&dopts, 0, sizeof(dopts));
+	dopts.dnssec = true;
+	if (dns_new(&loop, cfg.dns_servers, cfg.ndns_servers, &dopts, &dns) != 0) {
 		fprintf(stderr, "stsrelay: sts check: cannot start the resolver\n");
 		rc = EX_OSERR;
 		goto out;
@@ -567,6 +748,10 @@ static int cmd_check(const struct sopts *o)
 		goto out;
 	}
 	c.smtp_port = cfg.smtp_port;
+	if (run_dane(&c, dns, cfg.smtp_port, &loop) != 0) {
+		fprintf(stderr, "stsrelay: sts check: the TLSA lookups did not finish\n");
+		goto out;
+	}
 	if (o->probe && run_probes(&c, &cfg, &loop) != 0) {
 		fprintf(stderr, "stsrelay: sts check: the MX probe could not run\n");
 		goto out;
@@ -587,6 +772,8 @@ static int cmd_check(const struct sopts *o)
 out:
 	sts_verdict_free(c.v);
 	free(c.probes);
+	free(c.danes);
+	tls_policy_free(tp);
 	if (c.mx != NULL)
 		dns_mx_result_free(c.mx);
 	sts_engine_free(eng);

@@ -650,17 +650,37 @@ static int set_max_sessions(struct config *c, const char *v, char *why, size_t w
 
 static int set_tls_default(struct config *c, const char *v, char *why, size_t whylen)
 {
-	if (strcmp(v, "opportunistic") == 0)
+	/* may-plain was a second name for the same behaviour; kept so that
+	 * existing files still load. */
+	if (strcmp(v, "opportunistic") == 0 || strcmp(v, "may-plain") == 0)
 		c->tls_default = TLS_DEFAULT_OPPORTUNISTIC;
-	else if (strcmp(v, "may-plain") == 0)
-		c->tls_default = TLS_DEFAULT_MAY_PLAIN;
+	else if (strcmp(v, "encrypt") == 0)
+		c->tls_default = TLS_DEFAULT_ENCRYPT;
 	else if (strcmp(v, "verify") == 0)
 		c->tls_default = TLS_DEFAULT_VERIFY;
 	else {
-		snprintf(why, whylen, "must be opportunistic, may-plain or verify");
+		snprintf(why, whylen, "must be opportunistic (alias may-plain), encrypt or verify");
 		return -1;
 	}
 	return 0;
+}
+
+static int set_dane(struct config *c, const char *v, char *why, size_t whylen)
+{
+	if (strcmp(v, "on") == 0 || strcmp(v, "yes") == 0)
+		c->dane = true;
+	else if (strcmp(v, "off") == 0 || strcmp(v, "no") == 0)
+		c->dane = false;
+	else {
+		snprintf(why, whylen, "must be on or off");
+		return -1;
+	}
+	return 0;
+}
+
+static int set_tls_policy_file(struct config *c, const char *v, char *why, size_t whylen)
+{
+	return set_path(c->tls_policy_file, sizeof(c->tls_policy_file), v, why, whylen);
 }
 
 static int set_log_format(struct config *c, const char *v, char *why, size_t whylen)
@@ -1187,6 +1207,8 @@ static const struct key_def keys[] = {
 	{ "metrics_listen", set_metrics_listen, KEY_EMPTY_OK | KEY_NO_BLANKS },
 	{ "redis_url", set_redis_url, KEY_EMPTY_OK | KEY_NO_BLANKS },
 	{ "node_name", set_node_name, KEY_EMPTY_OK | KEY_NO_BLANKS },
+	{ "dane", set_dane, KEY_NO_BLANKS },
+	{ "tls_policy_file", set_tls_policy_file, KEY_EMPTY_OK },
 	{ "relayhost", set_relayhost, KEY_EMPTY_OK | KEY_NO_BLANKS },
 	{ "relayhost_auth_file", set_relayhost_auth_file, KEY_EMPTY_OK },
 	{ "submission_listen", set_submission_listen, KEY_EMPTY_OK },
@@ -1240,6 +1262,7 @@ void config_defaults(struct config *cfg)
 	cfg->sts_https_port = 443;
 	cfg->sts_fetch_timeout_ms = 30000;
 	cfg->tls_default = TLS_DEFAULT_OPPORTUNISTIC;
+	cfg->dane = true;
 	cfg->queue_lifetime_s = 5 * 86400;
 	memcpy(cfg->retry_schedule_s, retry, sizeof(retry));
 	cfg->nretry_schedule = sizeof(retry) / sizeof(retry[0]);

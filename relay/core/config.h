@@ -17,7 +17,10 @@
 #define CONFIG_DEFAULT_USERS "/etc/stsrelay/users" /* auth_users_file */
 #define CONFIG_MAX_KEYS 64                         /* room for every key of the table in config.c */
 
-enum tls_default { TLS_DEFAULT_OPPORTUNISTIC, TLS_DEFAULT_MAY_PLAIN, TLS_DEFAULT_VERIFY };
+/* tls_default for domains without a policy: opportunistic (also spelt
+ * may-plain) = STARTTLS when offered, unverified, else plaintext; encrypt =
+ * STARTTLS required, unverified; verify = STARTTLS required, verified. */
+enum tls_default { TLS_DEFAULT_OPPORTUNISTIC, TLS_DEFAULT_ENCRYPT, TLS_DEFAULT_VERIFY };
 enum config_log_format { CONFIG_LOG_TEXT, CONFIG_LOG_JSON };
 /* log_target; AUTO (the key unset): journal under systemd, else stderr */
 enum config_log_target {
@@ -85,8 +88,10 @@ struct config {
 	/* metrics_listen: the Prometheus endpoint; port 0 = off. "PORT" alone
 	 * means 127.0.0.1:PORT. */
 	struct config_addr metrics_listen;
-	struct config_redis redis; /* redis_url */
-	char node_name[64];        /* "": the hostname (config_node_name) */
+	struct config_redis redis;             /* redis_url */
+	char node_name[64];                    /* "": the hostname (config_node_name) */
+	bool dane;                             /* DANE (RFC 7672) for MX hosts with TLSA records */
+	char tls_policy_file[CONFIG_PATH_MAX]; /* "": no per-domain levels */
 	/* relayhost (DESIGN "Remote submission"): "" = deliver to each
 	 * domain's MX. "[host]:port" = that host's A/AAAA (no MX lookup),
 	 * "host:port" = the MX hosts of host (Postfix's notation); port 25 when

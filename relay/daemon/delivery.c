@@ -13,6 +13,8 @@
 
 #include "relay/core/clock.h"
 #include "relay/core/log.h"
+#include "relay/core/tls_policy.h"
+#include "relay/net/dane.h"
 #include "relay/net/smtp_conn.h"
 #include "sts/dns.h"
 #include "smtp/client.h"
@@ -40,13 +42,15 @@ struct delivery_ctx {
 
 /* Where a delivery is: what it waits for. Changed only by delivery_enter(),
  * which starts what the new stage waits for; delivery_abort() cancels by it.
- * Order: START -> [POLICY] -> MX -> SMTP (one per MX address tried, a
- * connection runs the transaction) -> [RECHECK -> SMTP ...] -> DONE; any
- * stage may go to DONE, and DONE is final. */
+ * Order: START -> [POLICY] -> MX -> [DANE] -> SMTP (one per MX address
+ * tried, a connection runs the transaction; DANE once per MX host before
+ * its first address) -> [RECHECK -> SMTP ...] -> DONE; any stage may go to
+ * DONE, and DONE is final. */
 enum dstage {
 	D_START,   /* delivery_start() is setting it up */
 	D_POLICY,  /* the MTA-STS verdict (d->sl) */
 	D_MX,      /* the MX lookup (d->dq) */
+	D_DANE,    /* the TLSA lookup of the MX host about to be tried (d->dl) */
 	D_SMTP,    /* d->conn: connect, STARTTLS, the transaction */
 	D_RECHECK, /* enforce, no MX passed: the policy re-check (d->sl) */
 	D_DONE,    /* settled: the callback runs once the kick timer closed */
@@ -54,7 +58,7 @@ enum dstage {
 };
 
 static const char *const dstage_names[D_COUNT] = {
-	[D_START] = "start", [D_POLICY] = "policy",   [D_MX] = "mx",
+	[D_START] = "start", [D_POLICY] = "policy",   [D_MX] = "mx",     [D_DANE] = "dane",
 	[D_SMTP] = "smtp",   [D_RECHECK] = "recheck", [D_DONE] = "done",
 };
 
@@ -99,9 +103,21 @@ struct delivery {
 	uint16_t port; /* smtp_port, or relayhost's port */
 
 	/* TLS demands for this domain */
+	enum tls_level level; /* tls_policy_file's, else from tls_default */
+	bool level_listed;    /* the domain is in tls_policy_file */
 	enum smtp_tls_level tls_level;
 	bool tls_verify;
 	bool check_tls; /* report result types (verify/testing/enforce) */
+	bool dane_on;   /* look for TLSA records of its MX hosts */
+	bool dane_required;
+
+	/* DANE of the MX host being tried (RFC 7672), decided once per host */
+	struct dane_lookup *dl;
+	struct dane_result *dane; /* the host's TLSA verdict (allocated once) */
+	size_t dane_host;         /* host_i + 1 of the host decided, 0 none */
+	bool host_dane;           /* usable records: DANE alone checks its TLS */
+	bool host_dane_judged;    /* DANE judged it (usable, failed, required) */
+	bool last_dane;           /* ... the host of the last failure */
 
 	/* the last failure, for "all MX failed -> defer" */
 	bool have_failure;
@@ -122,6 +138,8 @@ struct delivery {
  * whose context went away is orphaned (dc == NULL) and just closes. */
 struct conn {
 	struct delivery_ctx *dc;
+	bool dane;                /* its TLS was checked by DANE */
+	bool verify;              /* its TLS had to verify (WebPKI or DANE) */
 	struct delivery *d;       /* NULL while idle */
 	struct conn *prev, *next; /* pool links */
 	bool pooled;
@@ -150,17 +168,39 @@ static bool conn_settle_and_pool(struct conn *c);
  * applied (with its text, for the policy-string), or under policy-type sts
  * without a policy when discovery failed, else no-policy-found. */
 static void record_tlsrpt(struct delivery_ctx *dc, const char *qid, const char *domain,
-			  const struct sts_verdict *v, enum smtp_tls_result result,
-			  const char *mx_host, const char *mx_ip, const char *local_ip,
-			  const char *reason)
+			  const struct sts_verdict *v, const struct dane_result *dane,
+			  enum smtp_tls_result result, const char *mx_host, const char *mx_ip,
+			  const char *local_ip, const char *reason)
 {
 	struct tlsrpt_session s;
+	char tlsa[SMTP_TLSA_MAX * 80];
+	size_t o = 0;
 
 	if (dc->tlsrpt == NULL)
 		return;
 	memset(&s, 0, sizeof(s));
 	s.domain = domain;
-	if (v != NULL && v->source != STS_SOURCE_NONE && v->decision != STS_DECISION_NONE) {
+	if (dane != NULL) {
+		/* RFC 8461 §2: DANE decided, so the session is the tlsa policy's
+		 * (RFC 8460 §4.4: the records, one string each). A record too
+		 * long for the line buffer (full certificate data) is named by
+		 * its numbers and the start of its data. */
+		for (size_t i = 0; i < dane->tlsa.n; i++) {
+			char one[SMTP_TLSA_TEXT_MAX];
+			int n = smtp_tlsa_format(&dane->tlsa.rec[i], one, sizeof(one));
+
+			if (n < 0)
+				continue;
+			if ((size_t)n > 72) {
+				n = 72;
+				one[n] = '\0';
+			}
+			o += (size_t)snprintf(tlsa + o, sizeof(tlsa) - o, "%s\n", one);
+		}
+		s.tlsa = true;
+		s.tlsa_text = tlsa;
+		s.tlsa_text_len = o;
+	} else if (v != NULL && v->source != STS_SOURCE_NONE && v->decision != STS_DECISION_NONE) {
 		s.policy = &v->policy;
 		s.policy_text = v->policy_text;
 		s.policy_text_len = v->policy_text_len;
@@ -182,7 +222,8 @@ static void record_tlsrpt(struct delivery_ctx *dc, const char *qid, const char *
  * it during the 5-minute back-off, background refreshes included. */
 static void on_fetch_failed(void *arg, const struct sts_verdict *v)
 {
-	record_tlsrpt(arg, NULL, v->domain, v, v->error_type, NULL, NULL, NULL, v->error_detail);
+	record_tlsrpt(arg, NULL, v->domain, v, NULL, v->error_type, NULL, NULL, NULL,
+		      v->error_detail);
 }
 
 /* ---- context ---- */
@@ -191,6 +232,7 @@ int delivery_ctx_new(struct relay *r, struct delivery_ctx **out, char *err, size
 {
 	struct delivery_ctx *dc = calloc(1, sizeof(*dc));
 	struct sts_engine_config ec;
+	struct dns_options dopts;
 	char path[CONFIG_PATH_MAX + 8];
 	uint32_t t;
 	int rc;
@@ -200,7 +242,10 @@ int delivery_ctx_new(struct relay *r, struct delivery_ctx **out, char *err, size
 		return -1;
 	}
 	dc->r = r;
-	rc = dns_new(r->loop, r->cfg.dns_servers, r->cfg.ndns_servers, NULL, &dc->dns);
+	/* Always in DNSSEC mode, so `dane` can be turned on by a reload. */
+	memset(&dopts, 0, sizeof(dopts));
+	dopts.dnssec = true;
+	rc = dns_new(r->loop, r->cfg.dns_servers, r->cfg.ndns_servers, &dopts, &dc->dns);
 	if (rc != 0) {
 		snprintf(err, errlen, "DNS resolver: %s", strerror(-rc));
 		goto fail;
@@ -296,6 +341,7 @@ static void settle_all(struct delivery *d, enum delivery_status st, const char *
 		snprintf(r->tls, sizeof(r->tls), "%s", tls ? tls : "none");
 		r->sts_result = sts_result;
 		r->conn_use = 0;
+		r->dane = d->last_dane;
 	}
 }
 
@@ -309,6 +355,7 @@ static void note_failure(struct delivery *d, const char *dsn, const char *text, 
 	snprintf(d->last_tls, sizeof(d->last_tls), "%s", tls ? tls : "none");
 	snprintf(d->last_mta, sizeof(d->last_mta), "%s", mta ? mta : "");
 	d->last_sts_result = sts_result;
+	d->last_dane = d->host_dane_judged;
 }
 
 static void on_kick_closed(uv_handle_t *h)
@@ -325,6 +372,7 @@ static void on_kick_closed(uv_handle_t *h)
 		sts_verdict_free(d->verdict);
 	if (d->mx != NULL)
 		dns_mx_result_free(d->mx);
+	free(d->dane);
 	for (i = 0; i < d->n; i++)
 		free(d->addrs[i]);
 	free(d->addrs);
@@ -359,8 +407,8 @@ static void record_session(struct delivery *d, enum smtp_tls_result result, cons
 		return; /* reports about reports would never end (RFC 8460 §5.3) */
 	if (is_literal(d->domain))
 		return; /* no domain to report to */
-	record_tlsrpt(d->dc, d->qid, d->domain, d->verdict, result, mx_host, mx_ip, local_ip,
-		      reason);
+	record_tlsrpt(d->dc, d->qid, d->domain, d->verdict, d->host_dane_judged ? d->dane : NULL,
+		      result, mx_host, mx_ip, local_ip, reason);
 }
 
 /* ---- the connection ---- */
@@ -438,7 +486,13 @@ static void tls_to_client(struct conn *c, bool ok)
 
 static void start_tls(struct conn *c)
 {
-	if (smtp_conn_start_tls(c->sc, c->d->dc->tls, c->d->tls_verify) != 0)
+	struct smtp_conn_dane dane;
+
+	if (c->dane) {
+		dane.tlsa = &c->d->dane->tlsa;
+		dane.base = c->d->dane->base;
+	}
+	if (smtp_conn_start_tls(c->sc, c->d->dc->tls, c->verify, c->dane ? &dane : NULL) != 0)
 		tls_to_client(c, false);
 }
 
@@ -605,10 +659,15 @@ static bool pool_fits(const struct conn *c, const struct delivery *d, const char
 	if (d->relay && d->dc->r->relayhost_auth.set &&
 	    !smtp_client_result(c->client)->authenticated)
 		return false;
+	if (d->host_dane)
+		/* the host's TLSA records checked it (they were looked up again
+		 * for this delivery and still are usable) */
+		return c->dane && c->in->tls_up && c->in->tls_verified;
 	if (d->tls_verify)
 		/* TLS >= 1.2 (smtp/tls.c), chain, dates and the name of this MX
-		 * host checked out; the walk checked the host against the policy. */
-		return c->in->tls_up && c->in->tls_verified;
+		 * host checked out; the walk checked the host against the policy.
+		 * A DANE-EE check says nothing of the WebPKI one. */
+		return !c->dane && c->in->tls_up && c->in->tls_verified;
 	if (d->tls_level == SMTP_TLS_REQUIRE)
 		return c->in->tls_up;
 	/* Opportunistic: it tried STARTTLS as a new connection would. */
@@ -657,6 +716,7 @@ static enum smtp_tls_result conn_tls_verdict(struct conn *c, const struct smtp_c
 {
 	struct delivery *d = c->d;
 	enum smtp_tls_result sts_result = SMTP_TLS_RESULT_SUCCESS;
+	enum smtp_tls_level level = c->dane ? SMTP_TLS_REQUIRE : d->tls_level;
 
 	/* A session that never got as far as EHLO says nothing about TLS and
 	 * is not recorded. */
@@ -666,8 +726,7 @@ static enum smtp_tls_result conn_tls_verdict(struct conn *c, const struct smtp_c
 		sts_result = c->in->tls_result != SMTP_TLS_RESULT_SUCCESS
 				     ? c->in->tls_result
 				     : SMTP_TLS_RESULT_VALIDATION_FAILURE;
-	else if (!c->in->tls_up && res->esmtp && !res->caps.starttls &&
-		 d->tls_level != SMTP_TLS_NONE)
+	else if (!c->in->tls_up && res->esmtp && !res->caps.starttls && level != SMTP_TLS_NONE)
 		sts_result = SMTP_TLS_RESULT_STARTTLS_NOT_SUPPORTED; /* MAY went plaintext */
 	if (!c->tls_recorded && (smtp_conn_tls(c->sc) != NULL ||
 				 res->tls_result != SMTP_TLS_RESULT_SUCCESS || res->esmtp)) {
@@ -696,17 +755,20 @@ static enum smtp_tls_result conn_tls_verdict(struct conn *c, const struct smtp_c
 		record_session(d, rt, c->in->host, c->in->ip, c->in->local_ip,
 			       rt != SMTP_TLS_RESULT_SUCCESS ? reason : NULL);
 	}
-	/* testing goes on unless TLS was demanded anyway (a relay host) */
+	/* Only when the session went on: TLS demanded anyway (a relay host,
+	 * level verify), a failed DANE check, or no TLS under a listed level
+	 * that requires it closed it, and the delivery line says so. */
 	if (sts_result != SMTP_TLS_RESULT_SUCCESS && d->decision == STS_DECISION_TESTING &&
-	    !d->tls_verify)
+	    !d->tls_verify && !c->dane && !(level == SMTP_TLS_REQUIRE && !c->in->tls_up))
 		log_msg(LOG_LVL_INFO, d->qid,
 			"%s: TLS check failed with %s (testing: delivery goes on), sts=%s, "
 			"sts_result=%s%s%s",
 			d->domain, c->in->relay, d->result.sts, smtp_tls_result_name(sts_result),
 			c->in->tls_reason[0] ? ": " : "", c->in->tls_reason);
-	if (!d->check_tls)
-		sts_result = SMTP_TLS_RESULT_SUCCESS; /* opportunistic: nothing was demanded,
-						       * nothing failed */
+	/* Opportunistic: nothing was demanded, nothing failed; but a level
+	 * that required TLS (encrypt) failed closed, and says so. */
+	if (!d->check_tls && !c->dane && res->tls_result == SMTP_TLS_RESULT_SUCCESS)
+		sts_result = SMTP_TLS_RESULT_SUCCESS;
 	return sts_result;
 }
 
@@ -733,6 +795,7 @@ static void conn_take_verdicts(struct conn *c, const struct smtp_client_result *
 		snprintf(r->relay, sizeof(r->relay), "%s", c->in->relay);
 		snprintf(r->tls, sizeof(r->tls), "%s", tls);
 		r->conn_use = c->uses;
+		r->dane = c->dane;
 		r->sts_result = r->status == DELIVERY_SENT && d->decision != STS_DECISION_TESTING
 					? SMTP_TLS_RESULT_SUCCESS
 					: sts_result;
@@ -779,7 +842,7 @@ static void client_config(struct delivery *d, struct conn *c, const char *peer,
 	cc->rcpts = d->addr_ptrs;
 	cc->nrcpts = d->n;
 	cc->size = d->size;
-	cc->tls = d->tls_level;
+	cc->tls = c->tls_level;
 	cc->timeouts = &d->dc->timeouts;
 	cc->read = read_message;
 	cc->read_arg = c;
@@ -857,7 +920,11 @@ static void conn_start(struct delivery *d, const struct dns_mx_host *h,
 	c->dc = dc;
 	c->d = d;
 	snprintf(c->domain, sizeof(c->domain), "%s", d->domain);
-	c->tls_level = d->tls_level;
+	/* RFC 8461 §2, RFC 7672: usable TLSA records decide for this host,
+	 * whatever MTA-STS or the level would have asked. */
+	c->dane = d->host_dane;
+	c->tls_level = d->host_dane ? SMTP_TLS_REQUIRE : d->tls_level;
+	c->verify = d->host_dane || d->tls_verify;
 	c->mx_mismatch = d->host_mismatch;
 	c->uses = 1;
 	c->sc = smtp_conn_new(dc->r->loop, &conn_ops, c);
@@ -1073,6 +1140,8 @@ static bool host_allowed(struct delivery *d, const struct dns_mx_host *h)
 
 static void on_recheck(void *arg, struct sts_verdict *v);
 static void apply_policy(struct delivery *d);
+static void dane_refuse(struct delivery *d, const struct dns_mx_host *h,
+			enum smtp_tls_result result, const char *why);
 
 /* Every MX host failed or was skipped: one deferral for all recipients,
  * with the reason that says the most. */
@@ -1083,6 +1152,7 @@ static void settle_all_failed(struct delivery *d)
 	if (d->decision == STS_DECISION_ENFORCE && d->mx_used == 0 && d->mx_mismatches > 0) {
 		snprintf(text, sizeof(text), "no MX host of %s matches its MTA-STS policy (id %s)",
 			 d->domain, d->verdict->id);
+		d->last_dane = false;
 		settle_all(d, DELIVERY_DEFER, "4.4.8", text, NULL, NULL, NULL,
 			   SMTP_TLS_RESULT_VALIDATION_FAILURE);
 	} else if (d->have_failure) {
@@ -1123,7 +1193,12 @@ static void next_candidate(struct delivery *d)
 	while (d->host_i < d->mx->nhosts) {
 		const struct dns_mx_host *h = &d->mx->hosts[d->host_i];
 
-		if (d->addr_i == 0 && (h->naddrs == 0 || !host_allowed(d, h))) {
+		if (d->addr_i == 0 && d->dane_host != d->host_i + 1) {
+			/* a new host: its DANE verdict is not known yet */
+			d->host_dane = d->host_dane_judged = false;
+		}
+		if (d->addr_i == 0 && d->dane_host != d->host_i + 1 &&
+		    (h->naddrs == 0 || !host_allowed(d, h))) {
 			if (h->naddrs == 0 && h->status != DNS_OK) {
 				char text[QUEUE_ERROR_MAX];
 
@@ -1140,6 +1215,22 @@ static void next_candidate(struct delivery *d)
 			d->host_i++;
 			continue;
 		}
+		if (d->addr_i == 0 && d->dane_host != d->host_i + 1 && d->dane_on) {
+			const char *why;
+
+			if (dane_applies(d->mx, h, &why)) {
+				delivery_enter(d, D_DANE); /* on_dane() walks on */
+				return;
+			}
+			log_msg(LOG_LVL_DEBUG, d->qid, "%s: MX host %s: no DANE (%s)", d->domain,
+				h->name, why);
+			if (d->dane_required) {
+				dane_refuse(d, h, SMTP_TLS_RESULT_DANE_REQUIRED, why);
+				d->host_i++;
+				continue;
+			}
+		}
+		d->dane_host = d->host_i + 1;
 		if (d->addr_i >= h->naddrs) {
 			d->host_i++;
 			d->addr_i = 0;
@@ -1149,6 +1240,78 @@ static void next_candidate(struct delivery *d)
 		return;
 	}
 	all_failed(d);
+}
+
+/* DANE refuses MX host h (RFC 7672 §2.1.1: its TLSA lookup failed; or the
+ * domain's level `dane` demands records it does not have): the host is not
+ * used, never plaintext instead; one TLS-RPT session of the tlsa policy. */
+static void dane_refuse(struct delivery *d, const struct dns_mx_host *h,
+			enum smtp_tls_result result, const char *why)
+{
+	char text[QUEUE_ERROR_MAX];
+
+	d->host_dane_judged = true;
+	if (d->dane == NULL)
+		d->dane = calloc(1, sizeof(*d->dane)); /* NULL: recorded without records */
+	if (result == SMTP_TLS_RESULT_DANE_REQUIRED && d->dane != NULL &&
+	    d->dane_host != d->host_i + 1)
+		d->dane->tlsa.n = 0; /* no lookup was made for this host */
+	snprintf(text, sizeof(text), "MX host %s not used: %s (%s)", h->name,
+		 result == SMTP_TLS_RESULT_DNSSEC_INVALID
+			 ? "its TLSA records could not be looked up securely"
+			 : "TLS policy level dane needs usable DNSSEC-validated TLSA records",
+		 why);
+	log_msg(LOG_LVL_INFO, d->qid, "%s, dane=yes, sts_result=%s", text,
+		smtp_tls_result_name(result));
+	record_session(d, result, h->name, NULL, NULL, why);
+	note_failure(d, "4.7.5", text, NULL, NULL, h->name, result);
+	d->host_dane_judged = false;
+	d->last_dane = true;
+	d->dane_host = d->host_i + 1;
+	d->addr_i = 0;
+}
+
+static void on_dane(void *arg, const struct dane_result *res)
+{
+	struct delivery *d = arg;
+	const struct dns_mx_host *h = &d->mx->hosts[d->host_i];
+
+	d->dl = NULL;
+	if (d->aborted) {
+		end_aborted(d);
+		return;
+	}
+	if (d->dane == NULL)
+		d->dane = malloc(sizeof(*d->dane));
+	if (d->dane == NULL) {
+		settle_all(d, DELIVERY_DEFER, "4.3.0", "local error: out of memory", NULL, NULL,
+			   NULL, SMTP_TLS_RESULT_SUCCESS);
+		delivery_enter(d, D_DONE);
+		return;
+	}
+	*d->dane = *res;
+	d->dane_host = d->host_i + 1;
+	switch (res->state) {
+	case DANE_USABLE:
+		d->host_dane = d->host_dane_judged = true;
+		log_msg(LOG_LVL_INFO, d->qid,
+			"%s: MX host %s: DANE applies: %zu usable TLSA record(s) at %s", d->domain,
+			h->name, smtp_tlsa_count_usable(&res->tlsa), res->qname);
+		break;
+	case DANE_FAILED:
+		dane_refuse(d, h, SMTP_TLS_RESULT_DNSSEC_INVALID, res->why);
+		d->host_i++;
+		break;
+	case DANE_NONE:
+		log_msg(LOG_LVL_DEBUG, d->qid, "%s: MX host %s: no DANE (%s at %s)", d->domain,
+			h->name, res->why, res->qname);
+		if (d->dane_required) {
+			dane_refuse(d, h, SMTP_TLS_RESULT_DANE_REQUIRED, res->why);
+			d->host_i++;
+		}
+		break;
+	}
+	next_candidate(d);
 }
 
 static void on_recheck(void *arg, struct sts_verdict *v)
@@ -1178,6 +1341,7 @@ static void on_recheck(void *arg, struct sts_verdict *v)
 	d->verdict = v;
 	apply_policy(d);
 	d->host_i = d->addr_i = 0;
+	d->dane_host = 0;
 	d->have_failure = false;
 	d->policy_failures = d->mx_mismatches = d->mx_used = 0;
 	next_candidate(d);
@@ -1197,25 +1361,61 @@ static void relay_tls(struct delivery *d)
 }
 
 /* The TLS demands of DESIGN.md for the verdict in d->verdict. */
+/* The demands of a level alone (before MTA-STS and DANE tighten them). */
+static void level_demands(struct delivery *d, enum tls_level l)
+{
+	d->tls_verify = l == TLS_LEVEL_VERIFY;
+	d->check_tls = l == TLS_LEVEL_VERIFY;
+	switch (l) {
+	case TLS_LEVEL_NONE:
+		d->tls_level = SMTP_TLS_NONE;
+		break;
+	case TLS_LEVEL_ENCRYPT:
+	case TLS_LEVEL_VERIFY:
+		d->tls_level = SMTP_TLS_REQUIRE;
+		break;
+	default: /* may, sts-only, dane (whose hosts without DANE are not used) */
+		d->tls_level = SMTP_TLS_MAY;
+		break;
+	}
+}
+
+/* The TLS demands of DESIGN.md for the verdict in d->verdict: the level
+ * (tls_policy_file, else tls_default), tightened by an MTA-STS enforce
+ * policy; DANE tightens further per MX host once its TLSA records are
+ * known (next_candidate). Nothing here ever loosens a listed level. */
 static void apply_policy(struct delivery *d)
 {
-	enum tls_default td = d->dc->r->cfg.tls_default;
+	const struct relay *r = d->dc->r;
+	enum tls_default td = r->cfg.tls_default;
 
 	if (d->flags & QUEUE_F_TLSRPT) {
 		/* Our own TLS-RPT report mail carries TLS-Required: No: RFC 8460
 		 * §5.3.1 and RFC 8689 §5 want it delivered despite the very TLS
-		 * failures it reports: no MTA-STS (nor tls_default = verify),
-		 * STARTTLS when offered, any certificate, plaintext otherwise.
-		 * To a relay host it still goes over verified TLS (below): that
-		 * hop is our own configuration, and it may carry credentials. */
+		 * failures it reports: no MTA-STS, no DANE, no tls_policy_file
+		 * level (nor tls_default = verify), STARTTLS when offered, any
+		 * certificate, plaintext otherwise. To a relay host it still goes
+		 * over verified TLS (below): that hop is our own configuration,
+		 * and it may carry credentials. */
 		d->decision = STS_DECISION_NONE;
 		snprintf(d->result.sts, sizeof(d->result.sts), "none tls_required=no");
+		d->level = TLS_LEVEL_MAY;
+		d->level_listed = false;
 		d->tls_level = SMTP_TLS_MAY;
 		d->tls_verify = false;
 		d->check_tls = false;
+		d->dane_on = d->dane_required = false;
 		relay_tls(d);
 		return;
 	}
+	d->level_listed = !is_literal(d->domain) &&
+			  tls_policy_lookup(r->tls_policy, d->domain, &d->level);
+	if (!d->level_listed)
+		d->level = td == TLS_DEFAULT_VERIFY    ? TLS_LEVEL_VERIFY
+			   : td == TLS_DEFAULT_ENCRYPT ? TLS_LEVEL_ENCRYPT
+						       : TLS_LEVEL_MAY;
+	d->dane_required = d->level == TLS_LEVEL_DANE;
+	d->dane_on = d->dane_required || (r->cfg.dane && d->level != TLS_LEVEL_STS_ONLY);
 	d->decision = d->verdict ? d->verdict->decision : STS_DECISION_ABSENT;
 	if (d->decision == STS_DECISION_ABSENT || d->verdict == NULL ||
 	    d->verdict->source == STS_SOURCE_NONE) {
@@ -1232,22 +1432,16 @@ static void apply_policy(struct delivery *d)
 		d->check_tls = true;
 		break;
 	case STS_DECISION_TESTING:
-		d->tls_level = SMTP_TLS_MAY;
-		d->tls_verify = false;
+		/* checked and reported, delivered opportunistically, unless the
+		 * domain's listed level demands more */
+		if (d->level_listed)
+			level_demands(d, d->level);
+		else
+			level_demands(d, TLS_LEVEL_MAY);
 		d->check_tls = true;
 		break;
 	default:
-		if (td == TLS_DEFAULT_VERIFY) {
-			d->tls_level = SMTP_TLS_REQUIRE;
-			d->tls_verify = true;
-			d->check_tls = true;
-		} else {
-			/* opportunistic and may-plain: STARTTLS when offered,
-			 * any certificate, plaintext otherwise */
-			d->tls_level = SMTP_TLS_MAY;
-			d->tls_verify = false;
-			d->check_tls = false;
-		}
+		level_demands(d, d->level);
 		break;
 	}
 	relay_tls(d);
@@ -1380,6 +1574,18 @@ static void delivery_enter(struct delivery *d, enum dstage next)
 			delivery_enter(d, D_DONE);
 		}
 		return;
+	case D_DANE:
+		/* TLSA at the port the connection will use (a relay host's too) */
+		if (dane_lookup(d->dc->dns, &d->mx->hosts[d->host_i], d->port, on_dane, d,
+				&d->dl) == 0)
+			return;
+		d->dl = NULL;
+		/* no lookup, no verdict: the host is not used (as a failed one) */
+		dane_refuse(d, &d->mx->hosts[d->host_i], SMTP_TLS_RESULT_DNSSEC_INVALID,
+			    "the TLSA lookup could not start");
+		d->host_i++;
+		next_candidate(d);
+		return;
 	case D_RECHECK:
 		if (sts_engine_recheck(d->dc->sts, d->domain, d->verdict->id, on_recheck, d,
 				       &d->sl) == 0)
@@ -1509,6 +1715,13 @@ void delivery_abort(struct delivery *d)
 		if (d->dq != NULL) {
 			dns_cancel(d->dq);
 			d->dq = NULL;
+		}
+		end_aborted(d);
+		break;
+	case D_DANE:
+		if (d->dl != NULL) {
+			dane_cancel(d->dl);
+			d->dl = NULL;
 		}
 		end_aborted(d);
 		break;

@@ -25,7 +25,15 @@
  * policy, STARTTLS required, verified certificate for the MX name, else that
  * MX is not used (one re-check of the policy when none passes); `testing` ->
  * the same checks, logged, delivery proceeds opportunistically; `none` or no
- * policy -> `tls_default`. The only fail-closed point for "required TLS" is
+ * policy -> the domain's tls_policy_file level, else `tls_default`
+ * (enforce only tightens a listed level). DANE (RFC 7672, `dane = on` or
+ * level dane): before the first address of an MX host whose MX and address
+ * records were DNSSEC-validated, its TLSA records are looked up; usable
+ * ones decide that host's TLS alone (required, verified by the records,
+ * never WebPKI; MTA-STS still filters the MX names under enforce); a failed
+ * lookup (SERVFAIL, bogus) makes the host unusable (4.7.5, dnssec-invalid),
+ * as does a host without usable records under level dane (dane-required).
+ * The only fail-closed point for "required TLS" is
  * the smtp_client state machine (SMTP_TLS_REQUIRE).
  *
  * Connection reuse (Postfix's connection cache, RFC 5321 §3.3): after a
@@ -84,6 +92,7 @@ struct delivery_rcpt {
 	enum smtp_tls_result sts_result;   /* result type of a failed check, or SUCCESS */
 	unsigned conn_use;                 /* transactions on that connection so far (Postfix
 					     * conn_use=), 0 when no connection decided */
+	bool dane; /* DANE judged the MX host of this verdict (log dane=yes) */
 };
 
 struct delivery_result {

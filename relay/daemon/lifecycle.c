@@ -22,6 +22,7 @@
 #include "queue/queue.h"
 #include "relay/daemon/commit.h"
 #include "relay/daemon/control.h"
+#include "relay/core/tls_policy.h"
 #include "relay/core/log.h"
 #include "relay/daemon/metrics_http.h"
 #include "relay/daemon/notify.h"
@@ -186,6 +187,7 @@ static void reload(struct serve *sv)
 {
 	struct config *nc = calloc(1, sizeof(*nc));
 	struct config *cur = &sv->r.cfg;
+	struct tls_policy *np;
 	struct authfile_cred auth;
 	char err[1024];
 
@@ -199,6 +201,18 @@ static void reload(struct serve *sv)
 	    load_relayhost_auth(nc, &auth, err, sizeof(err)) != 0) {
 		log_error("reload failed: %s; keeping the running configuration", err);
 		notify_ready("running (reload refused: configuration error)");
+		free(nc);
+		return;
+	}
+	/* The per-domain levels are part of the configuration: re-read with
+	 * it, and a bad table refuses the whole reload. */
+	np = NULL;
+	if (nc->tls_policy_file[0] != '\0' &&
+	    tls_policy_load(nc->tls_policy_file, &np, err, sizeof(err)) != 0) {
+		log_error("reload failed: tls_policy_file %s; keeping the running configuration",
+			  err);
+		notify_ready("running (reload refused: configuration error)");
+		authfile_wipe(&auth);
 		free(nc);
 		return;
 	}
@@ -247,6 +261,8 @@ static void reload(struct serve *sv)
 	nc->redis = cur->redis;
 	*cur = *nc;
 	free(nc);
+	tls_policy_free(sv->r.tls_policy);
+	sv->r.tls_policy = np;
 	authfile_wipe(&sv->r.relayhost_auth);
 	sv->r.relayhost_auth = auth;
 	authfile_wipe(&auth);
@@ -827,6 +843,7 @@ static void serve_free(struct serve *sv)
 		queue_close(sv->r.queue);
 	if (sv->lock_fd >= 0)
 		close(sv->lock_fd); /* last: the control socket is gone by now */
+	tls_policy_free(sv->r.tls_policy);
 	authfile_wipe(&sv->r.relayhost_auth);
 	free(sv);
 }
@@ -847,6 +864,12 @@ int lifecycle_run(const struct config *cfg, const char *config_path, const char 
 	sv->r.cfg = *cfg;
 	snprintf(sv->r.config_path, sizeof(sv->r.config_path), "%s", config_path);
 	setup_logging(&sv->r.cfg);
+	if (cfg->tls_policy_file[0] != '\0' &&
+	    tls_policy_load(cfg->tls_policy_file, &sv->r.tls_policy, err, sizeof(err)) != 0) {
+		log_error("cannot start: tls_policy_file %s", err);
+		free(sv);
+		return EX_CONFIG;
+	}
 	signal(SIGPIPE, SIG_IGN); /* a client gone mid-write is an error return */
 
 	rc = uv_loop_init(&sv->loop);

@@ -15,10 +15,12 @@ struct redis;
 struct sts_shared;
 struct sts_fleet;
 struct tlsrpt_fleet;
+struct tls_policy;
 
 struct relay {
 	uv_loop_t *loop;
 	struct config cfg;
+	struct tls_policy *tls_policy; /* cfg.tls_policy_file's table; NULL: none */
 	char config_path[CONFIG_PATH_MAX];
 	struct queue *queue;
 	struct scheduler *sched;

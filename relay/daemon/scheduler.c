@@ -73,6 +73,7 @@ struct rlog {
 	char tls[DELIVERY_TLS_MAX];
 	char sts[DELIVERY_STS_MAX];
 	enum smtp_tls_result sts_result; /* SUCCESS: no sts_result= field */
+	bool dane;                       /* DANE judged the MX host: dane=yes */
 	char status[16];                 /* sent, deferred, bounced */
 	char reason[QUEUE_ERROR_MAX + 112];
 };
@@ -564,7 +565,8 @@ static int64_t delay_ms(const struct smsg *m)
  * (see flush_logs). */
 static void log_rcpt(struct smsg *m, const char *addr, const char *relay, unsigned conn_use,
 		     const char *dsn, const char *tls, const char *sts,
-		     enum smtp_tls_result sts_result, const char *status, const char *text)
+		     enum smtp_tls_result sts_result, bool dane, const char *status,
+		     const char *text)
 {
 	struct rlog *l = malloc(sizeof(*l));
 
@@ -582,6 +584,7 @@ static void log_rcpt(struct smsg *m, const char *addr, const char *relay, unsign
 	snprintf(l->tls, sizeof(l->tls), "%s", tls);
 	snprintf(l->sts, sizeof(l->sts), "%s", sts);
 	l->sts_result = sts_result;
+	l->dane = dane;
 	snprintf(l->status, sizeof(l->status), "%s", status);
 	snprintf(l->reason, sizeof(l->reason), "%s", text);
 	*m->logs_tail = l;
@@ -600,7 +603,7 @@ static void flush_logs(const struct smsg *m, struct rlog *l)
 			     LF_INT_OPT("conn_use", l->conn_use > 1 ? l->conn_use : 0),
 			     LF_MS("delay", l->delay_ms), LF_STR("dsn", l->dsn),
 			     LF_STATUS(l->status, l->reason), LF_STR("tls", l->tls),
-			     LF_STR("sts", l->sts),
+			     LF_STR("sts", l->sts), LF_STR("dane", l->dane ? "yes" : "no"),
 			     LF_STR("sts_result", l->sts_result != SMTP_TLS_RESULT_SUCCESS
 							  ? smtp_tls_result_name(l->sts_result)
 							  : NULL),
@@ -929,7 +932,7 @@ static void bounce_admin(struct smsg *m, struct bounce_list *bl)
 		q->last_try = now;
 		set_last_error(q, "5.0.0", "bounced by the administrator");
 		log_rcpt(m, q->address, NULL, 0, "5.0.0", "none", "absent", SMTP_TLS_RESULT_SUCCESS,
-			 "bounced", "bounced by the administrator");
+			 false, "bounced", "bounced by the administrator");
 		add_bounce(bl, q, "5.0.0", "bounced by the administrator", NULL, NULL);
 	}
 }
@@ -966,7 +969,7 @@ static void apply_result(struct scheduler *s, struct smsg *m, const struct deliv
 			q->last_try = now;
 			q->last_error[0] = '\0';
 			log_rcpt(m, q->address, dr->relay, dr->conn_use, dr->dsn, dr->tls, res->sts,
-				 dr->sts_result, "sent", dr->text);
+				 dr->sts_result, dr->dane, "sent", dr->text);
 			break;
 		case DELIVERY_BOUNCE:
 			q->status = QUEUE_BOUNCED;
@@ -974,7 +977,7 @@ static void apply_result(struct scheduler *s, struct smsg *m, const struct deliv
 			q->attempts++;
 			set_last_error(q, dr->dsn, dr->text);
 			log_rcpt(m, q->address, dr->relay, dr->conn_use, dr->dsn, dr->tls, res->sts,
-				 dr->sts_result, "bounced", dr->text);
+				 dr->sts_result, dr->dane, "bounced", dr->text);
 			add_bounce(bl, q, dr->dsn, dr->text, dr->remote_mta, dr->reply);
 			break;
 		case DELIVERY_DEFER:
@@ -996,7 +999,7 @@ static void apply_result(struct scheduler *s, struct smsg *m, const struct deliv
 						 "delivery time expired; last error: %s", dr->text);
 				q->status = QUEUE_BOUNCED;
 				log_rcpt(m, q->address, dr->relay, dr->conn_use, dsn5, dr->tls,
-					 res->sts, dr->sts_result, "bounced", reason);
+					 res->sts, dr->sts_result, dr->dane, "bounced", reason);
 				add_bounce(bl, q, st, reason, dr->remote_mta, dr->reply);
 			} else {
 				int64_t next = now + (int64_t)queue_retry_delay(
@@ -1009,7 +1012,7 @@ static void apply_result(struct scheduler *s, struct smsg *m, const struct deliv
 				q->status = QUEUE_DEFERRED;
 				q->next_try = next;
 				log_rcpt(m, q->address, dr->relay, dr->conn_use, dr->dsn, dr->tls,
-					 res->sts, dr->sts_result, "deferred", dr->text);
+					 res->sts, dr->sts_result, dr->dane, "deferred", dr->text);
 			}
 			break;
 		}
@@ -1104,8 +1107,8 @@ static void bounce_undeliverable(struct smsg *m, size_t i, const char *dsn, cons
 	q->status = QUEUE_BOUNCED;
 	q->last_try = clock_now();
 	set_last_error(q, dsn, text);
-	log_rcpt(m, q->address, NULL, 0, dsn, "none", "absent", SMTP_TLS_RESULT_SUCCESS, "bounced",
-		 text);
+	log_rcpt(m, q->address, NULL, 0, dsn, "none", "absent", SMTP_TLS_RESULT_SUCCESS, false,
+		 "bounced", text);
 	add_bounce(bl, q, dsn, text, NULL, NULL);
 }
 

@@ -1,5 +1,5 @@
 /* DNS for the relay: a c-ares channel whose sockets are watched by uv_poll and
- * whose timeouts run on one uv_timer; TXT, A/AAAA and RFC 5321 MX lookups. */
+ * whose timeouts run on one uv_timer; TXT, A/AAAA, TLSA and RFC 5321 MX lookups. */
 #include "relay/net/dns.h"
 
 #include <arpa/inet.h>
@@ -13,6 +13,7 @@
 #include <strings.h>
 
 #include "relay/core/log.h"
+#include "relay/net/dns_msg.h"
 
 #ifndef T_MX
 #define T_MX 15
@@ -29,6 +30,8 @@
 #ifndef C_IN
 #define C_IN 1
 #endif
+#define T_TLSA 52
+#define EDNS_UDP_SIZE 1232 /* DNS flag day 2020: no IP fragmentation */
 
 /* One c-ares socket and the poll handle watching it. The memory lives until
  * the handle's close callback, as libuv requires. */
@@ -49,10 +52,11 @@ struct dns {
 	struct dns_query *deferred_head, *deferred_tail;
 	int depth;         /* > 0 while we dispatch c-ares or user callbacks */
 	bool closing;      /* dns_free was called */
+	bool dnssec;       /* DO and AD bits on every query (dns_options) */
 	bool free_pending; /* ...from inside a dispatch: tear down at its end */
 };
 
-enum qkind { Q_TXT, Q_ADDR, Q_MX };
+enum qkind { Q_TXT, Q_ADDR, Q_MX, Q_TLSA };
 enum subkind { SUB_MAIN, SUB_A, SUB_AAAA };
 
 /* The argument of one ares_query: which lookup, which part of it. */
@@ -60,6 +64,7 @@ struct sub {
 	struct dns_query *q;
 	enum subkind kind;
 	struct addr_part *part; /* SUB_A / SUB_AAAA */
+	bool ad;                /* the answer carried the AD bit */
 };
 
 /* A and AAAA answers for one name, kept compact until the result is built. */
@@ -70,6 +75,7 @@ struct addr_part {
 	unsigned n4, n6;
 	struct in_addr a4[DNS_MAX_ADDRS];
 	struct in6_addr a6[DNS_MAX_ADDRS];
+	char cname[DNS_NAME_MAX + 1]; /* end of a CNAME chain in either answer */
 };
 
 struct dns_query {
@@ -85,6 +91,7 @@ struct dns_query {
 		dns_txt_cb txt;
 		dns_addr_cb addr;
 		dns_mx_cb mx;
+		dns_tlsa_cb tlsa;
 	} cb;
 	void *arg;
 	char name[DNS_NAME_MAX + 1];
@@ -95,6 +102,7 @@ struct dns_query {
 		struct dns_txt_result *txt;
 		struct dns_addr_result *addr;
 		struct dns_mx_result *mx;
+		struct dns_tlsa_result *tlsa;
 	} res;
 };
 
@@ -368,6 +376,11 @@ void dns_mx_result_free(struct dns_mx_result *res)
 	free(res);
 }
 
+void dns_tlsa_result_free(struct dns_tlsa_result *res)
+{
+	free(res);
+}
+
 static void query_free(struct dns_query *q, bool with_result)
 {
 	if (with_result) {
@@ -380,6 +393,9 @@ static void query_free(struct dns_query *q, bool with_result)
 			break;
 		case Q_MX:
 			dns_mx_result_free(q->res.mx);
+			break;
+		case Q_TLSA:
+			dns_tlsa_result_free(q->res.tlsa);
 			break;
 		}
 	}
@@ -448,6 +464,9 @@ static struct dns_query *query_new(struct dns *d, enum qkind kind, const char *n
 	case Q_MX:
 		q->res.mx = calloc(1, sizeof(*q->res.mx));
 		break;
+	case Q_TLSA:
+		q->res.tlsa = calloc(1, sizeof(*q->res.tlsa));
+		break;
 	}
 	if (q->res.txt == NULL) { /* any member: they share storage */
 		free(q);
@@ -461,26 +480,104 @@ static struct dns_query *query_new(struct dns *d, enum qkind kind, const char *n
 
 static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, int alen);
 
+/* ares_send hands over the whole answer whatever its RCODE (SERVFAIL,
+ * REFUSED and NOTIMP already made c-ares try the next server): the status
+ * as ares_query would say it, and the AD bit kept for the result. */
+static void on_raw(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+{
+	struct sub *s = arg;
+
+	if (status == ARES_SUCCESS && (abuf == NULL || alen < 12))
+		status = ARES_EBADRESP;
+	if (status == ARES_SUCCESS) {
+		unsigned ancount = (unsigned)abuf[6] << 8 | abuf[7];
+
+		switch (abuf[3] & 0x0f) {
+		case 0: /* NOERROR */
+			status = ancount > 0 ? ARES_SUCCESS : ARES_ENODATA;
+			break;
+		case 1:
+			status = ARES_EFORMERR;
+			break;
+		case 2:
+			status = ARES_ESERVFAIL;
+			break;
+		case 3:
+			status = ARES_ENOTFOUND;
+			break;
+		case 4:
+			status = ARES_ENOTIMP;
+			break;
+		case 5:
+			status = ARES_EREFUSED;
+			break;
+		default:
+			status = ARES_EBADRESP;
+			break;
+		}
+		/* AD on data and on a denial alike (RFC 4035 §3.2.3). */
+		s->ad = (abuf[3] & 0x20) != 0;
+	}
+	on_answer(arg, status, timeouts, abuf, alen);
+}
+
+/* The query as ares_query builds it (recursion desired, EDNS0 with a UDP
+ * size that avoids fragments), and with the resolver in DNSSEC mode the DO
+ * bit in the OPT record and AD in the header, so a validating resolver
+ * says whether it validated the answer. */
+static int build_query(struct dns *d, const char *name, int type, unsigned char **buf, int *len)
+{
+	int rc = ares_create_query(name, C_IN, type, 0, 1, buf, len, EDNS_UDP_SIZE);
+	unsigned char *b = *buf;
+	int n = *len;
+
+	if (rc != ARES_SUCCESS || !d->dnssec)
+		return rc;
+	/* The OPT RR is the last 11 octets: root name, TYPE 41, CLASS (UDP
+	 * size), TTL (extended RCODE, version, flags: DO is the top bit),
+	 * RDLEN 0. Anything else means c-ares changed what it builds. */
+	if (n < 12 + 11 || b[10] != 0 || b[11] != 1 || b[n - 11] != 0 || b[n - 10] != 0 ||
+	    b[n - 9] != 41) {
+		ares_free_string(b);
+		*buf = NULL;
+		return ARES_EBADQUERY;
+	}
+	b[n - 4] |= 0x80; /* DO */
+	b[3] |= 0x20;     /* AD */
+	return ARES_SUCCESS;
+}
+
 /* Starts one ares query for q. Returns false when the resolver is closing
  * (q is then marked destroyed). */
 static bool sub_start(struct dns_query *q, struct sub *s, const char *name, int type)
 {
 	struct dns *d = q->dns;
+	unsigned char *qbuf = NULL;
+	int qlen = 0, rc;
 
 	if (d->closing || d->ch == NULL) {
 		q->destroyed = true;
 		return false;
 	}
 	q->pending++;
-	/* May call on_answer synchronously (no server, no memory): the start
-	 * guard and q->starting keep q alive and the user callback deferred. */
-	ares_query(d->ch, name, C_IN, type, on_answer, s);
+	s->ad = false;
+	/* Either path may call on_answer synchronously (no server, no
+	 * memory): the start guard and q->starting keep q alive and the user
+	 * callback deferred. ares_send gives the query its own random id. */
+	rc = build_query(d, name, type, &qbuf, &qlen);
+	if (rc != ARES_SUCCESS) {
+		on_answer(s, rc == ARES_ENOMEM ? ARES_ENOMEM : ARES_EBADQUERY, 0, NULL, 0);
+		return true;
+	}
+	ares_send(d->ch, qbuf, qlen, on_raw, s);
+	ares_free_string(qbuf);
 	return true;
 }
 
 static void addr_build(struct addr_part *p, struct sockaddr_storage **out, size_t *nout,
 		       enum dns_status *st, const char **why);
 static void mx_finish(struct dns_query *q);
+static void addr_secure(const struct addr_part *p, bool *secure, char *cname);
 
 /* The resolver went away: whatever was gathered is dropped. */
 static void result_cancel(struct dns_query *q)
@@ -504,6 +601,12 @@ static void result_cancel(struct dns_query *q)
 		q->res.mx->status = DNS_CANCELLED;
 		q->res.mx->why = "cancelled";
 		break;
+	case Q_TLSA:
+		q->res.tlsa->set.n = 0;
+		q->res.tlsa->secure = false;
+		q->res.tlsa->status = DNS_CANCELLED;
+		q->res.tlsa->why = "cancelled";
+		break;
 	}
 }
 
@@ -522,9 +625,10 @@ static void query_complete(struct dns_query *q)
 	} else if (q->kind == Q_ADDR) {
 		addr_build(&q->addr, &q->res.addr->addrs, &q->res.addr->naddrs,
 			   &q->res.addr->status, &q->res.addr->why);
+		addr_secure(&q->addr, &q->res.addr->secure, q->res.addr->cname);
 	} else if (q->kind == Q_MX && !q->literal) {
 		mx_finish(q);
-	} /* Q_TXT: built in its answer callback */
+	} /* Q_TXT, Q_TLSA: built in their answer callbacks */
 	if (q->starting) {
 		q->next_deferred = NULL;
 		if (d->deferred_tail != NULL)
@@ -546,17 +650,37 @@ static void query_release(struct dns_query *q)
 
 static enum dns_status query_status(const struct dns_query *q)
 {
-	return q->kind == Q_TXT  ? q->res.txt->status
-	       : q->kind == Q_MX ? q->res.mx->status
-				 : q->res.addr->status;
+	switch (q->kind) {
+	case Q_TXT:
+		return q->res.txt->status;
+	case Q_MX:
+		return q->res.mx->status;
+	case Q_TLSA:
+		return q->res.tlsa->status;
+	case Q_ADDR:
+		break;
+	}
+	return q->res.addr->status;
 }
 
 static const char *query_why(const struct dns_query *q)
 {
-	return q->kind == Q_TXT  ? q->res.txt->why
-	       : q->kind == Q_MX ? q->res.mx->why
-				 : q->res.addr->why;
+	switch (q->kind) {
+	case Q_TXT:
+		return q->res.txt->why;
+	case Q_MX:
+		return q->res.mx->why;
+	case Q_TLSA:
+		return q->res.tlsa->why;
+	case Q_ADDR:
+		break;
+	}
+	return q->res.addr->why;
 }
+
+static const char *const qkind_names[] = {
+	[Q_TXT] = "TXT", [Q_ADDR] = "A/AAAA", [Q_MX] = "MX", [Q_TLSA] = "TLSA"
+};
 
 static void deliver(struct dns_query *q)
 {
@@ -566,12 +690,9 @@ static void deliver(struct dns_query *q)
 		query_free(q, true);
 		return;
 	}
-	log_debug("dns: %s %s: %s%s%s%s",
-		  q->kind == Q_TXT  ? "TXT"
-		  : q->kind == Q_MX ? "MX"
-				    : "A/AAAA",
-		  q->name, dns_status_name(query_status(q)), query_why(q)[0] ? " (" : "",
-		  query_why(q), query_why(q)[0] ? ")" : "");
+	log_debug("dns: %s %s: %s%s%s%s", qkind_names[q->kind], q->name,
+		  dns_status_name(query_status(q)), query_why(q)[0] ? " (" : "", query_why(q),
+		  query_why(q)[0] ? ")" : "");
 	d->depth++;
 	switch (q->kind) {
 	case Q_TXT:
@@ -582,6 +703,9 @@ static void deliver(struct dns_query *q)
 		break;
 	case Q_MX:
 		q->cb.mx(q->res.mx, q->arg);
+		break;
+	case Q_TLSA:
+		q->cb.tlsa(q->res.tlsa, q->arg);
 		break;
 	}
 	d->depth--;
@@ -630,6 +754,8 @@ void dns_cancel(struct dns_query *q)
 }
 
 /* ------------------------------------------------------------------- TXT */
+
+static void tlsa_answer(struct dns_query *q, int status, const unsigned char *abuf, int alen);
 
 static void txt_answer(struct dns_query *q, int status, const unsigned char *abuf, int alen)
 {
@@ -736,6 +862,17 @@ static void part_answer(struct addr_part *p, bool v6, int status, const unsigned
 			for (int i = 0; i < n && i < DNS_MAX_ADDRS; i++)
 				p->a4[p->n4++] = t[i].ipaddr;
 	}
+	if (rc == ARES_SUCCESS && p->cname[0] == '\0') {
+		struct dns_msg_info info;
+		const char *why_msg;
+
+		/* RFC 7672 §2.2.2: TLSA is first looked up at the name the
+		 * CNAME chain ends at. */
+		if (dns_msg_read(abuf, (size_t)alen, v6 ? T_AAAA : T_A, &info, NULL, NULL,
+				 &why_msg) == 0 &&
+		    info.cname)
+			(void)name_copy(p->cname, info.target); /* "" when it is odd */
+	}
 	if (rc == ARES_SUCCESS && (v6 ? p->n6 : p->n4) == 0)
 		rc = ARES_ENODATA; /* e.g. only a CNAME to a name without records */
 	if (rc != ARES_SUCCESS)
@@ -794,6 +931,15 @@ static void addr_build(struct addr_part *p, struct sockaddr_storage **out, size_
 	}
 }
 
+/* Secure when each of the two answers had AD and none failed: an address
+ * set half of which an attacker could have forged is not secure. */
+static void addr_secure(const struct addr_part *p, bool *secure, char *cname)
+{
+	*secure = p->s4.ad && p->s6.ad && p->st4 != DNS_TEMPFAIL && p->st6 != DNS_TEMPFAIL &&
+		  p->st4 != DNS_CANCELLED && p->st6 != DNS_CANCELLED;
+	memcpy(cname, p->cname, sizeof(p->cname));
+}
+
 static void part_start(struct dns_query *q, struct addr_part *p, const char *name)
 {
 	if (sub_start(q, &p->s4, name, T_A))
@@ -810,6 +956,44 @@ int dns_lookup_addr(struct dns *dns, const char *name, dns_addr_cb cb, void *arg
 		return err;
 	q->cb.addr = cb;
 	part_start(q, &q->addr, q->name);
+	query_launched(q, qp);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ TLSA */
+
+static void tlsa_answer(struct dns_query *q, int status, const unsigned char *abuf, int alen)
+{
+	struct dns_tlsa_result *r = q->res.tlsa;
+	struct dns_msg_info info;
+	const char *why;
+
+	r->status = map_ares(status, &r->why);
+	r->secure = q->main.ad &&
+		    (r->status == DNS_OK || r->status == DNS_NODATA || r->status == DNS_NXDOMAIN);
+	if (r->status != DNS_OK)
+		return;
+	if (dns_msg_tlsa(abuf, (size_t)alen, &info, &r->set, &r->unparsed, &why) != 0) {
+		r->secure = false;
+		r->status = map_ares(ARES_EBADRESP, &r->why);
+		return;
+	}
+	if (r->set.n == 0 && r->unparsed == 0) {
+		/* a CNAME chain to a name without TLSA records */
+		r->status = map_ares(ARES_ENODATA, &r->why);
+	}
+}
+
+int dns_lookup_tlsa(struct dns *dns, const char *name, dns_tlsa_cb cb, void *arg,
+		    struct dns_query **qp)
+{
+	int err;
+	struct dns_query *q = query_new(dns, Q_TLSA, name, arg, &err);
+
+	if (q == NULL)
+		return err;
+	q->cb.tlsa = cb;
+	sub_start(q, &q->main, q->name, T_TLSA);
 	query_launched(q, qp);
 	return 0;
 }
@@ -874,6 +1058,7 @@ static void mx_answer(struct dns_query *q, int status, const unsigned char *abuf
 	int rc;
 
 	r->status = map_ares(status, &r->why);
+	r->secure = q->main.ad && (r->status == DNS_OK || r->status == DNS_NODATA);
 	if (r->status == DNS_OK) {
 		rc = ares_parse_mx_reply(abuf, alen, &list);
 		if (rc != ARES_SUCCESS)
@@ -961,6 +1146,7 @@ static void mx_finish(struct dns_query *q)
 	for (size_t i = 0; i < r->nhosts; i++) {
 		struct dns_mx_host *h = &r->hosts[i];
 		addr_build(&q->parts[i], &h->addrs, &h->naddrs, &h->status, &h->why);
+		addr_secure(&q->parts[i], &h->secure, h->cname);
 		if (h->naddrs > 0)
 			any_addr = true;
 		if (h->status == DNS_TEMPFAIL && !any_temp) {
@@ -1086,6 +1272,8 @@ static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, 
 		case SUB_MAIN:
 			if (q->kind == Q_TXT)
 				txt_answer(q, status, abuf, alen);
+			else if (q->kind == Q_TLSA)
+				tlsa_answer(q, status, abuf, alen);
 			else
 				mx_answer(q, status, abuf, alen);
 			break;
@@ -1118,6 +1306,7 @@ int dns_new(uv_loop_t *loop, const struct config_addr *servers, size_t n,
 	if (d == NULL)
 		return -ENOMEM;
 	d->loop = loop;
+	d->dnssec = opts != NULL && opts->dnssec;
 	if (ares_library_init(ARES_LIB_INIT_ALL) != ARES_SUCCESS) {
 		err = -EIO;
 		goto fail;
@@ -1133,7 +1322,7 @@ int dns_new(uv_loop_t *loop, const struct config_addr *servers, size_t n,
 	/* EDNS so TXT and MX answers usually fit in UDP (c-ares retries over
 	 * TCP when truncated); no HOSTALIASES, no search list. */
 	ao.flags = ARES_FLAG_EDNS | ARES_FLAG_NOALIASES | ARES_FLAG_NOSEARCH;
-	ao.ednspsz = 1232;
+	ao.ednspsz = EDNS_UDP_SIZE;
 	mask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_FLAGS |
 	       ARES_OPT_EDNSPSZ;
 	rc = ares_init_options(&d->ch, &ao, mask);

@@ -1,4 +1,4 @@
-/* DNS for the relay: c-ares driven by the libuv loop (TXT, A/AAAA and the
+/* DNS for the relay: c-ares driven by the libuv loop (TXT, A/AAAA, TLSA and the
  * RFC 5321 §5.1 MX resolution with implicit MX, null MX and host addresses). */
 #ifndef STSRELAY_DNS_H
 #define STSRELAY_DNS_H
@@ -9,6 +9,7 @@
 #include <uv.h>
 
 #include "relay/core/config.h"
+#include "smtp/tlsa.h"
 
 /* Bounds. Extra MX records (after sorting) and extra addresses are dropped. */
 #define DNS_MAX_MX_HOSTS 32
@@ -41,6 +42,13 @@ struct dns_options {
 	unsigned timeout_ms; /* first try; c-ares doubles it each round over
 	                       * the servers. 0: DNS_DEFAULT_TIMEOUT_MS */
 	unsigned tries;      /* per server; 0: DNS_DEFAULT_TRIES */
+	/* DNSSEC for DANE (RFC 7672 §2.1): every query asks with the DO and
+	 * AD bits (EDNS0, RFC 3225 and RFC 6840 §5.7), and a result is
+	 * `secure` when the answer came with the AD bit set. The resolver
+	 * itself never validates: AD is trusted from the configured servers,
+	 * so they must be validating resolvers on a trusted path (loopback),
+	 * as Postfix requires. Without it nothing is ever secure. */
+	bool dnssec;
 };
 
 /* Creates a resolver on loop. servers[0..n) are numeric ip+port (from the
@@ -104,6 +112,8 @@ void dns_txt_result_free(struct dns_txt_result *res);
 struct dns_addr_result {
 	enum dns_status status;
 	const char *why;
+	bool secure;                  /* both answers (data or denial) had AD */
+	char cname[DNS_NAME_MAX + 1]; /* end of a CNAME chain, "" without one */
 	size_t naddrs;
 	struct sockaddr_storage *addrs;
 };
@@ -132,6 +142,8 @@ struct dns_mx_host {
 	unsigned preference;
 	enum dns_status status; /* OK, NXDOMAIN, NODATA, TEMPFAIL (address lookup) */
 	const char *why;
+	bool secure;                  /* its A and AAAA answers both had AD */
+	char cname[DNS_NAME_MAX + 1]; /* the name behind a CNAME chain, "" none */
 	size_t naddrs;
 	struct sockaddr_storage *addrs;
 };
@@ -139,6 +151,7 @@ struct dns_mx_result {
 	enum dns_status status;
 	const char *why;
 	bool implicit; /* no MX records: host = the domain itself */
+	bool secure;   /* the MX answer (or, implicit, its denial) had AD */
 	size_t nhosts;
 	struct dns_mx_host *hosts;
 };
@@ -148,6 +161,23 @@ typedef void (*dns_mx_cb)(struct dns_mx_result *res, void *arg);
 int dns_resolve_mx(struct dns *dns, const char *domain, dns_mx_cb cb, void *arg,
 		   struct dns_query **qp);
 void dns_mx_result_free(struct dns_mx_result *res);
+
+/* TLSA (RFC 6698) at `name` (e.g. "_25._tcp.mx.example.com"), CNAMEs
+ * followed by the resolver: the records at the end of the chain. status OK
+ * (a TLSA RRset: set.n records parsed, possibly 0 when none parsed),
+ * NXDOMAIN, NODATA, TEMPFAIL (SERVFAIL: with a validating resolver also a
+ * bogus answer; timeout; malformed), CANCELLED. */
+struct dns_tlsa_result {
+	enum dns_status status;
+	const char *why;
+	bool secure;     /* the answer (records or denial) had AD */
+	size_t unparsed; /* records too short or too long to parse */
+	struct smtp_tlsa_set set;
+};
+typedef void (*dns_tlsa_cb)(struct dns_tlsa_result *res, void *arg);
+int dns_lookup_tlsa(struct dns *dns, const char *name, dns_tlsa_cb cb, void *arg,
+		    struct dns_query **qp);
+void dns_tlsa_result_free(struct dns_tlsa_result *res);
 
 /* A next hop written as [host] (relayhost, Postfix's notation): no MX
  * lookup, host's own A/AAAA, answered in the form of dns_resolve_mx for a

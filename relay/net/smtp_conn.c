@@ -321,7 +321,8 @@ static int tls_step(struct smtp_conn *c)
 	return -1;
 }
 
-int smtp_conn_start_tls(struct smtp_conn *c, struct smtp_tls_ctx *ctx, bool verify)
+int smtp_conn_start_tls(struct smtp_conn *c, struct smtp_tls_ctx *ctx, bool verify,
+			const struct smtp_conn_dane *dane)
 {
 	char err[SMTP_CONN_REASON_MAX];
 
@@ -331,6 +332,14 @@ int smtp_conn_start_tls(struct smtp_conn *c, struct smtp_tls_ctx *ctx, bool veri
 	if (c->tls == NULL) {
 		tls_failed(c, SMTP_TLS_RESULT_VALIDATION_FAILURE, err);
 		return -1;
+	}
+	if (dane != NULL) {
+		c->info.dane = true;
+		if (smtp_tls_set_dane(c->tls, dane->tlsa, dane->base, err, sizeof(err)) != 0) {
+			/* never a handshake without the demanded check */
+			tls_failed(c, SMTP_TLS_RESULT_TLSA_INVALID, err);
+			return -1;
+		}
 	}
 	return tls_step(c) < 0 ? -1 : 0; /* the ClientHello: never done at once */
 }

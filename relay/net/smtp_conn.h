@@ -94,6 +94,7 @@ struct smtp_conn_info {
 	char tls_reason[SMTP_CONN_REASON_MAX]; /* "hostname mismatch", "" */
 	bool tls_handshake_error;              /* tls_failed by the handshake itself (not by a
 					     * lost connection or a setup error) */
+	bool dane; /* the TLS check was DANE's (smtp_conn_start_tls with dane) */
 };
 
 /* NULL when out of memory. Nothing runs until smtp_conn_connect(). */
@@ -121,11 +122,22 @@ ssize_t smtp_conn_write(struct smtp_conn *c, const void *buf, size_t len)
 /* A write is on its way to the socket. */
 bool smtp_conn_writing(const struct smtp_conn *c);
 
+/* DANE for one handshake (smtp_tls_set_dane): the host's TLSA RRset and the
+ * TLSA base domain it was found at; the caller's, read during the call. */
+struct smtp_conn_dane {
+	const struct smtp_tlsa_set *tlsa;
+	const char *base;
+};
+
 /* Starts the TLS handshake (SNI and name check = info.host). verify: a
  * failed check fails the handshake; without it the handshake completes
  * and info.tls_verified/tls_result say what a check would have said.
- * 0: ops.tls_done will run; -1: failed at once (info.tls_failed, reason). */
-int smtp_conn_start_tls(struct smtp_conn *c, struct smtp_tls_ctx *ctx, bool verify);
+ * dane (NULL: WebPKI against ca_file): the records decide instead, see
+ * smtp_tls_set_dane(); a set with no usable record fails at once
+ * (tlsa-invalid). 0: ops.tls_done will run; -1: failed at once
+ * (info.tls_failed, reason). */
+int smtp_conn_start_tls(struct smtp_conn *c, struct smtp_tls_ctx *ctx, bool verify,
+			const struct smtp_conn_dane *dane);
 
 /* Closes at once (pending output is dropped); ops.closed follows. Safe to
  * call more than once. A TLS close_notify is not waited for: SMTP ends

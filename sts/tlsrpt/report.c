@@ -148,6 +148,29 @@ static bool is_hash(const char *s)
 	return true;
 }
 
+/* The policy and result parts of a session (a line's fields from the
+ * domain on, or a group key's parts), each already printable: a known
+ * policy type; an sts policy's mode and max_age, none for the others; a
+ * policy text hash only with a policy (sts or tlsa); a known result type,
+ * into *res. One rule for the session file and the fleet's groups. */
+static bool parts_valid(const char *const *q, enum smtp_tls_result *res)
+{
+	enum sts_policy_mode m;
+	bool sts = strcmp(q[K_PTYPE], "sts") == 0, tlsa = strcmp(q[K_PTYPE], "tlsa") == 0;
+
+	if (!sts && !tlsa && strcmp(q[K_PTYPE], "none") != 0)
+		return false;
+	if (tlsa && (strcmp(q[K_MODE], "-") != 0 || strcmp(q[K_MAXAGE], "-") != 0))
+		return false;
+	if (strcmp(q[K_MODE], "-") != 0 &&
+	    (sts_policy_mode_parse(q[K_MODE], &m) != 0 || !all_digits(q[K_MAXAGE]) || !sts))
+		return false;
+	if (strcmp(q[K_PHASH], "-") != 0 &&
+	    (!is_hash(q[K_PHASH]) || (strcmp(q[K_MODE], "-") == 0 && !tlsa)))
+		return false;
+	return smtp_tls_result_parse(q[K_RESULT], res) == 0;
+}
+
 /* One complete line (without its '\n'); 0 = counted, -1 = bad line. */
 static int take_line(struct tlsrpt_day *d, char *line, size_t len)
 {
@@ -192,8 +215,6 @@ static int take_line(struct tlsrpt_day *d, char *line, size_t len)
 		for (i = NFIELDS - 2; i > 7; i--)
 			f[i] = f[i - 1];
 		f[7] = "-";
-	} else if (strcmp(f[7], "-") != 0 && (!is_hash(f[7]) || strcmp(f[4], "-") == 0)) {
-		return -1;
 	}
 	if (!all_digits(f[1]))
 		return -1;
@@ -201,17 +222,8 @@ static int take_line(struct tlsrpt_day *d, char *line, size_t len)
 	tlsrpt_day_of(when, day);
 	if (strcmp(day, d->day) != 0)
 		return -1;
-	if (strcmp(f[3], "sts") != 0 && strcmp(f[3], "none") != 0)
+	if (!parts_valid((const char *const *)f + 2, &res))
 		return -1;
-	if (smtp_tls_result_parse(f[8], &res) != 0)
-		return -1;
-	if (strcmp(f[4], "-") != 0) {
-		enum sts_policy_mode m;
-
-		if (sts_policy_mode_parse(f[4], &m) != 0 || !all_digits(f[5]) ||
-		    strcmp(f[3], "sts") != 0)
-			return -1;
-	}
 	/* key: domain, ptype, mode, max_age, mx, phash, result[, sip, mxhost, mxip, reason] */
 	{
 		const char *parts[K_COUNT] = { f[2], f[3], f[4],  f[5],  f[6], f[7],
@@ -654,6 +666,20 @@ static json_t *policy_object(const struct tlsrpt_day *d, const char *parts[K_COU
 		put(p, "policy-domain", json_string(parts[K_DOMAIN]), ok);
 		return p;
 	}
+	if (strcmp(parts[K_PTYPE], "tlsa") == 0) {
+		/* RFC 8460 §4.4: the TLSA records as strings; the MX host they
+		 * belong to. No records (the lookup failed): an empty list. */
+		const struct ptext *t = known(parts[K_PHASH]) ? ptext_find(d, parts[K_PHASH])
+							      : NULL;
+		json_t *lines = t != NULL ? text_lines(t) : json_array();
+
+		put(p, "policy-type", json_string("tlsa"), ok);
+		put(p, "policy-string", lines != NULL ? lines : json_array(), ok);
+		put(p, "policy-domain", json_string(parts[K_DOMAIN]), ok);
+		if (known(parts[K_MX]))
+			put(p, "mx-host", json_pack("[s]", parts[K_MX]), ok);
+		return p;
+	}
 	put(p, "policy-type", json_string("sts"), ok);
 	if (known(parts[K_MODE])) {
 		/* policy-string: the applied policy's own lines as fetched (RFC
@@ -943,7 +969,6 @@ static bool group_valid(const char *key)
 {
 	const char *q[K_COUNT] = { NULL };
 	enum smtp_tls_result res;
-	enum sts_policy_mode m;
 	char *copy;
 	size_t np, i;
 	bool ok = false;
@@ -959,16 +984,7 @@ static bool group_valid(const char *key)
 	for (i = 0; i < np; i++)
 		if (!field_ok(q[i]))
 			goto out;
-	if (smtp_tls_result_parse(q[K_RESULT], &res) != 0 ||
-	    (res == SMTP_TLS_RESULT_SUCCESS) != (np == K_SIP))
-		goto out;
-	if (strcmp(q[K_PTYPE], "sts") != 0 && strcmp(q[K_PTYPE], "none") != 0)
-		goto out;
-	if (strcmp(q[K_MODE], "-") != 0 &&
-	    (sts_policy_mode_parse(q[K_MODE], &m) != 0 || !all_digits(q[K_MAXAGE]) ||
-	     strcmp(q[K_PTYPE], "sts") != 0))
-		goto out;
-	if (strcmp(q[K_PHASH], "-") != 0 && (!is_hash(q[K_PHASH]) || strcmp(q[K_MODE], "-") == 0))
+	if (!parts_valid(q, &res) || (res == SMTP_TLS_RESULT_SUCCESS) != (np == K_SIP))
 		goto out;
 	ok = true;
 out:

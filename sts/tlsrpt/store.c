@@ -85,10 +85,12 @@ int tlsrpt_day_parse(const char *day, int64_t *start)
 /* ---- the line format ----
  * "T2 when domain policy mode max_age mx,mx phash result sip mxhost mxip reason crc\n"
  * with TAB separators; "-" = empty; crc = CRC-32 (hex) of everything before
- * it, the TAB in front of it included. policy is "sts" or "none"; an sts
- * line with mode "-" has no policy (TXT seen, policy failed); phash names
- * the day's policy-HASH file holding the policy text ("-": none). Lines of
- * the older "T1" format (no phash) are still read. */
+ * it, the TAB in front of it included. policy is "sts", "tlsa" or "none";
+ * an sts line with mode "-" has no policy (TXT seen, policy failed); a
+ * tlsa line has mode and max_age "-" and the MX host as its mx list;
+ * phash names the day's policy-HASH file holding the policy text (or the
+ * TLSA records; "-": none). Lines of the older "T1" format (no phash) are
+ * still read. */
 
 void tlsrpt_policy_hash(const char *text, size_t len, char out[TLSRPT_POLICY_HASH_LEN + 1])
 {
@@ -139,6 +141,7 @@ int tlsrpt_line_format(const struct tlsrpt_session *s, int64_t when, char *buf, 
 	size_t o = 0, dl;
 	uLong crc;
 	bool sts = s->policy != NULL || s->sts_published;
+	const char *ptype = s->tlsa ? "tlsa" : sts ? "sts" : "none";
 
 	if (s->domain == NULL || s->domain[0] == '\0' ||
 	    (unsigned)s->result >= SMTP_TLS_RESULT_COUNT)
@@ -153,9 +156,19 @@ int tlsrpt_line_format(const struct tlsrpt_session *s, int64_t when, char *buf, 
 	if (put_field(buf, len, &o, "T2", false, 2) != 0 ||
 	    put_field(buf, len, &o, num, false, 32) != 0 ||
 	    put_field(buf, len, &o, domain, true, 253) != 0 ||
-	    put_field(buf, len, &o, sts ? "sts" : "none", false, 4) != 0)
+	    put_field(buf, len, &o, ptype, false, 4) != 0)
 		return -1;
-	if (s->policy != NULL) {
+	if (s->tlsa) {
+		char h[TLSRPT_POLICY_HASH_LEN + 1] = "-";
+
+		if (s->tlsa_text != NULL && s->tlsa_text_len > 0)
+			tlsrpt_policy_hash(s->tlsa_text, s->tlsa_text_len, h);
+		if (put_field(buf, len, &o, NULL, false, 0) != 0 ||
+		    put_field(buf, len, &o, NULL, false, 0) != 0 ||
+		    put_field(buf, len, &o, s->mx_host, true, 253) != 0 ||
+		    put_field(buf, len, &o, h, false, TLSRPT_POLICY_HASH_LEN) != 0)
+			return -1;
+	} else if (s->policy != NULL) {
 		size_t i;
 
 		snprintf(num, sizeof(num), "%" PRIu32, s->policy->max_age);
@@ -376,13 +389,13 @@ static void retire_fd(struct tlsrpt_store *st)
  * rename, directory fsync), so this blocking write on the loop is as rare
  * as the policy cache's. A failure only costs the report the policy's
  * original lines (they are rebuilt). */
-static void ensure_policy_file(struct tlsrpt_store *st, const struct tlsrpt_session *s)
+static void ensure_policy_file(struct tlsrpt_store *st, const char *text, size_t text_len)
 {
 	char h[TLSRPT_POLICY_HASH_LEN + 1], dir[TLSRPT_PATH_MAX], name[32],
 		path[TLSRPT_PATH_MAX + 40];
 	size_t i;
 
-	tlsrpt_policy_hash(s->policy_text, s->policy_text_len, h);
+	tlsrpt_policy_hash(text, text_len, h);
 	for (i = 0; i < st->nknown; i++)
 		if (strcmp(st->known[i], h) == 0)
 			return;
@@ -390,8 +403,7 @@ static void ensure_policy_file(struct tlsrpt_store *st, const struct tlsrpt_sess
 		return;
 	snprintf(name, sizeof(name), "policy-%s", h);
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	if (access(path, F_OK) != 0 &&
-	    core_fs_write_atomic(dir, name, s->policy_text, s->policy_text_len, 0600) != 0) {
+	if (access(path, F_OK) != 0 && core_fs_write_atomic(dir, name, text, text_len, 0600) != 0) {
 		log_warn("tlsrpt: cannot store the policy text %s: %s", path, strerror(errno));
 		return;
 	}
@@ -446,8 +458,10 @@ int tlsrpt_record(struct tlsrpt_store *st, const struct tlsrpt_session *s)
 		log_error("tlsrpt: cannot open the session file for %s: %s", day, strerror(errno));
 		return -1;
 	}
-	if (s->policy != NULL && s->policy_text != NULL)
-		ensure_policy_file(st, s);
+	if (s->tlsa && s->tlsa_text != NULL && s->tlsa_text_len > 0)
+		ensure_policy_file(st, s->tlsa_text, s->tlsa_text_len);
+	else if (!s->tlsa && s->policy != NULL && s->policy_text != NULL)
+		ensure_policy_file(st, s->policy_text, s->policy_text_len);
 	if (st->need_nl) {
 		if (core_fs_write_all(st->fd, "\n", 1, NULL) != 0) {
 			log_error("tlsrpt: write: %s", strerror(errno));

@@ -50,6 +50,13 @@ struct tlsrpt_session {
 	const char *policy_text;
 	size_t policy_text_len;
 	bool sts_published;
+	/* DANE decided for this session's MX host (RFC 8461 §2): policy-type
+	 * "tlsa" instead of any MTA-STS policy, policy-string = the lines of
+	 * tlsa_text (the TLSA records in presentation form, one a line; ""
+	 * when the lookup failed), mx-host = mx_host. */
+	bool tlsa;
+	const char *tlsa_text;
+	size_t tlsa_text_len;
 	enum smtp_tls_result result;
 	const char *sending_mta_ip; /* our source address for the session */
 	const char *mx_host;        /* receiving-mx-hostname */
@@ -62,7 +69,8 @@ struct tlsrpt_store;
 
 /* A policy text is stored once per day as spool_dir/tlsrpt/DAY/policy-HASH
  * (HASH: the first 16 hex digits of its SHA-256), written atomically before
- * the first session line that names it; the report reads it back. */
+ * the first session line that names it; the report reads it back. The
+ * TLSA records of a tlsa session are stored the same way. */
 #define TLSRPT_POLICY_HASH_LEN 16
 void tlsrpt_policy_hash(const char *text, size_t len, char out[TLSRPT_POLICY_HASH_LEN + 1]);
 /* The day's stored text of that hash (malloc'd, NUL-terminated, *len set),

@@ -5,7 +5,7 @@ import subprocess
 import threading
 import time
 
-from world.postfix import PostfixMX, _MASTER_BASE
+from world.postfix import SendingPostfix
 from world.util import (WorldError, free_port, make_dir, read_text, spawn, track_pid,
                         stop_process, wait_port, wait_until)
 
@@ -199,7 +199,7 @@ class StsRelay:
 
 # ---- Postfix as the sender under test --------------------------------------
 
-class PostfixSender(PostfixMX):
+class PostfixSender(SendingPostfix):
     """A private Postfix instance whose smtpd listens on 127.0.0.1:port.
     mode "hold": every message goes to the hold queue after the usual
     durable write (cleanup fsyncs before smtpd answers 250), nothing is
@@ -208,61 +208,26 @@ class PostfixSender(PostfixMX):
     with MX lookups, TLS policy from postfix-mta-sts-resolver."""
 
     def __init__(self, directory, ca, port, mode, policy_port=None, extra=None):
-        super().__init__(directory, ca, hosts={"pf-sender.bench.test": "127.0.0.1"},
-                         port=port, domains=[])
+        super().__init__(directory, ca, "pf-sender.bench.test", port)
         self.mode = mode
         self.policy_port = policy_port
         self.extra = dict(extra or {})
 
-    @property
-    def pid(self):
-        return self.master_pid
-
     def _main_cf(self):
-        main = {
-            "compatibility_level": "3.6",
-            "queue_directory": self.queue_dir,
-            "data_directory": self.data_dir,
-            "mail_owner": "postfix",
-            "setgid_group": "postdrop",
-            "maillog_file": self.maillog,
-            "maillog_file_prefixes": self.dir,
-            "inet_interfaces": "127.0.0.1",
-            "inet_protocols": "ipv4",
-            "myhostname": "pf-sender.bench.test",
-            "mydomain": "bench.test",
-            "myorigin": "pf-sender.bench.test",
-            "mydestination": "",
-            "relay_domains": "",
-            "mynetworks": "127.0.0.0/8",
-            "alias_maps": "",
-            "alias_database": "",
-            "local_recipient_maps": "",
-            "biff": "no",
-            "smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination",
-            "smtpd_tls_security_level": "none",
-            # stsrelay does no reverse lookup of its clients either
-            "smtpd_peername_lookup": "no",
+        main = self._sender_main()
+        main.update({
             "smtpd_client_connection_count_limit": "0",
             "smtpd_client_connection_rate_limit": "0",
             "default_process_limit": "1200",
             "message_size_limit": "104857600",
-            "notify_classes": "",
-            "delay_warning_time": "0",
-            "default_transport": "smtp",
-            "relay_transport": "smtp",
-            "smtp_host_lookup": "dns",
-            "smtp_address_preference": "ipv4",
             "smtp_tls_security_level": "may",
             "smtp_tls_CAfile": self.ca.ca_file,
-            "smtp_tls_loglevel": "1",
             # Debian's packaged main.cf enables the client TLS session cache
             "smtp_tls_session_cache_database": "btree:${data_directory}/smtp_scache",
             # same per-destination parallelism as stsrelay's default
             # max_connections_per_domain = 10
             "smtp_destination_concurrency_limit": "10",
-            "import_environment": "MAIL_CONFIG MAIL_DEBUG TZ LANG=C",
-        }
+        })
         if self.mode in ("hold", "defer"):
             # flow control waits for the queue manager, which has nothing to
             # do in an accept-only run: it would only slow Postfix down
@@ -274,9 +239,6 @@ class PostfixSender(PostfixMX):
                 "socketmap:inet:127.0.0.1:%d:postfix" % self.policy_port
         main.update(self.extra)
         return "".join("%s = %s\n" % kv for kv in main.items())
-
-    def _master_cf(self):
-        return _MASTER_BASE + "127.0.0.1:%d inet n - n - - smtpd\n" % self.port
 
     def restart(self, timeout=600):
         """`postfix start` on the existing instance (what an operator runs;

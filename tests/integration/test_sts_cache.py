@@ -19,7 +19,7 @@ BIN = os.environ.get("STSRELAY_BIN", "stsrelay")
 sys.path.insert(0, os.path.join(SRC, "tests"))
 
 from world.ca import TestCA  # noqa: E402
-from world.dns import UnboundDNS  # noqa: E402
+from world.dns import UNSIGNED_DANE, UnboundDNS  # noqa: E402
 from world.https import PolicyHost, policy_text  # noqa: E402
 from world.util import wait_until  # noqa: E402
 
@@ -129,7 +129,8 @@ def test_cache_survives_restart_no_refetch_while_fresh(shared):
         assert r["policy"]["source"] == "cache"
         assert r["policy"]["fetched_at"] == r1["policy"]["fetched_at"]
         assert r["policy"]["expires_at"] == r1["policy"]["expires_at"]
-        assert r["mx"] == [{"host": w.mx[0], "preference": 10, "policy_match": True}]
+        assert r["mx"] == [{"host": w.mx[0], "preference": 10, "policy_match": True,
+                                "dane": UNSIGNED_DANE}]
     time.sleep(0.3)
     assert w.fetches() == 1
     # and `sts cache` lists it

@@ -23,7 +23,7 @@ BIN = os.environ.get("STSRELAY_BIN", "stsrelay")
 sys.path.insert(0, os.path.join(SRC, "tests"))
 
 from world.ca import TestCA  # noqa: E402
-from world.dns import UnboundDNS  # noqa: E402
+from world.dns import UNSIGNED_DANE, UnboundDNS  # noqa: E402
 from world.https import PolicyHost  # noqa: E402
 from world.util import wait_until  # noqa: E402
 
@@ -258,10 +258,12 @@ def test_fixture_domain(world, domain):
             assert pol["mx"] == []
         else:
             assert pol["mx"] == ["mail.test"]
-            assert r["mx"] == [{"host": "mail.test", "preference": 10, "policy_match": True}]
+            assert r["mx"] == [{"host": "mail.test", "preference": 10, "policy_match": True,
+                                "dane": UNSIGNED_DANE}]
     else:
         assert r["policy"] is None
-        assert r["mx"] == [{"host": "mail.test", "preference": 10, "policy_match": False}]
+        assert r["mx"] == [{"host": "mail.test", "preference": 10, "policy_match": False,
+                            "dane": UNSIGNED_DANE}]
     # the policy host saw SNI mta-sts.DOMAIN on every request
     for host, sni, _req, _status in world["host"].requests(domain):
         assert sni == "mta-sts." + domain

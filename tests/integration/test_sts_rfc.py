@@ -15,6 +15,7 @@ import re
 import time
 
 from tests.world import sample_message
+from tests.world.dns import UNSIGNED_DANE
 from tests.world.util import wait_until
 
 SENDER = "sender@client.world.test"
@@ -63,7 +64,8 @@ def test_numeric_mx_pattern_keeps_enforce_policy(world, relay):
     assert chk["decision"] == "enforce" and chk["error"] is None, chk
     assert chk["result"].startswith("fails: no MX host matches the enforce policy"), chk
     assert chk["policy"]["mx"] == ["212.114.86.56"]
-    assert chk["mx"] == [{"host": "mx.num.test", "preference": 10, "policy_match": False}]
+    assert chk["mx"] == [{"host": "mx.num.test", "preference": 10, "policy_match": False,
+                          "dane": UNSIGNED_DANE}]
 
     send(r, "ann@num.test", "numeric mx")
     line = r.wait_log(r"to=<ann@num\.test>, .*status=deferred")[0]

@@ -99,6 +99,10 @@ static void dump_field(const struct config *c, const char *key, char *out, size_
 		APPEND("%d", (int)c->log_target);
 	} else if (strcmp(key, "alias_root") == 0) {
 		APPEND("%s", c->alias_root);
+	} else if (strcmp(key, "dane") == 0) {
+		APPEND("%d", (int)c->dane);
+	} else if (strcmp(key, "tls_policy_file") == 0) {
+		APPEND("%s", c->tls_policy_file);
 	} else if (strcmp(key, "relayhost") == 0) {
 		/* name|port|mx|implicit-tls */
 		APPEND("%s|%u|%d|%d", c->relayhost, (unsigned)c->relayhost_port, c->relayhost_mx,
@@ -124,7 +128,7 @@ static const char *const all_fields[] = {
 	"dns_servers", "ca_file", "smtp_port", "sts_https_port", "sts_fetch_timeout",
 	"tls_default", "queue_lifetime", "retry_schedule", "max_connections_per_domain",
 	"tlsrpt_org_name", "tlsrpt_contact", "tlsrpt_send_at", "max_sessions", "user",
-	"tlsrpt_retention", "dkim", "log_format", "log_target", "alias_root",
+	"tlsrpt_retention", "dkim", "log_format", "log_target", "alias_root", "dane", "tls_policy_file",
 	"relayhost", "relayhost_auth_file",
 	"submission_listen", "smtps_listen", "tls", "auth_users_file", "received_show_auth",
 	"max_sessions_per_ip",
@@ -170,6 +174,8 @@ static void test_defaults(void **state)
 		{ "tlsrpt_retention", "1209600" },
 		{ "dkim", "||" },
 		{ "log_format", "0" },
+		{ "dane", "1" },
+		{ "tls_policy_file", "" },
 		{ "submission_listen", "" },
 		{ "smtps_listen", "" },
 		{ "tls", "|" },
@@ -317,8 +323,16 @@ static const struct ok_case ok_cases[] = {
 	{ "tlsrpt_retention = 30d", "tlsrpt_retention", "2592000" },
 	/* tls_default */
 	{ "tls_default = opportunistic", "tls_default", "0" },
-	{ "tls_default = may-plain", "tls_default", "1" },
+	{ "tls_default = may-plain", "tls_default", "0" }, /* an alias of opportunistic */
+	{ "tls_default = encrypt", "tls_default", "1" },
 	{ "tls_default = verify", "tls_default", "2" },
+	/* dane, tls_policy_file */
+	{ "dane = off", "dane", "0" },
+	{ "dane = on", "dane", "1" },
+	{ "dane = no", "dane", "0" },
+	{ "tls_policy_file = /etc/stsrelay/tls_policy", "tls_policy_file",
+	  "/etc/stsrelay/tls_policy" },
+	{ "tls_policy_file =", "tls_policy_file", "" },
 	/* retry_schedule */
 	{ "retry_schedule = 1s", "retry_schedule", "1" },
 	{ "retry_schedule = 1s, 2s ,1m,1h", "retry_schedule", "1,2,60,3600" },
@@ -657,10 +671,11 @@ static const struct err_case err_cases[] = {
 	  "t.conf:1: bad value '1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,...'"
 	  " for key 'retry_schedule': more than 32 steps" },
 	/* enums */
+	{ "dane = maybe", "t.conf:1: bad value 'maybe' for key 'dane': must be on or off" },
 	{ "tls_default = strict",
-	  "t.conf:1: bad value 'strict' for key 'tls_default': must be opportunistic, may-plain or verify" },
+	  "t.conf:1: bad value 'strict' for key 'tls_default': must be opportunistic (alias may-plain), encrypt or verify" },
 	{ "tls_default = Verify",
-	  "t.conf:1: bad value 'Verify' for key 'tls_default': must be opportunistic, may-plain or verify" },
+	  "t.conf:1: bad value 'Verify' for key 'tls_default': must be opportunistic (alias may-plain), encrypt or verify" },
 	{ "log_format = xml", "t.conf:1: bad value 'xml' for key 'log_format': must be text or json" },
 	/* counts */
 	{ "max_sessions = 0", "t.conf:1: bad value '0' for key 'max_sessions': must be a number from 1 to 1000000" },
@@ -1141,7 +1156,8 @@ static void test_example_conf_lists_every_key(void **state)
 		"tls_default", "queue_lifetime", "retry_schedule", "max_connections_per_domain",
 		"tlsrpt_org_name", "tlsrpt_contact", "tlsrpt_send_at", "max_sessions", "user",
 		"tlsrpt_retention", "dkim_domain", "dkim_selector", "dkim_key_file", "log_format",
-		"log_target", "alias_root", "relayhost", "relayhost_auth_file",
+		"log_target", "alias_root", "relayhost", "relayhost_auth_file", "dane",
+		"tls_policy_file",
 		"log_target", "alias_root", "submission_listen", "smtps_listen", "tls_cert_file",
 		"tls_key_file", "auth_users_file", "received_show_auth", "max_sessions_per_ip",
 	};

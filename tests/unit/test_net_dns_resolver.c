@@ -331,7 +331,7 @@ static void on_tick(uv_timer_t *t)
 static void env_init(struct env *e, uint16_t port, unsigned timeout_ms, unsigned tries)
 {
 	struct config_addr srv;
-	struct dns_options o = { timeout_ms, tries };
+	struct dns_options o = { .timeout_ms = timeout_ms, .tries = tries };
 
 	memset(e, 0, sizeof(*e));
 	assert_int_equal(uv_loop_init(&e->loop), 0);

@@ -353,7 +353,7 @@ static void on_connected(struct smtp_conn *c, void *arg)
 		pump(cl);
 		return;
 	}
-	if (smtp_conn_start_tls(c, cl->tls, true) != 0)
+	if (smtp_conn_start_tls(c, cl->tls, true, NULL) != 0)
 		client_fail(cl, "cannot start TLS");
 }
 

@@ -144,6 +144,24 @@ static uint64_t sessions(struct ctx *c, const char *domain)
 	return sum;
 }
 
+/* The fleet's report of a DANE domain: policy-type tlsa with the records
+ * as its policy-string (the text came back from Redis by its hash). */
+static void assert_tlsa_report(struct ctx *c, const char *domain)
+{
+	struct tlsrpt_meta meta = { .org_name = "Org", .contact = "tls@relay.example" };
+	json_t *r = tlsrpt_report_build(c->d, domain, &meta);
+	json_t *pol;
+
+	assert_non_null(r);
+	pol = json_object_get(json_array_get(json_object_get(r, "policies"), 0), "policy");
+	assert_string_equal(json_string_value(json_object_get(pol, "policy-type")), "tlsa");
+	assert_int_equal(json_array_size(json_object_get(pol, "policy-string")), 1);
+	assert_non_null(
+		strstr(json_string_value(json_array_get(json_object_get(pol, "policy-string"), 0)),
+		       "IN TLSA 3 1 1"));
+	json_decref(r);
+}
+
 static void record_at(struct node *n, const char *domain, enum smtp_tls_result res, int count,
 		      int64_t when)
 {
@@ -155,6 +173,32 @@ static void record_at(struct node *n, const char *domain, enum smtp_tls_result r
 				    .mx_ip = "192.0.2.25",
 				    .reason = res == SMTP_TLS_RESULT_SUCCESS ? NULL : "test",
 				    .when = when };
+	char err[256];
+	int i;
+
+	assert_int_equal(tlsrpt_store_open(n->spool, NULL, &st, err, sizeof(err)), 0);
+	for (i = 0; i < count; i++)
+		assert_int_equal(tlsrpt_record(st, &s), 0);
+	assert_int_equal(tlsrpt_store_sync(st), 0);
+	tlsrpt_store_close(st);
+}
+
+/* DANE sessions (policy-type tlsa, its records as the policy text). */
+static void record_tlsa(struct node *n, const char *domain, int count)
+{
+	static const char records[] = "_25._tcp.mx.d.example. IN TLSA 3 1 1 "
+				      "0123456789abcdef0123456789abcdef0123456789abcdef"
+				      "0123456789abcdef";
+	struct tlsrpt_store *st;
+	struct tlsrpt_session s = { .domain = domain,
+				    .tlsa = true,
+				    .tlsa_text = records,
+				    .tlsa_text_len = sizeof(records) - 1,
+				    .result = SMTP_TLS_RESULT_SUCCESS,
+				    .sending_mta_ip = "192.0.2.1",
+				    .mx_host = "mx.d.example",
+				    .mx_ip = "192.0.2.26",
+				    .when = DAY_START + 7200 };
 	char err[256];
 	int i;
 
@@ -229,6 +273,7 @@ static void test_two_nodes_summed_once(void **state)
 	record(&c.n[0], "a.example", SMTP_TLS_RESULT_CERTIFICATE_EXPIRED, 2);
 	record(&c.n[1], "a.example", SMTP_TLS_RESULT_SUCCESS, 4);
 	record(&c.n[1], "b.example", SMTP_TLS_RESULT_STARTTLS_NOT_SUPPORTED, 1);
+	record_tlsa(&c.n[1], "d.example", 3);
 
 	assert_int_equal(prepare(&c, 0, false), TLSRPT_FLEET_READY);
 	assert_int_equal(sessions(&c, "a.example"), 5);
@@ -239,7 +284,10 @@ static void test_two_nodes_summed_once(void **state)
 		assert_int_equal(prepare(&c, 1 - round % 2, true), TLSRPT_FLEET_READY);
 		assert_int_equal(sessions(&c, "a.example"), 9);
 		assert_int_equal(sessions(&c, "b.example"), 1);
-		assert_int_equal(tlsrpt_day_ndomains(c.d), 2);
+		assert_int_equal(sessions(&c, "d.example"), 3);
+		assert_int_equal(tlsrpt_day_ndomains(c.d), 3);
+		assert_int_equal(tlsrpt_day_bad_lines(c.d), 0);
+		assert_tlsa_report(&c, "d.example");
 	}
 	/* more lines later: only they are added */
 	record(&c.n[1], "b.example", SMTP_TLS_RESULT_STARTTLS_NOT_SUPPORTED, 6);

@@ -88,7 +88,15 @@ static void test_result_names(void **state)
 		assert_int_equal(smtp_tls_result_parse(smtp_tls_result_name(i), &r), 0);
 		assert_int_equal(r, i);
 	}
-	assert_int_equal(smtp_tls_result_parse("tlsa-invalid", &r), -1);
+	/* the DANE result types of RFC 8460 §4.3.2.1 are ours since DANE */
+	assert_int_equal(smtp_tls_result_parse("tlsa-invalid", &r), 0);
+	assert_int_equal(r, SMTP_TLS_RESULT_TLSA_INVALID);
+	assert_int_equal(smtp_tls_result_parse("dnssec-invalid", &r), 0);
+	assert_int_equal(r, SMTP_TLS_RESULT_DNSSEC_INVALID);
+	assert_int_equal(smtp_tls_result_parse("dane-required", &r), 0);
+	assert_int_equal(r, SMTP_TLS_RESULT_DANE_REQUIRED);
+	assert_int_equal(smtp_tls_result_parse("tlsa-valid", &r), -1);
+	assert_int_equal(smtp_tls_result_parse("", &r), -1);
 }
 
 static struct sts_policy policy_of(const char *text)
@@ -493,6 +501,69 @@ static void test_policy_string_as_published(void **state)
 	}
 }
 
+/* DANE sessions: policy-type tlsa with the records as stored, the MX host,
+ * failures of the DANE result types; a failed lookup has no records. */
+static void test_tlsa_sessions(void **state)
+{
+	static const char recs[] = "3 1 1 0A0B\n2 0 1 C0FFEE\n";
+	struct tlsrpt_store *st;
+	struct tlsrpt_session s;
+	struct tlsrpt_day *d;
+	json_t *r;
+	char err[256];
+	int i;
+
+	(void)state;
+	assert_int_equal(tlsrpt_store_open(spool, NULL, &st, err, sizeof(err)), 0);
+	memset(&s, 0, sizeof(s));
+	s.domain = "dane.test";
+	s.tlsa = true;
+	s.tlsa_text = recs;
+	s.tlsa_text_len = strlen(recs);
+	s.sending_mta_ip = "192.0.2.10";
+	s.mx_host = "mx.dane.test";
+	s.mx_ip = "127.0.3.1";
+	for (i = 0; i < 2; i++) {
+		s.when = DAY_START + 10 + i;
+		assert_int_equal(tlsrpt_record(st, &s), 0);
+	}
+	s.result = SMTP_TLS_RESULT_TLSA_INVALID;
+	s.reason = "TLSA record mismatch";
+	assert_int_equal(tlsrpt_record(st, &s), 0);
+	memset(&s, 0, sizeof(s));
+	s.domain = "dane.test";
+	s.tlsa = true;
+	s.mx_host = "mx2.dane.test";
+	s.result = SMTP_TLS_RESULT_DNSSEC_INVALID;
+	s.when = DAY_START + 20;
+	assert_int_equal(tlsrpt_record(st, &s), 0);
+	tlsrpt_store_close(st);
+	assert_int_equal(tlsrpt_day_load(spool, DAY, &d, err, sizeof(err)), 0);
+	assert_int_equal(tlsrpt_day_bad_lines(d), 0);
+	r = report_of(d, "dane.test");
+	json_object_del(r, "organization-name");
+	json_object_del(r, "date-range");
+	json_object_del(r, "contact-info");
+	json_object_del(r, "report-id");
+	assert_json_equal(
+		r, "{\"policies\": ["
+		   "{\"policy\": {\"policy-type\": \"tlsa\", \"policy-string\": [\"3 1 1 0A0B\", "
+		   "\"2 0 1 C0FFEE\"], \"policy-domain\": \"dane.test\", \"mx-host\": "
+		   "[\"mx.dane.test\"]}, \"summary\": {\"total-successful-session-count\": 2, "
+		   "\"total-failure-session-count\": 1}, \"failure-details\": [{\"result-type\": "
+		   "\"tlsa-invalid\", \"sending-mta-ip\": \"192.0.2.10\", "
+		   "\"receiving-mx-hostname\": \"mx.dane.test\", \"receiving-ip\": \"127.0.3.1\", "
+		   "\"failed-session-count\": 1, \"failure-reason-code\": \"TLSA record mismatch\"}]}, "
+		   "{\"policy\": {\"policy-type\": \"tlsa\", \"policy-string\": [], "
+		   "\"policy-domain\": \"dane.test\", \"mx-host\": [\"mx2.dane.test\"]}, "
+		   "\"summary\": {\"total-successful-session-count\": 0, "
+		   "\"total-failure-session-count\": 1}, \"failure-details\": [{\"result-type\": "
+		   "\"dnssec-invalid\", \"receiving-mx-hostname\": \"mx2.dane.test\", "
+		   "\"failed-session-count\": 1}]}]}");
+	json_decref(r);
+	tlsrpt_day_free(d);
+}
+
 static void test_store_with_loop(void **state)
 {
 	uv_loop_t loop;
@@ -726,6 +797,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_mixed_day, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_torn_and_corrupt, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_with_loop, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tlsa_sessions, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_policy_string_as_published, setup, teardown),
 		cmocka_unit_test(test_vectors),
 		cmocka_unit_test(test_validator_table),

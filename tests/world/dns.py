@@ -7,10 +7,15 @@ import threading
 
 import dnslib
 
-from .util import (WorldError, free_port, listen_tcp, make_dir, port_free, run, spawn,
+from .util import (WorldError, free_ip, free_port, listen_tcp, make_dir, port_free, run, spawn,
                    stop_process, wait_until, read_text)
 
 ZONE = "test."
+
+# `sts check --json`'s mx[].dane for an MX host of this (unsigned) zone:
+# DANE does not apply (the signed zone is tests/world/dnssec.py).
+UNSIGNED_DANE = {"tlsa": [], "secure": False, "result": "none",
+                 "detail": "the MX records are not DNSSEC-validated", "name": None}
 
 
 def fqdn(name):
@@ -34,6 +39,53 @@ def txt_rdata(text):
                     for b in p)
         out.append('"%s"' % s)
     return " ".join(out)
+
+
+
+def unbound_process_lines(directory, pidfile, log):
+    """The `server:` lines every Unbound of the world has: in the foreground,
+    as the caller, its files in `directory`, one thread, loopback clients."""
+    q = lambda s: '"%s"' % s  # noqa: E731
+    return [
+        "  do-daemonize: no",
+        '  username: ""',
+        '  chroot: ""',
+        "  directory: %s" % q(directory),
+        "  pidfile: %s" % q(os.path.join(directory, pidfile)),
+        "  use-syslog: no",
+        "  logfile: %s" % q(log),
+        "  verbosity: 1",
+        "  num-threads: 1",
+        "  access-control: 127.0.0.0/8 allow",
+        "  so-reuseport: no",
+    ]
+
+
+def unbound_start(conf, text, log, stderr_path, what, answering, timeout):
+    """Writes `text` to `conf`, checks it, starts `unbound -d` and waits
+    until answering() says it serves (raising with its logs should it exit
+    first). Returns the process. The world's resolver and the signed zone's
+    authoritative server both start this way."""
+    with open(conf, "w") as f:
+        f.write(text)
+    run(["unbound-checkconf", conf])
+    proc = spawn(["unbound", "-d", "-c", conf], stderr_path)
+
+    def ready():
+        if proc.poll() is not None:
+            raise WorldError("%s exited (%s): %s %s" % (
+                what, proc.returncode, read_text(log), read_text(stderr_path)))
+        return answering()
+    wait_until(ready, timeout, what="%s to answer" % what)
+    return proc
+
+
+def unbound_control(conf, *args):
+    p = run(["unbound-control", "-c", conf] + list(args), timeout=10)
+    out = p.stdout.decode(errors="replace")
+    if out.startswith("error"):
+        raise WorldError("unbound-control %s: %s" % (" ".join(args), out))
+    return out
 
 
 class FailUpstream:
@@ -119,9 +171,17 @@ class UnboundDNS:
     `servers` is the relay's dns_servers value.
     """
 
-    def __init__(self, directory, records=None, ipv6=None):
+    def __init__(self, directory, records=None, ipv6=None, signed=None):
         self.dir = make_dir(os.path.abspath(directory))
         self.port = free_port("127.0.0.1", udp_too=True)
+        # A dnssec.SignedZone: validated with its trust anchor, and the
+        # resolver also answers on <ip>:53 (glibc's resolv.conf has no
+        # port) for peers that use the system resolver (Postfix as sender).
+        self.signed = signed
+        self.resolv_ip = None
+        if signed is not None:
+            self.resolv_ip = free_ip(53, ())
+            signed.resolver = self
         if ipv6 is None:
             ipv6 = port_free("::1", self.port) and port_free("::1", self.port, socket.SOCK_DGRAM)
         self.ipv6 = ipv6
@@ -138,6 +198,20 @@ class UnboundDNS:
     @property
     def servers(self):
         return "127.0.0.1:%d" % self.port
+
+    def resolv_conf(self, path):
+        """Write a resolv.conf pointing at this resolver (port 53 address);
+        trust-ad: glibc 2.31+ clears the AD bit of answers otherwise."""
+        if self.resolv_ip is None:
+            raise WorldError("this resolver has no port-53 address (no signed zone)")
+        with open(path, "w") as f:
+            f.write("nameserver %s\noptions trust-ad edns0\n" % self.resolv_ip)
+        return path
+
+    def flush_zone(self, zone):
+        self.control("flush_zone", fqdn(zone))
+        self.control("flush_bogus")
+        self.control("flush_negative")
 
     # --- records -------------------------------------------------------
     @staticmethod
@@ -217,28 +291,25 @@ class UnboundDNS:
                  "  port: %d" % self.port]
         if self.ipv6:
             lines.append("  interface: ::1@%d" % self.port)
-        lines += [
+        if self.resolv_ip:
+            lines.append("  interface: %s@53" % self.resolv_ip)
+        lines += unbound_process_lines(self.dir, "unbound.pid", self.log) + [
             "  do-ip6: %s" % ("yes" if self.ipv6 else "no"),
-            "  do-daemonize: no",
-            '  username: ""',
-            '  chroot: ""',
-            "  directory: %s" % q(self.dir),
-            "  pidfile: %s" % q(os.path.join(self.dir, "unbound.pid")),
-            "  use-syslog: no",
-            "  logfile: %s" % q(self.log),
             "  log-queries: yes",
-            "  verbosity: 1",
-            "  num-threads: 1",
-            '  module-config: "iterator"',
+            '  module-config: "%s"' % ("validator iterator" if self.signed else "iterator"),
             "  do-not-query-localhost: no",
-            "  access-control: 127.0.0.0/8 allow",
             "  access-control: ::1/128 allow",
             "  outgoing-range: 64",
-            "  so-reuseport: no",
             "  cache-max-negative-ttl: 1",
             "  val-log-level: 0",
             "  local-zone: %s static" % q(ZONE),
         ]
+        if self.signed:
+            # the signed zone is resolved through its authority (names with
+            # local-data under it are still answered from here, unsigned)
+            lines += ["  local-zone: %s transparent" % q(self.signed.zone),
+                      "  trust-anchor-file: %s" % q(self.signed.trust_anchor),
+                      "  val-log-level: 2"]
         for z, mode in self.failing.items():
             lines.append("  local-zone: %s %s" % (q(z), "deny" if mode == "timeout" else "transparent"))
         for r in self.records:
@@ -252,6 +323,9 @@ class UnboundDNS:
                   "  control-enable: yes",
                   "  control-interface: %s" % q(self.ctl),
                   "  control-use-cert: no"]
+        if self.signed:
+            lines += ["stub-zone:", "  name: %s" % q(self.signed.zone),
+                      "  stub-addr: %s" % self.signed.stub]
         for z, mode in self.failing.items():
             if mode != "timeout":
                 lines += ["forward-zone:", "  name: %s" % q(z),
@@ -263,34 +337,22 @@ class UnboundDNS:
         return "\n".join(lines) + "\n"
 
     def start(self, timeout=10):
-        with open(self.conf, "w") as f:
-            f.write(self._config())
-        run(["unbound-checkconf", self.conf])
-        self.proc = spawn(["unbound", "-d", "-c", self.conf],
-                          os.path.join(self.dir, "unbound.stderr"))
-
-        def ready():
-            if self.proc.poll() is not None:
-                raise WorldError("unbound exited (%s): %s %s" % (
-                    self.proc.returncode, read_text(self.log),
-                    read_text(os.path.join(self.dir, "unbound.stderr"))))
+        def answering():
             try:
                 q = dnslib.DNSRecord.question("world-probe." + ZONE, "A")
                 q.send("127.0.0.1", self.port, timeout=0.3)
                 return os.path.exists(self.ctl)
             except (OSError, socket.timeout):
                 return False
-        wait_until(ready, timeout, what="unbound to answer")
+        self.proc = unbound_start(self.conf, self._config(), self.log,
+                                  os.path.join(self.dir, "unbound.stderr"), "unbound",
+                                  answering, timeout)
         return self
 
     def control(self, *args):
         if self.proc is None:
             raise WorldError("unbound not running")
-        p = run(["unbound-control", "-c", self.conf] + list(args), timeout=10)
-        out = p.stdout.decode(errors="replace")
-        if out.startswith("error"):
-            raise WorldError("unbound-control %s: %s" % (" ".join(args), out))
-        return out
+        return unbound_control(self.conf, *args)
 
     def query(self, name, rtype="A", timeout=3, tcp=False):
         """Ask the world's Unbound; returns a dnslib.DNSRecord."""

@@ -99,12 +99,10 @@ class PostfixMX:
         nobody = pwd.getpwnam("nobody")
         self.uid, self.gid = nobody.pw_uid, nobody.pw_gid
 
-    def _main_cf(self):
-        vmap = os.path.join(self.conf_dir, "vmailbox")
-        with open(vmap, "w") as f:
-            for d in self.domains:
-                f.write("@%s %s/\n" % (d, d))
-        main = {
+    def _instance_main(self):
+        """main.cf keys of every private instance: its own directories and
+        log, loopback IPv4 only."""
+        return {
             "compatibility_level": "3.6",
             "queue_directory": self.queue_dir,
             "data_directory": self.data_dir,
@@ -117,9 +115,8 @@ class PostfixMX:
             # master.cf bind to 127.x.y.z regardless.
             "inet_interfaces": "127.0.0.1",
             "inet_protocols": "ipv4",
-            "myhostname": "world-postfix.test",
-            "mydomain": "test",
-            "myorigin": "world-postfix.test",
+            # no local delivery, no aliases: loopback clients relay, others
+            # only to the instance's own domains
             "mydestination": "",
             "relay_domains": "",
             "mynetworks": "127.0.0.0/8",
@@ -127,12 +124,25 @@ class PostfixMX:
             "alias_database": "",
             "local_recipient_maps": "",
             "biff": "no",
+            "smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination",
+            "import_environment": "MAIL_CONFIG MAIL_DEBUG TZ LANG=C",
+        }
+
+    def _main_cf(self):
+        vmap = os.path.join(self.conf_dir, "vmailbox")
+        with open(vmap, "w") as f:
+            for d in self.domains:
+                f.write("@%s %s/\n" % (d, d))
+        main = self._instance_main()
+        main.update({
+            "myhostname": "world-postfix.test",
+            "mydomain": "test",
+            "myorigin": "world-postfix.test",
             "smtputf8_enable": "yes",
             "smtpd_banner": "$myhostname ESMTP world",
             "smtpd_tls_security_level": "may",
             "smtpd_tls_received_header": "yes",
             "smtpd_tls_loglevel": "1",
-            "smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination",
             "virtual_mailbox_domains": ", ".join(self.domains) or "world-none.invalid",
             "virtual_mailbox_base": self.mail_dir,
             "virtual_mailbox_maps": "texthash:" + vmap,
@@ -149,8 +159,7 @@ class PostfixMX:
             "queue_run_delay": "10s",
             "smtpd_client_connection_count_limit": "0",
             "smtpd_client_connection_rate_limit": "0",
-            "import_environment": "MAIL_CONFIG MAIL_DEBUG TZ LANG=C",
-        }
+        })
         if self.sasl_users:
             main.update(self._sasl_main())
         main.update(self.main_extra)
@@ -297,3 +306,42 @@ class PostfixMX:
         """True if the message's newest Received header says ESMTPS."""
         rec = message.received()
         return bool(rec) and re.search(r"\bwith ESMTPS\b", rec[0]) is not None
+
+
+class SendingPostfix(PostfixMX):
+    """A private Postfix that SENDS: one smtpd on 127.0.0.1:`port` takes mail
+    from mynetworks and its smtp(8) delivers it to the recipient domains' MX
+    hosts. The main.cf every such sender shares is `_sender_main()`; the
+    world's DANE sender (postfix_sender.py) and the benchmark's
+    (tests/bench/peers.py) add their own keys to it."""
+
+    def __init__(self, directory, ca, hostname, port):
+        super().__init__(directory, ca, hosts={hostname: "127.0.0.1"}, port=port, domains=[])
+        self.hostname = hostname
+
+    @property
+    def pid(self):
+        return self.master_pid
+
+    def _sender_main(self):
+        domain = self.hostname.split(".", 1)[1]
+        main = self._instance_main()
+        main.update({
+            "myhostname": self.hostname,
+            "mydomain": domain,
+            "myorigin": self.hostname,
+            "smtpd_tls_security_level": "none",
+            # stsrelay does no reverse lookup of its clients either
+            "smtpd_peername_lookup": "no",
+            "notify_classes": "",
+            "delay_warning_time": "0",
+            "default_transport": "smtp",
+            "relay_transport": "smtp",
+            "smtp_host_lookup": "dns",
+            "smtp_address_preference": "ipv4",
+            "smtp_tls_loglevel": "1",
+        })
+        return main
+
+    def _master_cf(self):
+        return _MASTER_BASE + "127.0.0.1:%d inet n - n - - smtpd\n" % self.port

@@ -9,6 +9,7 @@ import threading
 
 from .ca import TestCA
 from .dns import UnboundDNS, fqdn
+from .dnssec import SignedZone
 from .fakemx import FakeMX
 from .https import PolicyHost, policy_text
 from .postfix import PostfixMX
@@ -22,15 +23,22 @@ class World:
     hosts and the relay on demand. All MX hosts listen on `smtp_port`, each
     on its own random 127.x.y.z address. close() stops everything."""
 
-    def __init__(self, directory, ca=None, smtp_port=None):
+    def __init__(self, directory, ca=None, smtp_port=None, dnssec=False):
         self.dir = make_dir(os.path.abspath(directory))
         self.ca = ca or TestCA(os.path.join(self.dir, "ca"))
         self.smtp_port = smtp_port or free_port()
         self.ips = {}  # host name -> ip
         self._stoppers = []
         self._n = 0
+        # dnssec: the zone sec.test. is signed (tests/world/dnssec.py) and
+        # the resolver validates it; host() and mx() put names below it there.
+        self.signed = None
         try:
-            self.dns = UnboundDNS(os.path.join(self.dir, "dns"))
+            if dnssec:
+                self.signed = SignedZone(os.path.join(self.dir, "signed"))
+                self.signed.start()
+                self._stoppers.append(self.signed.stop)
+            self.dns = UnboundDNS(os.path.join(self.dir, "dns"), signed=self.signed)
             self.dns.start()
             self._stoppers.append(self.dns.stop)
             self.https = PolicyHost(os.path.join(self.dir, "https"), self.ca)
@@ -50,8 +58,14 @@ class World:
         name = name.lower().rstrip(".")
         if name not in self.ips:
             self.ips[name] = ip or free_ip(self.smtp_port, used=set(self.ips.values()))
-            self.dns.add(name, "A", self.ips[name])
+            self._zone_of(name).add(name, "A", self.ips[name])
         return self.ips[name]
+
+    def _zone_of(self, name):
+        """Where records of name live: the signed zone or the plain one."""
+        if self.signed is not None and self.signed.covers(name):
+            return self.signed
+        return self.dns
 
     def mx(self, domain, hosts):
         """Set domain's MX records: hosts is a list of names (preference
@@ -60,7 +74,7 @@ class World:
         for i, h in enumerate(hosts):
             pref, name = h if isinstance(h, tuple) else (10 * (i + 1), h)
             vals.append("%d %s" % (pref, fqdn(name)))
-        self.dns.set(domain, "MX", vals)
+        self._zone_of(domain).set(domain, "MX", vals)
 
     def sts(self, domain, mode="enforce", mx=None, max_age=86400, id="20260101000001",
             txt=None, body=None, **policy_kw):
