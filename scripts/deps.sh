@@ -1,7 +1,7 @@
 # Sourced by scripts/run and scripts/test: installs whatever Debian packages
 # are missing, without starting the services that some of them package.
-BUILD_PKGS="build-essential cmake pkg-config ca-certificates libuv1-dev libc-ares-dev libcurl4-openssl-dev libssl-dev zlib1g-dev libjansson-dev libsystemd-dev libcrypt-dev"
-TEST_PKGS="ldnsutils clang clang-format curl ca-certificates libnet-ssleay-perl libclang-rt-14-dev libcmocka-dev openssl postfix nginx-light unbound swaks python3 python3-pytest python3-aiosmtpd python3-dnslib python3-dkim procps iproute2 strace man-db systemd bsd-mailx pflogsumm rsyslog sasl2-bin libsasl2-modules"
+BUILD_PKGS="build-essential cmake pkg-config ca-certificates libuv1-dev libc-ares-dev libcurl4-openssl-dev libssl-dev zlib1g-dev libjansson-dev libsystemd-dev libcrypt-dev libhiredis-dev libmicrohttpd-dev"
+TEST_PKGS="ldnsutils clang clang-format curl ca-certificates libnet-ssleay-perl libclang-rt-14-dev libcmocka-dev openssl postfix nginx-light unbound swaks python3 python3-pytest python3-aiosmtpd python3-dnslib python3-dkim procps iproute2 strace man-db systemd bsd-mailx pflogsumm rsyslog sasl2-bin libsasl2-modules redis-server python3-prometheus-client"
 
 deps_install() {
 	local missing="" p

@@ -4,6 +4,7 @@
 #include "sts/engine.h"
 #include "relay/core/clock.h"
 #include "relay/core/log.h"
+#include "relay/core/metrics.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -235,6 +236,8 @@ static void lookup_finish(struct sts_lookup *l)
 			refresh_done(e, l);
 		sts_verdict_free(v);
 	} else {
+		if (!v->cancelled)
+			metrics_inc(METRICS_STS_DECISIONS, sts_decision_name(v->decision));
 		l->cb(l->arg, v);
 	}
 	free(l);
@@ -263,16 +266,28 @@ static void on_fetch(void *arg, const struct sts_fetch_result *res)
 				ce->neg_id[0] = '\0';
 				schedule_refresh(e, ce, now, false);
 			}
-			log_info("sts: %s: fetched policy id=%s mode=%s max_age=%u%s", l->domain,
-				 l->fetch_id, sts_policy_mode_name(res->policy->mode),
-				 (unsigned)res->policy->max_age,
-				 v->txt_result == STS_TXT_FOUND
-					 ? ""
-					 : " (refresh without a TXT record)");
-			log_numeric_patterns(l->domain, l->fetch_id, res->policy);
+			if (res->shared) {
+				char when[32];
+
+				log_info("sts: %s: policy id=%s mode=%s max_age=%u from the fleet "
+					 "cache (fetched %s by another node)",
+					 l->domain, l->fetch_id,
+					 sts_policy_mode_name(res->policy->mode),
+					 (unsigned)res->policy->max_age,
+					 clock_rfc3339(res->fetched_at, when, sizeof(when)));
+			} else {
+				log_info("sts: %s: fetched policy id=%s mode=%s max_age=%u%s",
+					 l->domain, l->fetch_id,
+					 sts_policy_mode_name(res->policy->mode),
+					 (unsigned)res->policy->max_age,
+					 v->txt_result == STS_TXT_FOUND
+						 ? ""
+						 : " (refresh without a TXT record)");
+				log_numeric_patterns(l->domain, l->fetch_id, res->policy);
+			}
 		}
-		if (verdict_set_policy(v, STS_SOURCE_FETCHED, l->fetch_id, res->body, res->body_len,
-				       res->fetched_at) != 0)
+		if (verdict_set_policy(v, res->shared ? STS_SOURCE_CACHE : STS_SOURCE_FETCHED,
+				       l->fetch_id, res->body, res->body_len, res->fetched_at) != 0)
 			log_error("sts: %s: out of memory", l->domain);
 		lookup_finish(l);
 		return;
@@ -294,8 +309,10 @@ static void on_fetch(void *arg, const struct sts_fetch_result *res)
 			snprintf(ce->neg_detail, sizeof(ce->neg_detail), "%s", res->detail);
 		}
 		/* Counted once per fetch: not by the lookups that shared it,
-		 * nor by those that meet it in the back-off (RFC 8460 §4.4). */
-		if (e->fetch_failed != NULL)
+		 * nor by those that meet it in the back-off (RFC 8460 §4.4),
+		 * nor by the other nodes of a fleet (the one that fetched
+		 * counted it). */
+		if (e->fetch_failed != NULL && !res->shared)
 			e->fetch_failed(e->fetch_failed_arg, v);
 	}
 	lookup_finish(l);
@@ -381,7 +398,12 @@ static void on_txt(void *arg, enum sts_dns_status st, const char *why,
 	case STS_PLAN_FETCH:
 		snprintf(l->fetch_id, sizeof(l->fetch_id), "%s",
 			 in.txt_found ? v->txt_id : (ce != NULL ? ce->id : ""));
-		if (sts_fetch_start(e->fetcher, l->domain, on_fetch, l, &l->waiter) == 0)
+		/* a copy the fleet holds must be newer than the one that is due */
+		if (sts_fetch_start(e->fetcher, l->domain, l->fetch_id,
+				    ce != NULL && ce->has_policy && strcmp(ce->id, l->fetch_id) == 0
+					    ? ce->fetched_at
+					    : 0,
+				    on_fetch, l, &l->waiter) == 0)
 			return;
 		v->error_type = SMTP_TLS_RESULT_STS_POLICY_FETCH_ERROR;
 		snprintf(v->error_detail, sizeof(v->error_detail), "could not start the fetch");
@@ -551,7 +573,8 @@ int sts_engine_new(uv_loop_t *loop, const struct sts_engine_config *cfg,
 {
 	struct sts_fetch_config fc = { .ca_file = cfg->ca_file,
 				       .https_port = cfg->https_port,
-				       .timeout_ms = cfg->fetch_timeout_ms };
+				       .timeout_ms = cfg->fetch_timeout_ms,
+				       .shared = cfg->shared };
 	struct sts_engine *e = calloc(1, sizeof(*e));
 	size_t nload = 0, nbad = 0;
 

@@ -85,6 +85,12 @@ struct sts_engine_config {
 	 * 8460 §4.3.2.2). May be NULL; must not free the engine. */
 	void (*fetch_failed)(void *arg, const struct sts_verdict *v);
 	void *fetch_failed_arg;
+	/* The fleet's shared policy cache (sts/fleet.h), asked before every
+	 * fetch; NULL: none. A policy from it is stored in this node's cache
+	 * like a fetched one (source STS_SOURCE_CACHE); a failure from it is
+	 * remembered for STS_NEGATIVE_TTL but not passed to fetch_failed (the
+	 * node that fetched recorded it). Must outlive the engine. */
+	const struct sts_shared *shared;
 };
 
 struct sts_engine;

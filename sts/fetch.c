@@ -3,6 +3,7 @@
 #include "sts/fetch.h"
 #include "relay/net/http.h"
 #include "relay/core/clock.h"
+#include "relay/core/metrics.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -22,7 +23,7 @@ struct sts_fetch_waiter {
 	struct sts_fetch_waiter *next, **prevp;
 };
 
-enum job_phase { JOB_DNS, JOB_HTTP };
+enum job_phase { JOB_SHARED, JOB_DNS, JOB_HTTP };
 
 struct fetch_job {
 	struct sts_fetcher *f;
@@ -30,6 +31,9 @@ struct fetch_job {
 	char domain[STS_DOMAIN_MAX + 1];
 	char host[FETCH_HOST_MAX + 1];
 	char url[FETCH_URL_MAX];
+	char id[STS_TXT_ID_MAX + 1]; /* for the shared cache */
+	int64_t newer_than;
+	void *shared_handle; /* JOB_SHARED only */
 	void *dns_handle;    /* JOB_DNS only */
 	uint64_t started_ms; /* uv_now at start, for the whole-fetch timeout */
 	struct sts_fetch_waiter *waiters;
@@ -43,6 +47,7 @@ struct sts_fetcher {
 	char *ca_file;
 	uint16_t port;
 	uint64_t timeout_ms;
+	const struct sts_shared *shared;
 	struct fetch_job *jobs;
 	bool closing;
 };
@@ -129,7 +134,18 @@ static void job_finish(struct fetch_job *j, struct sts_fetch_result *res)
 	job_unlink(j);
 	if (res->status == STS_FETCH_OK)
 		res->result_type = SMTP_TLS_RESULT_SUCCESS;
-	res->fetched_at = clock_now();
+	if (!res->shared) {
+		res->fetched_at = clock_now();
+		/* this node's own HTTPS fetch: counted, and told to the fleet */
+		if (res->status != STS_FETCH_CANCELLED) {
+			metrics_inc(METRICS_POLICY_FETCHES,
+				    res->status == STS_FETCH_OK
+					    ? "success"
+					    : smtp_tls_result_name(res->result_type));
+			if (j->f->shared != NULL)
+				j->f->shared->publish(j->f->shared->ctx, j->domain, j->id, res);
+		}
+	}
 	while (j->waiters != NULL) {
 		struct sts_fetch_waiter *w = j->waiters;
 
@@ -264,6 +280,61 @@ static void on_addr(void *arg, enum sts_dns_status st, const char *why, const ch
 	j->phase = JOB_HTTP;
 }
 
+/* ---- the fleet's shared cache ---- */
+
+static int start_dns(struct fetch_job *j)
+{
+	struct sts_fetcher *f = j->f;
+
+	j->phase = JOB_DNS;
+	return f->res->lookup_addr(f->res->ctx, j->host, on_addr, j, &j->dns_handle);
+}
+
+static void on_shared(void *arg, const struct sts_shared_result *sr)
+{
+	struct fetch_job *j = arg;
+	struct sts_fetch_result res;
+	struct sts_policy *pol;
+
+	j->shared_handle = NULL;
+	memset(&res, 0, sizeof(res));
+	res.shared = true;
+	if (sr->answer == STS_SHARED_FAILED) {
+		metrics_inc(METRICS_FLEET_POLICIES, "failure");
+		res.result_type = sr->result_type;
+		res.status = sr->result_type == SMTP_TLS_RESULT_STS_WEBPKI_INVALID
+				     ? STS_FETCH_WEBPKI
+			     : sr->result_type == SMTP_TLS_RESULT_STS_POLICY_INVALID
+				     ? STS_FETCH_INVALID
+				     : STS_FETCH_ERROR;
+		if (res.status == STS_FETCH_ERROR)
+			res.result_type = SMTP_TLS_RESULT_STS_POLICY_FETCH_ERROR;
+		snprintf(res.detail, sizeof(res.detail), "%s (seen by another node)",
+			 sr->detail != NULL ? sr->detail : "");
+		res.fetched_at = clock_now();
+		job_finish(j, &res);
+		return;
+	}
+	if (sr->answer == STS_SHARED_HIT) {
+		/* struct sts_policy is ~9 KiB: keep it off the loop's stack. */
+		pol = malloc(sizeof(*pol));
+		if (pol != NULL && sts_policy_parse(sr->text, sr->text_len, pol, NULL) == 0) {
+			metrics_inc(METRICS_FLEET_POLICIES, "hit");
+			res.status = STS_FETCH_OK;
+			res.body = sr->text;
+			res.body_len = sr->text_len;
+			res.policy = pol;
+			res.fetched_at = sr->fetched_at;
+			job_finish(j, &res);
+			free(pol);
+			return;
+		}
+		free(pol); /* not usable after all: fetch it ourselves */
+	}
+	if (start_dns(j) != 0)
+		job_fail(j, STS_FETCH_ERROR, "%s: %s", j->url, "could not start the lookup");
+}
+
 /* ---- public ---- */
 
 int sts_fetcher_new(uv_loop_t *loop, const struct sts_resolver *resolver,
@@ -277,6 +348,7 @@ int sts_fetcher_new(uv_loop_t *loop, const struct sts_resolver *resolver,
 	f->res = resolver;
 	f->port = cfg->https_port ? cfg->https_port : 443;
 	f->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : 30000;
+	f->shared = cfg->shared;
 	if (cfg->ca_file != NULL && cfg->ca_file[0] != '\0') {
 		f->ca_file = strdup(cfg->ca_file);
 		if (f->ca_file == NULL)
@@ -297,17 +369,20 @@ void sts_fetcher_free(struct sts_fetcher *f)
 	if (f == NULL)
 		return;
 	f->closing = true;
-	/* Jobs still resolving: stop the lookup and cancel their waiters. Jobs
-	 * in HTTP get HTTP_CANCELLED from http_client_free below. Jobs nobody
-	 * waits for any more are in neither state's list of waiters but still
-	 * own a request; the same two paths free them. */
+	/* Jobs asking the fleet or resolving: stop that and cancel their
+	 * waiters. Jobs in HTTP get HTTP_CANCELLED from http_client_free
+	 * below. Jobs nobody waits for any more are in neither state's list of
+	 * waiters but still own a request; the same two paths free them. */
 	for (;;) {
 		struct fetch_job *j = f->jobs;
 
-		while (j != NULL && j->phase != JOB_DNS)
+		while (j != NULL && j->phase == JOB_HTTP)
 			j = j->next;
 		if (j == NULL)
 			break;
+		if (j->shared_handle != NULL)
+			f->shared->cancel(f->shared->ctx, j->shared_handle);
+		j->shared_handle = NULL;
 		if (j->dns_handle != NULL)
 			f->res->cancel(f->res->ctx, j->dns_handle);
 		j->dns_handle = NULL;
@@ -318,8 +393,8 @@ void sts_fetcher_free(struct sts_fetcher *f)
 	free(f);
 }
 
-int sts_fetch_start(struct sts_fetcher *f, const char *domain, sts_fetch_cb cb, void *arg,
-		    struct sts_fetch_waiter **wp)
+int sts_fetch_start(struct sts_fetcher *f, const char *domain, const char *id, int64_t newer_than,
+		    sts_fetch_cb cb, void *arg, struct sts_fetch_waiter **wp)
 {
 	struct sts_fetch_waiter *w;
 	struct fetch_job *j;
@@ -340,9 +415,10 @@ int sts_fetch_start(struct sts_fetcher *f, const char *domain, sts_fetch_cb cb, 
 		if (j == NULL)
 			goto fail;
 		j->f = f;
-		j->phase = JOB_DNS;
 		j->started_ms = uv_now(f->loop);
 		snprintf(j->domain, sizeof(j->domain), "%s", domain);
+		snprintf(j->id, sizeof(j->id), "%s", id != NULL ? id : "");
+		j->newer_than = newer_than;
 		snprintf(j->host, sizeof(j->host), "mta-sts.%s", domain);
 		if (f->port == 443)
 			n = snprintf(j->url, sizeof(j->url), "https://%s/.well-known/mta-sts.txt",
@@ -351,8 +427,16 @@ int sts_fetch_start(struct sts_fetcher *f, const char *domain, sts_fetch_cb cb, 
 			n = snprintf(j->url, sizeof(j->url),
 				     "https://%s:%u/.well-known/mta-sts.txt", j->host,
 				     (unsigned)f->port);
-		if (n < 0 || (size_t)n >= sizeof(j->url) ||
-		    f->res->lookup_addr(f->res->ctx, j->host, on_addr, j, &j->dns_handle) != 0) {
+		if (n < 0 || (size_t)n >= sizeof(j->url)) {
+			free(j);
+			goto fail;
+		}
+		/* the fleet first: a policy another node fetched is not fetched again */
+		j->phase = JOB_SHARED;
+		if ((f->shared == NULL ||
+		     f->shared->acquire(f->shared->ctx, j->domain, j->id, j->newer_than, on_shared,
+					j, &j->shared_handle) != 0) &&
+		    start_dns(j) != 0) {
 			free(j);
 			goto fail;
 		}

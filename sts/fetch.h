@@ -73,16 +73,56 @@ struct sts_fetch_result {
 	 * this same result, and `first` is true for exactly one of them (the
 	 * first called), so the result is stored exactly once. */
 	bool first;
+	/* The result came from the fleet's shared cache (struct sts_shared):
+	 * a policy another node fetched (fetched_at is that node's), or a
+	 * failure another node saw and recorded for TLS-RPT. */
+	bool shared;
 };
 
 /* res and everything it points to live only during the call. The callback
  * may start or cancel fetches, but must not free the fetcher. */
 typedef void (*sts_fetch_cb)(void *arg, const struct sts_fetch_result *res);
 
+/* ---- a policy cache shared by several relays (a fleet, sts/fleet.h) ----
+ * Asked before every fetch. It answers with a policy another node fetched
+ * (HIT), a failure another node saw for that id (FAILED), or "fetch it
+ * yourself" (FETCH: this node now holds the fleet's fetch lock for the
+ * domain, or the fleet cannot be asked: Redis down or slow). After a fetch
+ * of its own the fetcher publishes the outcome. Contract as the resolver's:
+ * acquire returns 0 and calls cb exactly once, from the loop, never before
+ * returning (unless cancelled first), or -1 (fetch now) and never calls it. */
+enum sts_shared_answer { STS_SHARED_HIT, STS_SHARED_FAILED, STS_SHARED_FETCH };
+
+struct sts_shared_result {
+	enum sts_shared_answer answer;
+	const char *text; /* HIT: the policy body, text_len bytes */
+	size_t text_len;
+	int64_t fetched_at;               /* HIT: when its node fetched it */
+	enum smtp_tls_result result_type; /* FAILED */
+	const char *detail;               /* FAILED */
+};
+
+typedef void (*sts_shared_cb)(void *arg, const struct sts_shared_result *res);
+
+struct sts_fetch_result;
+
+struct sts_shared {
+	void *ctx;
+	/* A policy of domain with this id, fetched after newer_than (unix
+	 * seconds; 0: any) and not expired. */
+	int (*acquire)(void *ctx, const char *domain, const char *id, int64_t newer_than,
+		       sts_shared_cb cb, void *arg, void **handle);
+	void (*cancel)(void *ctx, void *handle);
+	/* This node's own fetch of (domain, id) ended (OK or failed). */
+	void (*publish)(void *ctx, const char *domain, const char *id,
+			const struct sts_fetch_result *res);
+};
+
 struct sts_fetch_config {
-	const char *ca_file; /* NULL or "": system store */
-	uint16_t https_port; /* 443 normally */
-	uint64_t timeout_ms; /* the whole fetch, DNS of the host included */
+	const char *ca_file;             /* NULL or "": system store */
+	uint16_t https_port;             /* 443 normally */
+	uint64_t timeout_ms;             /* the whole fetch, DNS of the host included */
+	const struct sts_shared *shared; /* NULL: no fleet; must outlive the fetcher */
 };
 
 struct sts_fetcher;
@@ -99,11 +139,13 @@ int sts_fetcher_new(uv_loop_t *loop, const struct sts_resolver *resolver,
 void sts_fetcher_free(struct sts_fetcher *f);
 
 /* Fetches the policy of domain (normalised: lower case, no trailing dot).
- * If a fetch for the same domain is in flight, joins it. Returns 0 (cb runs
+ * If a fetch for the same domain is in flight, joins it. With a shared
+ * cache, asks it first for (id, newer_than) (see struct sts_shared; the
+ * first caller's values count for a joined fetch). Returns 0 (cb runs
  * later, exactly once, unless cancelled) or -1 (cb never runs). *wp may be
  * NULL; the waiter is valid until its callback starts. */
-int sts_fetch_start(struct sts_fetcher *f, const char *domain, sts_fetch_cb cb, void *arg,
-		    struct sts_fetch_waiter **wp);
+int sts_fetch_start(struct sts_fetcher *f, const char *domain, const char *id, int64_t newer_than,
+		    sts_fetch_cb cb, void *arg, struct sts_fetch_waiter **wp);
 
 /* The waiter's callback never runs; the shared request goes on for others
  * (or is abandoned when nobody waits any more). */

@@ -21,6 +21,8 @@
 #include "relay/core/clock.h"
 #include "relay/core/fs.h"
 #include "relay/core/log.h"
+#include "relay/net/redis.h"
+#include "sts/tlsrpt/fleet.h"
 #include "sts/tlsrpt/send.h"
 #include "sts/policy.h"
 #include "sts/tlsrpt/tlsrpt.h"
@@ -28,12 +30,13 @@
 #define PROG "stsrelay tlsrpt"
 #define FILE_MAX (TLSRPT_REPORT_MAX + 1)
 #define DKIM_KEY_BITS 2048
+#define FLEET_CONNECT_MS 5000 /* how long a command waits for the fleet's Redis */
 
 struct topts {
 	const char *config;
 	const char *day;
 	const char *selector, *out;
-	bool json, lenient, sts_published, force;
+	bool json, lenient, sts_published, force, local;
 	const char *domain, *policy_file, *result, *sending_ip, *mx, *mx_ip, *reason;
 	long long when, count;
 	const char *file;
@@ -41,7 +44,7 @@ struct topts {
 
 static void usage(FILE *f)
 {
-	fputs("usage: stsrelay tlsrpt show [--day YYYY-MM-DD] [--json] [-c FILE]\n"
+	fputs("usage: stsrelay tlsrpt show [--day YYYY-MM-DD] [--json] [--local] [-c FILE]\n"
 	      "       stsrelay tlsrpt send [--day YYYY-MM-DD] [-c FILE]\n"
 	      "       stsrelay tlsrpt dkim-keygen [--selector S] [--out PATH] [--force] [-c FILE]\n"
 	      "       stsrelay tlsrpt validate [--lenient] FILE|-   (JSON or gzip'd JSON)\n"
@@ -58,6 +61,8 @@ static void usage(FILE *f)
 	      "  --day YYYY-MM-DD  the UTC day; default the previous one (the one the\n"
 	      "                daily run sends); it may be today: the sessions so far\n"
 	      "  --json        (show) the RFC 8460 JSON reports instead of text\n"
+	      "  --local       (show) with redis_url: this node's sessions only, not\n"
+	      "                the fleet's sum that send and the daily run use\n"
 	      "  -c FILE       configuration file (else $STSRELAY_CONF, else\n"
 	      "                " CONFIG_DEFAULT_PATH ")\n"
 	      "  -h, --help    this text\n"
@@ -65,7 +70,9 @@ static void usage(FILE *f)
 	      "unreadable file, 69 the spool cannot be opened, 70 internal error,\n"
 	      "71 system error, 73 (dkim-keygen) the key file cannot be created or\n"
 	      "exists, 74 I/O error, 75 (send) a report could not be sent\n"
-	      "yet (retried by the daemon), 77 permission denied (run it as root),\n"
+	      "yet (retried by the daemon), or (a fleet) Redis is not reachable or\n"
+	      "another node has not merged its counts of the day yet, 77 permission\n"
+	      "denied (run it as root),\n"
 	      "78 configuration error (e.g. the DKIM key).\n",
 	      f);
 }
@@ -89,6 +96,8 @@ static int parse_opts(int argc, char **argv, struct topts *o)
 			val = &o->day;
 		else if (strcmp(a, "--json") == 0)
 			o->json = true;
+		else if (strcmp(a, "--local") == 0)
+			o->local = true;
 		else if (strcmp(a, "--lenient") == 0)
 			o->lenient = true;
 		else if (strcmp(a, "--sts-published") == 0)
@@ -195,6 +204,117 @@ static int load_day(const struct config *cfg, const char *day, struct tlsrpt_day
 	return 0;
 }
 
+/* ---- a fleet (redis_url): the day summed over every node ---- */
+
+struct fleet_cli {
+	struct redis *redis;
+	struct tlsrpt_fleet *fleet;
+	uv_timer_t timer; /* how long Redis may take to come up */
+	const char *day;
+	bool wait, started, done;
+	enum tlsrpt_fleet_status st;
+	struct tlsrpt_day *d;
+	char why[512];
+};
+
+static void fleet_prepared(void *arg, enum tlsrpt_fleet_status st, struct tlsrpt_day *d,
+			   const char *why)
+{
+	struct fleet_cli *fc = arg;
+
+	fc->done = true;
+	fc->st = st;
+	fc->d = d;
+	snprintf(fc->why, sizeof(fc->why), "%s", why);
+	uv_timer_stop(&fc->timer);
+}
+
+static void fleet_up(void *arg, bool up)
+{
+	struct fleet_cli *fc = arg;
+
+	if (!up || fc->started || fc->done)
+		return;
+	fc->started = true;
+	if (tlsrpt_fleet_prepare(fc->fleet, fc->day, fc->wait, fleet_prepared, fc, NULL) != 0) {
+		fc->done = true;
+		fc->st = TLSRPT_FLEET_DOWN;
+		snprintf(fc->why, sizeof(fc->why), "out of memory");
+		uv_timer_stop(&fc->timer);
+	}
+}
+
+static void fleet_timeout(uv_timer_t *t)
+{
+	struct fleet_cli *fc = t->data;
+
+	if (fc->started)
+		return; /* the prepare answers by itself (Redis has its own timeouts) */
+	fc->done = true;
+	fc->st = TLSRPT_FLEET_DOWN;
+	snprintf(fc->why, sizeof(fc->why), "no connection to Redis within %d s",
+		 FLEET_CONNECT_MS / 1000);
+}
+
+/* Connects to the fleet's Redis on loop and gathers day (this node's
+ * sessions merged first; with wait, every other node's too). On READY
+ * fc->d is the day; fc->redis and fc->fleet stay for the send job's
+ * ledger: fleet_cli_close() them. An exit code: 0, EX_TEMPFAIL (Redis
+ * down, nodes not merged; fc->why says which), EX_OSERR. */
+static int fleet_cli_load(uv_loop_t *loop, const struct config *cfg, const char *day, bool wait,
+			  struct fleet_cli *fc)
+{
+	struct redis_config rc = { .url = &cfg->redis, .on_state = fleet_up, .arg = fc };
+	struct tlsrpt_fleet_config tc = { .loop = loop,
+					  .spool_dir = cfg->spool_dir,
+					  .node = config_node_name(cfg),
+					  .retention_s = cfg->tlsrpt_retention_s };
+
+	memset(fc, 0, sizeof(*fc));
+	fc->day = day;
+	fc->wait = wait;
+	if (uv_timer_init(loop, &fc->timer) != 0)
+		return EX_OSERR;
+	fc->timer.data = fc;
+	if (redis_new(loop, &rc, &fc->redis) != 0)
+		return EX_OSERR;
+	tc.redis = fc->redis;
+	if (tlsrpt_fleet_new(&tc, &fc->fleet) != 0)
+		return EX_OSERR;
+	uv_timer_start(&fc->timer, fleet_timeout, FLEET_CONNECT_MS, 0);
+	while (!fc->done && uv_run(loop, UV_RUN_ONCE) != 0)
+		;
+	if (!fc->done) {
+		fc->st = TLSRPT_FLEET_DOWN;
+		snprintf(fc->why, sizeof(fc->why), "nothing to wait for");
+	}
+	return fc->st == TLSRPT_FLEET_READY ? 0 : EX_TEMPFAIL;
+}
+
+static void fleet_cli_close(struct fleet_cli *fc)
+{
+	tlsrpt_day_free(fc->d);
+	fc->d = NULL;
+	tlsrpt_fleet_free(fc->fleet);
+	fc->fleet = NULL;
+	redis_free(fc->redis);
+	fc->redis = NULL;
+	if (fc->timer.data != NULL && !uv_is_closing((uv_handle_t *)&fc->timer))
+		uv_close((uv_handle_t *)&fc->timer, NULL);
+}
+
+/* Whether a send of day waits for every node's counts: a day that is over
+ * and recent enough for the running daemons to finish merging it (each
+ * merges today and the two days before); today has no end to wait for,
+ * an older day has all the fleet will ever have. */
+static bool wait_for_nodes(const char *day)
+{
+	int64_t start, now = clock_now();
+
+	return tlsrpt_day_parse(day, &start) == 0 && now >= start + 86400 &&
+	       now < start + 3 * 86400;
+}
+
 static void print_text(const char *domain, const json_t *r)
 {
 	const json_t *e;
@@ -255,17 +375,45 @@ static int cmd_show(const struct topts *o, const struct config *cfg)
 	size_t i;
 	int rc;
 
+	uv_loop_t loop;
+	struct fleet_cli fc;
+	bool fleet = cfg->redis.host[0] != '\0' && !o->local;
+
 	if (all == NULL || pick_day(o, day) != 0) {
 		json_decref(all);
 		return EX_USAGE;
 	}
-	rc = load_day(cfg, day, &d);
-	if (rc != 0) {
-		json_decref(all);
-		return rc;
+	if (fleet) {
+		/* what send and the daily run use: every node's counts so far */
+		if (uv_loop_init(&loop) != 0) {
+			json_decref(all);
+			return EX_OSERR;
+		}
+		rc = fleet_cli_load(&loop, cfg, day, false, &fc);
+		d = fc.d;
+		fc.d = NULL;
+		fleet_cli_close(&fc);
+		uv_run(&loop, UV_RUN_DEFAULT);
+		if (uv_loop_close(&loop) != 0)
+			fprintf(stderr, "%s: handles left open at exit\n", PROG);
+		if (rc != 0) {
+			fprintf(stderr,
+				"%s: the fleet's counts cannot be read: %s (--local shows this "
+				"node's)\n",
+				PROG, fc.why);
+			json_decref(all);
+			return rc;
+		}
+	} else {
+		rc = load_day(cfg, day, &d);
+		if (rc != 0) {
+			json_decref(all);
+			return rc;
+		}
 	}
 	if (!o->json)
-		printf("TLS-RPT day %s (UTC): %zu policy domain%s\n", day, tlsrpt_day_ndomains(d),
+		printf("TLS-RPT day %s (UTC)%s: %zu policy domain%s\n", day,
+		       fleet ? ", every node of the fleet" : "", tlsrpt_day_ndomains(d),
 		       tlsrpt_day_ndomains(d) == 1 ? "" : "s");
 	if (!have_dkim(cfg))
 		fprintf(o->json ? stderr : stdout,
@@ -331,6 +479,8 @@ static int cmd_send(const struct topts *o, const struct config *cfg)
 	struct queue *q = NULL;
 	struct dns *dns = NULL;
 	struct http_client *http = NULL;
+	struct fleet_cli fc;
+	bool fleet = cfg->redis.host[0] != '\0';
 	uv_loop_t loop;
 	int rc = EX_SOFTWARE;
 
@@ -363,6 +513,18 @@ static int cmd_send(const struct topts *o, const struct config *cfg)
 		dkim_key_free(dkim);
 		return EX_OSERR;
 	}
+	memset(&fc, 0, sizeof(fc));
+	if (fleet) {
+		/* one report per (day, domain, rua) for the whole fleet: the
+		 * fleet's sums (every node merged, see wait_for_nodes) and its
+		 * ledger */
+		rc = fleet_cli_load(&loop, cfg, day, wait_for_nodes(day), &fc);
+		if (rc != 0) {
+			fprintf(stderr, "%s: %s: the fleet's report is not sent now: %s\n", PROG,
+				day, fc.why);
+			goto out;
+		}
+	}
 	if (dns_new(&loop, cfg->dns_servers, cfg->ndns_servers, NULL, &dns) != 0 ||
 	    http_client_new(&loop, &http) != 0) {
 		fprintf(stderr, "%s: cannot start the resolver or the HTTPS client\n", PROG);
@@ -378,6 +540,11 @@ static int cmd_send(const struct topts *o, const struct config *cfg)
 	env.dkim = dkim;
 	env.enqueued = tell_daemon;
 	env.enqueued_arg = (void *)cfg->spool_dir;
+	if (fleet) {
+		env.data = fc.d;
+		fc.d = NULL;
+		env.ledger = tlsrpt_fleet_ledger(fc.fleet);
+	}
 	if (tlsrpt_job_start(&env, day, on_job_done, &st, NULL) != 0) {
 		fprintf(stderr, "%s: cannot start sending %s\n", PROG, day);
 		rc = EX_IOERR;
@@ -389,9 +556,12 @@ static int cmd_send(const struct topts *o, const struct config *cfg)
 		goto out;
 	}
 	printf("tlsrpt %s: %u domain%s, %u sent, %u already sent, %u failed, %u without "
-	       "_smtp._tls, %u skipped (no DKIM key)\n",
+	       "_smtp._tls, %u skipped (no DKIM key)",
 	       day, st.res.domains, st.res.domains == 1 ? "" : "s", st.res.sent, st.res.already,
 	       st.res.failed, st.res.no_record, st.res.skipped);
+	if (st.res.elsewhere > 0) /* a fleet: sent by the node that claimed them */
+		printf(", %u being sent by another node", st.res.elsewhere);
+	printf("\n");
 	rc = st.res.failed == 0 ? 0 : EX_TEMPFAIL;
 	/* the daily action also applies the retention (tlsrpt_retention) */
 	if (tlsrpt_prune(cfg->spool_dir, clock_now(), cfg->tlsrpt_retention_s) < 0)
@@ -400,6 +570,7 @@ out:
 	dns_free(dns);
 	if (http != NULL)
 		http_client_free(http);
+	fleet_cli_close(&fc);
 	uv_run(&loop, UV_RUN_DEFAULT);
 	if (uv_loop_close(&loop) != 0)
 		fprintf(stderr, "%s: handles left open at exit\n", PROG);

@@ -832,6 +832,210 @@ static int set_user(struct config *c, const char *v, char *why, size_t whylen)
 	return 0;
 }
 
+/* "ADDR:PORT", "[ADDR]:PORT", or "PORT" alone for 127.0.0.1: the metrics
+ * carry nothing secret, but nothing beyond this host needs them unless the
+ * operator says so. "" turns the endpoint off. */
+static int set_metrics_listen(struct config *c, const char *v, char *why, size_t whylen)
+{
+	uint64_t pv;
+	char buf[CONFIG_ITEM_MAX + 16];
+
+	memset(&c->metrics_listen, 0, sizeof(c->metrics_listen));
+	if (v[0] == '\0')
+		return 0;
+	if (parse_uint_range(v, 1, 65535, &pv) == 0) {
+		snprintf(buf, sizeof(buf), "127.0.0.1:%s", v);
+		v = buf;
+	}
+	if (strchr(v, ':') == NULL || (v[0] == '[' && strstr(v, "]:") == NULL)) {
+		snprintf(why, whylen, "needs a port: ADDR:PORT, [ADDR]:PORT or PORT");
+		return -1;
+	}
+	return parse_hostport(v, 0, &c->metrics_listen, why, whylen);
+}
+
+static int hexval(char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+/* Copies s[0..n) into out, %XX decoded; -1 on a bad escape, a NUL or a
+ * result that does not fit. */
+static int url_decode(const char *s, size_t n, char *out, size_t outlen)
+{
+	size_t o = 0, i;
+
+	for (i = 0; i < n; i++) {
+		int ch = (unsigned char)s[i];
+
+		if (ch == '%') {
+			int hi, lo;
+
+			if (i + 2 >= n)
+				return -1;
+			hi = hexval(s[i + 1]);
+			lo = hexval(s[i + 2]);
+			if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
+				return -1;
+			ch = hi * 16 + lo;
+			i += 2;
+		}
+		if (o + 1 >= outlen)
+			return -1;
+		out[o++] = (char)ch;
+	}
+	out[o] = '\0';
+	return 0;
+}
+
+int config_parse_redis_url(const char *url, struct config_redis *out, char *why, size_t whylen)
+{
+	struct config_redis r;
+	const char *p, *at, *hostend, *slash;
+	uint64_t pv;
+	char num[16];
+
+	memset(&r, 0, sizeof(r));
+	if (url[0] == '\0') {
+		*out = r;
+		return 0;
+	}
+	if (strncmp(url, "rediss://", 9) == 0) {
+		snprintf(why, whylen,
+			 "TLS to Redis (rediss://) is not supported: use redis:// to a Redis on "
+			 "a trusted network, or a tunnel");
+		return -1;
+	}
+	if (strncmp(url, "redis://", 8) != 0) {
+		snprintf(why, whylen, "must start with redis://");
+		return -1;
+	}
+	p = url + 8;
+	slash = strchr(p, '/');
+	at = memchr(p, '@', slash != NULL ? (size_t)(slash - p) : strlen(p));
+	if (at != NULL) {
+		const char *colon = memchr(p, ':', (size_t)(at - p));
+
+		if (colon == NULL) {
+			snprintf(why, whylen, "userinfo must be USER:PASSWORD or :PASSWORD");
+			return -1;
+		}
+		if (url_decode(p, (size_t)(colon - p), r.user, sizeof(r.user)) != 0 ||
+		    url_decode(colon + 1, (size_t)(at - colon - 1), r.password,
+			       sizeof(r.password)) != 0 ||
+		    r.password[0] == '\0') {
+			snprintf(why, whylen,
+				 "bad user or password in the URL (%%XX escapes, "
+				 "at most 255 bytes)");
+			return -1;
+		}
+		p = at + 1;
+	}
+	r.port = 6379;
+	if (*p == '[') {
+		hostend = strchr(p, ']');
+		if (hostend == NULL || (size_t)(hostend - p - 1) >= sizeof(r.host) ||
+		    hostend == p + 1) {
+			snprintf(why, whylen, "bad [IPv6] host");
+			return -1;
+		}
+		memcpy(r.host, p + 1, (size_t)(hostend - p - 1));
+		r.host[hostend - p - 1] = '\0';
+		{
+			unsigned char bin[16];
+
+			if (inet_pton(AF_INET6, r.host, bin) != 1) {
+				snprintf(why, whylen, "not an IPv6 address inside [...]");
+				return -1;
+			}
+		}
+		hostend++;
+	} else {
+		hostend = p + strcspn(p, ":/");
+		if (hostend == p || (size_t)(hostend - p) >= sizeof(r.host)) {
+			snprintf(why, whylen, "missing or too long host");
+			return -1;
+		}
+		memcpy(r.host, p, (size_t)(hostend - p));
+		r.host[hostend - p] = '\0';
+		if (!valid_dns_name(r.host)) {
+			snprintf(why, whylen, "host is not a name or an address");
+			return -1;
+		}
+	}
+	p = hostend;
+	if (*p == ':') {
+		size_t n = strcspn(p + 1, "/");
+
+		if (n == 0 || n >= sizeof(num)) {
+			snprintf(why, whylen, "port must be a number from 1 to 65535");
+			return -1;
+		}
+		memcpy(num, p + 1, n);
+		num[n] = '\0';
+		if (parse_uint_range(num, 1, 65535, &pv) < 0) {
+			snprintf(why, whylen, "port must be a number from 1 to 65535");
+			return -1;
+		}
+		r.port = (uint16_t)pv;
+		p += 1 + n;
+	}
+	if (*p == '/' && p[1] != '\0') {
+		if (parse_uint_range(p + 1, 0, 1000000, &pv) < 0) {
+			snprintf(why, whylen, "database must be a number (redis://HOST:PORT/DB)");
+			return -1;
+		}
+		r.db = (unsigned)pv;
+	} else if (*p != '\0' && strcmp(p, "/") != 0) {
+		snprintf(why, whylen, "unexpected text after the host");
+		return -1;
+	}
+	*out = r;
+	return 0;
+}
+
+static int set_redis_url(struct config *c, const char *v, char *why, size_t whylen)
+{
+	return config_parse_redis_url(v, &c->redis, why, whylen);
+}
+
+/* Part of Redis key names and log lines: letters, digits, '.', '_', '-'. */
+static int set_node_name(struct config *c, const char *v, char *why, size_t whylen)
+{
+	size_t n = strlen(v), i;
+
+	if (n == 0) {
+		c->node_name[0] = '\0';
+		return 0;
+	}
+	if (n >= sizeof(c->node_name)) {
+		snprintf(why, whylen, "longer than %zu bytes", sizeof(c->node_name) - 1);
+		return -1;
+	}
+	for (i = 0; i < n; i++) {
+		char ch = v[i];
+
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		      (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-')) {
+			snprintf(why, whylen, "only letters, digits, '.', '_' and '-'");
+			return -1;
+		}
+	}
+	copy_str(c->node_name, sizeof(c->node_name), v);
+	return 0;
+}
+
+const char *config_node_name(const struct config *cfg)
+{
+	return cfg->node_name[0] != '\0' ? cfg->node_name : cfg->hostname;
+}
+
 /* An all-digit top label: an IPv4 address, not a host name. */
 static int numeric_top_label(const char *name)
 {
@@ -1000,6 +1204,9 @@ static const struct key_def keys[] = {
 	{ "log_format", set_log_format, KEY_NO_BLANKS },
 	{ "log_target", set_log_target, KEY_NO_BLANKS },
 	{ "alias_root", set_alias_root, KEY_EMPTY_OK | KEY_NO_BLANKS },
+	{ "metrics_listen", set_metrics_listen, KEY_EMPTY_OK | KEY_NO_BLANKS },
+	{ "redis_url", set_redis_url, KEY_EMPTY_OK | KEY_NO_BLANKS },
+	{ "node_name", set_node_name, KEY_EMPTY_OK | KEY_NO_BLANKS },
 	{ "dane", set_dane, KEY_NO_BLANKS },
 	{ "tls_policy_file", set_tls_policy_file, KEY_EMPTY_OK },
 	{ "relayhost", set_relayhost, KEY_EMPTY_OK | KEY_NO_BLANKS },

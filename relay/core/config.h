@@ -37,6 +37,17 @@ struct config_addr {   /* a listen address or a DNS server */
 	socklen_t salen;
 };
 
+/* redis_url, parsed: redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] (HOST a
+ * name, an IPv4 address or [IPv6]; port 6379, db 0 by default; userinfo
+ * %XX-decoded). host[0] == '\0': no Redis (the fleet is off). */
+struct config_redis {
+	char host[256];
+	uint16_t port;
+	unsigned db;
+	char user[128];
+	char password[256]; /* never logged */
+};
+
 struct config_network { /* a mynetworks entry, e.g. 127.0.0.0/8 */
 	int family;     /* AF_INET or AF_INET6 */
 	uint8_t addr[16];
@@ -73,7 +84,12 @@ struct config {
 	char dkim_key_file[CONFIG_PATH_MAX];
 	enum config_log_format log_format;
 	enum config_log_target log_target;
-	char alias_root[256];                  /* "": local recipients are refused */
+	char alias_root[256]; /* "": local recipients are refused */
+	/* metrics_listen: the Prometheus endpoint; port 0 = off. "PORT" alone
+	 * means 127.0.0.1:PORT. */
+	struct config_addr metrics_listen;
+	struct config_redis redis;             /* redis_url */
+	char node_name[64];                    /* "": the hostname (config_node_name) */
 	bool dane;                             /* DANE (RFC 7672) for MX hosts with TLSA records */
 	char tls_policy_file[CONFIG_PATH_MAX]; /* "": no per-domain levels */
 	/* relayhost (DESIGN "Remote submission"): "" = deliver to each
@@ -143,6 +159,13 @@ unsigned config_key_line(const struct config *cfg, const char *key);
  * (a mismatch is a warning at start and in `tlsrpt send`); for `stsrelay
  * check` to report as an error. */
 int config_check_dkim_domain(const struct config *cfg, char *why, size_t whylen);
+
+/* The name of this node in a fleet (node_name, else hostname). */
+const char *config_node_name(const struct config *cfg);
+
+/* Parses a redis_url (see struct config_redis); "" clears *out. 0, or -1
+ * with the reason in why (never quoting the password). */
+int config_parse_redis_url(const char *url, struct config_redis *out, char *why, size_t whylen);
 
 /* Which file a subcommand uses: explicit -c path, else $STSRELAY_CONF, else
  * CONFIG_DEFAULT_PATH. */

@@ -4,6 +4,7 @@
 #define LOG_COMPONENT LOG_C_SMTPD /* program name in logs, see relay/core/log.h */
 #include "relay/daemon/commit.h"
 #include "relay/core/log.h"
+#include "relay/core/metrics.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@ struct commit_item {
 	void *arg;
 	int status;
 	int err_no;
+	uint64_t submitted_ns; /* uv_hrtime() at submit: accept_seconds */
 };
 
 struct commit {
@@ -107,6 +109,10 @@ static void after_work_cb(uv_work_t *req, int status)
 			it->status = -1;
 			it->err_no = 0;
 		}
+		/* the end of DATA (submit) to the 250 that done sends */
+		if (it->status == 0)
+			metrics_observe(METRICS_ACCEPT_SECONDS,
+					(double)(uv_hrtime() - it->submitted_ns) / 1e9);
 		it->done(it->arg, it->status, it->err_no);
 		free(it);
 	}
@@ -154,6 +160,7 @@ int commit_submit(struct commit *c, struct queue_writer *w, commit_done_cb done,
 	if (it == NULL)
 		return -1;
 	it->w = w;
+	it->submitted_ns = uv_hrtime();
 	it->done = done;
 	it->arg = arg;
 	*c->pending_tail = it;

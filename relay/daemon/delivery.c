@@ -277,6 +277,7 @@ int delivery_ctx_new(struct relay *r, struct delivery_ctx **out, char *err, size
 	ec.fetch_timeout_ms = r->cfg.sts_fetch_timeout_ms;
 	ec.fetch_failed = on_fetch_failed;
 	ec.fetch_failed_arg = dc;
+	ec.shared = r->sts_shared; /* the fleet's policy cache, or NULL */
 	/* Tests look for due refreshes every fraction of a second. */
 	ec.refresh_tick_ms = smtp_conn_env_timeout_ms("STSRELAY_STS_REFRESH_TICK", 0);
 	if (sts_engine_new(r->loop, &ec, &dc->resolver, &dc->sts) != 0) {

@@ -24,12 +24,16 @@
 #include "relay/daemon/control.h"
 #include "relay/core/tls_policy.h"
 #include "relay/core/log.h"
+#include "relay/daemon/metrics_http.h"
 #include "relay/daemon/notify.h"
 #include "relay/daemon/pickup.h"
 #include "relay/daemon/relay.h"
 #include "relay/daemon/scheduler.h"
 #include "relay/daemon/smtpd.h"
 #include "relay/daemon/tlsrpt_daemon.h"
+#include "relay/net/redis.h"
+#include "sts/fleet.h"
+#include "sts/tlsrpt/fleet.h"
 
 #define DROP_GROUP RELAY_DROP_GROUP
 #define LOCK_WAIT_MS 2000 /* a queue command holds the lock for a moment at most */
@@ -41,6 +45,7 @@ struct serve {
 	struct commit *commit;
 	struct pickup *pickup;
 	struct control *control;
+	struct metrics_http *metrics; /* NULL: metrics_listen is off */
 	uv_signal_t sig[3];
 	int nsig;
 	int exit_code;
@@ -56,10 +61,26 @@ static void close_signals(struct serve *sv)
 			uv_close((uv_handle_t *)&sv->sig[i], NULL);
 }
 
+/* The fleet's parts, last: the engine that used them is gone. */
+static void fleet_stop(struct serve *sv)
+{
+	tlsrpt_fleet_free(sv->r.tlsrpt_fleet);
+	sv->r.tlsrpt_fleet = NULL;
+	sts_fleet_free(sv->r.sts_fleet);
+	sv->r.sts_fleet = NULL;
+	sv->r.sts_shared = NULL;
+	redis_free(sv->r.redis);
+	sv->r.redis = NULL;
+}
+
 static void on_scheduler_stopped(void *arg)
 {
 	struct serve *sv = arg;
 
+	fleet_stop(sv);
+	/* /healthz answered "stopping" while sessions and deliveries ended */
+	metrics_http_close(sv->metrics);
+	sv->metrics = NULL;
 	close_signals(sv); /* the last handles: uv_run returns */
 }
 
@@ -210,6 +231,9 @@ static void reload(struct serve *sv)
 		log_warn("reload: spool_dir changed; takes effect after a restart");
 	if (strcmp(nc->user, cur->user) != 0)
 		log_warn("reload: user changed; takes effect after a restart");
+	if (memcmp(&nc->metrics_listen.sa, &cur->metrics_listen.sa,
+		   sizeof(nc->metrics_listen.sa)) != 0)
+		log_warn("reload: metrics_listen changed; takes effect after a restart");
 	/* The resolver, the TLS trust store and the MTA-STS engine are built once
 	 * at start (c-ares cannot swap servers under queries in flight). */
 	if (nc->ndns_servers != cur->ndns_servers ||
@@ -218,6 +242,9 @@ static void reload(struct serve *sv)
 		log_warn("reload: dns_servers changed; takes effect after a restart");
 	if (strcmp(nc->ca_file, cur->ca_file) != 0)
 		log_warn("reload: ca_file changed; takes effect after a restart");
+	if (memcmp(&nc->redis, &cur->redis, sizeof(nc->redis)) != 0 ||
+	    strcmp(config_node_name(nc), config_node_name(cur)) != 0)
+		log_warn("reload: redis_url/node_name changed; take effect after a restart");
 	if (nc->sts_https_port != cur->sts_https_port ||
 	    nc->sts_fetch_timeout_ms != cur->sts_fetch_timeout_ms)
 		log_warn(
@@ -230,6 +257,8 @@ static void reload(struct serve *sv)
 	nc->nsmtps_listen = cur->nsmtps_listen;
 	memcpy(nc->spool_dir, cur->spool_dir, sizeof(nc->spool_dir));
 	memcpy(nc->user, cur->user, sizeof(nc->user));
+	nc->metrics_listen = cur->metrics_listen;
+	nc->redis = cur->redis;
 	*cur = *nc;
 	free(nc);
 	tls_policy_free(sv->r.tls_policy);
@@ -613,6 +642,8 @@ static int start_privileged(struct serve *sv, long *drop_gid, char *err, size_t 
 		return code;
 	if (smtpd_bind(&sv->r, &sv->smtpd, err, errlen) != 0)
 		return EX_OSERR;
+	if (metrics_http_start(&sv->r, &sv->metrics, err, errlen) != 0)
+		return EX_OSERR;
 	gr = getgrnam(DROP_GROUP);
 	*drop_gid = gr ? (long)gr->gr_gid : -1;
 	if (sv->r.cfg.user[0] == '\0')
@@ -662,13 +693,59 @@ static int start_spool(struct serve *sv, long drop_gid, char *err, size_t errlen
 	return 0;
 }
 
+static void on_redis_state(void *arg, bool up)
+{
+	struct serve *sv = arg;
+
+	tlsrpt_fleet_redis_state(sv->r.tlsrpt_fleet, up);
+}
+
+/* redis_url set: the connection (made from the loop, never waited for:
+ * without Redis every node works alone until it is back), the shared
+ * policy cache and the shared TLS-RPT counts. */
+static int start_fleet(struct serve *sv, char *err, size_t errlen)
+{
+	const struct config *cfg = &sv->r.cfg;
+	struct redis_config rc = { .url = &cfg->redis, .on_state = on_redis_state, .arg = sv };
+	struct tlsrpt_fleet_config tc = { .loop = &sv->loop,
+					  .spool_dir = cfg->spool_dir,
+					  .node = config_node_name(cfg),
+					  .retention_s = cfg->tlsrpt_retention_s,
+					  .background = true };
+
+	if (cfg->redis.host[0] == '\0')
+		return 0;
+	if (redis_new(&sv->loop, &rc, &sv->r.redis) != 0 ||
+	    sts_fleet_new(&sv->loop, sv->r.redis, config_node_name(cfg), cfg->sts_fetch_timeout_ms,
+			  &sv->r.sts_fleet) != 0) {
+		snprintf(err, errlen, "cannot start the fleet's Redis client: out of memory");
+		return EX_OSERR;
+	}
+	sv->r.sts_shared = sts_fleet_shared(sv->r.sts_fleet);
+	tc.redis = sv->r.redis;
+	if (tlsrpt_fleet_new(&tc, &sv->r.tlsrpt_fleet) != 0) {
+		snprintf(err, errlen, "cannot start the fleet's TLS-RPT merger: out of memory");
+		return EX_OSERR;
+	}
+	log_info("fleet: node %s, Redis %s%s%s:%u db %u; policies and TLS-RPT counts are "
+		 "shared, the spool stays local",
+		 config_node_name(cfg), strchr(cfg->redis.host, ':') ? "[" : "", cfg->redis.host,
+		 strchr(cfg->redis.host, ':') ? "]" : "", (unsigned)cfg->redis.port, cfg->redis.db);
+	return 0;
+}
+
 /* What runs on the spool, the listeners last: nothing is accepted before
  * the scheduler and the group commit can take it. */
 static int start_services(struct serve *sv, char *err, size_t errlen)
 {
+	int code;
+
 	if (load_relayhost_auth(&sv->r.cfg, &sv->r.relayhost_auth, err, errlen) != 0)
 		return EX_CONFIG;
 	log_relayhost(&sv->r);
+	code = start_fleet(sv, err, errlen);
+	if (code != 0)
+		return code;
 	if (scheduler_new(&sv->r, &sv->r.sched) != 0) {
 		snprintf(err, errlen, "cannot load the queue in %s", sv->r.cfg.spool_dir);
 		return EX_SOFTWARE;
@@ -734,6 +811,7 @@ static void abort_start(struct serve *sv, const char *err)
 		control_close(sv->control);
 	if (sv->commit != NULL)
 		commit_close(sv->commit);
+	metrics_http_close(sv->metrics);
 	if (sv->r.tlsrpt != NULL)
 		tlsrpt_daemon_stop(sv->r.tlsrpt, NULL, NULL);
 	if (sv->smtpd != NULL) {
@@ -745,6 +823,7 @@ static void abort_start(struct serve *sv, const char *err)
 	 * nothing is delivering yet, so this finishes at once. */
 	if (sv->r.sched != NULL)
 		scheduler_stop(sv->r.sched, NULL, NULL);
+	fleet_stop(sv);
 	close_signals(sv);
 	uv_run(&sv->loop, UV_RUN_DEFAULT);
 }

@@ -14,6 +14,7 @@
 
 #include "queue/queue.h"
 #include "relay/core/log.h"
+#include "relay/core/metrics.h"
 #include "relay/daemon/scheduler.h"
 #include "smtp/msgid.h"
 
@@ -198,6 +199,7 @@ static void report_import(struct pickup *p)
 		return;
 	}
 	if (res->loaded) {
+		metrics_inc(METRICS_ACCEPTED, METRICS_SOURCE_SENDMAIL);
 		/* Postfix's lines: pickup names the submitter, (cleanup) the
 		 * Message-ID, qmgr the message */
 		log_fields(LOG_LVL_INFO, res->new_id, LF_INT("uid", res->uid),

@@ -11,6 +11,10 @@
 
 struct scheduler;
 struct tlsrpt_daemon;
+struct redis;
+struct sts_shared;
+struct sts_fleet;
+struct tlsrpt_fleet;
 struct tls_policy;
 
 struct relay {
@@ -21,7 +25,14 @@ struct relay {
 	struct queue *queue;
 	struct scheduler *sched;
 	struct tlsrpt_daemon *tlsrpt; /* daily TLS-RPT run; NULL until started */
-	int stopping;                 /* SIGTERM seen: accept nothing new */
+	/* The fleet (redis_url set; all NULL otherwise): the connection, the
+	 * shared policy cache (sts_shared is its table for the MTA-STS
+	 * engine) and the shared TLS-RPT counts and ledger. */
+	struct redis *redis;
+	struct sts_fleet *sts_fleet;
+	const struct sts_shared *sts_shared;
+	struct tlsrpt_fleet *tlsrpt_fleet;
+	int stopping; /* SIGTERM seen: accept nothing new */
 	/* relayhost_auth_file as read at start and at the last good SIGHUP
 	 * (set = false without one); wiped at exit. */
 	struct authfile_cred relayhost_auth;

@@ -16,6 +16,7 @@
 #include "relay/core/clock.h"
 #include "relay/daemon/delivery.h"
 #include "relay/core/log.h"
+#include "relay/core/metrics.h"
 #include "relay/daemon/statesave.h"
 #include "smtp/address.h"
 #include "smtp/client.h"
@@ -595,7 +596,8 @@ static void log_rcpt(struct smsg *m, const char *addr, const char *relay, unsign
  * stsrelay's own fields. The smtp program name, as Postfix's delivery agent. */
 static void flush_logs(const struct smsg *m, struct rlog *l)
 {
-	for (; l != NULL; l = l->next)
+	for (; l != NULL; l = l->next) {
+		metrics_delivery(l->status, l->delay_ms);
 		log_fields_c(LOG_C_SMTP, LOG_LVL_INFO, m->env.id, LF_ADDR("to", l->to),
 			     LF_STR("relay", l->relay),
 			     LF_INT_OPT("conn_use", l->conn_use > 1 ? l->conn_use : 0),
@@ -606,6 +608,7 @@ static void flush_logs(const struct smsg *m, struct rlog *l)
 							  ? smtp_tls_result_name(l->sts_result)
 							  : NULL),
 			     LF_END);
+	}
 }
 
 /* The status code found in a saved last_error ("... 4.7.5 ..."): the first
@@ -1636,4 +1639,22 @@ void scheduler_free(struct scheduler *s)
 	free(s->by_id);
 	free(s->heap);
 	free(s);
+}
+
+void scheduler_counts(const struct scheduler *s, size_t *messages, size_t *pending,
+		      size_t *deferred)
+{
+	const struct smsg *m;
+	size_t i;
+
+	*messages = *pending = *deferred = 0;
+	for (m = s->msgs; m != NULL; m = m->next) {
+		(*messages)++;
+		for (i = 0; i < m->env.nrcpts; i++) {
+			if (m->env.rcpts[i].status == QUEUE_PENDING)
+				(*pending)++;
+			else if (m->env.rcpts[i].status == QUEUE_DEFERRED)
+				(*deferred)++;
+		}
+	}
 }

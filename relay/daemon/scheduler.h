@@ -54,6 +54,11 @@ int scheduler_flush(struct scheduler *s, const char *id);
 /* Delete without notice / bounce to the sender now. 0 / -1 (unknown id). */
 int scheduler_delete(struct scheduler *s, const char *id);
 int scheduler_bounce(struct scheduler *s, const char *id);
+/* For the metrics gauges: messages held, and their recipients not yet
+ * final by status (pending: not tried yet or in a delivery now; deferred:
+ * waiting for a retry). Walks every recipient: per scrape, not per event. */
+void scheduler_counts(const struct scheduler *s, size_t *messages, size_t *pending,
+		      size_t *deferred);
 /* Graceful stop: start nothing new, let in-flight deliveries finish or
  * requeue them (bounded by a timeout), then call done. */
 void scheduler_stop(struct scheduler *s, void (*done)(void *arg), void *arg);

@@ -44,6 +44,7 @@
 #include "queue/queue.h"
 #include "relay/core/clock.h"
 #include "relay/core/log.h"
+#include "relay/core/metrics.h"
 #include "relay/daemon/auth.h"
 #include "relay/daemon/scheduler.h"
 #include "smtp/command.h"
@@ -751,6 +752,9 @@ static void commit_done(struct smtpd_session *s, int status, int err_no)
 		log_fields_c(LOG_C_QMGR, LOG_LVL_INFO, s->qid, LF_ADDR("from", s->sender),
 			     LF_INT("size", queue_writer_size(s->w)), LF_INT("nrcpt", s->nrcpts),
 			     LF_NOTE("queue active"), LF_END);
+		/* port 25 (relay) vs 587/465 (submission, smtps) */
+		metrics_inc(METRICS_ACCEPTED, s->kind == SMTPD_RELAY ? METRICS_SOURCE_SMTP
+								     : METRICS_SOURCE_SUBMISSION);
 		reply(s, "250 2.0.0 Ok: queued as %s", s->qid);
 		if (sd->r->sched != NULL)
 			scheduler_add(sd->r->sched, s->qid);

@@ -11,18 +11,24 @@
 #include "relay/core/clock.h"
 #include "relay/core/log.h"
 #include "relay/daemon/scheduler.h"
+#include "sts/tlsrpt/fleet.h"
 #include "sts/tlsrpt/send.h"
 #include "sts/tlsrpt/tlsrpt.h"
 
 #define WINDOW_S 86400      /* retries for up to 24 h (RFC 8460 §5.5) */
 #define MAX_WAKE_MS 3600000 /* re-evaluate at least hourly (clock changes) */
 #define NSLOTS 4
+#define MERGE_RETRY_S \
+	15                 /* a fleet node has not merged its day yet, or is
+			    * sending a copy this one would have sent */
+#define MERGE_WAIT_S 21600 /* then, 6 hours after the due time, send without it */
 
 struct day_state {
 	int64_t start;     /* 0 = free slot */
 	bool complete;     /* every rua sent, or the window closed */
 	unsigned failures; /* runs that left something unsent */
 	int64_t retry_at;
+	bool waited; /* a fleet: the wait for other nodes' counts was logged */
 };
 
 struct tlsrpt_daemon {
@@ -33,7 +39,9 @@ struct tlsrpt_daemon {
 	uv_timer_t timer;
 	bool timer_open;
 	struct tlsrpt_job *job;
-	int64_t job_day; /* 0: a manual run */
+	struct tlsrpt_fleet_prep *prep; /* a fleet: the day being prepared */
+	int64_t job_day;                /* 0: a manual run */
+	int64_t job_start;              /* the day of the run (manual ones too) */
 	struct day_state days[NSLOTS];
 	bool stopping;
 	void (*done)(void *arg);
@@ -113,7 +121,7 @@ static void on_enqueued(void *arg, const char *qid)
 
 static void maybe_done(struct tlsrpt_daemon *d)
 {
-	if (d->stopping && !d->timer_open && d->job == NULL) {
+	if (d->stopping && !d->timer_open && d->job == NULL && d->prep == NULL) {
 		void (*done)(void *) = d->done;
 		void *arg = d->done_arg;
 
@@ -135,7 +143,14 @@ static void on_job_done(void *arg, const struct tlsrpt_job_result *res)
 		struct day_state *s = slot_for(d, d->job_day);
 
 		tlsrpt_day_of(d->job_day, day);
-		if (res->failed == 0 && !res->cancelled) {
+		if (res->failed == 0 && res->elsewhere > 0 && !res->cancelled) {
+			/* another node is sending those: look again to see them
+			 * sent (or claim them if that node gave them back) */
+			s->retry_at = now + MERGE_RETRY_S;
+			log_info("tlsrpt %s: %u report copies being sent by other nodes of the "
+				 "fleet; looking again in %d s",
+				 day, res->elsewhere, MERGE_RETRY_S);
+		} else if (res->failed == 0 && !res->cancelled) {
 			s->complete = true;
 			log_info("tlsrpt %s: run complete: %u domains, %u sent, %u already sent, "
 				 "%u without _smtp._tls, %u skipped (no DKIM key)",
@@ -157,7 +172,8 @@ static void on_job_done(void *arg, const struct tlsrpt_job_result *res)
 	tick(d);
 }
 
-static int run_day(struct tlsrpt_daemon *d, int64_t start)
+/* The send job; data: the fleet's day (taken over), NULL: this spool's. */
+static int start_job(struct tlsrpt_daemon *d, int64_t start, struct tlsrpt_day *data)
 {
 	struct tlsrpt_job_env env;
 	char day[TLSRPT_DAY_LEN + 1];
@@ -171,13 +187,80 @@ static int run_day(struct tlsrpt_daemon *d, int64_t start)
 	env.dkim = d->dkim;
 	env.enqueued = on_enqueued;
 	env.enqueued_arg = d;
+	env.data = data;
+	if (data != NULL)
+		env.ledger = tlsrpt_fleet_ledger(d->r->tlsrpt_fleet);
 	tlsrpt_day_of(start, day);
 	if (tlsrpt_job_start(&env, day, on_job_done, d, &d->job) != 0) {
 		d->job = NULL;
 		return -1;
 	}
-	log_info("tlsrpt %s: sending reports", day);
+	log_info("tlsrpt %s: sending reports%s", day, data != NULL ? " (the fleet's counts)" : "");
 	return 0;
+}
+
+static int run_day(struct tlsrpt_daemon *d, int64_t start);
+
+/* A fleet's day is ready (or not): the job, or a later look. */
+static void on_prepared(void *arg, enum tlsrpt_fleet_status st, struct tlsrpt_day *data,
+			const char *why)
+{
+	struct tlsrpt_daemon *d = arg;
+	int64_t now = clock_now();
+	char day[TLSRPT_DAY_LEN + 1];
+	struct day_state *s = d->job_day != 0 ? slot_for(d, d->job_day) : NULL;
+
+	d->prep = NULL;
+	tlsrpt_day_of(d->job_start, day);
+	if (st == TLSRPT_FLEET_READY) {
+		if (start_job(d, d->job_start, data) == 0)
+			return;
+		log_error("tlsrpt %s: cannot start sending", day);
+	} else if (st == TLSRPT_FLEET_WAIT && s != NULL &&
+		   now >= d->job_start + 86400 + (int64_t)MERGE_WAIT_S +
+				   (int64_t)d->r->cfg.tlsrpt_send_at_min * 60) {
+		log_warn("tlsrpt %s: %s for %d hours; sending what the fleet has", day, why,
+			 MERGE_WAIT_S / 3600);
+		if (tlsrpt_fleet_prepare(d->r->tlsrpt_fleet, day, false, on_prepared, d,
+					 &d->prep) == 0)
+			return;
+		d->prep = NULL;
+		st = TLSRPT_FLEET_DOWN; /* no memory: a retry later */
+	} else if (st == TLSRPT_FLEET_WAIT && s != NULL) {
+		/* reports wait for every node's counts, up to MERGE_WAIT_S; said
+		 * once, then looked at quietly */
+		if (!s->waited)
+			log_info("tlsrpt %s: %s; looking again every %d s", day, why,
+				 MERGE_RETRY_S);
+		s->waited = true;
+		s->retry_at = now + MERGE_RETRY_S;
+	} else {
+		log_warn("tlsrpt %s: the fleet's report waits: %s", day, why);
+	}
+	if (s != NULL && st != TLSRPT_FLEET_WAIT) {
+		s->failures++;
+		s->retry_at = now + tlsrpt_retry_delay(s->failures);
+	}
+	if (!d->stopping)
+		tick(d);
+	else
+		maybe_done(d);
+}
+
+/* A run of the day starting at start: a fleet first gathers the day from
+ * every node (the daily run waits for their counts, up to MERGE_WAIT_S
+ * after the day's due time), a lone relay reads its spool. */
+static int run_day(struct tlsrpt_daemon *d, int64_t start)
+{
+	struct tlsrpt_fleet *fl = d->r->tlsrpt_fleet;
+	char day[TLSRPT_DAY_LEN + 1];
+
+	d->job_start = start;
+	if (fl == NULL)
+		return start_job(d, start, NULL);
+	tlsrpt_day_of(start, day);
+	/* the daily run waits (on_prepared says how long), a manual one not */
+	return tlsrpt_fleet_prepare(fl, day, d->job_day != 0, on_prepared, d, &d->prep);
 }
 
 /* Which day is due: the previous UTC day, and the one before while its
@@ -189,7 +272,7 @@ static void tick(struct tlsrpt_daemon *d)
 	int64_t cand[2] = { yesterday - 86400, yesterday };
 	int i;
 
-	if (d->stopping || d->job != NULL)
+	if (d->stopping || d->job != NULL || d->prep != NULL)
 		return;
 	for (i = 0; i < 2; i++) {
 		int64_t due = tlsrpt_due_time(cand[i], d->r->cfg.tlsrpt_send_at_min,
@@ -268,7 +351,7 @@ int tlsrpt_daemon_send_now(struct tlsrpt_daemon *d, const char *day)
 {
 	int64_t start;
 
-	if (d->stopping || d->job != NULL || tlsrpt_day_parse(day, &start) != 0)
+	if (d->stopping || d->job != NULL || d->prep != NULL || tlsrpt_day_parse(day, &start) != 0)
 		return -1;
 	d->job_day = 0;
 	return run_day(d, start);
@@ -296,6 +379,10 @@ void tlsrpt_daemon_stop(struct tlsrpt_daemon *d, void (*done)(void *arg), void *
 	d->done_arg = arg;
 	if (d->job != NULL)
 		tlsrpt_job_cancel(d->job);
+	if (d->prep != NULL) {
+		tlsrpt_fleet_prepare_cancel(d->prep);
+		d->prep = NULL;
+	}
 	/* ends a lookup or upload in flight at once (their callbacks see it) */
 	dns_free(d->dns);
 	d->dns = NULL;

@@ -95,7 +95,7 @@ static int tab_grow(struct tlsrpt_day *d)
 	return 0;
 }
 
-static int tab_add(struct tlsrpt_day *d, const char *key)
+static int tab_add(struct tlsrpt_day *d, const char *key, uint64_t count)
 {
 	size_t j;
 
@@ -103,7 +103,7 @@ static int tab_add(struct tlsrpt_day *d, const char *key)
 		return -1;
 	for (j = fnv1a(key) & (d->cap - 1); d->tab[j].key != NULL; j = (j + 1) & (d->cap - 1))
 		if (strcmp(d->tab[j].key, key) == 0) {
-			d->tab[j].count++;
+			d->tab[j].count += count;
 			return 0;
 		}
 	if (d->n >= MAX_GROUPS)
@@ -111,7 +111,7 @@ static int tab_add(struct tlsrpt_day *d, const char *key)
 	d->tab[j].key = strdup(key);
 	if (d->tab[j].key == NULL)
 		return -1;
-	d->tab[j].count = 1;
+	d->tab[j].count = count;
 	d->n++;
 	return 0;
 }
@@ -146,6 +146,29 @@ static bool is_hash(const char *s)
 		if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f')))
 			return false;
 	return true;
+}
+
+/* The policy and result parts of a session (a line's fields from the
+ * domain on, or a group key's parts), each already printable: a known
+ * policy type; an sts policy's mode and max_age, none for the others; a
+ * policy text hash only with a policy (sts or tlsa); a known result type,
+ * into *res. One rule for the session file and the fleet's groups. */
+static bool parts_valid(const char *const *q, enum smtp_tls_result *res)
+{
+	enum sts_policy_mode m;
+	bool sts = strcmp(q[K_PTYPE], "sts") == 0, tlsa = strcmp(q[K_PTYPE], "tlsa") == 0;
+
+	if (!sts && !tlsa && strcmp(q[K_PTYPE], "none") != 0)
+		return false;
+	if (tlsa && (strcmp(q[K_MODE], "-") != 0 || strcmp(q[K_MAXAGE], "-") != 0))
+		return false;
+	if (strcmp(q[K_MODE], "-") != 0 &&
+	    (sts_policy_mode_parse(q[K_MODE], &m) != 0 || !all_digits(q[K_MAXAGE]) || !sts))
+		return false;
+	if (strcmp(q[K_PHASH], "-") != 0 &&
+	    (!is_hash(q[K_PHASH]) || (strcmp(q[K_MODE], "-") == 0 && !tlsa)))
+		return false;
+	return smtp_tls_result_parse(q[K_RESULT], res) == 0;
 }
 
 /* One complete line (without its '\n'); 0 = counted, -1 = bad line. */
@@ -192,9 +215,6 @@ static int take_line(struct tlsrpt_day *d, char *line, size_t len)
 		for (i = NFIELDS - 2; i > 7; i--)
 			f[i] = f[i - 1];
 		f[7] = "-";
-	} else if (strcmp(f[7], "-") != 0 &&
-		   (!is_hash(f[7]) || (strcmp(f[4], "-") == 0 && strcmp(f[3], "tlsa") != 0))) {
-		return -1;
 	}
 	if (!all_digits(f[1]))
 		return -1;
@@ -202,19 +222,8 @@ static int take_line(struct tlsrpt_day *d, char *line, size_t len)
 	tlsrpt_day_of(when, day);
 	if (strcmp(day, d->day) != 0)
 		return -1;
-	if (strcmp(f[3], "sts") != 0 && strcmp(f[3], "none") != 0 && strcmp(f[3], "tlsa") != 0)
+	if (!parts_valid((const char *const *)f + 2, &res))
 		return -1;
-	if (strcmp(f[3], "tlsa") == 0 && (strcmp(f[4], "-") != 0 || strcmp(f[5], "-") != 0))
-		return -1;
-	if (smtp_tls_result_parse(f[8], &res) != 0)
-		return -1;
-	if (strcmp(f[4], "-") != 0) {
-		enum sts_policy_mode m;
-
-		if (sts_policy_mode_parse(f[4], &m) != 0 || !all_digits(f[5]) ||
-		    strcmp(f[3], "sts") != 0)
-			return -1;
-	}
 	/* key: domain, ptype, mode, max_age, mx, phash, result[, sip, mxhost, mxip, reason] */
 	{
 		const char *parts[K_COUNT] = { f[2], f[3], f[4],  f[5],  f[6], f[7],
@@ -233,7 +242,7 @@ static int take_line(struct tlsrpt_day *d, char *line, size_t len)
 		}
 		key[o] = '\0';
 	}
-	return tab_add(d, key) == 0 ? 0 : -2;
+	return tab_add(d, key, 1) == 0 ? 0 : -2;
 }
 
 /* Feeds a buffer of lines; a last line without '\n' is torn and skipped. */
@@ -423,6 +432,16 @@ static char *read_ptext(const char *dir, const char *hash, size_t *len)
 	buf[have] = '\0';
 	*len = have;
 	return buf;
+}
+
+char *tlsrpt_policy_text_read(const char *spool_dir, const char *day, const char *hash, size_t *len)
+{
+	char dir[1300];
+
+	if (!is_hash(hash))
+		return NULL;
+	snprintf(dir, sizeof(dir), "%s/tlsrpt/%s", spool_dir, day);
+	return read_ptext(dir, hash, len);
 }
 
 /* The day's policy texts named by its groups (each read once). */
@@ -904,4 +923,130 @@ fail:
 	json_decref(rep);
 	json_decref(policies);
 	return NULL;
+}
+
+/* ---- groups, for the fleet ---- */
+
+size_t tlsrpt_day_ngroups(const struct tlsrpt_day *d)
+{
+	return d->sorted != NULL ? d->n : 0;
+}
+
+const char *tlsrpt_day_group(const struct tlsrpt_day *d, size_t i, uint64_t *count)
+{
+	if (d->sorted == NULL || i >= d->n)
+		return NULL;
+	if (count != NULL)
+		*count = d->sorted[i].count;
+	return d->sorted[i].key;
+}
+
+int tlsrpt_group_domain(const char *key, char *out, size_t len)
+{
+	size_t n = strcspn(key, "\x1f");
+
+	if (n == 0 || n >= len)
+		return -1;
+	memcpy(out, key, n);
+	out[n] = '\0';
+	return 0;
+}
+
+int tlsrpt_group_policy_hash(const char *key, char out[TLSRPT_POLICY_HASH_LEN + 1])
+{
+	char h[TLSRPT_POLICY_HASH_LEN + 8];
+
+	key_part(key, K_PHASH, h, sizeof(h));
+	if (!is_hash(h))
+		return -1;
+	memcpy(out, h, TLSRPT_POLICY_HASH_LEN + 1);
+	return 0;
+}
+
+/* A key as take_line() builds it: the parts of a success (up to the
+ * result) or of a failure (all), each printable, in their formats. */
+static bool group_valid(const char *key)
+{
+	const char *q[K_COUNT] = { NULL };
+	enum smtp_tls_result res;
+	char *copy;
+	size_t np, i;
+	bool ok = false;
+
+	if (strlen(key) > LINE_MAX_LEN)
+		return false;
+	copy = strdup(key);
+	if (copy == NULL)
+		return false;
+	np = split_key(copy, q);
+	if ((np != K_SIP && np != K_COUNT) || strchr(q[np - 1], SEP) != NULL)
+		goto out;
+	for (i = 0; i < np; i++)
+		if (!field_ok(q[i]))
+			goto out;
+	if (!parts_valid(q, &res) || (res == SMTP_TLS_RESULT_SUCCESS) != (np == K_SIP))
+		goto out;
+	ok = true;
+out:
+	free(copy);
+	return ok;
+}
+
+int tlsrpt_day_from_groups(const char *day, const char *const *keys, const uint64_t *counts,
+			   size_t n, struct tlsrpt_day **out)
+{
+	struct tlsrpt_day *d = day_new(day);
+	size_t i;
+
+	*out = NULL;
+	if (d == NULL)
+		return -1;
+	for (i = 0; i < n; i++) {
+		if (!group_valid(keys[i])) {
+			d->bad++;
+			continue;
+		}
+		if (counts[i] == 0)
+			continue;
+		if (tab_add(d, keys[i], counts[i]) != 0)
+			goto fail;
+	}
+	if (finish(d) != 0)
+		goto fail;
+	*out = d;
+	return 0;
+fail:
+	tlsrpt_day_free(d);
+	return -1;
+}
+
+int tlsrpt_day_add_policy_text(struct tlsrpt_day *d, const char *hash, const char *text, size_t len)
+{
+	char check[TLSRPT_POLICY_HASH_LEN + 1];
+	struct ptext *nt;
+	char *copy;
+
+	if (len > STS_POLICY_BODY_MAX)
+		return -1;
+	tlsrpt_policy_hash(text, len, check);
+	if (strcmp(check, hash) != 0)
+		return -1;
+	if (ptext_find(d, hash) != NULL)
+		return 0;
+	copy = malloc(len + 1);
+	if (copy == NULL)
+		return -1;
+	memcpy(copy, text, len);
+	copy[len] = '\0';
+	nt = realloc(d->ptexts, (d->nptexts + 1) * sizeof(*nt));
+	if (nt == NULL) {
+		free(copy);
+		return -1;
+	}
+	d->ptexts = nt;
+	memcpy(nt[d->nptexts].hash, hash, TLSRPT_POLICY_HASH_LEN + 1);
+	nt[d->nptexts].text = copy;
+	nt[d->nptexts].len = len;
+	d->nptexts++;
+	return 0;
 }

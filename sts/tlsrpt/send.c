@@ -11,6 +11,7 @@
 
 #include "relay/core/clock.h"
 #include "relay/core/log.h"
+#include "relay/core/metrics.h"
 #include "sts/tlsrpt/tlsrpt.h"
 #include "sts/txt.h"
 
@@ -22,12 +23,13 @@ enum job_state {
 	J_NEXT_DOMAIN, /* pick the next domain (or finish) */
 	J_TXT_WAIT,    /* _smtp._tls lookup in flight */
 	J_NEXT_RUA,    /* deliver to the next rua of the domain */
+	J_CLAIM_WAIT,  /* the fleet's ledger is asked who sends this rua */
 	J_ADDR_WAIT,   /* A/AAAA of an https rua's host in flight */
 	J_POST_WAIT,   /* HTTPS POST in flight */
 	J_DONE,
 };
 
-static const char *const state_names[] = { "next-domain", "txt-wait",  "next-rua",
+static const char *const state_names[] = { "next-domain", "txt-wait",  "next-rua", "claim-wait",
 					   "addr-wait",   "post-wait", "done" };
 
 struct tlsrpt_job {
@@ -46,6 +48,9 @@ struct tlsrpt_job {
 	char rua_key[STS_TLSRPT_URI_MAX + 8]; /* "mailto:..." or the https URL */
 	char addrs[DNS_MAX_ADDRS][INET6_ADDRSTRLEN];
 	size_t naddrs;
+	const struct sts_tlsrpt_rua *rua; /* the current rua (in txt) */
+	void *claim;                      /* J_CLAIM_WAIT: the ledger's handle */
+	bool claimed;                     /* the fleet's ledger gave us this rua */
 	struct dns_query *q;
 	struct tlsrpt_job_result res;
 	tlsrpt_job_cb cb;
@@ -64,9 +69,15 @@ static void job_enter(struct tlsrpt_job *j, enum job_state st)
 	j->state = st;
 }
 
+/* The line of one rua's outcome, and its count in tlsrpt_reports_total
+ * (status: the line's word, sent, deferred or skipped). */
 static void log_rua(const struct tlsrpt_job *j, enum log_level lvl, const char *qid,
 		    const char *status, const char *reason)
 {
+	metrics_inc2(METRICS_TLSRPT_REPORTS,
+		     strncmp(j->rua_key, "mailto:", 7) == 0 ? METRICS_TRANSPORT_MAILTO
+							    : METRICS_TRANSPORT_HTTPS,
+		     status);
 	log_fields(lvl, qid, LF_STR("tlsrpt", j->domain), LF_STR("day", j->day),
 		   LF_STR("rua", j->rua_key), LF_STATUS(status, reason), LF_END);
 }
@@ -77,6 +88,24 @@ static void log_domain(const struct tlsrpt_job *j, enum log_level lvl, const cha
 {
 	log_fields(lvl, NULL, LF_STR("tlsrpt", j->domain), LF_STR("day", j->day),
 		   LF_STATUS(status, reason), LF_END);
+}
+
+/* A copy went out: this node's ledger (fdatasync'd), then the fleet's. */
+static void mark_sent(struct tlsrpt_job *j, const char *what)
+{
+	if (tlsrpt_sent_add(j->env.cfg->spool_dir, j->day, j->domain, j->rua_key) != 0)
+		log_error("tlsrpt: cannot record %s in the sent ledger: %s", what, strerror(errno));
+	if (j->claimed)
+		j->env.ledger->release(j->env.ledger->ctx, j->day, j->domain, j->rua_key, true);
+	j->claimed = false;
+}
+
+/* A copy did not go out: the fleet's claim is given back for a retry. */
+static void mark_failed(struct tlsrpt_job *j)
+{
+	if (j->claimed)
+		j->env.ledger->release(j->env.ledger->ctx, j->day, j->domain, j->rua_key, false);
+	j->claimed = false;
 }
 
 static void drop_report(struct tlsrpt_job *j)
@@ -258,9 +287,7 @@ static void on_posted(void *arg, const struct http_result *hr)
 	char status[300];
 
 	if (hr->status == HTTP_DONE && hr->code >= 200 && hr->code <= 299) {
-		if (tlsrpt_sent_add(j->env.cfg->spool_dir, j->day, j->domain, j->rua_key) != 0)
-			log_error("tlsrpt: cannot record the upload in the sent ledger: %s",
-				  strerror(errno));
+		mark_sent(j, "the upload");
 		snprintf(status, sizeof(status), "HTTP %ld", hr->code);
 		log_rua(j, LOG_LVL_INFO, NULL, "sent", status);
 		j->res.sent++;
@@ -273,6 +300,7 @@ static void on_posted(void *arg, const struct http_result *hr)
 			snprintf(status, sizeof(status), "%s: %s", http_status_name(hr->status),
 				 hr->error ? hr->error : "");
 		log_rua(j, LOG_LVL_WARNING, NULL, "deferred", status);
+		mark_failed(j);
 		j->res.failed++;
 	}
 	job_enter(j, J_NEXT_RUA);
@@ -300,6 +328,7 @@ static void start_post(struct tlsrpt_job *j)
 	job_enter(j, J_POST_WAIT);
 	if (http_request_start(j->env.http, &req, on_posted, j) != 0) {
 		log_rua(j, LOG_LVL_WARNING, NULL, "deferred", "cannot start the HTTPS request");
+		mark_failed(j);
 		j->res.failed++;
 		job_enter(j, J_NEXT_RUA);
 	}
@@ -330,6 +359,7 @@ static void on_addr(struct dns_addr_result *res, void *arg)
 		snprintf(status, sizeof(status), "no address for the https host: %s",
 			 dns_status_name(res->status));
 		log_rua(j, LOG_LVL_WARNING, NULL, "deferred", status);
+		mark_failed(j);
 		j->res.failed++;
 		dns_addr_result_free(res);
 		job_enter(j, J_NEXT_RUA);
@@ -341,19 +371,49 @@ static void on_addr(struct dns_addr_result *res, void *arg)
 	job_run(j);
 }
 
-/* Handles rua number j->ri; may leave the job waiting (ADDR/POST). */
+static void send_rua(struct tlsrpt_job *j);
+
+static void on_claim(void *arg, enum tlsrpt_claim c)
+{
+	struct tlsrpt_job *j = arg;
+
+	j->claim = NULL;
+	job_enter(j, J_NEXT_RUA);
+	switch (c) {
+	case TLSRPT_CLAIM_MINE:
+		j->claimed = true;
+		send_rua(j);
+		break;
+	case TLSRPT_CLAIM_SENT:
+		j->res.already++; /* by another node of the fleet */
+		break;
+	case TLSRPT_CLAIM_BUSY:
+		/* not a failure: that node sends it, or gives the claim back */
+		log_rua(j, LOG_LVL_INFO, NULL, "deferred",
+			"another node of the fleet is sending it");
+		j->res.elsewhere++;
+		break;
+	case TLSRPT_CLAIM_ERROR:
+		log_rua(j, LOG_LVL_WARNING, NULL, "deferred",
+			"the fleet's ledger (Redis) did not answer");
+		j->res.failed++;
+		break;
+	}
+	job_run(j);
+}
+
+/* Handles rua number j->ri: the ledgers, then the copy; may leave the job
+ * waiting (CLAIM/ADDR/POST). */
 static void next_rua(struct tlsrpt_job *j)
 {
 	const struct sts_tlsrpt_rua *rua;
-	char qid[QUEUE_ID_LEN + 1], host[256];
-	unsigned char bin[16];
 
 	if (j->cancelled || j->ri >= j->txt.nrua) {
 		drop_report(j);
 		job_enter(j, J_NEXT_DOMAIN);
 		return;
 	}
-	rua = &j->txt.rua[j->ri++];
+	rua = j->rua = &j->txt.rua[j->ri++];
 	snprintf(j->rua_key, sizeof(j->rua_key), "%s%s",
 		 rua->kind == STS_TLSRPT_MAILTO ? "mailto:" : "", rua->target);
 	if (tlsrpt_sent_contains(j->env.cfg->spool_dir, j->day, j->domain, j->rua_key)) {
@@ -371,8 +431,32 @@ static void next_rua(struct tlsrpt_job *j)
 		j->res.skipped++;
 		return;
 	}
+	if (j->env.ledger == NULL) {
+		send_rua(j);
+		return;
+	}
+	/* one node of the fleet sends each copy */
+	job_enter(j, J_CLAIM_WAIT);
+	if (j->env.ledger->claim(j->env.ledger->ctx, j->day, j->domain, j->rua_key, on_claim, j,
+				 &j->claim) != 0) {
+		j->claim = NULL;
+		job_enter(j, J_NEXT_RUA);
+		log_rua(j, LOG_LVL_WARNING, NULL, "deferred",
+			"the fleet's ledger (Redis) cannot be asked now");
+		j->res.failed++;
+	}
+}
+
+/* The copy for j->rua: report mail queued, or the HTTPS upload started. */
+static void send_rua(struct tlsrpt_job *j)
+{
+	const struct sts_tlsrpt_rua *rua = j->rua;
+	char qid[QUEUE_ID_LEN + 1], host[256];
+	unsigned char bin[16];
+
 	if (j->gz == NULL && make_report(j) != 0) {
 		log_rua(j, LOG_LVL_ERROR, NULL, "deferred", "cannot build the report");
+		mark_failed(j);
 		j->res.failed++;
 		return;
 	}
@@ -382,12 +466,11 @@ static void next_rua(struct tlsrpt_job *j)
 		if (enqueue_mail(j, rua->target, qid) != 0) {
 			log_rua(j, LOG_LVL_WARNING, NULL, "deferred",
 				"cannot queue the report mail");
+			mark_failed(j);
 			j->res.failed++;
 			return;
 		}
-		if (tlsrpt_sent_add(j->env.cfg->spool_dir, j->day, j->domain, j->rua_key) != 0)
-			log_error("tlsrpt: cannot record %s in the sent ledger: %s", qid,
-				  strerror(errno));
+		mark_sent(j, qid);
 		snprintf(status, sizeof(status), "queued as %s", qid);
 		log_rua(j, LOG_LVL_INFO, qid, "sent", status);
 		j->res.sent++;
@@ -397,6 +480,7 @@ static void next_rua(struct tlsrpt_job *j)
 	}
 	if (url_host(j->rua_key, host, sizeof(host)) != 0) {
 		log_rua(j, LOG_LVL_WARNING, NULL, "skipped", "bad https URL");
+		mark_failed(j);
 		return;
 	}
 	if (inet_pton(AF_INET, host, bin) == 1 || inet_pton(AF_INET6, host, bin) == 1) {
@@ -408,6 +492,7 @@ static void next_rua(struct tlsrpt_job *j)
 	job_enter(j, J_ADDR_WAIT);
 	if (dns_lookup_addr(j->env.dns, host, on_addr, j, &j->q) != 0) {
 		log_rua(j, LOG_LVL_WARNING, NULL, "deferred", "cannot start the address lookup");
+		mark_failed(j);
 		j->res.failed++;
 		job_enter(j, J_NEXT_RUA);
 	}
@@ -455,6 +540,7 @@ static void job_run(struct tlsrpt_job *j)
 			next_rua(j);
 			break;
 		case J_TXT_WAIT:
+		case J_CLAIM_WAIT:
 		case J_ADDR_WAIT:
 		case J_POST_WAIT:
 			return;
@@ -478,17 +564,19 @@ int tlsrpt_job_start(const struct tlsrpt_job_env *env, const char *day, tlsrpt_j
 
 	if (out != NULL)
 		*out = NULL;
-	if (j == NULL)
-		return -1;
-	j->env = *env;
-	j->cb = cb;
-	j->arg = arg;
-	if (tlsrpt_day_parse(day, &j->day_start) != 0) {
+	if (j == NULL || tlsrpt_day_parse(day, &j->day_start) != 0) {
+		tlsrpt_day_free(env->data); /* taken over, also on failure */
 		free(j);
 		return -1;
 	}
+	j->env = *env;
+	j->cb = cb;
+	j->arg = arg;
 	memcpy(j->day, day, sizeof(j->day));
-	if (tlsrpt_day_load(env->cfg->spool_dir, day, &j->data, err, sizeof(err)) != 0) {
+	j->env.data = NULL; /* the job's from here: j->data */
+	if (env->data != NULL) {
+		j->data = env->data;
+	} else if (tlsrpt_day_load(env->cfg->spool_dir, day, &j->data, err, sizeof(err)) != 0) {
 		log_error("tlsrpt %s: %s", day, err);
 		free(j);
 		return -1;
@@ -514,7 +602,14 @@ void tlsrpt_job_cancel(struct tlsrpt_job *j)
 	if (j == NULL || j->cancelled)
 		return;
 	j->cancelled = true;
-	if (j->state == J_TXT_WAIT || j->state == J_ADDR_WAIT) {
+	if (j->state == J_CLAIM_WAIT) {
+		/* the callback will not run: continue from here, on the loop */
+		j->env.ledger->cancel(j->env.ledger->ctx, j->claim);
+		j->claim = NULL;
+		job_enter(j, J_NEXT_RUA);
+		j->txt.nrua = 0;
+		uv_timer_start(&j->kick, on_kick, 0, 0);
+	} else if (j->state == J_TXT_WAIT || j->state == J_ADDR_WAIT) {
 		/* the callback will not run: continue from here, on the loop */
 		dns_cancel(j->q);
 		j->q = NULL;

@@ -11,6 +11,27 @@
 #include "sts/tlsrpt/dkim.h"
 #include "relay/net/http.h"
 
+/* The fleet's ledger (sts/tlsrpt/fleet.h): which node sends a (day,
+ * domain, rua). claim answers MINE (this node sends it now; release says
+ * how it went), SENT (a node sent it), BUSY (another node is sending it:
+ * try later) or ERROR (the ledger cannot be asked: try later). Contract as
+ * elsewhere: claim returns 0 and calls cb exactly once, from the loop,
+ * never before returning (unless cancelled), or -1 (cannot ask) and never
+ * calls it. */
+enum tlsrpt_claim { TLSRPT_CLAIM_MINE, TLSRPT_CLAIM_SENT, TLSRPT_CLAIM_BUSY, TLSRPT_CLAIM_ERROR };
+
+typedef void (*tlsrpt_claim_cb)(void *arg, enum tlsrpt_claim c);
+
+struct tlsrpt_ledger {
+	void *ctx;
+	int (*claim)(void *ctx, const char *day, const char *domain, const char *rua,
+		     tlsrpt_claim_cb cb, void *arg, void **handle);
+	void (*cancel)(void *ctx, void *handle);
+	/* After MINE: sent (recorded for the fleet) or not (the claim is
+	 * dropped so a retry, here or on another node, may send it). */
+	void (*release)(void *ctx, const char *day, const char *domain, const char *rua, bool sent);
+};
+
 /* Everything a job uses; all owned by the caller and alive until the job's
  * callback has run. */
 struct tlsrpt_job_env {
@@ -24,6 +45,13 @@ struct tlsrpt_job_env {
 	 * hands it to its scheduler); may be NULL. */
 	void (*enqueued)(void *arg, const char *queue_id);
 	void *enqueued_arg;
+	/* A fleet: the day's data summed over every node (the job takes it
+	 * over and frees it, also when tlsrpt_job_start fails; NULL: read
+	 * this node's spool), and the fleet's
+	 * ledger, asked after this node's own before each copy (NULL: this
+	 * node's ledger alone). */
+	struct tlsrpt_day *data;
+	const struct tlsrpt_ledger *ledger;
 };
 
 struct tlsrpt_job_result {
@@ -33,6 +61,7 @@ struct tlsrpt_job_result {
 	unsigned already;   /* rua copies the ledger says were sent before */
 	unsigned failed;    /* rua copies (or lookups) that failed: retry later */
 	unsigned skipped;   /* mailto: copies not made: no DKIM key (RFC 8460 §3) */
+	unsigned elsewhere; /* a fleet: copies another node is sending now (look again) */
 	bool cancelled;
 };
 

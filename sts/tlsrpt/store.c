@@ -19,6 +19,7 @@
 #include "relay/core/clock.h"
 #include "relay/core/fs.h"
 #include "relay/core/log.h"
+#include "relay/core/metrics.h"
 
 /* Crash behaviour (also in the README): a session line reaches the kernel
  * with one write() before tlsrpt_record() returns, so killing the process
@@ -474,6 +475,7 @@ int tlsrpt_record(struct tlsrpt_store *st, const struct tlsrpt_session *s)
 		return -1;
 	}
 	st->dirty = true;
+	metrics_inc(METRICS_TLS_SESSIONS, smtp_tls_result_name(s->result));
 	return 0;
 }
 

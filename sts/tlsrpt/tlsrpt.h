@@ -73,6 +73,11 @@ struct tlsrpt_store;
  * TLSA records of a tlsa session are stored the same way. */
 #define TLSRPT_POLICY_HASH_LEN 16
 void tlsrpt_policy_hash(const char *text, size_t len, char out[TLSRPT_POLICY_HASH_LEN + 1]);
+/* The day's stored text of that hash (malloc'd, NUL-terminated, *len set),
+ * or NULL when missing, unreadable or not matching its hash (blocking
+ * reads: commands and the thread pool). */
+char *tlsrpt_policy_text_read(const char *spool_dir, const char *day, const char *hash,
+			      size_t *len);
 
 /* Opens the recorder for spool_dir (creates spool_dir/tlsrpt if needed).
  * With a loop, a 1 s timer batches fdatasync; without one (commands,
@@ -113,6 +118,29 @@ size_t tlsrpt_day_ndomains(const struct tlsrpt_day *d);
 const char *tlsrpt_day_domain(const struct tlsrpt_day *d, size_t i);
 /* Lines skipped as torn or corrupt (CRC mismatch, bad fields). */
 size_t tlsrpt_day_bad_lines(const struct tlsrpt_day *d);
+
+/* ---- a day's groups, for the fleet (sts/tlsrpt/fleet.c) ----
+ * A group is one distinct (policy domain, policy, result type, sending IP,
+ * MX host, MX IP, reason) with its session count; the report counts groups.
+ * Its key is a printable string (parts joined by 0x1f) stable across
+ * restarts and nodes of the same version, so several nodes' counts of a
+ * group can be summed under its key elsewhere (Redis) and turned back into
+ * a day. Keys are valid while d lives. */
+size_t tlsrpt_day_ngroups(const struct tlsrpt_day *d);
+const char *tlsrpt_day_group(const struct tlsrpt_day *d, size_t i, uint64_t *count);
+/* The policy domain of a group key into out; 0 or -1. */
+int tlsrpt_group_domain(const char *key, char *out, size_t len);
+/* The hash of the policy text a group names (policy-HASH); -1 if none. */
+int tlsrpt_group_policy_hash(const char *key, char out[TLSRPT_POLICY_HASH_LEN + 1]);
+/* A day from (key, count) pairs summed elsewhere: a key given twice adds
+ * up; a key that is not a valid group is skipped and counted in
+ * tlsrpt_day_bad_lines. 0 or -1 (bad day, no memory). */
+int tlsrpt_day_from_groups(const char *day, const char *const *keys, const uint64_t *counts,
+			   size_t n, struct tlsrpt_day **out);
+/* Gives the day the text of a policy its groups name by hash (for the
+ * policy-string); refused (-1) when the text does not have that hash. */
+int tlsrpt_day_add_policy_text(struct tlsrpt_day *d, const char *hash, const char *text,
+			       size_t len);
 
 struct tlsrpt_meta {
 	const char *org_name; /* organization-name (tlsrpt_org_name) */

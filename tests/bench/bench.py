@@ -26,7 +26,11 @@ from world.ca import TestCA  # noqa: E402
 from world.dns import UnboundDNS  # noqa: E402
 from world.https import Policy, PolicyHost, policy_text  # noqa: E402
 from world.postfix import PostfixMX  # noqa: E402
+from world.redis import RedisServer  # noqa: E402
 from world.util import free_port, read_text  # noqa: E402
+
+import threading  # noqa: E402
+import urllib.request  # noqa: E402
 
 import load  # noqa: E402
 from peers import (MtaStsResolver, PeakSampler, PostfixSender, StsRelay,  # noqa: E402
@@ -725,6 +729,119 @@ class Bench:
                                  "(stsrelay: engine + TXT query to Unbound)" % conc,
                                  out["sts dns c%d" % conc], out["pf c%d" % conc]))
 
+    # ---- 7: a fleet: policies from Redis, the cost of metrics_listen ------
+    def fleet_phase(self):
+        """Policy decisions/s of a new fleet node (cold local cache, warm
+        Redis: each decision a new domain answered from Redis) next to the
+        same domains from its local cache; and the accept rate with
+        metrics_listen on (scraped every second) and off."""
+        b = self.args.bench_sts
+        rs = RedisServer(self.d("redis")).start()
+        self.stops.append(rs.stop)
+        count = self.n(20000, minimum=1000)
+        for conc in (1, 10):
+            red = loc = "n/a: bench_sts not built"
+            if b and os.path.exists(b):
+                try:
+                    p = subprocess.run([b, "fleet", DOMAIN, MX_HOST, str(count), str(conc),
+                                        self.ca.ca_file, "443", rs.url], capture_output=True,
+                                       timeout=300)
+                    j = json.loads(p.stdout.decode().strip().splitlines()[-1])
+                except (subprocess.TimeoutExpired, ValueError, IndexError) as e:
+                    j = {"first_bad": str(e)}
+                    p = None
+                self.raw["policy fleet c%d" % conc] = j
+                if p is not None and p.returncode == 0:
+                    red, loc = j["per_sec"], j["local_per_sec"]
+                else:
+                    red = loc = "failed: %s" % j.get("first_bad", "")
+                log("policy fleet c%d: Redis %s, local %s" % (conc, red, loc))
+            self.rows.append(Row("policy decisions/s, %d in flight, each a new domain from the "
+                                 "fleet's Redis cache (cold local cache, TXT in-process)" % conc,
+                                 red, "-", ratio="-"))
+            self.rows.append(Row("policy decisions/s, %d in flight, the same domains from the "
+                                 "local cache" % conc, loc, "-", ratio="-"))
+        self.notes.append("fleet rows: bench_sts fleet; the policy is fetched once from the "
+                          "policy host, stored in a private redis-server under %d domain "
+                          "names as a node that fetched it would, then a new engine decides "
+                          "each name (every decision checked: enforce, MX matched, counted "
+                          "as a fleet-cache hit); Postfix has no fleet-shared cache here "
+                          "(postfix-mta-sts-resolver can use Redis, not set up)" % count)
+
+        # metrics_listen on vs off: accept only, 1 KB, 10 sessions
+        sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sink.bind(("127.0.0.1", 0))
+        conf = self.relay_conf()
+        conf["dns_servers"] = "127.0.0.1:%d" % sink.getsockname()[1]
+        conf["retry_schedule"] = "1h"
+        mport = free_port()
+        on = StsRelay(self.args.bin, self.d("metrics-on"), metrics_listen="127.0.0.1:%d" % mport,
+                      **conf).start()
+        off = StsRelay(self.args.bin, self.d("metrics-off"), **conf).start()
+        stop = threading.Event()
+        scrapes = []
+
+        def scraper():
+            while not stop.wait(1.0):
+                try:
+                    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport,
+                                                timeout=5) as r:
+                        scrapes.append(len(r.read()))
+                except OSError as e:
+                    scrapes.append(str(e))
+        t = threading.Thread(target=scraper, daemon=True)
+        t.start()
+        rates = {"on": [], "off": []}
+        cpu = {"on": [0.0, 0], "off": [0.0, 0]}   # daemon CPU seconds, messages
+        try:
+            sessions, n = 10, self.n(3000, minimum=100)
+            for rep in range(self.args.reps):
+                order = (("on", on), ("off", off)) if rep % 2 == 0 else \
+                    (("off", off), ("on", on))
+                for name, sysm in order:
+                    q0 = sysm.queued()
+                    c0 = tree_cpu_seconds(sysm.pid)
+                    secs, rc, err = load.smtp_source(sysm.port, sessions, n, 1024, ACCEPT_RCPT,
+                                                     timeout=120)
+                    cpu[name][0] += tree_cpu_seconds(sysm.pid) - c0
+                    got = sysm.queued() - q0
+                    cpu[name][1] += got
+                    rates[name].append(n / secs if rc == 0 and got == n else
+                                       "failed (rc=%s, %d/%d queued)" % (rc, got, n))
+                    log("metrics %-3s 1024 B x%d %d msgs: %.2fs rc=%s" % (name, sessions, n,
+                                                                          secs, rc))
+        finally:
+            stop.set()
+            t.join(10)
+            for sysm in (on, off):   # deliveries hang in DNS by design
+                sysm.proc.kill()
+                sysm.proc.wait(10)
+                sysm.proc = None
+            sink.close()
+        self.raw["accept metrics on/off"] = dict(rates, scrapes=len(scrapes),
+                                                 scrape_errors=[x for x in scrapes
+                                                                if isinstance(x, str)][:3])
+        r_on, r_off = median_or_failure(rates["on"]), median_or_failure(rates["off"])
+        self.rows.append(Row("accept only, 1 KB, 10 sessions, metrics_listen on, scraped "
+                             "every second (msg/s)", r_on, "-", ratio="-"))
+        self.rows.append(Row("accept only, 1 KB, 10 sessions, metrics_listen off (msg/s)",
+                             r_off, "-", ratio="-"))
+        if isinstance(r_on, (int, float)) and isinstance(r_off, (int, float)):
+            self.rows.append(Row("metrics_listen cost on the accept rate (%, lower is better; "
+                                 "target < 3)", (r_off - r_on) / r_off * 100, "-", ratio="-",
+                                 better="lower"))
+        # CPU per message is steadier than a disk-bound rate on a shared machine
+        per = {k: (v[0] / v[1] * 1e6 if v[1] else "n/a") for k, v in cpu.items()}
+        self.raw["accept metrics on/off"]["cpu_us_per_msg"] = per
+        self.rows.append(Row("daemon CPU per accepted 1 KB message, metrics_listen on / off "
+                             "(us, lower is better)",
+                             "%s / %s" % tuple(fmt_rate(per[k]) for k in ("on", "off")), "-",
+                             ratio="-", better="lower"))
+        self.spread.append("| accept only, 1 KB, 10 sessions, metrics on | %s | - |" %
+                           ", ".join(fmt_rate(x) for x in rates["on"]))
+        self.spread.append("| accept only, 1 KB, 10 sessions, metrics off | %s | - |" %
+                           ", ".join(fmt_rate(x) for x in rates["off"]))
+
     # ---- 5: a large deferred queue: memory, restart, due messages --------
     def _greeting_after(self, port, t0, timeout=600):
         """Seconds from t0 until port answers with a 220 greeting (polled
@@ -1040,7 +1157,7 @@ def main():
     ap.add_argument("--accept-budget", type=int, default=420,
                     help="no new accept repetition after this many seconds")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
-    ap.add_argument("--only", default="probe,accept,relay,idle,policy,queue,sched")
+    ap.add_argument("--only", default="probe,accept,relay,idle,policy,queue,sched,fleet")
     args = ap.parse_args()
     # `timeout` or Ctrl-C: unwind through the finally blocks (teardown)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -1083,6 +1200,8 @@ def main():
             b.queue_phase()
         if "sched" in phases:
             b.sched_phase()
+        if "fleet" in phases:
+            b.fleet_phase()
     except Exception:
         rc = 1
         b.notes.append("RUN ABORTED: %s" % traceback.format_exc().strip().splitlines()[-1])

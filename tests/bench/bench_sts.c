@@ -14,11 +14,16 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "relay/core/clock.h"
 #include "relay/core/config.h"
+#include "relay/core/metrics.h"
 #include "relay/net/dns.h"
+#include "relay/net/redis.h"
 #include "relay/core/log.h"
+#include "sts/cache.h"
 #include "sts/dns.h"
 #include "sts/engine.h"
+#include "sts/fleet.h"
 #include "sts/mx_match.h"
 
 /*
@@ -28,6 +33,13 @@
  * decision delivery acts on). The TXT lookup of every decision goes either
  * to a real DNS server (--dns, the daemon's path) or to an in-process
  * answer (engine cost alone, no DNS round trip).
+ *
+ * fleet mode: the engine of a new node whose local cache is cold and whose
+ * fleet's Redis cache is warm: `count` distinct domains (fN.DOMAIN), each a
+ * first decision answered from Redis (one round trip, no HTTPS fetch;
+ * checked by the engine's fleet-hit counter), then the same domains again
+ * from the local cache it filled. Redis gets the copies first: the policy
+ * of DOMAIN, fetched once from the real policy host, stored under each name.
  *
  * socketmap mode: `conc` persistent connections, one query outstanding on
  * each (what Postfix does), `count` queries in all; each reply must start
@@ -152,6 +164,9 @@ struct engine_bench {
 	int conc;
 	char first_bad[256];
 	bool warm;
+	char (*names)[STS_DOMAIN_MAX + 1]; /* fleet mode: lookup i is names[i] */
+	struct sts_verdict *kept;          /* fleet mode: the warm-up's verdict */
+	bool keep;
 };
 
 static void start_more(struct engine_bench *b);
@@ -170,7 +185,10 @@ static void on_verdict(void *arg, struct sts_verdict *v)
 			 sts_decision_name(v->decision), sts_source_name(v->source),
 			 v->error_type != SMTP_TLS_RESULT_SUCCESS ? smtp_tls_result_name(v->error_type) : "-", v->error_detail);
 	b->done++;
-	sts_verdict_free(v);
+	if (b->keep && ok && b->kept == NULL)
+		b->kept = v;
+	else
+		sts_verdict_free(v);
 	if (b->warm)
 		start_more(b);
 	/* c-ares and curl may keep handles open: stop the loop ourselves */
@@ -189,8 +207,10 @@ static void on_deadline(uv_timer_t *t)
 static void start_more(struct engine_bench *b)
 {
 	while (b->started < b->count && b->started - b->done < b->conc) {
+		const char *d = b->names != NULL ? b->names[b->started] : b->domain;
+
 		b->started++;
-		if (sts_engine_lookup(b->e, b->domain, on_verdict, b, NULL) != 0) {
+		if (sts_engine_lookup(b->e, d, on_verdict, b, NULL) != 0) {
 			snprintf(b->first_bad, sizeof(b->first_bad), "sts_engine_lookup failed");
 			b->done++;
 		}
@@ -294,6 +314,224 @@ out:
 	if (uv_loop_close(&loop) != 0)
 		fprintf(stderr, "warning: loop not empty at exit\n");
 	return rc;
+}
+
+/* ---- fleet mode ---- */
+
+struct redis_wait {
+	uv_loop_t *loop;
+	bool up, failed;
+	long pending;
+};
+
+static void on_redis_state(void *arg, bool up)
+{
+	struct redis_wait *w = arg;
+
+	w->up = up;
+	if (up)
+		uv_stop(w->loop);
+}
+
+static void on_set(void *arg, const redisReply *rp)
+{
+	struct redis_wait *w = arg;
+
+	if (rp == NULL || rp->type == REDIS_REPLY_ERROR)
+		w->failed = true;
+	if (--w->pending == 0)
+		uv_stop(w->loop);
+}
+
+/* One timed pass of count lookups (names or b->domain) with conc in flight. */
+static double timed_pass(struct engine_bench *b, uv_loop_t *loop, uv_timer_t *deadline,
+			 long count)
+{
+	double t0;
+
+	memset(b->first_bad, 0, sizeof(b->first_bad));
+	b->warm = true;
+	b->count = count;
+	b->started = b->done = b->good = 0;
+	uv_timer_start(deadline, on_deadline, 120000, 0);
+	t0 = now_s();
+	start_more(b);
+	uv_run(loop, UV_RUN_DEFAULT);
+	uv_timer_stop(deadline);
+	return now_s() - t0;
+}
+
+/* Stores the warm-up's policy in Redis under every name, as a fleet node
+ * that fetched it would (sts/fleet.h's key and sts/cache.h's format). */
+static int seed_redis(uv_loop_t *loop, struct redis *redis, struct redis_wait *w,
+		      const struct sts_verdict *v, char (*names)[STS_DOMAIN_MAX + 1], long n)
+{
+	struct sts_cache_entry e;
+	long i;
+
+	for (i = 0; i < n && !w->failed; i++) {
+		char k[STS_DOMAIN_MAX + 64], ttl[24], *buf = NULL;
+		const char *argv[5] = { "SET", k, NULL, "EX", ttl };
+		size_t lens[5], len = 0;
+		int rc;
+
+		memset(&e, 0, sizeof(e));
+		snprintf(e.domain, sizeof(e.domain), "%s", names[i]);
+		snprintf(e.id, sizeof(e.id), "%s", v->id);
+		e.has_policy = true;
+		e.fetched_at = v->fetched_at;
+		e.expires_at = v->expires_at;
+		e.text = v->policy_text;
+		e.text_len = v->policy_text_len;
+		if (sts_cache_format(&e, &buf, &len) != 0)
+			return -1;
+		snprintf(k, sizeof(k), STS_FLEET_PREFIX "sts:policy:%s", names[i]);
+		snprintf(ttl, sizeof(ttl), "%lld", (long long)(v->expires_at - clock_now()));
+		argv[2] = buf;
+		lens[0] = 3;
+		lens[1] = strlen(k);
+		lens[2] = len;
+		lens[3] = 2;
+		lens[4] = strlen(ttl);
+		rc = redis_command(redis, on_set, w, NULL, 5, argv, lens);
+		free(buf);
+		if (rc != 0)
+			return -1;
+		w->pending++;
+		/* in batches: each reply must come within the client's timeout */
+		if (w->pending >= 1000)
+			uv_run(loop, UV_RUN_DEFAULT);
+	}
+	if (w->pending > 0)
+		uv_run(loop, UV_RUN_DEFAULT);
+	return w->failed || w->pending != 0 ? -1 : 0;
+}
+
+static int run_fleet(const char *domain, const char *mx, const char *ca_file, int https_port,
+		     const char *redis_url, long count, int conc)
+{
+	static struct config_redis url;
+	uv_loop_t loop;
+	struct fake_res fr;
+	struct sts_resolver res;
+	struct sts_engine_config ec = { .cache_dir = NULL, .persist = false, .load = false,
+					.refresh = false, .ca_file = ca_file,
+					.https_port = (uint16_t)https_port,
+					.fetch_timeout_ms = 10000 };
+	struct redis_wait w = { 0 };
+	struct redis_config rc = { .url = &url, .on_state = on_redis_state, .arg = &w };
+	struct redis *redis = NULL;
+	struct sts_fleet *fleet = NULL;
+	struct sts_engine *first = NULL;
+	struct engine_bench b;
+	uv_timer_t deadline;
+	char err[256];
+	char (*names)[STS_DOMAIN_MAX + 1] = NULL;
+	double fleet_s = 0, local_s = 0;
+	long i, hits = 0, local_good = 0;
+	int rcode = 1;
+
+	memset(&b, 0, sizeof(b));
+	memset(&fr, 0, sizeof(fr));
+	if (config_parse_redis_url(redis_url, &url, err, sizeof(err)) != 0) {
+		fprintf(stderr, "bad redis URL %s: %s\n", redis_url, err);
+		return 2;
+	}
+	names = calloc((size_t)count, sizeof(*names));
+	if (names == NULL || uv_loop_init(&loop) != 0) {
+		free(names);
+		return 1;
+	}
+	for (i = 0; i < count; i++)
+		snprintf(names[i], sizeof(names[i]), "f%ld.%s", i, domain);
+	b.loop = w.loop = &loop;
+	b.domain = domain;
+	b.mx = mx;
+	b.conc = conc;
+	uv_timer_init(&loop, &deadline);
+	deadline.data = &b;
+	uv_unref((uv_handle_t *)&deadline);
+	uv_idle_init(&loop, &fr.idle);
+	fr.idle.data = &fr;
+	fr.addr = "127.0.0.1";
+	res.ctx = &fr;
+	res.lookup_txt = fake_txt;
+	res.lookup_addr = fake_addr;
+	res.cancel = fake_cancel;
+	if (redis_new(&loop, &rc, &redis) != 0)
+		goto out;
+	/* the connection comes from the loop; the deadline keeps it running */
+	uv_ref((uv_handle_t *)&deadline);
+	uv_timer_start(&deadline, on_deadline, 10000, 0);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	uv_timer_stop(&deadline);
+	uv_unref((uv_handle_t *)&deadline);
+	if (!w.up) {
+		fprintf(stderr, "no connection to Redis at %s\n", redis_url);
+		goto out;
+	}
+	if (sts_fleet_new(&loop, redis, "bench", 10000, &fleet) != 0)
+		goto out;
+	ec.shared = sts_fleet_shared(fleet);
+
+	/* the one real fetch, by a first engine (node) */
+	if (sts_engine_new(&loop, &ec, &res, &first) != 0)
+		goto out;
+	b.e = first;
+	b.count = 1;
+	b.keep = true;
+	uv_timer_start(&deadline, on_deadline, 30000, 0);
+	start_more(&b);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	if (b.kept == NULL) {
+		fprintf(stderr, "warm-up lookup failed: %s\n", b.first_bad);
+		goto out;
+	}
+	if (seed_redis(&loop, redis, &w, b.kept, names, count) != 0) {
+		fprintf(stderr, "cannot store the policies in Redis\n");
+		goto out;
+	}
+
+	/* a new node: cold local cache, warm fleet */
+	if (sts_engine_new(&loop, &ec, &res, &b.e) != 0)
+		goto out;
+	b.names = names;
+	hits = (long)metrics_value(METRICS_FLEET_POLICIES, "hit", NULL);
+	fleet_s = timed_pass(&b, &loop, &deadline, count);
+	hits = (long)metrics_value(METRICS_FLEET_POLICIES, "hit", NULL) - hits;
+	if (b.good != count || hits != count) {
+		if (b.first_bad[0] == '\0')
+			snprintf(b.first_bad, sizeof(b.first_bad), "%ld of %ld from the fleet",
+				 hits, count);
+		goto report;
+	}
+	/* the same domains again: now from its local cache */
+	local_s = timed_pass(&b, &loop, &deadline, count);
+	local_good = b.good;
+report:
+	printf("{\"mode\": \"fleet\", \"count\": %ld, \"good\": %ld, \"fleet_hits\": %ld, "
+	       "\"concurrency\": %d, \"seconds\": %.6f, \"per_sec\": %.1f, "
+	       "\"local_seconds\": %.6f, \"local_per_sec\": %.1f, \"first_bad\": ",
+	       count, b.good, hits, conc, fleet_s, fleet_s > 0 ? (double)count / fleet_s : 0,
+	       local_s, local_s > 0 ? (double)count / local_s : 0);
+	print_json_str(b.first_bad);
+	printf("}\n");
+	rcode = hits == count && local_good == count ? 0 : 1;
+out:
+	if (b.kept != NULL)
+		sts_verdict_free(b.kept);
+	if (b.e != first)
+		sts_engine_free(b.e);
+	sts_engine_free(first);
+	sts_fleet_free(fleet);
+	redis_free(redis);
+	uv_close((uv_handle_t *)&fr.idle, NULL);
+	uv_close((uv_handle_t *)&deadline, NULL);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	if (uv_loop_close(&loop) != 0)
+		fprintf(stderr, "warning: loop not empty at exit\n");
+	free(names);
+	return rcode;
 }
 
 /* ---- socketmap mode ---- */
@@ -428,6 +666,7 @@ static void usage(void)
 {
 	fprintf(stderr,
 		"usage: bench_sts engine DOMAIN MX_HOST COUNT CONC CA_FILE HTTPS_PORT [DNS_IP:PORT]\n"
+		"       bench_sts fleet DOMAIN MX_HOST COUNT CONC CA_FILE HTTPS_PORT REDIS_URL\n"
 		"       bench_sts socketmap IP PORT MAP DOMAIN COUNT CONC\n");
 }
 
@@ -444,6 +683,13 @@ int main(int argc, char **argv)
 			return 2;
 		return run_engine(argv[2], argv[3], argc >= 9 ? argv[8] : NULL, argv[6],
 				  atoi(argv[7]), count, conc);
+	}
+	if (argc == 9 && strcmp(argv[1], "fleet") == 0) {
+		count = strtol(argv[4], NULL, 10);
+		conc = atoi(argv[5]);
+		if (count < 1 || count > 1000000 || conc < 1 || conc > MAX_CONC)
+			return 2;
+		return run_fleet(argv[2], argv[3], argv[6], atoi(argv[7]), argv[8], count, conc);
 	}
 	if (argc == 8 && strcmp(argv[1], "socketmap") == 0) {
 		count = strtol(argv[6], NULL, 10);

@@ -282,7 +282,7 @@ def test_deb_install_use_purge(world, world_ca):
         assert f in fields, fields
     depends = re.search(r"^Depends: (.*)$", fields, re.M).group(1)
     for lib in ("libc6", "libuv1", "libc-ares2", "libcurl4", "libssl3", "libjansson4",
-                "zlib1g", "libsystemd0", "libcrypt1"):
+                "zlib1g", "libsystemd0", "libcrypt1", "libhiredis0.14", "libmicrohttpd12"):
         assert re.search(r"(^|, )%s( \(|,|$)" % re.escape(lib), depends), depends
 
     # The world: a Postfix MX for pkg.test on the real machine, same network.

@@ -5,6 +5,7 @@ from .dns import UnboundDNS, txt_rdata
 from .fakemx import FakeMX, Script
 from .https import PolicyHost, policy_text
 from .postfix import PostfixMX
+from .redis import RedisServer
 from .relay import Relay, format_config, relay_bin, sample_message
 from .util import WorldError, free_ip, free_port, wait_port, wait_until
 
@@ -19,6 +20,6 @@ def __getattr__(name):
 
 
 __all__ = ["KINDS", "Leaf", "TestCA", "UnboundDNS", "txt_rdata", "FakeMX", "Script",
-           "PolicyHost", "policy_text", "PostfixMX", "Relay", "format_config",
+           "PolicyHost", "policy_text", "PostfixMX", "RedisServer", "Relay", "format_config",
            "relay_bin", "sample_message", "WorldError", "free_ip", "free_port",
            "wait_port", "wait_until", "World"]

@@ -13,6 +13,7 @@ from .dnssec import SignedZone
 from .fakemx import FakeMX
 from .https import PolicyHost, policy_text
 from .postfix import PostfixMX
+from .redis import RedisServer
 from .relay import Relay
 from .util import free_ip, free_port, make_dir
 
@@ -125,6 +126,12 @@ class World:
         return m.start()
 
     # --- the relay -----------------------------------------------------
+    def redis(self):
+        """Start a redis-server of its own (a fleet's shared store)."""
+        rs = RedisServer(self._subdir("redis"))
+        self._stoppers.append(rs.stop)
+        return rs.start()
+
     def relay_config(self, **overrides):
         """Relay settings that point it at this world."""
         cfg = {"dns_servers": self.dns.servers, "ca_file": self.ca.ca_file,
