@@ -13,6 +13,7 @@
 
 #include "relay/core/clock.h"
 #include "relay/core/log.h"
+#include "relay/daemon/readahead.h"
 #include "relay/net/smtp_conn.h"
 #include "sts/dns.h"
 #include "smtp/client.h"
@@ -66,7 +67,7 @@ struct delivery {
 	char domain[DNS_NAME_MAX + 1];
 	char sender[QUEUE_ADDR_MAX];
 	unsigned flags;
-	int fd; /* message file, positioned per connection */
+	int fd; /* message file; each transaction reads it through a readahead */
 	uint64_t data_offset, size;
 
 	size_t n;
@@ -130,7 +131,7 @@ struct conn {
 	const struct smtp_conn_info *in; /* smtp_conn_info(sc) */
 	bool closing;
 	struct smtp_client *client;
-	uint64_t remaining; /* message bytes still to read */
+	struct readahead *ra; /* the current transaction's message data */
 };
 
 static void delivery_enter(struct delivery *d, enum dstage next);
@@ -371,21 +372,23 @@ static void conn_close(struct conn *c)
 static ssize_t read_message(void *arg, char *buf, size_t cap)
 {
 	struct conn *c = arg;
-	ssize_t n;
+	ssize_t n = readahead_read(c->ra, buf, cap);
 
-	if (c->remaining == 0)
-		return 0;
-	if (cap > c->remaining)
-		cap = (size_t)c->remaining;
-	/* Blocking read of a local file on the loop: cheap next to the network,
-	 * and bounded to one PULL chunk per call (see smtp/client.c). */
-	do
-		n = read(c->d->fd, buf, cap);
-	while (n < 0 && errno == EINTR);
-	if (n <= 0)
-		return -1; /* 0 before the recorded size: the file was truncated */
-	c->remaining -= (uint64_t)n;
-	return n;
+	return n == READAHEAD_LATER ? SMTP_CLIENT_READ_LATER : n;
+}
+
+static void on_data_ready(void *arg)
+{
+	conn_pump(arg);
+}
+
+/* d's message data for a transaction on c, read in the thread pool from
+ * the start (each transaction, also on another MX, sends it whole). */
+static int data_start(struct conn *c, struct delivery *d)
+{
+	readahead_free(c->ra);
+	return readahead_new(d->dc->r->loop, d->fd, d->data_offset, d->size, on_data_ready, c,
+			     &c->ra);
 }
 
 /* Moves pending client output to the connection (through TLS once it is
@@ -533,6 +536,7 @@ static const struct smtp_conn_ops conn_ops = {
 
 static void conn_free(struct conn *c)
 {
+	readahead_free(c->ra);
 	if (c->client != NULL)
 		smtp_client_free(c->client);
 	smtp_conn_free(c->sc);
@@ -746,6 +750,8 @@ static bool conn_settle_and_pool(struct conn *c)
 	d->conn = NULL;
 	c->d = NULL;
 	c->reused = false;
+	readahead_free(c->ra);
+	c->ra = NULL;
 	pool_put(c->dc, c);
 	smtp_conn_timer(c->sc, DELIVERY_IDLE_MS);
 	delivery_enter(d, D_DONE);
@@ -783,9 +789,8 @@ static int conn_reuse(struct delivery *d, const char *ip)
 
 	if (c == NULL)
 		return -1;
-	if (lseek(d->fd, (off_t)d->data_offset, SEEK_SET) < 0)
+	if (data_start(c, d) != 0)
 		goto drop;
-	c->remaining = d->size;
 	c->d = d;
 	client_config(d, c, c->in->peer, &cc);
 	if (smtp_client_next(c->client, &cc, &cerr) != 0) {
@@ -841,9 +846,8 @@ static void conn_start(struct delivery *d, const struct dns_mx_host *h,
 	c->in = smtp_conn_info(c->sc);
 	snprintf(peer, sizeof(peer), "%s[%s]", h->name, ip);
 
-	if (lseek(d->fd, (off_t)d->data_offset, SEEK_SET) < 0)
+	if (data_start(c, d) != 0)
 		goto local_fail_free;
-	c->remaining = d->size;
 
 	client_config(d, c, peer, &cc);
 	c->client = smtp_client_new(&cc, &cerr);
