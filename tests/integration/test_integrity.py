@@ -2,7 +2,8 @@
 # smtplib and `stsrelay sendmail` -> stsrelay -> Postfix over verified TLS,
 # opportunistic TLS, plaintext and a reused connection; 1,000 recipients in
 # one message; a smuggling attempt aimed at TLS record cuts; an MX that
-# answers 200 pipelined RCPTs as 200 TLS records.
+# answers 200 pipelined RCPTs as 200 TLS records; the listener's DATA decoder
+# against its model; a slow disk under a delivery.
 import hashlib
 import os
 import random
@@ -16,7 +17,7 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from faults_util import SAN_ENV, assert_no_sanitizer_report  # noqa: E402
+from faults_util import SAN_ENV, RawSMTP, assert_no_sanitizer_report  # noqa: E402
 from serve_helpers import Daemon, split_received  # noqa: E402
 from tests.world import World  # noqa: E402
 from tests.world.util import wait_until  # noqa: E402
@@ -666,3 +667,60 @@ def test_listener_decoder_matches_model(tmp_path, stsrelay_bin):
         rc = d.stop()
         assert_no_sanitizer_report(d.log())
         assert rc == 0, d.log()[-3000:]
+
+
+# ------------------------------------------------------------------ 6. a slow disk
+SLOW_MS = 400   # each read of message data (tests/integration/slowread.c)
+READAHEAD = 65536  # the delivery's reads (relay/daemon/readahead.h READAHEAD_CHUNK)
+
+
+def test_slow_disk_leaves_the_listener_free(iworld, tmp_path):
+    """With a disk that takes SLOW_MS for every read of message data, a
+    1 MB message still arrives byte for byte, and the listener answers a
+    NOOP every 50 ms meanwhile in well under SLOW_MS: delivery reads the
+    queue file in the thread pool, never on the loop (a read there would
+    hold every session for SLOW_MS). The delivery's own time shows that the
+    disk really was slow."""
+    lib = os.environ.get("STSRELAY_SLOWREAD")
+    if not lib:
+        pytest.skip("STSRELAY_SLOWREAD not set (ctest sets it)")
+    w, pf = iworld, iworld.pf
+    spool = os.path.realpath(str(tmp_path)) + "/spool"
+    env = dict(SAN_ENV, LD_PRELOAD=lib, SLOWREAD_DIR=spool + "/queue/",
+               SLOWREAD_MS=str(SLOW_MS))
+    r = w.relay({"spool_dir": spool}, env=env, binary=w.bin)
+    rng = random.Random(SEED + 6)
+    rcpt = "slow@enf.test"
+    message = headers(6000, rcpt, "slow disk") + make_body(
+        rng, 1 << 20, "smtp", 0, False)[0]
+    lat = []
+    with RawSMTP(r.host, r.port, 30) as probe:
+        assert probe.reply()[0] == 220
+        assert probe.cmd("EHLO probe.world.test")[0] == 250
+        t0 = time.monotonic()
+        submit_smtp(r, [rcpt], message)
+        deadline = t0 + 120
+        while time.monotonic() < deadline:
+            a = time.monotonic()
+            assert probe.cmd("NOOP")[0] == 250
+            lat.append(time.monotonic() - a)
+            if any(s == "sent" for s, _ in statuses(r).get(rcpt, ())):
+                break
+            time.sleep(0.05)
+        took = time.monotonic() - t0
+        probe.cmd("QUIT")
+    st = wait_sent(r, [rcpt], timeout=5)
+    finish(r)
+    reads = (1 << 20) // READAHEAD
+    assert took >= reads * SLOW_MS / 1000 * 0.8, "took %.1f s: was the disk slow?" % took
+    assert len(lat) >= 40, lat
+    assert max(lat) < SLOW_MS / 1000 / 2, "NOOP took up to %.3f s (median %.3f)" % (
+        max(lat), sorted(lat)[len(lat) // 2])
+    assert [s for s, _ in st[rcpt]] == ["sent"], st[rcpt]
+    box = mailbox(pf, "enf.test")
+    assert len(box.get(rcpt, [])) == 1, box
+    with open(box[rcpt][0], "rb") as f:
+        got = split_trace(f.read())[1]
+    want = relay_normalise(message, "smtp").replace(b"\r\n", b"\n")
+    assert hashlib.sha256(got).hexdigest() == hashlib.sha256(want).hexdigest(), \
+        first_difference(got, want)
