@@ -677,7 +677,8 @@ READAHEAD = 65536  # the delivery's reads (relay/daemon/readahead.h READAHEAD_CH
 def test_slow_disk_leaves_the_listener_free(iworld, tmp_path):
     """With a disk that takes SLOW_MS for every read of message data, a
     1 MB message still arrives byte for byte, and the listener answers a
-    NOOP every 50 ms meanwhile in well under SLOW_MS: delivery reads the
+    NOOP every 50 ms meanwhile in well under SLOW_MS (all but at most two,
+    for a busy machine): delivery reads the
     queue file in the thread pool, never on the loop (a read there would
     hold every session for SLOW_MS). The delivery's own time shows that the
     disk really was slow."""
@@ -713,9 +714,11 @@ def test_slow_disk_leaves_the_listener_free(iworld, tmp_path):
     finish(r)
     reads = (1 << 20) // READAHEAD
     assert took >= reads * SLOW_MS / 1000 * 0.8, "took %.1f s: was the disk slow?" % took
+    # a read on the loop would hold every NOOP; a busy machine may hold one
+    slow = [x for x in lat if x >= SLOW_MS / 1000 / 2]
     assert len(lat) >= 40, lat
-    assert max(lat) < SLOW_MS / 1000 / 2, "NOOP took up to %.3f s (median %.3f)" % (
-        max(lat), sorted(lat)[len(lat) // 2])
+    assert len(slow) <= 2, "%d of %d NOOPs took %.3f s or more: %s" % (
+        len(slow), len(lat), SLOW_MS / 1000 / 2, sorted(lat)[-10:])
     assert [s for s, _ in st[rcpt]] == ["sent"], st[rcpt]
     box = mailbox(pf, "enf.test")
     assert len(box.get(rcpt, [])) == 1, box
