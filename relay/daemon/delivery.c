@@ -369,26 +369,26 @@ static void conn_close(struct conn *c)
 	smtp_conn_close(c->sc);
 }
 
-static ssize_t read_message(void *arg, char *buf, size_t cap)
-{
-	struct conn *c = arg;
-	ssize_t n = readahead_read(c->ra, buf, cap);
-
-	return n == READAHEAD_LATER ? SMTP_CLIENT_READ_LATER : n;
-}
-
 static void on_data_ready(void *arg)
 {
 	conn_pump(arg);
 }
 
-/* d's message data for a transaction on c, read in the thread pool from
- * the start (each transaction, also on another MX, sends it whole). */
-static int data_start(struct conn *c, struct delivery *d)
+/* The client's pull source: the message data, read in the thread pool from
+ * the start for each transaction (also on another MX). The readahead starts
+ * at the first pull, once DATA was accepted: a connection still in its
+ * handshake holds no buffer. */
+static ssize_t read_message(void *arg, char *buf, size_t cap)
 {
-	readahead_free(c->ra);
-	return readahead_new(d->dc->r->loop, d->fd, d->data_offset, d->size, on_data_ready, c,
-			     &c->ra);
+	struct conn *c = arg;
+	struct delivery *d = c->d;
+	ssize_t n;
+
+	if (c->ra == NULL && readahead_new(d->dc->r->loop, d->fd, d->data_offset, d->size,
+					   on_data_ready, c, &c->ra) != 0)
+		return -1;
+	n = readahead_read(c->ra, buf, cap);
+	return n == READAHEAD_LATER ? SMTP_CLIENT_READ_LATER : n;
 }
 
 /* Moves pending client output to the connection (through TLS once it is
@@ -750,7 +750,7 @@ static bool conn_settle_and_pool(struct conn *c)
 	d->conn = NULL;
 	c->d = NULL;
 	c->reused = false;
-	readahead_free(c->ra);
+	readahead_free(c->ra); /* the next transaction starts its own */
 	c->ra = NULL;
 	pool_put(c->dc, c);
 	smtp_conn_timer(c->sc, DELIVERY_IDLE_MS);
@@ -789,8 +789,6 @@ static int conn_reuse(struct delivery *d, const char *ip)
 
 	if (c == NULL)
 		return -1;
-	if (data_start(c, d) != 0)
-		goto drop;
 	c->d = d;
 	client_config(d, c, c->in->peer, &cc);
 	if (smtp_client_next(c->client, &cc, &cerr) != 0) {
@@ -845,9 +843,6 @@ static void conn_start(struct delivery *d, const struct dns_mx_host *h,
 		goto local_fail_free;
 	c->in = smtp_conn_info(c->sc);
 	snprintf(peer, sizeof(peer), "%s[%s]", h->name, ip);
-
-	if (data_start(c, d) != 0)
-		goto local_fail_free;
 
 	client_config(d, c, peer, &cc);
 	c->client = smtp_client_new(&cc, &cerr);
