@@ -3,6 +3,7 @@
 #include "queue/backend.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -36,14 +37,15 @@ static ssize_t spool_read_data(void *q, const struct queue_envelope *env, void *
 	return (ssize_t)got;
 }
 
-static int spool_add(void *q, const struct queue_envelope *env, const void *data, size_t len,
-		     char new_id[QUEUE_ID_LEN + 1])
+static int add_message(void *q, const struct queue_envelope *env, const void *data, size_t len,
+		       char new_id[QUEUE_ID_LEN + 1], bool dirsync)
 {
 	struct queue_writer *w = NULL;
 	int rc = -1, e;
 
 	if (queue_writer_new(q, false, &w) != 0 || queue_writer_header(w, env) != 0 ||
-	    queue_writer_append(w, data, len) != 0 || queue_writer_commit_sync(w) != 0)
+	    queue_writer_append(w, data, len) != 0 ||
+	    (dirsync ? queue_writer_commit_sync(w) : queue_writer_commit(w)) != 0)
 		goto out;
 	memcpy(new_id, queue_writer_id(w), QUEUE_ID_LEN + 1);
 	rc = 0;
@@ -52,6 +54,18 @@ out:
 	queue_writer_free(w);
 	errno = e;
 	return rc;
+}
+
+static int spool_add(void *q, const struct queue_envelope *env, const void *data, size_t len,
+		     char new_id[QUEUE_ID_LEN + 1])
+{
+	return add_message(q, env, data, len, new_id, true);
+}
+
+static int spool_add_nodirsync(void *q, const struct queue_envelope *env, const void *data,
+			       size_t len, char new_id[QUEUE_ID_LEN + 1])
+{
+	return add_message(q, env, data, len, new_id, false);
 }
 
 static int spool_save_state(void *q, const struct queue_envelope *env)
@@ -84,6 +98,7 @@ static const struct queue_backend_ops spool_ops = {
 	.load = spool_load,
 	.read_data = spool_read_data,
 	.add = spool_add,
+	.add_nodirsync = spool_add_nodirsync,
 	.save_state = spool_save_state,
 	.remove = spool_remove,
 	.save_state_nodirsync = spool_save_state_nodirsync,

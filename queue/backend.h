@@ -18,8 +18,9 @@
  *
  * Every operation has the contract of the queue.h function it is named
  * after, return convention and errno included: 0 (or a count), or -1 with
- * errno set by the step that failed. The three batch operations
- * (save_state_nodirsync, remove_nodirsync, sync) run in the thread pool
+ * errno set by the step that failed. The four batch operations
+ * (add_nodirsync, save_state_nodirsync, remove_nodirsync, sync) and
+ * read_data (for a DSN's copy of the headers) run in the thread pool
  * (relay/daemon/statesave.c) while the loop may call the others for other
  * ids: an implementation must allow that.
  */
@@ -38,6 +39,10 @@ struct queue_backend_ops {
 	 * by queue_writer_commit_sync(): 0 with new_id, -1 with errno. */
 	int (*add)(void *q, const struct queue_envelope *env, const void *data, size_t len,
 		   char new_id[QUEUE_ID_LEN + 1]);
+	/* The same, the file fsync'd and renamed into the queue but queue/
+	 * not synced (queue_writer_commit()): durable after the next sync. */
+	int (*add_nodirsync)(void *q, const struct queue_envelope *env, const void *data,
+			     size_t len, char new_id[QUEUE_ID_LEN + 1]);
 	int (*save_state)(void *q, const struct queue_envelope *env);
 	int (*remove)(void *q, const char *id);
 	int (*save_state_nodirsync)(void *q, const struct queue_envelope *env);

@@ -108,12 +108,14 @@ uint64_t queue_retry_delay(const uint64_t *schedule_s, size_t n, unsigned attemp
  * daemon runs the slow ones in libuv's thread pool: commits
  * (relay/daemon/commit.c), state saves and removals
  * (relay/daemon/statesave.c), the drop import (relay/daemon/pickup.c) and
- * the queue listing (relay/daemon/control.c). On its loop stay the scan
- * and load at start (before the loop runs), writes into a queue writer
- * (page cache, no fsync: the listener), in the scheduler the load of a
- * message handed over after its commit, an administrator's delete and the
- * commit of a bounce, and the commit of the daily TLS-RPT report mails
- * (sts/tlsrpt/send.c): the last three rare. */
+ * the queue listing (relay/daemon/control.c), the commit of a bounce (with
+ * the state saves, relay/daemon/statesave.c) and the reads of message data
+ * for delivery (relay/daemon/readahead.c). On its loop stay the scan and
+ * load at start (before the loop runs), writes into a queue writer (page
+ * cache, no fsync: the listener), in the scheduler the load of a message
+ * (its header: one 4 KiB read) handed over after its commit, the open of a
+ * message file for delivery, an administrator's delete, and the commit of
+ * the daily TLS-RPT report mails (sts/tlsrpt/send.c): the last two rare. */
 
 struct queue;
 

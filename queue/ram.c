@@ -450,6 +450,7 @@ static const struct queue_backend_ops ram_ops = {
 	.load = ram_load,
 	.read_data = ram_read_data,
 	.add = ram_add,
+	.add_nodirsync = ram_add, /* nothing is durable here: the same */
 	.save_state = ram_save_state,
 	.remove = ram_remove,
 	.save_state_nodirsync = ram_save_state_nodirsync,

@@ -32,8 +32,9 @@
 #define STATE_SUFFIX ".state"
 #define BAD_PREFIX ".bad-"
 #define WRITER_BUF 65536
-#define ID_ATTEMPTS 1000  /* a full 16-bit suffix space per second */
-#define DROP_STALE_S 3600 /* half-written drop files older than this go */
+#define HEADER_FIRST_READ 4096 /* read_header(): most headers fit, see there */
+#define ID_ATTEMPTS 1000       /* a full 16-bit suffix space per second */
+#define DROP_STALE_S 3600      /* half-written drop files older than this go */
 
 struct queue {
 	char *dir;
@@ -492,7 +493,9 @@ int queue_drop_scan(struct queue *q, char (**ids)[QUEUE_ID_LEN + 1], size_t *n)
 /* ---- reading ---- */
 
 /* Reads the start of a message file until the "end" line (or the header
- * limit, or end of file); the decoder then judges what was read. */
+ * limit, or end of file); the decoder then judges what was read. The first
+ * read is small (a header is about 0.3 KB, plus a line per recipient): a
+ * larger one would copy message data nobody parses. */
 static int read_header(int fd, uint64_t fsize, char **out, size_t *outlen)
 {
 	size_t limit = fsize < QUEUE_HEADER_MAX ? (size_t)fsize : QUEUE_HEADER_MAX;
@@ -502,7 +505,7 @@ static int read_header(int fd, uint64_t fsize, char **out, size_t *outlen)
 	*out = NULL;
 	*outlen = 0;
 	while (len < limit) {
-		size_t want = cap ? cap * 2 : 65536, got, from;
+		size_t want = cap ? cap * 2 : HEADER_FIRST_READ, got, from;
 		char *nb;
 
 		if (want > limit)

@@ -1192,6 +1192,8 @@ static void pull_data(struct smtp_client *c)
 		if (c->state != SMTP_CLIENT_BODY || out_pending(c) >= BODY_LOW)
 			return;
 		n = c->read(c->read_arg, buf, sizeof(buf));
+		if (n == SMTP_CLIENT_READ_LATER)
+			return; /* EV_WANT_DATA until the driver calls again */
 		if (n < 0) {
 			smtp_client_data_error(c, "read error");
 			return;

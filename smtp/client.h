@@ -175,8 +175,11 @@ struct smtp_client_timeouts {
 extern const struct smtp_client_timeouts smtp_client_default_timeouts;
 
 /* Pull source for message data: copies up to cap bytes into buf. Returns
- * the number of bytes (0 = end of message) or -1 on a read error. */
+ * the number of bytes (0 = end of message), SMTP_CLIENT_READ_LATER when
+ * none are available yet (the source reads in the background: the driver
+ * calls smtp_client_event() again once they are), or -1 on a read error. */
 typedef ssize_t (*smtp_client_read_fn)(void *arg, char *buf, size_t cap);
+#define SMTP_CLIENT_READ_LATER (-2)
 
 struct smtp_client_config {
 	const char *helo_name;    /* our EHLO name (config `hostname`) */

@@ -4,6 +4,7 @@
 #include "relay/daemon/bounce.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,9 +47,9 @@ int bounce_enqueue(struct queue *q, const char *hostname, const struct queue_env
 	return bounce_enqueue_backend(&qb, hostname, env, rcpts, n, new_id);
 }
 
-int bounce_enqueue_backend(const struct queue_backend *qb, const char *hostname,
-			   const struct queue_envelope *env, const struct smtp_dsn_rcpt *rcpts,
-			   size_t n, char new_id[QUEUE_ID_LEN + 1])
+static int enqueue(const struct queue_backend *qb, const char *hostname,
+		   const struct queue_envelope *env, const struct smtp_dsn_rcpt *rcpts, size_t n,
+		   char new_id[QUEUE_ID_LEN + 1], bool dirsync)
 {
 	struct smtp_dsn dsn;
 	struct queue_envelope benv;
@@ -85,7 +86,8 @@ int bounce_enqueue_backend(const struct queue_backend *qb, const char *hostname,
 			env->sender);
 		goto out;
 	}
-	if (qb->ops->add(qb->q, &benv, msg, mlen, new_id) != 0) {
+	if ((dirsync ? qb->ops->add : qb->ops->add_nodirsync)(qb->q, &benv, msg, mlen, new_id) !=
+	    0) {
 		log_msg(LOG_LVL_ERROR, env->id, "cannot queue a bounce: %s", strerror(errno));
 		goto out;
 	}
@@ -99,4 +101,18 @@ out:
 	free(msg);
 	free(hdrs);
 	return rc;
+}
+
+int bounce_enqueue_backend(const struct queue_backend *qb, const char *hostname,
+			   const struct queue_envelope *env, const struct smtp_dsn_rcpt *rcpts,
+			   size_t n, char new_id[QUEUE_ID_LEN + 1])
+{
+	return enqueue(qb, hostname, env, rcpts, n, new_id, true);
+}
+
+int bounce_enqueue_nodirsync(const struct queue_backend *qb, const char *hostname,
+			     const struct queue_envelope *env, const struct smtp_dsn_rcpt *rcpts,
+			     size_t n, char new_id[QUEUE_ID_LEN + 1])
+{
+	return enqueue(qb, hostname, env, rcpts, n, new_id, false);
 }

@@ -20,11 +20,16 @@ int bounce_wanted(const struct queue_envelope *env);
  * QUEUE_F_NOBOUNCE. Blocking file I/O: runs on the caller's thread.
  * Returns 1 with new_id set, 0 when no DSN is wanted (see bounce_wanted),
  * -1 on failure (logged with env->id). bounce_enqueue works on the spool
- * q, bounce_enqueue_backend on any queue backend. */
+ * q, bounce_enqueue_backend on any queue backend; bounce_enqueue_nodirsync
+ * leaves the queue directory unsynced (the backend's add_nodirsync), for
+ * a batch that syncs it once (relay/daemon/statesave.c). */
 int bounce_enqueue(struct queue *q, const char *hostname, const struct queue_envelope *env,
 		   const struct smtp_dsn_rcpt *rcpts, size_t n, char new_id[QUEUE_ID_LEN + 1]);
 int bounce_enqueue_backend(const struct queue_backend *qb, const char *hostname,
 			   const struct queue_envelope *env, const struct smtp_dsn_rcpt *rcpts,
 			   size_t n, char new_id[QUEUE_ID_LEN + 1]);
+int bounce_enqueue_nodirsync(const struct queue_backend *qb, const char *hostname,
+			     const struct queue_envelope *env, const struct smtp_dsn_rcpt *rcpts,
+			     size_t n, char new_id[QUEUE_ID_LEN + 1]);
 
 #endif

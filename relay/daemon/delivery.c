@@ -15,6 +15,7 @@
 #include "relay/core/log.h"
 #include "relay/core/tls_policy.h"
 #include "relay/net/dane.h"
+#include "relay/daemon/readahead.h"
 #include "relay/net/smtp_conn.h"
 #include "sts/dns.h"
 #include "smtp/client.h"
@@ -70,7 +71,7 @@ struct delivery {
 	char domain[DNS_NAME_MAX + 1];
 	char sender[QUEUE_ADDR_MAX];
 	unsigned flags;
-	int fd; /* message file, positioned per connection */
+	int fd; /* message file; each transaction reads it through a readahead */
 	uint64_t data_offset, size;
 
 	size_t n;
@@ -153,7 +154,7 @@ struct conn {
 	const struct smtp_conn_info *in; /* smtp_conn_info(sc) */
 	bool closing;
 	struct smtp_client *client;
-	uint64_t remaining; /* message bytes still to read */
+	struct readahead *ra; /* the current transaction's message data */
 };
 
 static void delivery_enter(struct delivery *d, enum dstage next);
@@ -422,24 +423,26 @@ static void conn_close(struct conn *c)
 	smtp_conn_close(c->sc);
 }
 
+static void on_data_ready(void *arg)
+{
+	conn_pump(arg);
+}
+
+/* The client's pull source: the message data, read in the thread pool from
+ * the start for each transaction (also on another MX). The readahead starts
+ * at the first pull, once DATA was accepted: a connection still in its
+ * handshake holds no buffer. */
 static ssize_t read_message(void *arg, char *buf, size_t cap)
 {
 	struct conn *c = arg;
+	struct delivery *d = c->d;
 	ssize_t n;
 
-	if (c->remaining == 0)
-		return 0;
-	if (cap > c->remaining)
-		cap = (size_t)c->remaining;
-	/* Blocking read of a local file on the loop: cheap next to the network,
-	 * and bounded to one PULL chunk per call (see smtp/client.c). */
-	do
-		n = read(c->d->fd, buf, cap);
-	while (n < 0 && errno == EINTR);
-	if (n <= 0)
-		return -1; /* 0 before the recorded size: the file was truncated */
-	c->remaining -= (uint64_t)n;
-	return n;
+	if (c->ra == NULL && readahead_new(d->dc->r->loop, d->fd, d->data_offset, d->size,
+					   on_data_ready, c, &c->ra) != 0)
+		return -1;
+	n = readahead_read(c->ra, buf, cap);
+	return n == READAHEAD_LATER ? SMTP_CLIENT_READ_LATER : n;
 }
 
 /* Moves pending client output to the connection (through TLS once it is
@@ -595,6 +598,7 @@ static const struct smtp_conn_ops conn_ops = {
 
 static void conn_free(struct conn *c)
 {
+	readahead_free(c->ra);
 	if (c->client != NULL)
 		smtp_client_free(c->client);
 	smtp_conn_free(c->sc);
@@ -824,6 +828,8 @@ static bool conn_settle_and_pool(struct conn *c)
 	d->conn = NULL;
 	c->d = NULL;
 	c->reused = false;
+	readahead_free(c->ra); /* the next transaction starts its own */
+	c->ra = NULL;
 	pool_put(c->dc, c);
 	smtp_conn_timer(c->sc, DELIVERY_IDLE_MS);
 	delivery_enter(d, D_DONE);
@@ -871,9 +877,6 @@ static int conn_reuse(struct delivery *d, const char *ip)
 
 	if (c == NULL)
 		return -1;
-	if (lseek(d->fd, (off_t)d->data_offset, SEEK_SET) < 0)
-		goto drop;
-	c->remaining = d->size;
 	c->d = d;
 	client_config(d, c, c->in->peer, &cc);
 	if (smtp_client_next(c->client, &cc, &cerr) != 0) {
@@ -932,10 +935,6 @@ static void conn_start(struct delivery *d, const struct dns_mx_host *h,
 		goto local_fail_free;
 	c->in = smtp_conn_info(c->sc);
 	snprintf(peer, sizeof(peer), "%s[%s]", h->name, ip);
-
-	if (lseek(d->fd, (off_t)d->data_offset, SEEK_SET) < 0)
-		goto local_fail_free;
-	c->remaining = d->size;
 
 	client_config(d, c, peer, &cc);
 	c->client = smtp_client_new(&cc, &cerr);

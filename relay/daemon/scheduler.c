@@ -49,9 +49,10 @@
  * are written when the save covering them has returned, so no line says
  * sent/bounced before the state file does. In memory the state is ahead of
  * the disk, which only matters after a crash: the attempt is then repeated
- * (at-least-once). A DSN is committed (on the loop, rare) before the save
- * that says "bounced" is submitted: a crash in between gives a duplicate
- * bounce, never a lost one. A recipient is marked sent only after its 250
+ * (at-least-once). A DSN is committed in the same thread-pool batches,
+ * and made durable before any save submitted after it (statesave.h), so
+ * the save that says "bounced" follows it: a crash in between gives a
+ * duplicate bounce, never a lost one. A recipient is marked sent only after its 250
  * to the end of data arrived.
  */
 
@@ -100,9 +101,9 @@ struct rlog {
  *    tmp/ID.state); what changes meanwhile waits for it and is coalesced.
  *    The administrator's removal comes after the one in flight, never
  *    beside it.
- * 2. A DSN is committed (settle, on the loop) before the save that marks
- *    its recipients bounced is submitted: a crash between them repeats the
- *    bounce, never loses it.
+ * 2. A DSN is submitted (settle) before the save that marks its
+ *    recipients bounced, and statesave makes it durable before that save
+ *    runs: a crash between them repeats the bounce, never loses it.
  * 3. The per-recipient log lines of an attempt are written when the save
  *    covering them has returned (io_logs), never before.
  * 4. The removal is submitted only when every recipient is final and no
@@ -721,22 +722,32 @@ static void fix_pointers(struct bounce_list *bl)
 
 static void scheduler_add_loaded(struct scheduler *s, const char *id);
 
-/* Queues the DSN (durable before we go on), then the state save. May free m:
- * the caller must not touch m afterwards. */
+/* The DSN is queued and durable: it is scheduled like any message. */
+static void on_bounce_queued(void *arg, int rc, const char *new_id)
+{
+	struct scheduler *s = arg;
+
+	if (rc == 1 && !s->stop_done_called)
+		scheduler_add_loaded(s, new_id);
+	maybe_finish_stop(s);
+}
+
+/* Submits the DSN, then the state save: the DSN is committed in the thread
+ * pool, batched with the saves, and durable before the save (statesave.h).
+ * May free m: the caller must not touch m afterwards. */
 static void settle(struct scheduler *s, struct smsg *m, struct bounce_list *bl)
 {
 	if (bl->n > 0) {
-		char new_id[QUEUE_ID_LEN + 1];
-		int rc;
-
-		fix_pointers(bl);
-		rc = bounce_enqueue_backend(&s->qb, s->r->cfg.hostname, &m->env, bl->r, bl->n,
-					    new_id);
-		if (rc == 1)
-			scheduler_add_loaded(s, new_id);
-		else if (rc == 0)
+		if (!bounce_wanted(&m->env)) {
 			log_msg(LOG_LVL_INFO, m->env.id, "no bounce for %s",
 				m->env.sender[0] ? "a message flagged no-bounce" : "a null sender");
+		} else {
+			fix_pointers(bl);
+			if (statesave_bounce(s->ss, s->r->cfg.hostname, &m->env, bl->r, bl->n,
+					     on_bounce_queued, s) != 0)
+				log_msg(LOG_LVL_ERROR, m->env.id,
+					"cannot queue a bounce: out of memory");
+		}
 	}
 	persist(s, m);
 }

@@ -553,11 +553,20 @@ static void data_end(struct smtpd_session *s)
 	session_enter(s, SMTPD_S_COMMIT);
 }
 
+/* Where the next ch is in buf[from..len), or len. */
+static size_t next_byte(const char *buf, size_t len, size_t from, char ch)
+{
+	const char *p = memchr(buf + from, ch, len - from);
+
+	return p != NULL ? (size_t)(p - buf) : len;
+}
+
 /* Feeds message text; returns the bytes consumed (stops after the end of
  * data). Dot-unstuffing and line-end normalisation happen here. */
 static size_t data_feed(struct smtpd_session *s, const char *buf, size_t len)
 {
-	size_t i;
+	size_t i, next_cr = 0, next_lf = 0;
+	bool searched = false;
 
 	for (i = 0; i < len; i++) {
 		char c = buf[i];
@@ -634,7 +643,21 @@ static size_t data_feed(struct smtpd_session *s, const char *buf, size_t len)
 			} else if (c == '\r') {
 				s->dpos = D_MID_CR;
 			} else {
-				emit_c(s, c);
+				/* The line up to its next CR or LF is plain data:
+				 * one emit() for the run, not one per byte. Each
+				 * search resumes only once i has passed its last
+				 * find, so no byte is scanned twice for the same
+				 * character (a line of bare CRs stays linear). */
+				size_t end;
+
+				if (!searched || next_cr < i)
+					next_cr = next_byte(buf, len, i, '\r');
+				if (!searched || next_lf < i)
+					next_lf = next_byte(buf, len, i, '\n');
+				searched = true;
+				end = next_cr < next_lf ? next_cr : next_lf;
+				emit(s, buf + i, end - i);
+				i = end - 1;
 				s->dpos = D_MID;
 			}
 			break;

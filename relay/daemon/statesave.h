@@ -8,6 +8,7 @@
 
 #include "queue/backend.h"
 #include "queue/queue.h"
+#include "smtp/dsn.h"
 
 /*
  * Each request is one save_state_nodirsync or remove_nodirsync of the
@@ -25,11 +26,21 @@
  * queue_save_state uses the fixed temp name tmp/ID.state, and a removal
  * racing a save could leave an orphan state file. relay/daemon/scheduler.c keeps
  * at most one per message and coalesces the rest.
+ *
+ * A batch may also hold DSNs (statesave_bounce): the worker commits them
+ * first, then syncs queue/ once for all of them, and only then runs the
+ * saves and removals. So a DSN is durable before any save submitted after
+ * it (in its batch or a later one) is: a crash can repeat a bounce, never
+ * lose one.
  */
 
 struct statesave;
 
 typedef void (*statesave_done_cb)(void *arg, int status, int err_no);
+/* rc 1: the DSN new_id is queued and durable (or in doubt after a failed
+ * directory sync, logged: it is in queue/ and will go out); 0: no DSN is
+ * wanted (bounce_wanted()); -1: none was queued (logged). */
+typedef void (*statesave_bounce_cb)(void *arg, int rc, const char *new_id);
 
 /* On the spool q. */
 int statesave_new(uv_loop_t *loop, struct queue *q, struct statesave **out);
@@ -42,6 +53,14 @@ int statesave_save(struct statesave *ss, const struct queue_envelope *env, state
 		   void *arg);
 /* Removes message id and its state. -1 as above. */
 int statesave_remove(struct statesave *ss, const char *id, statesave_done_cb done, void *arg);
+
+/* Composes and queues the failure DSN for rcpts[0..n) of env (the
+ * original headers read from env's data) with bounce_enqueue_nodirsync()
+ * of relay/daemon/bounce.h, in the worker. env's header fields, rcpts and
+ * hostname are copied now. -1 as above. */
+int statesave_bounce(struct statesave *ss, const char *hostname, const struct queue_envelope *env,
+		     const struct smtp_dsn_rcpt *rcpts, size_t n, statesave_bounce_cb done,
+		     void *arg);
 
 /* Requests not yet completed (waiting + running). */
 size_t statesave_busy(const struct statesave *ss);

@@ -53,6 +53,24 @@ HASH_RCPT = "hash@" + DOMAIN         # the MX stores these in a maildir (SHA-256
 # (message size, sessions, messages) of the accept matrix at scale 1
 ACCEPT_RUNS = [(1024, 1, 400), (1024, 10, 1500), (1024, 100, 3000),
                (102400, 1, 200), (102400, 10, 600), (102400, 100, 1000)]
+# ... and of the accept-only rows (no delivery work during the runs): group
+# commit against the disk at 1 KB, the decoder and a lone commit at 100 KB
+ACCEPT_ONLY_RUNS = [(1024, 10, 1500), (1024, 100, 3000), (102400, 1, 200)]
+
+
+def accept_runs(spec):
+    """The rows of ACCEPT_RUNS that --accept-runs names ("102400x1,1024x10"),
+    or all of them."""
+    if not spec:
+        return ACCEPT_RUNS
+    want = set()
+    for item in spec.split(","):
+        size, sessions = item.split("x")
+        want.add((int(size), int(sessions)))
+    runs = [r for r in ACCEPT_RUNS if (r[0], r[1]) in want]
+    if len(runs) != len(want):
+        raise SystemExit("--accept-runs: not in the accept matrix: %s" % spec)
+    return runs
 
 
 def log(msg):
@@ -267,12 +285,13 @@ class Bench:
                           "of queue/` (one directory fsync per group commit), Postfix as "
                           "`write + fsync` (no directory fsync)" % len(limits))
 
-    def accept_only(self):
-        """1 KB accept at 10 and 100 sessions with no delivery work during
-        the runs: stsrelay whose DNS server never answers (its delivery
-        attempts wait in DNS; none completes or defers during a run),
-        Postfix with every message on hold. Shows what group commit does
-        against the disk alone. Returns {(1024, sessions): {name: median}}."""
+    def accept_only(self, runs=ACCEPT_ONLY_RUNS):
+        """Accept (`runs`: 1 KB at 10 and 100 sessions, 100 KB at one) with no
+        delivery work during the runs: stsrelay whose DNS server never
+        answers (its delivery attempts wait in DNS; none completes or defers
+        during a run), Postfix with every message on hold. Shows what group
+        commit does against the disk alone, and what a lone session costs
+        without the deferrals. Returns {(size, sessions): {name: median}}."""
         sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sink.bind(("127.0.0.1", 0))
         conf = self.relay_conf()
@@ -286,23 +305,23 @@ class Bench:
             pf.start()
             for rep in range(self.args.reps):
                 order = (("sts", sts), ("pf", pf)) if rep % 2 == 0 else (("pf", pf), ("sts", sts))
-                for sessions, count in ((10, 1500), (100, 3000)):
+                for size, sessions, count in runs:
                     count = self.n(count, minimum=sessions)
                     for name, sysm in order:
                         q0 = sysm.queued()
-                        secs, rc, err = load.smtp_source(sysm.port, sessions, count, 1024,
+                        secs, rc, err = load.smtp_source(sysm.port, sessions, count, size,
                                                          ACCEPT_RCPT, timeout=120)
                         time.sleep(0.3)  # Postfix's cleanup renames into hold/
                         got = sysm.queued() - q0
                         r = count / secs if rc == 0 and got == count else \
                             "failed (rc=%s, %d/%d queued)" % (rc, got, count)
-                        rates.setdefault((1024, sessions), {}).setdefault(name, []).append(r)
-                        self.raw.setdefault("accept only %s 1024B s=%d" % (name, sessions),
+                        rates.setdefault((size, sessions), {}).setdefault(name, []).append(r)
+                        self.raw.setdefault("accept only %s %dB s=%d" % (name, size, sessions),
                                             []).append(dict(seconds=round(secs, 3), rc=rc,
                                                             messages=count, queue_delta=got,
                                                             load=round(os.getloadavg()[0], 2)))
-                        log("accept only %-3s 1024 B x%-3d %5d msgs: %.2fs rc=%s" % (
-                            name, sessions, count, secs, rc))
+                        log("accept only %-3s %6d B x%-3d %5d msgs: %.2fs rc=%s" % (
+                            name, size, sessions, count, secs, rc))
         finally:
             # its deliveries hang in DNS by design: no graceful stop needed
             sts.proc.kill()
@@ -313,10 +332,12 @@ class Bench:
         out = {}
         for key, v in sorted(rates.items()):
             out[key] = {k: median_or_failure(x) for k, x in v.items()}
-            self.rows.append(Row("accept only (no delivery attempt during the run), 1 KB, %d "
-                                 "sessions (msg/s)" % key[1], out[key]["sts"], out[key]["pf"]))
-            self.spread.append("| accept only, 1 KB, %d sessions | %s | %s |" % (
-                key[1], ", ".join(fmt_rate(x) for x in v["sts"]),
+            what = "%s, %d session%s" % ("1 KB" if key[0] < 10000 else "100 KB", key[1],
+                                         "" if key[1] == 1 else "s")
+            self.rows.append(Row("accept only (no delivery attempt during the run), %s (msg/s)"
+                                 % what, out[key]["sts"], out[key]["pf"]))
+            self.spread.append("| accept only, %s | %s | %s |" % (
+                what, ", ".join(fmt_rate(x) for x in v["sts"]),
                 ", ".join(fmt_rate(x) for x in v["pf"])))
         return out
 
@@ -341,6 +362,8 @@ class Bench:
         ss = PeakSampler(lambda: pid_of("sts")).start()
         ps = PeakSampler(lambda: pid_of("pf")).start()
         rates = {}  # (size, sessions) -> {"sts": [...], "pf": [...]}
+        runs = accept_runs(self.args.accept_runs)
+        narrow = runs != ACCEPT_RUNS  # --accept-runs: those rows alone
         t_start = time.monotonic()
         reps_done = 0
         try:
@@ -354,7 +377,7 @@ class Bench:
                 # alternate who goes first: drift in the machine's load
                 # (other jobs) then hurts both alike
                 order = (("sts", sts), ("pf", pf)) if rep % 2 == 0 else (("pf", pf), ("sts", sts))
-                for size, sessions, count in ACCEPT_RUNS:
+                for size, sessions, count in runs:
                     count = self.n(count, minimum=sessions)
                     for name, sysm in order:
                         waited = self._settle((sts, pf) if mode == "defer" else (pf,))
@@ -388,7 +411,7 @@ class Bench:
                 reps_done += 1
             limits.append(self.disk_limit("after accept"))
             medians = {}
-            for size, sessions, count in ACCEPT_RUNS:
+            for size, sessions, count in runs:
                 res = {k: median_or_failure(v) for k, v in rates[(size, sessions)].items()}
                 medians[(size, sessions)] = res
                 label = "accept, %s, %d session%s" % (
@@ -398,6 +421,14 @@ class Bench:
                     fmt_rate(v) for v in rates[(size, sessions)]["sts"]), ", ".join(
                     fmt_rate(v) for v in rates[(size, sessions)]["pf"])))
 
+            if narrow:
+                self.notes.append("accept runs: only %s (--accept-runs), and of the accept-only "
+                                  "rows the same; no disk-limit or latency rows"
+                                  % self.args.accept_runs)
+                picked = [r for r in ACCEPT_ONLY_RUNS if r[:2] in [x[:2] for x in runs]]
+                if delivery and picked:
+                    self.accept_only(picked)
+                return
             only = self.accept_only() if delivery else None
             self.disk_rows(limits, medians, only)
             if delivery:
@@ -1157,6 +1188,8 @@ def main():
     ap.add_argument("--accept-budget", type=int, default=420,
                     help="no new accept repetition after this many seconds")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
+    ap.add_argument("--accept-runs", default="",
+                    help="SIZExSESSIONS,... of the accept matrix to run alone (e.g. 102400x1)")
     ap.add_argument("--only", default="probe,accept,relay,idle,policy,queue,sched,fleet")
     args = ap.parse_args()
     # `timeout` or Ctrl-C: unwind through the finally blocks (teardown)

@@ -2,7 +2,8 @@
 # smtplib and `stsrelay sendmail` -> stsrelay -> Postfix over verified TLS,
 # opportunistic TLS, plaintext and a reused connection; 1,000 recipients in
 # one message; a smuggling attempt aimed at TLS record cuts; an MX that
-# answers 200 pipelined RCPTs as 200 TLS records.
+# answers 200 pipelined RCPTs as 200 TLS records; the listener's DATA decoder
+# against its model; a slow disk under a delivery.
 import hashlib
 import os
 import random
@@ -16,7 +17,8 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from faults_util import SAN_ENV, assert_no_sanitizer_report  # noqa: E402
+from faults_util import SAN_ENV, RawSMTP, assert_no_sanitizer_report  # noqa: E402
+from serve_helpers import Daemon, split_received  # noqa: E402
 from tests.world import World  # noqa: E402
 from tests.world.util import wait_until  # noqa: E402
 
@@ -598,3 +600,130 @@ def test_pipelined_replies_as_records_need_no_timer(iworld):
     trace, got = split_trace(env_.data.replace(b"\r\n", b"\n"))
     assert got == relay_normalise(message, "smtp").replace(b"\r\n", b"\n")
     assert len(relay_received(trace)) > 0
+
+
+# ------------------------------------------------------------------ 5. the listener's decoder
+def decoder_text(rng, size):
+    """Random DATA text of about `size` octets, dense in what the decoder
+    (relay/daemon/smtpd.c data_feed()) treats specially: CR, LF, dots at
+    line starts, CR LF pairs cut by a bare CR, runs of ordinary octets
+    (8-bit and NUL included) from 1 octet to 3 KiB. Never holds the
+    terminator CRLF "." CRLF (nor starts with ".\\r\\n")."""
+    pieces, n = [], 0
+    specials = [b"\r", b"\n", b"\r\n", b".", b"..", b"\r\n.", b"\n.", b"\r.", b".\r", b".\n",
+                b"\r\r\n", b"\n\r", b"\r\n..\r\n", b"\n.\n", b"\n.\r\n", b".\rx"]
+    while n < size:
+        r = rng.random()
+        if r < 0.5:
+            p = rng.choice(specials)
+        elif r < 0.8:
+            p = rng.randbytes(rng.randint(1, 40)).translate(PRINTABLE)
+        elif r < 0.95:
+            p = rng.randbytes(rng.randint(41, 3000)).translate(NO_CRLF)
+        else:
+            p = rng.randbytes(rng.randint(1, 20))  # raw: any octet
+        pieces.append(p)
+        n += len(p)
+    t = b"".join(pieces)
+    while b"\r\n.\r\n" in t:
+        t = t.replace(b"\r\n.\r\n", b"\r\n.x\r\n")
+    if t.startswith(b".\r\n"):
+        t = b"x" + t
+    return t
+
+
+def test_listener_decoder_matches_model(tmp_path, stsrelay_bin):
+    """What the listener stores for random DATA text full of CR, LF and
+    dots, sent in random cuts (so the decoder's reads end anywhere: inside
+    a CRLF, after a dot, inside a run of ordinary octets), is exactly
+    listener_stored() of it, for 30 messages from 1 octet to 300 KB
+    (fixed seed), the queue file compared octet for octet."""
+    rng = random.Random(SEED + 5)
+    d = Daemon(tmp_path, env=SAN_ENV).start()
+    try:
+        sizes = [1, 2, 3, 5, 100, 16383, 16384, 16385, 65536, 65537, 300_000] + \
+            [int(10 ** rng.uniform(0, 5.3)) for _ in range(19)]
+        for i, size in enumerate(sizes):
+            text = decoder_text(rng, size) + b"\r\n"
+            c = d.connect()
+            try:
+                c.open_data("client.test", SENDER, ["decoder%d@example.invalid" % i])
+                wire = text + b".\r\n"
+                j = 0
+                while j < len(wire):   # random cuts; TCP may merge some of them
+                    k = min(len(wire), j + rng.choice([1, 2, 3, 7, 100, 1500, 16384, 70000]))
+                    c.send(wire[j:k])
+                    j = k
+                code, reply = c.reply()
+                assert code == 250, reply
+                qid = re.search(r"queued as ([0-9A-F]{12})", reply).group(1)
+                assert c.cmd("QUIT")[0] == 221
+            finally:
+                c.close()
+            got = split_received(d.queue_file(qid)[2])[1]
+            want = listener_stored(text)
+            assert got == want, (size, first_difference(got, want))
+    finally:
+        rc = d.stop()
+        assert_no_sanitizer_report(d.log())
+        assert rc == 0, d.log()[-3000:]
+
+
+# ------------------------------------------------------------------ 6. a slow disk
+SLOW_MS = 400   # each read of message data (tests/integration/slowread.c)
+READAHEAD = 65536  # the delivery's reads (relay/daemon/readahead.h READAHEAD_CHUNK)
+
+
+def test_slow_disk_leaves_the_listener_free(iworld, tmp_path):
+    """With a disk that takes SLOW_MS for every read of message data, a
+    1 MB message still arrives byte for byte, and the listener answers a
+    NOOP every 50 ms meanwhile in well under SLOW_MS (all but at most two,
+    for a busy machine): delivery reads the
+    queue file in the thread pool, never on the loop (a read there would
+    hold every session for SLOW_MS). The delivery's own time shows that the
+    disk really was slow."""
+    lib = os.environ.get("STSRELAY_SLOWREAD")
+    if not lib:
+        pytest.skip("STSRELAY_SLOWREAD not set (ctest sets it)")
+    w, pf = iworld, iworld.pf
+    spool = os.path.realpath(str(tmp_path)) + "/spool"
+    env = dict(SAN_ENV, LD_PRELOAD=lib, SLOWREAD_DIR=spool + "/queue/",
+               SLOWREAD_MS=str(SLOW_MS))
+    r = w.relay({"spool_dir": spool}, env=env, binary=w.bin)
+    rng = random.Random(SEED + 6)
+    rcpt = "slow@enf.test"
+    message = headers(6000, rcpt, "slow disk") + make_body(
+        rng, 1 << 20, "smtp", 0, False)[0]
+    lat = []
+    with RawSMTP(r.host, r.port, 30) as probe:
+        assert probe.reply()[0] == 220
+        assert probe.cmd("EHLO probe.world.test")[0] == 250
+        t0 = time.monotonic()
+        submit_smtp(r, [rcpt], message)
+        deadline = t0 + 120
+        while time.monotonic() < deadline:
+            a = time.monotonic()
+            assert probe.cmd("NOOP")[0] == 250
+            lat.append(time.monotonic() - a)
+            if any(s == "sent" for s, _ in statuses(r).get(rcpt, ())):
+                break
+            time.sleep(0.05)
+        took = time.monotonic() - t0
+        probe.cmd("QUIT")
+    st = wait_sent(r, [rcpt], timeout=5)
+    finish(r)
+    reads = (1 << 20) // READAHEAD
+    assert took >= reads * SLOW_MS / 1000 * 0.8, "took %.1f s: was the disk slow?" % took
+    # a read on the loop would hold every NOOP; a busy machine may hold one
+    slow = [x for x in lat if x >= SLOW_MS / 1000 / 2]
+    assert len(lat) >= 40, lat
+    assert len(slow) <= 2, "%d of %d NOOPs took %.3f s or more: %s" % (
+        len(slow), len(lat), SLOW_MS / 1000 / 2, sorted(lat)[-10:])
+    assert [s for s, _ in st[rcpt]] == ["sent"], st[rcpt]
+    box = mailbox(pf, "enf.test")
+    assert len(box.get(rcpt, [])) == 1, box
+    with open(box[rcpt][0], "rb") as f:
+        got = split_trace(f.read())[1]
+    want = relay_normalise(message, "smtp").replace(b"\r\n", b"\n")
+    assert hashlib.sha256(got).hexdigest() == hashlib.sha256(want).hexdigest(), \
+        first_difference(got, want)

@@ -720,6 +720,44 @@ static void test_admin_bounce(void **state)
 	queue_envelope_clear(&dsn);
 }
 
+/* Two deliveries bounce (5.1.1) in the same loop turn: the verdicts'
+ * callbacks write nothing (the DSNs are composed and committed in the
+ * thread pool), and one batch adds both DSNs, syncs the queue once, and
+ * only then removes the two finished messages (a DSN is durable before the
+ * change that says "bounced"); then both DSNs are scheduled and go out. */
+static void test_bounces_batched(void **state)
+{
+	static const char *const ra[] = { "u@a.example", NULL };
+	static const char *const rb[] = { "v@b.example", NULL };
+	struct fixture *f = *state;
+	char id[2][QUEUE_ID_LEN + 1], dsn[2][QUEUE_ID_LEN + 1], want[256];
+	size_t before, i;
+
+	add_msg(f, "s1@origin.example", ra, T0, 0, id[0]);
+	add_msg(f, "s2@origin.example", rb, T0, 0, id[1]);
+	start_scheduler(f);
+	wait_starts(f, 2);
+	before = queue_ram_journal(f->ram, f->journal, sizeof(f->journal));
+	finish(&f->starts[0], DELIVERY_BOUNCE, "5.1.1", "550 5.1.1 unknown user");
+	finish(&f->starts[1], DELIVERY_BOUNCE, "5.1.1", "550 5.1.1 unknown user");
+	assert_int_equal(queue_ram_journal(f->ram, f->journal, sizeof(f->journal)), before);
+	assert_true(wait_for(f, is_gone, id[0]));
+	assert_true(wait_for(f, is_gone, id[1]));
+	wait_starts(f, 4);
+
+	assert_true(queue_ram_journal(f->ram, f->journal, sizeof(f->journal)) < sizeof(f->journal));
+	assert_int_equal(sscanf(f->journal + before, "add %12s add %12s", dsn[0], dsn[1]), 2);
+	snprintf(want, sizeof(want), "add %s\nadd %s\nsync\nremove %s\nremove %s\nsync\n", dsn[0],
+		 dsn[1], id[0], id[1]);
+	assert_memory_equal(f->journal + before, want, strlen(want));
+	for (i = 2; i < 4; i++) {
+		assert_true(strcmp(f->starts[i].id, dsn[0]) == 0 ||
+			    strcmp(f->starts[i].id, dsn[1]) == 0);
+		assert_string_equal(f->starts[i].domain, "origin.example");
+	}
+	assert_string_not_equal(f->starts[2].id, f->starts[3].id);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -732,6 +770,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_delete_during_delivery, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failed_removal_saves, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_admin_bounce, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bounces_batched, setup, teardown),
 	};
 
 	log_setup("test_daemon_scheduler", LOG_FORMAT_TEXT, LOG_TARGET_STDERR);

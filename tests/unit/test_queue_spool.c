@@ -176,7 +176,7 @@ static void test_write_load_round_trip(void **state)
 	struct queue_envelope env, got;
 	struct queue_writer *w = NULL;
 	char *body = malloc(body_len), *back = NULL;
-	char (*ids)[QUEUE_ID_LEN + 1] = NULL;
+	char(*ids)[QUEUE_ID_LEN + 1] = NULL;
 	char id[QUEUE_ID_LEN + 1], p[256], err[256];
 	size_t i, off, n, backlen;
 	struct stat st;
@@ -243,6 +243,67 @@ static void test_write_load_round_trip(void **state)
 	queue_envelope_clear(&got);
 	queue_envelope_clear(&env);
 	free(body);
+}
+
+/* queue_load reads a header in growing pieces (a small first read): a
+ * header whose "end" line ends just below, at and just above each piece
+ * boundary (4 KiB, 8 KiB, 16 KiB) loads whole, and the data after it (which
+ * holds "\nend\n" lines of its own) starts at the right offset. */
+static void test_load_header_sizes(void **state)
+{
+	static const size_t bounds[] = { 4096, 8192, 16384 };
+	static const char body[] = "end\nend\r\n\nend\nbody\r\n";
+	struct fixture *f = *state;
+	size_t b;
+
+	for (b = 0; b < sizeof(bounds) / sizeof(bounds[0]); b++) {
+		long delta;
+
+		for (delta = -3; delta <= 3; delta++) {
+			struct queue_envelope env, got;
+			char id[QUEUE_ID_LEN + 1], err[256], addr[QUEUE_ADDR_MAX], *text = NULL,
+										   *back = NULL;
+			size_t want = (size_t)((long)bounds[b] + delta), len, backlen, pad;
+
+			/* 400-octet recipients, then one that brings the header to want */
+			make_env(&env, 1);
+			/* the writer puts its own id, of the same length, in the file */
+			snprintf(env.id, sizeof(env.id), "0123456789AB");
+			for (;;) {
+				assert_int_equal(queue_header_encode(&env, &text, &len), 0);
+				free(text);
+				if (len + 420 + 40 > want)
+					break;
+				memset(addr, 'a', 400);
+				snprintf(addr + 400, sizeof(addr) - 400, "@example.org");
+				assert_int_equal(queue_envelope_add_rcpt(&env, addr), 0);
+			}
+			/* "rcpt " + address + "\n" adds len(address) + 6 */
+			assert_true(want > len + 6 + 13);
+			pad = want - len - 6 - 12;
+			memset(addr, 'b', pad);
+			snprintf(addr + pad, sizeof(addr) - pad, "@example.org");
+			assert_int_equal(queue_envelope_add_rcpt(&env, addr), 0);
+			assert_int_equal(queue_header_encode(&env, &text, &len), 0);
+			free(text);
+			assert_int_equal(len, want);
+
+			put_message(f->q, &env, body, sizeof(body) - 1, id);
+			assert_int_equal(queue_load(f->q, id, &got, err, sizeof(err)), 0);
+			assert_int_equal(got.data_offset, want);
+			assert_int_equal(got.size, sizeof(body) - 1);
+			assert_int_equal(got.nrcpts, env.nrcpts);
+			assert_string_equal(got.rcpts[got.nrcpts - 1].address,
+					    env.rcpts[env.nrcpts - 1].address);
+			read_data(f->q, &got, &back, &backlen);
+			assert_int_equal(backlen, sizeof(body) - 1);
+			assert_memory_equal(back, body, backlen);
+			free(back);
+			queue_envelope_clear(&got);
+			queue_envelope_clear(&env);
+			assert_int_equal(queue_remove(f->q, id), 0);
+		}
+	}
 }
 
 static void test_writer_free_uncommitted(void **state)
@@ -357,7 +418,7 @@ static void test_nodirsync_batch(void **state)
 	assert_int_equal(queue_sync_queue_dir(f->q), 0);
 
 	assert_int_equal(count_entries(f, "tmp"), 0);
-	assert_int_equal(count_entries(f, "queue"), 4);  /* 2 messages + 2 states */
+	assert_int_equal(count_entries(f, "queue"), 4); /* 2 messages + 2 states */
 	for (i = 0; i < 2; i++) {
 		snprintf(p, sizeof(p), "%s/queue/%s.state", f->spool, id[i]);
 		assert_int_equal(stat(p, &st), 0);
@@ -397,7 +458,7 @@ static void test_nodirsync_batch(void **state)
 	assert_int_equal(errno, EINVAL);
 	queue_envelope_clear(&got);
 	assert_int_equal(queue_sync_queue_dir(f->q), 0);
-	assert_int_equal(count_entries(f, "queue"), 2);  /* id[0] and its state */
+	assert_int_equal(count_entries(f, "queue"), 2); /* id[0] and its state */
 	assert_int_equal(count_entries(f, "tmp"), 0);
 	queue_envelope_clear(&env);
 }
@@ -448,7 +509,7 @@ static void test_recover(void **state)
 	struct queue_envelope env, got;
 	char keep[QUEUE_ID_LEN + 1], p[256], err[256];
 	struct timespec old[2] = { { .tv_sec = 1000 }, { .tv_sec = 1000 } };
-	char (*ids)[QUEUE_ID_LEN + 1] = NULL;
+	char(*ids)[QUEUE_ID_LEN + 1] = NULL;
 	size_t n;
 
 	make_env(&env, 1);
@@ -614,8 +675,8 @@ static void test_8bit_flag(void **state)
 static void test_unique_ids_across_processes(void **state)
 {
 	struct fixture *f = *state;
-	char (*ids)[QUEUE_ID_LEN + 1] = NULL;
-	char (*all)[QUEUE_ID_LEN + 1] = NULL;
+	char(*ids)[QUEUE_ID_LEN + 1] = NULL;
+	char(*all)[QUEUE_ID_LEN + 1] = NULL;
 	char listpath[UNIQ_PROCS][256];
 	pid_t pids[UNIQ_PROCS];
 	size_t n, total = 0, i;
@@ -696,7 +757,8 @@ static void test_unique_ids_across_processes(void **state)
 		assert_string_equal(ids[i], all[i]);
 		/* the prefix is the creation time in seconds */
 		assert_int_equal(sscanf(ids[i], "%8lx", &secs), 1);
-		assert_true((int64_t)secs >= before - 1 && (int64_t)secs <= (int64_t)time(NULL) + 1);
+		assert_true((int64_t)secs >= before - 1 &&
+			    (int64_t)secs <= (int64_t)time(NULL) + 1);
 		assert_int_equal(queue_load(f->q, ids[i], &got, err, sizeof(err)), 0);
 		queue_envelope_clear(&got);
 	}
@@ -709,6 +771,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_open_modes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_write_load_round_trip, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_load_header_sizes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_writer_free_uncommitted, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_state_save_load_remove, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_nodirsync_batch, setup, teardown),

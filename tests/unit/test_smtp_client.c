@@ -91,6 +91,8 @@ struct scn {
 	uint64_t size;
 	bool pull, keep_open, eight_bit, implicit_tls;
 	char auth_user[64], auth_pass[64];
+	bool later;   /* pull: every other read answers SMTP_CLIENT_READ_LATER */
+	unsigned reads;
 	size_t chunk;
 	struct buf msg;
 	size_t msg_off;
@@ -106,6 +108,8 @@ static ssize_t pull_read(void *arg, char *buf, size_t cap)
 	struct scn *s = arg;
 	size_t n = s->msg.len - s->msg_off;
 
+	if (s->later && s->reads++ % 2 == 0)
+		return SMTP_CLIENT_READ_LATER;
 	if (n > cap)
 		n = cap;
 	if (n > s->chunk)
@@ -507,8 +511,10 @@ static void feed_str(struct smtp_client *c, const char *s)
 	smtp_client_feed(c, s, strlen(s));
 }
 
-/* Runs a whole session for message msg and returns just the body bytes. */
-static void body_via_client(const char *msg, size_t n, size_t chunk, bool pull, struct buf *body)
+/* Runs a whole session for message msg and returns just the body bytes.
+ * pull: 0 push, 1 pull, 2 pull from a source that has nothing every other
+ * time (the daemon's readahead before its read returns). */
+static void body_via_client(const char *msg, size_t n, size_t chunk, int pull, struct buf *body)
 {
 	static const char *rcpt[] = {"bob@example.com"};
 	struct scn s;
@@ -522,6 +528,7 @@ static void body_via_client(const char *msg, size_t n, size_t chunk, bool pull, 
 	s.msg.p = (char *)msg;
 	s.msg.len = n;
 	s.chunk = chunk;
+	s.later = pull == 2;
 	cfg.helo_name = "relay.example.org";
 	cfg.sender = "a@example.org";
 	cfg.rcpts = rcpt;
@@ -596,7 +603,7 @@ static void test_body_encoding(void **state)
 		for (chunk = 1; chunk <= 9; chunk++) {
 			int pull;
 
-			for (pull = 0; pull < 2; pull++) {
+			for (pull = 0; pull < 3; pull++) {
 				struct buf got = {0};
 
 				body_via_client(msgs[m], strlen(msgs[m]), chunk, pull, &got);
@@ -630,10 +637,10 @@ static void test_body_large(void **state)
 		}
 	}
 	reference(msg, n, &want);
-	for (i = 0; i < 2; i++) {
+	for (i = 0; i < 3; i++) {
 		struct buf got = {0};
 
-		body_via_client(msg, n, i ? 8192 : 70000, i == 1, &got);
+		body_via_client(msg, n, i ? 8192 : 70000, (int)i, &got);
 		assert_int_equal(got.len, want.len);
 		assert_memory_equal(got.p, want.p, want.len);
 		free(got.p);
