@@ -222,6 +222,31 @@ enum smtp_tls_result smtp_tls_result_type_for(long e)
 	}
 }
 
+/* The SSL object of t on two memory BIOs (the socket is the caller's): the
+ * one set-up of client and server sessions. On failure the caller frees t. */
+static int tls_attach(struct smtp_tls *t, SSL_CTX *sctx, char *err, size_t errlen)
+{
+	ERR_clear_error();
+	t->ssl = SSL_new(sctx);
+	if (!t->ssl) {
+		set_err(err, errlen, "SSL_new");
+		return -1;
+	}
+	t->rbio = BIO_new(BIO_s_mem());
+	t->wbio = BIO_new(BIO_s_mem());
+	if (!t->rbio || !t->wbio) {
+		BIO_free(t->rbio);
+		BIO_free(t->wbio);
+		t->rbio = t->wbio = NULL;
+		set_err(err, errlen, "BIO_new");
+		return -1;
+	}
+	/* An empty memory BIO reads as "retry", not EOF. */
+	BIO_set_mem_eof_return(t->rbio, -1);
+	SSL_set_bio(t->ssl, t->rbio, t->wbio);
+	return 0;
+}
+
 struct smtp_tls *smtp_tls_new(struct smtp_tls_ctx *ctx, const char *host, bool verify, char *err,
 			      size_t errlen)
 {
@@ -248,23 +273,8 @@ struct smtp_tls *smtp_tls_new(struct smtp_tls_ctx *ctx, const char *host, bool v
 	t->ctx = ctx;
 	t->verify = verify;
 	t->verify_error = X509_V_OK;
-	ERR_clear_error();
-	t->ssl = SSL_new(ctx->ssl_ctx);
-	if (!t->ssl) {
-		set_err(err, errlen, "SSL_new");
+	if (tls_attach(t, ctx->ssl_ctx, err, errlen) != 0)
 		goto fail;
-	}
-	t->rbio = BIO_new(BIO_s_mem());
-	t->wbio = BIO_new(BIO_s_mem());
-	if (!t->rbio || !t->wbio) {
-		BIO_free(t->rbio);
-		BIO_free(t->wbio);
-		set_err(err, errlen, "BIO_new");
-		goto fail;
-	}
-	/* An empty memory BIO reads as "retry", not EOF. */
-	BIO_set_mem_eof_return(t->rbio, -1);
-	SSL_set_bio(t->ssl, t->rbio, t->wbio);
 	SSL_set_connect_state(t->ssl);
 	/* An MX named by its address (an address literal recipient): no SNI,
 	 * which RFC 6066 §3 forbids for addresses, and the certificate is
@@ -665,22 +675,8 @@ struct smtp_tls *smtp_tls_accept(struct smtp_tls_server_ctx *ctx, char *err, siz
 	}
 	t->server = true;
 	t->verify_error = X509_V_OK;
-	ERR_clear_error();
-	t->ssl = SSL_new(ctx->ssl_ctx);
-	if (!t->ssl) {
-		set_err(err, errlen, "SSL_new");
+	if (tls_attach(t, ctx->ssl_ctx, err, errlen) != 0)
 		goto fail;
-	}
-	t->rbio = BIO_new(BIO_s_mem());
-	t->wbio = BIO_new(BIO_s_mem());
-	if (!t->rbio || !t->wbio) {
-		BIO_free(t->rbio);
-		BIO_free(t->wbio);
-		set_err(err, errlen, "BIO_new");
-		goto fail;
-	}
-	BIO_set_mem_eof_return(t->rbio, -1);
-	SSL_set_bio(t->ssl, t->rbio, t->wbio);
 	SSL_set_accept_state(t->ssl);
 	return t;
 fail:

@@ -2,6 +2,7 @@
  * RFC 8460 §3), reading a record's character-strings in place as one text. */
 #include "sts/txt.h"
 #include "sts/mx_match.h"
+#include "relay/core/b64.h"
 
 #include <string.h>
 
@@ -304,17 +305,6 @@ struct rpt_ctx {
 	int seen_rua;
 };
 
-static int hexval(int ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
 static int prefix_nocase(const char *s, const char *lit)
 {
 	for (; *lit != '\0'; s++, lit++) {
@@ -344,11 +334,10 @@ static int mailto_target(const char *uri, char *out, size_t out_size)
 	for (; *p != '\0' && *p != '?'; p++) {
 		int ch = (unsigned char)*p;
 		if (ch == '%') {
-			int hi = hexval((unsigned char)p[1]);
-			int lo = hi < 0 ? -1 : hexval((unsigned char)p[2]);
-			if (lo < 0)
+			/* p is NUL-terminated: strnlen never reads past it */
+			ch = core_pct_octet(p, strnlen(p, 3));
+			if (ch < 0)
 				return -1;
-			ch = hi * 16 + lo;
 			p += 2;
 		}
 		if (ch == '@') {

@@ -97,3 +97,25 @@ ssize_t core_b64_decode(const char *in, size_t n, void *out, size_t outsize)
 	}
 	return (ssize_t)w;
 }
+
+static int hex_value(unsigned char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+int core_pct_octet(const char *p, size_t avail)
+{
+	int hi, lo;
+
+	if (avail < 3 || p[0] != '%')
+		return -1;
+	hi = hex_value((unsigned char)p[1]);
+	lo = hex_value((unsigned char)p[2]);
+	return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
+}

@@ -1,6 +1,6 @@
 /* Base64 (RFC 4648 §4, with padding) into a caller's fixed buffer: encoding
  * for MIME bodies, DKIM tags and RFC 2047 encoded words; strict decoding for
- * SASL responses (RFC 4954). */
+ * SASL responses (RFC 4954). Also the %XX escape of URIs (RFC 3986 §2.1). */
 #ifndef STSRELAY_CORE_B64_H
 #define STSRELAY_CORE_B64_H
 
@@ -23,5 +23,9 @@ ssize_t core_b64_encode(const void *in, size_t n, char *out, size_t outsize);
  * would not fit in outsize bytes. "" decodes to 0 bytes. */
 ssize_t core_b64_decode(const char *in, size_t n, void *out, size_t outsize)
 	__attribute__((warn_unused_result));
+
+/* The octet of the escape "%XX" at p (p[0] == '%'), where avail bytes from
+ * p on may be read; -1 if fewer than 3 or X is not a hex digit. */
+int core_pct_octet(const char *p, size_t avail);
 
 #endif

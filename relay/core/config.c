@@ -1,6 +1,7 @@
 /* The configuration file parser: bytes in, struct config out, with a
  * "FILE:LINE: reason" error; plus defaults, file loading and mynetworks. */
 #include "relay/core/config.h"
+#include "relay/core/b64.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -854,17 +855,6 @@ static int set_metrics_listen(struct config *c, const char *v, char *why, size_t
 	return parse_hostport(v, 0, &c->metrics_listen, why, whylen);
 }
 
-static int hexval(char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
 /* Copies s[0..n) into out, %XX decoded; -1 on a bad escape, a NUL or a
  * result that does not fit. */
 static int url_decode(const char *s, size_t n, char *out, size_t outlen)
@@ -875,15 +865,9 @@ static int url_decode(const char *s, size_t n, char *out, size_t outlen)
 		int ch = (unsigned char)s[i];
 
 		if (ch == '%') {
-			int hi, lo;
-
-			if (i + 2 >= n)
+			ch = core_pct_octet(s + i, n - i);
+			if (ch <= 0) /* a bad escape, or %00 */
 				return -1;
-			hi = hexval(s[i + 1]);
-			lo = hexval(s[i + 2]);
-			if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
-				return -1;
-			ch = hi * 16 + lo;
 			i += 2;
 		}
 		if (o + 1 >= outlen)

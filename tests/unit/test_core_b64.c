@@ -148,6 +148,40 @@ static void test_decode_rejects(void **state)
 	assert_int_equal(core_b64_decode("Zg\0=", 4, buf, sizeof(buf)), -1);
 }
 
+/* %XX escapes: both cases of hex digits, every octet, and what is not one. */
+static void test_pct_octet(void **state)
+{
+	static const struct {
+		const char *in;
+		size_t avail;
+		int want;
+	} rows[] = {
+		{ .in = "%41", .avail = 3, .want = 0x41 },
+		{ .in = "%fF", .avail = 3, .want = 0xff },
+		{ .in = "%00", .avail = 3, .want = 0 },
+		{ .in = "%2c@", .avail = 4, .want = ',' },
+		{ .in = "%4", .avail = 2, .want = -1 },
+		{ .in = "%41", .avail = 2, .want = -1 },
+		{ .in = "%g1", .avail = 3, .want = -1 },
+		{ .in = "%1 ", .avail = 3, .want = -1 },
+		{ .in = "A41", .avail = 3, .want = -1 },
+		{ .in = "", .avail = 0, .want = -1 },
+	};
+	char buf[4];
+	size_t i;
+	int v;
+
+	(void)state;
+	for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+		assert_int_equal(core_pct_octet(rows[i].in, rows[i].avail), rows[i].want);
+	for (v = 0; v < 256; v++) {
+		assert_int_equal(snprintf(buf, sizeof(buf), "%%%02X", v), 3);
+		assert_int_equal(core_pct_octet(buf, 3), v);
+		assert_int_equal(snprintf(buf, sizeof(buf), "%%%02x", v), 3);
+		assert_int_equal(core_pct_octet(buf, 3), v);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -157,6 +191,7 @@ int main(void)
 		cmocka_unit_test(test_decode_vectors),
 		cmocka_unit_test(test_decode_round_trip),
 		cmocka_unit_test(test_decode_rejects),
+		cmocka_unit_test(test_pct_octet),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
