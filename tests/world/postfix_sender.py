@@ -1,13 +1,15 @@
 # Postfix 3.7 as a SENDING MTA with DANE (smtp_tls_security_level = dane),
 # resolving through the world's validating Unbound: the peer stsrelay's DANE
-# outcomes are compared with. It runs in a mount namespace of its own whose
-# /etc/resolv.conf names the resolver (glibc takes no port and no other path).
+# outcomes are compared with. Its smtp(8) runs chrooted in the queue
+# directory, whose etc/resolv.conf names the resolver (glibc takes no port and
+# no other path), so the machine's /etc/resolv.conf is never touched.
 import os
 import re
+import shutil
 import smtplib
 
 from .postfix import SendingPostfix
-from .util import WorldError, free_port, read_text, run_tty, wait_until
+from .util import free_port, wait_until
 
 
 class PostfixSender(SendingPostfix):
@@ -39,18 +41,27 @@ class PostfixSender(SendingPostfix):
         main.update(self.extra)
         return "".join("%s = %s\n" % kv for kv in main.items())
 
-    def _postfix(self, *args, check=True, timeout=60):
-        if args[:1] != ("start",):
-            return super()._postfix(*args, check=check, timeout=timeout)
-        # The master and every smtp(8) it forks stay in this namespace,
-        # where /etc/resolv.conf is ours; the machine's is untouched.
-        cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-               'mount --bind "$0" /etc/resolv.conf && exec postfix -c "$1" start',
-               self.resolv, self.conf_dir]
-        rc, out = run_tty(cmd, timeout=timeout)
-        if check and (rc != 0 or "fatal:" in out):
-            raise WorldError("postfix start (own mount namespace) failed (rc=%s):\n%s\n"
-                             "maillog:\n%s" % (rc, out, read_text(self.maillog, 4000)))
+    def _master_cf(self):
+        # chroot (the fifth column) on for the delivery agents: glibc's
+        # resolver reads /etc/resolv.conf after the chroot, so it reads ours.
+        # A mount namespace would do the same but cannot be set up where /
+        # is no mount point (a chroot such as ../shared/fresh-machine's).
+        out = []
+        for line in super()._master_cf().splitlines(True):
+            f = line.split()
+            if len(f) >= 8 and f[0] in ("smtp", "relay") and f[7] == "smtp":
+                f[4] = "y"
+                line = " ".join(f) + "\n"
+            out.append(line)
+        return "".join(out)
+
+    def start(self, timeout=20):
+        # after the start (which wants an empty queue directory to copy its
+        # template into) and before any smtp(8) runs: one only starts for mail
+        out = super().start(timeout=timeout)
+        etc = os.path.join(self.queue_dir, "etc")
+        os.makedirs(etc, exist_ok=True)
+        shutil.copyfile(self.resolv, os.path.join(etc, "resolv.conf"))
         return out
 
     def send(self, sender, rcpt, message):
