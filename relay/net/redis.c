@@ -15,6 +15,7 @@
 
 #define BACKOFF_FIRST_MS 500
 #define BACKOFF_MAX_MS 30000
+#define REDIS_ADDRS_MAX 8
 
 enum rstate {
 	R_IDLE,      /* waiting for the retry timer */
@@ -48,6 +49,10 @@ struct redis {
 	unsigned timers_open;
 	uint64_t backoff_ms;
 	uint64_t connect_deadline;
+	/* the name's addresses, tried in turn until one connects (a
+	 * "localhost" that is ::1 first while the server listens on 127.0.0.1) */
+	char addrs[REDIS_ADDRS_MAX][INET6_ADDRSTRLEN];
+	unsigned naddrs, next_addr;
 	bool warned; /* the outage was logged */
 	bool closing;
 	struct redis_cmd *pending, **pending_tail;
@@ -56,6 +61,7 @@ struct redis {
 
 static void on_retry(uv_timer_t *t);
 static void arm_timeout(struct redis *r);
+static void connect_next(struct redis *r);
 
 bool redis_up(const struct redis *r)
 {
@@ -216,6 +222,19 @@ static void on_timeout(uv_timer_t *t)
 	struct redis *r = t->data;
 	char why[96];
 
+	if (r->state == R_CONNECTING && r->next_addr < r->naddrs) {
+		redisAsyncContext *ac = r->ac;
+
+		/* this address does not answer: the next one has its own time */
+		r->ac = NULL;
+		set_state(r, R_IDLE);
+		if (ac != NULL) {
+			ac->data = NULL; /* the disconnect callback must not touch r */
+			redisAsyncFree(ac);
+		}
+		connect_next(r);
+		return;
+	}
 	if (r->state == R_CONNECTING) {
 		snprintf(why, sizeof(why), "no connection within %llu ms",
 			 (unsigned long long)r->timeout_ms);
@@ -306,6 +325,10 @@ static void on_connect(const redisAsyncContext *ac, int status)
 		snprintf(why, sizeof(why), "cannot connect: %s", ac->errstr);
 		r->ac = NULL;
 		set_state(r, R_IDLE);
+		if (r->next_addr < r->naddrs && !r->closing) {
+			connect_next(r);
+			return;
+		}
 		outage(r, why);
 		schedule_retry(r);
 		return;
@@ -351,36 +374,13 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 	schedule_retry(r);
 }
 
-static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+/* Connects to the next resolved address (hiredis gets a numeric address, so
+ * its own getaddrinfo does not block the loop). */
+static void connect_next(struct redis *r)
 {
-	struct redis *r = req->data;
-	char ip[INET6_ADDRSTRLEN] = "";
+	const char *ip = r->addrs[r->next_addr++];
 	redisAsyncContext *ac;
 
-	r->gai_busy = false;
-	if (r->closing) {
-		uv_freeaddrinfo(res);
-		maybe_free(r);
-		return;
-	}
-	if (status == 0 && res != NULL) {
-		if (res->ai_family == AF_INET6)
-			uv_ip6_name((const struct sockaddr_in6 *)res->ai_addr, ip, sizeof(ip));
-		else if (res->ai_family == AF_INET)
-			uv_ip4_name((const struct sockaddr_in *)res->ai_addr, ip, sizeof(ip));
-	}
-	uv_freeaddrinfo(res);
-	if (ip[0] == '\0') {
-		char why[200];
-
-		snprintf(why, sizeof(why), "cannot resolve the host: %s",
-			 status != 0 ? uv_strerror(status) : "no address");
-		set_state(r, R_IDLE);
-		outage(r, why);
-		schedule_retry(r);
-		return;
-	}
-	/* A numeric address: hiredis's own getaddrinfo does not block on it. */
 	ac = redisAsyncConnect(ip, (int)r->url.port);
 	if (ac == NULL || ac->err != 0 || redisLibuvAttach(ac, r->loop) != REDIS_OK) {
 		char why[200];
@@ -401,6 +401,45 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 	set_state(r, R_CONNECTING);
 	r->connect_deadline = uv_now(r->loop) + r->timeout_ms;
 	arm_timeout(r);
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+	struct redis *r = req->data;
+	struct addrinfo *ai;
+
+	r->gai_busy = false;
+	if (r->closing) {
+		uv_freeaddrinfo(res);
+		maybe_free(r);
+		return;
+	}
+	r->naddrs = r->next_addr = 0;
+	for (ai = status == 0 ? res : NULL; ai != NULL && r->naddrs < REDIS_ADDRS_MAX;
+	     ai = ai->ai_next) {
+		char *ip = r->addrs[r->naddrs];
+
+		if (ai->ai_family == AF_INET6 &&
+		    uv_ip6_name((const struct sockaddr_in6 *)ai->ai_addr, ip, INET6_ADDRSTRLEN) ==
+			    0)
+			r->naddrs++;
+		else if (ai->ai_family == AF_INET &&
+			 uv_ip4_name((const struct sockaddr_in *)ai->ai_addr, ip,
+				     INET6_ADDRSTRLEN) == 0)
+			r->naddrs++;
+	}
+	uv_freeaddrinfo(res);
+	if (r->naddrs == 0) {
+		char why[200];
+
+		snprintf(why, sizeof(why), "cannot resolve the host: %s",
+			 status != 0 ? uv_strerror(status) : "no address");
+		set_state(r, R_IDLE);
+		outage(r, why);
+		schedule_retry(r);
+		return;
+	}
+	connect_next(r);
 }
 
 static void start_connect(struct redis *r)

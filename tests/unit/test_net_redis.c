@@ -110,6 +110,8 @@ static void start(struct ctx *c, struct test_redis *t, const char *password, uin
 
 	memset(c, 0, sizeof(*c));
 	assert_int_equal(uv_loop_init(&c->loop), 0);
+	/* a name, not 127.0.0.1: where localhost is ::1 first (Debian's
+	 * /etc/hosts) the client must go on to 127.0.0.1, where the server is */
 	snprintf(u, sizeof(u), "redis://%s%s%slocalhost:%u/3", password ? ":" : "",
 		 password ? password : "", password ? "@" : "", (unsigned)t->port);
 	assert_int_equal(config_parse_redis_url(u, &url, err, sizeof(err)), 0);
