@@ -202,6 +202,12 @@ uint64_t queue_writer_size(const struct queue_writer *w);
  * queue_writer_withdraw() each of them if that fails. Thread-safe with
  * respect to the loop (touches only w's own file). */
 int queue_writer_commit(struct queue_writer *w) __attribute__((warn_unused_result));
+/* Hands what w holds to the kernel and starts its writeback without waiting
+ * (sync_file_range), so that a batch's fsyncs, one file after another, find
+ * every file's data already on its way to the disk instead of each starting
+ * its own. Only a hint: nothing is promised durable, and an error shows again
+ * at queue_writer_commit(). Thread-safe like queue_writer_commit(). */
+void queue_writer_start_writeback(struct queue_writer *w);
 /* Takes a committed message back out of queue/ (or maildrop/) after its
  * directory fsync failed: 0 = gone (report failure), -1 = still there (it
  * will be delivered: report success). The unlink is not fsynced (the

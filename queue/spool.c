@@ -1099,6 +1099,16 @@ static int move_noreplace(int from_dir, const char *from, int to_dir, const char
 	return 0;
 }
 
+void queue_writer_start_writeback(struct queue_writer *w)
+{
+	if (!w->header_done || w->broken || w->committed || w->fd < 0)
+		return;
+	if (writer_flush(w) < 0)
+		return; /* w is broken now: its commit fails and says why */
+	/* a hint: a failure here leaves the fsync to do all the work */
+	(void)sync_file_range(w->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+}
+
 /* The part of a commit that decides it: flush, fsync, rename. The file
  * stays open (w->fd) for writer_close(). 0 = renamed. */
 static int writer_rename(struct queue_writer *w)

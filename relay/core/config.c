@@ -649,34 +649,66 @@ static int set_max_sessions(struct config *c, const char *v, char *why, size_t w
 	return set_unsigned(&c->max_sessions, v, 1, MAX_SESSIONS, why, whylen);
 }
 
+/* A value from a fixed list of words; returns the word's value, or -1 with
+ * "must be EXPECT" in why. Values are never negative. */
+struct config_word {
+	const char *word;
+	int value;
+};
+
+static int pick_word(const struct config_word *w, size_t n, const char *v, const char *expect,
+		     char *why, size_t whylen)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (strcmp(v, w[i].word) == 0)
+			return w[i].value;
+	snprintf(why, whylen, "must be %s", expect);
+	return -1;
+}
+
+#define PICK(tbl, v, expect, why, whylen) \
+	pick_word((tbl), sizeof(tbl) / sizeof((tbl)[0]), (v), (expect), (why), (whylen))
+
 static int set_tls_default(struct config *c, const char *v, char *why, size_t whylen)
 {
 	/* may-plain was a second name for the same behaviour; kept so that
 	 * existing files still load. */
-	if (strcmp(v, "opportunistic") == 0 || strcmp(v, "may-plain") == 0)
-		c->tls_default = TLS_DEFAULT_OPPORTUNISTIC;
-	else if (strcmp(v, "encrypt") == 0)
-		c->tls_default = TLS_DEFAULT_ENCRYPT;
-	else if (strcmp(v, "verify") == 0)
-		c->tls_default = TLS_DEFAULT_VERIFY;
-	else {
-		snprintf(why, whylen, "must be opportunistic (alias may-plain), encrypt or verify");
+	static const struct config_word words[] = {
+		{ "opportunistic", TLS_DEFAULT_OPPORTUNISTIC },
+		{ "may-plain", TLS_DEFAULT_OPPORTUNISTIC },
+		{ "encrypt", TLS_DEFAULT_ENCRYPT },
+		{ "verify", TLS_DEFAULT_VERIFY },
+	};
+	int x = PICK(words, v, "opportunistic (alias may-plain), encrypt or verify", why, whylen);
+
+	if (x < 0)
 		return -1;
-	}
+	c->tls_default = (enum tls_default)x;
+	return 0;
+}
+
+/* Postfix's spelling of booleans (and on/off where DESIGN.md uses it). */
+static int set_bool(bool *dst, const char *v, const char *expect, char *why, size_t whylen)
+{
+	static const struct config_word words[] = {
+		{ "yes", 1 },
+		{ "no", 0 },
+		{ "on", 1 },
+		{ "off", 0 },
+	};
+	int x = PICK(words, v, expect, why, whylen);
+
+	if (x < 0)
+		return -1;
+	*dst = x == 1;
 	return 0;
 }
 
 static int set_dane(struct config *c, const char *v, char *why, size_t whylen)
 {
-	if (strcmp(v, "on") == 0 || strcmp(v, "yes") == 0)
-		c->dane = true;
-	else if (strcmp(v, "off") == 0 || strcmp(v, "no") == 0)
-		c->dane = false;
-	else {
-		snprintf(why, whylen, "must be on or off");
-		return -1;
-	}
-	return 0;
+	return set_bool(&c->dane, v, "on or off", why, whylen);
 }
 
 static int set_tls_policy_file(struct config *c, const char *v, char *why, size_t whylen)
@@ -686,29 +718,30 @@ static int set_tls_policy_file(struct config *c, const char *v, char *why, size_
 
 static int set_log_format(struct config *c, const char *v, char *why, size_t whylen)
 {
-	if (strcmp(v, "text") == 0)
-		c->log_format = CONFIG_LOG_TEXT;
-	else if (strcmp(v, "json") == 0)
-		c->log_format = CONFIG_LOG_JSON;
-	else {
-		snprintf(why, whylen, "must be text or json");
+	static const struct config_word words[] = {
+		{ "text", CONFIG_LOG_TEXT },
+		{ "json", CONFIG_LOG_JSON },
+	};
+	int x = PICK(words, v, "text or json", why, whylen);
+
+	if (x < 0)
 		return -1;
-	}
+	c->log_format = (enum config_log_format)x;
 	return 0;
 }
 
 static int set_log_target(struct config *c, const char *v, char *why, size_t whylen)
 {
-	if (strcmp(v, "stderr") == 0)
-		c->log_target = CONFIG_LOG_TARGET_STDERR;
-	else if (strcmp(v, "syslog") == 0)
-		c->log_target = CONFIG_LOG_TARGET_SYSLOG;
-	else if (strcmp(v, "journal") == 0)
-		c->log_target = CONFIG_LOG_TARGET_JOURNAL;
-	else {
-		snprintf(why, whylen, "must be stderr, syslog or journal");
+	static const struct config_word words[] = {
+		{ "stderr", CONFIG_LOG_TARGET_STDERR },
+		{ "syslog", CONFIG_LOG_TARGET_SYSLOG },
+		{ "journal", CONFIG_LOG_TARGET_JOURNAL },
+	};
+	int x = PICK(words, v, "stderr, syslog or journal", why, whylen);
+
+	if (x < 0)
 		return -1;
-	}
+	c->log_target = (enum config_log_target)x;
 	return 0;
 }
 
@@ -1125,23 +1158,9 @@ static int set_auth_users_file(struct config *c, const char *v, char *why, size_
 	return set_path(c->auth_users_file, sizeof(c->auth_users_file), v, why, whylen);
 }
 
-/* Postfix's spelling of booleans. */
-static int set_bool(bool *dst, const char *v, char *why, size_t whylen)
-{
-	if (strcmp(v, "yes") == 0)
-		*dst = true;
-	else if (strcmp(v, "no") == 0)
-		*dst = false;
-	else {
-		snprintf(why, whylen, "must be yes or no");
-		return -1;
-	}
-	return 0;
-}
-
 static int set_received_show_auth(struct config *c, const char *v, char *why, size_t whylen)
 {
-	return set_bool(&c->received_show_auth, v, why, whylen);
+	return set_bool(&c->received_show_auth, v, "yes or no", why, whylen);
 }
 
 static int set_max_sessions_per_ip(struct config *c, const char *v, char *why, size_t whylen)
