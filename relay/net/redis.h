@@ -13,7 +13,8 @@
 
 /*
  * The host name of redis_url is resolved in the thread pool
- * (uv_getaddrinfo: /etc/hosts works), the connect is non-blocking, and
+ * (uv_getaddrinfo: /etc/hosts works), the connect is non-blocking and
+ * tries its addresses in turn (up to 8, each with timeout_ms), and
  * the connection is "up" only after AUTH (when the URL has a password),
  * SELECT (db other than 0) and a PING were answered. A command gets
  * timeout_ms for its reply: Redis answers in order, so the oldest command
