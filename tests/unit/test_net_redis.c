@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "relay/net/redis.h"
+#include "test_loop.h"
 #include "test_redis_server.h"
 #include "test_util.h"
 
@@ -49,48 +50,30 @@ static void on_reply(void *arg, const redisReply *rp)
 		c->last_int = -1;
 }
 
-static void on_tick(uv_timer_t *t)
+static bool run_until(struct ctx *c, bool (*pred)(void *), unsigned ms)
 {
-	(void)t;
+	return test_run_until(&c->loop, pred, c, ms);
 }
 
-/* Runs the loop until pred() or about ms milliseconds; a 10 ms ticker keeps
- * uv_run returning so the condition is looked at. */
-static bool run_until(struct ctx *c, bool (*pred)(struct ctx *), unsigned ms)
+static bool is_up(void *arg)
 {
-	uv_timer_t tick;
-	uint64_t end;
-	bool ok = false;
+	struct ctx *c = arg;
 
-	uv_timer_init(&c->loop, &tick);
-	uv_timer_start(&tick, on_tick, 10, 10);
-	uv_update_time(&c->loop);
-	end = uv_now(&c->loop) + ms;
-	while (uv_now(&c->loop) < end) {
-		if (pred(c)) {
-			ok = true;
-			break;
-		}
-		uv_run(&c->loop, UV_RUN_ONCE);
-	}
-	uv_close((uv_handle_t *)&tick, NULL);
-	uv_run(&c->loop, UV_RUN_NOWAIT);
-	return ok || pred(c);
-}
-
-static bool is_up(struct ctx *c)
-{
 	return redis_up(c->r);
 }
 
-static bool is_down(struct ctx *c)
+static bool is_down(void *arg)
 {
+	struct ctx *c = arg;
+
 	return !redis_up(c->r);
 }
 
 static int g_want;
-static bool have_replies(struct ctx *c)
+static bool have_replies(void *arg)
 {
+	struct ctx *c = arg;
+
 	return c->replies >= g_want;
 }
 

@@ -12,6 +12,7 @@
 #include "relay/core/clock.h"
 #include "relay/net/redis.h"
 #include "sts/fleet.h"
+#include "test_loop.h"
 #include "test_redis_server.h"
 #include "test_util.h"
 
@@ -31,31 +32,9 @@ struct ctx {
 	const struct sts_shared *s[2];
 };
 
-static void on_tick(uv_timer_t *t)
-{
-	(void)t;
-}
-
 static bool run_until(struct ctx *c, bool (*pred)(void *), void *arg, unsigned ms)
 {
-	uv_timer_t tick;
-	uint64_t end;
-	bool ok = false;
-
-	uv_timer_init(&c->loop, &tick);
-	uv_timer_start(&tick, on_tick, 10, 10);
-	uv_update_time(&c->loop);
-	end = uv_now(&c->loop) + ms;
-	while (uv_now(&c->loop) < end) {
-		if (pred(arg)) {
-			ok = true;
-			break;
-		}
-		uv_run(&c->loop, UV_RUN_ONCE);
-	}
-	uv_close((uv_handle_t *)&tick, NULL);
-	uv_run(&c->loop, UV_RUN_NOWAIT);
-	return ok || pred(arg);
+	return test_run_until(&c->loop, pred, arg, ms);
 }
 
 static bool is_up(void *arg)

@@ -13,6 +13,7 @@
 #include "relay/net/redis.h"
 #include "sts/tlsrpt/fleet.h"
 #include "sts/tlsrpt/tlsrpt.h"
+#include "test_loop.h"
 #include "test_redis_server.h"
 #include "test_util.h"
 
@@ -48,57 +49,42 @@ static void on_state(void *arg, bool up)
 			tlsrpt_fleet_redis_state(c->n[i].f, up);
 }
 
-static void on_tick(uv_timer_t *t)
+static bool run_until(struct ctx *c, bool (*pred)(void *), unsigned ms)
 {
-	(void)t;
+	return test_run_until(&c->loop, pred, c, ms);
 }
 
-/* Runs the loop until pred() or about ms milliseconds. */
-static bool run_until(struct ctx *c, bool (*pred)(struct ctx *), unsigned ms)
+static bool is_up(void *arg)
 {
-	uv_timer_t tick;
-	uint64_t end;
-	bool ok = false;
+	struct ctx *c = arg;
 
-	uv_timer_init(&c->loop, &tick);
-	uv_timer_start(&tick, on_tick, 10, 10);
-	uv_update_time(&c->loop);
-	end = uv_now(&c->loop) + ms;
-	while (uv_now(&c->loop) < end) {
-		if (pred(c)) {
-			ok = true;
-			break;
-		}
-		uv_run(&c->loop, UV_RUN_ONCE);
-	}
-	uv_close((uv_handle_t *)&tick, NULL);
-	uv_run(&c->loop, UV_RUN_NOWAIT);
-	return ok || pred(c);
-}
-
-static bool is_up(struct ctx *c)
-{
 	return redis_up(c->r);
 }
 
-static bool is_down(struct ctx *c)
+static bool is_down(void *arg)
 {
+	struct ctx *c = arg;
+
 	return !redis_up(c->r);
 }
 
-static bool never(struct ctx *c)
+static bool never(void *arg)
 {
-	(void)c;
+	(void)arg;
 	return false;
 }
 
-static bool is_done(struct ctx *c)
+static bool is_done(void *arg)
 {
+	struct ctx *c = arg;
+
 	return c->done;
 }
 
-static bool is_claimed(struct ctx *c)
+static bool is_claimed(void *arg)
 {
+	struct ctx *c = arg;
+
 	return c->claimed;
 }
 
@@ -315,7 +301,7 @@ static void test_two_nodes_summed_once(void **state)
 
 static int g_replies;
 static void on_reply(void *arg, const redisReply *rp);
-static bool have_reply(struct ctx *c);
+static bool have_reply(void *arg);
 
 /* The merge script sent to a paused Redis: its reply never comes (the
  * connection is dropped after the timeout) though Redis may run it when
@@ -376,9 +362,9 @@ static void on_reply(void *arg, const redisReply *rp)
 	g_replies++;
 }
 
-static bool have_reply(struct ctx *c)
+static bool have_reply(void *arg)
 {
-	(void)c;
+	(void)arg;
 	return g_replies > 0;
 }
 
