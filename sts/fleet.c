@@ -145,8 +145,6 @@ static void acq_lock(struct acq *a)
 {
 	char k[KEY_MAX], ms[24];
 	const char *argv[6];
-	size_t lens[6];
-	int i;
 
 	key(k, sizeof(k), "lock", a->domain, NULL);
 	snprintf(ms, sizeof(ms), "%llu", (unsigned long long)a->f->lock_ms);
@@ -156,9 +154,7 @@ static void acq_lock(struct acq *a)
 	argv[3] = "NX";
 	argv[4] = "PX";
 	argv[5] = ms;
-	for (i = 0; i < 6; i++)
-		lens[i] = strlen(argv[i]);
-	if (redis_command(a->f->redis, on_lock, a, &a->cmd, 6, argv, lens) != 0)
+	if (redis_command(a->f->redis, on_lock, a, &a->cmd, 6, argv, NULL) != 0)
 		answer_fetch(a);
 }
 

@@ -272,13 +272,8 @@ static void handshake_step(struct redis *r, const redisReply *reply);
 
 static int send_step(struct redis *r, int argc, const char **argv)
 {
-	size_t lens[3];
-	struct redis_cmd *c;
-	int i;
+	struct redis_cmd *c = send_cmd(r, argc, argv, NULL);
 
-	for (i = 0; i < argc; i++)
-		lens[i] = strlen(argv[i]);
-	c = send_cmd(r, argc, argv, lens);
 	if (c == NULL)
 		return -1;
 	c->step = handshake_step;

@@ -53,7 +53,8 @@ int redis_new(uv_loop_t *loop, const struct redis_config *cfg, struct redis **ou
 /* True when commands can be sent (handshake done, not failed since). */
 bool redis_up(const struct redis *r);
 
-/* Sends one command, argv/argvlen as hiredis takes them (binary safe).
+/* Sends one command, argv/argvlen as hiredis takes them (binary safe;
+ * argvlen NULL: every argument is a C string, measured with strlen).
  * 0: cb runs exactly once, from the loop, never inside this call (*h, if
  * not NULL, is valid until then); -1: not up (or no memory), cb never runs. */
 int redis_command(struct redis *r, redis_cb cb, void *arg, struct redis_cmd **h, int argc,

@@ -517,7 +517,7 @@ static void step_send(struct tlsrpt_fleet *f)
 	struct mjob *j = f->job;
 	char kcur[KEY_MAX], knodes[KEY_MAX], kmerged[KEY_MAX], kdom[KEY_MAX], ttl[24], newc[64];
 	const char **argv = NULL;
-	size_t *lens = NULL, argc = 0, nkeys, ndom = 0, ng, i, k, cap;
+	size_t argc = 0, nkeys, ndom = 0, ng, i, k, cap;
 	char **doms = NULL, **hkeys = NULL, **nums = NULL;
 	bool final = j->final && day_over(md);
 	bool ok = false;
@@ -564,11 +564,10 @@ static void step_send(struct tlsrpt_fleet *f)
 	 * group; ndom <= ng */
 	cap = 13 + 2 * ng + 3 * ng;
 	argv = calloc(cap, sizeof(*argv));
-	lens = calloc(cap, sizeof(*lens));
 	doms = calloc(ng + 1, sizeof(*doms));
 	hkeys = calloc(ng + 1, sizeof(*hkeys));
 	nums = calloc(2 * ng + 2, sizeof(*nums)); /* nkeys, ndom, 2 per group */
-	if (argv == NULL || lens == NULL || doms == NULL || hkeys == NULL || nums == NULL)
+	if (argv == NULL || doms == NULL || hkeys == NULL || nums == NULL)
 		goto out;
 	/* the domains of the step, each once, with their hash keys */
 	for (i = 0; i < ng; i++) {
@@ -640,13 +639,10 @@ static void step_send(struct tlsrpt_fleet *f)
 		argv[argc++] = g;
 		argv[argc++] = nums[3 + 2 * i];
 	}
-	for (i = 0; i < argc; i++)
-		lens[i] = strlen(argv[i]);
 	j->final = final;
-	ok = redis_command(f->redis, on_merged, f, &f->cmd, (int)argc, argv, lens) == 0;
+	ok = redis_command(f->redis, on_merged, f, &f->cmd, (int)argc, argv, NULL) == 0;
 out:
 	free(argv);
-	free(lens);
 	for (i = 0; doms != NULL && i < ndom; i++) {
 		free(doms[i]);
 		free(hkeys[i]);
@@ -753,15 +749,12 @@ static void step_begin(struct tlsrpt_fleet *f, struct mday *md)
 {
 	char k[KEY_MAX];
 	const char *argv[2] = { "GET", k };
-	size_t lens[2];
 
 	/* the cursor is read at every step (one GET): a Redis that lost it
 	 * without a reconnect (emptied, a replica promoted) is noticed */
 	f->cur = md;
 	day_key(k, sizeof(k), md->day, "cursor", f->node);
-	lens[0] = 3;
-	lens[1] = strlen(k);
-	if (redis_command(f->redis, on_cursor, f, &f->cmd, 2, argv, lens) != 0)
+	if (redis_command(f->redis, on_cursor, f, &f->cmd, 2, argv, NULL) != 0)
 		step_end(f, false, false);
 }
 
@@ -772,14 +765,11 @@ static void start_round(struct tlsrpt_fleet *f)
 	int64_t today = clock_now() / 86400 * 86400;
 	char now[24];
 	const char *argv[4] = { "HSET", SEEN_KEY, f->node, now };
-	size_t lens[4];
 	int i;
 
 	/* this daemon is alive: reports of the days it sees wait for it */
 	snprintf(now, sizeof(now), "%" PRId64, clock_now());
-	for (i = 0; i < 4; i++)
-		lens[i] = strlen(argv[i]);
-	if (redis_up(f->redis) && redis_command(f->redis, NULL, NULL, NULL, 4, argv, lens) != 0)
+	if (redis_up(f->redis) && redis_command(f->redis, NULL, NULL, NULL, 4, argv, NULL) != 0)
 		log_debug("tlsrpt: cannot tell the fleet this node is alive now");
 
 	for (i = 0; i < 3; i++) {
@@ -837,16 +827,16 @@ static void on_tick(uv_timer_t *t)
 
 /* ---- prepares: checking the other nodes and reading the sums ---- */
 
-/* Takes one more outstanding command's handle slot; -1 on no memory. */
-static int prep_send(struct tlsrpt_fleet_prep *p, redis_cb cb, int argc, const char **argv,
-		     const size_t *lens)
+/* Sends a command of C strings, keeping its handle among the outstanding
+ * ones; -1 on no memory or Redis not up. */
+static int prep_send(struct tlsrpt_fleet_prep *p, redis_cb cb, int argc, const char **argv)
 {
 	struct redis_cmd **nc = realloc(p->cmds, (p->ncmds + 1) * sizeof(*nc));
 
 	if (nc == NULL)
 		return -1;
 	p->cmds = nc;
-	if (redis_command(p->f->redis, cb, p, &p->cmds[p->ncmds], argc, argv, lens) != 0)
+	if (redis_command(p->f->redis, cb, p, &p->cmds[p->ncmds], argc, argv, NULL) != 0)
 		return -1;
 	p->ncmds++;
 	return 0;
@@ -894,11 +884,10 @@ static void read_texts(struct tlsrpt_fleet_prep *p)
 {
 	size_t n = tlsrpt_day_ngroups(p->d), i, argc = 0;
 	const char **argv = calloc(n + 1, sizeof(*argv));
-	size_t *lens = calloc(n + 1, sizeof(*lens));
 	char(*keys)[KEY_MAX] = calloc(n + 1, KEY_MAX);
 	int rc = -1;
 
-	if (argv == NULL || lens == NULL || keys == NULL)
+	if (argv == NULL || keys == NULL)
 		goto out;
 	argv[argc++] = "MGET";
 	for (i = 0; i < n; i++) {
@@ -912,18 +901,14 @@ static void read_texts(struct tlsrpt_fleet_prep *p)
 	}
 	if (argc == 1) {
 		free(argv);
-		free(lens);
 		free(keys);
 		prep_done(p, TLSRPT_FLEET_READY, NULL);
 		return;
 	}
-	for (i = 0; i < argc; i++)
-		lens[i] = strlen(argv[i]);
 	p->phase = P_TEXTS;
-	rc = prep_send(p, on_texts, (int)argc, argv, lens);
+	rc = prep_send(p, on_texts, (int)argc, argv);
 out:
 	free(argv);
-	free(lens);
 	free(keys);
 	if (rc != 0)
 		prep_done(p, TLSRPT_FLEET_DOWN, "cannot ask Redis for the policy texts");
@@ -1017,12 +1002,9 @@ static void on_domains(void *arg, const redisReply *rp)
 	for (i = 0; i < p->ndomains; i++) {
 		char k[KEY_MAX];
 		const char *argv[2] = { "HGETALL", k };
-		size_t lens[2];
 
 		day_key(k, sizeof(k), p->day, "counts", p->domains[i]);
-		lens[0] = 7;
-		lens[1] = strlen(k);
-		if (prep_send(p, on_counts, 2, argv, lens) != 0) {
+		if (prep_send(p, on_counts, 2, argv) != 0) {
 			p->failed = true;
 			prep_done(p, TLSRPT_FLEET_DOWN, "cannot ask Redis for the counts");
 			return;
@@ -1063,11 +1045,9 @@ static void prep_advance(struct tlsrpt_fleet_prep *p)
 {
 	char k1[KEY_MAX], k2[KEY_MAX];
 	const char *argv[3];
-	size_t lens[3];
 
 	if (p->phase == P_CHECK && p->wait) {
 		const char *cargv[7];
-		size_t clens[7], i;
 		char start[24];
 
 		day_key(k1, sizeof(k1), p->day, "nodes", NULL);
@@ -1080,20 +1060,16 @@ static void prep_advance(struct tlsrpt_fleet_prep *p)
 		cargv[4] = k2;
 		cargv[5] = SEEN_KEY;
 		cargv[6] = start;
-		for (i = 0; i < 7; i++)
-			clens[i] = strlen(cargv[i]);
 		p->phase = P_DOMAINS; /* next, after the check passes */
-		if (prep_send(p, on_check, 7, cargv, clens) != 0)
+		if (prep_send(p, on_check, 7, cargv) != 0)
 			prep_done(p, TLSRPT_FLEET_DOWN, "cannot ask Redis");
 		return;
 	}
 	day_key(k1, sizeof(k1), p->day, "domains", NULL);
 	argv[0] = "SMEMBERS";
 	argv[1] = k1;
-	lens[0] = 8;
-	lens[1] = strlen(k1);
 	p->phase = P_DOMAINS;
-	if (prep_send(p, on_domains, 2, argv, lens) != 0)
+	if (prep_send(p, on_domains, 2, argv) != 0)
 		prep_done(p, TLSRPT_FLEET_DOWN, "cannot ask Redis");
 }
 
@@ -1136,7 +1112,6 @@ static int ledger_claim(void *ctx, const char *day, const char *domain, const ch
 	struct tlsrpt_fleet *f = ctx;
 	char ks[KEY_MAX], kc[KEY_MAX], member[KEY_MAX], ttl[24];
 	const char *argv[8];
-	size_t lens[8], i;
 	struct claim *c;
 
 	if (f->closing || strlen(domain) + strlen(rua) + 2 > sizeof(member))
@@ -1159,11 +1134,9 @@ static int ledger_claim(void *ctx, const char *day, const char *domain, const ch
 	argv[5] = member;
 	argv[6] = f->node;
 	argv[7] = ttl;
-	for (i = 0; i < 8; i++)
-		lens[i] = strlen(argv[i]);
 	/* no cancel of the command: the claim frees itself when its reply
 	 * (or the NULL of a lost connection) comes */
-	if (redis_command(f->redis, on_claimed, c, NULL, 8, argv, lens) != 0) {
+	if (redis_command(f->redis, on_claimed, c, NULL, 8, argv, NULL) != 0) {
 		free(c);
 		return -1;
 	}
@@ -1186,7 +1159,6 @@ static void ledger_release(void *ctx, const char *day, const char *domain, const
 	struct tlsrpt_fleet *f = ctx;
 	char ks[KEY_MAX], kc[KEY_MAX], member[KEY_MAX], ttl[24];
 	const char *argv[9];
-	size_t lens[9], i;
 
 	if (f->closing)
 		return;
@@ -1203,11 +1175,9 @@ static void ledger_release(void *ctx, const char *day, const char *domain, const
 	argv[6] = f->node;
 	argv[7] = sent ? "1" : "0";
 	argv[8] = ttl;
-	for (i = 0; i < 9; i++)
-		lens[i] = strlen(argv[i]);
 	/* Redis away: a sent copy reaches the set with this node's own
 	 * ledger when the connection is back (the merger pushes it) */
-	if (redis_command(f->redis, NULL, NULL, NULL, 9, argv, lens) != 0)
+	if (redis_command(f->redis, NULL, NULL, NULL, 9, argv, NULL) != 0)
 		log_debug("tlsrpt %s: %s %s: the fleet's ledger is updated later", day, domain,
 			  rua);
 }
