@@ -15,6 +15,7 @@
 struct smtp_users {
 	unsigned refs;
 	char *text;              /* the file's bytes, split in place */
+	size_t text_size;        /* bytes allocated for text (wiped at the end) */
 	struct smtp_user *users; /* sorted by name */
 	size_t nusers;
 	const char **senders; /* every user's patterns, back to back */
@@ -173,6 +174,7 @@ static struct smtp_users *users_alloc(size_t len, size_t nlines)
 		return NULL;
 	u->refs = 1;
 	u->text = malloc(len + 1);
+	u->text_size = u->text != NULL ? len + 1 : 0;
 	u->users = calloc(nlines ? nlines : 1, sizeof(*u->users));
 	/* a pattern takes at least 4 bytes ("*@x,"), so len / 4 + 1 bound them */
 	u->senders = calloc(len / 4 + 1, sizeof(*u->senders));
@@ -268,8 +270,9 @@ void smtp_users_unref(struct smtp_users *u)
 {
 	if (u == NULL || --u->refs > 0)
 		return;
+	/* the hashes; not strlen(): the parse put a NUL after the first name */
 	if (u->text != NULL)
-		explicit_bzero(u->text, strlen(u->text)); /* the hashes */
+		explicit_bzero(u->text, u->text_size);
 	free(u->text);
 	free(u->users);
 	free(u->senders);
