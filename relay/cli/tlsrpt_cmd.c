@@ -4,6 +4,7 @@
 #include "relay/cli/commands.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <pwd.h>
@@ -182,7 +183,8 @@ static int become_spool_owner(const char *spool_dir)
 
 	if (geteuid() != 0 || stat(spool_dir, &sb) != 0 || sb.st_uid == 0)
 		return 0;
-	if (setgid(sb.st_gid) != 0 || setuid(sb.st_uid) != 0) {
+	/* root's supplementary groups must go too, or files stay open to them */
+	if (setgroups(1, &sb.st_gid) != 0 || setgid(sb.st_gid) != 0 || setuid(sb.st_uid) != 0) {
 		fprintf(stderr, "%s: cannot switch to the spool owner (uid %u): %s\n", PROG,
 			(unsigned)sb.st_uid, strerror(errno));
 		return -1;
