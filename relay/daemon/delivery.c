@@ -1191,13 +1191,12 @@ static void next_candidate(struct delivery *d)
 	}
 	while (d->host_i < d->mx->nhosts) {
 		const struct dns_mx_host *h = &d->mx->hosts[d->host_i];
+		/* a host not tried yet: its DANE verdict is not known */
+		bool new_host = d->addr_i == 0 && d->dane_host != d->host_i + 1;
 
-		if (d->addr_i == 0 && d->dane_host != d->host_i + 1) {
-			/* a new host: its DANE verdict is not known yet */
+		if (new_host)
 			d->host_dane = d->host_dane_judged = false;
-		}
-		if (d->addr_i == 0 && d->dane_host != d->host_i + 1 &&
-		    (h->naddrs == 0 || !host_allowed(d, h))) {
+		if (new_host && (h->naddrs == 0 || !host_allowed(d, h))) {
 			if (h->naddrs == 0 && h->status != DNS_OK) {
 				char text[QUEUE_ERROR_MAX];
 
@@ -1214,7 +1213,7 @@ static void next_candidate(struct delivery *d)
 			d->host_i++;
 			continue;
 		}
-		if (d->addr_i == 0 && d->dane_host != d->host_i + 1 && d->dane_on) {
+		if (new_host && d->dane_on) {
 			const char *why;
 
 			if (dane_applies(d->mx, h, &why)) {
@@ -1400,9 +1399,7 @@ static void apply_policy(struct delivery *d)
 		snprintf(d->result.sts, sizeof(d->result.sts), "none tls_required=no");
 		d->level = TLS_LEVEL_MAY;
 		d->level_listed = false;
-		d->tls_level = SMTP_TLS_MAY;
-		d->tls_verify = false;
-		d->check_tls = false;
+		level_demands(d, TLS_LEVEL_MAY);
 		d->dane_on = d->dane_required = false;
 		relay_tls(d);
 		return;
@@ -1475,9 +1472,6 @@ static void on_mx(struct dns_mx_result *res, void *arg)
 		return;
 	}
 	switch (res->status) {
-	case DNS_OK:
-		next_candidate(d);
-		return;
 	case DNS_NULL_MX:
 		snprintf(text, sizeof(text), "Domain %s does not accept mail (nullMX)", d->domain);
 		settle_all(d, DELIVERY_BOUNCE, "5.1.10", text, NULL, NULL, NULL,
