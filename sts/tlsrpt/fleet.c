@@ -140,7 +140,6 @@ struct tlsrpt_fleet_prep {
 	uint64_t *counts;
 	size_t nkeys, capkeys;
 	struct tlsrpt_day *d;
-	bool failed;
 	char why[512];
 	struct tlsrpt_fleet_prep *next, **prevp;
 };
@@ -417,9 +416,6 @@ static void mjob_free(struct mjob *j)
 	free(j);
 }
 
-/* The step ended: ok false when Redis failed it; done when this node's
- * file of the day is merged as far as it goes (and marked final when the
- * day is over). */
 /* The first prepare of slot md (any slot: NULL) in phase ph. Callers look
  * again from the head after each one they handle: its callback may have
  * added or removed others. */
@@ -919,11 +915,10 @@ static void on_counts(void *arg, const redisReply *rp)
 	struct tlsrpt_fleet_prep *p = arg;
 	size_t i;
 
+	/* a failed prepare is freed at once, its commands cancelled: no reply
+	 * of it comes here afterwards */
 	prep_reply(p);
-	if (p->failed)
-		return;
 	if (rp == NULL || rp->type != REDIS_REPLY_ARRAY || rp->elements % 2 != 0) {
-		p->failed = true;
 		prep_done(p, TLSRPT_FLEET_DOWN, "Redis failed while reading the counts");
 		return;
 	}
@@ -964,7 +959,6 @@ static void on_counts(void *arg, const redisReply *rp)
 	read_texts(p);
 	return;
 oom:
-	p->failed = true;
 	prep_done(p, TLSRPT_FLEET_DOWN, "out of memory");
 }
 
@@ -1005,7 +999,6 @@ static void on_domains(void *arg, const redisReply *rp)
 
 		day_key(k, sizeof(k), p->day, "counts", p->domains[i]);
 		if (prep_send(p, on_counts, 2, argv) != 0) {
-			p->failed = true;
 			prep_done(p, TLSRPT_FLEET_DOWN, "cannot ask Redis for the counts");
 			return;
 		}
