@@ -1077,9 +1077,11 @@ static void auth_fail_reply(struct smtpd_session *s)
 
 static void handle_sasl_line(struct smtpd_session *s, const char *line, size_t len)
 {
-	const char *r;
+	const char *r = NULL;
+	/* the step first: an argument list has no order of evaluation */
+	enum smtp_sasl_rc rc = smtp_sasl_step(&s->sasl, line, len, &r);
 
-	auth_next(s, smtp_sasl_step(&s->sasl, line, len, &r), r);
+	auth_next(s, rc, r);
 }
 
 /* ---- commands ---- */
@@ -1281,9 +1283,10 @@ static void proceed_starttls(struct smtpd_session *s, const struct smtp_command 
 
 static void proceed_auth(struct smtpd_session *s, const struct smtp_command *cmd)
 {
-	const char *r;
+	const char *r = NULL;
+	enum smtp_sasl_rc rc = smtp_sasl_start(&s->sasl, cmd->arg, strlen(cmd->arg), &r);
 
-	auth_next(s, smtp_sasl_start(&s->sasl, cmd->arg, strlen(cmd->arg), &r), r);
+	auth_next(s, rc, r);
 }
 
 /* The commands (after OpenSMTPD's smtp_session.c table): check may refuse
