@@ -1,6 +1,7 @@
 /* The durable spool: one immutable message file (envelope header + data) per
  * message, a small state file per message for recipient progress, a drop
- * directory for local submission. Crash-safe by write-temp/fsync/rename. */
+ * directory for local submission. Crash-safe by write/fsync, then naming
+ * (link or rename) and a directory fsync. */
 #ifndef STSRELAY_QUEUE_H
 #define STSRELAY_QUEUE_H
 
@@ -11,7 +12,10 @@
 /* Spool layout under spool_dir:
  *   queue/ID        committed message: header lines, "end\n", then the data
  *   queue/ID.state  recipient states (absent = all pending, 0 attempts)
- *   tmp/            files being written; removed by queue_recover()
+ *   tmp/            state files being written, and message files being
+ *                   written where nameless files (O_TMPFILE) cannot be
+ *                   made; removed by queue_recover(). A message file is
+ *                   nameless while written and gets its name at commit.
  *   maildrop/       local submissions (sendmail), mode 1730, group-writable;
  *                   ".ID" while being written, "ID" when complete
  * Message data is stored exactly as it will be sent: CRLF line ends,
@@ -161,14 +165,15 @@ int queue_remove_nodirsync(struct queue *q, const char *id) __attribute__((warn_
 
 /* ---- writing a new message ----
  *
- * THE COMMIT POINT IS THE RENAME. A message is in the queue (and will be
+ * THE COMMIT POINT IS THE NAMING. A message is in the queue (and will be
  * delivered) exactly when its file has its final name in queue/ (maildrop/
- * for drops), and every caller tells its submitter "accepted" if and only
- * if that holds when it answers. Hence:
- *  - queue_writer_commit() returns 0 once the rename has happened, and only
- *    then. A close error after the rename is logged, not returned: the data
- *    was fsynced before the rename, so the close cannot lose a byte, and a
- *    -1 there would make callers refuse a message that is delivered anyway.
+ * for drops): given by a link of the nameless file, or a rename of a named
+ * temp file. Every caller tells its submitter "accepted" if and only if that
+ * holds when it answers. Hence:
+ *  - queue_writer_commit() returns 0 once the link or rename has happened,
+ *    and only then. A close error after it is logged, not returned: the data
+ *    was fsynced before, so the close cannot lose a byte, and a -1 there
+ *    would make callers refuse a message that is delivered anyway.
  *  - When the directory fsync that follows fails, the caller takes the file
  *    back out with queue_writer_withdraw() before it reports failure. If
  *    even that fails the file stays, and the message is reported accepted
@@ -179,8 +184,13 @@ int queue_remove_nodirsync(struct queue *q, const char *id) __attribute__((warn_
 
 struct queue_writer;
 
-/* Starts a message in tmp/ with a fresh unique id (to_drop=false), or in
- * maildrop/ (to_drop=true, for sendmail, which may run as any user). */
+/* Starts a message with a fresh id (to_drop=false): a nameless file on the
+ * spool's file system, or a temp file in tmp/ where that cannot be made;
+ * or in maildrop/ (to_drop=true, for sendmail, which may run as any user).
+ * Thread-safe with respect to the loop (it reads only q's directory
+ * descriptors): the daemon makes its files in the thread pool. An id is
+ * unique among one process's writers; a clash with another process's is
+ * resolved at commit (a new id). */
 int queue_writer_new(struct queue *q, bool to_drop, struct queue_writer **out)
 	__attribute__((warn_unused_result));
 const char *queue_writer_id(const struct queue_writer *w);
@@ -194,8 +204,8 @@ int queue_writer_header(struct queue_writer *w, const struct queue_envelope *env
 int queue_writer_append(struct queue_writer *w, const void *buf, size_t len)
 	__attribute__((warn_unused_result));
 uint64_t queue_writer_size(const struct queue_writer *w);
-/* fsync the file and rename it into queue/ (or maildrop/): 0 = renamed
- * (committed, see above), -1 = not renamed (nothing in the final
+/* fsync the file and name it in queue/ (or maildrop/): 0 = named
+ * (committed, see above), -1 = not named (nothing in the final
  * directory). Does NOT fsync the directory: call queue_sync_queue_dir() (or
  * queue_sync_maildrop_dir()) once for a
  * batch of commits before telling anyone the message is safe, and
@@ -220,7 +230,7 @@ int queue_writer_withdraw(struct queue_writer *w) __attribute__((warn_unused_res
  * queue_sync_queue_dir(), or queue_sync_maildrop_dir(), or for a drop by a caller who cannot read maildrop/ an
  * fsync of the file after its rename (see spool.c: never a global sync). */
 int queue_writer_commit_sync(struct queue_writer *w) __attribute__((warn_unused_result));
-/* fsync the directory queue/: makes the renames and unlinks in it durable.
+/* fsync the directory queue/: makes the names given and unlinks in it durable.
  * EACCES when q has no queue/ open (a submitting user's queue). */
 int queue_sync_queue_dir(struct queue *q) __attribute__((warn_unused_result));
 /* fsync the directory maildrop/. EACCES for a maildrop/ the caller cannot

@@ -1,13 +1,16 @@
 /* The spool on disk: directory setup, unique ids, crash-safe writing of
- * messages and states (temp, fsync, rename, dir fsync), scans, recovery and
- * the import of local submissions from the group-writable drop directory. */
+ * messages (nameless file, fsync, link, dir fsync) and states (temp, fsync,
+ * rename, dir fsync), scans, recovery and the import of local submissions
+ * from the group-writable drop directory. */
 #include "queue/queue.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <pwd.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,15 +47,22 @@ struct queue {
 	int drop_fd;  /* maildrop/ (O_PATH when only writable) */
 	bool root_readable;
 	bool drop_readable;
+	/* New queue files start nameless (O_TMPFILE in tmp/) and are linked
+	 * into queue/ at commit through /proc/self/fd: no temp name to add and
+	 * rename away, no entry in tmp/ a crash could leave. ANON_UNKNOWN until
+	 * the first writer tries it (as the user the daemon runs as), then
+	 * ANON_YES, or ANON_NO for named temp files. */
+	_Atomic int anon;
 };
 
 struct queue_writer {
 	struct queue *q;
 	bool drop;
 	bool header_done;
-	bool committed; /* renamed into its final directory */
+	bool committed; /* named in its final directory */
 	bool withdrawn; /* and taken out again (queue_writer_withdraw) */
 	bool broken;    /* a write failed: the file is incomplete, never commit */
+	bool anon;      /* nameless until its commit (O_TMPFILE): name is "" */
 	int fd;
 	char id[QUEUE_ID_LEN + 1];
 	char name[QUEUE_ID_LEN + 2]; /* temp name: "ID" in tmp/, ".ID" in maildrop/ */
@@ -107,20 +117,40 @@ static int pread_full(int fd, void *buf, size_t len, uint64_t off, size_t *got)
 }
 
 /* A fresh id: 8 hex digits of seconds (so ids sort by age) and 4 random. */
+/* The 16-bit part of an id: a per-process sequence started at a random
+ * value, so the ids one process makes within a second never repeat (below
+ * 65,536 a second); other processes' ids are kept apart by the commit's
+ * no-replace link or rename, which takes a new id on a clash. */
+static _Atomic uint32_t id_seq;
+static pthread_once_t id_seq_once = PTHREAD_ONCE_INIT;
+
+static void id_seq_reseed(void)
+{
+	uint32_t r = 0;
+
+	/* without randomness the sequence starts at the pid: still unique here */
+	if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r))
+		r = (uint32_t)getpid();
+	atomic_store(&id_seq, r);
+}
+
+/* A forked child must not count on from its parent's position. */
+static void id_seq_seed(void)
+{
+	id_seq_reseed();
+	(void)pthread_atfork(NULL, NULL, id_seq_reseed);
+}
+
 static int make_id(char id[QUEUE_ID_LEN + 1])
 {
-	unsigned char r[2];
-	ssize_t n;
+	uint32_t n;
 
-	do {
-		n = getrandom(r, sizeof(r), 0);
-	} while (n < 0 && errno == EINTR);
-	if (n != (ssize_t)sizeof(r)) {
-		if (n >= 0)
-			errno = EIO;
+	if (pthread_once(&id_seq_once, id_seq_seed) != 0) {
+		errno = EAGAIN;
 		return -1;
 	}
-	snprintf(id, QUEUE_ID_LEN + 1, "%08" PRIX32 "%02X%02X", (uint32_t)clock_now(), r[0], r[1]);
+	n = atomic_fetch_add(&id_seq, 1) & 0xFFFFu;
+	snprintf(id, QUEUE_ID_LEN + 1, "%08" PRIX32 "%04" PRIX32, (uint32_t)clock_now(), n);
 	return 0;
 }
 
@@ -135,6 +165,51 @@ static int entry_exists(int dirfd, const char *name)
 }
 
 /* ---- opening ---- */
+
+enum { ANON_UNKNOWN, ANON_YES, ANON_NO };
+
+/* Names a nameless file: linkat through /proc/self/fd (AT_EMPTY_PATH would
+ * need CAP_DAC_READ_SEARCH). Fails with EEXIST on a taken name. */
+static int link_anon(int fd, int dirfd, const char *name)
+{
+	char path[48];
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	return linkat(AT_FDCWD, path, dirfd, name, AT_SYMLINK_FOLLOW);
+}
+
+/* Whether nameless files can be made in tmp/ and named: O_TMPFILE needs the
+ * file system's support (ext4, XFS, btrfs, tmpfs have it), the link a
+ * /proc/self/fd the process may use (mounted, and the process dumpable:
+ * see drop_privileges in relay/daemon/lifecycle.c). Tried once, for real,
+ * with a probe name in tmp/ that is removed at once. Two threads asking at
+ * the same time both try; they find the same answer. */
+static bool anon_files_work(struct queue *q)
+{
+	char name[64];
+	int fd, ok, e, known = atomic_load(&q->anon);
+
+	if (known != ANON_UNKNOWN)
+		return known == ANON_YES;
+	fd = openat(q->tmp_fd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, MODE_QUEUE_FILE);
+	ok = fd >= 0;
+	e = errno;
+	if (ok) {
+		snprintf(name, sizeof(name), "probe.%ld.%ld", (long)getpid(), (long)gettid());
+		ok = link_anon(fd, q->tmp_fd, name) == 0;
+		e = errno;
+		if (ok)
+			unlinkat(q->tmp_fd, name, 0);
+		close(fd);
+	}
+	if (!ok)
+		log_msg(LOG_LVL_DEBUG, NULL,
+			"queue: nameless files cannot be made and linked here (%s): temp files "
+			"in tmp/",
+			strerror(e));
+	atomic_store(&q->anon, ok ? ANON_YES : ANON_NO);
+	return ok;
+}
 
 static int mkdir_p(const char *path, mode_t mode)
 {
@@ -871,13 +946,110 @@ static int drop_group(struct queue *q, int fd)
 	return errno == EPERM ? 0 : -1;
 }
 
+/* 1 if id (or its state file: a leftover must never be inherited by a new
+ * message) is in the final directory, 0 if free, -1 on error. */
+static int id_taken(const struct queue_writer *w, const char *id)
+{
+	char sname[QUEUE_ID_LEN + sizeof(STATE_SUFFIX)];
+	int fdir = w->drop ? w->q->drop_fd : w->q->queue_fd;
+	int e = entry_exists(fdir, id);
+
+	if (e != 0 || w->drop)
+		return e;
+	snprintf(sname, sizeof(sname), "%s" STATE_SUFFIX, id);
+	return entry_exists(fdir, sname);
+}
+
+/* A nameless file for w (anon_files_work): its id is only checked free here and
+ * claimed at commit, whose link fails on a name taken meanwhile. */
+static int writer_open_anon(struct queue_writer *w)
+{
+	int i, e;
+
+	for (i = 0; i < ID_ATTEMPTS; i++) {
+		if (make_id(w->id) < 0)
+			return -1;
+		e = id_taken(w, w->id);
+		if (e < 0)
+			return -1;
+		if (e == 0)
+			break;
+	}
+	if (i == ID_ATTEMPTS) {
+		errno = EEXIST;
+		return -1;
+	}
+	w->name[0] = '\0';
+	w->fd = openat(w->q->tmp_fd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, MODE_QUEUE_FILE);
+	if (w->fd < 0)
+		return -1;
+	w->anon = true;
+	/* the umask must not decide who may read a queue file */
+	if (fchmod(w->fd, MODE_QUEUE_FILE) < 0) {
+		int saved = errno;
+
+		close(w->fd);
+		w->fd = -1;
+		errno = saved;
+		return -1;
+	}
+	return 0;
+}
+
+/* A named temp file "ID" in tmp/ (or ".ID" in maildrop/): holding the name
+ * exclusively, nobody else can commit this id, so one that is free in the
+ * final directory now stays free. */
+static int writer_open_named(struct queue_writer *w)
+{
+	int cdir = w->drop ? w->q->drop_fd : w->q->tmp_fd;
+	mode_t mode = w->drop ? MODE_DROP_FILE : MODE_QUEUE_FILE;
+	int i, e;
+
+	for (i = 0; i < ID_ATTEMPTS; i++) {
+		if (make_id(w->id) < 0)
+			return -1;
+		snprintf(w->name, sizeof(w->name), "%s%s", w->drop ? "." : "", w->id);
+		w->fd = openat(cdir, w->name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+			       mode);
+		if (w->fd < 0) {
+			if (errno == EEXIST)
+				continue;
+			return -1;
+		}
+		e = id_taken(w, w->id);
+		if (e == 0) {
+			/* The umask must not decide who may read a queue file;
+			 * and a drop file carries maildrop/'s group, through
+			 * which the daemon reads it, also when root submits
+			 * with a binary that is not setgid (root may give a
+			 * file any group; a user who can write into maildrop/
+			 * creates it in that group already). */
+			if ((w->drop && drop_group(w->q, w->fd) < 0) || fchmod(w->fd, mode) < 0)
+				e = -1;
+			else
+				return 0;
+		}
+		{
+			int saved = errno;
+
+			unlinkat(cdir, w->name, 0);
+			close(w->fd);
+			w->fd = -1;
+			if (e < 0) {
+				errno = saved;
+				return -1;
+			}
+		}
+	}
+	errno = EEXIST;
+	return -1;
+}
+
 int queue_writer_new(struct queue *q, bool to_drop, struct queue_writer **out)
 {
 	struct queue_writer *w;
 	int cdir = to_drop ? q->drop_fd : q->tmp_fd;
 	int fdir = to_drop ? q->drop_fd : q->queue_fd;
-	mode_t mode = to_drop ? MODE_DROP_FILE : MODE_QUEUE_FILE;
-	int i;
 
 	*out = NULL;
 	if (cdir < 0 || fdir < 0) {
@@ -890,61 +1062,15 @@ int queue_writer_new(struct queue *q, bool to_drop, struct queue_writer **out)
 	w->q = q;
 	w->drop = to_drop;
 	w->fd = -1;
-	for (i = 0; i < ID_ATTEMPTS; i++) {
-		char sname[QUEUE_ID_LEN + sizeof(STATE_SUFFIX)];
-		int e;
+	if ((!to_drop && anon_files_work(q) ? writer_open_anon(w) : writer_open_named(w)) < 0) {
+		int saved = errno;
 
-		if (make_id(w->id) < 0)
-			goto fail;
-		snprintf(w->name, sizeof(w->name), "%s%s", to_drop ? "." : "", w->id);
-		w->fd = openat(cdir, w->name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
-			       mode);
-		if (w->fd < 0) {
-			if (errno == EEXIST)
-				continue;
-			goto fail;
-		}
-		/* Holding the temp name exclusively, nobody else can commit this
-		 * id, so one that is free in the final directory now stays free.
-		 * A leftover state file also blocks the id: it must never be
-		 * inherited by a new message. */
-		snprintf(sname, sizeof(sname), "%s" STATE_SUFFIX, w->id);
-		e = entry_exists(fdir, w->id);
-		if (e == 0 && !to_drop)
-			e = entry_exists(fdir, sname);
-		if (e != 0) {
-			int saved = errno;
-
-			unlinkat(cdir, w->name, 0);
-			close(w->fd);
-			w->fd = -1;
-			if (e < 0) {
-				errno = saved;
-				goto fail;
-			}
-			continue;
-		}
-		/* The umask must not decide who may read a queue file; and a
-		 * drop file carries maildrop/'s group, through which the daemon
-		 * reads it, also when root submits with a binary that is not
-		 * setgid (root may give a file any group; a user who can write
-		 * into maildrop/ creates it in that group already). */
-		if ((to_drop && drop_group(q, w->fd) < 0) || fchmod(w->fd, mode) < 0) {
-			int saved = errno;
-
-			unlinkat(cdir, w->name, 0);
-			close(w->fd);
-			w->fd = -1;
-			errno = saved;
-			goto fail;
-		}
-		*out = w;
-		return 0;
+		free(w);
+		errno = saved;
+		return -1;
 	}
-	errno = EEXIST;
-fail:
-	free(w);
-	return -1;
+	*out = w;
+	return 0;
 }
 
 const char *queue_writer_id(const struct queue_writer *w)
@@ -1099,6 +1225,25 @@ static int move_noreplace(int from_dir, const char *from, int to_dir, const char
 	return 0;
 }
 
+/* Gives w's file its final name, never replacing a file: a named temp file
+ * is moved, a nameless one linked (linkat fails on an existing name). */
+static int place_noreplace(struct queue_writer *w, int cdir, int fdir)
+{
+	int e;
+
+	if (!w->anon)
+		return move_noreplace(cdir, w->name, fdir, w->id);
+	/* no temp name held the id: a state file left under it must not be
+	 * inherited (checked at open; a crash may have left one since) */
+	e = id_taken(w, w->id);
+	if (e != 0) {
+		if (e > 0)
+			errno = EEXIST;
+		return -1;
+	}
+	return link_anon(w->fd, fdir, w->id);
+}
+
 void queue_writer_start_writeback(struct queue_writer *w)
 {
 	if (!w->header_done || w->broken || w->committed || w->fd < 0)
@@ -1109,9 +1254,9 @@ void queue_writer_start_writeback(struct queue_writer *w)
 	(void)sync_file_range(w->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 }
 
-/* The part of a commit that decides it: flush, fsync, rename. The file
- * stays open (w->fd) for writer_close(). 0 = renamed. */
-static int writer_rename(struct queue_writer *w)
+/* The part of a commit that decides it: flush, fsync, name. The file
+ * stays open (w->fd) for writer_close(). 0 = named. */
+static int writer_place(struct queue_writer *w)
 {
 	int cdir = w->drop ? w->q->drop_fd : w->q->tmp_fd;
 	int fdir = w->drop ? w->q->drop_fd : w->q->queue_fd;
@@ -1131,7 +1276,7 @@ static int writer_rename(struct queue_writer *w)
 		char id[QUEUE_ID_LEN + 1];
 		ssize_t n;
 
-		if (move_noreplace(cdir, w->name, fdir, w->id) == 0) {
+		if (place_noreplace(w, cdir, fdir) == 0) {
 			w->committed = true;
 			return 0;
 		}
@@ -1158,21 +1303,21 @@ static int writer_rename(struct queue_writer *w)
 	return -1;
 }
 
-/* After the rename a close error changes nothing (see queue.h): the data
- * was fsynced before the rename. It is logged, not returned. */
+/* After the naming a close error changes nothing (see queue.h): the data
+ * was fsynced before it was named. It is logged, not returned. */
 static void writer_close(struct queue_writer *w)
 {
 	if (core_fs_close(w->fd) < 0)
 		log_msg(LOG_LVL_WARNING, w->id,
 			"queue: close after commit: %s (the message "
-			"was fsynced before its rename and stays committed)",
+			"was fsynced before it was named and stays committed)",
 			strerror(errno));
 	w->fd = -1;
 }
 
 int queue_writer_commit(struct queue_writer *w)
 {
-	if (writer_rename(w) < 0)
+	if (writer_place(w) < 0)
 		return -1;
 	writer_close(w);
 	return 0;
@@ -1219,7 +1364,7 @@ int queue_writer_commit_sync(struct queue_writer *w)
 {
 	int e;
 
-	if (writer_rename(w) < 0)
+	if (writer_place(w) < 0)
 		return -1;
 	if (writer_sync(w) == 0) {
 		writer_close(w);
@@ -1244,7 +1389,7 @@ void queue_writer_free(struct queue_writer *w)
 		return;
 	if (w->fd >= 0)
 		close(w->fd);
-	if (!w->committed)
+	if (!w->committed && !w->anon) /* a nameless file goes with its fd */
 		unlinkat(w->drop ? w->q->drop_fd : w->q->tmp_fd, w->name, 0);
 	free(w);
 }

@@ -1,6 +1,7 @@
-/* Group commit (Redis beforeSleep style): a uv_prepare_t collects every
+/* Message files off the loop: new ones made ahead by a thread-pool job, and
+ * group commit (Redis beforeSleep style): a uv_prepare_t collects every
  * message finished in this loop turn and hands the batch to one thread-pool
- * job that fsyncs and renames each file, then fsyncs queue/ once. */
+ * job that fsyncs and names each file, then fsyncs queue/ once. */
 #define LOG_COMPONENT LOG_C_SMTPD /* program name in logs, see relay/core/log.h */
 #include "relay/daemon/commit.h"
 #include "relay/core/log.h"
@@ -9,6 +10,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define SPARE_WRITERS 8 /* made ahead while nobody waits */
+#define MAKE_MAX 64     /* files one job makes at most, and most kept ready */
 
 struct commit_item {
 	struct commit_item *next;
@@ -30,6 +34,19 @@ struct commit {
 	size_t npending, nbatch;
 	int in_flight;
 	int prepare_active;
+
+	/* new writers: made by the `make` job, handed out from ready[] */
+	uv_work_t make;
+	struct queue_writer *ready[MAKE_MAX];
+	size_t nready;
+	struct queue_writer *made[MAKE_MAX]; /* the job's, while making */
+	size_t nwant, nmade;
+	int make_err;
+	int making;
+	struct commit_wait *waiting, **waiting_tail;
+	size_t nwaiting;
+	int closed; /* commit_close ran */
+	int prepare_closed;
 };
 
 int commit_new(uv_loop_t *loop, struct queue *q, struct commit **out)
@@ -42,6 +59,7 @@ int commit_new(uv_loop_t *loop, struct queue *q, struct commit **out)
 	c->loop = loop;
 	c->q = q;
 	c->pending_tail = &c->pending;
+	c->waiting_tail = &c->waiting;
 	rc = uv_prepare_init(loop, &c->prepare);
 	if (rc != 0) {
 		free(c);
@@ -182,12 +200,147 @@ size_t commit_busy(const struct commit *c)
 	return c->npending + c->nbatch;
 }
 
+/* ---- new writers ---- */
+
+static void maybe_make(struct commit *c);
+
+/* Worker thread: makes c->nwant files; queue_writer_new() touches only the
+ * queue's directory descriptors, which no one changes while c lives. */
+static void make_work_cb(uv_work_t *req)
+{
+	struct commit *c = req->data;
+	size_t i;
+
+	c->make_err = 0;
+	for (i = 0; i < c->nwant; i++) {
+		errno = 0;
+		if (queue_writer_new(c->q, false, &c->made[i]) != 0) {
+			c->make_err = errno != 0 ? errno : EIO;
+			break;
+		}
+	}
+	c->nmade = i;
+}
+
+static void free_if_done(struct commit *c)
+{
+	size_t i;
+
+	if (!c->prepare_closed || c->making)
+		return;
+	for (i = 0; i < c->nready; i++)
+		queue_writer_free(c->ready[i]);
+	free(c);
+}
+
+/* Takes wt (NULL: the first waiter) out of the waiting list; NULL if it
+ * is not there. */
+static struct commit_wait *unwait(struct commit *c, struct commit_wait *wt)
+{
+	struct commit_wait **pp;
+
+	for (pp = &c->waiting; *pp != NULL; pp = &(*pp)->next) {
+		if (wt != NULL && *pp != wt)
+			continue;
+		wt = *pp;
+		*pp = wt->next;
+		if (*pp == NULL)
+			c->waiting_tail = pp;
+		c->nwaiting--;
+		wt->next = NULL;
+		return wt;
+	}
+	return NULL;
+}
+
+static void after_make_cb(uv_work_t *req, int status)
+{
+	struct commit *c = req->data;
+	struct commit_wait *wt;
+	size_t i = 0;
+	int err = status != 0 ? EIO : c->make_err;
+
+	c->making = 0;
+	if (status != 0)
+		c->nmade = 0;
+	/* waiters first, in arrival order; the rest are spares */
+	while (i < c->nmade && !c->closed && (wt = unwait(c, NULL)) != NULL)
+		wt->ready(wt, c->made[i++], 0);
+	for (; i < c->nmade; i++)
+		c->ready[c->nready++] = c->made[i];
+	c->nmade = 0;
+	if (c->closed) {
+		free_if_done(c);
+		return;
+	}
+	if (err != 0 && c->waiting != NULL) {
+		/* nothing could be made for them: each says so to its client */
+		log_error("commit: cannot create a queue file: %s", strerror(err));
+		while ((wt = unwait(c, NULL)) != NULL)
+			wt->ready(wt, NULL, err);
+		return; /* the next take starts a new job */
+	}
+	if (err == 0)
+		maybe_make(c);
+}
+
+/* Starts a job when fewer writers are ready than the waiters plus the
+ * spares, one job at a time. */
+static void maybe_make(struct commit *c)
+{
+	size_t target = c->nwaiting + SPARE_WRITERS;
+	int rc;
+
+	if (c->making || c->closed)
+		return;
+	if (target > MAKE_MAX)
+		target = MAKE_MAX;
+	if (c->nready >= target)
+		return;
+	c->nwant = target - c->nready;
+	c->making = 1;
+	c->make.data = c;
+	rc = uv_queue_work(c->loop, &c->make, make_work_cb, after_make_cb);
+	if (rc != 0) {
+		/* cannot happen for a valid loop: fail the waiters, not hang */
+		c->make_err = EIO;
+		c->nmade = 0;
+		log_error("commit: uv_queue_work: %s", uv_strerror(rc));
+		after_make_cb(&c->make, rc);
+	}
+}
+
+int commit_take_writer(struct commit *c, struct commit_wait *wt, struct queue_writer **out)
+{
+	*out = NULL;
+	if (c->nready > 0) {
+		*out = c->ready[--c->nready];
+		maybe_make(c);
+		return 0;
+	}
+	wt->next = NULL;
+	*c->waiting_tail = wt;
+	c->waiting_tail = &wt->next;
+	c->nwaiting++;
+	maybe_make(c);
+	return 1;
+}
+
+void commit_cancel_wait(struct commit *c, struct commit_wait *wt)
+{
+	(void)unwait(c, wt);
+}
+
 static void close_cb(uv_handle_t *h)
 {
-	free(h->data);
+	struct commit *c = h->data;
+
+	c->prepare_closed = 1;
+	free_if_done(c);
 }
 
 void commit_close(struct commit *c)
 {
+	c->closed = 1;
 	uv_close((uv_handle_t *)&c->prepare, close_cb);
 }

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sysexits.h>
 #include <unistd.h>
@@ -543,6 +544,13 @@ static int drop_privileges(const char *user, const char *spool, bool give_root, 
 		snprintf(err, errlen, "switched to user %s but root could be regained", user);
 		return -1;
 	}
+	/* The switch made the process undumpable, which gives /proc/self to
+	 * root: the queue names its nameless files through /proc/self/fd, and
+	 * a crash should leave a core for the operator (nginx's workers do the
+	 * same). The user can read every file the daemon holds anyway. */
+	if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0)
+		log_warn("prctl(PR_SET_DUMPABLE): %s: queue files go through tmp/",
+			 strerror(errno));
 	log_info("running as user %s (uid %ld)", user, (long)pw->pw_uid);
 	return 0;
 }

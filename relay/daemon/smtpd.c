@@ -78,15 +78,17 @@ enum smtpd_state {
 	SMTPD_S_STARTTLS,   /* "220 Ready" going out in plaintext; input dropped */
 	SMTPD_S_AUTH,       /* a challenge sent; reading the response line */
 	SMTPD_S_AUTH_CHECK, /* password checked in the pool, or a failure's delay */
+	SMTPD_S_QUEUE_FILE, /* DATA said; its queue file is being made; input paused */
 	SMTPD_S_DATA,       /* reading the message text */
 	SMTPD_S_COMMIT,     /* message handed to group commit; input paused */
 	SMTPD_S_CLOSING,    /* last reply being written, then close */
 	SMTPD_S_CLOSED      /* handles closing; freed from the close callback */
 };
 
-static const char *const state_names[] = { "NEW",    "TLS",      "CONNECTED", "HELO",       "MAIL",
-					   "RCPT",   "STARTTLS", "AUTH",      "AUTH_CHECK", "DATA",
-					   "COMMIT", "CLOSING",  "CLOSED" };
+static const char *const state_names[] = { "NEW",        "TLS",        "CONNECTED", "HELO",
+					   "MAIL",       "RCPT",       "STARTTLS",  "AUTH",
+					   "AUTH_CHECK", "QUEUE_FILE", "DATA",      "COMMIT",
+					   "CLOSING",    "CLOSED" };
 
 /* Which `*listen` key the session came through. */
 enum smtpd_kind {
@@ -107,6 +109,7 @@ enum smtpd_event {
 	SE_WRITTEN,     /* status: the write's result */
 	SE_TIMEOUT,     /* the state's timer ran out */
 	SE_COMMITTED,   /* status, err_no: group commit's answer */
+	SE_QUEUE_FILE,  /* s->w is the new message's writer, or NULL and err_no */
 	SE_STOP,        /* graceful stop: idle sessions get 421 */
 	SE_STOP_GRACE,  /* the stop's grace period is over */
 	SE_AUTH_CHECKED /* the thread pool's password verdict is in s->check */
@@ -198,6 +201,7 @@ struct smtpd_session {
 	char **rcpts;
 	size_t nrcpts, rcpt_cap;
 	struct queue_writer *w;
+	struct commit_wait wait; /* for w, in QUEUE_FILE */
 	char qid[QUEUE_ID_LEN + 1];
 
 	/* DATA decoding */
@@ -379,6 +383,8 @@ static void session_teardown(struct smtpd_session *s, int timer_made)
 {
 	if (timer_made)
 		log_info("disconnect from %s commands=%u", s->client, s->ncommands);
+	if (s->sd->commit != NULL) /* a session ended in QUEUE_FILE */
+		commit_cancel_wait(s->sd->commit, &s->wait);
 	transaction_reset(s); /* frees an unfinished writer: temp file removed */
 	smtp_sasl_clear(&s->sasl);
 	auth_check_release(&s->check); /* never running here: see session_event */
@@ -666,7 +672,9 @@ static size_t data_feed(struct smtpd_session *s, const char *buf, size_t len)
 	return len;
 }
 
-static int data_start(struct smtpd_session *s)
+/* Starts the message in s->w, the new writer, or when err (it could not be
+ * made) says why; 0, or -1 with the error replied. */
+static int data_start(struct smtpd_session *s, int err)
 {
 	struct queue_envelope env;
 	char date[40], hdr[1536], tls_note[160] = "", auth_note[SMTP_USERS_NAME_MAX + 40] = "";
@@ -675,10 +683,8 @@ static int data_start(struct smtpd_session *s)
 	size_t i;
 
 	memset(&env, 0, sizeof(env));
-	errno = 0;
-	if (queue_writer_new(s->sd->r->queue, false, &s->w) != 0) {
-		e = errno;
-		s->w = NULL;
+	if (err != 0 || s->w == NULL) {
+		e = err;
 		goto fail;
 	}
 	snprintf(s->qid, sizeof(s->qid), "%s", queue_writer_id(s->w));
@@ -1247,13 +1253,35 @@ static void proceed_rcpt(struct smtpd_session *s, const struct smtp_command *cmd
 	}
 }
 
-static void proceed_data(struct smtpd_session *s, const struct smtp_command *cmd)
+/* The answer to DATA, once its queue file is there (err 0) or could not be
+ * made. */
+static void data_begin(struct smtpd_session *s, int err)
 {
-	(void)cmd;
-	if (data_start(s) != 0)
+	if (data_start(s, err) != 0)
 		return; /* data_start replied */
 	reply(s, "354 End data with <CR><LF>.<CR><LF>");
 	session_enter(s, SMTPD_S_DATA);
+}
+
+static void on_queue_file(struct commit_wait *wt, struct queue_writer *w, int err_no);
+
+static void proceed_data(struct smtpd_session *s, const struct smtp_command *cmd)
+{
+	(void)cmd;
+	s->wait.ready = on_queue_file;
+	if (commit_take_writer(s->sd->commit, &s->wait, &s->w) != 0) {
+		session_enter(s, SMTPD_S_QUEUE_FILE); /* on to queue_file_ready() */
+		return;
+	}
+	data_begin(s, 0);
+}
+
+/* SE_QUEUE_FILE: the file DATA waited for (s->w), or err_no. */
+static void queue_file_ready(struct smtpd_session *s, int err_no)
+{
+	session_enter(s, SMTPD_S_RCPT); /* where DATA was said */
+	data_begin(s, err_no);
+	session_process(s); /* bytes the client sent after DATA */
 }
 
 static void proceed_rset(struct smtpd_session *s, const struct smtp_command *cmd)
@@ -1424,7 +1452,7 @@ static void session_consume(struct smtpd_session *s)
 		} else if (s->state == SMTPD_S_DATA) {
 			pos += data_feed(s, s->in + pos, s->inlen - pos);
 		} else {
-			/* COMMIT and AUTH_CHECK wait; STARTTLS and CLOSING drop input */
+			/* QUEUE_FILE, COMMIT and AUTH_CHECK wait; STARTTLS and CLOSING drop input */
 			if (s->state == SMTPD_S_STARTTLS || s->state == SMTPD_S_CLOSING)
 				pos = s->inlen;
 			break;
@@ -1569,6 +1597,9 @@ static void session_event(struct smtpd_session *s, enum smtpd_event ev, int stat
 	case SE_COMMITTED:
 		commit_done(s, status, err_no);
 		break;
+	case SE_QUEUE_FILE:
+		queue_file_ready(s, err_no);
+		break;
 	case SE_AUTH_CHECKED:
 		auth_verdict(s);
 		break;
@@ -1647,6 +1678,15 @@ static void on_timer(uv_timer_t *t)
 static void on_commit(void *arg, int status, int err_no)
 {
 	session_event(arg, SE_COMMITTED, status, err_no);
+}
+
+static void on_queue_file(struct commit_wait *wt, struct queue_writer *w, int err_no)
+{
+	struct smtpd_session *s = (struct smtpd_session *)((char *)wt -
+							   offsetof(struct smtpd_session, wait));
+
+	s->w = w;
+	session_event(s, SE_QUEUE_FILE, 0, err_no);
 }
 
 static void auth_done(struct auth_check *c)

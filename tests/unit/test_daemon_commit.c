@@ -1,6 +1,7 @@
 /* Unit tests of the commit rule in the relay's commit paths: the group commit
  * (relay/daemon/commit.c) and the bounce (relay/daemon/bounce.c) report success exactly
- * for the messages that are in queue/, whatever fails after the rename. */
+ * for the messages that are in queue/, whatever fails after the rename; and
+ * of the new writers commit.c makes ahead in the thread pool. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +13,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdatomic.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -25,8 +27,8 @@
 /* Faults injected by interposing the system calls for this binary (the
  * commit runs in a libuv worker, hence atomics). close(2) really closes
  * before it reports EIO, as Linux does on a write-back error. */
-static atomic_int fail_file_close, fail_dir_fsync, n_failed_closes;
-static char fail_unlink_id[QUEUE_ID_LEN + 1];  /* set before the worker runs */
+static atomic_int fail_file_close, fail_dir_fsync, n_failed_closes, fail_create;
+static char fail_unlink_id[QUEUE_ID_LEN + 1]; /* set before the worker runs */
 
 int close(int fd)
 {
@@ -53,6 +55,34 @@ int fsync(int fd)
 	return (int)syscall(SYS_fsync, fd);
 }
 
+/* fail_create: no new file can be made (a full inode table, say). */
+static int open_at(int dirfd, const char *path, int flags, mode_t mode)
+{
+	if (((flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE) && atomic_load(&fail_create)) {
+		errno = ENOSPC;
+		return -1;
+	}
+	return (int)syscall(SYS_openat, dirfd, path, flags, mode);
+}
+
+/* The symbol itself: the queue library calls openat, while this file may
+ * be compiled with _FILE_OFFSET_BITS=64 (pkg-config cflags), where the name
+ * openat would define openat64. */
+int test_openat(int dirfd, const char *path, int flags, ...) __asm__("openat");
+int test_openat(int dirfd, const char *path, int flags, ...)
+{
+	mode_t mode = 0;
+	va_list ap;
+
+	if ((flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE) {
+		va_start(ap, flags);
+		mode = (mode_t)va_arg(ap, int);
+		va_end(ap);
+	}
+	return open_at(dirfd, path, flags, mode);
+}
+
+
 int unlinkat(int dirfd, const char *path, int flags)
 {
 	if (fail_unlink_id[0] != '\0' && strcmp(path, fail_unlink_id) == 0) {
@@ -76,17 +106,24 @@ struct fixture {
 static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
+	struct queue_writer *w = NULL;
 	char err[256];
 
 	atomic_store(&fail_file_close, 0);
 	atomic_store(&fail_dir_fsync, 0);
 	atomic_store(&n_failed_closes, 0);
+	atomic_store(&fail_create, 0);
 	fail_unlink_id[0] = '\0';
 	if (f == NULL)
 		return -1;
 	snprintf(f->dir, sizeof(f->dir), "/tmp/stsrelay-rcommit-XXXXXX");
 	if (mkdtemp(f->dir) == NULL || queue_open(f->dir, true, -1, &f->q, err, sizeof(err)) < 0)
 		return -1;
+	/* the first writer probes whether files can be nameless (a close the
+	 * tests must not count) */
+	if (queue_writer_new(f->q, false, &w) != 0)
+		return -1;
+	queue_writer_free(w);
 	if (uv_loop_init(&f->loop) != 0 || commit_new(&f->loop, f->q, &f->c) != 0)
 		return -1;
 	*state = f;
@@ -234,10 +271,11 @@ static void test_bounce_commit_rule(void **state)
 	struct fixture *f = *state;
 	struct queue_envelope orig;
 	struct queue_writer *w = NULL;
-	struct smtp_dsn_rcpt r = { .address = "b@example.net", .status = "5.1.1",
+	struct smtp_dsn_rcpt r = { .address = "b@example.net",
+				   .status = "5.1.1",
 				   .diagnostic = "550 5.1.1 no such user" };
 	char new_id[QUEUE_ID_LEN + 1] = "";
-	char (*ids)[QUEUE_ID_LEN + 1] = NULL;
+	char(*ids)[QUEUE_ID_LEN + 1] = NULL;
 	size_t n;
 
 	make_env(&orig);
@@ -253,7 +291,7 @@ static void test_bounce_commit_rule(void **state)
 	assert_int_equal(bounce_enqueue(f->q, "relay.test", &orig, &r, 1, new_id), -1);
 	atomic_store(&fail_dir_fsync, 0);
 	assert_int_equal(queue_scan(f->q, &ids, &n), 0);
-	assert_int_equal(n, 1);  /* the original only */
+	assert_int_equal(n, 1); /* the original only */
 	assert_string_equal(ids[0], orig.id);
 	free(ids);
 
@@ -265,13 +303,163 @@ static void test_bounce_commit_rule(void **state)
 	queue_envelope_clear(&orig);
 }
 
+/* ---- writers made ahead ---- */
+
+#define NWAIT 3
+
+struct waiter {
+	struct commit_wait wt; /* first: the callback casts back */
+	int calls, err_no, order;
+	struct queue_writer *w;
+};
+
+static int arrivals;
+
+static void on_ready(struct commit_wait *wt, struct queue_writer *w, int err_no)
+{
+	struct waiter *x = (struct waiter *)wt;
+
+	x->calls++;
+	x->w = w;
+	x->err_no = err_no;
+	x->order = arrivals++;
+}
+
+static int entries(const char *dir, const char *sub)
+{
+	char p[256];
+
+	snprintf(p, sizeof(p), "%s/%s", dir, sub);
+	return test_count_entries(p);
+}
+
+/* Nobody has taken a writer yet, so none is ready: each DATA waits and
+ * gets its own, in arrival order, never inside the take; then spares are
+ * there and a take is served at once. The files are nameless until their
+ * commit names them in queue/. */
+static void test_writers_made_ahead(void **state)
+{
+	struct fixture *f = *state;
+	struct waiter x[NWAIT];
+	struct queue_writer *w = NULL;
+	struct queue_envelope env;
+	int i;
+
+	memset(x, 0, sizeof(x));
+	arrivals = 0;
+	for (i = 0; i < NWAIT; i++) {
+		x[i].wt.ready = on_ready;
+		assert_int_equal(commit_take_writer(f->c, &x[i].wt, &w), 1);
+		assert_null(w);
+		assert_int_equal(x[i].calls, 0);
+	}
+	assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+	for (i = 0; i < NWAIT; i++) {
+		assert_int_equal(x[i].calls, 1);
+		assert_int_equal(x[i].err_no, 0);
+		assert_non_null(x[i].w);
+		assert_int_equal(x[i].order, i);
+	}
+	assert_int_equal(entries(f->dir, "tmp"), 0);
+
+	assert_int_equal(commit_take_writer(f->c, &x[0].wt, &w), 0);
+	assert_non_null(w);
+	make_env(&env);
+	assert_int_equal(queue_writer_header(w, &env), 0);
+	queue_envelope_clear(&env);
+	f->w[0] = w;
+	done_fixture = f;
+	assert_int_equal(commit_submit(f->c, w, on_done, (void *)(intptr_t)0), 0);
+	assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+	assert_int_equal(f->status[0], 0);
+	assert_true(in_queue(f, queue_writer_id(w)));
+	assert_int_equal(entries(f->dir, "queue"), 1);
+	for (i = 0; i < NWAIT; i++)
+		queue_writer_free(x[i].w); /* uncommitted: nothing stays */
+	assert_int_equal(entries(f->dir, "tmp"), 0);
+	assert_int_equal(entries(f->dir, "queue"), 1);
+}
+
+/* A session that ends while it waits takes its wait back: it is never
+ * called, and the one behind it is served. */
+static void test_writer_wait_cancelled(void **state)
+{
+	struct fixture *f = *state;
+	struct waiter x[2];
+	struct queue_writer *w = NULL;
+
+	memset(x, 0, sizeof(x));
+	arrivals = 0;
+	x[0].wt.ready = x[1].wt.ready = on_ready;
+	assert_int_equal(commit_take_writer(f->c, &x[0].wt, &w), 1);
+	assert_int_equal(commit_take_writer(f->c, &x[1].wt, &w), 1);
+	commit_cancel_wait(f->c, &x[0].wt);
+	commit_cancel_wait(f->c, &x[0].wt); /* twice: nothing */
+	assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+	assert_int_equal(x[0].calls, 0);
+	assert_int_equal(x[1].calls, 1);
+	assert_non_null(x[1].w);
+	queue_writer_free(x[1].w);
+}
+
+/* No file can be made: every waiter hears why (the session answers 451),
+ * and once files can be made again the next take gets one. */
+static void test_writer_make_failure(void **state)
+{
+	struct fixture *f = *state;
+	struct waiter x[2];
+	struct queue_writer *w = NULL;
+
+	memset(x, 0, sizeof(x));
+	x[0].wt.ready = x[1].wt.ready = on_ready;
+	atomic_store(&fail_create, 1);
+	assert_int_equal(commit_take_writer(f->c, &x[0].wt, &w), 1);
+	assert_int_equal(commit_take_writer(f->c, &x[1].wt, &w), 1);
+	assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+	atomic_store(&fail_create, 0);
+	assert_int_equal(x[0].calls, 1);
+	assert_int_equal(x[1].calls, 1);
+	assert_null(x[0].w);
+	assert_int_equal(x[0].err_no, ENOSPC);
+	assert_int_equal(x[1].err_no, ENOSPC);
+
+	memset(x, 0, sizeof(x));
+	x[0].wt.ready = on_ready;
+	assert_int_equal(commit_take_writer(f->c, &x[0].wt, &w), 1);
+	assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+	assert_non_null(x[0].w);
+	queue_writer_free(x[0].w);
+}
+
+/* Closed while a job makes files: the job's files and the spares are freed
+ * when it ends (ASan's leak check), nothing is left in tmp/. */
+static void test_close_while_making(void **state)
+{
+	struct fixture *f = *state;
+	struct waiter x;
+	struct queue_writer *w = NULL;
+
+	memset(&x, 0, sizeof(x));
+	x.wt.ready = on_ready;
+	assert_int_equal(commit_take_writer(f->c, &x.wt, &w), 1);
+	commit_cancel_wait(f->c, &x.wt);
+	/* teardown closes c now, with the job queued or running */
+	(void)f;
+	assert_int_equal(x.calls, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_batch_ok, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_batch_close_error_is_committed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_batch_close_error_is_committed, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_batch_dir_fsync_failure, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bounce_commit_rule, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_writers_made_ahead, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_writer_wait_cancelled, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_writer_make_failure, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_close_while_making, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

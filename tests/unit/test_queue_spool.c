@@ -16,6 +16,7 @@
 #include <ftw.h>
 #include <inttypes.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -27,13 +28,30 @@ struct fixture {
 	char dir[64];
 	char spool[96];
 	struct queue *q;
+	int named; /* message files are named temp files in tmp/ */
 };
+
+/* Where /proc/self/fd cannot be used (a chroot without /proc, a process
+ * made undumpable), linking a nameless file fails: the queue must fall back
+ * to named temp files. Interposed for this binary; set before the queue's
+ * first writer, which decides. */
+static int fail_proc_link;
+
+int linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, int flags)
+{
+	if (fail_proc_link && strncmp(oldpath, "/proc/", 6) == 0) {
+		errno = EACCES;
+		return -1;
+	}
+	return (int)syscall(SYS_linkat, olddirfd, oldpath, newdirfd, newpath, flags);
+}
 
 static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
 	char err[256];
 
+	fail_proc_link = 0;
 	if (f == NULL)
 		return -1;
 	snprintf(f->dir, sizeof(f->dir), "/tmp/stsrelay-queue-XXXXXX");
@@ -49,9 +67,24 @@ static int setup(void **state)
 	return 0;
 }
 
+/* The same spool, with message files named in tmp/ while written. */
+static int setup_named(void **state)
+{
+	struct fixture *f;
+
+	if (setup(state) != 0)
+		return -1;
+	f = *state;
+	f->named = 1;
+	fail_proc_link = 1;
+	return 0;
+}
+
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
+
+	fail_proc_link = 0;
 
 	queue_close(f->q);
 	test_rmtree(f->dir);
@@ -67,19 +100,9 @@ static void path_of(const struct fixture *f, const char *sub, char *out, size_t 
 static int count_entries(const struct fixture *f, const char *sub)
 {
 	char p[256];
-	char cmd[300];
-	FILE *fp;
-	int n = -1;
 
 	path_of(f, sub, p, sizeof(p));
-	snprintf(cmd, sizeof(cmd), "ls -A '%s' | wc -l", p);
-	fp = popen(cmd, "r");
-	if (fp == NULL)
-		return -1;
-	if (fscanf(fp, "%d", &n) != 1)
-		n = -1;
-	pclose(fp);
-	return n;
+	return test_count_entries(p);
 }
 
 static void make_env(struct queue_envelope *env, size_t nrcpts)
@@ -209,8 +232,9 @@ static void test_write_load_round_trip(void **state)
 		off += len;
 	}
 	assert_int_equal(queue_writer_size(w), body_len);
-	/* before commit the message lives in tmp/ and is not listed */
-	assert_int_equal(count_entries(f, "tmp"), 1);
+	/* before commit the message has no name (or a temp name in tmp/) and
+	 * is not listed */
+	assert_int_equal(count_entries(f, "tmp"), f->named);
 	assert_int_equal(queue_scan(f->q, &ids, &n), 0);
 	assert_int_equal(n, 0);
 	free(ids);
@@ -316,7 +340,7 @@ static void test_writer_free_uncommitted(void **state)
 	assert_int_equal(queue_writer_new(f->q, false, &w), 0);
 	assert_int_equal(queue_writer_header(w, &env), 0);
 	assert_int_equal(queue_writer_append(w, "abc", 3), 0);
-	assert_int_equal(count_entries(f, "tmp"), 1);
+	assert_int_equal(count_entries(f, "tmp"), f->named);
 	queue_writer_free(w);
 	assert_int_equal(count_entries(f, "tmp"), 0);
 	assert_int_equal(count_entries(f, "queue"), 0);
@@ -771,8 +795,12 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_open_modes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_write_load_round_trip, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_write_load_round_trip, setup_named, teardown),
 		cmocka_unit_test_setup_teardown(test_load_header_sizes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_writer_free_uncommitted, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_writer_free_uncommitted, setup_named,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_commit_id_taken, setup_named, teardown),
 		cmocka_unit_test_setup_teardown(test_state_save_load_remove, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_nodirsync_batch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_load_rejects, setup, teardown),
