@@ -274,11 +274,31 @@ class Bench:
                                      a / one if isinstance(a, (int, float)) else a,
                                      b / one if isinstance(b, (int, float)) else b, fmt="%.2f"))
         med = lambda k: median_or_failure([j[k] for j in limits])  # noqa: E731
+        best = med("batch64_wb_per_s")
+        res = (accept_only or {}).get((1024, 100)) or accept.get((1024, 100))
+        if res and isinstance(best, (int, float)) and best > 0:
+            a, b = res.get("sts"), res.get("pf")
+            self.rows.append(Row("%s, 1 KB, 100 sessions, as a multiple of the batched disk "
+                                 "limit (64 files per batch, writeback started first) (x)"
+                                 % ("accept only" if accept_only else "accept"),
+                                 a / best if isinstance(a, (int, float)) else a,
+                                 b / best if isinstance(b, (int, float)) else b, fmt="%.2f"))
         self.notes.append("disk limit, batched (what one worker doing N fsyncs then one "
                           "directory fsync reaches): 16 per batch %.0f/s (%.0f/s with "
                           "writeback of the whole batch started first), 64 per batch %.0f/s "
                           "(%.0f/s)" % (med("batch16_per_s"), med("batch16_wb_per_s"),
                                         med("batch64_per_s"), med("batch64_wb_per_s")))
+        if self.spool_fs() == "ext4 without a journal":
+            self.notes.append(
+                "disk limit and file creation on ext4 without a journal: a new inode skips "
+                "every free inode deleted in the last 5 s (305 s while its inode-table block "
+                "is dirty), testing each in turn (recently_deleted() in fs/ext4/ialloc.c), so "
+                "creating a file costs kernel time that grows with what anything on the "
+                "machine deleted lately (disk_limit deletes its files after each mode; the "
+                "one-at-a-time readings here: %s/s). perf showed up to 2/3 of stsrelay's "
+                "loop thread in that scan before queue files were made in the thread pool; "
+                "both systems pay it per message" % ", ".join(
+                    "%.0f" % j["commit_per_s"] for j in limits))
         self.notes.append("disk limit: measured by tests/bench/disk_limit.c on the spool's file "
                           "system before and after the accept runs (median of %d; every "
                           "reading with its batched variants under Raw measurements); "
@@ -1129,6 +1149,18 @@ class Bench:
         log("scheduler micro-benchmark: %s" % lines)
 
     # ---- output -------------------------------------------------------
+    def spool_fs(self):
+        """The spool's file system type, "ext4 without a journal" for one."""
+        df = subprocess.run(["df", "-T", self.base], capture_output=True).stdout.decode()
+        fs = df.splitlines()[-1].split()[1] if df else "?"
+        if fs == "ext4":
+            # ext4 without a journal allocates inodes differently (it skips
+            # recently deleted ones, scanning): say which one this is
+            dev = os.path.basename(df.splitlines()[-1].split()[0])
+            if read_text("/sys/fs/ext4/%s/journal_task" % dev).strip() == "<none>":
+                fs = "ext4 without a journal"
+        return fs
+
     def machine(self):
         cpu = "?"
         try:
@@ -1139,8 +1171,7 @@ class Bench:
         except OSError:
             pass
         mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
-        fs = subprocess.run(["df", "-T", self.base], capture_output=True).stdout.decode()
-        fs = fs.splitlines()[-1].split()[1] if fs else "?"
+        fs = self.spool_fs()
         deb = read_text("/etc/debian_version").strip()
 
         def ver(pkg):
