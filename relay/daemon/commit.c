@@ -24,15 +24,29 @@ struct commit_item {
 	uint64_t submitted_ns; /* uv_hrtime() at submit: accept_seconds */
 };
 
+#ifndef COMMIT_JOBS
+#define COMMIT_JOBS 2
+#endif
+
+struct commit;
+
+/* One group commit job: its items are the worker's while busy. */
+struct commit_batch {
+	uv_work_t work;
+	struct commit *c;
+	struct commit_item *items;
+	size_t n;
+	int busy;
+};
+
 struct commit {
 	uv_loop_t *loop;
 	struct queue *q;
 	uv_prepare_t prepare;
-	uv_work_t work;
 	struct commit_item *pending, **pending_tail;
-	struct commit_item *batch; /* owned by the worker while in_flight */
-	size_t npending, nbatch;
-	int in_flight;
+	struct commit_batch jobs[COMMIT_JOBS];
+	size_t npending, nbatch; /* nbatch: items in the busy jobs */
+	int in_flight;           /* busy jobs */
 	int prepare_active;
 
 	/* new writers: made by the `make` job, handed out from ready[] */
@@ -76,17 +90,17 @@ int commit_new(uv_loop_t *loop, struct queue *q, struct commit **out)
  * messages that are in queue/ when the 250 or 4xx is decided. */
 static void work_cb(uv_work_t *req)
 {
-	struct commit *c = req->data;
+	struct commit_batch *b = req->data;
 	struct commit_item *it;
 	int any = 0, e;
 
 	/* all of the batch's data on its way first: the fsyncs below then
 	 * overlap instead of each waiting for its own writeback (disk_limit in
 	 * tests/bench measures the difference) */
-	if (c->batch != NULL && c->batch->next != NULL)
-		for (it = c->batch; it != NULL; it = it->next)
+	if (b->items != NULL && b->items->next != NULL)
+		for (it = b->items; it != NULL; it = it->next)
 			queue_writer_start_writeback(it->w);
-	for (it = c->batch; it != NULL; it = it->next) {
+	for (it = b->items; it != NULL; it = it->next) {
 		errno = 0;
 		it->status = queue_writer_commit(it->w);
 		it->err_no = it->status != 0 ? errno : 0;
@@ -96,13 +110,13 @@ static void work_cb(uv_work_t *req)
 	if (!any)
 		return;
 	errno = 0;
-	if (queue_sync_queue_dir(c->q) == 0)
+	if (queue_sync_queue_dir(b->c->q) == 0)
 		return;
 	e = errno != 0 ? errno : EIO;
 	/* Renamed but not durable: nobody gets a 250, so the file must not
 	 * stay either (it would be delivered after a 4xx: a duplicate). One
 	 * that cannot be taken out will be delivered, so it gets its 250. */
-	for (it = c->batch; it != NULL; it = it->next) {
+	for (it = b->items; it != NULL; it = it->next) {
 		if (it->status != 0)
 			continue;
 		if (queue_writer_withdraw(it->w) != 0) {
@@ -121,12 +135,15 @@ static void start_batch(struct commit *c);
 
 static void after_work_cb(uv_work_t *req, int status)
 {
-	struct commit *c = req->data;
-	struct commit_item *it = c->batch, *next;
+	struct commit_batch *b = req->data;
+	struct commit *c = b->c;
+	struct commit_item *it = b->items, *next;
 
-	c->batch = NULL;
-	c->nbatch = 0;
-	c->in_flight = 0;
+	b->items = NULL;
+	c->nbatch -= b->n;
+	b->n = 0;
+	b->busy = 0;
+	c->in_flight--;
 	for (; it != NULL; it = next) {
 		next = it->next;
 		if (status != 0) { /* UV_ECANCELED: never ran */
@@ -146,28 +163,45 @@ static void after_work_cb(uv_work_t *req, int status)
 		start_batch(c);
 }
 
+/* Up to COMMIT_JOBS batches are in flight at once: a device that serves
+ * several writes at a time then has the next batch's fsyncs while the
+ * first waits (tests/bench measures it). */
 static void prepare_cb(uv_prepare_t *h)
 {
 	struct commit *c = h->data;
-	int rc;
+	struct commit_batch *b = NULL;
+	int i, rc;
 
-	if (c->in_flight || c->pending == NULL)
+	if (c->pending == NULL) {
+		/* nothing this turn: commit_submit arms the hook again */
+		uv_prepare_stop(&c->prepare);
+		c->prepare_active = 0;
 		return;
-	c->batch = c->pending;
-	c->nbatch = c->npending;
+	}
+	for (i = 0; i < COMMIT_JOBS && b == NULL; i++)
+		if (!c->jobs[i].busy)
+			b = &c->jobs[i];
+	if (b == NULL)
+		return; /* cannot happen: the hook is stopped while all are busy */
+	b->items = c->pending;
+	b->n = c->npending;
+	b->busy = 1;
+	b->c = c;
+	c->nbatch += b->n;
 	c->pending = NULL;
 	c->pending_tail = &c->pending;
 	c->npending = 0;
-	c->in_flight = 1;
-	uv_prepare_stop(&c->prepare);
-	c->prepare_active = 0;
-	c->work.data = c;
-	log_debug("commit: batch of %zu message(s)", c->nbatch);
-	rc = uv_queue_work(c->loop, &c->work, work_cb, after_work_cb);
+	if (++c->in_flight == COMMIT_JOBS) {
+		uv_prepare_stop(&c->prepare);
+		c->prepare_active = 0;
+	}
+	b->work.data = b;
+	log_debug("commit: batch of %zu message(s)", b->n);
+	rc = uv_queue_work(c->loop, &b->work, work_cb, after_work_cb);
 	if (rc != 0) {
 		/* cannot happen for a valid loop; fail the batch rather than hang */
 		log_error("commit: uv_queue_work: %s", uv_strerror(rc));
-		after_work_cb(&c->work, rc);
+		after_work_cb(&b->work, rc);
 	}
 }
 
@@ -190,7 +224,7 @@ int commit_submit(struct commit *c, struct queue_writer *w, commit_done_cb done,
 	*c->pending_tail = it;
 	c->pending_tail = &it->next;
 	c->npending++;
-	if (!c->in_flight && !c->prepare_active)
+	if (c->in_flight < COMMIT_JOBS && !c->prepare_active)
 		start_batch(c);
 	return 0;
 }
