@@ -60,10 +60,12 @@ void queue_envelope_clear(struct queue_envelope *env)
 }
 
 /* Growth is geometric; capacity is not stored, so it is derived from the
- * count (powers of two from 4), which keeps the struct as the lead defined it. */
+ * count (powers of two from 1), which keeps the struct as the lead defined it.
+ * From 1, not 4: most messages have one recipient, and the scheduler keeps
+ * every queued envelope in memory (a queue_rcpt is over 1 KB). */
 static size_t rcpt_capacity(size_t n)
 {
-	size_t cap = 4;
+	size_t cap = 1;
 
 	while (cap < n)
 		cap *= 2;
@@ -77,7 +79,7 @@ static int add_rcpt_len(struct queue_envelope *env, const char *address, size_t 
 	if (len == 0 || len >= QUEUE_ADDR_MAX || env->nrcpts >= QUEUE_MAX_RCPTS)
 		return -1;
 	if (env->rcpts == NULL || env->nrcpts == rcpt_capacity(env->nrcpts)) {
-		size_t cap = env->rcpts == NULL ? 4 : rcpt_capacity(env->nrcpts) * 2;
+		size_t cap = env->rcpts == NULL ? 1 : rcpt_capacity(env->nrcpts) * 2;
 		struct queue_rcpt *n = realloc(env->rcpts, cap * sizeof(*n));
 
 		if (n == NULL)
