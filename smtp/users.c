@@ -3,6 +3,7 @@
 #include "smtp/users.h"
 
 #include <crypt.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 
 #include <openssl/crypto.h>
 
+#include "relay/core/fs.h"
 #include "smtp/address.h"
 
 struct smtp_users {
@@ -248,6 +250,49 @@ bad:
 	snprintf(err, errlen, "%s:%u: %s", fname, lineno, why);
 	smtp_users_unref(u);
 	return -1;
+}
+
+int smtp_users_load(const char *path, struct smtp_users **out, char **text, size_t *len, char *err,
+		    size_t errlen)
+{
+	char *buf = NULL;
+	size_t n = 0;
+	int rc = 0, e = 0;
+
+	if (text != NULL)
+		*text = NULL;
+	if (core_fs_read_file(path, SMTP_USERS_FILE_MAX, &buf, &n) != 0) {
+		e = errno;
+		if (e != ENOENT) {
+			if (e == EFBIG)
+				snprintf(err, errlen, "%s: larger than %d MiB", path,
+					 SMTP_USERS_FILE_MAX / 1048576);
+			else
+				snprintf(err, errlen, "%s: %s", path, strerror(e));
+			errno = e;
+			return -1;
+		}
+		buf = strdup("");
+		if (buf == NULL) {
+			snprintf(err, errlen, "%s: out of memory", path);
+			errno = ENOMEM;
+			return -1;
+		}
+		rc = 1;
+	}
+	if (smtp_users_parse(buf, n, path, out, err, errlen) != 0) {
+		rc = -1;
+		e = EINVAL;
+	}
+	if (text != NULL && rc >= 0) {
+		*text = buf;
+		*len = n;
+	} else {
+		explicit_bzero(buf, n); /* the hashes */
+		free(buf);
+	}
+	errno = e;
+	return rc;
 }
 
 struct smtp_users *smtp_users_empty(void)

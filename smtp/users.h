@@ -43,6 +43,17 @@ struct smtp_user {
  * "FNAME:LINE: reason" in err. The reason never quotes a hash. */
 int smtp_users_parse(const char *buf, size_t len, const char *fname, struct smtp_users **out,
 		     char *err, size_t errlen);
+/* Reads the file at path (at most SMTP_USERS_FILE_MAX bytes) and parses
+ * it: the one loader of the daemon, `stsrelay user` and `stsrelay check`.
+ * 0 with *out; 1 when the file does not exist, with an empty table in *out
+ * (nobody can authenticate); -1 with "PATH: reason" or "PATH:LINE: reason"
+ * in err and errno set (EINVAL: a bad line; EFBIG: too large; else why it
+ * cannot be read), *out untouched. With text, the file's bytes (NUL
+ * terminated; "" for a missing file) are the caller's, to wipe with
+ * explicit_bzero and free: they hold the hashes. Without, they are wiped
+ * here. */
+int smtp_users_load(const char *path, struct smtp_users **out, char **text, size_t *len, char *err,
+		    size_t errlen);
 /* A table without users (no file): every check fails. NULL: no memory. */
 struct smtp_users *smtp_users_empty(void);
 struct smtp_users *smtp_users_ref(struct smtp_users *u);

@@ -311,8 +311,8 @@ static void check_submission(struct checker *c)
 	struct smtp_tls_server_ctx *ctx;
 	struct smtp_users *users = NULL;
 	struct stat st;
-	char err[1200], *text = NULL;
-	size_t len = 0;
+	char err[1200];
+	int rc;
 
 	if (!config_submission_on(cfg))
 		return;
@@ -325,23 +325,21 @@ static void check_submission(struct checker *c)
 		report(c, false, "tls_key_file",
 		       "tls_key_file %s is readable by every user (mode %04o): chmod o-r",
 		       cfg->tls_key_file, (unsigned)(st.st_mode & 07777));
-	if (core_fs_read_file(cfg->auth_users_file, SMTP_USERS_FILE_MAX, &text, &len) != 0) {
-		if (errno == ENOENT)
-			report(c, false, "auth_users_file",
-			       "auth_users_file %s does not exist: nobody can authenticate on "
-			       "submission_listen/smtps_listen (stsrelay user add NAME)",
-			       cfg->auth_users_file);
-		else
-			report(c, true, "auth_users_file", "auth_users_file %s: %s",
-			       cfg->auth_users_file,
-			       errno == EFBIG ? "larger than 4 MiB" : strerror(errno));
+	rc = smtp_users_load(cfg->auth_users_file, &users, NULL, NULL, err, sizeof(err));
+	if (rc == 1) {
+		report(c, false, "auth_users_file",
+		       "auth_users_file %s does not exist: nobody can authenticate on "
+		       "submission_listen/smtps_listen (stsrelay user add NAME)",
+		       cfg->auth_users_file);
+		smtp_users_unref(users);
 		return;
 	}
-	if (smtp_users_parse(text, len, cfg->auth_users_file, &users, err, sizeof(err)) != 0)
+	if (rc < 0) {
 		report(c, true, "auth_users_file", "auth_users_file %s", err);
+		if (errno != EINVAL)
+			return; /* unreadable: its mode says nothing more */
+	}
 	smtp_users_unref(users);
-	explicit_bzero(text, len);
-	free(text);
 	if (stat(cfg->auth_users_file, &st) == 0 && (st.st_mode & S_IROTH))
 		report(c, false, "auth_users_file",
 		       "auth_users_file %s is readable by every user (mode %04o): chmod o-r",

@@ -103,27 +103,17 @@ static int lock_dir(const char *path, char *dir, size_t dirlen, int *fd)
 static int read_users(const char *path, char **text, size_t *len, struct smtp_users **users)
 {
 	char err[1024];
+	int e;
 
-	if (core_fs_read_file(path, SMTP_USERS_FILE_MAX, text, len) != 0) {
-		int e = errno;
-
-		if (e != ENOENT) {
-			fprintf(stderr, "%s: %s: %s\n", PROG, path,
-				e == EFBIG ? "larger than 4 MiB" : strerror(e));
-			return cli_exit_for_errno(e, EX_IOERR);
-		}
-		*text = strdup("");
-		*len = 0;
-		if (*text == NULL) {
-			fprintf(stderr, "%s: out of memory\n", PROG);
-			return EX_OSERR;
-		}
-	}
-	if (smtp_users_parse(*text, *len, path, users, err, sizeof(err)) != 0) {
+	if (smtp_users_load(path, users, text, len, err, sizeof(err)) >= 0)
+		return 0;
+	e = errno;
+	if (e == EINVAL) {
 		fprintf(stderr, "%s: %s (fix it by hand; nothing changed)\n", PROG, err);
 		return EX_CONFIG;
 	}
-	return 0;
+	fprintf(stderr, "%s: %s\n", PROG, err);
+	return e == ENOMEM ? EX_OSERR : cli_exit_for_errno(e, EX_IOERR);
 }
 
 /* Owner, group and mode for the new file: an existing file keeps its owner
@@ -152,46 +142,24 @@ static void new_file_perms(const char *path, const struct config *cfg, uid_t *ui
 		*gid = pw->pw_gid;
 }
 
-/* Writes text as the new file: a temporary file in the same directory
- * (owner, group and mode set before a byte is written), fsync, rename,
- * directory fsync. */
+/* Writes text as the new file (core_fs_write_atomic_owned: owner, group
+ * and mode set before a byte is written, fsync, rename, directory fsync). */
 static int replace_file(const char *path, const char *dir, const struct config *cfg,
 			const char *text, size_t len)
 {
-	char tmp[CONFIG_PATH_MAX + 32];
+	const char *slash = strrchr(path, '/');
 	uid_t uid;
 	gid_t gid;
 	mode_t mode;
-	int fd, e;
+	int e;
 
 	new_file_perms(path, cfg, &uid, &gid, &mode);
-	snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
-	(void)unlink(tmp); /* a crashed run's leftover */
-	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		e = errno;
-		fprintf(stderr, "%s: cannot create %s: %s\n", PROG, tmp, strerror(e));
-		return cli_exit_for_errno(e, EX_CANTCREAT);
-	}
-	if ((fchown(fd, uid, gid) != 0 && geteuid() == 0) || fchmod(fd, mode) != 0 ||
-	    core_fs_write_all(fd, text, len, NULL) != 0 || core_fs_fsync(fd) != 0) {
-		e = errno;
-		close(fd);
-		unlink(tmp);
-		fprintf(stderr, "%s: cannot write %s: %s\n", PROG, tmp, strerror(e));
-		return cli_exit_for_errno(e, EX_IOERR);
-	}
-	if (core_fs_close(fd) != 0 || rename(tmp, path) != 0) {
-		e = errno;
-		unlink(tmp);
-		fprintf(stderr, "%s: cannot replace %s: %s\n", PROG, path, strerror(e));
-		return cli_exit_for_errno(e, EX_IOERR);
-	}
-	if (core_fs_fsync_dir(dir) != 0) {
-		fprintf(stderr, "%s: %s: fsync: %s\n", PROG, dir, strerror(errno));
-		return EX_IOERR;
-	}
-	return 0;
+	if (core_fs_write_atomic_owned(dir, slash != NULL ? slash + 1 : path, text, len, mode, uid,
+				       gid) == 0)
+		return 0;
+	e = errno;
+	fprintf(stderr, "%s: cannot replace %s: %s\n", PROG, path, strerror(e));
+	return cli_exit_for_errno(e, EX_IOERR);
 }
 
 /* One line of the password: from a terminal twice without echo, else the
@@ -302,7 +270,8 @@ static int user_add(const struct uopts *o, const struct config *cfg, const char 
 				      o->senders[i]);
 	core_buf_init(&out, SMTP_USERS_FILE_MAX);
 	if (edit_lines(text, len, old != NULL ? old->line : 0, line, &out) != 0) {
-		fprintf(stderr, "%s: the file would grow beyond 4 MiB\n", PROG);
+		fprintf(stderr, "%s: the file would grow beyond %d MiB\n", PROG,
+			SMTP_USERS_FILE_MAX / 1048576);
 		core_buf_free(&out);
 		return EX_DATAERR;
 	}

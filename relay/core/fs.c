@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 int core_fs_write_all(int fd, const void *buf, size_t len, size_t *written)
@@ -60,8 +61,14 @@ int core_fs_fsync_dir(const char *path)
 	return rc;
 }
 
-int core_fs_write_atomic_nodirsync_at(int tmp_dirfd, const char *tmp_name, int dirfd,
-				      const char *name, const void *buf, size_t len, mode_t mode)
+/* Owner and mode a temporary file gets before its first byte. */
+struct fs_owner {
+	uid_t uid;
+	gid_t gid;
+};
+
+static int write_atomic(int tmp_dirfd, const char *tmp_name, int dirfd, const char *name,
+			const void *buf, size_t len, mode_t mode, const struct fs_owner *own)
 {
 	/* O_EXCL: never write through a file (or a hard link to one) that
 	 * someone else put under our temporary name. */
@@ -77,6 +84,10 @@ int core_fs_write_atomic_nodirsync_at(int tmp_dirfd, const char *tmp_name, int d
 	}
 	if (fd < 0)
 		return -1;
+	/* chown may be refused to a caller that is not root: it keeps its own */
+	if (own != NULL &&
+	    ((fchown(fd, own->uid, own->gid) != 0 && geteuid() == 0) || fchmod(fd, mode) != 0))
+		goto fail;
 	if (core_fs_write_all(fd, buf, len, NULL) != 0 || core_fs_fsync(fd) != 0)
 		goto fail;
 	e = core_fs_close(fd);
@@ -95,6 +106,12 @@ fail:
 	return -1;
 }
 
+int core_fs_write_atomic_nodirsync_at(int tmp_dirfd, const char *tmp_name, int dirfd,
+				      const char *name, const void *buf, size_t len, mode_t mode)
+{
+	return write_atomic(tmp_dirfd, tmp_name, dirfd, name, buf, len, mode, NULL);
+}
+
 int core_fs_write_atomic_at(int tmp_dirfd, const char *tmp_name, int dirfd, const char *name,
 			    const void *buf, size_t len, mode_t mode)
 {
@@ -105,8 +122,9 @@ int core_fs_write_atomic_at(int tmp_dirfd, const char *tmp_name, int dirfd, cons
 	return core_fs_fsync(dirfd);
 }
 
-int core_fs_write_atomic(const char *dir, const char *name, const void *buf, size_t len,
-			 mode_t mode)
+/* dir/name through dir/.NAME.tmp.PID, then the directory fsync. */
+static int write_atomic_path(const char *dir, const char *name, const void *buf, size_t len,
+			     mode_t mode, const struct fs_owner *own)
 {
 	char tmp[NAME_MAX + 1];
 	int n, dfd, rc, e;
@@ -119,11 +137,27 @@ int core_fs_write_atomic(const char *dir, const char *name, const void *buf, siz
 	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0)
 		return -1;
-	rc = core_fs_write_atomic_at(dfd, tmp, dfd, name, buf, len, mode);
+	rc = write_atomic(dfd, tmp, dfd, name, buf, len, mode, own);
+	if (rc == 0)
+		rc = core_fs_fsync(dfd); /* only the new name's durability is in doubt */
 	e = errno;
 	close(dfd);
 	errno = e;
 	return rc;
+}
+
+int core_fs_write_atomic(const char *dir, const char *name, const void *buf, size_t len,
+			 mode_t mode)
+{
+	return write_atomic_path(dir, name, buf, len, mode, NULL);
+}
+
+int core_fs_write_atomic_owned(const char *dir, const char *name, const void *buf, size_t len,
+			       mode_t mode, uid_t uid, gid_t gid)
+{
+	struct fs_owner own = { uid, gid };
+
+	return write_atomic_path(dir, name, buf, len, mode, &own);
 }
 
 int core_fs_read_fd(int fd, size_t max, char **out, size_t *len)

@@ -52,6 +52,13 @@ int core_fs_write_atomic_nodirsync_at(int tmp_dirfd, const char *tmp_name, int d
  * suffix). ENAMETOOLONG if that name does not fit. */
 int core_fs_write_atomic(const char *dir, const char *name, const void *buf, size_t len,
 			 mode_t mode) __attribute__((warn_unused_result));
+/* The same for a file whose owner matters (a secret a group reads): the
+ * temporary file gets uid:gid (a caller that is not root and is refused
+ * keeps its own) and exactly mode, whatever the umask, before its first
+ * byte. */
+int core_fs_write_atomic_owned(const char *dir, const char *name, const void *buf, size_t len,
+			       mode_t mode, uid_t uid, gid_t gid)
+	__attribute__((warn_unused_result));
 
 /* Reads all of the open file fd (from its current offset) into a new
  * buffer of *len bytes plus a NUL (free it; *out is NULL on failure). A

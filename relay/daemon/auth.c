@@ -4,13 +4,11 @@
 #define LOG_COMPONENT LOG_C_SMTPD
 #include "relay/daemon/auth.h"
 
-#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "relay/core/fs.h"
 #include "relay/core/log.h"
 
 enum { PHASE_IDLE, PHASE_QUEUED, PHASE_RUNNING };
@@ -61,32 +59,12 @@ void auth_set_users(struct auth *a, struct smtp_users *users)
 
 int auth_load_users(const char *path, struct smtp_users **out, char *err, size_t errlen)
 {
-	char *buf = NULL;
-	size_t len = 0;
-	int rc;
+	int rc = smtp_users_load(path, out, NULL, NULL, err, errlen);
 
-	if (core_fs_read_file(path, SMTP_USERS_FILE_MAX, &buf, &len) != 0) {
-		int e = errno;
-
-		if (e == ENOENT) {
-			*out = smtp_users_empty();
-			if (*out == NULL) {
-				snprintf(err, errlen, "%s: out of memory", path);
-				return -1;
-			}
-			snprintf(
-				err, errlen,
-				"%s does not exist: nobody can authenticate (stsrelay user add NAME)",
-				path);
-			return 1;
-		}
-		snprintf(err, errlen, "%s: %s", path,
-			 e == EFBIG ? "larger than 4 MiB" : strerror(e));
-		return -1;
-	}
-	rc = smtp_users_parse(buf, len, path, out, err, errlen);
-	explicit_bzero(buf, len); /* the hashes */
-	free(buf);
+	if (rc == 1)
+		snprintf(err, errlen,
+			 "%s does not exist: nobody can authenticate (stsrelay user add NAME)",
+			 path);
 	return rc;
 }
 

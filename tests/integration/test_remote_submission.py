@@ -454,3 +454,25 @@ def test_check_loads_certificate_key_and_users(sub):
     p = r.cli("check")
     assert p.returncode == 78, p
     assert ("%s:3:" % sub.users).encode() in p.stderr, p.stderr
+    # one loader (smtp_users_load) for check, `stsrelay user` and the daemon:
+    # the same line named by each, and the running table kept on reload
+    p = r.cli("user", "list")
+    assert p.returncode == 78, p
+    assert ("%s:3:" % sub.users).encode() in p.stderr, p.stderr
+    assert b"fix it by hand" in p.stderr, p.stderr
+    r.reload()
+    r.wait_log(r"%s:3:" % re.escape(sub.users))
+    # over the size limit: refused by all three with the same words
+    with open(sub.users, "a") as f:
+        f.write("#" * (4 * 1024 * 1024) + "\n")
+    for args, code in ((("check",), 78), (("user", "list"), 74)):
+        p = r.cli(*args)
+        assert p.returncode == code, p
+        assert b"larger than 4 MiB" in p.stderr, p.stderr
+    # missing: a warning for check (nobody can authenticate), an empty list
+    os.unlink(sub.users)
+    p = r.cli("check")  # still 78: the wrong key from above
+    assert b"does not exist: nobody can authenticate" in p.stderr, p.stderr
+    p = r.cli("user", "list", "--json")
+    assert p.returncode == 0, p
+    assert json.loads(p.stdout)["users"] == [], p.stdout

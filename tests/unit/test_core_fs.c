@@ -173,7 +173,7 @@ static void test_write_all_eintr(void **state)
 	close(p[0]);
 	close(res[1]);
 	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_alarm;        /* no SA_RESTART */
+	sa.sa_handler = on_alarm; /* no SA_RESTART */
 	sigemptyset(&sa.sa_mask);
 	assert_int_equal(sigaction(SIGALRM, &sa, &old), 0);
 	alarms = 0;
@@ -188,7 +188,7 @@ static void test_write_all_eintr(void **state)
 	assert_int_equal(waitpid(pid, &status, 0), pid);
 	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	assert_true(got_sum == sum);
-	assert_true(alarms > 0);          /* the signals did fire during the write */
+	assert_true(alarms > 0); /* the signals did fire during the write */
 	free(data);
 }
 
@@ -262,6 +262,39 @@ static void test_atomic_stale_temp(void **state)
 	assert_int_equal(count_entries(f->dir), 2);
 }
 
+/* A secret a group reads: exactly its mode whatever the umask, and (as
+ * root) the owner asked for, set before the first byte; the replaced file
+ * gets them too. */
+static void test_atomic_owned(void **state)
+{
+	struct fixture *f = *state;
+	char path[128], buf[64];
+	mode_t um = umask(077);
+	struct stat st;
+
+	path_of(f, "users", path, sizeof(path));
+	assert_int_equal(
+		core_fs_write_atomic_owned(f->dir, "users", "a:x\n", 4, 0640, 65534, 65534), 0);
+	umask(um);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0640);
+	if (geteuid() == 0) {
+		assert_int_equal(st.st_uid, 65534);
+		assert_int_equal(st.st_gid, 65534);
+	}
+	slurp(path, buf, sizeof(buf));
+	assert_string_equal(buf, "a:x\n");
+	assert_int_equal(
+		core_fs_write_atomic_owned(f->dir, "users", "b:y\n", 4, 0600, getuid(), getgid()),
+		0);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0600);
+	assert_int_equal(st.st_uid, getuid());
+	slurp(path, buf, sizeof(buf));
+	assert_string_equal(buf, "b:y\n");
+	assert_int_equal(count_entries(f->dir), 1);
+}
+
 static void test_atomic_at_two_dirs(void **state)
 {
 	struct fixture *f = *state;
@@ -275,8 +308,10 @@ static void test_atomic_at_two_dirs(void **state)
 	tfd = open(tdir, O_RDONLY | O_DIRECTORY);
 	dfd = open(ddir, O_RDONLY | O_DIRECTORY);
 	assert_true(tfd >= 0 && dfd >= 0);
-	assert_int_equal(core_fs_write_atomic_at(tfd, "A.state", dfd, "A.state", "s1\n", 3, 0600), 0);
-	assert_int_equal(core_fs_write_atomic_at(tfd, "A.state", dfd, "A.state", "s2\n", 3, 0600), 0);
+	assert_int_equal(core_fs_write_atomic_at(tfd, "A.state", dfd, "A.state", "s1\n", 3, 0600),
+			 0);
+	assert_int_equal(core_fs_write_atomic_at(tfd, "A.state", dfd, "A.state", "s2\n", 3, 0600),
+			 0);
 	snprintf(path, sizeof(path), "%s/A.state", ddir);
 	slurp(path, buf, sizeof(buf));
 	assert_string_equal(buf, "s2\n");
@@ -378,6 +413,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_atomic_stale_temp, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_atomic_at_two_dirs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_atomic_bad_names, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_atomic_owned, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_atomic_readonly_dir, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_atomic_enospc, setup, teardown),
 	};
