@@ -2029,42 +2029,10 @@ void smtpd_free(struct smtpd *sd)
 
 /* ---- submission: certificate and users ---- */
 
-int smtpd_submission_load(struct smtpd *sd, char *err, size_t errlen)
-{
-	const struct config *cfg = &sd->r->cfg;
-	struct smtp_users *users = NULL;
-	char why[1024];
-	int rc;
-
-	if (!config_submission_on(cfg))
-		return 0;
-	sd->tls_ctx = smtp_tls_server_ctx_new(cfg->tls_cert_file, cfg->tls_key_file, err, errlen);
-	if (sd->tls_ctx == NULL)
-		return -1;
-	log_info("submission certificate %s (%s)", cfg->tls_cert_file,
-		 smtp_tls_server_ctx_describe(sd->tls_ctx));
-	rc = auth_load_users(cfg->auth_users_file, &users, why, sizeof(why));
-	if (rc < 0) {
-		snprintf(err, errlen, "auth_users_file %s", why);
-		return -1;
-	}
-	if (rc > 0)
-		log_warn("auth_users_file %s", why);
-	else
-		log_info("auth_users_file %s: %zu user(s)", cfg->auth_users_file,
-			 smtp_users_count(users));
-	if (auth_new(sd->r->loop, users, &sd->auth) != 0) {
-		snprintf(err, errlen, "out of memory");
-		return -1;
-	}
-	return 0;
-}
-
-/* A reload reads the certificate, the key and the users file in the
- * thread pool; the loop swaps in what loaded and keeps the rest. */
-struct reload_job {
-	uv_work_t work;
-	struct smtpd *sd;
+/* The submission files as one (re)load found them: certificate and key,
+ * and the users table (users_rc as auth_load_users). Loaded on the loop at
+ * start and in the thread pool on SIGHUP, by the same code. */
+struct sub_files {
 	char cert[CONFIG_PATH_MAX], key[CONFIG_PATH_MAX], users_path[CONFIG_PATH_MAX];
 	struct smtp_tls_server_ctx *ctx;
 	struct smtp_users *users;
@@ -2072,12 +2040,88 @@ struct reload_job {
 	char ctx_err[1024], users_err[1024];
 };
 
+static void sub_files_init(struct sub_files *f, const struct config *cfg)
+{
+	snprintf(f->cert, sizeof(f->cert), "%s", cfg->tls_cert_file);
+	snprintf(f->key, sizeof(f->key), "%s", cfg->tls_key_file);
+	snprintf(f->users_path, sizeof(f->users_path), "%s", cfg->auth_users_file);
+	/* a load that never ran changes nothing */
+	f->users_rc = -1;
+	snprintf(f->ctx_err, sizeof(f->ctx_err), "%s: not read", f->cert);
+	snprintf(f->users_err, sizeof(f->users_err), "%s: not read", f->users_path);
+}
+
+/* Any thread: touches only f. */
+static void sub_files_load(struct sub_files *f)
+{
+	f->ctx = smtp_tls_server_ctx_new(f->cert, f->key, f->ctx_err, sizeof(f->ctx_err));
+	f->users_rc = auth_load_users(f->users_path, &f->users, f->users_err, sizeof(f->users_err));
+}
+
+/* The lines for what loaded ("" or "reload: " before each). */
+static void sub_files_log(const struct sub_files *f, const char *prefix)
+{
+	if (f->ctx != NULL)
+		log_info("%ssubmission certificate %s (%s)", prefix, f->cert,
+			 smtp_tls_server_ctx_describe(f->ctx));
+	if (f->users_rc > 0)
+		log_warn("%sauth_users_file %s", prefix, f->users_err);
+	else if (f->users_rc == 0)
+		log_info("%sauth_users_file %s: %zu user(s)", prefix, f->users_path,
+			 smtp_users_count(f->users));
+}
+
+int smtpd_submission_load(struct smtpd *sd, char *err, size_t errlen)
+{
+	struct sub_files *f;
+	int rc = -1;
+
+	if (!config_submission_on(&sd->r->cfg))
+		return 0;
+	f = calloc(1, sizeof(*f));
+	if (f == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	sub_files_init(f, &sd->r->cfg);
+	sub_files_load(f);
+	if (f->ctx == NULL) {
+		snprintf(err, errlen, "%s", f->ctx_err);
+		goto out;
+	}
+	if (f->users_rc < 0) {
+		snprintf(err, errlen, "auth_users_file %s", f->users_err);
+		goto out;
+	}
+	sub_files_log(f, "");
+	if (auth_new(sd->r->loop, f->users, &sd->auth) != 0) {
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	f->users = NULL; /* the auth's now */
+	sd->tls_ctx = f->ctx;
+	f->ctx = NULL;
+	rc = 0;
+out:
+	smtp_tls_server_ctx_free(f->ctx);
+	smtp_users_unref(f->users);
+	free(f);
+	return rc;
+}
+
+/* A reload reads the files in the thread pool; the loop swaps in what
+ * loaded and keeps the rest. */
+struct reload_job {
+	uv_work_t work;
+	struct smtpd *sd;
+	struct sub_files f;
+};
+
 static void on_reload_work(uv_work_t *w)
 {
 	struct reload_job *j = w->data;
 
-	j->ctx = smtp_tls_server_ctx_new(j->cert, j->key, j->ctx_err, sizeof(j->ctx_err));
-	j->users_rc = auth_load_users(j->users_path, &j->users, j->users_err, sizeof(j->users_err));
+	sub_files_load(&j->f);
 }
 
 static void start_reload(struct smtpd *sd);
@@ -2089,24 +2133,17 @@ static void on_reload_done(uv_work_t *w, int status)
 
 	(void)status;
 	sd->reload = NULL;
-	if (j->ctx == NULL) {
-		log_error("reload: %s; new sessions keep the previous certificate", j->ctx_err);
+	sub_files_log(&j->f, "reload: ");
+	if (j->f.ctx == NULL) {
+		log_error("reload: %s; new sessions keep the previous certificate", j->f.ctx_err);
 	} else {
 		smtp_tls_server_ctx_free(sd->tls_ctx); /* open sessions keep theirs */
-		sd->tls_ctx = j->ctx;
-		log_info("reload: submission certificate %s (%s)", j->cert,
-			 smtp_tls_server_ctx_describe(j->ctx));
+		sd->tls_ctx = j->f.ctx;
 	}
-	if (j->users_rc < 0) {
-		log_error("reload: auth_users_file %s; keeping the previous users", j->users_err);
-	} else {
-		if (j->users_rc > 0)
-			log_warn("reload: auth_users_file %s", j->users_err);
-		else
-			log_info("reload: auth_users_file %s: %zu user(s)", j->users_path,
-				 smtp_users_count(j->users));
-		auth_set_users(sd->auth, j->users);
-	}
+	if (j->f.users_rc < 0)
+		log_error("reload: auth_users_file %s; keeping the previous users", j->f.users_err);
+	else
+		auth_set_users(sd->auth, j->f.users);
 	free(j);
 	if (sd->reload_again && !sd->stopping) {
 		sd->reload_again = 0;
@@ -2131,9 +2168,7 @@ static void start_reload(struct smtpd *sd)
 	}
 	j->sd = sd;
 	j->work.data = j;
-	snprintf(j->cert, sizeof(j->cert), "%s", cfg->tls_cert_file);
-	snprintf(j->key, sizeof(j->key), "%s", cfg->tls_key_file);
-	snprintf(j->users_path, sizeof(j->users_path), "%s", cfg->auth_users_file);
+	sub_files_init(&j->f, cfg);
 	rc = uv_queue_work(sd->r->loop, &j->work, on_reload_work, on_reload_done);
 	if (rc != 0) {
 		log_error("reload: uv_queue_work: %s", uv_strerror(rc));
