@@ -546,7 +546,7 @@ static int drop_privileges(const char *user, const char *spool, bool give_root, 
 	}
 	/* The switch made the process undumpable, which gives /proc/self to
 	 * root: the queue names its nameless files through /proc/self/fd, and
-	 * a crash should leave a core for the operator (nginx's workers do the
+	 * a crash may leave a core where dumps are on (nginx's workers do the
 	 * same). The user can read every file the daemon holds anyway. */
 	if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0)
 		log_warn("prctl(PR_SET_DUMPABLE): %s: queue files go through tmp/",
