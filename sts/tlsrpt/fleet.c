@@ -1099,15 +1099,38 @@ static void on_claimed(void *arg, const redisReply *rp)
 	maybe_free(f);
 }
 
+/* The keys both ledger scripts take, and their first seven arguments: EVAL,
+ * the script, 2 keys (the day's sent set, this copy's claim), the member
+ * "domain\trua", this node. */
+struct ledger_keys {
+	char ks[KEY_MAX], kc[KEY_MAX], member[KEY_MAX];
+};
+
+static void ledger_argv(const struct tlsrpt_fleet *f, struct ledger_keys *k, const char *script,
+			const char *day, const char *domain, const char *rua, const char **argv)
+{
+	day_key(k->ks, sizeof(k->ks), day, "sent", NULL);
+	claim_key(k->kc, sizeof(k->kc), day, domain, rua);
+	snprintf(k->member, sizeof(k->member), "%s\t%s", domain, rua);
+	argv[0] = "EVAL";
+	argv[1] = script;
+	argv[2] = "2";
+	argv[3] = k->ks;
+	argv[4] = k->kc;
+	argv[5] = k->member;
+	argv[6] = f->node;
+}
+
 static int ledger_claim(void *ctx, const char *day, const char *domain, const char *rua,
 			tlsrpt_claim_cb cb, void *arg, void **handle)
 {
 	struct tlsrpt_fleet *f = ctx;
-	char ks[KEY_MAX], kc[KEY_MAX], member[KEY_MAX], ttl[24];
+	struct ledger_keys k;
+	char ttl[24];
 	const char *argv[8];
 	struct claim *c;
 
-	if (f->closing || strlen(domain) + strlen(rua) + 2 > sizeof(member))
+	if (f->closing || strlen(domain) + strlen(rua) + 2 > sizeof(k.member))
 		return -1;
 	c = calloc(1, sizeof(*c));
 	if (c == NULL)
@@ -1115,17 +1138,8 @@ static int ledger_claim(void *ctx, const char *day, const char *domain, const ch
 	c->f = f;
 	c->cb = cb;
 	c->arg = arg;
-	day_key(ks, sizeof(ks), day, "sent", NULL);
-	claim_key(kc, sizeof(kc), day, domain, rua);
-	snprintf(member, sizeof(member), "%s\t%s", domain, rua);
+	ledger_argv(f, &k, claim_lua, day, domain, rua, argv);
 	snprintf(ttl, sizeof(ttl), "%d", CLAIM_TTL_MS);
-	argv[0] = "EVAL";
-	argv[1] = claim_lua;
-	argv[2] = "2";
-	argv[3] = ks;
-	argv[4] = kc;
-	argv[5] = member;
-	argv[6] = f->node;
 	argv[7] = ttl;
 	/* no cancel of the command: the claim frees itself when its reply
 	 * (or the NULL of a lost connection) comes */
@@ -1150,22 +1164,14 @@ static void ledger_release(void *ctx, const char *day, const char *domain, const
 			   bool sent)
 {
 	struct tlsrpt_fleet *f = ctx;
-	char ks[KEY_MAX], kc[KEY_MAX], member[KEY_MAX], ttl[24];
+	struct ledger_keys k;
+	char ttl[24];
 	const char *argv[9];
 
 	if (f->closing)
 		return;
-	day_key(ks, sizeof(ks), day, "sent", NULL);
-	claim_key(kc, sizeof(kc), day, domain, rua);
-	snprintf(member, sizeof(member), "%s\t%s", domain, rua);
+	ledger_argv(f, &k, release_lua, day, domain, rua, argv);
 	snprintf(ttl, sizeof(ttl), "%" PRIu64, f->ttl_s);
-	argv[0] = "EVAL";
-	argv[1] = release_lua;
-	argv[2] = "2";
-	argv[3] = ks;
-	argv[4] = kc;
-	argv[5] = member;
-	argv[6] = f->node;
 	argv[7] = sent ? "1" : "0";
 	argv[8] = ttl;
 	/* Redis away: a sent copy reaches the set with this node's own
