@@ -23,7 +23,8 @@
  * commit or an HTTPS POST (60 s at most); a node that dies meanwhile leaves
  * it to the others after that. */
 #define CLAIM_TTL_MS 600000
-#define KEY_MAX 2400 /* key names (a rua may be long) */
+#define KEY_MAX 2400   /* key names (a rua may be long) */
+#define DOMAIN_BUF 300 /* a group's policy domain with its NUL (DNS: 253 at most) */
 #define PATH_MAX_LEN (CONFIG_PATH_MAX + 64)
 #define PREFIX "stsrelay:tlsrpt:" /* then DAY: */
 #define SEEN_KEY PREFIX "seen"    /* hash: node -> when its daemon last merged */
@@ -513,8 +514,8 @@ static void step_send(struct tlsrpt_fleet *f)
 	struct mjob *j = f->job;
 	char kcur[KEY_MAX], knodes[KEY_MAX], kmerged[KEY_MAX], kdom[KEY_MAX], ttl[24], newc[64];
 	const char **argv = NULL;
-	size_t argc = 0, nkeys, ndom = 0, ng, i, k, cap;
-	char **doms = NULL, **hkeys = NULL, **nums = NULL;
+	size_t argc = 0, nkeys, ndom = 0, ng, i, k, cap, *gdom = NULL;
+	char(*doms)[DOMAIN_BUF] = NULL, (*hkeys)[KEY_MAX] = NULL, (*nums)[24] = NULL;
 	bool final = j->final && day_over(md);
 	bool ok = false;
 
@@ -563,25 +564,22 @@ static void step_send(struct tlsrpt_fleet *f)
 	doms = calloc(ng + 1, sizeof(*doms));
 	hkeys = calloc(ng + 1, sizeof(*hkeys));
 	nums = calloc(2 * ng + 2, sizeof(*nums)); /* nkeys, ndom, 2 per group */
-	if (argv == NULL || doms == NULL || hkeys == NULL || nums == NULL)
+	gdom = calloc(ng + 1, sizeof(*gdom));     /* each group's domain: index into doms */
+	if (argv == NULL || doms == NULL || hkeys == NULL || nums == NULL || gdom == NULL)
 		goto out;
 	/* the domains of the step, each once, with their hash keys */
 	for (i = 0; i < ng; i++) {
-		char d[300];
+		char d[DOMAIN_BUF];
 
+		gdom[i] = SIZE_MAX;
 		if (tlsrpt_group_domain(tlsrpt_day_group(j->groups, i, NULL), d, sizeof(d)) != 0)
 			continue;
 		for (k = 0; k < ndom && strcmp(doms[k], d) != 0; k++)
 			;
+		gdom[i] = k;
 		if (k < ndom)
 			continue;
-		doms[ndom] = strdup(d);
-		hkeys[ndom] = malloc(KEY_MAX);
-		if (doms[ndom] == NULL || hkeys[ndom] == NULL) {
-			free(doms[ndom]);
-			free(hkeys[ndom]);
-			goto out;
-		}
+		memcpy(doms[ndom], d, sizeof(d));
 		day_key(hkeys[ndom], KEY_MAX, md->day, "counts", d);
 		ndom++;
 	}
@@ -593,10 +591,7 @@ static void step_send(struct tlsrpt_fleet *f)
 	nkeys = 4 + ndom;
 	argv[argc++] = "EVAL";
 	argv[argc++] = merge_lua;
-	nums[0] = malloc(24);
-	if (nums[0] == NULL)
-		goto out;
-	snprintf(nums[0], 24, "%zu", nkeys);
+	snprintf(nums[0], sizeof(nums[0]), "%zu", nkeys);
 	argv[argc++] = nums[0];
 	argv[argc++] = kcur;
 	argv[argc++] = knodes;
@@ -609,28 +604,18 @@ static void step_send(struct tlsrpt_fleet *f)
 	argv[argc++] = newc;
 	argv[argc++] = ttl;
 	argv[argc++] = final ? "1" : "0";
-	nums[1] = malloc(24);
-	if (nums[1] == NULL)
-		goto out;
-	snprintf(nums[1], 24, "%zu", ndom);
+	snprintf(nums[1], sizeof(nums[1]), "%zu", ndom);
 	argv[argc++] = nums[1];
 	for (i = 0; i < ndom; i++)
 		argv[argc++] = doms[i];
 	for (i = 0; i < ng; i++) {
 		uint64_t count;
 		const char *g = tlsrpt_day_group(j->groups, i, &count);
-		char d[300];
 
-		if (tlsrpt_group_domain(g, d, sizeof(d)) != 0)
+		if (gdom[i] == SIZE_MAX)
 			continue;
-		for (k = 0; k < ndom && strcmp(doms[k], d) != 0; k++)
-			;
-		nums[2 + 2 * i] = malloc(24);
-		nums[3 + 2 * i] = malloc(24);
-		if (nums[2 + 2 * i] == NULL || nums[3 + 2 * i] == NULL)
-			goto out;
-		snprintf(nums[2 + 2 * i], 24, "%zu", k + 1);
-		snprintf(nums[3 + 2 * i], 24, "%" PRIu64, count);
+		snprintf(nums[2 + 2 * i], sizeof(nums[0]), "%zu", gdom[i] + 1);
+		snprintf(nums[3 + 2 * i], sizeof(nums[0]), "%" PRIu64, count);
 		argv[argc++] = nums[2 + 2 * i];
 		argv[argc++] = g;
 		argv[argc++] = nums[3 + 2 * i];
@@ -639,15 +624,10 @@ static void step_send(struct tlsrpt_fleet *f)
 	ok = redis_command(f->redis, on_merged, f, &f->cmd, (int)argc, argv, NULL) == 0;
 out:
 	free(argv);
-	for (i = 0; doms != NULL && i < ndom; i++) {
-		free(doms[i]);
-		free(hkeys[i]);
-	}
 	free(doms);
 	free(hkeys);
-	for (i = 0; nums != NULL && i < 2 * ng + 2; i++)
-		free(nums[i]);
 	free(nums);
+	free(gdom);
 	if (!ok) {
 		md->known = false;
 		step_end(f, false, false);
